@@ -1,0 +1,632 @@
+//! The member registry: the only root of trust. It starts from a genesis update
+//! whose hash every node is configured with, and changes only by signed updates
+//! that a threshold of members approved (or, for a member's own keys and nodes,
+//! that member). Versions only go up; conflicting updates are kept as evidence.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use herald_protocol::{
+    KeyId, MemberEntry, MemberId, NetworkId, NodeId, REGISTRY_DOMAIN, RegistryHash, RegistryOp, RegistryVersion,
+    RevocationPoint, SignedRegistryUpdate, Timestamp,
+};
+
+use crate::key::{KeyError, PublicKey};
+
+/// Why a registry update was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The genesis update does not hash to the configured value.
+    #[error("genesis hash is {found}, but this node is configured for {expected}; check the genesis file and hash")]
+    GenesisMismatch {
+        /// Configured.
+        expected: RegistryHash,
+        /// Computed.
+        found: RegistryHash,
+    },
+    /// Not a genesis update (version 1) where one was needed, or a genesis with
+    /// operations other than admitting members and setting the threshold.
+    #[error("not a valid genesis update: {0}")]
+    NotGenesis(&'static str),
+    /// An update that skips versions.
+    #[error("registry update {got} does not follow {have}; fetch the versions in between first")]
+    Gap {
+        /// Current version.
+        have: RegistryVersion,
+        /// The update's version.
+        got: RegistryVersion,
+    },
+    /// An update for a version already passed that is not the one held and is not
+    /// validly approved: refused as a rollback.
+    #[error("registry update {got} is older than the current version {have} and not approved; refused")]
+    Rollback {
+        /// Current version.
+        have: RegistryVersion,
+        /// The update's version.
+        got: RegistryVersion,
+    },
+    /// The update names a previous version other than the one held.
+    #[error("registry update {version} builds on a different history than this node's")]
+    WrongPrevious {
+        /// The update's version.
+        version: RegistryVersion,
+    },
+    /// Two validly approved, different updates for the same version: kept as
+    /// evidence ([`Registry::forks`]).
+    #[error("registry fork at version {version}: {ours} is held, {theirs} is also approved; evidence kept, tell the members")]
+    Fork {
+        /// The version.
+        version: RegistryVersion,
+        /// The held update's hash.
+        ours: RegistryHash,
+        /// The conflicting update's hash.
+        theirs: RegistryHash,
+    },
+    /// Not enough distinct members approved.
+    #[error("{approvals} distinct members approved; {threshold} needed (a member's own key changes need that member's key)")]
+    ThresholdNotMet {
+        /// Distinct members with a valid approval.
+        approvals: usize,
+        /// Needed.
+        threshold: u32,
+    },
+    /// A key being added did not sign the update.
+    #[error("key {0} is being added but did not approve the update (proof of possession missing)")]
+    MissingProofOfPossession(KeyId),
+    /// A key being added is weak or malformed.
+    #[error("key {key} is refused: {reason}")]
+    BadKey {
+        /// The key.
+        key: KeyId,
+        /// Why.
+        reason: KeyError,
+    },
+    /// A key that some member already uses, or used before.
+    #[error("key {0} is already in the registry (keys are never reused)")]
+    KeyInUse(KeyId),
+    /// A member id that is already taken.
+    #[error("member {0} is already in the registry")]
+    DuplicateMember(MemberId),
+    /// An operation on a member the registry does not have, or has removed.
+    #[error("no current member {0}")]
+    UnknownMember(MemberId),
+    /// An operation on a key or node the member does not have.
+    #[error("member {member} has no {what} {key}")]
+    NotOwned {
+        /// The member.
+        member: MemberId,
+        /// "signing key" or "node".
+        what: &'static str,
+        /// The key or node id.
+        key: KeyId,
+    },
+    /// Revoking a key twice.
+    #[error("signing key {0} is already revoked")]
+    AlreadyRevoked(KeyId),
+    /// The threshold would not be above half of the members.
+    #[error("threshold {threshold} with {members} members: it must be above half and at most all of them")]
+    ThresholdOutOfRange {
+        /// Threshold after the update.
+        threshold: u32,
+        /// Members after the update.
+        members: usize,
+    },
+    /// A member would hold too many keys or nodes.
+    #[error("member {0} would hold more than {max} signing keys or nodes", max = herald_protocol::registry::MAX_KEYS_PER_MEMBER)]
+    TooManyKeys(MemberId),
+}
+
+/// A signing key's standing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigningKeyState {
+    /// The key, parsed once.
+    pub key: PublicKey,
+    /// From where it is revoked, if it is.
+    pub revoked: Option<RevocationPoint>,
+}
+
+/// A member as the registry knows it at one version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Stable id.
+    pub id: MemberId,
+    /// Name.
+    pub name: String,
+    /// Current governance key.
+    pub member_key: PublicKey,
+    /// Signing keys, revoked ones included (what they signed before stays valid).
+    pub signing_keys: BTreeMap<KeyId, SigningKeyState>,
+    /// Current nodes.
+    pub node_ids: BTreeSet<NodeId>,
+    /// When the member was removed, if it was.
+    pub removed_at: Option<Timestamp>,
+}
+
+impl Member {
+    /// Whether the member is still a member.
+    pub fn is_current(&self) -> bool {
+        self.removed_at.is_none()
+    }
+}
+
+/// The registry's content at one version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryState {
+    version: RegistryVersion,
+    hash: RegistryHash,
+    threshold: u32,
+    members: BTreeMap<MemberId, Member>,
+    /// Every signing key ever admitted, to its member.
+    signing_index: HashMap<KeyId, MemberId>,
+    /// Every key or node id ever admitted in any role: never reused.
+    used: HashSet<[u8; 32]>,
+}
+
+impl RegistryState {
+    fn empty() -> Self {
+        Self {
+            version: RegistryVersion(0),
+            hash: RegistryHash::from_bytes([0; 32]),
+            threshold: 0,
+            members: BTreeMap::new(),
+            signing_index: HashMap::new(),
+            used: HashSet::new(),
+        }
+    }
+
+    /// This state's version.
+    pub fn version(&self) -> RegistryVersion {
+        self.version
+    }
+
+    /// The hash of the update that produced this state.
+    pub fn hash(&self) -> RegistryHash {
+        self.hash
+    }
+
+    /// Distinct members needed to approve a change.
+    pub fn threshold(&self) -> u32 {
+        self.threshold
+    }
+
+    /// All members, removed ones included.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    /// Members that are still members.
+    pub fn current_members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values().filter(|m| m.is_current())
+    }
+
+    /// One member by id.
+    pub fn member(&self, id: &MemberId) -> Option<&Member> {
+        self.members.get(id)
+    }
+
+    /// The member holding a signing key, and the key's standing.
+    pub fn signing_key(&self, key: &KeyId) -> Option<(&Member, &SigningKeyState)> {
+        let member = self.members.get(self.signing_index.get(key)?)?;
+        Some((member, member.signing_keys.get(key)?))
+    }
+
+    /// Node ids of current members: the peers allowed to connect.
+    pub fn allowed_nodes(&self) -> impl Iterator<Item = (&Member, &NodeId)> {
+        self.current_members().flat_map(|m| m.node_ids.iter().map(move |n| (m, n)))
+    }
+
+    /// Whether the key ever held any role here (member key, signing key or node).
+    pub fn is_known_key(&self, key: &[u8; 32]) -> bool {
+        self.used.contains(key)
+    }
+
+    fn current_member_mut(&mut self, id: &MemberId) -> Result<&mut Member, RegistryError> {
+        match self.members.get_mut(id) {
+            Some(m) if m.is_current() => Ok(m),
+            _ => Err(RegistryError::UnknownMember(*id)),
+        }
+    }
+
+    fn claim_key(&mut self, key: [u8; 32]) -> Result<PublicKey, RegistryError> {
+        let id = KeyId::from_bytes(key);
+        let public = PublicKey::from_bytes(&key).map_err(|reason| RegistryError::BadKey { key: id, reason })?;
+        if !self.used.insert(key) {
+            return Err(RegistryError::KeyInUse(id));
+        }
+        Ok(public)
+    }
+
+    fn apply_op(&mut self, op: &RegistryOp) -> Result<(), RegistryError> {
+        match op {
+            RegistryOp::AddMember(entry) => self.add_member(entry),
+            RegistryOp::RemoveMember { member, at } => {
+                self.current_member_mut(member)?.removed_at = Some(*at);
+                Ok(())
+            }
+            RegistryOp::SetThreshold { threshold } => {
+                self.threshold = *threshold;
+                Ok(())
+            }
+            RegistryOp::AddSigningKey { member, key } => {
+                self.current_member_mut(member)?;
+                let public = self.claim_key(*key.as_bytes())?;
+                let m = self.current_member_mut(member)?;
+                m.signing_keys.insert(*key, SigningKeyState { key: public, revoked: None });
+                check_key_count(m)?;
+                self.signing_index.insert(*key, *member);
+                Ok(())
+            }
+            RegistryOp::RevokeSigningKey { member, key, from } => {
+                let m = self.current_member_mut(member)?;
+                let state = m.signing_keys.get_mut(key).ok_or(RegistryError::NotOwned {
+                    member: *member,
+                    what: "signing key",
+                    key: *key,
+                })?;
+                if state.revoked.is_some() {
+                    return Err(RegistryError::AlreadyRevoked(*key));
+                }
+                state.revoked = Some(*from);
+                Ok(())
+            }
+            RegistryOp::AddNode { member, node } => {
+                self.current_member_mut(member)?;
+                self.claim_key(*node.as_bytes())?;
+                let m = self.current_member_mut(member)?;
+                m.node_ids.insert(*node);
+                check_key_count(m)
+            }
+            RegistryOp::RemoveNode { member, node } => {
+                let m = self.current_member_mut(member)?;
+                if !m.node_ids.remove(node) {
+                    return Err(RegistryError::NotOwned {
+                        member: *member,
+                        what: "node",
+                        key: KeyId::from_bytes(*node.as_bytes()),
+                    });
+                }
+                Ok(())
+            }
+            RegistryOp::RotateMemberKey { member, new_key } => {
+                self.current_member_mut(member)?;
+                let public = self.claim_key(*new_key.as_bytes())?;
+                self.current_member_mut(member)?.member_key = public;
+                Ok(())
+            }
+        }
+    }
+
+    fn add_member(&mut self, entry: &MemberEntry) -> Result<(), RegistryError> {
+        if self.members.contains_key(&entry.id) {
+            return Err(RegistryError::DuplicateMember(entry.id));
+        }
+        let member_key = self.claim_key(*entry.member_key.as_bytes())?;
+        let mut member = Member {
+            id: entry.id,
+            name: entry.name.clone(),
+            member_key,
+            signing_keys: BTreeMap::new(),
+            node_ids: BTreeSet::new(),
+            removed_at: None,
+        };
+        for key in &entry.signing_keys {
+            let public = self.claim_key(*key.as_bytes())?;
+            member.signing_keys.insert(*key, SigningKeyState { key: public, revoked: None });
+            self.signing_index.insert(*key, entry.id);
+        }
+        for node in &entry.node_ids {
+            self.claim_key(*node.as_bytes())?;
+            member.node_ids.insert(*node);
+        }
+        self.members.insert(entry.id, member);
+        Ok(())
+    }
+
+    fn check_threshold(&self) -> Result<(), RegistryError> {
+        let members = self.current_members().count();
+        let t = self.threshold as usize;
+        if members == 0 || t == 0 || t > members || 2 * t <= members {
+            return Err(RegistryError::ThresholdOutOfRange {
+                threshold: self.threshold,
+                members,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn check_key_count(m: &Member) -> Result<(), RegistryError> {
+    let max = herald_protocol::registry::MAX_KEYS_PER_MEMBER;
+    if m.signing_keys.len() > max || m.node_ids.len() > max {
+        return Err(RegistryError::TooManyKeys(m.id));
+    }
+    Ok(())
+}
+
+/// Keys an update adds, each of which must approve it (proof of possession).
+fn keys_added(ops: &[RegistryOp]) -> Vec<[u8; 32]> {
+    let mut keys = Vec::new();
+    for op in ops {
+        match op {
+            RegistryOp::AddMember(e) => {
+                keys.push(*e.member_key.as_bytes());
+                keys.extend(e.signing_keys.iter().map(|k| *k.as_bytes()));
+                keys.extend(e.node_ids.iter().map(|n| *n.as_bytes()));
+            }
+            RegistryOp::AddSigningKey { key, .. } => keys.push(*key.as_bytes()),
+            RegistryOp::AddNode { node, .. } => keys.push(*node.as_bytes()),
+            RegistryOp::RotateMemberKey { new_key, .. } => keys.push(*new_key.as_bytes()),
+            RegistryOp::RemoveMember { .. }
+            | RegistryOp::SetThreshold { .. }
+            | RegistryOp::RevokeSigningKey { .. }
+            | RegistryOp::RemoveNode { .. } => {}
+        }
+    }
+    keys
+}
+
+/// The one member whose own keys and nodes every op concerns, if the update is
+/// that kind of self-managed change.
+fn self_managed_by(ops: &[RegistryOp]) -> Option<MemberId> {
+    let mut owner = None;
+    for op in ops {
+        let member = match op {
+            RegistryOp::AddSigningKey { member, .. }
+            | RegistryOp::RevokeSigningKey { member, .. }
+            | RegistryOp::AddNode { member, .. }
+            | RegistryOp::RemoveNode { member, .. }
+            | RegistryOp::RotateMemberKey { member, .. } => *member,
+            RegistryOp::AddMember(_) | RegistryOp::RemoveMember { .. } | RegistryOp::SetThreshold { .. } => {
+                return None;
+            }
+        };
+        if *owner.get_or_insert(member) != member {
+            return None;
+        }
+    }
+    owner
+}
+
+/// The keys whose approval on `update` verifies (strictly). Approvals that do
+/// not verify are ignored: anyone relaying an update could append garbage.
+fn verified_approvers(update: &SignedRegistryUpdate) -> HashSet<[u8; 32]> {
+    let input = herald_protocol::signing_input(REGISTRY_DOMAIN, update.body_bytes());
+    let mut ok = HashSet::new();
+    for approval in update.approvals() {
+        if ok.contains(approval.key.as_bytes()) {
+            continue;
+        }
+        if let Ok(key) = PublicKey::from_id(&approval.key) {
+            if key.verify(&input, &approval.signature).is_ok() {
+                ok.insert(*approval.key.as_bytes());
+            }
+        }
+    }
+    ok
+}
+
+fn check_proof_of_possession(update: &SignedRegistryUpdate, approvers: &HashSet<[u8; 32]>) -> Result<(), RegistryError> {
+    for key in keys_added(&update.body().ops) {
+        let id = KeyId::from_bytes(key);
+        PublicKey::from_bytes(&key).map_err(|reason| RegistryError::BadKey { key: id, reason })?;
+        if !approvers.contains(&key) {
+            return Err(RegistryError::MissingProofOfPossession(id));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `update` is approved by enough of `state`'s members.
+fn check_approval(state: &RegistryState, update: &SignedRegistryUpdate) -> Result<(), RegistryError> {
+    let approvers = verified_approvers(update);
+    check_proof_of_possession(update, &approvers)?;
+    // Each current member counts once, by its current member key, however many
+    // approvals it sent. Signing keys do not vote: they are online, hot keys.
+    let members_approving = state
+        .current_members()
+        .filter(|m| approvers.contains(&m.member_key.to_bytes()))
+        .count();
+    if members_approving >= state.threshold as usize {
+        return Ok(());
+    }
+    if let Some(owner) = self_managed_by(&update.body().ops) {
+        if let Some(m) = state.member(&owner) {
+            if m.is_current() && approvers.contains(&m.member_key.to_bytes()) {
+                return Ok(());
+            }
+        }
+    }
+    Err(RegistryError::ThresholdNotMet {
+        approvals: members_approving,
+        threshold: state.threshold,
+    })
+}
+
+/// What [`Registry::apply`] did with an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The update was new and is now the current version.
+    Advanced(RegistryVersion),
+    /// The same update was already held.
+    AlreadyHeld,
+}
+
+/// Two validly approved, different updates for one version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForkEvidence {
+    /// The version both claim.
+    pub version: RegistryVersion,
+    /// The update this node holds.
+    pub ours: SignedRegistryUpdate,
+    /// The other one.
+    pub theirs: SignedRegistryUpdate,
+}
+
+/// The member registry with its full history.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    network: NetworkId,
+    history: Vec<SignedRegistryUpdate>,
+    /// `states[i]` is the state after `history[i]`.
+    states: Vec<Arc<RegistryState>>,
+    forks: Vec<ForkEvidence>,
+}
+
+impl Registry {
+    /// Starts a registry from its genesis update, which must hash to `expected`
+    /// and be approved by every key it admits.
+    pub fn from_genesis(genesis: SignedRegistryUpdate, expected: RegistryHash) -> Result<Self, RegistryError> {
+        if genesis.hash() != expected {
+            return Err(RegistryError::GenesisMismatch {
+                expected,
+                found: genesis.hash(),
+            });
+        }
+        let body = genesis.body();
+        if body.version != RegistryVersion::GENESIS {
+            return Err(RegistryError::NotGenesis("its version is not 1"));
+        }
+        if !body
+            .ops
+            .iter()
+            .all(|op| matches!(op, RegistryOp::AddMember(_) | RegistryOp::SetThreshold { .. }))
+        {
+            return Err(RegistryError::NotGenesis("it may only admit members and set the threshold"));
+        }
+        // Every key admitted at genesis approves it: founders consent, and each
+        // proves possession.
+        check_proof_of_possession(&genesis, &verified_approvers(&genesis))?;
+        let mut state = RegistryState::empty();
+        for op in &body.ops {
+            state.apply_op(op)?;
+        }
+        state.check_threshold()?;
+        state.version = RegistryVersion::GENESIS;
+        state.hash = genesis.hash();
+        Ok(Self {
+            network: NetworkId::from_genesis(genesis.hash()),
+            history: vec![genesis],
+            states: vec![Arc::new(state)],
+            forks: Vec::new(),
+        })
+    }
+
+    /// Rebuilds a registry from a stored history (genesis first).
+    pub fn from_history(
+        updates: impl IntoIterator<Item = SignedRegistryUpdate>,
+        genesis_hash: RegistryHash,
+    ) -> Result<Self, RegistryError> {
+        let mut updates = updates.into_iter();
+        let genesis = updates.next().ok_or(RegistryError::NotGenesis("the history is empty"))?;
+        let mut registry = Self::from_genesis(genesis, genesis_hash)?;
+        for update in updates {
+            registry.apply(update)?;
+        }
+        Ok(registry)
+    }
+
+    /// Applies the next update, if it is approved and follows the current version.
+    pub fn apply(&mut self, update: SignedRegistryUpdate) -> Result<Applied, RegistryError> {
+        let have = self.version();
+        let got = update.body().version;
+        if got <= have {
+            return self.check_past_update(update);
+        }
+        if Some(got) != have.next() {
+            return Err(RegistryError::Gap { have, got });
+        }
+        if update.body().prev != Some(self.hash()) {
+            return Err(RegistryError::WrongPrevious { version: got });
+        }
+        let current = self.current();
+        check_approval(current, &update)?;
+        let mut next = current.clone();
+        for op in &update.body().ops {
+            next.apply_op(op)?;
+        }
+        next.check_threshold()?;
+        next.version = got;
+        next.hash = update.hash();
+        self.history.push(update);
+        self.states.push(Arc::new(next));
+        Ok(Applied::Advanced(got))
+    }
+
+    fn check_past_update(&mut self, update: SignedRegistryUpdate) -> Result<Applied, RegistryError> {
+        let got = update.body().version;
+        let index = (got.0 - 1) as usize;
+        let ours = &self.history[index];
+        if ours.hash() == update.hash() {
+            return Ok(Applied::AlreadyHeld);
+        }
+        let rollback = RegistryError::Rollback {
+            have: self.version(),
+            got,
+        };
+        // A different genesis is a different network, not a fork of this one.
+        if index == 0 {
+            return Err(rollback);
+        }
+        let before = &self.states[index - 1];
+        if update.body().prev != Some(before.hash()) || check_approval(before, &update).is_err() {
+            return Err(rollback);
+        }
+        let mut after = (**before).clone();
+        let consistent = update.body().ops.iter().try_for_each(|op| after.apply_op(op)).is_ok()
+            && after.check_threshold().is_ok();
+        if !consistent {
+            return Err(rollback);
+        }
+        let (version, ours_hash, theirs) = (got, ours.hash(), update.hash());
+        if !self.forks.iter().any(|f| f.version == got && f.theirs.hash() == theirs) {
+            self.forks.push(ForkEvidence {
+                version: got,
+                ours: ours.clone(),
+                theirs: update,
+            });
+        }
+        Err(RegistryError::Fork {
+            version,
+            ours: ours_hash,
+            theirs,
+        })
+    }
+
+    /// The network this registry governs.
+    pub fn network(&self) -> NetworkId {
+        self.network
+    }
+
+    /// The current version.
+    pub fn version(&self) -> RegistryVersion {
+        self.current().version
+    }
+
+    /// The hash of the current version's update.
+    pub fn hash(&self) -> RegistryHash {
+        self.current().hash
+    }
+
+    /// The current state.
+    pub fn current(&self) -> &RegistryState {
+        // `states` is never empty: a registry starts from its genesis.
+        &self.states[self.states.len() - 1]
+    }
+
+    /// The state at an earlier version, if it exists.
+    pub fn at_version(&self, version: RegistryVersion) -> Option<&RegistryState> {
+        let index = usize::try_from(version.0).ok()?.checked_sub(1)?;
+        self.states.get(index).map(|s| &**s)
+    }
+
+    /// Every accepted update, genesis first.
+    pub fn history(&self) -> &[SignedRegistryUpdate] {
+        &self.history
+    }
+
+    /// Evidence of conflicting approved updates seen so far.
+    pub fn forks(&self) -> &[ForkEvidence] {
+        &self.forks
+    }
+}

@@ -1,0 +1,52 @@
+//! Producing signed objects: bulletins signed by a signing key, and approvals
+//! of registry updates.
+
+use herald_protocol::{
+    Approval, BULLETIN_DOMAIN, BulletinBody, DecodeError, REGISTRY_DOMAIN, RegistryUpdate, SignedBulletin,
+    SignedRegistryUpdate,
+};
+
+use crate::key::SecretKey;
+
+/// Why a bulletin could not be signed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignError {
+    /// The body names another key as its signer.
+    #[error("the body names signer {named}, but the key given is {given}")]
+    SignerMismatch {
+        /// The key the body names.
+        named: herald_protocol::KeyId,
+        /// The key given.
+        given: herald_protocol::KeyId,
+    },
+    /// The body breaks a rule of the format.
+    #[error(transparent)]
+    Invalid(#[from] DecodeError),
+}
+
+/// Encodes `body` and signs it with `key`, which the body must name as signer.
+pub fn sign_bulletin(key: &SecretKey, body: &BulletinBody) -> Result<SignedBulletin, SignError> {
+    if body.signer != key.id() {
+        return Err(SignError::SignerMismatch {
+            named: body.signer,
+            given: key.id(),
+        });
+    }
+    let bytes = body.to_bytes()?;
+    let signature = key.sign_with_domain(BULLETIN_DOMAIN, &bytes);
+    Ok(SignedBulletin::from_parts(bytes, signature)?)
+}
+
+/// A registry update with no approvals yet, ready to be passed around for them.
+pub fn propose_update(update: &RegistryUpdate) -> Result<SignedRegistryUpdate, DecodeError> {
+    SignedRegistryUpdate::from_parts(update.to_bytes()?, Vec::new())
+}
+
+/// `key`'s approval of a registry update.
+pub fn approve(key: &SecretKey, update: &SignedRegistryUpdate) -> Approval {
+    Approval {
+        key: key.id(),
+        signature: key.sign_with_domain(REGISTRY_DOMAIN, update.body_bytes()),
+    }
+}
