@@ -31,7 +31,7 @@
 //! let mut genesis = sign::propose_update(&body).unwrap();
 //! for k in keys.iter().flatten() {
 //!     let approval = sign::approve(k, &genesis);
-//!     genesis.push_approval(approval);
+//!     genesis.push_approval(approval).unwrap();
 //! }
 //! let hash = genesis.hash();
 //! let registry = herald_keys::Registry::from_genesis(genesis, hash).unwrap();

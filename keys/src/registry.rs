@@ -258,7 +258,10 @@ impl RegistryState {
                 Ok(())
             }
             RegistryOp::RevokeSigningKey { member, key, from } => {
-                let m = self.current_member_mut(member)?;
+                // A removed member's keys can still be revoked (by threshold):
+                // removal is by time, which a key holder can backdate; a
+                // revocation by number cannot be signed around.
+                let m = self.members.get_mut(member).ok_or(RegistryError::UnknownMember(*member))?;
                 let state = m.signing_keys.get_mut(key).ok_or(RegistryError::NotOwned {
                     member: *member,
                     what: "signing key",
@@ -338,7 +341,9 @@ impl RegistryState {
 
 fn check_key_count(m: &Member) -> Result<(), RegistryError> {
     let max = herald_protocol::registry::MAX_KEYS_PER_MEMBER;
-    if m.signing_keys.len() > max || m.node_ids.len() > max {
+    // Revoked keys stay listed (what they signed stays valid) but do not count.
+    let active = m.signing_keys.values().filter(|k| k.revoked.is_none()).count();
+    if active > max || m.node_ids.len() > max {
         return Err(RegistryError::TooManyKeys(m.id));
     }
     Ok(())
@@ -388,19 +393,26 @@ fn self_managed_by(ops: &[RegistryOp]) -> Option<MemberId> {
     owner
 }
 
-/// The keys whose approval on `update` verifies (strictly). Approvals that do
-/// not verify are ignored: anyone relaying an update could append garbage.
-fn verified_approvers(update: &SignedRegistryUpdate) -> HashSet<[u8; 32]> {
+/// The keys whose approval on `update` verifies (strictly), among the keys
+/// that matter: `state`'s current member keys and the keys the update adds.
+/// Other approvals are ignored unverified, so a relay that appends junk costs
+/// nothing; approvals that do not verify are ignored too.
+fn verified_approvers(state: Option<&RegistryState>, update: &SignedRegistryUpdate) -> HashSet<[u8; 32]> {
+    let mut relevant: HashSet<[u8; 32]> = keys_added(&update.body().ops).into_iter().collect();
+    if let Some(state) = state {
+        relevant.extend(state.current_members().map(|m| m.member_key.to_bytes()));
+    }
     let input = herald_protocol::signing_input(REGISTRY_DOMAIN, update.body_bytes());
     let mut ok = HashSet::new();
     for approval in update.approvals() {
-        if ok.contains(approval.key.as_bytes()) {
+        let key = approval.key.as_bytes();
+        if ok.contains(key) || !relevant.contains(key) {
             continue;
         }
-        if let Ok(key) = PublicKey::from_id(&approval.key) {
-            if key.verify(&input, &approval.signature).is_ok() {
-                ok.insert(*approval.key.as_bytes());
-            }
+        if let Ok(public) = PublicKey::from_id(&approval.key)
+            && public.verify(&input, &approval.signature).is_ok()
+        {
+            ok.insert(*key);
         }
     }
     ok
@@ -419,7 +431,7 @@ fn check_proof_of_possession(update: &SignedRegistryUpdate, approvers: &HashSet<
 
 /// Whether `update` is approved by enough of `state`'s members.
 fn check_approval(state: &RegistryState, update: &SignedRegistryUpdate) -> Result<(), RegistryError> {
-    let approvers = verified_approvers(update);
+    let approvers = verified_approvers(Some(state), update);
     check_proof_of_possession(update, &approvers)?;
     // Each current member counts once, by its current member key, however many
     // approvals it sent. Signing keys do not vote: they are online, hot keys.
@@ -430,12 +442,12 @@ fn check_approval(state: &RegistryState, update: &SignedRegistryUpdate) -> Resul
     if members_approving >= state.threshold as usize {
         return Ok(());
     }
-    if let Some(owner) = self_managed_by(&update.body().ops) {
-        if let Some(m) = state.member(&owner) {
-            if m.is_current() && approvers.contains(&m.member_key.to_bytes()) {
-                return Ok(());
-            }
-        }
+    if let Some(owner) = self_managed_by(&update.body().ops)
+        && let Some(m) = state.member(&owner)
+        && m.is_current()
+        && approvers.contains(&m.member_key.to_bytes())
+    {
+        return Ok(());
     }
     Err(RegistryError::ThresholdNotMet {
         approvals: members_approving,
@@ -496,7 +508,7 @@ impl Registry {
         }
         // Every key admitted at genesis approves it: founders consent, and each
         // proves possession.
-        check_proof_of_possession(&genesis, &verified_approvers(&genesis))?;
+        check_proof_of_possession(&genesis, &verified_approvers(None, &genesis))?;
         let mut state = RegistryState::empty();
         for op in &body.ops {
             state.apply_op(op)?;

@@ -74,10 +74,10 @@ impl Registry {
                 return Err(Rejection::Revoked { key: body.signer, from });
             }
         }
-        if let Some(at) = member.removed_at {
-            if body.created >= at {
-                return Err(Rejection::MemberRemoved { member: member.id, at });
-            }
+        if let Some(at) = member.removed_at
+            && body.created >= at
+        {
+            return Err(Rejection::MemberRemoved { member: member.id, at });
         }
         Ok(Standing {
             member: member.id,

@@ -1,2 +1,2 @@
-//! x
+//! The `herald` command.
 fn main() {}

@@ -66,22 +66,28 @@ pub(crate) fn encode<T: Encode>(value: &T) -> Vec<u8> {
     }
 }
 
-/// Decodes `bytes` as one `T`, allowing at most `MAX` bytes of input and of
-/// claimed allocation, rejecting trailing bytes and non-canonical input.
-pub(crate) fn decode_canonical<T, const MAX: usize>(bytes: &[u8]) -> Result<T, DecodeError>
+/// Decodes `bytes` as one `T`, allowing at most `MAX` bytes of input and
+/// `CLAIM` bytes of claimed allocation, rejecting trailing bytes and
+/// non-canonical input.
+///
+/// bincode claims a list's in-memory size (length times element size) before
+/// decoding it, which can exceed the list's wire size; `CLAIM` bounds that, and
+/// is a small multiple of `MAX`.
+pub(crate) fn decode_canonical<T, const MAX: usize, const CLAIM: usize>(bytes: &[u8]) -> Result<T, DecodeError>
 where
     T: Decode<()> + Encode,
 {
-    let value = decode_prefix::<T, MAX>(bytes)?;
+    let value = decode_prefix::<T, MAX, CLAIM>(bytes)?;
     if encode(&value) != bytes {
         return Err(DecodeError::NonCanonical);
     }
     Ok(value)
 }
 
-/// Decodes `bytes` as one `T` with a limit, rejecting trailing bytes, without the
-/// re-encoding check (for containers whose canonical form follows from their parts).
-pub(crate) fn decode_prefix<T, const MAX: usize>(bytes: &[u8]) -> Result<T, DecodeError>
+/// Decodes `bytes` as one `T` with limits as in [`decode_canonical`], rejecting
+/// trailing bytes, without the re-encoding check (for containers whose
+/// canonical form follows from their parts).
+pub(crate) fn decode_prefix<T, const MAX: usize, const CLAIM: usize>(bytes: &[u8]) -> Result<T, DecodeError>
 where
     T: Decode<()>,
 {
@@ -92,7 +98,7 @@ where
         });
     }
     let (value, used) =
-        bincode::decode_from_slice::<T, _>(bytes, decode_config::<MAX>()).map_err(|e| map_error(e, MAX))?;
+        bincode::decode_from_slice::<T, _>(bytes, decode_config::<CLAIM>()).map_err(|e| map_error(e, MAX))?;
     if used != bytes.len() {
         return Err(DecodeError::TrailingBytes {
             extra: bytes.len() - used,

@@ -13,14 +13,25 @@ use crate::signing::Signature;
 /// The registry update format this crate writes and reads.
 pub const REGISTRY_FORMAT: u16 = 1;
 
-/// Largest signed registry update, in bytes. A genesis for a few hundred
-/// members with several keys and nodes each fits easily.
-pub const MAX_REGISTRY_UPDATE_BYTES: usize = 1024 * 1024;
+/// Largest registry update body, in bytes. A genesis for a few hundred members
+/// with several keys and nodes each fits easily.
+pub const MAX_REGISTRY_BODY_BYTES: usize = 1024 * 1024;
 
 /// Most operations in one update.
 pub const MAX_OPS: usize = 1024;
 /// Most approvals (signatures) on one update.
 pub const MAX_APPROVALS: usize = 1024;
+/// Bytes of one encoded approval: a 32-byte key and a 64-byte signature.
+pub const APPROVAL_BYTES: usize = 32 + 64;
+
+/// Largest signed registry update, in bytes: the largest body, its length
+/// prefix, the approvals' length prefix and the most approvals.
+pub const MAX_REGISTRY_UPDATE_BYTES: usize = MAX_REGISTRY_BODY_BYTES + 8 + 8 + MAX_APPROVALS * APPROVAL_BYTES;
+
+/// Allocation bincode may claim while decoding: it claims a list's in-memory
+/// size before decoding it, and an operation takes more room in memory (about
+/// 140 bytes) than the smallest does on the wire; 1024 of them fit in the slack.
+const MAX_REGISTRY_CLAIM: usize = MAX_REGISTRY_UPDATE_BYTES + 256 * 1024;
 /// Most signing keys or node ids listed for one member in one operation.
 pub const MAX_KEYS_PER_MEMBER: usize = 64;
 /// Longest member name, in bytes.
@@ -134,10 +145,10 @@ impl RegistryUpdate {
     pub fn to_bytes(&self) -> Result<Vec<u8>, DecodeError> {
         self.validate()?;
         let bytes = codec::encode(self);
-        if bytes.len() > MAX_REGISTRY_UPDATE_BYTES {
+        if bytes.len() > MAX_REGISTRY_BODY_BYTES {
             return Err(DecodeError::TooLarge {
                 len: bytes.len(),
-                max: MAX_REGISTRY_UPDATE_BYTES,
+                max: MAX_REGISTRY_BODY_BYTES,
             });
         }
         Ok(bytes)
@@ -145,7 +156,7 @@ impl RegistryUpdate {
 
     /// Decodes and checks update body bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let update: Self = codec::decode_canonical::<Self, MAX_REGISTRY_UPDATE_BYTES>(bytes)?;
+        let update: Self = codec::decode_canonical::<Self, MAX_REGISTRY_BODY_BYTES, MAX_REGISTRY_CLAIM>(bytes)?;
         update.validate()?;
         Ok(update)
     }
@@ -216,18 +227,14 @@ pub struct SignedRegistryUpdate {
 impl SignedRegistryUpdate {
     /// Decodes a signed update from its wire bytes (size, canonical form, rules).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let envelope: Envelope = codec::decode_prefix::<Envelope, MAX_REGISTRY_UPDATE_BYTES>(bytes)?;
-        if envelope.approvals.len() > MAX_APPROVALS {
-            return Err(DecodeError::Invalid(format!(
-                "{} approvals; at most {MAX_APPROVALS}",
-                envelope.approvals.len()
-            )));
-        }
+        let envelope: Envelope =
+            codec::decode_prefix::<Envelope, MAX_REGISTRY_UPDATE_BYTES, MAX_REGISTRY_CLAIM>(bytes)?;
         Self::from_parts(envelope.body, envelope.approvals)
     }
 
     /// Assembles an update from body bytes and approvals.
     pub fn from_parts(body_bytes: Vec<u8>, approvals: Vec<Approval>) -> Result<Self, DecodeError> {
+        check_approval_count(approvals.len())?;
         let body = RegistryUpdate::from_bytes(&body_bytes)?;
         let hash = RegistryHash::of_body(&body_bytes);
         Ok(Self {
@@ -261,15 +268,25 @@ impl SignedRegistryUpdate {
         &self.approvals
     }
 
-    /// Adds an approval (a key's signature over the body).
-    pub fn push_approval(&mut self, approval: Approval) {
+    /// Adds an approval (a key's signature over the body), unless the update
+    /// already carries the most approvals the format allows.
+    pub fn push_approval(&mut self, approval: Approval) -> Result<(), DecodeError> {
+        check_approval_count(self.approvals.len() + 1)?;
         self.approvals.push(approval);
+        Ok(())
     }
 
     /// The hash of the body; for genesis, the network's id.
     pub fn hash(&self) -> RegistryHash {
         self.hash
     }
+}
+
+fn check_approval_count(count: usize) -> Result<(), DecodeError> {
+    if count > MAX_APPROVALS {
+        return Err(DecodeError::Invalid(format!("{count} approvals; at most {MAX_APPROVALS}")));
+    }
+    Ok(())
 }
 
 #[derive(Encode)]

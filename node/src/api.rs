@@ -1,0 +1,167 @@
+//! The local HTTP API: publish, list, show and status, as JSON. It listens on
+//! loopback; whoever reaches it can publish in the member's name.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query as QueryParams, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use herald_protocol::{BulletinId, MemberId, Severity, Timestamp, Tlp};
+use serde::{Deserialize, Serialize};
+
+use crate::node::{Draft, Node, PublishError};
+use crate::store::Query;
+use crate::view::{BulletinView, StatusView};
+
+/// Largest request body accepted: a largest bulletin as hex JSON, with room.
+const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
+/// An error as the API returns it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    /// What went wrong and what to do.
+    pub error: String,
+}
+
+struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(ApiError { error: self.1 })).into_response()
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Failure {
+    Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// The reply to a publication.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Published {
+    /// The new bulletin's id.
+    pub id: BulletinId,
+    /// Its number in the signing key's chain.
+    pub seq: u64,
+}
+
+/// Filters of `GET /v1/bulletins`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ListParams {
+    /// Kind name.
+    pub kind: Option<String>,
+    /// Member id (hex).
+    pub member: Option<MemberId>,
+    /// TLP label.
+    pub tlp: Option<Tlp>,
+    /// Minimum severity.
+    pub min_severity: Option<Severity>,
+    /// Created at or after (ms since the epoch).
+    pub since: Option<u64>,
+    /// Created before (ms since the epoch).
+    pub until: Option<u64>,
+    /// Most results.
+    pub limit: Option<usize>,
+}
+
+/// Serves the API on `addr` until `shutdown` completes. Returns the bound address.
+pub async fn serve(
+    addr: SocketAddr,
+    node: Arc<Node>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/bulletins", get(list).post(publish))
+        .route("/v1/bulletins/{id}", get(show))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .with_state(node);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!(error = %e, "API server failed");
+        }
+    });
+    Ok((bound, task))
+}
+
+async fn status(State(node): State<Arc<Node>>) -> Result<Json<StatusView>, Failure> {
+    let registry_version = node.registry().read().unwrap_or_else(|e| e.into_inner()).version().0;
+    Ok(Json(StatusView {
+        peer_id: node.peer_id().to_string(),
+        member: node.member(),
+        network: node.network().to_string(),
+        registry_version,
+        bulletins: node.store().count().map_err(internal)?,
+        connected_peers: node.connected_peers().await.iter().map(|p| p.to_string()).collect(),
+        listen: node.listen_addrs().await.iter().map(|a| a.to_string()).collect(),
+        equivocations: node.store().equivocations().map_err(internal)?.len(),
+    }))
+}
+
+async fn publish(State(node): State<Arc<Node>>, Json(draft): Json<Draft>) -> Result<Response, Failure> {
+    match node.publish(draft).await {
+        Ok(b) => Ok((
+            StatusCode::CREATED,
+            Json(Published {
+                id: b.id(),
+                seq: b.body().seq.0,
+            }),
+        )
+            .into_response()),
+        Err(PublishError::Invalid(m)) => Err(Failure(StatusCode::BAD_REQUEST, m)),
+        Err(PublishError::Stopped) => Err(Failure(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping".into())),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+fn member_name(node: &Node, member: Option<MemberId>) -> Option<(MemberId, String)> {
+    let member = member?;
+    let registry = node.registry();
+    let registry = registry.read().unwrap_or_else(|e| e.into_inner());
+    let name = registry.current().member(&member).map(|m| m.name.clone())?;
+    Some((member, name))
+}
+
+async fn list(
+    State(node): State<Arc<Node>>,
+    QueryParams(params): QueryParams<ListParams>,
+) -> Result<Json<Vec<BulletinView>>, Failure> {
+    let query = Query {
+        kind: params.kind,
+        member: params.member,
+        tlp: params.tlp,
+        min_severity: params.min_severity,
+        since: params.since.map(Timestamp),
+        until: params.until.map(Timestamp),
+        limit: params.limit.unwrap_or(100),
+    };
+    let store = node.store().clone();
+    let found = tokio::task::spawn_blocking(move || store.query(&query))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    let mut views = Vec::with_capacity(found.len());
+    for b in &found {
+        let member = node.store().signer_of(&b.id()).map_err(internal)?;
+        views.push(BulletinView::new(b, member_name(&node, member), false));
+    }
+    Ok(Json(views))
+}
+
+async fn show(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Result<Json<BulletinView>, Failure> {
+    let id: BulletinId = id
+        .parse()
+        .map_err(|e: herald_protocol::ids::ParseIdError| Failure(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let bulletin = node
+        .store()
+        .get(&id)
+        .map_err(internal)?
+        .ok_or_else(|| Failure(StatusCode::NOT_FOUND, format!("no bulletin {id} is held here")))?;
+    let member = node.store().signer_of(&id).map_err(internal)?;
+    Ok(Json(BulletinView::new(&bulletin, member_name(&node, member), true)))
+}

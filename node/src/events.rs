@@ -1,0 +1,65 @@
+//! What a node tells the rest of the program: bulletins stored, peers coming
+//! and going, input rejected, equivocation found.
+
+use herald_protocol::{BulletinId, KeyId, MemberId, Seq, Timestamp};
+use libp2p::{Multiaddr, PeerId};
+
+/// Where a stored bulletin came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Published by this node.
+    Local,
+    /// Received by gossip from this peer.
+    Gossip(PeerId),
+}
+
+/// An event from a running node.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// The node listens on this address.
+    Listening(Multiaddr),
+    /// A member's node connected.
+    PeerConnected(PeerId),
+    /// A member's node disconnected.
+    PeerDisconnected(PeerId),
+    /// A remote peer subscribed to the bulletin topic.
+    PeerSubscribed(PeerId),
+    /// A new bulletin is on disk.
+    BulletinStored {
+        /// Its id.
+        id: BulletinId,
+        /// The signing member.
+        member: MemberId,
+        /// The signing key.
+        signer: KeyId,
+        /// Its number in the key's chain.
+        seq: Seq,
+        /// Its kind's name.
+        kind: &'static str,
+        /// Its creation time.
+        created: Timestamp,
+        /// Where it came from.
+        origin: Origin,
+    },
+    /// A peer sent something invalid.
+    Rejected {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// A peer was disconnected for repeated invalid input.
+    PeerBanned(PeerId),
+    /// Two different bulletins with one key and number: both kept as proof.
+    Equivocation {
+        /// The key.
+        signer: KeyId,
+        /// The number.
+        seq: Seq,
+        /// The bulletin held first.
+        first: BulletinId,
+        /// The other.
+        second: BulletinId,
+    },
+}

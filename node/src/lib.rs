@@ -1,0 +1,29 @@
+//! The Herald node: what each member runs.
+//!
+//! - [`store`]: sled store of bulletins, chains, indexes, registry history.
+//! - [`validate`]: the cheap-to-dear decision on each bulletin from the network.
+//! - [`network`]: libp2p behaviour (member-only connections, gossip with
+//!   application validation, discovery) and the event loop that owns the swarm.
+//! - [`writer`]: the one thread that writes bulletins, in flushed groups.
+//! - [`node`]: the [`Node`] handle that ties them together.
+//! - [`events`]: the [`NodeEvent`]s a node reports.
+//! - [`api`]: the local HTTP API used by the command line.
+//! - [`config`]: the configuration file.
+//! - [`setup`]: key generation, member descriptors, genesis, local networks.
+//! - [`view`]: how bulletins and status are shown (JSON and text).
+
+pub mod api;
+pub mod config;
+pub mod events;
+pub mod network;
+pub mod node;
+pub mod setup;
+pub mod store;
+pub mod validate;
+pub mod view;
+mod writer;
+
+pub use events::{NodeEvent, Origin};
+pub use network::GossipTiming;
+pub use node::{Draft, Node, NodeSettings, PublishError, StartError};
+pub use store::{Query, Store, StoreError, Stored};

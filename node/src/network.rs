@@ -1,0 +1,562 @@
+//! The libp2p side of a node: the behaviour (member-only connections, gossip
+//! with application validation, discovery), and the event loop that owns the
+//! swarm. The rest of the node talks to it through [`Command`]s and hears from
+//! it through [`NodeEvent`]s; it never sees libp2p's own event types.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use herald_keys::{Registry, SecretKey};
+use herald_protocol::{MAX_BULLETIN_BYTES, NetworkId, NodeId};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, connection_limits, gossipsub, identify,
+    identity, kad, mdns, noise, ping, tcp, yamux,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use tracing::Instrument;
+
+use crate::events::{NodeEvent, Origin};
+use crate::store::Store;
+use crate::validate::{Verdict, validate_bulletin};
+use crate::writer::WriteRequest;
+
+/// Commands queued to the event loop.
+pub(crate) const COMMAND_CAPACITY: usize = 256;
+/// Validation results queued back to the event loop.
+const VALIDATED_CAPACITY: usize = 1024;
+/// Own bulletins waiting for a subscribed peer before they can be gossiped.
+const MAX_PENDING_PUBLISH: usize = 10_000;
+/// Invalid messages after which a peer is disconnected.
+const MAX_INVALID_BEFORE_BAN: u32 = 3;
+/// How long a disconnected offender stays refused.
+const BAN_DURATION: Duration = Duration::from_secs(600);
+/// Gossip frame limit: one whole bulletin plus protobuf framing headroom.
+const MAX_TRANSMIT_SIZE: usize = MAX_BULLETIN_BYTES + 16 * 1024;
+
+/// Gossip timing. Production uses the defaults; tests and the devnet use
+/// shorter heartbeats so that meshes form quickly.
+#[derive(Debug, Clone, Copy)]
+pub struct GossipTiming {
+    /// Delay before the first heartbeat.
+    pub heartbeat_initial_delay: Duration,
+    /// Interval between heartbeats.
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for GossipTiming {
+    fn default() -> Self {
+        Self {
+            heartbeat_initial_delay: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl GossipTiming {
+    /// Short timings for local networks on one machine.
+    pub fn fast() -> Self {
+        Self {
+            heartbeat_initial_delay: Duration::from_millis(100),
+            heartbeat_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+/// The behaviours a node runs, in the order connections meet them: the allow
+/// list gates first.
+#[derive(NetworkBehaviour)]
+pub(crate) struct NodeBehaviour {
+    allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    limits: connection_limits::Behaviour,
+    gossipsub: gossipsub::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+/// A node id from the registry as a libp2p peer id.
+pub fn peer_id_of(node: &NodeId) -> Option<PeerId> {
+    let key = identity::ed25519::PublicKey::try_from_bytes(node.as_bytes()).ok()?;
+    Some(identity::PublicKey::from(key).to_peer_id())
+}
+
+/// The libp2p identity for a node key.
+pub fn keypair_of(key: &SecretKey) -> Result<identity::Keypair, identity::DecodingError> {
+    let mut seed = *key.to_seed();
+    identity::Keypair::ed25519_from_bytes(&mut seed)
+}
+
+/// The gossip topic for bulletins of a network.
+pub fn bulletin_topic(network: NetworkId) -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(format!("herald/{network}/bulletins/v1"))
+}
+
+fn build_gossipsub(timing: GossipTiming, topic: &gossipsub::IdentTopic) -> Result<gossipsub::Behaviour, String> {
+    let config = gossipsub::ConfigBuilder::default()
+        // The bulletin's own signature authenticates it; libp2p's per-message
+        // signature would be a second, slower check of nothing we rely on.
+        .validation_mode(gossipsub::ValidationMode::Anonymous)
+        .validate_messages()
+        .message_id_fn(|m: &gossipsub::Message| gossipsub::MessageId::from(Sha256::digest(&m.data).to_vec()))
+        .max_transmit_size(MAX_TRANSMIT_SIZE)
+        .duplicate_cache_time(Duration::from_secs(120))
+        .heartbeat_initial_delay(timing.heartbeat_initial_delay)
+        .heartbeat_interval(timing.heartbeat_interval)
+        // Per-peer send queue: bounded memory even with the largest bulletins.
+        .connection_handler_queue_len(512)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut gs = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, config)?;
+    let mut params = gossipsub::PeerScoreParams {
+        // Loopback tests and NATed LANs put many members behind one address.
+        ip_colocation_factor_weight: 0.0,
+        ..Default::default()
+    };
+    params.topics.insert(topic.hash(), topic_score_params());
+    gs.with_peer_score(params, gossipsub::PeerScoreThresholds::default())?;
+    Ok(gs)
+}
+
+fn topic_score_params() -> gossipsub::TopicScoreParams {
+    gossipsub::TopicScoreParams {
+        // Quiet topics are normal here: do not punish honest peers for silence.
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -100.0,
+        invalid_message_deliveries_decay: 0.5,
+        ..Default::default()
+    }
+}
+
+/// Everything needed to start the network.
+pub(crate) struct NetworkParts {
+    pub(crate) node_key: SecretKey,
+    pub(crate) listen: Vec<Multiaddr>,
+    pub(crate) bootstrap: Vec<Multiaddr>,
+    pub(crate) mdns: bool,
+    pub(crate) timing: GossipTiming,
+    pub(crate) registry: Arc<RwLock<Registry>>,
+    pub(crate) store: Store,
+    pub(crate) events: broadcast::Sender<NodeEvent>,
+    pub(crate) writer: mpsc::Sender<WriteRequest>,
+}
+
+/// Why the network could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetworkError {
+    /// The node key is not usable by libp2p.
+    #[error("node key: {0}")]
+    Key(String),
+    /// The transport or a behaviour could not be built.
+    #[error("cannot build the network: {0}")]
+    Build(String),
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {reason} (is another node using the port?)")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Builds the swarm.
+fn build_swarm(parts: &NetworkParts, network: NetworkId) -> Result<Swarm<NodeBehaviour>, NetworkError> {
+    let keypair = keypair_of(&parts.node_key).map_err(|e| NetworkError::Key(e.to_string()))?;
+    let local = keypair.public().to_peer_id();
+    let allowed: Vec<PeerId> = {
+        let registry = parts.registry.read().unwrap_or_else(|e| e.into_inner());
+        registry.current().allowed_nodes().filter_map(|(_, n)| peer_id_of(n)).collect()
+    };
+    let timing = parts.timing;
+    let mdns_on = parts.mdns;
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(|e| NetworkError::Build(e.to_string()))?
+        .with_quic()
+        .with_dns()
+        .map_err(|e| NetworkError::Build(e.to_string()))?
+        .with_behaviour(|key| {
+            let mut allow = allow_block_list::Behaviour::<allow_block_list::AllowedPeers>::default();
+            for peer in &allowed {
+                allow.allow_peer(*peer);
+            }
+            let limits = connection_limits::Behaviour::new(
+                connection_limits::ConnectionLimits::default()
+                    .with_max_established_per_peer(Some(2))
+                    .with_max_established_incoming(Some(128))
+                    .with_max_pending_incoming(Some(32)),
+            );
+            let topic = bulletin_topic(network);
+            let mut gossipsub = build_gossipsub(timing, &topic)?;
+            gossipsub.subscribe(&topic).map_err(|e| e.to_string())?;
+            let protocol = StreamProtocol::try_from_owned(format!("/herald/{}/kad/1.0.0", network.fmt_short()))
+                .map_err(|e| e.to_string())?;
+            let mut kad = kad::Behaviour::with_config(
+                local,
+                kad::store::MemoryStore::new(local),
+                kad::Config::new(protocol),
+            );
+            kad.set_mode(Some(kad::Mode::Server));
+            let identify = identify::Behaviour::new(identify::Config::new(
+                format!("/herald/{}/1.0.0", network.fmt_short()),
+                key.public(),
+            ));
+            let mdns = if mdns_on {
+                Some(mdns::tokio::Behaviour::new(mdns::Config::default(), local).map_err(|e| e.to_string())?)
+            } else {
+                None
+            };
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(NodeBehaviour {
+                allow,
+                limits,
+                gossipsub,
+                kad,
+                identify,
+                ping: ping::Behaviour::default(),
+                mdns: Toggle::from(mdns),
+            })
+        })
+        .map_err(|e| NetworkError::Build(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    Ok(swarm)
+}
+
+/// A command for the event loop.
+pub(crate) enum Command {
+    /// Gossip the bytes of a bulletin this node has stored and flushed.
+    Gossip(Vec<u8>),
+    /// Dial an address.
+    Dial(Multiaddr),
+    /// The addresses the node listens on.
+    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    /// Peers with an open connection.
+    ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
+    /// Gossipsub's score of a peer.
+    PeerScore(PeerId, oneshot::Sender<Option<f64>>),
+    /// Test hook: gossip bytes without storing or checking them, as a hostile
+    /// member would.
+    #[cfg(feature = "test-hooks")]
+    InjectUnchecked(Vec<u8>),
+}
+
+/// Starts the network: binds the listen addresses, dials bootstrap peers and
+/// spawns the event loop, which serves `commands` until shutdown.
+pub(crate) fn spawn(
+    parts: NetworkParts,
+    commands: mpsc::Receiver<Command>,
+    mut shutdown: broadcast::Receiver<()>,
+) -> Result<(PeerId, tokio::task::JoinHandle<()>), NetworkError> {
+    let network = parts.registry.read().unwrap_or_else(|e| e.into_inner()).network();
+    let mut swarm = build_swarm(&parts, network)?;
+    for addr in &parts.listen {
+        swarm.listen_on(addr.clone()).map_err(|e| NetworkError::Listen {
+            addr: addr.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    for addr in &parts.bootstrap {
+        if let Err(e) = swarm.dial(addr.clone()) {
+            tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
+        }
+    }
+    let local = *swarm.local_peer_id();
+    let (validated_tx, validated) = mpsc::channel(VALIDATED_CAPACITY);
+    let validators = Arc::new(Semaphore::new(
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+    ));
+    let event_loop = EventLoop {
+        swarm,
+        topic: bulletin_topic(network),
+        commands,
+        validated,
+        validated_tx,
+        validators,
+        registry: parts.registry,
+        store: parts.store,
+        events: parts.events,
+        writer: parts.writer,
+        pending_publish: VecDeque::new(),
+        invalid_counts: HashMap::new(),
+        banned: HashMap::new(),
+        listen_addrs: Vec::new(),
+        connected: HashSet::new(),
+    };
+    let span = tracing::info_span!("network", peer = %short_peer(&local));
+    let handle = tokio::spawn(
+        async move {
+            tokio::select! {
+                () = event_loop.run() => {}
+                _ = shutdown.recv() => {}
+            }
+        }
+        .instrument(span),
+    );
+    Ok((local, handle))
+}
+
+/// The last 8 characters of a peer id, for logs.
+pub fn short_peer(peer: &PeerId) -> String {
+    let s = peer.to_base58();
+    s[s.len().saturating_sub(8)..].to_string()
+}
+
+/// A validation result on its way back to the event loop.
+struct Validated {
+    message_id: gossipsub::MessageId,
+    source: PeerId,
+    verdict: Verdict,
+}
+
+struct EventLoop {
+    swarm: Swarm<NodeBehaviour>,
+    topic: gossipsub::IdentTopic,
+    commands: mpsc::Receiver<Command>,
+    validated: mpsc::Receiver<Validated>,
+    validated_tx: mpsc::Sender<Validated>,
+    validators: Arc<Semaphore>,
+    registry: Arc<RwLock<Registry>>,
+    store: Store,
+    events: broadcast::Sender<NodeEvent>,
+    writer: mpsc::Sender<WriteRequest>,
+    pending_publish: VecDeque<Vec<u8>>,
+    invalid_counts: HashMap<PeerId, u32>,
+    banned: HashMap<PeerId, tokio::time::Instant>,
+    listen_addrs: Vec<Multiaddr>,
+    connected: HashSet<PeerId>,
+}
+
+impl EventLoop {
+    async fn run(mut self) {
+        let mut retry = tokio::time::interval(Duration::from_millis(500));
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                command = self.commands.recv() => match command {
+                    Some(command) => self.handle_command(command),
+                    None => return,
+                },
+                Some(validated) = self.validated.recv() => self.handle_validated(validated),
+                event = self.swarm.select_next_some() => self.handle_swarm_event(event),
+                _ = retry.tick() => self.handle_tick(),
+            }
+        }
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::Gossip(bytes) => {
+                self.pending_publish.push_back(bytes);
+                if self.pending_publish.len() > MAX_PENDING_PUBLISH {
+                    // Still on disk; catch-up sync delivers what gossip could not.
+                    self.pending_publish.pop_front();
+                    tracing::warn!("publish queue full; the oldest queued bulletin waits for sync");
+                }
+                self.flush_pending();
+            }
+            Command::Dial(addr) => {
+                if let Err(e) = self.swarm.dial(addr.clone()) {
+                    tracing::warn!(%addr, error = %e, "dial failed");
+                }
+            }
+            Command::ListenAddrs(reply) => {
+                let _ = reply.send(self.listen_addrs.clone());
+            }
+            Command::ConnectedPeers(reply) => {
+                let _ = reply.send(self.connected.iter().copied().collect());
+            }
+            Command::PeerScore(peer, reply) => {
+                let _ = reply.send(self.swarm.behaviour().gossipsub.peer_score(&peer));
+            }
+            #[cfg(feature = "test-hooks")]
+            Command::InjectUnchecked(bytes) => {
+                if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes) {
+                    tracing::warn!(error = %e, "unchecked publish failed");
+                }
+            }
+        }
+    }
+
+    /// Publishes queued own bulletins; keeps them queued while no peer is
+    /// subscribed yet.
+    fn flush_pending(&mut self) {
+        while let Some(bytes) = self.pending_publish.front() {
+            match self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes.clone()) {
+                Ok(_) | Err(gossipsub::PublishError::Duplicate) => {
+                    self.pending_publish.pop_front();
+                }
+                Err(gossipsub::PublishError::NoPeersSubscribedToTopic)
+                | Err(gossipsub::PublishError::AllQueuesFull(_)) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot gossip a bulletin; it stays on disk for sync");
+                    self.pending_publish.pop_front();
+                }
+            }
+        }
+    }
+
+    fn handle_tick(&mut self) {
+        self.flush_pending();
+        let now = tokio::time::Instant::now();
+        let expired: Vec<PeerId> = self.banned.iter().filter(|(_, until)| **until <= now).map(|(p, _)| *p).collect();
+        for peer in expired {
+            self.banned.remove(&peer);
+            self.invalid_counts.remove(&peer);
+            if self.is_member_node(&peer) {
+                self.swarm.behaviour_mut().allow.allow_peer(peer);
+            }
+        }
+    }
+
+    fn is_member_node(&self, peer: &PeerId) -> bool {
+        let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
+        registry.current().allowed_nodes().any(|(_, n)| peer_id_of(n).as_ref() == Some(peer))
+    }
+
+    fn handle_swarm_event(&mut self, event: SwarmEvent<NodeBehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.listen_addrs.push(address.clone());
+                let _ = self.events.send(NodeEvent::Listening(address));
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+                if self.connected.insert(peer_id) {
+                    tracing::info!(peer = %short_peer(&peer_id), addr = %endpoint.get_remote_address(), "peer connected");
+                    let _ = self.events.send(NodeEvent::PeerConnected(peer_id));
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0 && self.connected.remove(&peer_id) {
+                    tracing::info!(peer = %short_peer(&peer_id), "peer disconnected");
+                    let _ = self.events.send(NodeEvent::PeerDisconnected(peer_id));
+                }
+            }
+            SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
+                tracing::debug!(addr = %send_back_addr, error = %error, "incoming connection refused");
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(peer = ?peer_id.map(|p| short_peer(&p)), error = %error, "outgoing connection failed");
+            }
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Gossipsub(event)) => self.handle_gossip(event),
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Identify(identify::Event::Received {
+                peer_id, info, ..
+            })) => {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    if self.is_member_node(&peer) && !self.connected.contains(&peer) {
+                        tracing::info!(peer = %short_peer(&peer), %addr, "member node found on the LAN");
+                        let _ = self.swarm.dial(addr);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_gossip(&mut self, event: gossipsub::Event) {
+        match event {
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => self.validate_off_loop(propagation_source, message_id, message.data),
+            gossipsub::Event::Subscribed { peer_id, topic } if topic == self.topic.hash() => {
+                let _ = self.events.send(NodeEvent::PeerSubscribed(peer_id));
+                self.flush_pending();
+            }
+            _ => {}
+        }
+    }
+
+    fn validate_off_loop(&mut self, source: PeerId, message_id: gossipsub::MessageId, data: Vec<u8>) {
+        let registry = Arc::clone(&self.registry);
+        let store = self.store.clone();
+        let validators = Arc::clone(&self.validators);
+        let reply = self.validated_tx.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = validators.acquire_owned().await else { return };
+            let verdict = tokio::task::spawn_blocking(move || {
+                let registry = registry.read().unwrap_or_else(|e| e.into_inner());
+                validate_bulletin(&data, &registry, &store)
+            })
+            .await
+            .unwrap_or_else(|e| Verdict::Reject(format!("validation task failed: {e}")));
+            let _ = reply
+                .send(Validated {
+                    message_id,
+                    source,
+                    verdict,
+                })
+                .await;
+        });
+    }
+
+    fn handle_validated(&mut self, v: Validated) {
+        let acceptance = match &v.verdict {
+            Verdict::Accept(..) => gossipsub::MessageAcceptance::Accept,
+            Verdict::Duplicate => gossipsub::MessageAcceptance::Ignore,
+            Verdict::Reject(_) => gossipsub::MessageAcceptance::Reject,
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&v.message_id, &v.source, acceptance);
+        match v.verdict {
+            Verdict::Accept(bulletin, member) => {
+                let request = WriteRequest::Verified {
+                    bulletin: *bulletin,
+                    member,
+                    origin: Origin::Gossip(v.source),
+                };
+                // Never wait on the writer here: it may itself be waiting for
+                // this loop to take a gossip command.
+                match self.writer.try_send(request) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(request)) => {
+                        let writer = self.writer.clone();
+                        tokio::spawn(async move {
+                            let _ = writer.send(request).await;
+                        });
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => tracing::error!("store writer has stopped"),
+                }
+            }
+            Verdict::Duplicate => {}
+            Verdict::Reject(reason) => self.penalise(v.source, reason),
+        }
+    }
+
+    fn penalise(&mut self, peer: PeerId, reason: String) {
+        let count = self.invalid_counts.entry(peer).or_insert(0);
+        *count += 1;
+        let score = self.swarm.behaviour().gossipsub.peer_score(&peer);
+        tracing::warn!(peer = %short_peer(&peer), %reason, invalid = *count, score = ?score, "rejected gossip");
+        let _ = self.events.send(NodeEvent::Rejected { peer, reason });
+        if *count >= MAX_INVALID_BEFORE_BAN {
+            tracing::warn!(peer = %short_peer(&peer), "disconnecting a peer that keeps sending invalid input");
+            self.swarm.behaviour_mut().allow.disallow_peer(peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+            self.banned.insert(peer, tokio::time::Instant::now() + BAN_DURATION);
+            let _ = self.events.send(NodeEvent::PeerBanned(peer));
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! A running node: the handle the rest of the program holds. It owns the store
+//! writer thread and the network event loop, and offers publishing, queries,
+//! live events and a clean shutdown.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use herald_keys::{Registry, RegistryError, SecretKey};
+use herald_protocol::{
+    BulletinBody, Kind, MemberId, NetworkId, Payload, Reference, RegistryHash, Seq, Severity, SignedBulletin,
+    SignedRegistryUpdate, Timestamp, Tlp,
+};
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::events::NodeEvent;
+use crate::network::{self, Command, GossipTiming, NetworkError, NetworkParts};
+use crate::store::{Store, StoreError};
+use crate::writer::{WRITER_CAPACITY, WriteRequest, Writer};
+
+/// Events buffered per subscriber before a slow one starts missing some.
+const EVENT_CAPACITY: usize = 4096;
+
+/// What a node needs to start.
+#[derive(Debug)]
+pub struct NodeSettings {
+    /// The store directory.
+    pub data_dir: PathBuf,
+    /// The genesis registry update.
+    pub genesis: SignedRegistryUpdate,
+    /// The configured genesis hash: the root of trust.
+    pub genesis_hash: RegistryHash,
+    /// This member's bulletin signing key.
+    pub signing_key: SecretKey,
+    /// This node's libp2p identity key.
+    pub node_key: SecretKey,
+    /// libp2p listen addresses.
+    pub listen: Vec<Multiaddr>,
+    /// Addresses to dial at start.
+    pub bootstrap: Vec<Multiaddr>,
+    /// mDNS discovery on the LAN.
+    pub mdns: bool,
+    /// Gossip heartbeat timing.
+    pub timing: GossipTiming,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The registry (genesis or stored history) is not valid.
+    #[error("registry: {0}")]
+    Registry(#[from] RegistryError),
+    /// The signing key is not a signing key of a current member.
+    #[error("the signing key {0} is not a signing key of any member in the registry; check keys/signing.key and the genesis")]
+    NotAMember(herald_protocol::KeyId),
+    /// The node key is not listed for this member.
+    #[error("the node id {0} is not in the registry, so other members would refuse it; add it to the registry first")]
+    NodeNotListed(PeerId),
+    /// The network could not start.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+}
+
+/// Why a publication failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The draft breaks a rule.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed; nothing was published.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    Stopped,
+}
+
+/// What an author writes; the node fills in the network, signer, number,
+/// previous id and (unless given) the creation time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Draft {
+    /// Kind, with its kind-specific facts.
+    pub kind: Kind,
+    /// TLP label.
+    pub tlp: Tlp,
+    /// Severity.
+    pub severity: Severity,
+    /// Title.
+    pub title: String,
+    /// References.
+    #[serde(default)]
+    pub references: Vec<Reference>,
+    /// An earlier bulletin of this member that this one replaces.
+    #[serde(default)]
+    pub supersedes: Option<herald_protocol::BulletinId>,
+    /// Expiry.
+    #[serde(default)]
+    pub expires: Option<Timestamp>,
+    /// Intended members (empty: all).
+    #[serde(default)]
+    pub audience: Vec<MemberId>,
+    /// Content.
+    pub payload: Payload,
+    /// Creation time; now if absent.
+    #[serde(default)]
+    pub created: Option<Timestamp>,
+}
+
+/// The current time as a [`Timestamp`].
+pub fn now() -> Timestamp {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    Timestamp(u64::try_from(millis).unwrap_or(u64::MAX))
+}
+
+/// A running node.
+pub struct Node {
+    member: MemberId,
+    peer_id: PeerId,
+    store: Store,
+    registry: Arc<RwLock<Registry>>,
+    commands: mpsc::Sender<Command>,
+    writer: mpsc::Sender<WriteRequest>,
+    events: broadcast::Sender<NodeEvent>,
+    shutdown: broadcast::Sender<()>,
+    network_task: tokio::task::JoinHandle<()>,
+    writer_thread: std::thread::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("peer_id", &self.peer_id).finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Opens the store, loads the registry, and starts the writer and network.
+    pub async fn start(settings: NodeSettings) -> Result<Node, StartError> {
+        let network = NetworkId::from_genesis(settings.genesis_hash);
+        let store = Store::open(&settings.data_dir, network)?;
+        let registry = load_registry(&store, settings.genesis, settings.genesis_hash)?;
+        let member = registry
+            .current()
+            .signing_key(&settings.signing_key.id())
+            .filter(|(m, k)| m.is_current() && k.revoked.is_none())
+            .map(|(m, _)| m.id)
+            .ok_or(StartError::NotAMember(settings.signing_key.id()))?;
+        let node_id = settings.node_key.public().node_id();
+        let peer_id = network::peer_id_of(&node_id).ok_or(StartError::NodeNotListed(PeerId::random()))?;
+        if !registry.current().allowed_nodes().any(|(_, n)| *n == node_id) {
+            return Err(StartError::NodeNotListed(peer_id));
+        }
+        let registry = Arc::new(RwLock::new(registry));
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let (shutdown, _) = broadcast::channel(1);
+        let (commands, command_rx) = mpsc::channel(network::COMMAND_CAPACITY);
+        let (writer, writer_rx) = mpsc::channel(WRITER_CAPACITY);
+        let writer_thread = {
+            let w = Writer {
+                store: store.clone(),
+                signing_key: settings.signing_key,
+                member,
+                events: events.clone(),
+                network: commands.clone(),
+            };
+            std::thread::Builder::new()
+                .name("herald-store-writer".into())
+                .spawn(move || w.run(writer_rx))
+                .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?
+        };
+        let parts = NetworkParts {
+            node_key: settings.node_key,
+            listen: settings.listen,
+            bootstrap: settings.bootstrap,
+            mdns: settings.mdns,
+            timing: settings.timing,
+            registry: Arc::clone(&registry),
+            store: store.clone(),
+            events: events.clone(),
+            writer: writer.clone(),
+        };
+        let (local, network_task) = network::spawn(parts, command_rx, shutdown.subscribe())?;
+        debug_assert_eq!(local, peer_id);
+        tracing::info!(peer = %local, member = %member.fmt_short(), "node started");
+        Ok(Node {
+            member,
+            peer_id,
+            store,
+            registry,
+            commands,
+            writer,
+            events,
+            shutdown,
+            network_task,
+            writer_thread,
+        })
+    }
+
+    /// This node's member.
+    pub fn member(&self) -> MemberId {
+        self.member
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The store (reads are safe from any thread).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> Arc<RwLock<Registry>> {
+        Arc::clone(&self.registry)
+    }
+
+    /// The network id.
+    pub fn network(&self) -> NetworkId {
+        self.registry.read().unwrap_or_else(|e| e.into_inner()).network()
+    }
+
+    /// Live events; each subscriber gets every event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.events.subscribe()
+    }
+
+    /// Publishes a bulletin: numbers and signs it, stores and flushes it, then
+    /// gossips it. Returns once it is on disk.
+    pub async fn publish(&self, draft: Draft) -> Result<SignedBulletin, PublishError> {
+        for (what, id) in [
+            ("supersedes", draft.supersedes),
+            (
+                "withdraws",
+                match &draft.kind {
+                    Kind::Withdrawal { of, .. } => Some(*of),
+                    _ => None,
+                },
+            ),
+        ] {
+            if let Some(id) = id {
+                if self.store.signer_of(&id)? != Some(self.member) {
+                    return Err(PublishError::Invalid(format!(
+                        "{what} {id}: not a bulletin of this member held here"
+                    )));
+                }
+            }
+        }
+        let body = BulletinBody {
+            format: herald_protocol::bulletin::BULLETIN_FORMAT,
+            network: self.network(),
+            signer: herald_protocol::KeyId::from_bytes([0; 32]),
+            seq: Seq(1),
+            prev: None,
+            created: draft.created.unwrap_or_else(now),
+            kind: draft.kind,
+            tlp: draft.tlp,
+            severity: draft.severity,
+            title: draft.title,
+            references: draft.references,
+            supersedes: draft.supersedes,
+            expires: draft.expires,
+            audience: draft.audience,
+            payload: draft.payload,
+        };
+        let (reply, response) = oneshot::channel();
+        self.writer
+            .send(WriteRequest::Publish {
+                draft: Box::new(body),
+                reply,
+            })
+            .await
+            .map_err(|_| PublishError::Stopped)?;
+        match response.await {
+            Ok(Ok(bulletin)) => Ok(bulletin),
+            Ok(Err(StoreError::Sign(e))) => Err(PublishError::Invalid(e.to_string())),
+            Ok(Err(e)) => Err(PublishError::Store(e)),
+            Err(_) => Err(PublishError::Stopped),
+        }
+    }
+
+    /// Dials an address (with `/p2p/<peer id>` for a known member).
+    pub async fn dial(&self, addr: Multiaddr) {
+        let _ = self.commands.send(Command::Dial(addr)).await;
+    }
+
+    /// The addresses the node listens on.
+    pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.ask(Command::ListenAddrs).await.unwrap_or_default()
+    }
+
+    /// Peers with an open connection.
+    pub async fn connected_peers(&self) -> Vec<PeerId> {
+        self.ask(Command::ConnectedPeers).await.unwrap_or_default()
+    }
+
+    /// Gossipsub's score for a peer.
+    pub async fn peer_score(&self, peer: PeerId) -> Option<f64> {
+        self.ask(|reply| Command::PeerScore(peer, reply)).await.flatten()
+    }
+
+    /// Test hook: gossips raw bytes without checking or storing them.
+    #[cfg(feature = "test-hooks")]
+    pub async fn inject_unchecked(&self, bytes: Vec<u8>) {
+        let _ = self.commands.send(Command::InjectUnchecked(bytes)).await;
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Stops the network, lets the writer finish what it was given, and
+    /// releases the store.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(());
+        let _ = self.network_task.await;
+        drop(self.commands);
+        drop(self.writer);
+        let writer_thread = self.writer_thread;
+        let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+        if let Err(e) = self.store.flush() {
+            tracing::error!(error = %e, "final flush failed");
+        }
+        tracing::info!("node stopped");
+    }
+}
+
+/// The registry from the store's history, or from genesis on first start.
+fn load_registry(
+    store: &Store,
+    genesis: SignedRegistryUpdate,
+    genesis_hash: RegistryHash,
+) -> Result<Registry, StartError> {
+    let history = store.registry_history()?;
+    if history.is_empty() {
+        let registry = Registry::from_genesis(genesis.clone(), genesis_hash)?;
+        store.save_registry_update(&genesis)?;
+        store.flush()?;
+        return Ok(registry);
+    }
+    Ok(Registry::from_history(history, genesis_hash)?)
+}

@@ -1,0 +1,390 @@
+//! Setting nodes up: a member's keys and configuration (`herald init`), the
+//! public member descriptor founders exchange, the genesis registry they
+//! propose and approve together, loading a node directory into
+//! [`NodeSettings`], and whole local networks for testing.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use herald_keys::keyfile::{self, KdfParams, KeyFileError, KeyRole};
+use herald_keys::{Registry, RegistryError, SecretKey};
+use herald_protocol::{
+    DecodeError, KeyId, MemberEntry, MemberId, NodeId, RegistryHash, RegistryOp, RegistryUpdate, RegistryVersion,
+    SignedRegistryUpdate, Timestamp,
+};
+use libp2p::Multiaddr;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{CONFIG_FILE, Config, ConfigError};
+use crate::network::{GossipTiming, peer_id_of};
+use crate::node::NodeSettings;
+
+/// The public descriptor a member sends to the other founders.
+pub const DESCRIPTOR_FILE: &str = "member.json";
+
+/// Largest genesis or descriptor file read.
+const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// A member's public half: what the registry needs to admit it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MemberDescriptor {
+    /// The member's name.
+    pub name: String,
+    /// Its member (governance) key.
+    pub member_key: KeyId,
+    /// Its bulletin signing keys.
+    pub signing_keys: Vec<KeyId>,
+    /// Its node ids.
+    pub node_ids: Vec<NodeId>,
+    /// Where its node may be reached, with `/p2p/<peer id>` (informational).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+impl MemberDescriptor {
+    /// The registry entry for this member.
+    pub fn entry(&self) -> MemberEntry {
+        MemberEntry {
+            id: MemberId::derive(&self.member_key),
+            name: self.name.clone(),
+            member_key: self.member_key,
+            signing_keys: self.signing_keys.clone(),
+            node_ids: self.node_ids.clone(),
+        }
+    }
+}
+
+/// Why setting up failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// File system trouble.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A key file problem.
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
+    /// A configuration problem.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The directory already holds a node.
+    #[error("{0} already holds a Herald node (config.toml exists); choose another directory")]
+    AlreadyInitialised(PathBuf),
+    /// A descriptor or genesis file is malformed.
+    #[error("{path}: {message}")]
+    BadFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The genesis does not verify.
+    #[error("genesis: {0}")]
+    Registry(#[from] RegistryError),
+    /// The genesis cannot be encoded.
+    #[error("genesis: {0}")]
+    Encoding(#[from] DecodeError),
+    /// The configuration has no genesis hash yet.
+    #[error("{0}: genesis_hash is empty; install the genesis with `herald genesis install`")]
+    NoGenesisHash(PathBuf),
+    /// Randomness is unavailable.
+    #[error("cannot generate a key: {0}")]
+    Random(String),
+    /// A configured address does not parse.
+    #[error("{config}: {what} {addr:?} is not a multiaddr: {reason}")]
+    BadAddress {
+        /// The config file.
+        config: PathBuf,
+        /// Which setting.
+        what: &'static str,
+        /// The value.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SetupError + '_ {
+    move |source| SetupError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads a whole file of at most 4 MiB.
+pub fn read_limited(path: &Path) -> Result<Vec<u8>, SetupError> {
+    use std::io::Read;
+    let file = fs::File::open(path).map_err(io_err(path))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(io_err(path))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(SetupError::BadFile {
+            path: path.to_path_buf(),
+            message: "larger than 4 MiB".into(),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Options for a new node directory.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// The member's name.
+    pub member: String,
+    /// libp2p listen addresses.
+    pub listen: Vec<String>,
+    /// Local API address.
+    pub api: SocketAddr,
+    /// mDNS on or off.
+    pub mdns: bool,
+    /// Seal the member key with this passphrase.
+    pub member_passphrase: Option<String>,
+}
+
+/// Creates a node directory: keys (member, signing, node), `config.toml` with
+/// every option documented, and the public `member.json` descriptor.
+pub fn init_node_dir(dir: &Path, options: &InitOptions) -> Result<MemberDescriptor, SetupError> {
+    if dir.join(CONFIG_FILE).exists() {
+        return Err(SetupError::AlreadyInitialised(dir.to_path_buf()));
+    }
+    let keys_dir = dir.join("keys");
+    fs::create_dir_all(&keys_dir).map_err(io_err(&keys_dir))?;
+    set_owner_only_dir(&keys_dir)?;
+    let mut config = Config::new(&options.member);
+    config.node.listen = options.listen.clone();
+    config.node.mdns = options.mdns;
+    config.api.listen = options.api;
+    let generate = || SecretKey::generate().map_err(|e| SetupError::Random(e.to_string()));
+    let member_key = generate()?;
+    let signing_key = generate()?;
+    let node_key = generate()?;
+    let sealing = options
+        .member_passphrase
+        .as_deref()
+        .map(|p| (p.as_bytes(), KdfParams::DEFAULT));
+    keyfile::write_key_file(&dir.join(&config.keys.member), &member_key, KeyRole::Member, sealing)?;
+    keyfile::write_key_file(&dir.join(&config.keys.signing), &signing_key, KeyRole::Signing, None)?;
+    keyfile::write_key_file(&dir.join(&config.keys.node), &node_key, KeyRole::Node, None)?;
+    let peer = peer_id_of(&node_key.public().node_id());
+    let descriptor = MemberDescriptor {
+        name: options.member.clone(),
+        member_key: member_key.id(),
+        signing_keys: vec![signing_key.id()],
+        node_ids: vec![node_key.public().node_id()],
+        addresses: match peer {
+            Some(peer) => options.listen.iter().map(|a| format!("{a}/p2p/{peer}")).collect(),
+            None => Vec::new(),
+        },
+    };
+    write_file(&dir.join(DESCRIPTOR_FILE), &descriptor_json(&descriptor))?;
+    write_file(&dir.join(CONFIG_FILE), config.to_commented_toml().as_bytes())?;
+    Ok(descriptor)
+}
+
+fn descriptor_json(d: &MemberDescriptor) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(d).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+fn set_owner_only_dir(dir: &Path) -> Result<(), SetupError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))
+}
+
+/// Writes a file atomically (temporary file, flush, rename).
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), SetupError> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let result = (|| {
+        use std::io::Write;
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(io_err(path))
+}
+
+/// Reads a member descriptor.
+pub fn read_descriptor(path: &Path) -> Result<MemberDescriptor, SetupError> {
+    let bytes = read_limited(path)?;
+    serde_json::from_slice(&bytes).map_err(|e| SetupError::BadFile {
+        path: path.to_path_buf(),
+        message: format!("not a member descriptor: {e}"),
+    })
+}
+
+/// A genesis proposal admitting `members` with `threshold`, not yet approved.
+pub fn propose_genesis(
+    members: &[MemberDescriptor],
+    threshold: u32,
+    created: Timestamp,
+) -> Result<SignedRegistryUpdate, SetupError> {
+    let mut ops: Vec<RegistryOp> = members.iter().map(|m| RegistryOp::AddMember(m.entry())).collect();
+    ops.push(RegistryOp::SetThreshold { threshold });
+    let body = RegistryUpdate {
+        format: herald_protocol::registry::REGISTRY_FORMAT,
+        version: RegistryVersion::GENESIS,
+        prev: None,
+        created,
+        ops,
+    };
+    Ok(herald_keys::propose_update(&body)?)
+}
+
+/// Reads a (possibly partly approved) registry update file.
+pub fn read_update(path: &Path) -> Result<SignedRegistryUpdate, SetupError> {
+    let bytes = read_limited(path)?;
+    SignedRegistryUpdate::from_bytes(&bytes).map_err(|e| SetupError::BadFile {
+        path: path.to_path_buf(),
+        message: format!("not a registry update: {e}"),
+    })
+}
+
+/// Adds the approvals of every key in node directory `dir` that the update
+/// admits or that governs (member key). Returns how many were added.
+pub fn approve_with_dir(
+    update: &mut SignedRegistryUpdate,
+    dir: &Path,
+    passphrase: Option<&str>,
+) -> Result<usize, SetupError> {
+    let config = Config::load(dir)?;
+    let member = keyfile::read_key_file(
+        &dir.join(&config.keys.member),
+        KeyRole::Member,
+        passphrase.map(str::as_bytes),
+    )?;
+    let signing = keyfile::read_key_file(&dir.join(&config.keys.signing), KeyRole::Signing, None)?;
+    let node = keyfile::read_key_file(&dir.join(&config.keys.node), KeyRole::Node, None)?;
+    let mut added = 0;
+    for key in [&member, &signing, &node] {
+        if update.approvals().iter().any(|a| a.key == key.id()) {
+            continue;
+        }
+        let approval = herald_keys::approve(key, update);
+        update.push_approval(approval)?;
+        added += 1;
+    }
+    Ok(added)
+}
+
+/// Sets `genesis_hash` in `DIR/config.toml`, keeping the file's comments.
+pub fn install_genesis(dir: &Path, genesis: &SignedRegistryUpdate) -> Result<RegistryHash, SetupError> {
+    let hash = genesis.hash();
+    Registry::from_genesis(genesis.clone(), hash)?;
+    let config = Config::load(dir)?;
+    write_file(&dir.join(&config.registry.genesis_file), &genesis.to_bytes())?;
+    let path = dir.join(CONFIG_FILE);
+    let text = String::from_utf8_lossy(&read_limited(&path)?).into_owned();
+    let mut replaced = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            if line.trim_start().starts_with("genesis_hash") {
+                replaced = true;
+                format!("genesis_hash = \"{hash}\"")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+    if !replaced {
+        return Err(SetupError::BadFile {
+            path,
+            message: "no genesis_hash line in [registry]; add `genesis_hash = \"\"` there".into(),
+        });
+    }
+    write_file(&path, (lines.join("\n") + "\n").as_bytes())?;
+    // The edit must leave a configuration that still parses.
+    Config::load(dir)?;
+    Ok(hash)
+}
+
+/// Everything `herald run` needs from a node directory.
+pub fn load_node_settings(dir: &Path) -> Result<(Config, NodeSettings), SetupError> {
+    let config = Config::load(dir)?;
+    let config_path = dir.join(CONFIG_FILE);
+    if config.registry.genesis_hash.is_empty() {
+        return Err(SetupError::NoGenesisHash(config_path));
+    }
+    let genesis_hash: RegistryHash = config.registry.genesis_hash.parse().map_err(|e| SetupError::BadFile {
+        path: config_path.clone(),
+        message: format!("genesis_hash: {e}"),
+    })?;
+    let genesis = read_update(&dir.join(&config.registry.genesis_file))?;
+    let parse = |what: &'static str, list: &[String]| -> Result<Vec<Multiaddr>, SetupError> {
+        list.iter()
+            .map(|a| {
+                a.parse().map_err(|e: libp2p::multiaddr::Error| SetupError::BadAddress {
+                    config: config_path.clone(),
+                    what,
+                    addr: a.clone(),
+                    reason: e.to_string(),
+                })
+            })
+            .collect()
+    };
+    let settings = NodeSettings {
+        data_dir: dir.join(&config.node.data),
+        genesis,
+        genesis_hash,
+        signing_key: keyfile::read_key_file(&dir.join(&config.keys.signing), KeyRole::Signing, None)?,
+        node_key: keyfile::read_key_file(&dir.join(&config.keys.node), KeyRole::Node, None)?,
+        listen: parse("listen address", &config.node.listen)?,
+        bootstrap: parse("bootstrap address", &config.node.bootstrap)?,
+        mdns: config.node.mdns,
+        timing: GossipTiming::default(),
+    };
+    Ok((config, settings))
+}
+
+/// A local network of `n` members on loopback: node directories
+/// `base/member-1` ... `base/member-n`, one genesis approved by all, each node
+/// bootstrapping to the ones before it. Ports: libp2p `base_port + i`, API
+/// `base_port + 100 + i`.
+pub fn create_local_network(base: &Path, n: usize, base_port: u16) -> Result<Vec<PathBuf>, SetupError> {
+    let mut dirs = Vec::with_capacity(n);
+    let mut descriptors = Vec::with_capacity(n);
+    for i in 1..=n {
+        let dir = base.join(format!("member-{i}"));
+        let port = base_port + i as u16;
+        let options = InitOptions {
+            member: format!("member-{i}"),
+            listen: vec![format!("/ip4/127.0.0.1/tcp/{port}")],
+            api: SocketAddr::from(([127, 0, 0, 1], base_port + 100 + i as u16)),
+            mdns: false,
+            member_passphrase: None,
+        };
+        descriptors.push(init_node_dir(&dir, &options)?);
+        dirs.push(dir);
+    }
+    let threshold = (n / 2 + 1) as u32;
+    let mut genesis = propose_genesis(&descriptors, threshold, crate::node::now())?;
+    for dir in &dirs {
+        approve_with_dir(&mut genesis, dir, None)?;
+    }
+    for (i, dir) in dirs.iter().enumerate() {
+        install_genesis(dir, &genesis)?;
+        // Each node dials every node before it: a connected network.
+        let bootstrap: Vec<String> = descriptors[..i].iter().flat_map(|d| d.addresses.clone()).collect();
+        if !bootstrap.is_empty() {
+            let path = dir.join(CONFIG_FILE);
+            let text = String::from_utf8_lossy(&read_limited(&path)?).into_owned();
+            let list: Vec<String> = bootstrap.iter().map(|a| format!("{a:?}")).collect();
+            let text = text.replace("bootstrap = []", &format!("bootstrap = [{}]", list.join(", ")));
+            write_file(&path, text.as_bytes())?;
+            Config::load(dir)?;
+        }
+    }
+    Ok(dirs)
+}

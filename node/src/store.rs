@@ -1,0 +1,604 @@
+//! The node's store on sled: bulletins by id (the exact signed bytes, verified
+//! once on the way in), per-key chains and heads, query indexes, equivocation
+//! evidence, the registry history and node metadata.
+//!
+//! All bulletin data lives in one tree under one-byte key prefixes, so that a
+//! group of bulletins with every index entry is written by one atomic batch.
+//! sled makes a batch durable only on flush: callers flush before they
+//! acknowledge anything (see [`Store::flush`]).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use herald_keys::SecretKey;
+use herald_protocol::{
+    BulletinBody, BulletinId, KeyId, MemberId, NetworkId, RegistryVersion, Seq, SignedBulletin,
+    SignedRegistryUpdate, Timestamp,
+};
+
+/// Tree names, in one place.
+pub mod trees {
+    /// Bulletins and everything derived from them, under the prefixes below.
+    pub const BULLETINS: &str = "bulletins/v1";
+    /// Registry updates: version (u64 big-endian) -> signed update bytes.
+    pub const REGISTRY: &str = "registry/v1";
+    /// Node metadata: schema version, network.
+    pub const META: &str = "meta";
+}
+
+/// Key prefixes inside [`trees::BULLETINS`]. Integers are big-endian so that
+/// keys sort in numeric order.
+mod prefix {
+    /// `b` id -> signed bulletin bytes.
+    pub(super) const DATA: u8 = b'b';
+    /// `c` key seq -> id (the first bulletin held for that number).
+    pub(super) const CHAIN: u8 = b'c';
+    /// `h` key -> contiguous head seq (u64), highest seq held (u64).
+    pub(super) const HEAD: u8 = b'h';
+    /// `t` created id -> ().
+    pub(super) const BY_TIME: u8 = b't';
+    /// `k` kind-code created id -> ().
+    pub(super) const BY_KIND: u8 = b'k';
+    /// `m` member created id -> ().
+    pub(super) const BY_MEMBER: u8 = b'm';
+    /// `l` tlp-code created id -> ().
+    pub(super) const BY_TLP: u8 = b'l';
+    /// `s` severity-code created id -> ().
+    pub(super) const BY_SEVERITY: u8 = b's';
+    /// `e` key seq id -> (): every body held for a (key, seq) that has more than one.
+    pub(super) const EQUIVOCATION: u8 = b'e';
+    /// `w` id -> signing member, for bulletins (to answer "whose is this").
+    pub(super) const SIGNER: u8 = b'w';
+    /// `n` -> how many bulletins are held (u64), kept in the same batches.
+    pub(super) const COUNT: u8 = b'n';
+}
+
+/// The store schema this node writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const META_SCHEMA: &[u8] = b"schema";
+const META_NETWORK: &[u8] = b"network";
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// sled reported an error (I/O, corruption).
+    #[error("store error: {0}")]
+    Sled(#[from] sled::Error),
+    /// The store was written by another schema version.
+    #[error("the store has schema version {found}; this Herald reads version {SCHEMA_VERSION}. Use a matching Herald or a new data directory")]
+    Schema {
+        /// The store's schema.
+        found: u32,
+    },
+    /// The store belongs to another network.
+    #[error("the store belongs to network {found}, not {expected}; use the data directory of this network")]
+    WrongNetwork {
+        /// Configured network.
+        expected: NetworkId,
+        /// The store's.
+        found: NetworkId,
+    },
+    /// A stored value does not decode: the store is damaged.
+    #[error("the store is damaged: {0}")]
+    Corrupt(String),
+    /// The node's own chain is exhausted (2^64 bulletins) or inconsistent.
+    #[error("cannot extend the local chain: {0}")]
+    Chain(String),
+    /// Signing failed (the draft breaks a rule of the format).
+    #[error("cannot sign the bulletin: {0}")]
+    Sign(#[from] herald_keys::SignError),
+}
+
+/// What happened to one bulletin offered to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// It was new and is now held.
+    New,
+    /// The same bulletin was already held.
+    AlreadyHeld,
+    /// Another bulletin with the same key and number is held: both are kept as
+    /// evidence of equivocation.
+    Equivocation {
+        /// The bulletin held before for that (key, seq).
+        other: BulletinId,
+    },
+}
+
+/// A signing key's chain as held here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainHead {
+    /// Every number from 1 to this one is held (0 if not even 1 is).
+    pub contiguous: Seq,
+    /// The highest number held.
+    pub highest: Seq,
+}
+
+/// Filters for [`Store::query`]; all that are set must match.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// Kind name, as [`herald_protocol::Kind::name`].
+    pub kind: Option<String>,
+    /// Signing member.
+    pub member: Option<MemberId>,
+    /// TLP label.
+    pub tlp: Option<herald_protocol::Tlp>,
+    /// Minimum severity.
+    pub min_severity: Option<herald_protocol::Severity>,
+    /// Created at or after.
+    pub since: Option<Timestamp>,
+    /// Created before.
+    pub until: Option<Timestamp>,
+    /// Most results (newest first); 0 means no limit.
+    pub limit: usize,
+}
+
+/// The node's store. Cheap to clone; reads may happen from any thread, while
+/// writes of bulletins should come from one writer so that chain bookkeeping
+/// is read and written consistently.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    bulletins: sled::Tree,
+    registry: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+fn kind_code(name: &str) -> u8 {
+    match name {
+        "advisory" => 0,
+        "update" => 1,
+        "incident" => 2,
+        "metrics" => 3,
+        "emergency" => 4,
+        "product" => 5,
+        "outreach" => 6,
+        "follow-up" => 7,
+        "withdrawal" => 8,
+        _ => 255,
+    }
+}
+
+fn tlp_code(tlp: herald_protocol::Tlp) -> u8 {
+    tlp as u8
+}
+
+fn severity_code(s: herald_protocol::Severity) -> u8 {
+    s as u8
+}
+
+fn key_of(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+fn chain_key(key: &KeyId, seq: Seq) -> Vec<u8> {
+    key_of(&[&[prefix::CHAIN], key.as_bytes(), &seq.0.to_be_bytes()])
+}
+
+fn head_key(key: &KeyId) -> Vec<u8> {
+    key_of(&[&[prefix::HEAD], key.as_bytes()])
+}
+
+fn data_key(id: &BulletinId) -> Vec<u8> {
+    key_of(&[&[prefix::DATA], id.as_bytes()])
+}
+
+fn id_from(bytes: &[u8]) -> Result<BulletinId, StoreError> {
+    let arr: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("an index entry does not hold a 32-byte id".into()))?;
+    Ok(BulletinId::from_bytes(arr))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> Result<u64, StoreError> {
+    bytes
+        .get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt("a number in the store is cut short".into()))
+}
+
+fn encode_head(h: ChainHead) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&h.contiguous.0.to_be_bytes());
+    out[8..].copy_from_slice(&h.highest.0.to_be_bytes());
+    out
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir` for `network`.
+    pub fn open(dir: &Path, network: NetworkId) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(dir).open()?;
+        let store = Self {
+            bulletins: db.open_tree(trees::BULLETINS)?,
+            registry: db.open_tree(trees::REGISTRY)?,
+            meta: db.open_tree(trees::META)?,
+            db,
+        };
+        match store.meta.get(META_SCHEMA)? {
+            None => {
+                store.meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                store.meta.insert(META_NETWORK, network.as_bytes())?;
+                store.db.flush()?;
+            }
+            Some(v) => {
+                let found = v
+                    .as_ref()
+                    .try_into()
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt("schema version".into()))?;
+                if found != SCHEMA_VERSION {
+                    return Err(StoreError::Schema { found });
+                }
+                let stored = store
+                    .meta
+                    .get(META_NETWORK)?
+                    .and_then(|v| <[u8; 32]>::try_from(v.as_ref()).ok())
+                    .map(NetworkId::from_bytes)
+                    .ok_or_else(|| StoreError::Corrupt("network id missing".into()))?;
+                if stored != network {
+                    return Err(StoreError::WrongNetwork {
+                        expected: network,
+                        found: stored,
+                    });
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    /// Makes every write so far durable. Call before acknowledging.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Whether the bulletin with this id is held.
+    pub fn contains(&self, id: &BulletinId) -> Result<bool, StoreError> {
+        Ok(self.bulletins.contains_key(data_key(id))?)
+    }
+
+    /// The bulletin with this id, if held.
+    pub fn get(&self, id: &BulletinId) -> Result<Option<SignedBulletin>, StoreError> {
+        match self.bulletins.get(data_key(id))? {
+            None => Ok(None),
+            Some(bytes) => SignedBulletin::from_bytes(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("bulletin {id}: {e}"))),
+        }
+    }
+
+    /// The exact stored bytes of a bulletin.
+    pub fn get_bytes(&self, id: &BulletinId) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.bulletins.get(data_key(id))?.map(|v| v.to_vec()))
+    }
+
+    /// The member that signed a held bulletin.
+    pub fn signer_of(&self, id: &BulletinId) -> Result<Option<MemberId>, StoreError> {
+        let key = key_of(&[&[prefix::SIGNER], id.as_bytes()]);
+        match self.bulletins.get(key)? {
+            None => Ok(None),
+            Some(v) => {
+                let arr: [u8; 32] = v
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("signer entry".into()))?;
+                Ok(Some(MemberId::from_bytes(arr)))
+            }
+        }
+    }
+
+    /// The id held for `key` at `seq` (the first one, if it equivocated).
+    pub fn chain_entry(&self, key: &KeyId, seq: Seq) -> Result<Option<BulletinId>, StoreError> {
+        self.bulletins.get(chain_key(key, seq))?.map(|v| id_from(&v)).transpose()
+    }
+
+    /// What is held of `key`'s chain.
+    pub fn head(&self, key: &KeyId) -> Result<ChainHead, StoreError> {
+        match self.bulletins.get(head_key(key))? {
+            None => Ok(ChainHead {
+                contiguous: Seq(0),
+                highest: Seq(0),
+            }),
+            Some(v) => Ok(ChainHead {
+                contiguous: Seq(u64_at(&v, 0)?),
+                highest: Seq(u64_at(&v, 8)?),
+            }),
+        }
+    }
+
+    /// Every key's chain head.
+    pub fn heads(&self) -> Result<Vec<(KeyId, ChainHead)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.bulletins.scan_prefix([prefix::HEAD]) {
+            let (k, v) = entry?;
+            let key: [u8; 32] = k
+                .get(1..)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| StoreError::Corrupt("head key".into()))?;
+            out.push((
+                KeyId::from_bytes(key),
+                ChainHead {
+                    contiguous: Seq(u64_at(&v, 0)?),
+                    highest: Seq(u64_at(&v, 8)?),
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// How many bulletins are held.
+    pub fn count(&self) -> Result<u64, StoreError> {
+        match self.bulletins.get([prefix::COUNT])? {
+            None => Ok(0),
+            Some(v) => u64_at(&v, 0),
+        }
+    }
+
+    /// Stores verified bulletins (each with the member that signed it) in one
+    /// atomic batch. Not durable until [`Store::flush`].
+    pub fn insert_verified(&self, items: &[(SignedBulletin, MemberId)]) -> Result<Vec<Stored>, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut outcomes = Vec::with_capacity(items.len());
+        // What this batch has written so far, which the tree does not show yet.
+        let mut chain_overlay: HashMap<(KeyId, Seq), BulletinId> = HashMap::new();
+        let mut head_overlay: HashMap<KeyId, ChainHead> = HashMap::new();
+        let mut added = 0u64;
+        for (bulletin, member) in items {
+            let body = bulletin.body();
+            let id = bulletin.id();
+            let held = match chain_overlay.get(&(body.signer, body.seq)) {
+                Some(other) => Some(*other),
+                None => self.chain_entry(&body.signer, body.seq)?,
+            };
+            let outcome = match held {
+                Some(other) if other == id => Stored::AlreadyHeld,
+                Some(other) => {
+                    if self.contains(&id)? {
+                        Stored::AlreadyHeld
+                    } else {
+                        Stored::Equivocation { other }
+                    }
+                }
+                None => Stored::New,
+            };
+            match outcome {
+                Stored::AlreadyHeld => {}
+                Stored::Equivocation { other } => {
+                    // Keep the second body too (the first stays the chain entry):
+                    // the two signed bodies together are the proof.
+                    batch.insert(data_key(&id), bulletin.as_bytes());
+                    batch.insert(key_of(&[&[prefix::SIGNER], id.as_bytes()]), member.as_bytes());
+                    for evidence in [other, id] {
+                        batch.insert(
+                            key_of(&[
+                                &[prefix::EQUIVOCATION],
+                                body.signer.as_bytes(),
+                                &body.seq.0.to_be_bytes(),
+                                evidence.as_bytes(),
+                            ]),
+                            &[],
+                        );
+                    }
+                    added += 1;
+                }
+                Stored::New => {
+                    self.index_new(&mut batch, bulletin, member);
+                    chain_overlay.insert((body.signer, body.seq), id);
+                    let head = match head_overlay.get(&body.signer) {
+                        Some(h) => *h,
+                        None => self.head(&body.signer)?,
+                    };
+                    let head = self.advance_head(head, body, &chain_overlay)?;
+                    head_overlay.insert(body.signer, head);
+                    batch.insert(head_key(&body.signer), &encode_head(head));
+                    added += 1;
+                }
+            }
+            outcomes.push(outcome);
+        }
+        if added > 0 {
+            let count = self.count()? + added;
+            batch.insert(&[prefix::COUNT], &count.to_be_bytes());
+        }
+        self.bulletins.apply_batch(batch)?;
+        Ok(outcomes)
+    }
+
+    fn index_new(&self, batch: &mut sled::Batch, bulletin: &SignedBulletin, member: &MemberId) {
+        let body = bulletin.body();
+        let id = bulletin.id();
+        let created = body.created.0.to_be_bytes();
+        batch.insert(data_key(&id), bulletin.as_bytes());
+        batch.insert(chain_key(&body.signer, body.seq), id.as_bytes());
+        batch.insert(key_of(&[&[prefix::SIGNER], id.as_bytes()]), member.as_bytes());
+        batch.insert(key_of(&[&[prefix::BY_TIME], &created, id.as_bytes()]), &[]);
+        batch.insert(
+            key_of(&[&[prefix::BY_KIND, kind_code(body.kind.name())], &created, id.as_bytes()]),
+            &[],
+        );
+        batch.insert(
+            key_of(&[&[prefix::BY_MEMBER], member.as_bytes(), &created, id.as_bytes()]),
+            &[],
+        );
+        batch.insert(
+            key_of(&[&[prefix::BY_TLP, tlp_code(body.tlp)], &created, id.as_bytes()]),
+            &[],
+        );
+        batch.insert(
+            key_of(&[&[prefix::BY_SEVERITY, severity_code(body.severity)], &created, id.as_bytes()]),
+            &[],
+        );
+    }
+
+    fn advance_head(
+        &self,
+        mut head: ChainHead,
+        body: &BulletinBody,
+        overlay: &HashMap<(KeyId, Seq), BulletinId>,
+    ) -> Result<ChainHead, StoreError> {
+        head.highest = head.highest.max(body.seq);
+        loop {
+            let Some(next) = head.contiguous.next() else { break };
+            let held =
+                overlay.contains_key(&(body.signer, next)) || self.chain_entry(&body.signer, next)?.is_some();
+            if !held {
+                break;
+            }
+            head.contiguous = next;
+        }
+        Ok(head)
+    }
+
+    /// Signs the next bulletin of `key`'s chain from `draft` (whose `signer`,
+    /// `seq` and `prev` are filled in here), stores it and flushes, so that the
+    /// new chain head is on disk before anyone sees the bulletin.
+    pub fn publish_own(
+        &self,
+        key: &SecretKey,
+        member: &MemberId,
+        mut draft: BulletinBody,
+    ) -> Result<SignedBulletin, StoreError> {
+        let head = self.head(&key.id())?;
+        if head.contiguous != head.highest {
+            return Err(StoreError::Chain(format!(
+                "the local chain has a gap after {}; wait for sync to repair it",
+                head.contiguous
+            )));
+        }
+        let seq = head
+            .highest
+            .next()
+            .ok_or_else(|| StoreError::Chain("sequence numbers exhausted".into()))?;
+        draft.signer = key.id();
+        draft.seq = seq;
+        draft.prev = match head.highest.0 {
+            0 => None,
+            _ => Some(
+                self.chain_entry(&key.id(), head.highest)?
+                    .ok_or_else(|| StoreError::Corrupt("chain head without an entry".into()))?,
+            ),
+        };
+        let bulletin = herald_keys::sign_bulletin(key, &draft)?;
+        self.insert_verified(&[(bulletin.clone(), *member)])?;
+        self.flush()?;
+        Ok(bulletin)
+    }
+
+    /// Bulletins matching `query`, newest first.
+    pub fn query(&self, query: &Query) -> Result<Vec<SignedBulletin>, StoreError> {
+        let index_prefix: Vec<u8> = if let Some(member) = &query.member {
+            key_of(&[&[prefix::BY_MEMBER], member.as_bytes()])
+        } else if let Some(kind) = &query.kind {
+            vec![prefix::BY_KIND, kind_code(kind)]
+        } else if let Some(tlp) = query.tlp {
+            vec![prefix::BY_TLP, tlp_code(tlp)]
+        } else {
+            vec![prefix::BY_TIME]
+        };
+        let mut out = Vec::new();
+        for entry in self.bulletins.scan_prefix(&index_prefix).rev() {
+            let (k, _) = entry?;
+            let tail = k
+                .len()
+                .checked_sub(40)
+                .and_then(|at| k.get(at..))
+                .ok_or_else(|| StoreError::Corrupt("index key cut short".into()))?;
+            let created = Timestamp(u64_at(tail, 0)?);
+            if query.until.is_some_and(|u| created >= u) {
+                continue;
+            }
+            if query.since.is_some_and(|s| created < s) {
+                break;
+            }
+            let id = id_from(&tail[8..])?;
+            let Some(bulletin) = self.get(&id)? else {
+                continue;
+            };
+            let body = bulletin.body();
+            if query.kind.as_deref().is_some_and(|k| k != body.kind.name())
+                || query.tlp.is_some_and(|t| t != body.tlp)
+                || query.min_severity.is_some_and(|s| body.severity < s)
+            {
+                continue;
+            }
+            if let Some(member) = &query.member {
+                if self.signer_of(&id)?.as_ref() != Some(member) {
+                    continue;
+                }
+            }
+            out.push(bulletin);
+            if query.limit != 0 && out.len() >= query.limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The ids of `key`'s bulletins with numbers in `from..=to` that are held,
+    /// in order (the chain entries, not the equivocating extras).
+    pub fn chain_range(&self, key: &KeyId, from: Seq, to: Seq) -> Result<Vec<(Seq, BulletinId)>, StoreError> {
+        let start = chain_key(key, from);
+        let end = chain_key(key, to);
+        let mut out = Vec::new();
+        for entry in self.bulletins.range(start..=end) {
+            let (k, v) = entry?;
+            out.push((Seq(u64_at(&k, 33)?), id_from(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// Every (key, seq) with more than one body held, with the bodies' ids.
+    pub fn equivocations(&self) -> Result<Vec<(KeyId, Seq, Vec<BulletinId>)>, StoreError> {
+        let mut out: Vec<(KeyId, Seq, Vec<BulletinId>)> = Vec::new();
+        for entry in self.bulletins.scan_prefix([prefix::EQUIVOCATION]) {
+            let (k, _) = entry?;
+            if k.len() != 1 + 32 + 8 + 32 {
+                return Err(StoreError::Corrupt("equivocation entry".into()));
+            }
+            let key = KeyId::from_bytes(*id_from(&k[1..33])?.as_bytes());
+            let seq = Seq(u64_at(&k, 33)?);
+            let id = id_from(&k[41..])?;
+            match out.last_mut() {
+                Some((lk, ls, ids)) if *lk == key && *ls == seq => ids.push(id),
+                _ => out.push((key, seq, vec![id])),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Saves an accepted registry update.
+    pub fn save_registry_update(&self, update: &SignedRegistryUpdate) -> Result<(), StoreError> {
+        self.registry
+            .insert(update.body().version.0.to_be_bytes(), update.to_bytes())?;
+        Ok(())
+    }
+
+    /// The stored registry history, genesis first.
+    pub fn registry_history(&self) -> Result<Vec<SignedRegistryUpdate>, StoreError> {
+        let mut out = Vec::new();
+        for (i, entry) in self.registry.iter().enumerate() {
+            let (k, v) = entry?;
+            let version = RegistryVersion(u64_at(&k, 0)?);
+            if version.0 != i as u64 + 1 {
+                return Err(StoreError::Corrupt(format!("registry history skips to version {version}")));
+            }
+            out.push(
+                SignedRegistryUpdate::from_bytes(&v)
+                    .map_err(|e| StoreError::Corrupt(format!("registry version {version}: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+}

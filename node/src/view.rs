@@ -1,0 +1,133 @@
+//! How bulletins and node status are shown to people and scripts: one JSON
+//! shape for the API, `herald list --json` and `herald show --json`, and a
+//! one-line text summary.
+
+use herald_protocol::{BulletinId, KeyId, Kind, MemberId, Reference, Seq, Severity, SignedBulletin, Tlp};
+use serde::{Deserialize, Serialize};
+
+/// A bulletin as shown to users.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BulletinView {
+    /// Content id.
+    pub id: BulletinId,
+    /// The signing member's id.
+    pub member: Option<MemberId>,
+    /// The signing member's name.
+    pub member_name: Option<String>,
+    /// The signing key.
+    pub signer: KeyId,
+    /// Number in the key's chain.
+    pub seq: Seq,
+    /// Previous bulletin of the key.
+    pub prev: Option<BulletinId>,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    /// Creation time, ms since the epoch.
+    pub created_ms: u64,
+    /// Kind with its facts.
+    pub kind: Kind,
+    /// TLP.
+    pub tlp: Tlp,
+    /// Severity.
+    pub severity: Severity,
+    /// Title.
+    pub title: String,
+    /// References.
+    pub references: Vec<Reference>,
+    /// Superseded bulletin.
+    pub supersedes: Option<BulletinId>,
+    /// Expiry, RFC 3339.
+    pub expires: Option<String>,
+    /// Audience.
+    pub audience: Vec<MemberId>,
+    /// Payload media type.
+    pub content_type: String,
+    /// Payload size in bytes.
+    pub payload_bytes: usize,
+    /// The payload as text when it is UTF-8, else hex (see `payload_encoding`);
+    /// absent in list views.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub payload: Option<String>,
+    /// `utf-8` or `hex`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub payload_encoding: Option<String>,
+    /// The signature, hex.
+    pub signature: String,
+}
+
+impl BulletinView {
+    /// The view of a bulletin; with `payload` the content is included.
+    pub fn new(b: &SignedBulletin, member: Option<(MemberId, String)>, payload: bool) -> Self {
+        let body = b.body();
+        let (text, encoding) = if payload {
+            match std::str::from_utf8(&body.payload.bytes) {
+                Ok(s) => (Some(s.to_string()), Some("utf-8".to_string())),
+                Err(_) => (Some(hex::encode(&body.payload.bytes)), Some("hex".to_string())),
+            }
+        } else {
+            (None, None)
+        };
+        Self {
+            id: b.id(),
+            member: member.as_ref().map(|m| m.0),
+            member_name: member.map(|m| m.1),
+            signer: body.signer,
+            seq: body.seq,
+            prev: body.prev,
+            created: body.created.to_string(),
+            created_ms: body.created.0,
+            kind: body.kind.clone(),
+            tlp: body.tlp,
+            severity: body.severity,
+            title: body.title.clone(),
+            references: body.references.clone(),
+            supersedes: body.supersedes,
+            expires: body.expires.map(|t| t.to_string()),
+            audience: body.audience.clone(),
+            content_type: body.payload.content_type.clone(),
+            payload_bytes: body.payload.bytes.len(),
+            payload: text,
+            payload_encoding: encoding,
+            signature: b.signature().to_string(),
+        }
+    }
+
+    /// One line: time, id, member, kind, TLP, severity, title.
+    pub fn summary_line(&self) -> String {
+        format!(
+            "{}  {}  {:<12}  {:<10}  {:<16}  {:<13}  {}",
+            &self.created[..19.min(self.created.len())],
+            self.id.fmt_short(),
+            self.member_name.as_deref().unwrap_or("?"),
+            kind_name(&self.kind),
+            format!("{}", self.tlp),
+            format!("{:?}", self.severity).to_lowercase(),
+            self.title
+        )
+    }
+}
+
+fn kind_name(kind: &Kind) -> &'static str {
+    kind.name()
+}
+
+/// A node's status.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatusView {
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// The member.
+    pub member: MemberId,
+    /// The network id.
+    pub network: String,
+    /// Registry version.
+    pub registry_version: u64,
+    /// Bulletins held.
+    pub bulletins: u64,
+    /// Connected peers.
+    pub connected_peers: Vec<String>,
+    /// Listen addresses.
+    pub listen: Vec<String>,
+    /// (key, seq) pairs with more than one body held.
+    pub equivocations: usize,
+}

@@ -1,0 +1,137 @@
+//! The store writer: one thread that owns every write of bulletins, so chain
+//! bookkeeping stays consistent. Received bulletins are committed in groups
+//! (one atomic batch and one flush per group); the node's own bulletins are
+//! numbered, signed, stored and flushed before they are gossiped or acknowledged.
+
+use herald_keys::SecretKey;
+use herald_protocol::{BulletinBody, MemberId, SignedBulletin};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::events::{NodeEvent, Origin};
+use crate::network::Command;
+use crate::store::{Store, StoreError, Stored};
+
+/// Requests queued to the writer.
+pub(crate) const WRITER_CAPACITY: usize = 4096;
+/// Most received bulletins committed in one batch.
+const MAX_GROUP: usize = 512;
+
+/// A request to the writer.
+pub(crate) enum WriteRequest {
+    /// A bulletin that passed validation.
+    Verified {
+        bulletin: SignedBulletin,
+        member: MemberId,
+        origin: Origin,
+    },
+    /// Number, sign, store and flush the node's next bulletin, then gossip it.
+    Publish {
+        draft: Box<BulletinBody>,
+        reply: oneshot::Sender<Result<SignedBulletin, StoreError>>,
+    },
+}
+
+pub(crate) struct Writer {
+    pub(crate) store: Store,
+    pub(crate) signing_key: SecretKey,
+    pub(crate) member: MemberId,
+    pub(crate) events: broadcast::Sender<NodeEvent>,
+    pub(crate) network: mpsc::Sender<Command>,
+}
+
+impl Writer {
+    /// Runs until every sender of `requests` is dropped.
+    pub(crate) fn run(self, mut requests: mpsc::Receiver<WriteRequest>) {
+        let mut received: Vec<(SignedBulletin, MemberId)> = Vec::new();
+        let mut origins: Vec<Origin> = Vec::new();
+        while let Some(first) = requests.blocking_recv() {
+            let mut next = Some(first);
+            while let Some(request) = next.take() {
+                match request {
+                    WriteRequest::Verified {
+                        bulletin,
+                        member,
+                        origin,
+                    } => {
+                        received.push((bulletin, member));
+                        origins.push(origin);
+                    }
+                    WriteRequest::Publish { draft, reply } => {
+                        self.commit(&mut received, &mut origins);
+                        let _ = reply.send(self.publish(*draft));
+                    }
+                }
+                if received.len() < MAX_GROUP {
+                    next = requests.try_recv().ok();
+                }
+            }
+            self.commit(&mut received, &mut origins);
+        }
+    }
+
+    fn commit(&self, received: &mut Vec<(SignedBulletin, MemberId)>, origins: &mut Vec<Origin>) {
+        if received.is_empty() {
+            return;
+        }
+        let result = self.store.insert_verified(received).and_then(|o| {
+            self.store.flush()?;
+            Ok(o)
+        });
+        match result {
+            Ok(outcomes) => {
+                for (((bulletin, member), origin), outcome) in received.iter().zip(origins.iter()).zip(outcomes) {
+                    self.report(bulletin, *member, *origin, outcome);
+                }
+            }
+            // Nothing was acknowledged for received bulletins; sync fetches
+            // them again once the store works.
+            Err(e) => tracing::error!(error = %e, count = received.len(), "cannot store received bulletins"),
+        }
+        received.clear();
+        origins.clear();
+    }
+
+    fn report(&self, bulletin: &SignedBulletin, member: MemberId, origin: Origin, outcome: Stored) {
+        let body = bulletin.body();
+        match outcome {
+            Stored::New => {
+                tracing::debug!(id = %bulletin.id().fmt_short(), seq = %body.seq, kind = body.kind.name(), "stored");
+                let _ = self.events.send(NodeEvent::BulletinStored {
+                    id: bulletin.id(),
+                    member,
+                    signer: body.signer,
+                    seq: body.seq,
+                    kind: body.kind.name(),
+                    created: body.created,
+                    origin,
+                });
+            }
+            Stored::AlreadyHeld => {}
+            Stored::Equivocation { other } => {
+                tracing::error!(
+                    signer = %body.signer.fmt_short(),
+                    seq = %body.seq,
+                    first = %other.fmt_short(),
+                    second = %bulletin.id().fmt_short(),
+                    "EQUIVOCATION: two different bulletins with one key and number; both kept as proof"
+                );
+                let _ = self.events.send(NodeEvent::Equivocation {
+                    signer: body.signer,
+                    seq: body.seq,
+                    first: other,
+                    second: bulletin.id(),
+                });
+            }
+        }
+    }
+
+    fn publish(&self, draft: BulletinBody) -> Result<SignedBulletin, StoreError> {
+        let bulletin = self.store.publish_own(&self.signing_key, &self.member, draft)?;
+        // On disk and flushed: now it may leave the node.
+        self.report(&bulletin, self.member, Origin::Local, Stored::New);
+        if self.network.blocking_send(Command::Gossip(bulletin.to_bytes())).is_err() {
+            tracing::warn!("network stopped; the bulletin is stored and will travel by sync");
+        }
+        Ok(bulletin)
+    }
+}
