@@ -29,9 +29,15 @@ pub enum KeyError {
 pub struct PublicKey(VerifyingKey);
 
 impl PublicKey {
-    /// Parses and checks a public key: a valid point encoding, not of small order.
+    /// Parses and checks a public key: the canonical encoding of a curve point
+    /// (RFC 8032: y < p), not of small order.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, KeyError> {
         let key = VerifyingKey::from_bytes(bytes).map_err(|_| KeyError::InvalidPublicKey)?;
+        // Decompression accepts some y >= p; only the canonical encoding of a
+        // point may name a key, so each key has exactly one id.
+        if key.to_edwards().compress().to_bytes() != *bytes {
+            return Err(KeyError::InvalidPublicKey);
+        }
         if key.is_weak() {
             return Err(KeyError::WeakKey);
         }
@@ -166,6 +172,24 @@ mod tests {
             key.public().verify_with_domain(b"e\0", b"body", &sig),
             Err(KeyError::BadSignature)
         );
+    }
+
+    #[test]
+    fn non_canonical_encodings_are_refused() {
+        // y = p + 2 (non-canonical for y = 2, which is not on the curve) and
+        // y = p + 3 encode points only if decompression reduces mod p.
+        let p_plus = |k: u8| {
+            let mut b = [0xffu8; 32];
+            b[0] = 0xed + k;
+            b[31] = 0x7f;
+            b
+        };
+        for k in 0..=18u8 {
+            let bytes = p_plus(k);
+            if ed25519_dalek::VerifyingKey::from_bytes(&bytes).is_ok() {
+                assert!(PublicKey::from_bytes(&bytes).is_err(), "y = p + {k} accepted");
+            }
+        }
     }
 
     #[test]

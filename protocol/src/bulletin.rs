@@ -301,8 +301,9 @@ impl BulletinBody {
         Ok(bytes)
     }
 
-    /// Decodes and checks body bytes: limit, canonical form, rules.
+    /// Decodes and checks body bytes: format, limit, canonical form, rules.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        codec::check_size_and_format(bytes, MAX_BULLETIN_BYTES - ENVELOPE_OVERHEAD, BULLETIN_FORMAT, "bulletin")?;
         let body: Self =
             codec::decode_canonical::<Self, { MAX_BULLETIN_BYTES - ENVELOPE_OVERHEAD }, { MAX_BULLETIN_BYTES + CLAIM_SLACK }>(
                 bytes,
@@ -360,10 +361,17 @@ fn check_text(what: &str, text: &str, min: usize, max: usize) -> Result<(), Deco
             text.len()
         )));
     }
-    if text.chars().any(char::is_control) {
-        return Err(DecodeError::Invalid(format!("{what} contains control characters")));
+    if text.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+        return Err(DecodeError::Invalid(format!(
+            "{what} contains control or bidirectional-override characters"
+        )));
     }
     Ok(())
+}
+
+/// Characters that reorder displayed text and can disguise a title or URL.
+pub(crate) fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 fn check_reference(r: &Reference) -> Result<(), DecodeError> {

@@ -123,3 +123,24 @@ fn map_error(error: bincode::error::DecodeError, max: usize) -> DecodeError {
         other => DecodeError::Malformed(other.to_string()),
     }
 }
+
+/// Checks the input size, then reads the leading u16 format number before
+/// anything else, so that a body in a newer format gets "upgrade" rather than
+/// a confusing decode error.
+pub(crate) fn check_size_and_format(
+    bytes: &[u8],
+    max: usize,
+    supported: u16,
+    what: &str,
+) -> Result<(), DecodeError> {
+    if bytes.len() > max {
+        return Err(DecodeError::TooLarge { len: bytes.len(), max });
+    }
+    match bytes {
+        [a, b, ..] if u16::from_le_bytes([*a, *b]) > supported => Err(DecodeError::Invalid(format!(
+            "{what} format {} is not supported (this node reads format {supported}); upgrade Herald",
+            u16::from_le_bytes([*a, *b])
+        ))),
+        _ => Ok(()),
+    }
+}

@@ -156,6 +156,7 @@ impl RegistryUpdate {
 
     /// Decodes and checks update body bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        codec::check_size_and_format(bytes, MAX_REGISTRY_BODY_BYTES, REGISTRY_FORMAT, "registry")?;
         let update: Self = codec::decode_canonical::<Self, MAX_REGISTRY_BODY_BYTES, MAX_REGISTRY_CLAIM>(bytes)?;
         update.validate()?;
         Ok(update)
@@ -182,7 +183,10 @@ impl RegistryUpdate {
         }
         for op in &self.ops {
             if let RegistryOp::AddMember(m) = op {
-                if m.name.is_empty() || m.name.len() > MAX_MEMBER_NAME_BYTES || m.name.chars().any(char::is_control) {
+                if m.name.is_empty()
+                    || m.name.len() > MAX_MEMBER_NAME_BYTES
+                    || m.name.chars().any(|c| c.is_control() || crate::bulletin::is_bidi_control(c))
+                {
                     return invalid(format!(
                         "member name must be 1 to {MAX_MEMBER_NAME_BYTES} bytes without control characters"
                     ));
