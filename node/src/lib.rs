@@ -11,9 +11,11 @@
 //! - [`config`]: the configuration file.
 //! - [`setup`]: key generation, member descriptors, genesis, local networks.
 //! - [`view`]: how bulletins and status are shown (JSON and text).
+//! - [`devnet`]: a local network of nodes in one process, for a first look.
 
 pub mod api;
 pub mod config;
+pub mod devnet;
 pub mod events;
 pub mod network;
 pub mod node;

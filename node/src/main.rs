@@ -1,2 +1,33 @@
-//! The `herald` command.
-fn main() {}
+//! The `herald` command: parses arguments, sets up logging, runs one subcommand
+//! and maps its result to an exit code with the whole error chain.
+
+mod cli;
+mod client;
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    // The devnet's live view is the output; keep its logs to warnings.
+    let quiet = matches!(cli.command, cli::Command::Devnet(_));
+    init_logging(if quiet { "warn" } else { "info,libp2p=warn,sled=warn" });
+    match cmd::run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

@@ -430,21 +430,17 @@ impl EventLoop {
                 self.listen_addrs.push(address.clone());
                 let _ = self.events.send(NodeEvent::Listening(address));
             }
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
-                if self.connected.insert(peer_id) {
-                    tracing::info!(peer = %short_peer(&peer_id), addr = %endpoint.get_remote_address(), "peer connected");
-                    let _ = self.events.send(NodeEvent::PeerConnected(peer_id));
-                }
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } if self.connected.insert(peer_id) => {
+                tracing::info!(peer = %short_peer(&peer_id), addr = %endpoint.get_remote_address(), "peer connected");
+                let _ = self.events.send(NodeEvent::PeerConnected(peer_id));
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
-            } => {
-                if num_established == 0 && self.connected.remove(&peer_id) {
-                    tracing::info!(peer = %short_peer(&peer_id), "peer disconnected");
-                    let _ = self.events.send(NodeEvent::PeerDisconnected(peer_id));
-                }
+            } if self.connected.remove(&peer_id) => {
+                tracing::info!(peer = %short_peer(&peer_id), "peer disconnected");
+                let _ = self.events.send(NodeEvent::PeerDisconnected(peer_id));
             }
             SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
                 tracing::debug!(addr = %send_back_addr, error = %error, "incoming connection refused");
@@ -523,7 +519,7 @@ impl EventLoop {
         match v.verdict {
             Verdict::Accept(bulletin, member) => {
                 let request = WriteRequest::Verified {
-                    bulletin: *bulletin,
+                    bulletin,
                     member,
                     origin: Origin::Gossip(v.source),
                 };

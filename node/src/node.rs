@@ -248,12 +248,12 @@ impl Node {
                 },
             ),
         ] {
-            if let Some(id) = id {
-                if self.store.signer_of(&id)? != Some(self.member) {
-                    return Err(PublishError::Invalid(format!(
-                        "{what} {id}: not a bulletin of this member held here"
-                    )));
-                }
+            if let Some(id) = id
+                && self.store.signer_of(&id)? != Some(self.member)
+            {
+                return Err(PublishError::Invalid(format!(
+                    "{what} {id}: not a bulletin of this member held here"
+                )));
             }
         }
         let body = BulletinBody {

@@ -449,8 +449,7 @@ impl Store {
         overlay: &HashMap<(KeyId, Seq), BulletinId>,
     ) -> Result<ChainHead, StoreError> {
         head.highest = head.highest.max(body.seq);
-        loop {
-            let Some(next) = head.contiguous.next() else { break };
+        while let Some(next) = head.contiguous.next() {
             let held =
                 overlay.contains_key(&(body.signer, next)) || self.chain_entry(&body.signer, next)?.is_some();
             if !held {
@@ -533,10 +532,10 @@ impl Store {
             {
                 continue;
             }
-            if let Some(member) = &query.member {
-                if self.signer_of(&id)?.as_ref() != Some(member) {
-                    continue;
-                }
+            if let Some(member) = &query.member
+                && self.signer_of(&id)?.as_ref() != Some(member)
+            {
+                continue;
             }
             out.push(bulletin);
             if query.limit != 0 && out.len() >= query.limit {

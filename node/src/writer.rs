@@ -20,7 +20,7 @@ const MAX_GROUP: usize = 512;
 pub(crate) enum WriteRequest {
     /// A bulletin that passed validation.
     Verified {
-        bulletin: SignedBulletin,
+        bulletin: Box<SignedBulletin>,
         member: MemberId,
         origin: Origin,
     },
@@ -53,7 +53,7 @@ impl Writer {
                         member,
                         origin,
                     } => {
-                        received.push((bulletin, member));
+                        received.push((*bulletin, member));
                         origins.push(origin);
                     }
                     WriteRequest::Publish { draft, reply } => {

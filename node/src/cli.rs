@@ -1,0 +1,275 @@
+//! Every command-line type of `herald`, in one place.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Herald: signed security bulletins between trusted members, with no central server.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a local network of nodes on 127.0.0.1 with a stream of sample
+    /// bulletins, showing each bulletin reaching each node. Start here.
+    Devnet(DevnetArgs),
+    /// Create a node directory: keys, config.toml and the public member.json.
+    Init(InitArgs),
+    /// Produce the genesis registry with the other founders.
+    #[command(subcommand)]
+    Genesis(GenesisCommand),
+    /// Create a whole local test network in one step (directories, keys, genesis).
+    Testnet(TestnetArgs),
+    /// Run the node in DIR until Ctrl-C.
+    Run(DirArgs),
+    /// Publish a bulletin through the running node; prints its id.
+    Publish(Box<PublishArgs>),
+    /// List bulletins held by the node, newest first.
+    List(ListArgs),
+    /// Show one bulletin.
+    Show(ShowArgs),
+    /// Show the running node's status.
+    Status(DirArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DirArgs {
+    /// The node directory.
+    #[arg(long, default_value = ".")]
+    pub(crate) dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DevnetArgs {
+    /// How many nodes.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..=64))]
+    pub(crate) nodes: u16,
+    /// Milliseconds between sample bulletins.
+    #[arg(long, default_value_t = 1500)]
+    pub(crate) interval_ms: u64,
+    /// Stop after this many bulletins have reached every node (0: run until Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) count: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// The node directory to create.
+    #[arg(long)]
+    pub(crate) dir: PathBuf,
+    /// The member's name, e.g. CERT-EU.
+    #[arg(long)]
+    pub(crate) member: String,
+    /// libp2p listen addresses.
+    #[arg(long, default_values_t = ["/ip4/0.0.0.0/tcp/4001".to_string(), "/ip4/0.0.0.0/udp/4001/quic-v1".to_string()])]
+    pub(crate) listen: Vec<String>,
+    /// Local API address.
+    #[arg(long, default_value = "127.0.0.1:7801")]
+    pub(crate) api: SocketAddr,
+    /// Seal the member key with the passphrase in this environment variable.
+    #[arg(long)]
+    pub(crate) passphrase_env: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum GenesisCommand {
+    /// Propose a genesis from the founders' member.json files.
+    Propose {
+        /// Distinct members needed to approve later changes (more than half).
+        #[arg(long)]
+        threshold: u32,
+        /// Where to write the proposal.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// The founders' member.json files.
+        #[arg(required = true)]
+        members: Vec<PathBuf>,
+    },
+    /// Add this node directory's approvals (member, signing and node keys) to a proposal.
+    Approve {
+        /// The node directory holding the keys.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The proposal file; rewritten with the approvals added.
+        file: PathBuf,
+        /// The member key's passphrase is in this environment variable.
+        #[arg(long)]
+        passphrase_env: Option<String>,
+    },
+    /// Check that a genesis is complete and print its hash.
+    Verify {
+        /// The genesis file.
+        file: PathBuf,
+    },
+    /// Install a complete genesis into a node directory (file and hash in config.toml).
+    Install {
+        /// The node directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The genesis file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TestnetArgs {
+    /// Where to create member-1 ... member-N.
+    #[arg(long)]
+    pub(crate) dir: PathBuf,
+    /// How many members.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) nodes: u16,
+    /// libp2p ports are BASE+i, API ports BASE+100+i.
+    #[arg(long, default_value_t = 4000)]
+    pub(crate) base_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum KindArg {
+    Advisory,
+    Update,
+    Incident,
+    Metrics,
+    Emergency,
+    Product,
+    Outreach,
+    FollowUp,
+    Withdrawal,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum SeverityArg {
+    Informational,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum TlpArg {
+    Clear,
+    Green,
+    Amber,
+    #[value(name = "amber+strict")]
+    AmberStrict,
+    Red,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PublishArgs {
+    /// The node directory (for the API address).
+    #[arg(long, default_value = ".")]
+    pub(crate) dir: PathBuf,
+    /// What kind of bulletin.
+    #[arg(long, value_enum)]
+    pub(crate) kind: KindArg,
+    /// One-line title.
+    #[arg(long)]
+    pub(crate) title: String,
+    /// Severity.
+    #[arg(long, value_enum)]
+    pub(crate) severity: SeverityArg,
+    /// Traffic Light Protocol label.
+    #[arg(long, value_enum)]
+    pub(crate) tlp: TlpArg,
+    /// The content, from a file (a CSAF JSON file is carried byte for byte).
+    #[arg(long, conflicts_with = "body")]
+    pub(crate) body_file: Option<PathBuf>,
+    /// The content, inline.
+    #[arg(long)]
+    pub(crate) body: Option<String>,
+    /// Media type of the content (default: from the file name, else text/markdown).
+    #[arg(long)]
+    pub(crate) content_type: Option<String>,
+    /// Advisory status: under-investigation, confirmed, mitigated, fixed, not-affected.
+    #[arg(long, default_value = "under-investigation")]
+    pub(crate) status: String,
+    /// Update stage: upcoming or released.
+    #[arg(long, default_value = "released")]
+    pub(crate) stage: String,
+    /// Incident phase: detected, ongoing, contained, resolved.
+    #[arg(long, default_value = "ongoing")]
+    pub(crate) phase: String,
+    /// Follow-up: the bulletin answered.
+    #[arg(long)]
+    pub(crate) on: Option<String>,
+    /// Follow-up action: acknowledge, update, request-information, answer, close.
+    #[arg(long, default_value = "acknowledge")]
+    pub(crate) action: String,
+    /// Withdrawal: the bulletin withdrawn.
+    #[arg(long)]
+    pub(crate) of: Option<String>,
+    /// Withdrawal: why.
+    #[arg(long)]
+    pub(crate) reason: Option<String>,
+    /// Metrics: a counter, NAME=VALUE (repeatable).
+    #[arg(long = "metric")]
+    pub(crate) metrics: Vec<String>,
+    /// Metrics: the period's length, ending now (e.g. 24h, 7d).
+    #[arg(long, default_value = "24h")]
+    pub(crate) period: String,
+    /// A CVE id (repeatable).
+    #[arg(long = "cve")]
+    pub(crate) cves: Vec<String>,
+    /// A URL (repeatable).
+    #[arg(long = "url")]
+    pub(crate) urls: Vec<String>,
+    /// Another bulletin's id (repeatable).
+    #[arg(long = "ref")]
+    pub(crate) refs: Vec<String>,
+    /// An earlier bulletin of this member that this one replaces.
+    #[arg(long)]
+    pub(crate) supersedes: Option<String>,
+    /// Expires after this long (e.g. 30d, 12h).
+    #[arg(long)]
+    pub(crate) expires_in: Option<String>,
+    /// A member id the bulletin is meant for (repeatable; default: all members).
+    #[arg(long = "audience")]
+    pub(crate) audience: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// The node directory.
+    #[arg(long, default_value = ".")]
+    pub(crate) dir: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Only this kind (advisory, update, incident, metrics, emergency, product, outreach, follow-up, withdrawal).
+    #[arg(long)]
+    pub(crate) kind: Option<String>,
+    /// Only this member (member id).
+    #[arg(long)]
+    pub(crate) member: Option<String>,
+    /// Only this TLP label.
+    #[arg(long, value_enum)]
+    pub(crate) tlp: Option<TlpArg>,
+    /// Only this severity or higher.
+    #[arg(long, value_enum)]
+    pub(crate) min_severity: Option<SeverityArg>,
+    /// Only bulletins created in this last period (e.g. 24h, 7d).
+    #[arg(long)]
+    pub(crate) since: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ShowArgs {
+    /// The node directory.
+    #[arg(long, default_value = ".")]
+    pub(crate) dir: PathBuf,
+    /// The bulletin id (hex).
+    pub(crate) id: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}

@@ -1,0 +1,68 @@
+//! The command line's client for a running node's local API.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use herald_node::api::ApiError;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A client for the API at one address.
+pub(crate) struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Self {
+            base: format!("http://{addr}"),
+            agent,
+        }
+    }
+
+    /// Whether a node answers at all.
+    pub(crate) fn is_up(&self) -> bool {
+        self.agent.get(format!("{}/v1/status", self.base)).call().is_ok()
+    }
+
+    pub(crate) fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T> {
+        let mut request = self.agent.get(format!("{}{path}", self.base));
+        for (k, v) in query {
+            request = request.query(*k, v);
+        }
+        let response = request.call().map_err(|e| self.unreachable(e))?;
+        Self::decode(response)
+    }
+
+    pub(crate) fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let response = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .send_json(body)
+            .map_err(|e| self.unreachable(e))?;
+        Self::decode(response)
+    }
+
+    fn unreachable(&self, e: ureq::Error) -> anyhow::Error {
+        anyhow!("no node answers at {} ({e}); start it with `herald run --dir DIR`", self.base)
+    }
+
+    fn decode<T: DeserializeOwned>(mut response: ureq::http::Response<ureq::Body>) -> Result<T> {
+        let status = response.status();
+        let body = response.body_mut().read_to_vec().context("reading the node's answer")?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).context("the node's answer is not the expected JSON");
+        }
+        match serde_json::from_slice::<ApiError>(&body) {
+            Ok(e) => Err(anyhow!("{}", e.error)),
+            Err(_) => Err(anyhow!("the node answered {status}")),
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! `herald devnet`: a local network with a stream of sample bulletins, showing
+//! each bulletin reaching each node and how long it took.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use herald_node::devnet::{Devnet, sample_draft};
+use herald_node::{NodeEvent, Origin};
+use herald_protocol::BulletinId;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::cli::DevnetArgs;
+
+/// Events forwarded from all nodes to the view.
+const VIEW_CAPACITY: usize = 4096;
+
+struct Tracked {
+    sent: Instant,
+    publisher: usize,
+    reached: BTreeSet<usize>,
+}
+
+pub(crate) fn run(args: DevnetArgs) -> Result<()> {
+    super::runtime()?.block_on(async move {
+        let n = usize::from(args.nodes);
+        println!("Starting {n} Herald nodes on 127.0.0.1 with a new registry...");
+        let devnet = Devnet::start(n).await?;
+        println!("network {}", devnet.nodes[0].network());
+        for (node, name) in devnet.nodes.iter().zip(&devnet.names) {
+            let addrs = node.listen_addrs().await;
+            let addr = addrs.first().map(|a| a.to_string()).unwrap_or_default();
+            println!("  {name:<10} {}  {addr}", node.peer_id());
+        }
+        println!("Publishing a sample bulletin every {} ms from each member in turn. Ctrl-C to stop.\n", args.interval_ms);
+        let result = live_view(&devnet, &args).await;
+        println!("\nStopping...");
+        devnet.shutdown().await;
+        result
+    })
+}
+
+async fn live_view(devnet: &Devnet, args: &DevnetArgs) -> Result<()> {
+    let n = devnet.nodes.len();
+    let (tx, mut events) = mpsc::channel::<(usize, NodeEvent)>(VIEW_CAPACITY);
+    for (index, node) in devnet.nodes.iter().enumerate() {
+        let mut sub = node.subscribe();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                match sub.recv().await {
+                    Ok(e) => {
+                        if tx.send((index, e)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+    drop(tx);
+    let start = Instant::now();
+    let deadline = (args.count > 0).then(|| {
+        tokio::time::Instant::now() + Duration::from_millis(args.interval_ms) * (args.count as u32 + 2) + Duration::from_secs(30)
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(args.interval_ms.max(10)));
+    let mut tracked: HashMap<BulletinId, Tracked> = HashMap::new();
+    let mut own_last: Vec<Option<BulletinId>> = vec![None; n];
+    let mut last: Option<(usize, BulletinId)> = None;
+    let (mut published, mut complete) = (0u64, 0u64);
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                bail!("only {complete} of {} bulletins reached every node in time", args.count);
+            }
+            _ = tick.tick(), if args.count == 0 || published < args.count => {
+                let publisher = (published as usize) % n;
+                let other = last.filter(|(p, _)| *p != publisher).map(|(_, id)| id);
+                let draft = sample_draft(published, own_last[publisher], other);
+                let sent = Instant::now();
+                match devnet.nodes[publisher].publish(draft).await {
+                    Ok(b) => {
+                        let body = b.body();
+                        println!(
+                            "[{:>7.2}s] {} published {} #{} {} {:?} \"{}\"  id {}",
+                            start.elapsed().as_secs_f64(),
+                            devnet.names[publisher],
+                            body.kind.name(),
+                            body.seq,
+                            body.tlp,
+                            body.severity,
+                            body.title,
+                            b.id().fmt_short(),
+                        );
+                        tracked.insert(b.id(), Tracked { sent, publisher, reached: BTreeSet::new() });
+                        own_last[publisher] = Some(b.id());
+                        last = Some((publisher, b.id()));
+                        published += 1;
+                    }
+                    Err(e) => println!("  {} could not publish: {e}", devnet.names[publisher]),
+                }
+            }
+            Some((index, event)) = events.recv() => match event {
+                NodeEvent::BulletinStored { id, origin: Origin::Gossip(_), .. } => {
+                    let Some(t) = tracked.get_mut(&id) else { continue };
+                    if index == t.publisher || !t.reached.insert(index) {
+                        continue;
+                    }
+                    let ms = t.sent.elapsed().as_secs_f64() * 1000.0;
+                    println!("            {} -> {:<10} {:>7.1} ms  ({}/{})", id.fmt_short(), devnet.names[index], ms, t.reached.len() + 1, n);
+                    if t.reached.len() + 1 == n {
+                        println!("            {} reached all {n} nodes in {ms:.1} ms", id.fmt_short());
+                        tracked.remove(&id);
+                        complete += 1;
+                        if args.count > 0 && complete >= args.count {
+                            println!("\n{complete} bulletins reached every node.");
+                            return Ok(());
+                        }
+                    }
+                }
+                NodeEvent::Rejected { peer, reason } => println!("  {} rejected input from {peer}: {reason}", devnet.names[index]),
+                NodeEvent::Equivocation { signer, seq, .. } => println!("  {} saw EQUIVOCATION by {} at #{seq}", devnet.names[index], signer.fmt_short()),
+                _ => {}
+            },
+        }
+    }
+}

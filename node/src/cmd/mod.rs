@@ -1,0 +1,64 @@
+//! One module per subcommand; [`run`] dispatches.
+
+mod devnet;
+mod genesis;
+mod init;
+mod publish;
+mod read;
+mod run;
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use crate::cli::Command;
+
+pub(crate) fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Devnet(args) => devnet::run(args),
+        Command::Init(args) => init::init(args),
+        Command::Genesis(command) => genesis::run(command),
+        Command::Testnet(args) => init::testnet(args),
+        Command::Run(args) => run::run(args),
+        Command::Publish(args) => publish::run(*args),
+        Command::List(args) => read::list(args),
+        Command::Show(args) => read::show(args),
+        Command::Status(args) => read::status(args),
+    }
+}
+
+/// A tokio runtime for the commands that need one.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Parses a duration like `90s`, `30m`, `12h` or `7d`.
+fn parse_duration(text: &str) -> Result<Duration> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = match number.parse() {
+        Ok(n) => n,
+        Err(_) => bail!("{text:?} is not a duration like 90s, 30m, 12h or 7d"),
+    };
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => bail!("{text:?} is not a duration like 90s, 30m, 12h or 7d"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_or_explain() {
+        assert_eq!(parse_duration("90s").ok(), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("7d").ok(), Some(Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("7 days").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! `herald publish`: builds a draft from the command line and publishes it
+//! through the running node's API.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use herald_node::Draft;
+use herald_node::api::Published;
+use herald_node::config::Config;
+use herald_protocol::{
+    AdvisoryStatus, BulletinId, FollowUpAction, IncidentPhase, Kind, MemberId, MetricCount, Payload, Reference,
+    Severity, Timestamp, Tlp, UpdateStage,
+};
+use serde::de::DeserializeOwned;
+
+use crate::cli::{KindArg, PublishArgs, SeverityArg, TlpArg};
+use crate::client::Client;
+
+pub(crate) fn run(args: PublishArgs) -> Result<()> {
+    let config = Config::load(&args.dir)?;
+    let draft = draft_from(&args)?;
+    let client = Client::new(config.api.listen);
+    let published: Published = client.post("/v1/bulletins", &draft)?;
+    println!("{}", published.id);
+    Ok(())
+}
+
+/// A named value of one of the protocol's kebab-case enums.
+fn named<T: DeserializeOwned>(what: &str, value: &str, choices: &str) -> Result<T> {
+    serde_json::from_value(serde_json::Value::String(value.to_string()))
+        .map_err(|_| anyhow!("{what} {value:?} is not one of: {choices}"))
+}
+
+fn bulletin_id(what: &str, value: &str) -> Result<BulletinId> {
+    value.parse().with_context(|| format!("{what} {value:?}"))
+}
+
+pub(crate) fn severity(s: SeverityArg) -> Severity {
+    match s {
+        SeverityArg::Informational => Severity::Informational,
+        SeverityArg::Low => Severity::Low,
+        SeverityArg::Medium => Severity::Medium,
+        SeverityArg::High => Severity::High,
+        SeverityArg::Critical => Severity::Critical,
+    }
+}
+
+pub(crate) fn tlp(t: TlpArg) -> Tlp {
+    match t {
+        TlpArg::Clear => Tlp::Clear,
+        TlpArg::Green => Tlp::Green,
+        TlpArg::Amber => Tlp::Amber,
+        TlpArg::AmberStrict => Tlp::AmberStrict,
+        TlpArg::Red => Tlp::Red,
+    }
+}
+
+fn draft_from(args: &PublishArgs) -> Result<Draft> {
+    let now = herald_node::node::now();
+    let kind = match args.kind {
+        KindArg::Advisory => Kind::VulnerabilityAdvisory {
+            status: named::<AdvisoryStatus>(
+                "status",
+                &args.status,
+                "under-investigation, confirmed, mitigated, fixed, not-affected",
+            )?,
+        },
+        KindArg::Update => Kind::SoftwareUpdate {
+            stage: named::<UpdateStage>("stage", &args.stage, "upcoming, released")?,
+        },
+        KindArg::Incident => Kind::IncidentReport {
+            phase: named::<IncidentPhase>("phase", &args.phase, "detected, ongoing, contained, resolved")?,
+        },
+        KindArg::Metrics => {
+            let period = super::parse_duration(&args.period)?;
+            let counts = args
+                .metrics
+                .iter()
+                .map(|m| {
+                    let (name, value) = m
+                        .split_once('=')
+                        .ok_or_else(|| anyhow!("metric {m:?} is not NAME=VALUE"))?;
+                    Ok(MetricCount {
+                        name: name.to_string(),
+                        value: value.parse().with_context(|| format!("metric {m:?}: VALUE must be a count"))?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if counts.is_empty() {
+                bail!("a metrics bulletin needs at least one --metric NAME=VALUE");
+            }
+            Kind::IncidentMetrics {
+                period_start: Timestamp(now.0.saturating_sub(period.as_millis() as u64)),
+                period_end: now,
+                counts,
+            }
+        }
+        KindArg::Emergency => Kind::EmergencyAlert,
+        KindArg::Product => Kind::ProductSecurity,
+        KindArg::Outreach => Kind::Outreach,
+        KindArg::FollowUp => Kind::FollowUp {
+            on: bulletin_id(
+                "--on",
+                args.on.as_deref().ok_or_else(|| anyhow!("a follow-up needs --on ID"))?,
+            )?,
+            action: named::<FollowUpAction>(
+                "action",
+                &args.action,
+                "acknowledge, update, request-information, answer, close",
+            )?,
+        },
+        KindArg::Withdrawal => Kind::Withdrawal {
+            of: bulletin_id(
+                "--of",
+                args.of.as_deref().ok_or_else(|| anyhow!("a withdrawal needs --of ID"))?,
+            )?,
+            reason: args.reason.clone().ok_or_else(|| anyhow!("a withdrawal needs --reason TEXT"))?,
+        },
+    };
+    let (bytes, guessed) = match (&args.body_file, &args.body) {
+        (Some(path), _) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let guessed = content_type_for(path, &bytes);
+            (bytes, guessed)
+        }
+        (None, Some(text)) => (text.clone().into_bytes(), "text/markdown"),
+        (None, None) => (Vec::new(), "text/markdown"),
+    };
+    let mut references: Vec<Reference> = Vec::new();
+    references.extend(args.cves.iter().map(|c| Reference::Cve(c.clone())));
+    references.extend(args.urls.iter().map(|u| Reference::Url(u.clone())));
+    for r in &args.refs {
+        references.push(Reference::Bulletin(bulletin_id("--ref", r)?));
+    }
+    let mut audience = args
+        .audience
+        .iter()
+        .map(|m| m.parse::<MemberId>().with_context(|| format!("--audience {m:?}")))
+        .collect::<Result<Vec<_>>>()?;
+    audience.sort();
+    audience.dedup();
+    let expires = match &args.expires_in {
+        Some(d) => Some(Timestamp(now.0.saturating_add(super::parse_duration(d)?.as_millis() as u64))),
+        None => None,
+    };
+    Ok(Draft {
+        kind,
+        tlp: tlp(args.tlp),
+        severity: severity(args.severity),
+        title: args.title.clone(),
+        references,
+        supersedes: args.supersedes.as_deref().map(|s| bulletin_id("--supersedes", s)).transpose()?,
+        expires,
+        audience,
+        payload: Payload {
+            content_type: args.content_type.clone().unwrap_or_else(|| guessed.to_string()),
+            bytes,
+        },
+        created: Some(now),
+    })
+}
+
+/// The media type of a content file: CSAF advisories are recognised by their
+/// `document.csaf_version`.
+fn content_type_for(path: &Path, bytes: &[u8]) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => {
+            let is_csaf = serde_json::from_slice::<serde_json::Value>(bytes)
+                .ok()
+                .and_then(|v| v.get("document")?.get("csaf_version").cloned())
+                .is_some();
+            if is_csaf { "application/csaf+json" } else { "application/json" }
+        }
+        Some("md") => "text/markdown",
+        Some("txt") => "text/plain",
+        _ if std::str::from_utf8(bytes).is_ok() => "text/plain",
+        _ => "application/octet-stream",
+    }
+}

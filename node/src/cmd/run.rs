@@ -1,0 +1,40 @@
+//! `herald run`: the node and its local API, until Ctrl-C or SIGTERM.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use herald_node::{Node, api, setup};
+
+use crate::cli::DirArgs;
+
+pub(crate) fn run(args: DirArgs) -> Result<()> {
+    let (config, settings) = setup::load_node_settings(&args.dir)?;
+    super::runtime()?.block_on(async move {
+        let node = Arc::new(Node::start(settings).await?);
+        let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+        let (addr, api_task) = api::serve(config.api.listen, Arc::clone(&node), async {
+            let _ = api_stopped.await;
+        })
+        .await
+        .with_context(|| format!("cannot serve the local API on {} (is another node running?)", config.api.listen))?;
+        tracing::info!(member = %config.node.member, peer = %node.peer_id(), api = %addr, "herald is running; Ctrl-C to stop");
+        wait_for_signal().await?;
+        tracing::info!("stopping");
+        let _ = stop_api.send(());
+        let _ = api_task.await;
+        match Arc::into_inner(node) {
+            Some(node) => node.shutdown().await,
+            None => tracing::warn!("API requests still running; stopping without waiting for them"),
+        }
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
