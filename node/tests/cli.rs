@@ -1,0 +1,178 @@
+//! End to end through the `herald` binary: a local network made by
+//! `herald testnet`, nodes started as separate `herald run` processes on
+//! loopback, a bulletin published with `herald publish` and read back with
+//! `herald show` and `herald list`, online and offline.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const HERALD: &str = env!("CARGO_BIN_EXE_herald");
+const WAIT: Duration = Duration::from_secs(60);
+
+fn herald(args: &[&str]) -> Output {
+    Command::new(HERALD)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run herald")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A base port with `base+1..=base+n` and `base+101..=base+100+n` free now.
+fn free_base_port(n: u16) -> u16 {
+    for attempt in 0..200u32 {
+        let base = 20_000 + ((std::process::id() + attempt * 397) % 40_000) as u16;
+        let ports = (1..=n).flat_map(|i| [base + i, base + 100 + i]);
+        let held: Vec<_> = ports.map(|p| TcpListener::bind(("127.0.0.1", p))).collect();
+        if held.iter().all(Result::is_ok) {
+            return base;
+        }
+    }
+    panic!("no free port range on 127.0.0.1");
+}
+
+/// A running `herald run` whose log lines arrive on a channel.
+struct RunningNode {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl RunningNode {
+    fn start(dir: &Path) -> Self {
+        let mut child = Command::new(HERALD)
+            .args(["run", "--dir", dir.to_str().unwrap()])
+            .env("NO_COLOR", "1")
+            .env("HERALD_LOG", "info,herald_node=debug,libp2p=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start herald run");
+        let (tx, lines) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Waits (bounded) for a log line containing every one of `needles`.
+    fn wait_for(&self, needles: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if needles.iter().all(|n| line.contains(n)) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!("no log line with {needles:?} within {WAIT:?}"),
+            }
+        }
+    }
+
+    fn stop(mut self) {
+        // SIGTERM: the node stops cleanly and releases its store.
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "herald run exited with {status}");
+    }
+}
+
+#[test]
+fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = free_base_port(2);
+    let made = herald(&[
+        "testnet",
+        "--dir",
+        tmp.path().to_str().unwrap(),
+        "--nodes",
+        "2",
+        "--base-port",
+        &base.to_string(),
+    ]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let one = tmp.path().join("member-1");
+    let two = tmp.path().join("member-2");
+    let (one_s, two_s) = (one.to_str().unwrap(), two.to_str().unwrap());
+
+    // No node runs yet: publishing says so and what to do.
+    let refused = herald(&["publish", "--dir", one_s, "--kind", "outreach", "--title", "t", "--severity", "low", "--tlp", "clear"]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("herald run"), "{}", stderr(&refused));
+
+    let first = RunningNode::start(&one);
+    first.wait_for(&["herald is running"]);
+    let second = RunningNode::start(&two);
+    second.wait_for(&["herald is running"]);
+
+    let csaf = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/bsi-2022-0001.json");
+    let published = herald(&[
+        "publish", "--dir", one_s, "--kind", "advisory", "--status", "confirmed", "--title",
+        "CSAF advisory carried byte for byte", "--severity", "high", "--tlp", "green", "--cve", "CVE-2021-44228",
+        "--body-file", csaf,
+    ]);
+    assert!(published.status.success(), "{}", stderr(&published));
+    let id = stdout(&published).trim().to_string();
+    assert_eq!(id.len(), 64, "publish prints the id: {id:?}");
+
+    // The second process stores it (its log says so), then serves it.
+    second.wait_for(&["stored", &id[..10]]);
+    let shown = herald(&["show", "--dir", two_s, &id, "--json"]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let view: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(view["id"], id);
+    assert_eq!(view["member_name"], "member-1");
+    assert_eq!(view["content_type"], "application/csaf+json");
+    assert_eq!(view["payload"].as_str().unwrap().as_bytes(), std::fs::read(csaf).unwrap());
+
+    first.stop();
+    second.stop();
+
+    // Offline, straight from the store.
+    let listed = herald(&["list", "--dir", two_s, "--json", "--kind", "advisory"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let views: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(views.as_array().unwrap().len(), 1);
+    assert_eq!(views[0]["id"], id);
+    let missing = herald(&["show", "--dir", two_s, &"00".repeat(32)]);
+    assert!(!missing.status.success());
+    assert!(stderr(&missing).contains("no bulletin"), "{}", stderr(&missing));
+}
+
+#[test]
+fn bad_command_line_input_gets_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let no_config = herald(&["run", "--dir", dir]);
+    assert!(!no_config.status.success());
+    assert!(stderr(&no_config).contains("herald init"), "{}", stderr(&no_config));
+
+    let made = herald(&["init", "--dir", dir, "--member", "CERT-X"]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let again = herald(&["init", "--dir", dir, "--member", "CERT-X"]);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("already holds"), "{}", stderr(&again));
+
+    let no_genesis = herald(&["run", "--dir", dir]);
+    assert!(!no_genesis.status.success());
+    assert!(stderr(&no_genesis).contains("genesis"), "{}", stderr(&no_genesis));
+
+    let bad_id = herald(&["show", "--dir", dir, "not-an-id"]);
+    assert!(!bad_id.status.success());
+    assert!(stderr(&bad_id).contains("bulletin id"), "{}", stderr(&bad_id));
+}

@@ -1,0 +1,654 @@
+//! Store tests through the node crate's public API: what `insert_verified` does with new, repeated
+//! and equivocating bulletins, chain heads with gaps, numbering of the node's own chain, queries,
+//! the registry history, and what survives closing and reopening a store.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+
+use herald_keys::{Registry, SecretKey};
+use herald_node::store::ChainHead;
+use herald_node::{Query, Store, StoreError, Stored};
+use herald_protocol::{
+    AdvisoryStatus, BulletinBody, BulletinId, IncidentPhase, Kind, MemberEntry, MemberId, NetworkId, Payload,
+    RegistryOp, RegistryUpdate, RegistryVersion, RevocationPoint, Seq, Severity, SignedBulletin,
+    SignedRegistryUpdate, Timestamp, Tlp, UpdateStage,
+};
+use tempfile::TempDir;
+
+const NETWORK: NetworkId = NetworkId::from_bytes([0x11; 32]);
+const OTHER_NETWORK: NetworkId = NetworkId::from_bytes([0x22; 32]);
+
+fn key(n: u8) -> SecretKey {
+    SecretKey::from_seed(&[n; 32])
+}
+
+/// The store trusts its caller for the signing member; any id will do.
+fn member_of(key: &SecretKey) -> MemberId {
+    MemberId::derive(&key.id())
+}
+
+/// What varies between test bulletins.
+#[derive(Clone)]
+struct Spec {
+    seq: u64,
+    prev: Option<BulletinId>,
+    created: u64,
+    kind: Kind,
+    tlp: Tlp,
+    severity: Severity,
+    title: String,
+}
+
+impl Spec {
+    fn new(seq: u64, prev: Option<BulletinId>, created: u64) -> Self {
+        Self {
+            seq,
+            prev,
+            created,
+            kind: Kind::VulnerabilityAdvisory {
+                status: AdvisoryStatus::Confirmed,
+            },
+            tlp: Tlp::Green,
+            severity: Severity::Medium,
+            title: format!("bulletin {seq} at {created}"),
+        }
+    }
+
+    fn kind(mut self, kind: Kind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    fn tlp(mut self, tlp: Tlp) -> Self {
+        self.tlp = tlp;
+        self
+    }
+
+    fn severity(mut self, severity: Severity) -> Self {
+        self.severity = severity;
+        self
+    }
+
+    fn title(mut self, title: &str) -> Self {
+        self.title = title.to_string();
+        self
+    }
+
+    fn body(&self, signer: &SecretKey) -> BulletinBody {
+        BulletinBody {
+            format: herald_protocol::bulletin::BULLETIN_FORMAT,
+            network: NETWORK,
+            signer: signer.id(),
+            seq: Seq(self.seq),
+            prev: self.prev,
+            created: Timestamp(self.created),
+            kind: self.kind.clone(),
+            tlp: self.tlp,
+            severity: self.severity,
+            title: self.title.clone(),
+            references: Vec::new(),
+            supersedes: None,
+            expires: None,
+            audience: Vec::new(),
+            payload: Payload {
+                content_type: "text/plain".into(),
+                bytes: self.title.as_bytes().to_vec(),
+            },
+        }
+    }
+
+    fn sign(&self, signer: &SecretKey) -> SignedBulletin {
+        herald_keys::sign_bulletin(signer, &self.body(signer)).unwrap()
+    }
+}
+
+/// A properly linked chain of `n` bulletins of `signer`, created at `start`, `start + 1`, ...
+fn chain(signer: &SecretKey, n: u64, start: u64) -> Vec<SignedBulletin> {
+    let mut out: Vec<SignedBulletin> = Vec::new();
+    for seq in 1..=n {
+        let prev = out.last().map(SignedBulletin::id);
+        out.push(Spec::new(seq, prev, start + seq - 1).sign(signer));
+    }
+    out
+}
+
+fn open(dir: &TempDir) -> Store {
+    Store::open(dir.path(), NETWORK).unwrap()
+}
+
+fn insert(store: &Store, signer: &SecretKey, bulletins: &[&SignedBulletin]) -> Vec<Stored> {
+    let items: Vec<(SignedBulletin, MemberId)> =
+        bulletins.iter().map(|b| ((*b).clone(), member_of(signer))).collect();
+    store.insert_verified(&items).unwrap()
+}
+
+fn head(contiguous: u64, highest: u64) -> ChainHead {
+    ChainHead {
+        contiguous: Seq(contiguous),
+        highest: Seq(highest),
+    }
+}
+
+fn ids(bulletins: &[SignedBulletin]) -> Vec<BulletinId> {
+    bulletins.iter().map(SignedBulletin::id).collect()
+}
+
+#[test]
+fn insert_new_then_already_held() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let signer = key(1);
+    let [b1, b2] = <[SignedBulletin; 2]>::try_from(chain(&signer, 2, 1_000)).unwrap();
+    assert_eq!(store.count().unwrap(), 0);
+    assert!(!store.contains(&b1.id()).unwrap());
+    assert_eq!(store.get(&b1.id()).unwrap(), None);
+
+    assert_eq!(insert(&store, &signer, &[&b1]), vec![Stored::New]);
+    assert_eq!(insert(&store, &signer, &[&b1]), vec![Stored::AlreadyHeld]);
+    // Within one batch the second copy is seen as held too, and counted once.
+    assert_eq!(insert(&store, &signer, &[&b2, &b2]), vec![Stored::New, Stored::AlreadyHeld]);
+
+    assert_eq!(store.count().unwrap(), 2);
+    for b in [&b1, &b2] {
+        assert!(store.contains(&b.id()).unwrap());
+        assert_eq!(store.get_bytes(&b.id()).unwrap().as_deref(), Some(b.as_bytes()));
+        assert_eq!(store.get(&b.id()).unwrap().as_ref(), Some(b));
+        assert_eq!(store.signer_of(&b.id()).unwrap(), Some(member_of(&signer)));
+    }
+    assert_eq!(store.chain_entry(&signer.id(), Seq(1)).unwrap(), Some(b1.id()));
+    assert_eq!(store.chain_entry(&signer.id(), Seq(2)).unwrap(), Some(b2.id()));
+    assert!(store.equivocations().unwrap().is_empty());
+}
+
+#[test]
+fn equivocation_keeps_both_bodies_as_evidence() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let signer = key(2);
+    let first = Spec::new(1, None, 1_000).title("the first story").sign(&signer);
+    let second = Spec::new(1, None, 1_000).title("a different story").sign(&signer);
+    assert_ne!(first.id(), second.id());
+
+    assert_eq!(insert(&store, &signer, &[&first]), vec![Stored::New]);
+    assert_eq!(
+        insert(&store, &signer, &[&second]),
+        vec![Stored::Equivocation { other: first.id() }]
+    );
+    // Offering the second body again changes nothing.
+    assert_eq!(insert(&store, &signer, &[&second]), vec![Stored::AlreadyHeld]);
+    assert_eq!(insert(&store, &signer, &[&first]), vec![Stored::AlreadyHeld]);
+
+    assert_eq!(store.count().unwrap(), 2);
+    for b in [&first, &second] {
+        assert_eq!(store.get_bytes(&b.id()).unwrap().as_deref(), Some(b.as_bytes()));
+        assert_eq!(store.signer_of(&b.id()).unwrap(), Some(member_of(&signer)));
+    }
+    // The first body stays the chain entry; the chain itself is one long.
+    assert_eq!(store.chain_entry(&signer.id(), Seq(1)).unwrap(), Some(first.id()));
+    assert_eq!(store.head(&signer.id()).unwrap(), head(1, 1));
+
+    let evidence = store.equivocations().unwrap();
+    assert_eq!(evidence.len(), 1);
+    let (k, seq, both) = &evidence[0];
+    assert_eq!((*k, *seq), (signer.id(), Seq(1)));
+    assert_eq!(
+        both.iter().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from([first.id(), second.id()])
+    );
+}
+
+#[test]
+fn equivocation_within_one_batch() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let signer = key(3);
+    let b1 = Spec::new(1, None, 10).sign(&signer);
+    let a2 = Spec::new(2, Some(b1.id()), 11).title("two, version a").sign(&signer);
+    let b2 = Spec::new(2, Some(b1.id()), 11).title("two, version b").sign(&signer);
+
+    assert_eq!(
+        insert(&store, &signer, &[&b1, &a2, &b2]),
+        vec![Stored::New, Stored::New, Stored::Equivocation { other: a2.id() }]
+    );
+    assert_eq!(store.count().unwrap(), 3);
+    assert_eq!(store.head(&signer.id()).unwrap(), head(2, 2));
+    let evidence = store.equivocations().unwrap();
+    assert_eq!(evidence.len(), 1);
+    assert_eq!((evidence[0].0, evidence[0].1), (signer.id(), Seq(2)));
+    assert_eq!(
+        evidence[0].2.iter().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from([a2.id(), b2.id()])
+    );
+}
+
+#[test]
+fn chain_heads_track_gaps_and_fill_them() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let signer = key(4);
+    let other = key(5);
+    let c = chain(&signer, 6, 2_000);
+    assert_eq!(store.head(&signer.id()).unwrap(), head(0, 0));
+
+    insert(&store, &signer, &[&c[0], &c[1]]);
+    assert_eq!(store.head(&signer.id()).unwrap(), head(2, 2));
+
+    // 3 missing: the contiguous head stays at 2 while the highest moves on.
+    insert(&store, &signer, &[&c[3]]);
+    assert_eq!(store.head(&signer.id()).unwrap(), head(2, 4));
+    insert(&store, &signer, &[&c[4]]);
+    assert_eq!(store.head(&signer.id()).unwrap(), head(2, 5));
+
+    // Another key's chain is separate and starts with a gap.
+    let o = chain(&other, 2, 3_000);
+    insert(&store, &other, &[&o[1]]);
+    assert_eq!(store.head(&other.id()).unwrap(), head(0, 2));
+
+    let heads: Vec<(herald_protocol::KeyId, ChainHead)> = store.heads().unwrap();
+    assert_eq!(heads.len(), 2);
+    assert!(heads.contains(&(signer.id(), head(2, 5))));
+    assert!(heads.contains(&(other.id(), head(0, 2))));
+
+    // Filling 3 advances the contiguous head past 4 and 5, which were already held.
+    assert_eq!(insert(&store, &signer, &[&c[2]]), vec![Stored::New]);
+    assert_eq!(store.head(&signer.id()).unwrap(), head(5, 5));
+    assert_eq!(
+        store.chain_range(&signer.id(), Seq(1), Seq(6)).unwrap(),
+        (1..=5).map(|s| (Seq(s), c[s as usize - 1].id())).collect::<Vec<_>>()
+    );
+
+    // Gap filled and extended in one batch, out of order.
+    insert(&store, &other, &[&o[0]]);
+    assert_eq!(store.head(&other.id()).unwrap(), head(2, 2));
+    insert(&store, &signer, &[&c[5]]);
+    assert_eq!(store.head(&signer.id()).unwrap(), head(6, 6));
+    assert_eq!(store.count().unwrap(), 8);
+}
+
+#[test]
+fn gap_filled_within_one_batch() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let signer = key(6);
+    let c = chain(&signer, 4, 100);
+    // Arrival order 4, 2, 1, 3 in one batch: every step sees what the batch wrote before it.
+    assert_eq!(insert(&store, &signer, &[&c[3], &c[1], &c[0], &c[2]]), vec![Stored::New; 4]);
+    assert_eq!(store.head(&signer.id()).unwrap(), head(4, 4));
+    assert_eq!(store.count().unwrap(), 4);
+}
+
+#[test]
+fn publish_own_numbers_and_links_the_chain() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let signer = key(7);
+    let me = member_of(&signer);
+    let mut published = Vec::new();
+    for i in 0..3u64 {
+        // Whatever the draft says about signer, number and previous id is replaced.
+        let mut draft = Spec::new(99, Some(BulletinId::from_bytes([9; 32])), 500 + i).body(&signer);
+        draft.signer = key(99).id();
+        let b = store.publish_own(&signer, &me, draft).unwrap();
+        published.push(b);
+    }
+    for (i, b) in published.iter().enumerate() {
+        let body = b.body();
+        assert_eq!(body.signer, signer.id());
+        assert_eq!(body.seq, Seq(i as u64 + 1));
+        assert_eq!(body.prev, i.checked_sub(1).map(|p| published[p].id()));
+        assert_eq!(store.chain_entry(&signer.id(), body.seq).unwrap(), Some(b.id()));
+        assert_eq!(store.get_bytes(&b.id()).unwrap().as_deref(), Some(b.as_bytes()));
+        assert_eq!(store.signer_of(&b.id()).unwrap(), Some(me));
+        // It verifies: what is stored is really signed by the key.
+        assert!(
+            signer
+                .public()
+                .verify_with_domain(herald_protocol::BULLETIN_DOMAIN, b.body_bytes(), b.signature())
+                .is_ok()
+        );
+    }
+    assert_eq!(store.head(&signer.id()).unwrap(), head(3, 3));
+    assert_eq!(store.count().unwrap(), 3);
+}
+
+#[test]
+fn publish_own_refuses_to_sign_over_a_gap() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let signer = key(8);
+    let c = chain(&signer, 3, 100);
+    // The node's own 1 and 3 came back by sync, 2 did not: numbering on would fork the chain.
+    insert(&store, &signer, &[&c[0], &c[2]]);
+    let draft = Spec::new(1, None, 200).body(&signer);
+    match store.publish_own(&signer, &member_of(&signer), draft) {
+        Err(StoreError::Chain(message)) => assert!(message.contains("gap"), "{message}"),
+        other => panic!("expected a chain error, got {other:?}"),
+    }
+    assert_eq!(store.count().unwrap(), 2);
+    assert_eq!(store.head(&signer.id()).unwrap(), head(1, 3));
+
+    // Once the gap is filled, the next number is 4, linked to 3.
+    insert(&store, &signer, &[&c[1]]);
+    let b = store
+        .publish_own(&signer, &member_of(&signer), Spec::new(1, None, 201).body(&signer))
+        .unwrap();
+    assert_eq!((b.body().seq, b.body().prev), (Seq(4), Some(c[2].id())));
+}
+
+#[test]
+fn query_filters_newest_first() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let (k1, k2) = (key(10), key(11));
+    let emergency = Kind::EmergencyAlert;
+    let update = Kind::SoftwareUpdate {
+        stage: UpdateStage::Released,
+    };
+    let incident = Kind::IncidentReport {
+        phase: IncidentPhase::Ongoing,
+    };
+    // (signer, kind, tlp, severity, created); created times all differ.
+    let plan: Vec<(&SecretKey, Kind, Tlp, Severity, u64)> = vec![
+        (&k1, emergency.clone(), Tlp::Red, Severity::Critical, 1_000),
+        (&k2, update.clone(), Tlp::Green, Severity::Low, 1_001),
+        (&k1, incident.clone(), Tlp::Amber, Severity::High, 1_002),
+        (&k2, emergency.clone(), Tlp::Green, Severity::Medium, 1_003),
+        (&k1, update.clone(), Tlp::Clear, Severity::Informational, 1_004),
+        (&k2, incident.clone(), Tlp::Red, Severity::High, 1_005),
+        (&k1, emergency.clone(), Tlp::Green, Severity::High, 1_006),
+    ];
+    let mut next_seq = std::collections::HashMap::new();
+    let mut all: Vec<SignedBulletin> = Vec::new();
+    for (signer, kind, tlp, severity, created) in &plan {
+        let (seq, prev) = next_seq.get(&signer.id()).copied().unwrap_or((1, None));
+        let b = Spec::new(seq, prev, *created)
+            .kind(kind.clone())
+            .tlp(*tlp)
+            .severity(*severity)
+            .sign(signer);
+        next_seq.insert(signer.id(), (seq + 1, Some(b.id())));
+        all.push(b);
+    }
+    // Inserted newest first: the order of results comes from the index, not from arrival.
+    for (i, b) in all.iter().enumerate().rev() {
+        let signer = plan[i].0;
+        insert(&store, signer, &[b]);
+    }
+    let newest_first = |pred: &dyn Fn(usize) -> bool| -> Vec<BulletinId> {
+        (0..all.len()).rev().filter(|&i| pred(i)).map(|i| all[i].id()).collect()
+    };
+    let run = |q: Query| ids(&store.query(&q).unwrap());
+
+    assert_eq!(run(Query::default()), newest_first(&|_| true));
+    assert_eq!(
+        run(Query {
+            kind: Some("emergency".into()),
+            ..Query::default()
+        }),
+        newest_first(&|i| plan[i].1 == emergency)
+    );
+    assert_eq!(
+        run(Query {
+            member: Some(member_of(&k2)),
+            ..Query::default()
+        }),
+        newest_first(&|i| plan[i].0.id() == k2.id())
+    );
+    assert_eq!(
+        run(Query {
+            tlp: Some(Tlp::Red),
+            ..Query::default()
+        }),
+        newest_first(&|i| plan[i].2 == Tlp::Red)
+    );
+    assert_eq!(
+        run(Query {
+            min_severity: Some(Severity::High),
+            ..Query::default()
+        }),
+        newest_first(&|i| plan[i].3 >= Severity::High)
+    );
+    assert_eq!(
+        run(Query {
+            since: Some(Timestamp(1_004)),
+            ..Query::default()
+        }),
+        newest_first(&|i| plan[i].4 >= 1_004)
+    );
+    assert_eq!(
+        run(Query {
+            until: Some(Timestamp(1_002)),
+            ..Query::default()
+        }),
+        newest_first(&|i| plan[i].4 < 1_002)
+    );
+    assert_eq!(
+        run(Query {
+            limit: 2,
+            ..Query::default()
+        }),
+        newest_first(&|_| true)[..2].to_vec()
+    );
+    // Several filters at once.
+    assert_eq!(
+        run(Query {
+            member: Some(member_of(&k1)),
+            min_severity: Some(Severity::High),
+            since: Some(Timestamp(1_001)),
+            ..Query::default()
+        }),
+        newest_first(&|i| plan[i].0.id() == k1.id() && plan[i].3 >= Severity::High && plan[i].4 >= 1_001)
+    );
+    assert_eq!(
+        run(Query {
+            kind: Some("emergency".into()),
+            tlp: Some(Tlp::Green),
+            limit: 1,
+            ..Query::default()
+        }),
+        vec![all[6].id()]
+    );
+    assert!(
+        run(Query {
+            kind: Some("withdrawal".into()),
+            ..Query::default()
+        })
+        .is_empty()
+    );
+}
+
+/// A genesis of three members (threshold 2) and a second version revoking a signing key.
+fn registry_history() -> (SignedRegistryUpdate, SignedRegistryUpdate) {
+    let members: Vec<[SecretKey; 3]> = (0..3u8).map(|i| [1, 2, 3].map(|r| key(100 + i * 3 + r))).collect();
+    let mut ops: Vec<RegistryOp> = members
+        .iter()
+        .enumerate()
+        .map(|(i, [m, s, n])| {
+            RegistryOp::AddMember(MemberEntry {
+                id: MemberId::derive(&m.id()),
+                name: format!("member-{i}"),
+                member_key: m.id(),
+                signing_keys: vec![s.id()],
+                node_ids: vec![n.public().node_id()],
+            })
+        })
+        .collect();
+    ops.push(RegistryOp::SetThreshold { threshold: 2 });
+    let body = RegistryUpdate {
+        format: herald_protocol::registry::REGISTRY_FORMAT,
+        version: RegistryVersion::GENESIS,
+        prev: None,
+        created: Timestamp(1),
+        ops,
+    };
+    let mut genesis = herald_keys::propose_update(&body).unwrap();
+    for k in members.iter().flatten() {
+        let a = herald_keys::approve(k, &genesis);
+        genesis.push_approval(a).unwrap();
+    }
+    let body = RegistryUpdate {
+        format: herald_protocol::registry::REGISTRY_FORMAT,
+        version: RegistryVersion(2),
+        prev: Some(genesis.hash()),
+        created: Timestamp(2),
+        ops: vec![RegistryOp::RevokeSigningKey {
+            member: MemberId::derive(&members[0][0].id()),
+            key: members[0][1].id(),
+            from: RevocationPoint::Seq(Seq(5)),
+        }],
+    };
+    let mut v2 = herald_keys::propose_update(&body).unwrap();
+    for m in &members[..2] {
+        let a = herald_keys::approve(&m[0], &v2);
+        v2.push_approval(a).unwrap();
+    }
+    (genesis, v2)
+}
+
+#[test]
+fn registry_history_saves_and_loads() {
+    let dir = TempDir::new().unwrap();
+    let (genesis, v2) = registry_history();
+    {
+        let store = open(&dir);
+        assert!(store.registry_history().unwrap().is_empty());
+        store.save_registry_update(&genesis).unwrap();
+        store.save_registry_update(&v2).unwrap();
+        // Saving the same version again is harmless.
+        store.save_registry_update(&v2).unwrap();
+        assert_eq!(store.registry_history().unwrap(), vec![genesis.clone(), v2.clone()]);
+        store.flush().unwrap();
+    }
+    let store = open(&dir);
+    let history = store.registry_history().unwrap();
+    assert_eq!(history, vec![genesis.clone(), v2.clone()]);
+    for (loaded, original) in history.iter().zip([&genesis, &v2]) {
+        assert_eq!(loaded.to_bytes(), original.to_bytes());
+    }
+    // The loaded history rebuilds the registry it came from.
+    let registry = Registry::from_history(history, genesis.hash()).unwrap();
+    assert_eq!(registry.version(), RegistryVersion(2));
+    assert_eq!(registry.hash(), v2.hash());
+}
+
+#[test]
+fn registry_history_with_a_missing_version_is_reported() {
+    let dir = TempDir::new().unwrap();
+    let (_genesis, v2) = registry_history();
+    let store = open(&dir);
+    store.save_registry_update(&v2).unwrap();
+    assert!(matches!(store.registry_history(), Err(StoreError::Corrupt(_))));
+}
+
+#[test]
+fn reopen_keeps_everything() {
+    let dir = TempDir::new().unwrap();
+    let (a, b) = (key(20), key(21));
+    let ca = chain(&a, 3, 10_000);
+    let cb = chain(&b, 4, 20_000);
+    let twin = Spec::new(2, Some(ca[0].id()), 10_001).title("the other second").sign(&a);
+    let (genesis, _) = registry_history();
+    let before = {
+        let store = open(&dir);
+        insert(&store, &a, &[&ca[0], &ca[1], &ca[2], &twin]);
+        // b's 3 is missing: a gap that must survive too.
+        insert(&store, &b, &[&cb[0], &cb[1], &cb[3]]);
+        let own = store
+            .publish_own(&key(22), &member_of(&key(22)), Spec::new(1, None, 30_000).body(&key(22)))
+            .unwrap();
+        store.save_registry_update(&genesis).unwrap();
+        store.flush().unwrap();
+        let mut heads = store.heads().unwrap();
+        heads.sort_by_key(|(k, _)| *k);
+        (
+            store.count().unwrap(),
+            heads,
+            store.equivocations().unwrap(),
+            ids(&store.query(&Query::default()).unwrap()),
+            own,
+        )
+    };
+    let (count, heads, equivocations, listed, own) = before;
+    assert_eq!(count, 8);
+
+    let store = open(&dir);
+    assert_eq!(store.count().unwrap(), count);
+    let mut reopened_heads = store.heads().unwrap();
+    reopened_heads.sort_by_key(|(k, _)| *k);
+    assert_eq!(reopened_heads, heads);
+    assert!(heads.contains(&(b.id(), head(2, 4))));
+    assert_eq!(store.equivocations().unwrap(), equivocations);
+    assert_eq!(ids(&store.query(&Query::default()).unwrap()), listed);
+    for bulletin in ca.iter().chain(&cb).chain([&twin, &own]) {
+        if bulletin.id() == cb[2].id() {
+            assert!(!store.contains(&bulletin.id()).unwrap());
+            continue;
+        }
+        assert_eq!(
+            store.get_bytes(&bulletin.id()).unwrap().as_deref(),
+            Some(bulletin.as_bytes())
+        );
+    }
+    assert_eq!(store.registry_history().unwrap(), vec![genesis]);
+
+    // The own chain continues where it stopped.
+    let next = store
+        .publish_own(&key(22), &member_of(&key(22)), Spec::new(1, None, 30_001).body(&key(22)))
+        .unwrap();
+    assert_eq!((next.body().seq, next.body().prev), (Seq(2), Some(own.id())));
+    // And b's gap is filled as it would be by sync.
+    insert(&store, &b, &[&cb[2]]);
+    assert_eq!(store.head(&b.id()).unwrap(), head(4, 4));
+}
+
+#[test]
+fn opening_with_another_network_fails() {
+    let dir = TempDir::new().unwrap();
+    let b = chain(&key(30), 1, 1).remove(0);
+    {
+        let store = open(&dir);
+        insert(&store, &key(30), &[&b]);
+        store.flush().unwrap();
+    }
+    match Store::open(dir.path(), OTHER_NETWORK) {
+        Err(StoreError::WrongNetwork { expected, found }) => {
+            assert_eq!((expected, found), (OTHER_NETWORK, NETWORK));
+        }
+        other => panic!("expected WrongNetwork, got {other:?}"),
+    }
+    // The refusal changed nothing: the right network still opens with its data.
+    let store = open(&dir);
+    assert_eq!(store.count().unwrap(), 1);
+    assert_eq!(store.get_bytes(&b.id()).unwrap().as_deref(), Some(b.as_bytes()));
+}
+
+#[test]
+fn kinds_are_indexed_by_name() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let signer = key(40);
+    let kinds = [
+        Kind::VulnerabilityAdvisory {
+            status: AdvisoryStatus::Fixed,
+        },
+        Kind::ProductSecurity,
+        Kind::Outreach,
+        Kind::EmergencyAlert,
+    ];
+    let mut prev = None;
+    for (i, kind) in kinds.iter().enumerate() {
+        let b = Spec::new(i as u64 + 1, prev, 50 + i as u64).kind(kind.clone()).sign(&signer);
+        prev = Some(b.id());
+        insert(&store, &signer, &[&b]);
+    }
+    for kind in &kinds {
+        let found = store
+            .query(&Query {
+                kind: Some(kind.name().into()),
+                ..Query::default()
+            })
+            .unwrap();
+        assert_eq!(found.len(), 1, "{}", kind.name());
+        assert_eq!(found[0].body().kind.name(), kind.name());
+    }
+}
