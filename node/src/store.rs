@@ -7,7 +7,7 @@
 //! sled makes a batch durable only on flush: callers flush before they
 //! acknowledge anything (see [`Store::flush`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use herald_keys::SecretKey;
@@ -354,6 +354,7 @@ impl Store {
         // What this batch has written so far, which the tree does not show yet.
         let mut chain_overlay: HashMap<(KeyId, Seq), BulletinId> = HashMap::new();
         let mut head_overlay: HashMap<KeyId, ChainHead> = HashMap::new();
+        let mut in_batch: HashSet<BulletinId> = HashSet::new();
         let mut added = 0u64;
         for (bulletin, member) in items {
             let body = bulletin.body();
@@ -365,7 +366,7 @@ impl Store {
             let outcome = match held {
                 Some(other) if other == id => Stored::AlreadyHeld,
                 Some(other) => {
-                    if self.contains(&id)? {
+                    if in_batch.contains(&id) || self.contains(&id)? {
                         Stored::AlreadyHeld
                     } else {
                         Stored::Equivocation { other }
@@ -373,6 +374,9 @@ impl Store {
                 }
                 None => Stored::New,
             };
+            if outcome != Stored::AlreadyHeld {
+                in_batch.insert(id);
+            }
             match outcome {
                 Stored::AlreadyHeld => {}
                 Stored::Equivocation { other } => {
@@ -467,8 +471,23 @@ impl Store {
         &self,
         key: &SecretKey,
         member: &MemberId,
-        mut draft: BulletinBody,
+        draft: BulletinBody,
     ) -> Result<SignedBulletin, StoreError> {
+        self.publish_own_group(key, member, vec![draft])?
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Chain("nothing was signed".into())))
+    }
+
+    /// Signs the next bulletins of `key`'s chain from `drafts`, in order, and
+    /// stores them with one batch and one flush (group commit). A draft that
+    /// breaks a rule gets its own error and uses no number; the others go on.
+    /// The outer error means nothing was stored.
+    pub fn publish_own_group(
+        &self,
+        key: &SecretKey,
+        member: &MemberId,
+        drafts: Vec<BulletinBody>,
+    ) -> Result<Vec<Result<SignedBulletin, StoreError>>, StoreError> {
         let head = self.head(&key.id())?;
         if head.contiguous != head.highest {
             return Err(StoreError::Chain(format!(
@@ -476,23 +495,38 @@ impl Store {
                 head.contiguous
             )));
         }
-        let seq = head
-            .highest
-            .next()
-            .ok_or_else(|| StoreError::Chain("sequence numbers exhausted".into()))?;
-        draft.signer = key.id();
-        draft.seq = seq;
-        draft.prev = match head.highest.0 {
+        let mut seq = head.highest;
+        let mut prev = match seq.0 {
             0 => None,
             _ => Some(
-                self.chain_entry(&key.id(), head.highest)?
+                self.chain_entry(&key.id(), seq)?
                     .ok_or_else(|| StoreError::Corrupt("chain head without an entry".into()))?,
             ),
         };
-        let bulletin = herald_keys::sign_bulletin(key, &draft)?;
-        self.insert_verified(&[(bulletin.clone(), *member)])?;
-        self.flush()?;
-        Ok(bulletin)
+        let mut outcomes = Vec::with_capacity(drafts.len());
+        let mut signed = Vec::with_capacity(drafts.len());
+        for mut draft in drafts {
+            let next = seq
+                .next()
+                .ok_or_else(|| StoreError::Chain("sequence numbers exhausted".into()))?;
+            draft.signer = key.id();
+            draft.seq = next;
+            draft.prev = prev;
+            match herald_keys::sign_bulletin(key, &draft) {
+                Ok(bulletin) => {
+                    seq = next;
+                    prev = Some(bulletin.id());
+                    signed.push((bulletin.clone(), *member));
+                    outcomes.push(Ok(bulletin));
+                }
+                Err(e) => outcomes.push(Err(StoreError::Sign(e))),
+            }
+        }
+        if !signed.is_empty() {
+            self.insert_verified(&signed)?;
+            self.flush()?;
+        }
+        Ok(outcomes)
     }
 
     /// Bulletins matching `query`, newest first.

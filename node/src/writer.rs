@@ -16,6 +16,9 @@ pub(crate) const WRITER_CAPACITY: usize = 4096;
 /// Most received bulletins committed in one batch.
 const MAX_GROUP: usize = 512;
 
+/// Where the writer answers a publication.
+type Reply = oneshot::Sender<Result<SignedBulletin, StoreError>>;
+
 /// A request to the writer.
 pub(crate) enum WriteRequest {
     /// A bulletin that passed validation.
@@ -27,7 +30,7 @@ pub(crate) enum WriteRequest {
     /// Number, sign, store and flush the node's next bulletin, then gossip it.
     Publish {
         draft: Box<BulletinBody>,
-        reply: oneshot::Sender<Result<SignedBulletin, StoreError>>,
+        reply: Reply,
     },
 }
 
@@ -44,6 +47,8 @@ impl Writer {
     pub(crate) fn run(self, mut requests: mpsc::Receiver<WriteRequest>) {
         let mut received: Vec<(SignedBulletin, MemberId)> = Vec::new();
         let mut origins: Vec<Origin> = Vec::new();
+        let mut drafts: Vec<BulletinBody> = Vec::new();
+        let mut replies: Vec<Reply> = Vec::new();
         while let Some(first) = requests.blocking_recv() {
             let mut next = Some(first);
             while let Some(request) = next.take() {
@@ -57,15 +62,16 @@ impl Writer {
                         origins.push(origin);
                     }
                     WriteRequest::Publish { draft, reply } => {
-                        self.commit(&mut received, &mut origins);
-                        let _ = reply.send(self.publish(*draft));
+                        drafts.push(*draft);
+                        replies.push(reply);
                     }
                 }
-                if received.len() < MAX_GROUP {
+                if received.len() + drafts.len() < MAX_GROUP {
                     next = requests.try_recv().ok();
                 }
             }
             self.commit(&mut received, &mut origins);
+            self.publish(std::mem::take(&mut drafts), std::mem::take(&mut replies));
         }
     }
 
@@ -125,13 +131,32 @@ impl Writer {
         }
     }
 
-    fn publish(&self, draft: BulletinBody) -> Result<SignedBulletin, StoreError> {
-        let bulletin = self.store.publish_own(&self.signing_key, &self.member, draft)?;
-        // On disk and flushed: now it may leave the node.
-        self.report(&bulletin, self.member, Origin::Local, Stored::New);
-        if self.network.blocking_send(Command::Gossip(bulletin.to_bytes())).is_err() {
-            tracing::warn!("network stopped; the bulletin is stored and will travel by sync");
+    /// Numbers, signs, stores and flushes the node's own drafts as one group;
+    /// then acknowledges each and gossips what was stored.
+    fn publish(&self, drafts: Vec<BulletinBody>, replies: Vec<Reply>) {
+        if drafts.is_empty() {
+            return;
         }
-        Ok(bulletin)
+        match self.store.publish_own_group(&self.signing_key, &self.member, drafts) {
+            Ok(outcomes) => {
+                for (outcome, reply) in outcomes.into_iter().zip(replies) {
+                    if let Ok(bulletin) = &outcome {
+                        // On disk and flushed: now it may leave the node.
+                        self.report(bulletin, self.member, Origin::Local, Stored::New);
+                        if self.network.blocking_send(Command::Gossip(bulletin.to_bytes())).is_err() {
+                            tracing::warn!("network stopped; the bulletin is stored and will travel by sync");
+                        }
+                    }
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot publish");
+                let message = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Chain(message.clone())));
+                }
+            }
+        }
     }
 }
