@@ -73,7 +73,9 @@ impl PublicKey {
     /// A, non-canonical R and S >= L (`verify_strict`).
     pub fn verify(&self, msg: &[u8], sig: &Signature) -> Result<(), KeyError> {
         let sig = ed25519_dalek::Signature::from_bytes(sig.as_bytes());
-        self.0.verify_strict(msg, &sig).map_err(|_| KeyError::BadSignature)
+        self.0
+            .verify_strict(msg, &sig)
+            .map_err(|_| KeyError::BadSignature)
     }
 
     /// Verifies a signature over `domain || body` without the caller building

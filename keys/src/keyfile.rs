@@ -213,7 +213,11 @@ pub fn write_key_file(
 
 /// Reads the key of `role` from the file at `path`, opening it with
 /// `passphrase` if it is sealed.
-pub fn read_key_file(path: &Path, role: KeyRole, passphrase: Option<&[u8]>) -> Result<SecretKey, KeyFileError> {
+pub fn read_key_file(
+    path: &Path,
+    role: KeyRole,
+    passphrase: Option<&[u8]>,
+) -> Result<SecretKey, KeyFileError> {
     let io = |source| KeyFileError::Io {
         path: path.to_path_buf(),
         source,
@@ -358,10 +362,17 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use herald_protocol::{
-    KeyId, MemberEntry, MemberId, NetworkId, NodeId, REGISTRY_DOMAIN, RegistryHash, RegistryOp, RegistryVersion,
-    RevocationPoint, SignedRegistryUpdate, Timestamp,
+    KeyId, MemberEntry, MemberId, NetworkId, NodeId, REGISTRY_DOMAIN, RegistryHash, RegistryOp,
+    RegistryVersion, RevocationPoint, SignedRegistryUpdate, Timestamp,
 };
 
 use crate::key::{KeyError, PublicKey};
@@ -18,7 +18,9 @@ use crate::key::{KeyError, PublicKey};
 #[non_exhaustive]
 pub enum RegistryError {
     /// The genesis update does not hash to the configured value.
-    #[error("genesis hash is {found}, but this node is configured for {expected}; check the genesis file and hash")]
+    #[error(
+        "genesis hash is {found}, but this node is configured for {expected}; check the genesis file and hash"
+    )]
     GenesisMismatch {
         /// Configured.
         expected: RegistryHash,
@@ -54,7 +56,9 @@ pub enum RegistryError {
     },
     /// Two validly approved, different updates for the same version: kept as
     /// evidence ([`Registry::forks`]).
-    #[error("registry fork at version {version}: {ours} is held, {theirs} is also approved; evidence kept, tell the members")]
+    #[error(
+        "registry fork at version {version}: {ours} is held, {theirs} is also approved; evidence kept, tell the members"
+    )]
     Fork {
         /// The version.
         version: RegistryVersion,
@@ -64,7 +68,9 @@ pub enum RegistryError {
         theirs: RegistryHash,
     },
     /// Not enough distinct members approved.
-    #[error("{approvals} distinct members approved; {threshold} needed (a member's own key changes need that member's key)")]
+    #[error(
+        "{approvals} distinct members approved; {threshold} needed (a member's own key changes need that member's key)"
+    )]
     ThresholdNotMet {
         /// Distinct members with a valid approval.
         approvals: usize,
@@ -213,7 +219,8 @@ impl RegistryState {
 
     /// Node ids of current members: the peers allowed to connect.
     pub fn allowed_nodes(&self) -> impl Iterator<Item = (&Member, &NodeId)> {
-        self.current_members().flat_map(|m| m.node_ids.iter().map(move |n| (m, n)))
+        self.current_members()
+            .flat_map(|m| m.node_ids.iter().map(move |n| (m, n)))
     }
 
     /// Whether the key ever held any role here (member key, signing key or node).
@@ -230,7 +237,8 @@ impl RegistryState {
 
     fn claim_key(&mut self, key: [u8; 32]) -> Result<PublicKey, RegistryError> {
         let id = KeyId::from_bytes(key);
-        let public = PublicKey::from_bytes(&key).map_err(|reason| RegistryError::BadKey { key: id, reason })?;
+        let public =
+            PublicKey::from_bytes(&key).map_err(|reason| RegistryError::BadKey { key: id, reason })?;
         if !self.used.insert(key) {
             return Err(RegistryError::KeyInUse(id));
         }
@@ -252,7 +260,13 @@ impl RegistryState {
                 self.current_member_mut(member)?;
                 let public = self.claim_key(*key.as_bytes())?;
                 let m = self.current_member_mut(member)?;
-                m.signing_keys.insert(*key, SigningKeyState { key: public, revoked: None });
+                m.signing_keys.insert(
+                    *key,
+                    SigningKeyState {
+                        key: public,
+                        revoked: None,
+                    },
+                );
                 check_key_count(m)?;
                 self.signing_index.insert(*key, *member);
                 Ok(())
@@ -261,7 +275,10 @@ impl RegistryState {
                 // A removed member's keys can still be revoked (by threshold):
                 // removal is by time, which a key holder can backdate; a
                 // revocation by number cannot be signed around.
-                let m = self.members.get_mut(member).ok_or(RegistryError::UnknownMember(*member))?;
+                let m = self
+                    .members
+                    .get_mut(member)
+                    .ok_or(RegistryError::UnknownMember(*member))?;
                 let state = m.signing_keys.get_mut(key).ok_or(RegistryError::NotOwned {
                     member: *member,
                     what: "signing key",
@@ -315,7 +332,13 @@ impl RegistryState {
         };
         for key in &entry.signing_keys {
             let public = self.claim_key(*key.as_bytes())?;
-            member.signing_keys.insert(*key, SigningKeyState { key: public, revoked: None });
+            member.signing_keys.insert(
+                *key,
+                SigningKeyState {
+                    key: public,
+                    revoked: None,
+                },
+            );
             self.signing_index.insert(*key, entry.id);
         }
         for node in &entry.node_ids {
@@ -418,7 +441,10 @@ fn verified_approvers(state: Option<&RegistryState>, update: &SignedRegistryUpda
     ok
 }
 
-fn check_proof_of_possession(update: &SignedRegistryUpdate, approvers: &HashSet<[u8; 32]>) -> Result<(), RegistryError> {
+fn check_proof_of_possession(
+    update: &SignedRegistryUpdate,
+    approvers: &HashSet<[u8; 32]>,
+) -> Result<(), RegistryError> {
     for key in keys_added(&update.body().ops) {
         let id = KeyId::from_bytes(key);
         PublicKey::from_bytes(&key).map_err(|reason| RegistryError::BadKey { key: id, reason })?;
@@ -488,7 +514,10 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry from its genesis update, which must hash to `expected`
     /// and be approved by every key it admits.
-    pub fn from_genesis(genesis: SignedRegistryUpdate, expected: RegistryHash) -> Result<Self, RegistryError> {
+    pub fn from_genesis(
+        genesis: SignedRegistryUpdate,
+        expected: RegistryHash,
+    ) -> Result<Self, RegistryError> {
         if genesis.hash() != expected {
             return Err(RegistryError::GenesisMismatch {
                 expected,
@@ -504,7 +533,9 @@ impl Registry {
             .iter()
             .all(|op| matches!(op, RegistryOp::AddMember(_) | RegistryOp::SetThreshold { .. }))
         {
-            return Err(RegistryError::NotGenesis("it may only admit members and set the threshold"));
+            return Err(RegistryError::NotGenesis(
+                "it may only admit members and set the threshold",
+            ));
         }
         // Every key admitted at genesis approves it: founders consent, and each
         // proves possession.
@@ -530,7 +561,9 @@ impl Registry {
         genesis_hash: RegistryHash,
     ) -> Result<Self, RegistryError> {
         let mut updates = updates.into_iter();
-        let genesis = updates.next().ok_or(RegistryError::NotGenesis("the history is empty"))?;
+        let genesis = updates
+            .next()
+            .ok_or(RegistryError::NotGenesis("the history is empty"))?;
         let mut registry = Self::from_genesis(genesis, genesis_hash)?;
         for update in updates {
             registry.apply(update)?;
@@ -585,13 +618,22 @@ impl Registry {
             return Err(rollback);
         }
         let mut after = (**before).clone();
-        let consistent = update.body().ops.iter().try_for_each(|op| after.apply_op(op)).is_ok()
+        let consistent = update
+            .body()
+            .ops
+            .iter()
+            .try_for_each(|op| after.apply_op(op))
+            .is_ok()
             && after.check_threshold().is_ok();
         if !consistent {
             return Err(rollback);
         }
         let (version, ours_hash, theirs) = (got, ours.hash(), update.hash());
-        if !self.forks.iter().any(|f| f.version == got && f.theirs.hash() == theirs) {
+        if !self
+            .forks
+            .iter()
+            .any(|f| f.version == got && f.theirs.hash() == theirs)
+        {
             self.forks.push(ForkEvidence {
                 version: got,
                 ours: ours.clone(),

@@ -2,7 +2,9 @@
 //! the member who signed) or reject it with a reason. Checks run cheap to dear:
 //! network, signer standing, then the signature.
 
-use herald_protocol::{BULLETIN_DOMAIN, BulletinBody, KeyId, MemberId, NetworkId, RevocationPoint, SignedBulletin, Timestamp};
+use herald_protocol::{
+    BULLETIN_DOMAIN, BulletinBody, KeyId, MemberId, NetworkId, RevocationPoint, SignedBulletin, Timestamp,
+};
 
 use crate::key::PublicKey;
 use crate::registry::Registry;
@@ -71,13 +73,19 @@ impl Registry {
                 RevocationPoint::Time(t) => body.created >= t,
             };
             if after {
-                return Err(Rejection::Revoked { key: body.signer, from });
+                return Err(Rejection::Revoked {
+                    key: body.signer,
+                    from,
+                });
             }
         }
         if let Some(at) = member.removed_at
             && body.created >= at
         {
-            return Err(Rejection::MemberRemoved { member: member.id, at });
+            return Err(Rejection::MemberRemoved {
+                member: member.id,
+                at,
+            });
         }
         Ok(Standing {
             member: member.id,

@@ -90,14 +90,24 @@ pub async fn serve(
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Result<Json<StatusView>, Failure> {
-    let registry_version = node.registry().read().unwrap_or_else(|e| e.into_inner()).version().0;
+    let registry_version = node
+        .registry()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .version()
+        .0;
     Ok(Json(StatusView {
         peer_id: node.peer_id().to_string(),
         member: node.member(),
         network: node.network().to_string(),
         registry_version,
         bulletins: node.store().count().map_err(internal)?,
-        connected_peers: node.connected_peers().await.iter().map(|p| p.to_string()).collect(),
+        connected_peers: node
+            .connected_peers()
+            .await
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
         listen: node.listen_addrs().await.iter().map(|a| a.to_string()).collect(),
         equivocations: node.store().equivocations().map_err(internal)?.len(),
     }))
@@ -114,7 +124,10 @@ async fn publish(State(node): State<Arc<Node>>, Json(draft): Json<Draft>) -> Res
         )
             .into_response()),
         Err(PublishError::Invalid(m)) => Err(Failure(StatusCode::BAD_REQUEST, m)),
-        Err(PublishError::Stopped) => Err(Failure(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping".into())),
+        Err(PublishError::Stopped) => Err(Failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the node is stopping".into(),
+        )),
         Err(e) => Err(internal(e)),
     }
 }
@@ -163,5 +176,9 @@ async fn show(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Result<J
         .map_err(internal)?
         .ok_or_else(|| Failure(StatusCode::NOT_FOUND, format!("no bulletin {id} is held here")))?;
     let member = node.store().signer_of(&id).map_err(internal)?;
-    Ok(Json(BulletinView::new(&bulletin, member_name(&node, member), true)))
+    Ok(Json(BulletinView::new(
+        &bulletin,
+        member_name(&node, member),
+        true,
+    )))
 }

@@ -51,12 +51,18 @@ impl Client {
     }
 
     fn unreachable(&self, e: ureq::Error) -> anyhow::Error {
-        anyhow!("no node answers at {} ({e}); start it with `herald run --dir DIR`", self.base)
+        anyhow!(
+            "no node answers at {} ({e}); start it with `herald run --dir DIR`",
+            self.base
+        )
     }
 
     fn decode<T: DeserializeOwned>(mut response: ureq::http::Response<ureq::Body>) -> Result<T> {
         let status = response.status();
-        let body = response.body_mut().read_to_vec().context("reading the node's answer")?;
+        let body = response
+            .body_mut()
+            .read_to_vec()
+            .context("reading the node's answer")?;
         if status.is_success() {
             return serde_json::from_slice(&body).context("the node's answer is not the expected JSON");
         }

@@ -59,7 +59,9 @@ pub struct ApiSection {
 
 impl Default for ApiSection {
     fn default() -> Self {
-        Self { listen: default_api() }
+        Self {
+            listen: default_api(),
+        }
     }
 }
 
@@ -105,7 +107,10 @@ fn default_data() -> PathBuf {
     PathBuf::from("store")
 }
 fn default_listen() -> Vec<String> {
-    vec!["/ip4/0.0.0.0/tcp/4001".into(), "/ip4/0.0.0.0/udp/4001/quic-v1".into()]
+    vec![
+        "/ip4/0.0.0.0/tcp/4001".into(),
+        "/ip4/0.0.0.0/udp/4001/quic-v1".into(),
+    ]
 }
 fn default_true() -> bool {
     true
@@ -181,7 +186,9 @@ impl Config {
         };
         let file = std::fs::File::open(&path).map_err(read_err)?;
         let mut text = String::new();
-        file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text).map_err(read_err)?;
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(read_err)?;
         if text.len() as u64 > MAX_CONFIG_BYTES {
             return Err(ConfigError::TooLarge(path));
         }

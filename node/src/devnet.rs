@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use herald_keys::{SecretKey, approve, propose_update};
 use herald_protocol::{
-    AdvisoryStatus, BulletinId, FollowUpAction, IncidentPhase, Kind, MemberEntry, MemberId, MetricCount, Payload,
-    Reference, RegistryOp, RegistryUpdate, RegistryVersion, Severity, Timestamp, Tlp, UpdateStage,
+    AdvisoryStatus, BulletinId, FollowUpAction, IncidentPhase, Kind, MemberEntry, MemberId, MetricCount,
+    Payload, Reference, RegistryOp, RegistryUpdate, RegistryVersion, Severity, Timestamp, Tlp, UpdateStage,
 };
 use libp2p::multiaddr::Protocol;
 
@@ -103,7 +103,11 @@ impl Devnet {
                 genesis_hash: genesis.hash(),
                 signing_key: signing,
                 node_key,
-                listen: vec!["/ip4/127.0.0.1/tcp/0".parse().map_err(|_| DevnetError::Timeout(STARTUP_TIMEOUT))?],
+                listen: vec![
+                    "/ip4/127.0.0.1/tcp/0"
+                        .parse()
+                        .map_err(|_| DevnetError::Timeout(STARTUP_TIMEOUT))?,
+                ],
                 bootstrap: Vec::new(),
                 mdns: false,
                 timing: GossipTiming::fast(),

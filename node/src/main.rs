@@ -13,7 +13,11 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     // The devnet's live view is the output; keep its logs to warnings.
     let quiet = matches!(cli.command, cli::Command::Devnet(_));
-    init_logging(if quiet { "warn" } else { "info,libp2p=warn,sled=warn" });
+    init_logging(if quiet {
+        "warn"
+    } else {
+        "info,libp2p=warn,sled=warn"
+    });
     match cmd::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -29,5 +33,8 @@ fn main() -> ExitCode {
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -97,7 +97,10 @@ pub fn bulletin_topic(network: NetworkId) -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(format!("herald/{network}/bulletins/v1"))
 }
 
-fn build_gossipsub(timing: GossipTiming, topic: &gossipsub::IdentTopic) -> Result<gossipsub::Behaviour, String> {
+fn build_gossipsub(
+    timing: GossipTiming,
+    topic: &gossipsub::IdentTopic,
+) -> Result<gossipsub::Behaviour, String> {
     let config = gossipsub::ConfigBuilder::default()
         // The bulletin's own signature authenticates it; libp2p's per-message
         // signature would be a second, slower check of nothing we rely on.
@@ -173,13 +176,21 @@ fn build_swarm(parts: &NetworkParts, network: NetworkId) -> Result<Swarm<NodeBeh
     let local = keypair.public().to_peer_id();
     let allowed: Vec<PeerId> = {
         let registry = parts.registry.read().unwrap_or_else(|e| e.into_inner());
-        registry.current().allowed_nodes().filter_map(|(_, n)| peer_id_of(n)).collect()
+        registry
+            .current()
+            .allowed_nodes()
+            .filter_map(|(_, n)| peer_id_of(n))
+            .collect()
     };
     let timing = parts.timing;
     let mdns_on = parts.mdns;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .map_err(|e| NetworkError::Build(e.to_string()))?
         .with_quic()
         .with_dns()
@@ -198,8 +209,9 @@ fn build_swarm(parts: &NetworkParts, network: NetworkId) -> Result<Swarm<NodeBeh
             let topic = bulletin_topic(network);
             let mut gossipsub = build_gossipsub(timing, &topic)?;
             gossipsub.subscribe(&topic).map_err(|e| e.to_string())?;
-            let protocol = StreamProtocol::try_from_owned(format!("/herald/{}/kad/1.0.0", network.fmt_short()))
-                .map_err(|e| e.to_string())?;
+            let protocol =
+                StreamProtocol::try_from_owned(format!("/herald/{}/kad/1.0.0", network.fmt_short()))
+                    .map_err(|e| e.to_string())?;
             let mut kad = kad::Behaviour::with_config(
                 local,
                 kad::store::MemoryStore::new(local),
@@ -380,7 +392,12 @@ impl EventLoop {
             }
             #[cfg(feature = "test-hooks")]
             Command::InjectUnchecked(bytes) => {
-                if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes) {
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.topic.clone(), bytes)
+                {
                     tracing::warn!(error = %e, "unchecked publish failed");
                 }
             }
@@ -391,7 +408,12 @@ impl EventLoop {
     /// subscribed yet.
     fn flush_pending(&mut self) {
         while let Some(bytes) = self.pending_publish.front() {
-            match self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes.clone()) {
+            match self
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(self.topic.clone(), bytes.clone())
+            {
                 Ok(_) | Err(gossipsub::PublishError::Duplicate) => {
                     self.pending_publish.pop_front();
                 }
@@ -408,7 +430,12 @@ impl EventLoop {
     fn handle_tick(&mut self) {
         self.flush_pending();
         let now = tokio::time::Instant::now();
-        let expired: Vec<PeerId> = self.banned.iter().filter(|(_, until)| **until <= now).map(|(p, _)| *p).collect();
+        let expired: Vec<PeerId> = self
+            .banned
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(p, _)| *p)
+            .collect();
         for peer in expired {
             self.banned.remove(&peer);
             self.invalid_counts.remove(&peer);
@@ -420,7 +447,10 @@ impl EventLoop {
 
     fn is_member_node(&self, peer: &PeerId) -> bool {
         let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
-        registry.current().allowed_nodes().any(|(_, n)| peer_id_of(n).as_ref() == Some(peer))
+        registry
+            .current()
+            .allowed_nodes()
+            .any(|(_, n)| peer_id_of(n).as_ref() == Some(peer))
     }
 
     fn handle_swarm_event(&mut self, event: SwarmEvent<NodeBehaviourEvent>) {
@@ -430,7 +460,9 @@ impl EventLoop {
                 self.listen_addrs.push(address.clone());
                 let _ = self.events.send(NodeEvent::Listening(address));
             }
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } if self.connected.insert(peer_id) => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } if self.connected.insert(peer_id) => {
                 tracing::info!(peer = %short_peer(&peer_id), addr = %endpoint.get_remote_address(), "peer connected");
                 let _ = self.events.send(NodeEvent::PeerConnected(peer_id));
             }
@@ -442,7 +474,11 @@ impl EventLoop {
                 tracing::info!(peer = %short_peer(&peer_id), "peer disconnected");
                 let _ = self.events.send(NodeEvent::PeerDisconnected(peer_id));
             }
-            SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
                 tracing::debug!(addr = %send_back_addr, error = %error, "incoming connection refused");
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
@@ -450,7 +486,9 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Gossipsub(event)) => self.handle_gossip(event),
             SwarmEvent::Behaviour(NodeBehaviourEvent::Identify(identify::Event::Received {
-                peer_id, info, ..
+                peer_id,
+                info,
+                ..
             })) => {
                 for addr in info.listen_addrs {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
@@ -489,7 +527,9 @@ impl EventLoop {
         let validators = Arc::clone(&self.validators);
         let reply = self.validated_tx.clone();
         tokio::spawn(async move {
-            let Ok(_permit) = validators.acquire_owned().await else { return };
+            let Ok(_permit) = validators.acquire_owned().await else {
+                return;
+            };
             let verdict = tokio::task::spawn_blocking(move || {
                 let registry = registry.read().unwrap_or_else(|e| e.into_inner());
                 validate_bulletin(&data, &registry, &store)
@@ -551,7 +591,8 @@ impl EventLoop {
             tracing::warn!(peer = %short_peer(&peer), "disconnecting a peer that keeps sending invalid input");
             self.swarm.behaviour_mut().allow.disallow_peer(peer);
             let _ = self.swarm.disconnect_peer_id(peer);
-            self.banned.insert(peer, tokio::time::Instant::now() + BAN_DURATION);
+            self.banned
+                .insert(peer, tokio::time::Instant::now() + BAN_DURATION);
             let _ = self.events.send(NodeEvent::PeerBanned(peer));
         }
     }

@@ -57,10 +57,14 @@ pub enum StartError {
     #[error("registry: {0}")]
     Registry(#[from] RegistryError),
     /// The signing key is not a signing key of a current member.
-    #[error("the signing key {0} is not a signing key of any member in the registry; check keys/signing.key and the genesis")]
+    #[error(
+        "the signing key {0} is not a signing key of any member in the registry; check keys/signing.key and the genesis"
+    )]
     NotAMember(herald_protocol::KeyId),
     /// The node key is not listed for this member.
-    #[error("the node id {0} is not in the registry, so other members would refuse it; add it to the registry first")]
+    #[error(
+        "the node id {0} is not in the registry, so other members would refuse it; add it to the registry first"
+    )]
     NodeNotListed(PeerId),
     /// The network could not start.
     #[error(transparent)]
@@ -138,7 +142,9 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("peer_id", &self.peer_id).finish_non_exhaustive()
+        f.debug_struct("Node")
+            .field("peer_id", &self.peer_id)
+            .finish_non_exhaustive()
     }
 }
 

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use herald_keys::keyfile::{self, KdfParams, KeyFileError, KeyRole};
 use herald_keys::{Registry, RegistryError, SecretKey};
 use herald_protocol::{
-    DecodeError, KeyId, MemberEntry, MemberId, NodeId, RegistryHash, RegistryOp, RegistryUpdate, RegistryVersion,
-    SignedRegistryUpdate, Timestamp,
+    DecodeError, KeyId, MemberEntry, MemberId, NodeId, RegistryHash, RegistryOp, RegistryUpdate,
+    RegistryVersion, SignedRegistryUpdate, Timestamp,
 };
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
@@ -123,7 +123,9 @@ pub fn read_limited(path: &Path) -> Result<Vec<u8>, SetupError> {
     use std::io::Read;
     let file = fs::File::open(path).map_err(io_err(path))?;
     let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(io_err(path))?;
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err(path))?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(SetupError::BadFile {
             path: path.to_path_buf(),
@@ -169,8 +171,18 @@ pub fn init_node_dir(dir: &Path, options: &InitOptions) -> Result<MemberDescript
         .member_passphrase
         .as_deref()
         .map(|p| (p.as_bytes(), KdfParams::DEFAULT));
-    keyfile::write_key_file(&dir.join(&config.keys.member), &member_key, KeyRole::Member, sealing)?;
-    keyfile::write_key_file(&dir.join(&config.keys.signing), &signing_key, KeyRole::Signing, None)?;
+    keyfile::write_key_file(
+        &dir.join(&config.keys.member),
+        &member_key,
+        KeyRole::Member,
+        sealing,
+    )?;
+    keyfile::write_key_file(
+        &dir.join(&config.keys.signing),
+        &signing_key,
+        KeyRole::Signing,
+        None,
+    )?;
     keyfile::write_key_file(&dir.join(&config.keys.node), &node_key, KeyRole::Node, None)?;
     let peer = peer_id_of(&node_key.public().node_id());
     let descriptor = MemberDescriptor {
@@ -317,20 +329,26 @@ pub fn load_node_settings(dir: &Path) -> Result<(Config, NodeSettings), SetupErr
     if config.registry.genesis_hash.is_empty() {
         return Err(SetupError::NoGenesisHash(config_path));
     }
-    let genesis_hash: RegistryHash = config.registry.genesis_hash.parse().map_err(|e| SetupError::BadFile {
-        path: config_path.clone(),
-        message: format!("genesis_hash: {e}"),
-    })?;
+    let genesis_hash: RegistryHash =
+        config
+            .registry
+            .genesis_hash
+            .parse()
+            .map_err(|e| SetupError::BadFile {
+                path: config_path.clone(),
+                message: format!("genesis_hash: {e}"),
+            })?;
     let genesis = read_update(&dir.join(&config.registry.genesis_file))?;
     let parse = |what: &'static str, list: &[String]| -> Result<Vec<Multiaddr>, SetupError> {
         list.iter()
             .map(|a| {
-                a.parse().map_err(|e: libp2p::multiaddr::Error| SetupError::BadAddress {
-                    config: config_path.clone(),
-                    what,
-                    addr: a.clone(),
-                    reason: e.to_string(),
-                })
+                a.parse()
+                    .map_err(|e: libp2p::multiaddr::Error| SetupError::BadAddress {
+                        config: config_path.clone(),
+                        what,
+                        addr: a.clone(),
+                        reason: e.to_string(),
+                    })
             })
             .collect()
     };
@@ -376,7 +394,10 @@ pub fn create_local_network(base: &Path, n: usize, base_port: u16) -> Result<Vec
     for (i, dir) in dirs.iter().enumerate() {
         install_genesis(dir, &genesis)?;
         // Each node dials every node before it: a connected network.
-        let bootstrap: Vec<String> = descriptors[..i].iter().flat_map(|d| d.addresses.clone()).collect();
+        let bootstrap: Vec<String> = descriptors[..i]
+            .iter()
+            .flat_map(|d| d.addresses.clone())
+            .collect();
         if !bootstrap.is_empty() {
             let path = dir.join(CONFIG_FILE);
             let text = String::from_utf8_lossy(&read_limited(&path)?).into_owned();

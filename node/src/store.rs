@@ -67,7 +67,9 @@ pub enum StoreError {
     #[error("store error: {0}")]
     Sled(#[from] sled::Error),
     /// The store was written by another schema version.
-    #[error("the store has schema version {found}; this Herald reads version {SCHEMA_VERSION}. Use a matching Herald or a new data directory")]
+    #[error(
+        "the store has schema version {found}; this Herald reads version {SCHEMA_VERSION}. Use a matching Herald or a new data directory"
+    )]
     Schema {
         /// The store's schema.
         found: u32,
@@ -301,7 +303,10 @@ impl Store {
 
     /// The id held for `key` at `seq` (the first one, if it equivocated).
     pub fn chain_entry(&self, key: &KeyId, seq: Seq) -> Result<Option<BulletinId>, StoreError> {
-        self.bulletins.get(chain_key(key, seq))?.map(|v| id_from(&v)).transpose()
+        self.bulletins
+            .get(chain_key(key, seq))?
+            .map(|v| id_from(&v))
+            .transpose()
     }
 
     /// What is held of `key`'s chain.
@@ -429,7 +434,11 @@ impl Store {
         batch.insert(key_of(&[&[prefix::SIGNER], id.as_bytes()]), member.as_bytes());
         batch.insert(key_of(&[&[prefix::BY_TIME], &created, id.as_bytes()]), &[]);
         batch.insert(
-            key_of(&[&[prefix::BY_KIND, kind_code(body.kind.name())], &created, id.as_bytes()]),
+            key_of(&[
+                &[prefix::BY_KIND, kind_code(body.kind.name())],
+                &created,
+                id.as_bytes(),
+            ]),
             &[],
         );
         batch.insert(
@@ -441,7 +450,11 @@ impl Store {
             &[],
         );
         batch.insert(
-            key_of(&[&[prefix::BY_SEVERITY, severity_code(body.severity)], &created, id.as_bytes()]),
+            key_of(&[
+                &[prefix::BY_SEVERITY, severity_code(body.severity)],
+                &created,
+                id.as_bytes(),
+            ]),
             &[],
         );
     }
@@ -625,7 +638,9 @@ impl Store {
             let (k, v) = entry?;
             let version = RegistryVersion(u64_at(&k, 0)?);
             if version.0 != i as u64 + 1 {
-                return Err(StoreError::Corrupt(format!("registry history skips to version {version}")));
+                return Err(StoreError::Corrupt(format!(
+                    "registry history skips to version {version}"
+                )));
             }
             out.push(
                 SignedRegistryUpdate::from_bytes(&v)

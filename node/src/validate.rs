@@ -21,7 +21,10 @@ pub enum Verdict {
 /// Decides what to do with `data`, received from the network.
 pub fn validate_bulletin(data: &[u8], registry: &Registry, store: &Store) -> Verdict {
     if data.len() > MAX_BULLETIN_BYTES {
-        return Verdict::Reject(format!("{} bytes, over the {MAX_BULLETIN_BYTES}-byte limit", data.len()));
+        return Verdict::Reject(format!(
+            "{} bytes, over the {MAX_BULLETIN_BYTES}-byte limit",
+            data.len()
+        ));
     }
     let bulletin = match SignedBulletin::from_bytes(data) {
         Ok(b) => b,

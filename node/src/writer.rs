@@ -28,10 +28,7 @@ pub(crate) enum WriteRequest {
         origin: Origin,
     },
     /// Number, sign, store and flush the node's next bulletin, then gossip it.
-    Publish {
-        draft: Box<BulletinBody>,
-        reply: Reply,
-    },
+    Publish { draft: Box<BulletinBody>, reply: Reply },
 }
 
 pub(crate) struct Writer {
@@ -85,7 +82,9 @@ impl Writer {
         });
         match result {
             Ok(outcomes) => {
-                for (((bulletin, member), origin), outcome) in received.iter().zip(origins.iter()).zip(outcomes) {
+                for (((bulletin, member), origin), outcome) in
+                    received.iter().zip(origins.iter()).zip(outcomes)
+                {
                     self.report(bulletin, *member, *origin, outcome);
                 }
             }
@@ -137,13 +136,20 @@ impl Writer {
         if drafts.is_empty() {
             return;
         }
-        match self.store.publish_own_group(&self.signing_key, &self.member, drafts) {
+        match self
+            .store
+            .publish_own_group(&self.signing_key, &self.member, drafts)
+        {
             Ok(outcomes) => {
                 for (outcome, reply) in outcomes.into_iter().zip(replies) {
                     if let Ok(bulletin) = &outcome {
                         // On disk and flushed: now it may leave the node.
                         self.report(bulletin, self.member, Origin::Local, Stored::New);
-                        if self.network.blocking_send(Command::Gossip(bulletin.to_bytes())).is_err() {
+                        if self
+                            .network
+                            .blocking_send(Command::Gossip(bulletin.to_bytes()))
+                            .is_err()
+                        {
                             tracing::warn!("network stopped; the bulletin is stored and will travel by sync");
                         }
                     }

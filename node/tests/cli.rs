@@ -86,7 +86,9 @@ impl RunningNode {
 
     fn stop(mut self) {
         // SIGTERM: the node stops cleanly and releases its store.
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let status = self.child.wait().unwrap();
         assert!(status.success(), "herald run exited with {status}");
     }
@@ -111,7 +113,19 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
     let (one_s, two_s) = (one.to_str().unwrap(), two.to_str().unwrap());
 
     // No node runs yet: publishing says so and what to do.
-    let refused = herald(&["publish", "--dir", one_s, "--kind", "outreach", "--title", "t", "--severity", "low", "--tlp", "clear"]);
+    let refused = herald(&[
+        "publish",
+        "--dir",
+        one_s,
+        "--kind",
+        "outreach",
+        "--title",
+        "t",
+        "--severity",
+        "low",
+        "--tlp",
+        "clear",
+    ]);
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("herald run"), "{}", stderr(&refused));
 
@@ -122,9 +136,23 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
 
     let csaf = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/bsi-2022-0001.json");
     let published = herald(&[
-        "publish", "--dir", one_s, "--kind", "advisory", "--status", "confirmed", "--title",
-        "CSAF advisory carried byte for byte", "--severity", "high", "--tlp", "green", "--cve", "CVE-2021-44228",
-        "--body-file", csaf,
+        "publish",
+        "--dir",
+        one_s,
+        "--kind",
+        "advisory",
+        "--status",
+        "confirmed",
+        "--title",
+        "CSAF advisory carried byte for byte",
+        "--severity",
+        "high",
+        "--tlp",
+        "green",
+        "--cve",
+        "CVE-2021-44228",
+        "--body-file",
+        csaf,
     ]);
     assert!(published.status.success(), "{}", stderr(&published));
     let id = stdout(&published).trim().to_string();
@@ -138,7 +166,10 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
     assert_eq!(view["id"], id);
     assert_eq!(view["member_name"], "member-1");
     assert_eq!(view["content_type"], "application/csaf+json");
-    assert_eq!(view["payload"].as_str().unwrap().as_bytes(), std::fs::read(csaf).unwrap());
+    assert_eq!(
+        view["payload"].as_str().unwrap().as_bytes(),
+        std::fs::read(csaf).unwrap()
+    );
 
     first.stop();
     second.stop();
@@ -160,7 +191,11 @@ fn bad_command_line_input_gets_a_clear_error() {
     let dir = tmp.path().to_str().unwrap();
     let no_config = herald(&["run", "--dir", dir]);
     assert!(!no_config.status.success());
-    assert!(stderr(&no_config).contains("herald init"), "{}", stderr(&no_config));
+    assert!(
+        stderr(&no_config).contains("herald init"),
+        "{}",
+        stderr(&no_config)
+    );
 
     let made = herald(&["init", "--dir", dir, "--member", "CERT-X"]);
     assert!(made.status.success(), "{}", stderr(&made));

@@ -47,7 +47,9 @@ pub const MAX_METRIC_NAME_BYTES: usize = 64;
 pub const ENVELOPE_OVERHEAD: usize = 8 + 64;
 
 /// Traffic Light Protocol 2.0 label: who may see the bulletin beyond its recipients.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode, Serialize, Deserialize,
+)]
 #[serde(rename_all = "SCREAMING-KEBAB-CASE")]
 pub enum Tlp {
     /// TLP:CLEAR: no limit on disclosure.
@@ -76,7 +78,9 @@ impl fmt::Display for Tlp {
 }
 
 /// How severe the issue is, in the publisher's judgement.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// For information; nothing to act on.
@@ -303,11 +307,17 @@ impl BulletinBody {
 
     /// Decodes and checks body bytes: format, limit, canonical form, rules.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        codec::check_size_and_format(bytes, MAX_BULLETIN_BYTES - ENVELOPE_OVERHEAD, BULLETIN_FORMAT, "bulletin")?;
-        let body: Self =
-            codec::decode_canonical::<Self, { MAX_BULLETIN_BYTES - ENVELOPE_OVERHEAD }, { MAX_BULLETIN_BYTES + CLAIM_SLACK }>(
-                bytes,
-            )?;
+        codec::check_size_and_format(
+            bytes,
+            MAX_BULLETIN_BYTES - ENVELOPE_OVERHEAD,
+            BULLETIN_FORMAT,
+            "bulletin",
+        )?;
+        let body: Self = codec::decode_canonical::<
+            Self,
+            { MAX_BULLETIN_BYTES - ENVELOPE_OVERHEAD },
+            { MAX_BULLETIN_BYTES + CLAIM_SLACK },
+        >(bytes)?;
         body.validate()?;
         Ok(body)
     }
@@ -328,12 +338,19 @@ impl BulletinBody {
             return invalid(format!(
                 "bulletin {} of its chain {} a previous bulletin",
                 self.seq,
-                if self.seq == Seq::FIRST { "must not name" } else { "must name" }
+                if self.seq == Seq::FIRST {
+                    "must not name"
+                } else {
+                    "must name"
+                }
             ));
         }
         check_text("title", &self.title, 1, MAX_TITLE_BYTES)?;
         if self.references.len() > MAX_REFERENCES {
-            return invalid(format!("{} references; at most {MAX_REFERENCES}", self.references.len()));
+            return invalid(format!(
+                "{} references; at most {MAX_REFERENCES}",
+                self.references.len()
+            ));
         }
         for r in &self.references {
             check_reference(r)?;
@@ -344,7 +361,10 @@ impl BulletinBody {
             return invalid("expiry is not after creation".into());
         }
         if self.audience.len() > MAX_AUDIENCE {
-            return invalid(format!("audience of {}; at most {MAX_AUDIENCE} members", self.audience.len()));
+            return invalid(format!(
+                "audience of {}; at most {MAX_AUDIENCE} members",
+                self.audience.len()
+            ));
         }
         if !self.audience.windows(2).all(|w| w[0] < w[1]) {
             return invalid("audience must list member ids in ascending order, each once".into());
@@ -410,7 +430,9 @@ fn check_content_type(ct: &str) -> Result<(), DecodeError> {
     let ok = !ct.is_empty()
         && ct.len() <= MAX_CONTENT_TYPE_BYTES
         && ct.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
-        && ct.split_once('/').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty());
+        && ct
+            .split_once('/')
+            .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty());
     if ok {
         Ok(())
     } else {
@@ -429,7 +451,9 @@ fn check_kind(kind: &Kind) -> Result<(), DecodeError> {
             counts,
         } => {
             if period_end <= period_start {
-                return Err(DecodeError::Invalid("metrics period ends before it starts".into()));
+                return Err(DecodeError::Invalid(
+                    "metrics period ends before it starts".into(),
+                ));
             }
             if counts.len() > MAX_METRICS {
                 return Err(DecodeError::Invalid(format!(
@@ -472,7 +496,9 @@ impl SignedBulletin {
     /// form and the body rules. The signature is not verified here.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let envelope: Envelope =
-            codec::decode_prefix::<Envelope, MAX_BULLETIN_BYTES, { MAX_BULLETIN_BYTES + CLAIM_SLACK }>(bytes)?;
+            codec::decode_prefix::<Envelope, MAX_BULLETIN_BYTES, { MAX_BULLETIN_BYTES + CLAIM_SLACK }>(
+                bytes,
+            )?;
         let body = BulletinBody::from_bytes(&envelope.body)?;
         let id = BulletinId::of_body(&envelope.body);
         Ok(Self {

@@ -2,7 +2,7 @@
 //! integers, an explicit byte limit on every decode, no trailing bytes, and a
 //! re-encoding check so that every accepted input has exactly one byte form.
 
-use bincode::config::{Configuration, Fixint, LittleEndian, Limit, NoLimit};
+use bincode::config::{Configuration, Fixint, Limit, LittleEndian, NoLimit};
 use bincode::{Decode, Encode};
 
 /// Why a byte string is not a valid encoding of the type asked for.
@@ -73,7 +73,9 @@ pub(crate) fn encode<T: Encode>(value: &T) -> Vec<u8> {
 /// bincode claims a list's in-memory size (length times element size) before
 /// decoding it, which can exceed the list's wire size; `CLAIM` bounds that, and
 /// is a small multiple of `MAX`.
-pub(crate) fn decode_canonical<T, const MAX: usize, const CLAIM: usize>(bytes: &[u8]) -> Result<T, DecodeError>
+pub(crate) fn decode_canonical<T, const MAX: usize, const CLAIM: usize>(
+    bytes: &[u8],
+) -> Result<T, DecodeError>
 where
     T: Decode<()> + Encode,
 {
@@ -112,11 +114,9 @@ fn map_error(error: bincode::error::DecodeError, max: usize) -> DecodeError {
     match error {
         E::UnexpectedEnd { .. } => DecodeError::Truncated,
         E::LimitExceeded => DecodeError::LengthOverLimit { max },
-        E::UnexpectedVariant {
-            type_name,
-            found,
-            ..
-        } => DecodeError::Malformed(format!("unknown variant {found} for {type_name}")),
+        E::UnexpectedVariant { type_name, found, .. } => {
+            DecodeError::Malformed(format!("unknown variant {found} for {type_name}"))
+        }
         E::InvalidBooleanValue(v) => DecodeError::Malformed(format!("invalid boolean byte {v}")),
         E::Utf8 { .. } => DecodeError::Malformed("text is not valid UTF-8".into()),
         E::OutsideUsizeRange(_) => DecodeError::LengthOverLimit { max },
@@ -134,7 +134,10 @@ pub(crate) fn check_size_and_format(
     what: &str,
 ) -> Result<(), DecodeError> {
     if bytes.len() > max {
-        return Err(DecodeError::TooLarge { len: bytes.len(), max });
+        return Err(DecodeError::TooLarge {
+            len: bytes.len(),
+            max,
+        });
     }
     match bytes {
         [a, b, ..] if u16::from_le_bytes([*a, *b]) > supported => Err(DecodeError::Invalid(format!(

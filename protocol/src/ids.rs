@@ -165,7 +165,18 @@ impl MemberId {
 
 /// A position in one signing key's chain: 1 for its first bulletin, then 2, 3...
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, serde::Serialize, serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Encode,
+    Decode,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 #[serde(transparent)]
 pub struct Seq(pub u64);
@@ -188,7 +199,18 @@ impl fmt::Display for Seq {
 
 /// A registry version: 1 for genesis, then each accepted update adds one.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, serde::Serialize, serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Encode,
+    Decode,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 #[serde(transparent)]
 pub struct RegistryVersion(pub u64);
@@ -268,7 +290,10 @@ mod tests {
     #[test]
     fn timestamps_print_as_rfc3339() {
         assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(Timestamp(1_795_658_996_123).to_string(), "2026-11-26T02:09:56.123Z");
+        assert_eq!(
+            Timestamp(1_795_658_996_123).to_string(),
+            "2026-11-26T02:09:56.123Z"
+        );
         assert_eq!(Timestamp(951_782_400_000).to_string(), "2000-02-29T00:00:00.000Z");
     }
 

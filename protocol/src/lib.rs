@@ -27,13 +27,15 @@ pub mod registry;
 pub mod signing;
 
 pub use bulletin::{
-    AdvisoryStatus, BulletinBody, FollowUpAction, IncidentPhase, Kind, MAX_BULLETIN_BYTES, MetricCount, Payload,
-    Reference, Severity, SignedBulletin, Tlp, UpdateStage,
+    AdvisoryStatus, BulletinBody, FollowUpAction, IncidentPhase, Kind, MAX_BULLETIN_BYTES, MetricCount,
+    Payload, Reference, Severity, SignedBulletin, Tlp, UpdateStage,
 };
 pub use codec::DecodeError;
-pub use ids::{BulletinId, KeyId, MemberId, NetworkId, NodeId, RegistryHash, RegistryVersion, Seq, Timestamp};
+pub use ids::{
+    BulletinId, KeyId, MemberId, NetworkId, NodeId, RegistryHash, RegistryVersion, Seq, Timestamp,
+};
 pub use registry::{
-    Approval, MemberEntry, RegistryOp, RegistryUpdate, RevocationPoint, SignedRegistryUpdate,
-    MAX_REGISTRY_UPDATE_BYTES,
+    Approval, MAX_REGISTRY_UPDATE_BYTES, MemberEntry, RegistryOp, RegistryUpdate, RevocationPoint,
+    SignedRegistryUpdate,
 };
 pub use signing::{BULLETIN_DOMAIN, REGISTRY_DOMAIN, Signature, signing_input};

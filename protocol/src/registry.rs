@@ -157,7 +157,8 @@ impl RegistryUpdate {
     /// Decodes and checks update body bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         codec::check_size_and_format(bytes, MAX_REGISTRY_BODY_BYTES, REGISTRY_FORMAT, "registry")?;
-        let update: Self = codec::decode_canonical::<Self, MAX_REGISTRY_BODY_BYTES, MAX_REGISTRY_CLAIM>(bytes)?;
+        let update: Self =
+            codec::decode_canonical::<Self, MAX_REGISTRY_BODY_BYTES, MAX_REGISTRY_CLAIM>(bytes)?;
         update.validate()?;
         Ok(update)
     }
@@ -179,23 +180,33 @@ impl RegistryUpdate {
             return invalid("only the genesis update (version 1) has no previous hash".into());
         }
         if self.ops.is_empty() || self.ops.len() > MAX_OPS {
-            return invalid(format!("{} operations; an update has 1 to {MAX_OPS}", self.ops.len()));
+            return invalid(format!(
+                "{} operations; an update has 1 to {MAX_OPS}",
+                self.ops.len()
+            ));
         }
         for op in &self.ops {
             if let RegistryOp::AddMember(m) = op {
                 if m.name.is_empty()
                     || m.name.len() > MAX_MEMBER_NAME_BYTES
-                    || m.name.chars().any(|c| c.is_control() || crate::bulletin::is_bidi_control(c))
+                    || m.name
+                        .chars()
+                        .any(|c| c.is_control() || crate::bulletin::is_bidi_control(c))
                 {
                     return invalid(format!(
                         "member name must be 1 to {MAX_MEMBER_NAME_BYTES} bytes without control characters"
                     ));
                 }
                 if m.signing_keys.len() > MAX_KEYS_PER_MEMBER || m.node_ids.len() > MAX_KEYS_PER_MEMBER {
-                    return invalid(format!("a member lists at most {MAX_KEYS_PER_MEMBER} signing keys and nodes"));
+                    return invalid(format!(
+                        "a member lists at most {MAX_KEYS_PER_MEMBER} signing keys and nodes"
+                    ));
                 }
                 if m.id != MemberId::derive(&m.member_key) {
-                    return invalid(format!("member id of {:?} is not derived from its member key", m.name));
+                    return invalid(format!(
+                        "member id of {:?} is not derived from its member key",
+                        m.name
+                    ));
                 }
             }
         }
@@ -288,7 +299,9 @@ impl SignedRegistryUpdate {
 
 fn check_approval_count(count: usize) -> Result<(), DecodeError> {
     if count > MAX_APPROVALS {
-        return Err(DecodeError::Invalid(format!("{count} approvals; at most {MAX_APPROVALS}")));
+        return Err(DecodeError::Invalid(format!(
+            "{count} approvals; at most {MAX_APPROVALS}"
+        )));
     }
     Ok(())
 }

@@ -255,7 +255,9 @@ fn registry_lengths_over_the_limit() {
         for claim in [HUGE, u64::MAX, MAX_REGISTRY_UPDATE_BYTES as u64] {
             let mut hostile = bytes.clone();
             put_u64(&mut hostile, at, claim);
-            check_registry_body(&hostile, |r| assert_over_limit(r, herald_protocol::registry::MAX_REGISTRY_BODY_BYTES));
+            check_registry_body(&hostile, |r| {
+                assert_over_limit(r, herald_protocol::registry::MAX_REGISTRY_BODY_BYTES)
+            });
         }
     }
 }

@@ -9,9 +9,8 @@ mod common;
 use common::*;
 use herald_protocol::{
     Approval, BulletinBody, BulletinId, DecodeError, KeyId, MAX_BULLETIN_BYTES, MAX_REGISTRY_UPDATE_BYTES,
-    registry::MAX_REGISTRY_BODY_BYTES,
     MemberEntry, MemberId, NodeId, RegistryHash, RegistryOp, RegistryUpdate, RegistryVersion, Signature,
-    SignedBulletin, SignedRegistryUpdate, Timestamp,
+    SignedBulletin, SignedRegistryUpdate, Timestamp, registry::MAX_REGISTRY_BODY_BYTES,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;

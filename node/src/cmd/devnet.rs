@@ -32,7 +32,10 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
             let addr = addrs.first().map(|a| a.to_string()).unwrap_or_default();
             println!("  {name:<10} {}  {addr}", node.peer_id());
         }
-        println!("Publishing a sample bulletin every {} ms from each member in turn. Ctrl-C to stop.\n", args.interval_ms);
+        println!(
+            "Publishing a sample bulletin every {} ms from each member in turn. Ctrl-C to stop.\n",
+            args.interval_ms
+        );
         let result = live_view(&devnet, &args).await;
         println!("\nStopping...");
         devnet.shutdown().await;
@@ -63,7 +66,9 @@ async fn live_view(devnet: &Devnet, args: &DevnetArgs) -> Result<()> {
     drop(tx);
     let start = Instant::now();
     let deadline = (args.count > 0).then(|| {
-        tokio::time::Instant::now() + Duration::from_millis(args.interval_ms) * (args.count as u32 + 2) + Duration::from_secs(30)
+        tokio::time::Instant::now()
+            + Duration::from_millis(args.interval_ms) * (args.count as u32 + 2)
+            + Duration::from_secs(30)
     });
     let mut tick = tokio::time::interval(Duration::from_millis(args.interval_ms.max(10)));
     let mut tracked: HashMap<BulletinId, Tracked> = HashMap::new();

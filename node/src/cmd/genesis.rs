@@ -9,7 +9,11 @@ use crate::cli::GenesisCommand;
 
 pub(crate) fn run(command: GenesisCommand) -> Result<()> {
     match command {
-        GenesisCommand::Propose { threshold, out, members } => {
+        GenesisCommand::Propose {
+            threshold,
+            out,
+            members,
+        } => {
             let descriptors = members
                 .iter()
                 .map(|p| setup::read_descriptor(p))
@@ -21,13 +25,20 @@ pub(crate) fn run(command: GenesisCommand) -> Result<()> {
                 descriptors.len(),
                 out.display()
             );
-            println!("Each founder now runs: herald genesis approve --dir THEIR_DIR {}", out.display());
+            println!(
+                "Each founder now runs: herald genesis approve --dir THEIR_DIR {}",
+                out.display()
+            );
         }
-        GenesisCommand::Approve { dir, file, passphrase_env } => {
+        GenesisCommand::Approve {
+            dir,
+            file,
+            passphrase_env,
+        } => {
             let passphrase = match &passphrase_env {
-                Some(var) => {
-                    Some(std::env::var(var).with_context(|| format!("environment variable {var} is not set"))?)
-                }
+                Some(var) => Some(
+                    std::env::var(var).with_context(|| format!("environment variable {var} is not set"))?,
+                ),
                 None => None,
             };
             let mut update = setup::read_update(&file)?;
@@ -35,7 +46,10 @@ pub(crate) fn run(command: GenesisCommand) -> Result<()> {
             setup::write_file(&file, &update.to_bytes())?;
             println!("Added {added} approvals; {} in all.", update.approvals().len());
             match Registry::from_genesis(update.clone(), update.hash()) {
-                Ok(_) => println!("The genesis is complete: herald genesis verify {}", file.display()),
+                Ok(_) => println!(
+                    "The genesis is complete: herald genesis verify {}",
+                    file.display()
+                ),
                 Err(e) => println!("Still needed: {e}"),
             }
         }
@@ -43,7 +57,11 @@ pub(crate) fn run(command: GenesisCommand) -> Result<()> {
             let update = setup::read_update(&file)?;
             let registry = Registry::from_genesis(update.clone(), update.hash())
                 .context("the genesis is not complete or not valid")?;
-            println!("Genesis is valid: {} members, threshold {}.", registry.current().members().count(), registry.current().threshold());
+            println!(
+                "Genesis is valid: {} members, threshold {}.",
+                registry.current().members().count(),
+                registry.current().threshold()
+            );
             for m in registry.current().members() {
                 println!("  {:<24} {}", m.name, m.id);
             }

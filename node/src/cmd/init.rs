@@ -7,7 +7,9 @@ use crate::cli::{InitArgs, TestnetArgs};
 
 pub(crate) fn init(args: InitArgs) -> Result<()> {
     let passphrase = match &args.passphrase_env {
-        Some(var) => Some(std::env::var(var).with_context(|| format!("environment variable {var} is not set"))?),
+        Some(var) => {
+            Some(std::env::var(var).with_context(|| format!("environment variable {var} is not set"))?)
+        }
         None => None,
     };
     let options = InitOptions {

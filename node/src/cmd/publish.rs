@@ -8,8 +8,8 @@ use herald_node::Draft;
 use herald_node::api::Published;
 use herald_node::config::Config;
 use herald_protocol::{
-    AdvisoryStatus, BulletinId, FollowUpAction, IncidentPhase, Kind, MemberId, MetricCount, Payload, Reference,
-    Severity, Timestamp, Tlp, UpdateStage,
+    AdvisoryStatus, BulletinId, FollowUpAction, IncidentPhase, Kind, MemberId, MetricCount, Payload,
+    Reference, Severity, Timestamp, Tlp, UpdateStage,
 };
 use serde::de::DeserializeOwned;
 
@@ -82,7 +82,9 @@ fn draft_from(args: &PublishArgs) -> Result<Draft> {
                         .ok_or_else(|| anyhow!("metric {m:?} is not NAME=VALUE"))?;
                     Ok(MetricCount {
                         name: name.to_string(),
-                        value: value.parse().with_context(|| format!("metric {m:?}: VALUE must be a count"))?,
+                        value: value
+                            .parse()
+                            .with_context(|| format!("metric {m:?}: VALUE must be a count"))?,
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -101,7 +103,9 @@ fn draft_from(args: &PublishArgs) -> Result<Draft> {
         KindArg::FollowUp => Kind::FollowUp {
             on: bulletin_id(
                 "--on",
-                args.on.as_deref().ok_or_else(|| anyhow!("a follow-up needs --on ID"))?,
+                args.on
+                    .as_deref()
+                    .ok_or_else(|| anyhow!("a follow-up needs --on ID"))?,
             )?,
             action: named::<FollowUpAction>(
                 "action",
@@ -112,9 +116,14 @@ fn draft_from(args: &PublishArgs) -> Result<Draft> {
         KindArg::Withdrawal => Kind::Withdrawal {
             of: bulletin_id(
                 "--of",
-                args.of.as_deref().ok_or_else(|| anyhow!("a withdrawal needs --of ID"))?,
+                args.of
+                    .as_deref()
+                    .ok_or_else(|| anyhow!("a withdrawal needs --of ID"))?,
             )?,
-            reason: args.reason.clone().ok_or_else(|| anyhow!("a withdrawal needs --reason TEXT"))?,
+            reason: args
+                .reason
+                .clone()
+                .ok_or_else(|| anyhow!("a withdrawal needs --reason TEXT"))?,
         },
     };
     let (bytes, guessed) = match (&args.body_file, &args.body) {
@@ -140,7 +149,9 @@ fn draft_from(args: &PublishArgs) -> Result<Draft> {
     audience.sort();
     audience.dedup();
     let expires = match &args.expires_in {
-        Some(d) => Some(Timestamp(now.0.saturating_add(super::parse_duration(d)?.as_millis() as u64))),
+        Some(d) => Some(Timestamp(
+            now.0.saturating_add(super::parse_duration(d)?.as_millis() as u64),
+        )),
         None => None,
     };
     Ok(Draft {
@@ -149,7 +160,11 @@ fn draft_from(args: &PublishArgs) -> Result<Draft> {
         severity: severity(args.severity),
         title: args.title.clone(),
         references,
-        supersedes: args.supersedes.as_deref().map(|s| bulletin_id("--supersedes", s)).transpose()?,
+        supersedes: args
+            .supersedes
+            .as_deref()
+            .map(|s| bulletin_id("--supersedes", s))
+            .transpose()?,
         expires,
         audience,
         payload: Payload {
@@ -169,7 +184,11 @@ fn content_type_for(path: &Path, bytes: &[u8]) -> &'static str {
                 .ok()
                 .and_then(|v| v.get("document")?.get("csaf_version").cloned())
                 .is_some();
-            if is_csaf { "application/csaf+json" } else { "application/json" }
+            if is_csaf {
+                "application/csaf+json"
+            } else {
+                "application/json"
+            }
         }
         Some("md") => "text/markdown",
         Some("txt") => "text/plain",

@@ -27,7 +27,12 @@ fn open_offline(dir: &Path, config: &Config) -> Result<(Store, Registry)> {
     Ok((store, registry))
 }
 
-fn view(store: &Store, registry: &Registry, b: &herald_protocol::SignedBulletin, payload: bool) -> Result<BulletinView> {
+fn view(
+    store: &Store,
+    registry: &Registry,
+    b: &herald_protocol::SignedBulletin,
+    payload: bool,
+) -> Result<BulletinView> {
     let member = store.signer_of(&b.id())?;
     let named = member.and_then(|m| registry.current().member(&m).map(|x| (m, x.name.clone())));
     Ok(BulletinView::new(b, named, payload))
@@ -36,7 +41,11 @@ fn view(store: &Store, registry: &Registry, b: &herald_protocol::SignedBulletin,
 pub(crate) fn list(args: ListArgs) -> Result<()> {
     let config = Config::load(&args.dir)?;
     let since = match &args.since {
-        Some(d) => Some(herald_node::node::now().0.saturating_sub(super::parse_duration(d)?.as_millis() as u64)),
+        Some(d) => Some(
+            herald_node::node::now()
+                .0
+                .saturating_sub(super::parse_duration(d)?.as_millis() as u64),
+        ),
         None => None,
     };
     let member = args
@@ -94,13 +103,18 @@ pub(crate) fn list(args: ListArgs) -> Result<()> {
 
 pub(crate) fn show(args: ShowArgs) -> Result<()> {
     let config = Config::load(&args.dir)?;
-    let id: BulletinId = args.id.parse().with_context(|| format!("bulletin id {:?}", args.id))?;
+    let id: BulletinId = args
+        .id
+        .parse()
+        .with_context(|| format!("bulletin id {:?}", args.id))?;
     let client = Client::new(config.api.listen);
     let v: BulletinView = if client.is_up() {
         client.get(&format!("/v1/bulletins/{id}"), &[])?
     } else {
         let (store, registry) = open_offline(&args.dir, &config)?;
-        let b = store.get(&id)?.ok_or_else(|| anyhow!("no bulletin {id} is held here"))?;
+        let b = store
+            .get(&id)?
+            .ok_or_else(|| anyhow!("no bulletin {id} is held here"))?;
         view(&store, &registry, &b, true)?
     };
     if args.json {
@@ -109,7 +123,11 @@ pub(crate) fn show(args: ShowArgs) -> Result<()> {
     }
     println!("{}", v.title);
     println!("  id          {}", v.id);
-    println!("  from        {} ({})", v.member_name.as_deref().unwrap_or("?"), v.member.map(|m| m.to_string()).unwrap_or_default());
+    println!(
+        "  from        {} ({})",
+        v.member_name.as_deref().unwrap_or("?"),
+        v.member.map(|m| m.to_string()).unwrap_or_default()
+    );
     println!("  signer      {} #{}", v.signer, v.seq);
     println!("  created     {}", v.created);
     println!("  kind        {}", serde_json::to_string(&v.kind)?);
