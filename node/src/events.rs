@@ -11,6 +11,10 @@ pub enum Origin {
     Local,
     /// Received by gossip from this peer.
     Gossip(PeerId),
+    /// Pulled by catch-up sync from this peer.
+    Sync(PeerId),
+    /// Read from a bundle file.
+    Bundle,
 }
 
 /// An event from a running node.
@@ -51,6 +55,26 @@ pub enum NodeEvent {
     },
     /// A peer was disconnected for repeated invalid input.
     PeerBanned(PeerId),
+    /// A catch-up session with a peer finished.
+    SyncCompleted {
+        /// The peer.
+        peer: PeerId,
+        /// New bulletins stored.
+        new_bulletins: u64,
+        /// Registry updates applied.
+        registry_updates: usize,
+        /// Round trips made.
+        round_trips: usize,
+        /// Whether the nodes were already in step.
+        in_step: bool,
+    },
+    /// A catch-up session failed.
+    SyncFailed {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
     /// Two different bulletins with one key and number: both kept as proof.
     Equivocation {
         /// The key.

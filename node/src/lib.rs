@@ -4,6 +4,7 @@
 //! - [`validate`]: the cheap-to-dear decision on each bulletin from the network.
 //! - [`network`]: libp2p behaviour (member-only connections, gossip with
 //!   application validation, discovery) and the event loop that owns the swarm.
+//! - [`sync`]: catch-up sync after outages and partitions.
 //! - [`writer`]: the one thread that writes bulletins, in flushed groups.
 //! - [`node`]: the [`Node`] handle that ties them together.
 //! - [`events`]: the [`NodeEvent`]s a node reports.
@@ -21,6 +22,7 @@ pub mod network;
 pub mod node;
 pub mod setup;
 pub mod store;
+pub mod sync;
 pub mod validate;
 pub mod view;
 mod writer;

@@ -14,7 +14,7 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, connection_limits, gossipsub, identify,
-    identity, kad, mdns, noise, ping, tcp, yamux,
+    identity, kad, mdns, noise, ping, request_response, tcp, yamux,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use crate::events::{NodeEvent, Origin};
 use crate::store::Store;
+use crate::sync::{SessionContext, SyncCodec, SyncReport, run_session};
 use crate::validate::{Verdict, validate_bulletin};
 use crate::writer::WriteRequest;
 
@@ -46,6 +47,8 @@ pub struct GossipTiming {
     pub heartbeat_initial_delay: Duration,
     /// Interval between heartbeats.
     pub heartbeat_interval: Duration,
+    /// Interval between catch-up syncs with a random connected peer.
+    pub sync_interval: Duration,
 }
 
 impl Default for GossipTiming {
@@ -53,6 +56,7 @@ impl Default for GossipTiming {
         Self {
             heartbeat_initial_delay: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(1),
+            sync_interval: crate::sync::DEFAULT_SYNC_INTERVAL,
         }
     }
 }
@@ -63,6 +67,7 @@ impl GossipTiming {
         Self {
             heartbeat_initial_delay: Duration::from_millis(100),
             heartbeat_interval: Duration::from_millis(250),
+            sync_interval: Duration::from_secs(5),
         }
     }
 }
@@ -74,6 +79,7 @@ pub(crate) struct NodeBehaviour {
     allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
     limits: connection_limits::Behaviour,
     gossipsub: gossipsub::Behaviour,
+    sync: request_response::Behaviour<SyncCodec>,
     kad: kad::Behaviour<kad::store::MemoryStore>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
@@ -148,6 +154,8 @@ pub(crate) struct NetworkParts {
     pub(crate) store: Store,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     pub(crate) writer: mpsc::Sender<WriteRequest>,
+    /// A sender to this network's own command queue, for sync sessions.
+    pub(crate) commands: mpsc::Sender<Command>,
 }
 
 /// Why the network could not start.
@@ -227,10 +235,18 @@ fn build_swarm(parts: &NetworkParts, network: NetworkId) -> Result<Swarm<NodeBeh
             } else {
                 None
             };
+            let sync = request_response::Behaviour::with_codec(
+                SyncCodec,
+                [(crate::sync::protocol_name(&network)?, request_response::ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(Duration::from_secs(30))
+                    .with_max_concurrent_streams(32),
+            );
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(NodeBehaviour {
                 allow,
                 limits,
                 gossipsub,
+                sync,
                 kad,
                 identify,
                 ping: ping::Behaviour::default(),
@@ -255,10 +271,59 @@ pub(crate) enum Command {
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     /// Gossipsub's score of a peer.
     PeerScore(PeerId, oneshot::Sender<Option<f64>>),
+    /// Send a sync request; the answer (or why none came) goes to `reply`.
+    SyncRequest {
+        peer: PeerId,
+        request: herald_protocol::sync::SyncRequest,
+        reply: oneshot::Sender<Result<herald_protocol::sync::SyncResponse, String>>,
+    },
+    /// Start a catch-up session with a peer (a gap was seen in its gossip).
+    SyncWith(PeerId),
+    /// A session ended.
+    SyncDone {
+        peer: PeerId,
+        result: Result<SyncReport, crate::sync::SyncError>,
+    },
+    /// The registry changed: recompute who may connect.
+    RegistryChanged,
+    /// What the network knows for the status page.
+    Status(oneshot::Sender<NetworkStatus>),
     /// Test hook: gossip bytes without storing or checking them, as a hostile
     /// member would.
     #[cfg(feature = "test-hooks")]
     InjectUnchecked(Vec<u8>),
+    /// Test hook: answer sync requests with these raw responses, in order, as a
+    /// hostile member would.
+    #[cfg(feature = "test-hooks")]
+    HostileSyncAnswers(Vec<herald_protocol::sync::SyncResponse>),
+}
+
+/// What the network reports for the node's status.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct NetworkStatus {
+    /// Connected peers.
+    pub connected: Vec<String>,
+    /// Own bulletins stored but not yet gossiped (no peer subscribed yet).
+    pub pending_gossip: usize,
+    /// Catch-up sessions running.
+    pub syncing: usize,
+    /// The last finished session: peer, when (ms since the epoch), new bulletins.
+    pub last_sync: Option<LastSync>,
+    /// Bulletins the last session's peer held that this node lacked when it began.
+    pub behind: u64,
+}
+
+/// The last finished catch-up session.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LastSync {
+    /// The peer.
+    pub peer: String,
+    /// When it finished, ms since the epoch.
+    pub at_ms: u64,
+    /// New bulletins it brought.
+    pub new_bulletins: u64,
+    /// Whether it failed, and why.
+    pub error: Option<String>,
 }
 
 /// Starts the network: binds the listen addresses, dials bootstrap peers and
@@ -286,8 +351,27 @@ pub(crate) fn spawn(
     let validators = Arc::new(Semaphore::new(
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
     ));
+    let session = SessionContext {
+        commands: parts.commands.clone(),
+        writer: parts.writer.clone(),
+        store: parts.store.clone(),
+        registry: Arc::clone(&parts.registry),
+    };
+    let (served_tx, served) = mpsc::channel(VALIDATED_CAPACITY);
+    let sync_interval = parts.timing.sync_interval;
     let event_loop = EventLoop {
         swarm,
+        session,
+        served,
+        served_tx,
+        sync_interval,
+        sync_replies: HashMap::new(),
+        syncing: HashSet::new(),
+        resync: HashSet::new(),
+        last_sync: None,
+        behind: 0,
+        #[cfg(feature = "test-hooks")]
+        hostile_answers: VecDeque::new(),
         topic: bulletin_topic(network),
         commands,
         validated,
@@ -329,8 +413,27 @@ struct Validated {
     verdict: Verdict,
 }
 
+/// A sync answer computed off the loop, on its way back to the swarm.
+struct Served {
+    channel: request_response::ResponseChannel<herald_protocol::sync::SyncResponse>,
+    response: herald_protocol::sync::SyncResponse,
+}
+
+type SyncReply = oneshot::Sender<Result<herald_protocol::sync::SyncResponse, String>>;
+
 struct EventLoop {
     swarm: Swarm<NodeBehaviour>,
+    session: SessionContext,
+    served: mpsc::Receiver<Served>,
+    served_tx: mpsc::Sender<Served>,
+    sync_interval: Duration,
+    sync_replies: HashMap<request_response::OutboundRequestId, SyncReply>,
+    syncing: HashSet<PeerId>,
+    resync: HashSet<PeerId>,
+    last_sync: Option<LastSync>,
+    behind: u64,
+    #[cfg(feature = "test-hooks")]
+    hostile_answers: VecDeque<herald_protocol::sync::SyncResponse>,
     topic: gossipsub::IdentTopic,
     commands: mpsc::Receiver<Command>,
     validated: mpsc::Receiver<Validated>,
@@ -351,6 +454,8 @@ impl EventLoop {
     async fn run(mut self) {
         let mut retry = tokio::time::interval(Duration::from_millis(500));
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut periodic_sync = tokio::time::interval(self.sync_interval);
+        periodic_sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -359,8 +464,10 @@ impl EventLoop {
                     None => return,
                 },
                 Some(validated) = self.validated.recv() => self.handle_validated(validated),
+                Some(served) = self.served.recv() => self.handle_served(served),
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 _ = retry.tick() => self.handle_tick(),
+                _ = periodic_sync.tick() => self.sync_with_random_peer(),
             }
         }
     }
@@ -390,6 +497,24 @@ impl EventLoop {
             Command::PeerScore(peer, reply) => {
                 let _ = reply.send(self.swarm.behaviour().gossipsub.peer_score(&peer));
             }
+            Command::SyncRequest { peer, request, reply } => {
+                let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                self.sync_replies.insert(id, reply);
+            }
+            Command::SyncWith(peer) => self.start_sync(peer),
+            Command::SyncDone { peer, result } => self.handle_sync_done(peer, result),
+            Command::RegistryChanged => self.refresh_allowed_peers(),
+            Command::Status(reply) => {
+                let _ = reply.send(NetworkStatus {
+                    connected: self.connected.iter().map(|p| p.to_string()).collect(),
+                    pending_gossip: self.pending_publish.len(),
+                    syncing: self.syncing.len(),
+                    last_sync: self.last_sync.clone(),
+                    behind: self.behind,
+                });
+            }
+            #[cfg(feature = "test-hooks")]
+            Command::HostileSyncAnswers(answers) => self.hostile_answers.extend(answers),
             #[cfg(feature = "test-hooks")]
             Command::InjectUnchecked(bytes) => {
                 if let Err(e) = self
@@ -485,6 +610,7 @@ impl EventLoop {
                 tracing::debug!(peer = ?peer_id.map(|p| short_peer(&p)), error = %error, "outgoing connection failed");
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Gossipsub(event)) => self.handle_gossip(event),
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Sync(event)) => self.handle_sync_event(event),
             SwarmEvent::Behaviour(NodeBehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -578,6 +704,170 @@ impl EventLoop {
             }
             Verdict::Duplicate => {}
             Verdict::Reject(reason) => self.penalise(v.source, reason),
+        }
+    }
+
+    fn start_sync(&mut self, peer: PeerId) {
+        if !self.connected.contains(&peer) {
+            return;
+        }
+        if !self.syncing.insert(peer) {
+            // One session per peer; run again when this one ends.
+            self.resync.insert(peer);
+            return;
+        }
+        let ctx = self.session.clone();
+        let done = self.session.commands.clone();
+        tokio::spawn(async move {
+            let result = run_session(peer, ctx).await;
+            let _ = done.send(Command::SyncDone { peer, result }).await;
+        });
+    }
+
+    fn sync_with_random_peer(&mut self) {
+        use rand::seq::IteratorRandom;
+        let peer = self.connected.iter().copied().choose(&mut rand::rng());
+        if let Some(peer) = peer {
+            self.start_sync(peer);
+        }
+    }
+
+    fn handle_sync_done(&mut self, peer: PeerId, result: Result<SyncReport, crate::sync::SyncError>) {
+        self.syncing.remove(&peer);
+        let at_ms = crate::node::now().0;
+        match result {
+            Ok(report) => {
+                if report.new_bulletins > 0 || report.registry_updates > 0 {
+                    tracing::info!(
+                        peer = %short_peer(&peer),
+                        new = report.new_bulletins,
+                        registry = report.registry_updates,
+                        round_trips = report.round_trips,
+                        "caught up"
+                    );
+                }
+                self.behind = report.behind.saturating_sub(report.new_bulletins);
+                self.last_sync = Some(LastSync {
+                    peer: peer.to_string(),
+                    at_ms,
+                    new_bulletins: report.new_bulletins,
+                    error: None,
+                });
+                let _ = self.events.send(NodeEvent::SyncCompleted {
+                    peer,
+                    new_bulletins: report.new_bulletins,
+                    registry_updates: report.registry_updates,
+                    round_trips: report.round_trips,
+                    in_step: report.in_step,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(peer = %short_peer(&peer), error = %e, "sync failed");
+                self.last_sync = Some(LastSync {
+                    peer: peer.to_string(),
+                    at_ms,
+                    new_bulletins: 0,
+                    error: Some(e.to_string()),
+                });
+                let _ = self.events.send(NodeEvent::SyncFailed {
+                    peer,
+                    reason: e.to_string(),
+                });
+                if let crate::sync::SyncError::Hostile(reason) = e {
+                    // Invalid sync data counts like invalid gossip.
+                    self.penalise(peer, reason);
+                    self.resync.remove(&peer);
+                    return;
+                }
+            }
+        }
+        if self.resync.remove(&peer) {
+            self.start_sync(peer);
+        }
+    }
+
+    fn handle_sync_event(
+        &mut self,
+        event: request_response::Event<herald_protocol::sync::SyncRequest, herald_protocol::sync::SyncResponse>,
+    ) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => self.serve(peer, request, channel),
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = self.sync_replies.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer, request_id, error, ..
+            } => {
+                if let Some(reply) = self.sync_replies.remove(&request_id) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+                // A frame over its limit or one that does not decode is the
+                // peer's doing; a timeout or a closed connection may not be.
+                if let request_response::OutboundFailure::Io(e) = &error
+                    && e.kind() == std::io::ErrorKind::InvalidData
+                {
+                    self.penalise(peer, format!("invalid sync response: {e}"));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(peer = %short_peer(&peer), error = %error, "sync request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn serve(
+        &mut self,
+        peer: PeerId,
+        request: herald_protocol::sync::SyncRequest,
+        channel: request_response::ResponseChannel<herald_protocol::sync::SyncResponse>,
+    ) {
+        #[cfg(feature = "test-hooks")]
+        if let Some(response) = self.hostile_answers.pop_front() {
+            let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
+            return;
+        }
+        tracing::debug!(peer = %short_peer(&peer), "serving sync");
+        let store = self.store.clone();
+        let registry = Arc::clone(&self.registry);
+        let reply = self.served_tx.clone();
+        tokio::spawn(async move {
+            let response = tokio::task::spawn_blocking(move || crate::sync::answer(request, &store, &registry))
+                .await
+                .unwrap_or_else(|_| herald_protocol::sync::SyncResponse::Refused {
+                    reason: "internal error".into(),
+                });
+            let _ = reply.send(Served { channel, response }).await;
+        });
+    }
+
+    fn handle_served(&mut self, served: Served) {
+        if self.swarm.behaviour_mut().sync.send_response(served.channel, served.response).is_err() {
+            tracing::debug!("sync answer dropped: the requester went away");
+        }
+    }
+
+    /// Allows the nodes the registry now lists; refuses and disconnects the rest.
+    fn refresh_allowed_peers(&mut self) {
+        let allowed: HashSet<PeerId> = {
+            let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
+            registry.current().allowed_nodes().filter_map(|(_, n)| peer_id_of(n)).collect()
+        };
+        let before: Vec<PeerId> = self.swarm.behaviour().allow.allowed_peers().iter().copied().collect();
+        for peer in before {
+            if !allowed.contains(&peer) {
+                self.swarm.behaviour_mut().allow.disallow_peer(peer);
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
+        for peer in allowed {
+            if !self.banned.contains_key(&peer) {
+                self.swarm.behaviour_mut().allow.allow_peer(peer);
+            }
         }
     }
 

@@ -193,6 +193,7 @@ impl Node {
             store: store.clone(),
             events: events.clone(),
             writer: writer.clone(),
+            commands: commands.clone(),
         };
         let (local, network_task) = network::spawn(parts, command_rx, shutdown.subscribe())?;
         debug_assert_eq!(local, peer_id);
@@ -308,6 +309,22 @@ impl Node {
     /// Peers with an open connection.
     pub async fn connected_peers(&self) -> Vec<PeerId> {
         self.ask(Command::ConnectedPeers).await.unwrap_or_default()
+    }
+
+    /// What the network reports: peers, pending gossip, last sync, how far behind.
+    pub async fn network_status(&self) -> crate::network::NetworkStatus {
+        self.ask(Command::Status).await.unwrap_or_default()
+    }
+
+    /// Starts a catch-up session with a connected peer.
+    pub async fn sync_with(&self, peer: PeerId) {
+        let _ = self.commands.send(Command::SyncWith(peer)).await;
+    }
+
+    /// Test hook: answer the next sync requests with these responses.
+    #[cfg(feature = "test-hooks")]
+    pub async fn hostile_sync_answers(&self, answers: Vec<herald_protocol::sync::SyncResponse>) {
+        let _ = self.commands.send(Command::HostileSyncAnswers(answers)).await;
     }
 
     /// Gossipsub's score for a peer.

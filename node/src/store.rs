@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use herald_keys::SecretKey;
+use herald_protocol::sync::{ChainSummary, SeqRange, Want, seq_fingerprint, xor_into};
 use herald_protocol::{
     BulletinBody, BulletinId, KeyId, MemberId, NetworkId, RegistryVersion, Seq, SignedBulletin,
     SignedRegistryUpdate, Timestamp,
@@ -51,6 +52,9 @@ mod prefix {
     pub(super) const SIGNER: u8 = b'w';
     /// `n` -> how many bulletins are held (u64), kept in the same batches.
     pub(super) const COUNT: u8 = b'n';
+    /// `f` key -> numbers held (u64), fingerprint of them (32), extra bodies
+    /// held as equivocation evidence (u32): what sync compares.
+    pub(super) const SUMMARY: u8 = b'f';
 }
 
 /// The store schema this node writes.
@@ -186,6 +190,18 @@ fn key_of(parts: &[&[u8]]) -> Vec<u8> {
 
 fn chain_key(key: &KeyId, seq: Seq) -> Vec<u8> {
     key_of(&[&[prefix::CHAIN], key.as_bytes(), &seq.0.to_be_bytes()])
+}
+
+fn summary_key(key: &KeyId) -> Vec<u8> {
+    key_of(&[&[prefix::SUMMARY], key.as_bytes()])
+}
+
+fn encode_summary(s: &ChainSummary) -> [u8; 44] {
+    let mut out = [0u8; 44];
+    out[..8].copy_from_slice(&s.count.to_be_bytes());
+    out[8..40].copy_from_slice(&s.fingerprint);
+    out[40..].copy_from_slice(&s.evidence.to_be_bytes());
+    out
 }
 
 fn head_key(key: &KeyId) -> Vec<u8> {
@@ -360,6 +376,7 @@ impl Store {
         let mut chain_overlay: HashMap<(KeyId, Seq), BulletinId> = HashMap::new();
         let mut head_overlay: HashMap<KeyId, ChainHead> = HashMap::new();
         let mut in_batch: HashSet<BulletinId> = HashSet::new();
+        let mut summaries: HashMap<KeyId, ChainSummary> = HashMap::new();
         let mut added = 0u64;
         for (bulletin, member) in items {
             let body = bulletin.body();
@@ -400,6 +417,7 @@ impl Store {
                             &[],
                         );
                     }
+                    self.summary_in(&mut summaries, &body.signer)?.evidence += 1;
                     added += 1;
                 }
                 Stored::New => {
@@ -412,6 +430,9 @@ impl Store {
                     let head = self.advance_head(head, body, &chain_overlay)?;
                     head_overlay.insert(body.signer, head);
                     batch.insert(head_key(&body.signer), &encode_head(head));
+                    let summary = self.summary_in(&mut summaries, &body.signer)?;
+                    summary.count += 1;
+                    xor_into(&mut summary.fingerprint, &seq_fingerprint(&body.signer, body.seq));
                     added += 1;
                 }
             }
@@ -421,8 +442,117 @@ impl Store {
             let count = self.count()? + added;
             batch.insert(&[prefix::COUNT], &count.to_be_bytes());
         }
+        for (key, s) in &summaries {
+            batch.insert(summary_key(key), encode_summary(s).to_vec());
+        }
         self.bulletins.apply_batch(batch)?;
         Ok(outcomes)
+    }
+
+    /// The batch's working copy of `key`'s summary, loaded on first use.
+    fn summary_in<'a>(
+        &self,
+        summaries: &'a mut HashMap<KeyId, ChainSummary>,
+        key: &KeyId,
+    ) -> Result<&'a mut ChainSummary, StoreError> {
+        if !summaries.contains_key(key) {
+            let loaded = self.stored_summary(key)?;
+            summaries.insert(*key, loaded);
+        }
+        summaries
+            .get_mut(key)
+            .ok_or_else(|| StoreError::Corrupt("summary vanished".into()))
+    }
+
+    /// The count, fingerprint and evidence count stored for `key`.
+    fn stored_summary(&self, key: &KeyId) -> Result<ChainSummary, StoreError> {
+        let mut s = ChainSummary::empty(*key);
+        if let Some(v) = self.bulletins.get(summary_key(key))? {
+            if v.len() != 44 {
+                return Err(StoreError::Corrupt("chain summary entry".into()));
+            }
+            s.count = u64_at(&v, 0)?;
+            s.fingerprint.copy_from_slice(&v[8..40]);
+            s.evidence = u32::from_be_bytes([v[40], v[41], v[42], v[43]]);
+        }
+        Ok(s)
+    }
+
+    /// What is held of `key`'s chain, as sync compares it.
+    pub fn summary(&self, key: &KeyId) -> Result<ChainSummary, StoreError> {
+        let mut s = self.stored_summary(key)?;
+        let head = self.head(key)?;
+        s.contiguous = head.contiguous;
+        s.highest = head.highest;
+        Ok(s)
+    }
+
+    /// Summaries of every chain held.
+    pub fn summaries(&self) -> Result<Vec<ChainSummary>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.bulletins.scan_prefix([prefix::SUMMARY]) {
+            let (k, _) = entry?;
+            let key: [u8; 32] = k
+                .get(1..)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| StoreError::Corrupt("summary key".into()))?;
+            out.push(self.summary(&KeyId::from_bytes(key))?);
+        }
+        Ok(out)
+    }
+
+    /// The numbers of `key`'s chain in `from..=to` that are not held, as ranges.
+    pub fn holes(&self, key: &KeyId, from: Seq, to: Seq) -> Result<Vec<SeqRange>, StoreError> {
+        let mut out = Vec::new();
+        let mut next = from.0;
+        for (seq, _) in self.chain_range(key, from, to)? {
+            if seq.0 > next {
+                out.push(SeqRange {
+                    from: Seq(next),
+                    to: Seq(seq.0 - 1),
+                });
+            }
+            next = seq.0 + 1;
+        }
+        if next <= to.0 {
+            out.push(SeqRange { from: Seq(next), to });
+        }
+        Ok(out)
+    }
+
+    /// The bulletins (wire bytes) held in the wanted ranges, in order, up to
+    /// `budget` bytes and `max_items`; `true` if everything wanted that is held
+    /// fitted. Evidence bodies of a chain come with its first range.
+    pub fn page(&self, wants: &[Want], budget: usize, max_items: usize) -> Result<(Vec<Vec<u8>>, bool), StoreError> {
+        let mut out = Vec::new();
+        let mut used = 0usize;
+        for want in wants {
+            let mut ids: Vec<BulletinId> = Vec::new();
+            if want.evidence {
+                for (key, _, evidence) in self.equivocations_of(&want.key)? {
+                    debug_assert_eq!(key, want.key);
+                    ids.extend(evidence);
+                }
+            }
+            for range in &want.ranges {
+                ids.extend(self.chain_range(&want.key, range.from, range.to)?.into_iter().map(|(_, id)| id));
+            }
+            for id in ids {
+                let Some(bytes) = self.get_bytes(&id)? else { continue };
+                if out.len() >= max_items || (used + bytes.len() > budget && !out.is_empty()) {
+                    return Ok((out, false));
+                }
+                used += bytes.len();
+                out.push(bytes);
+            }
+        }
+        Ok((out, true))
+    }
+
+    /// Equivocation evidence of one key: (key, seq, ids) for each number with
+    /// more than one body.
+    pub fn equivocations_of(&self, key: &KeyId) -> Result<Vec<(KeyId, Seq, Vec<BulletinId>)>, StoreError> {
+        Ok(self.equivocations()?.into_iter().filter(|(k, _, _)| k == key).collect())
     }
 
     fn index_new(&self, batch: &mut sled::Batch, bulletin: &SignedBulletin, member: &MemberId) {

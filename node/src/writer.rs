@@ -27,6 +27,13 @@ pub(crate) enum WriteRequest {
         member: MemberId,
         origin: Origin,
     },
+    /// Store verified bulletins now (one batch, one flush) and say what happened
+    /// to each (sync pages, bundles).
+    Import {
+        items: Vec<(SignedBulletin, MemberId)>,
+        origin: Origin,
+        reply: oneshot::Sender<Result<Vec<Stored>, StoreError>>,
+    },
     /// Number, sign, store and flush the node's next bulletin, then gossip it.
     Publish { draft: Box<BulletinBody>, reply: Reply },
 }
@@ -62,6 +69,10 @@ impl Writer {
                         drafts.push(*draft);
                         replies.push(reply);
                     }
+                    WriteRequest::Import { items, origin, reply } => {
+                        self.commit(&mut received, &mut origins);
+                        let _ = reply.send(self.import(&items, origin));
+                    }
                 }
                 if received.len() + drafts.len() < MAX_GROUP {
                     next = requests.try_recv().ok();
@@ -69,6 +80,37 @@ impl Writer {
             }
             self.commit(&mut received, &mut origins);
             self.publish(std::mem::take(&mut drafts), std::mem::take(&mut replies));
+        }
+    }
+
+    fn import(&self, items: &[(SignedBulletin, MemberId)], origin: Origin) -> Result<Vec<Stored>, StoreError> {
+        let outcomes = self.store.insert_verified(items)?;
+        self.store.flush()?;
+        for ((bulletin, member), outcome) in items.iter().zip(&outcomes) {
+            self.report(bulletin, *member, origin, *outcome);
+        }
+        Ok(outcomes)
+    }
+
+    /// Asks for catch-up sync with the peers whose gossip left a gap in a chain
+    /// (number n+2 arrived while n+1 is missing).
+    fn check_gaps(&self, received: &[(SignedBulletin, MemberId)], origins: &[Origin]) {
+        let mut asked = std::collections::HashSet::new();
+        for ((bulletin, _), origin) in received.iter().zip(origins) {
+            let Origin::Gossip(peer) = origin else { continue };
+            if asked.contains(peer) {
+                continue;
+            }
+            let gap = self
+                .store
+                .head(&bulletin.body().signer)
+                .map(|h| h.contiguous < h.highest)
+                .unwrap_or(false);
+            if gap {
+                tracing::info!(signer = %bulletin.body().signer.fmt_short(), "gap in a chain; syncing");
+                let _ = self.network.try_send(Command::SyncWith(*peer));
+                asked.insert(*peer);
+            }
         }
     }
 
@@ -87,6 +129,7 @@ impl Writer {
                 {
                     self.report(bulletin, *member, *origin, outcome);
                 }
+                self.check_gaps(received, origins);
             }
             // Nothing was acknowledged for received bulletins; sync fetches
             // them again once the store works.

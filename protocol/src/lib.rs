@@ -25,6 +25,7 @@ mod codec;
 pub mod ids;
 pub mod registry;
 pub mod signing;
+pub mod sync;
 
 pub use bulletin::{
     AdvisoryStatus, BulletinBody, FollowUpAction, IncidentPhase, Kind, MAX_BULLETIN_BYTES, MetricCount,

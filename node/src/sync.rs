@@ -1,0 +1,423 @@
+//! Catch-up sync over libp2p request-response: the length-prefixed codec with
+//! a limit on every read, the answers a node gives, and the session a node
+//! runs to pull what it lacks from one peer (registry first, then bulletins in
+//! bounded pages, each verified exactly like gossip).
+
+use std::collections::{BTreeMap, HashSet};
+use std::io;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use herald_keys::{Applied, Registry};
+use herald_protocol::sync::{
+    self, ChainSummary, MAX_PAGE_BULLETINS, MAX_REGISTRY_UPDATES, MAX_SYNC_REQUEST_BYTES, MAX_SYNC_RESPONSE_BYTES,
+    PAGE_BUDGET_BYTES, SyncRequest, SyncResponse, Want,
+};
+use herald_protocol::{KeyId, MemberId, Seq, SignedBulletin, SignedRegistryUpdate};
+use libp2p::{PeerId, StreamProtocol};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::events::Origin;
+use crate::network::Command;
+use crate::store::{Store, StoreError, Stored};
+use crate::writer::WriteRequest;
+
+/// Most pages one session pulls before it stops and waits for the next round.
+const MAX_PAGES_PER_SESSION: usize = 100_000;
+/// Most registry rounds one session makes.
+const MAX_REGISTRY_ROUNDS: usize = 1024;
+
+/// The sync protocol name for a network.
+pub(crate) fn protocol_name(network: &herald_protocol::NetworkId) -> Result<StreamProtocol, String> {
+    StreamProtocol::try_from_owned(format!("/herald/{}/sync/1.0.0", network.fmt_short())).map_err(|e| e.to_string())
+}
+
+/// Frames: a u32 big-endian length, then a canonical bincode message. The
+/// length is checked against the message's limit before anything is read.
+#[derive(Clone, Default)]
+pub(crate) struct SyncCodec;
+
+async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("sync frame of {len} bytes over the {max}-byte limit"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    io.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(bytes.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    io.write_all(&len.to_be_bytes()).await?;
+    io.write_all(bytes).await?;
+    io.close().await
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+impl libp2p::request_response::Codec for SyncCodec {
+    type Protocol = StreamProtocol;
+    type Request = SyncRequest;
+    type Response = SyncResponse;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncRequest> {
+        SyncRequest::from_bytes(&read_frame(io, MAX_SYNC_REQUEST_BYTES).await?).map_err(invalid)
+    }
+
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<SyncResponse> {
+        SyncResponse::from_bytes(&read_frame(io, MAX_SYNC_RESPONSE_BYTES).await?).map_err(invalid)
+    }
+
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        request: SyncRequest,
+    ) -> io::Result<()> {
+        write_frame(io, &request.to_bytes()).await
+    }
+
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        response: SyncResponse,
+    ) -> io::Result<()> {
+        write_frame(io, &response.to_bytes()).await
+    }
+}
+
+/// This node's registry position and chain summaries, and their digest.
+fn our_state(store: &Store, registry: &RwLock<Registry>) -> Result<(Registry, Vec<ChainSummary>, [u8; 32]), StoreError> {
+    let registry = registry.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let chains = store.summaries()?;
+    let digest = sync::state_digest((registry.version(), registry.hash()), &chains);
+    Ok((registry, chains, digest))
+}
+
+/// The answer to a peer's request (runs on a blocking thread: it reads the store).
+pub(crate) fn answer(request: SyncRequest, store: &Store, registry: &RwLock<Registry>) -> SyncResponse {
+    let refused = |e: StoreError| {
+        tracing::error!(error = %e, "cannot answer a sync request");
+        SyncResponse::Refused {
+            reason: "store error".into(),
+        }
+    };
+    match request {
+        SyncRequest::Hello { digest, .. } => match our_state(store, registry) {
+            Ok((_, _, ours)) if ours == digest => SyncResponse::InStep,
+            Ok((registry, mut chains, _)) => {
+                chains.truncate(sync::MAX_CHAINS);
+                SyncResponse::Summary {
+                    registry_version: registry.version(),
+                    registry_hash: registry.hash(),
+                    chains,
+                }
+            }
+            Err(e) => refused(e),
+        },
+        SyncRequest::Registry { from } => {
+            let registry = registry.read().unwrap_or_else(|e| e.into_inner());
+            let skip = from.0.saturating_sub(1) as usize;
+            let updates = registry
+                .history()
+                .iter()
+                .skip(skip)
+                .take(MAX_REGISTRY_UPDATES)
+                .map(SignedRegistryUpdate::to_bytes)
+                .collect();
+            SyncResponse::Registry { updates }
+        }
+        SyncRequest::Fetch { wants } => match store.page(&wants, PAGE_BUDGET_BYTES, MAX_PAGE_BULLETINS) {
+            Ok((bulletins, complete)) => SyncResponse::Page { bulletins, complete },
+            Err(e) => refused(e),
+        },
+    }
+}
+
+/// What a session achieved.
+#[derive(Debug, Clone, Default)]
+pub struct SyncReport {
+    /// Registry updates applied.
+    pub registry_updates: usize,
+    /// New bulletins stored.
+    pub new_bulletins: u64,
+    /// Request-response round trips made.
+    pub round_trips: usize,
+    /// Bulletins the peer had that this node lacked, when the session began.
+    pub behind: u64,
+    /// Whether the two nodes were already in step.
+    pub in_step: bool,
+}
+
+/// Why a session ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The request failed on the way (connection closed, timeout, bad frame).
+    #[error("request failed: {0}")]
+    Request(String),
+    /// The peer sent something invalid: it is penalised.
+    #[error("peer sent invalid data: {0}")]
+    Hostile(String),
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The node is shutting down.
+    #[error("the node is stopping")]
+    Stopped,
+}
+
+/// What a session needs from the node.
+#[derive(Clone)]
+pub(crate) struct SessionContext {
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) writer: mpsc::Sender<WriteRequest>,
+    pub(crate) store: Store,
+    pub(crate) registry: Arc<RwLock<Registry>>,
+}
+
+impl SessionContext {
+    async fn request(&self, peer: PeerId, request: SyncRequest) -> Result<SyncResponse, SyncError> {
+        let (reply, response) = oneshot::channel();
+        self.commands
+            .send(Command::SyncRequest { peer, request, reply })
+            .await
+            .map_err(|_| SyncError::Stopped)?;
+        match response.await {
+            Ok(Ok(SyncResponse::Refused { reason })) => Err(SyncError::Request(format!("peer refused: {reason}"))),
+            Ok(result) => result.map_err(SyncError::Request),
+            Err(_) => Err(SyncError::Stopped),
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, SyncError> {
+        tokio::task::spawn_blocking(f).await.map_err(|_| SyncError::Stopped)
+    }
+}
+
+/// Pulls from `peer` what this node lacks: registry updates, then bulletins.
+pub(crate) async fn run_session(peer: PeerId, ctx: SessionContext) -> Result<SyncReport, SyncError> {
+    let mut report = SyncReport::default();
+    let (store, registry) = (ctx.store.clone(), Arc::clone(&ctx.registry));
+    let (ours, _, digest) = ctx.blocking(move || our_state(&store, &registry)).await??;
+    report.round_trips += 1;
+    let answer = ctx
+        .request(
+            peer,
+            SyncRequest::Hello {
+                registry_version: ours.version(),
+                digest,
+            },
+        )
+        .await?;
+    let (their_version, chains) = match answer {
+        SyncResponse::InStep => {
+            report.in_step = true;
+            return Ok(report);
+        }
+        SyncResponse::Summary {
+            registry_version,
+            chains,
+            ..
+        } => (registry_version, chains),
+        other => return Err(SyncError::Hostile(format!("unexpected answer to hello: {}", name(&other)))),
+    };
+    // Registry first: bulletins may be signed by keys only newer versions admit.
+    for _ in 0..MAX_REGISTRY_ROUNDS {
+        let ours = ctx.registry.read().unwrap_or_else(|e| e.into_inner()).version();
+        if ours >= their_version {
+            break;
+        }
+        report.round_trips += 1;
+        let updates = match ctx.request(peer, SyncRequest::Registry { from: herald_protocol::RegistryVersion(ours.0.saturating_add(1)) }).await? {
+            SyncResponse::Registry { updates } if !updates.is_empty() => updates,
+            SyncResponse::Registry { .. } => break,
+            other => return Err(SyncError::Hostile(format!("unexpected answer to registry: {}", name(&other)))),
+        };
+        report.registry_updates += apply_registry_updates(&ctx, &updates)?;
+    }
+    // Then the bulletins this node lacks.
+    let store = ctx.store.clone();
+    let mut wants = ctx
+        .blocking(move || -> Result<Vec<Want>, StoreError> {
+            let ours = store.summaries()?;
+            let mut failure = None;
+            let wants = sync::plan_wants(&ours, &chains, |key, from, to| {
+                store.holes(key, from, to).unwrap_or_else(|e| {
+                    failure = Some(e);
+                    Vec::new()
+                })
+            });
+            failure.map_or(Ok(wants), Err)
+        })
+        .await??;
+    report.behind = wanted_count(&wants);
+    let mut received: BTreeMap<KeyId, Vec<Seq>> = BTreeMap::new();
+    for _ in 0..MAX_PAGES_PER_SESSION {
+        if wants.is_empty() {
+            break;
+        }
+        let request_wants = cap_ranges(&wants);
+        report.round_trips += 1;
+        let (pages, complete) = match ctx.request(peer, SyncRequest::Fetch { wants: request_wants.clone() }).await? {
+            SyncResponse::Page { bulletins, complete } => (bulletins, complete),
+            other => return Err(SyncError::Hostile(format!("unexpected answer to fetch: {}", name(&other)))),
+        };
+        let accepted = verify_page(&ctx, pages, request_wants.clone()).await?;
+        if accepted.is_empty() {
+            // A page with nothing wanted: the peer has nothing more (or stalls).
+            break;
+        }
+        for (bulletin, _) in &accepted {
+            received.entry(bulletin.body().signer).or_default().push(bulletin.body().seq);
+        }
+        let (reply, stored) = oneshot::channel();
+        ctx.writer
+            .send(WriteRequest::Import {
+                items: accepted,
+                origin: Origin::Sync(peer),
+                reply,
+            })
+            .await
+            .map_err(|_| SyncError::Stopped)?;
+        let outcomes = stored.await.map_err(|_| SyncError::Stopped)??;
+        report.new_bulletins += outcomes.iter().filter(|o| matches!(o, Stored::New)).count() as u64;
+        wants = sync::remaining_wants(&wants, &received);
+        if complete {
+            // The peer sent all it holds of what this request asked for.
+            wants = without_asked(wants, &request_wants);
+        }
+    }
+    Ok(report)
+}
+
+/// `wants` less the ranges (and evidence) that `asked` covered.
+fn without_asked(wants: Vec<Want>, asked: &[Want]) -> Vec<Want> {
+    wants
+        .into_iter()
+        .filter_map(|mut w| {
+            let Some(a) = asked.iter().find(|a| a.key == w.key) else {
+                return Some(w);
+            };
+            w.ranges
+                .retain(|r| !a.ranges.iter().any(|x| x.from <= r.from && r.to <= x.to));
+            if a.evidence {
+                w.evidence = false;
+            }
+            (!w.ranges.is_empty() || w.evidence).then_some(w)
+        })
+        .collect()
+}
+
+fn name(r: &SyncResponse) -> &'static str {
+    match r {
+        SyncResponse::InStep => "in-step",
+        SyncResponse::Summary { .. } => "summary",
+        SyncResponse::Registry { .. } => "registry",
+        SyncResponse::Page { .. } => "page",
+        SyncResponse::Refused { .. } => "refused",
+    }
+}
+
+fn wanted_count(wants: &[Want]) -> u64 {
+    wants
+        .iter()
+        .flat_map(|w| w.ranges.iter())
+        .map(|r| r.to.0.saturating_sub(r.from.0).saturating_add(1))
+        .fold(0u64, u64::saturating_add)
+}
+
+/// At most [`sync::MAX_RANGES`] ranges per request.
+fn cap_ranges(wants: &[Want]) -> Vec<Want> {
+    let mut left = sync::MAX_RANGES;
+    let mut out = Vec::new();
+    for w in wants.iter().take(sync::MAX_CHAINS) {
+        if left == 0 {
+            break;
+        }
+        let ranges: Vec<_> = w.ranges.iter().take(left).copied().collect();
+        left -= ranges.len();
+        out.push(Want {
+            key: w.key,
+            ranges,
+            evidence: w.evidence,
+        });
+    }
+    out
+}
+
+fn apply_registry_updates(ctx: &SessionContext, updates: &[Vec<u8>]) -> Result<usize, SyncError> {
+    let mut applied = 0;
+    for bytes in updates {
+        let update = SignedRegistryUpdate::from_bytes(bytes)
+            .map_err(|e| SyncError::Hostile(format!("registry update: {e}")))?;
+        let outcome = {
+            let mut registry = ctx.registry.write().unwrap_or_else(|e| e.into_inner());
+            registry.apply(update.clone())
+        };
+        match outcome {
+            Ok(Applied::Advanced(version)) => {
+                ctx.store.save_registry_update(&update)?;
+                ctx.store.flush()?;
+                tracing::info!(%version, "registry advanced by sync");
+                let _ = ctx.commands.try_send(Command::RegistryChanged);
+                applied += 1;
+            }
+            Ok(Applied::AlreadyHeld) => {}
+            Err(e) => return Err(SyncError::Hostile(format!("registry update refused: {e}"))),
+        }
+    }
+    Ok(applied)
+}
+
+/// Checks a page exactly like gossip: every bulletin decodes, was asked for,
+/// and verifies against the registry. One bad item condemns the page.
+async fn verify_page(
+    ctx: &SessionContext,
+    page: Vec<Vec<u8>>,
+    wants: Vec<Want>,
+) -> Result<Vec<(SignedBulletin, MemberId)>, SyncError> {
+    let registry = Arc::clone(&ctx.registry);
+    ctx.blocking(move || {
+        let registry = registry.read().unwrap_or_else(|e| e.into_inner());
+        let asked: HashSet<KeyId> = wants.iter().map(|w| w.key).collect();
+        let mut out = Vec::with_capacity(page.len());
+        for bytes in page {
+            let bulletin = SignedBulletin::from_bytes(&bytes).map_err(|e| SyncError::Hostile(format!("undecodable bulletin: {e}")))?;
+            let body = bulletin.body();
+            let want = wants.iter().find(|w| w.key == body.signer);
+            let in_range = want.is_some_and(|w| {
+                w.evidence || w.ranges.iter().any(|r| r.from <= body.seq && body.seq <= r.to)
+            });
+            if !asked.contains(&body.signer) || !in_range {
+                return Err(SyncError::Hostile(format!(
+                    "bulletin {} #{} was not asked for",
+                    body.signer.fmt_short(),
+                    body.seq
+                )));
+            }
+            let member = registry
+                .check_bulletin(&bulletin)
+                .map_err(|e| SyncError::Hostile(format!("bulletin {}: {e}", bulletin.id().fmt_short())))?;
+            out.push((bulletin, member));
+        }
+        Ok(out)
+    })
+    .await?
+}
+
+/// How often a node syncs with a random connected peer.
+pub(crate) const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(30);
