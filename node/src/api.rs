@@ -79,6 +79,8 @@ pub async fn serve(
         .route("/v1/status", get(status))
         .route("/v1/bulletins", get(list).post(publish))
         .route("/v1/bulletins/{id}", get(show))
+        .route("/v1/import", axum::routing::post(import))
+        .route("/v1/export", axum::routing::post(export))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(node);
     let task = tokio::spawn(async move {
@@ -89,7 +91,49 @@ pub async fn serve(
     Ok((bound, task))
 }
 
+/// `POST /v1/import`: a bundle file on this machine to import.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ImportRequest {
+    /// Path of the bundle, readable by the node.
+    pub path: std::path::PathBuf,
+}
+
+/// `POST /v1/export`: where to write a bundle, and what to put in it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExportRequest {
+    /// Path of the bundle to write.
+    pub path: std::path::PathBuf,
+    /// Which bulletins.
+    #[serde(default)]
+    pub filter: crate::bundle::ExportFilter,
+}
+
+async fn import(
+    State(node): State<Arc<Node>>,
+    Json(request): Json<ImportRequest>,
+) -> Result<Json<crate::bundle::ImportReport>, Failure> {
+    match node.import_bundle(request.path).await {
+        Ok(report) => Ok(Json(report)),
+        Err(
+            e
+            @ (crate::bundle::BundleError::Damaged { .. } | crate::bundle::BundleError::WrongNetwork { .. }),
+        ) => Err(Failure(StatusCode::BAD_REQUEST, e.to_string())),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+async fn export(
+    State(node): State<Arc<Node>>,
+    Json(request): Json<ExportRequest>,
+) -> Result<Json<crate::bundle::ExportReport>, Failure> {
+    node.export_bundle(request.path, request.filter)
+        .await
+        .map(Json)
+        .map_err(internal)
+}
+
 async fn status(State(node): State<Arc<Node>>) -> Result<Json<StatusView>, Failure> {
+    let network_status = node.network_status().await;
     let registry_version = node
         .registry()
         .read()
@@ -110,6 +154,10 @@ async fn status(State(node): State<Arc<Node>>) -> Result<Json<StatusView>, Failu
             .collect(),
         listen: node.listen_addrs().await.iter().map(|a| a.to_string()).collect(),
         equivocations: node.store().equivocations().map_err(internal)?.len(),
+        pending_gossip: network_status.pending_gossip,
+        syncing: network_status.syncing,
+        last_sync: network_status.last_sync,
+        behind: network_status.behind,
     }))
 }
 

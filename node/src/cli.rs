@@ -33,8 +33,40 @@ pub(crate) enum Command {
     List(ListArgs),
     /// Show one bulletin.
     Show(ShowArgs),
-    /// Show the running node's status.
+    /// Show the running node's status: peers, pending gossip, last sync.
     Status(DirArgs),
+    /// Write a bundle file of bulletins with the registry that verifies them.
+    Export(ExportArgs),
+    /// Verify and import a bundle file.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    /// The node directory.
+    #[arg(long, default_value = ".")]
+    pub(crate) dir: PathBuf,
+    /// Only bulletins created in this last period (e.g. 24h, 7d).
+    #[arg(long)]
+    pub(crate) since: Option<String>,
+    /// Only this kind.
+    #[arg(long)]
+    pub(crate) kind: Option<String>,
+    /// Only this member (member id).
+    #[arg(long)]
+    pub(crate) member: Option<String>,
+    /// The bundle file to write.
+    #[arg(long, short)]
+    pub(crate) out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ImportArgs {
+    /// The node directory.
+    #[arg(long, default_value = ".")]
+    pub(crate) dir: PathBuf,
+    /// The bundle file.
+    pub(crate) file: PathBuf,
 }
 
 #[derive(Debug, Args)]

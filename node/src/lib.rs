@@ -9,12 +9,14 @@
 //! - [`node`]: the [`Node`] handle that ties them together.
 //! - [`events`]: the [`NodeEvent`]s a node reports.
 //! - [`api`]: the local HTTP API used by the command line.
+//! - [`bundle`]: bundle files carried by hand when no link exists.
 //! - [`config`]: the configuration file.
 //! - [`setup`]: key generation, member descriptors, genesis, local networks.
 //! - [`view`]: how bulletins and status are shown (JSON and text).
 //! - [`devnet`]: a local network of nodes in one process, for a first look.
 
 pub mod api;
+pub mod bundle;
 pub mod config;
 pub mod devnet;
 pub mod events;

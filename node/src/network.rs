@@ -237,7 +237,10 @@ fn build_swarm(parts: &NetworkParts, network: NetworkId) -> Result<Swarm<NodeBeh
             };
             let sync = request_response::Behaviour::with_codec(
                 SyncCodec,
-                [(crate::sync::protocol_name(&network)?, request_response::ProtocolSupport::Full)],
+                [(
+                    crate::sync::protocol_name(&network)?,
+                    request_response::ProtocolSupport::Full,
+                )],
                 request_response::Config::default()
                     .with_request_timeout(Duration::from_secs(30))
                     .with_max_concurrent_streams(32),
@@ -314,7 +317,7 @@ pub struct NetworkStatus {
 }
 
 /// The last finished catch-up session.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LastSync {
     /// The peer.
     pub peer: String,
@@ -788,11 +791,16 @@ impl EventLoop {
 
     fn handle_sync_event(
         &mut self,
-        event: request_response::Event<herald_protocol::sync::SyncRequest, herald_protocol::sync::SyncResponse>,
+        event: request_response::Event<
+            herald_protocol::sync::SyncRequest,
+            herald_protocol::sync::SyncResponse,
+        >,
     ) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request, channel, .. } => self.serve(peer, request, channel),
+                request_response::Message::Request { request, channel, .. } => {
+                    self.serve(peer, request, channel)
+                }
                 request_response::Message::Response { request_id, response } => {
                     if let Some(reply) = self.sync_replies.remove(&request_id) {
                         let _ = reply.send(Ok(response));
@@ -800,7 +808,10 @@ impl EventLoop {
                 }
             },
             request_response::Event::OutboundFailure {
-                peer, request_id, error, ..
+                peer,
+                request_id,
+                error,
+                ..
             } => {
                 if let Some(reply) = self.sync_replies.remove(&request_id) {
                     let _ = reply.send(Err(error.to_string()));
@@ -836,17 +847,24 @@ impl EventLoop {
         let registry = Arc::clone(&self.registry);
         let reply = self.served_tx.clone();
         tokio::spawn(async move {
-            let response = tokio::task::spawn_blocking(move || crate::sync::answer(request, &store, &registry))
-                .await
-                .unwrap_or_else(|_| herald_protocol::sync::SyncResponse::Refused {
-                    reason: "internal error".into(),
-                });
+            let response =
+                tokio::task::spawn_blocking(move || crate::sync::answer(request, &store, &registry))
+                    .await
+                    .unwrap_or_else(|_| herald_protocol::sync::SyncResponse::Refused {
+                        reason: "internal error".into(),
+                    });
             let _ = reply.send(Served { channel, response }).await;
         });
     }
 
     fn handle_served(&mut self, served: Served) {
-        if self.swarm.behaviour_mut().sync.send_response(served.channel, served.response).is_err() {
+        if self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_response(served.channel, served.response)
+            .is_err()
+        {
             tracing::debug!("sync answer dropped: the requester went away");
         }
     }
@@ -855,9 +873,20 @@ impl EventLoop {
     fn refresh_allowed_peers(&mut self) {
         let allowed: HashSet<PeerId> = {
             let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
-            registry.current().allowed_nodes().filter_map(|(_, n)| peer_id_of(n)).collect()
+            registry
+                .current()
+                .allowed_nodes()
+                .filter_map(|(_, n)| peer_id_of(n))
+                .collect()
         };
-        let before: Vec<PeerId> = self.swarm.behaviour().allow.allowed_peers().iter().copied().collect();
+        let before: Vec<PeerId> = self
+            .swarm
+            .behaviour()
+            .allow
+            .allowed_peers()
+            .iter()
+            .copied()
+            .collect();
         for peer in before {
             if !allowed.contains(&peer) {
                 self.swarm.behaviour_mut().allow.disallow_peer(peer);

@@ -316,6 +316,60 @@ impl Node {
         self.ask(Command::Status).await.unwrap_or_default()
     }
 
+    /// Imports a bundle file: checked whole first, then every item verified
+    /// like network input and stored through the writer.
+    pub async fn import_bundle(
+        &self,
+        path: PathBuf,
+    ) -> Result<crate::bundle::ImportReport, crate::bundle::BundleError> {
+        let store = self.store.clone();
+        let registry = Arc::clone(&self.registry);
+        let writer = self.writer.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            let mut sink =
+                |items: Vec<(SignedBulletin, MemberId)>| -> Result<Vec<crate::store::Stored>, StoreError> {
+                    let (reply, stored) = oneshot::channel();
+                    writer
+                        .blocking_send(WriteRequest::Import {
+                            items,
+                            origin: crate::events::Origin::Bundle,
+                            reply,
+                        })
+                        .map_err(|_| StoreError::Chain("the node is stopping".into()))?;
+                    stored
+                        .blocking_recv()
+                        .map_err(|_| StoreError::Chain("the node is stopping".into()))?
+                };
+            crate::bundle::import(&path, &store, &registry, &mut sink, |done, total| {
+                tracing::info!(done, total, "importing");
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("import task failed: {e}")))??;
+        if report.registry_applied > 0 {
+            let _ = self.commands.send(Command::RegistryChanged).await;
+        }
+        Ok(report)
+    }
+
+    /// Exports the bulletins matching `filter`, with the registry history, to a
+    /// bundle file.
+    pub async fn export_bundle(
+        &self,
+        path: PathBuf,
+        filter: crate::bundle::ExportFilter,
+    ) -> Result<crate::bundle::ExportReport, crate::bundle::BundleError> {
+        let store = self.store.clone();
+        let registry = self.registry.read().unwrap_or_else(|e| e.into_inner()).clone();
+        tokio::task::spawn_blocking(move || {
+            crate::bundle::export(&path, &store, &registry, &filter, |done, total| {
+                tracing::info!(done, total, "exporting");
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("export task failed: {e}")))?
+    }
+
     /// Starts a catch-up session with a connected peer.
     pub async fn sync_with(&self, peer: PeerId) {
         let _ = self.commands.send(Command::SyncWith(peer)).await;

@@ -523,7 +523,12 @@ impl Store {
     /// The bulletins (wire bytes) held in the wanted ranges, in order, up to
     /// `budget` bytes and `max_items`; `true` if everything wanted that is held
     /// fitted. Evidence bodies of a chain come with its first range.
-    pub fn page(&self, wants: &[Want], budget: usize, max_items: usize) -> Result<(Vec<Vec<u8>>, bool), StoreError> {
+    pub fn page(
+        &self,
+        wants: &[Want],
+        budget: usize,
+        max_items: usize,
+    ) -> Result<(Vec<Vec<u8>>, bool), StoreError> {
         let mut out = Vec::new();
         let mut used = 0usize;
         for want in wants {
@@ -535,10 +540,16 @@ impl Store {
                 }
             }
             for range in &want.ranges {
-                ids.extend(self.chain_range(&want.key, range.from, range.to)?.into_iter().map(|(_, id)| id));
+                ids.extend(
+                    self.chain_range(&want.key, range.from, range.to)?
+                        .into_iter()
+                        .map(|(_, id)| id),
+                );
             }
             for id in ids {
-                let Some(bytes) = self.get_bytes(&id)? else { continue };
+                let Some(bytes) = self.get_bytes(&id)? else {
+                    continue;
+                };
                 if out.len() >= max_items || (used + bytes.len() > budget && !out.is_empty()) {
                     return Ok((out, false));
                 }
@@ -552,7 +563,11 @@ impl Store {
     /// Equivocation evidence of one key: (key, seq, ids) for each number with
     /// more than one body.
     pub fn equivocations_of(&self, key: &KeyId) -> Result<Vec<(KeyId, Seq, Vec<BulletinId>)>, StoreError> {
-        Ok(self.equivocations()?.into_iter().filter(|(k, _, _)| k == key).collect())
+        Ok(self
+            .equivocations()?
+            .into_iter()
+            .filter(|(k, _, _)| k == key)
+            .collect())
     }
 
     fn index_new(&self, batch: &mut sled::Batch, bulletin: &SignedBulletin, member: &MemberId) {

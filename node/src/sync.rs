@@ -11,8 +11,8 @@ use std::time::Duration;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use herald_keys::{Applied, Registry};
 use herald_protocol::sync::{
-    self, ChainSummary, MAX_PAGE_BULLETINS, MAX_REGISTRY_UPDATES, MAX_SYNC_REQUEST_BYTES, MAX_SYNC_RESPONSE_BYTES,
-    PAGE_BUDGET_BYTES, SyncRequest, SyncResponse, Want,
+    self, ChainSummary, MAX_PAGE_BULLETINS, MAX_REGISTRY_UPDATES, MAX_SYNC_REQUEST_BYTES,
+    MAX_SYNC_RESPONSE_BYTES, PAGE_BUDGET_BYTES, SyncRequest, SyncResponse, Want,
 };
 use herald_protocol::{KeyId, MemberId, Seq, SignedBulletin, SignedRegistryUpdate};
 use libp2p::{PeerId, StreamProtocol};
@@ -30,7 +30,8 @@ const MAX_REGISTRY_ROUNDS: usize = 1024;
 
 /// The sync protocol name for a network.
 pub(crate) fn protocol_name(network: &herald_protocol::NetworkId) -> Result<StreamProtocol, String> {
-    StreamProtocol::try_from_owned(format!("/herald/{}/sync/1.0.0", network.fmt_short())).map_err(|e| e.to_string())
+    StreamProtocol::try_from_owned(format!("/herald/{}/sync/1.0.0", network.fmt_short()))
+        .map_err(|e| e.to_string())
 }
 
 /// Frames: a u32 big-endian length, then a canonical bincode message. The
@@ -54,7 +55,8 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::
 }
 
 async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
-    let len = u32::try_from(bytes.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
     io.write_all(&len.to_be_bytes()).await?;
     io.write_all(bytes).await?;
     io.close().await
@@ -69,7 +71,11 @@ impl libp2p::request_response::Codec for SyncCodec {
     type Request = SyncRequest;
     type Response = SyncResponse;
 
-    async fn read_request<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncRequest> {
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<SyncRequest> {
         SyncRequest::from_bytes(&read_frame(io, MAX_SYNC_REQUEST_BYTES).await?).map_err(invalid)
     }
 
@@ -101,7 +107,10 @@ impl libp2p::request_response::Codec for SyncCodec {
 }
 
 /// This node's registry position and chain summaries, and their digest.
-fn our_state(store: &Store, registry: &RwLock<Registry>) -> Result<(Registry, Vec<ChainSummary>, [u8; 32]), StoreError> {
+fn our_state(
+    store: &Store,
+    registry: &RwLock<Registry>,
+) -> Result<(Registry, Vec<ChainSummary>, [u8; 32]), StoreError> {
     let registry = registry.read().unwrap_or_else(|e| e.into_inner()).clone();
     let chains = store.summaries()?;
     let digest = sync::state_digest((registry.version(), registry.hash()), &chains);
@@ -197,14 +206,21 @@ impl SessionContext {
             .await
             .map_err(|_| SyncError::Stopped)?;
         match response.await {
-            Ok(Ok(SyncResponse::Refused { reason })) => Err(SyncError::Request(format!("peer refused: {reason}"))),
+            Ok(Ok(SyncResponse::Refused { reason })) => {
+                Err(SyncError::Request(format!("peer refused: {reason}")))
+            }
             Ok(result) => result.map_err(SyncError::Request),
             Err(_) => Err(SyncError::Stopped),
         }
     }
 
-    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, SyncError> {
-        tokio::task::spawn_blocking(f).await.map_err(|_| SyncError::Stopped)
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, SyncError> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|_| SyncError::Stopped)
     }
 }
 
@@ -233,7 +249,12 @@ pub(crate) async fn run_session(peer: PeerId, ctx: SessionContext) -> Result<Syn
             chains,
             ..
         } => (registry_version, chains),
-        other => return Err(SyncError::Hostile(format!("unexpected answer to hello: {}", name(&other)))),
+        other => {
+            return Err(SyncError::Hostile(format!(
+                "unexpected answer to hello: {}",
+                name(&other)
+            )));
+        }
     };
     // Registry first: bulletins may be signed by keys only newer versions admit.
     for _ in 0..MAX_REGISTRY_ROUNDS {
@@ -242,10 +263,23 @@ pub(crate) async fn run_session(peer: PeerId, ctx: SessionContext) -> Result<Syn
             break;
         }
         report.round_trips += 1;
-        let updates = match ctx.request(peer, SyncRequest::Registry { from: herald_protocol::RegistryVersion(ours.0.saturating_add(1)) }).await? {
+        let updates = match ctx
+            .request(
+                peer,
+                SyncRequest::Registry {
+                    from: herald_protocol::RegistryVersion(ours.0.saturating_add(1)),
+                },
+            )
+            .await?
+        {
             SyncResponse::Registry { updates } if !updates.is_empty() => updates,
             SyncResponse::Registry { .. } => break,
-            other => return Err(SyncError::Hostile(format!("unexpected answer to registry: {}", name(&other)))),
+            other => {
+                return Err(SyncError::Hostile(format!(
+                    "unexpected answer to registry: {}",
+                    name(&other)
+                )));
+            }
         };
         report.registry_updates += apply_registry_updates(&ctx, &updates)?;
     }
@@ -272,9 +306,22 @@ pub(crate) async fn run_session(peer: PeerId, ctx: SessionContext) -> Result<Syn
         }
         let request_wants = cap_ranges(&wants);
         report.round_trips += 1;
-        let (pages, complete) = match ctx.request(peer, SyncRequest::Fetch { wants: request_wants.clone() }).await? {
+        let (pages, complete) = match ctx
+            .request(
+                peer,
+                SyncRequest::Fetch {
+                    wants: request_wants.clone(),
+                },
+            )
+            .await?
+        {
             SyncResponse::Page { bulletins, complete } => (bulletins, complete),
-            other => return Err(SyncError::Hostile(format!("unexpected answer to fetch: {}", name(&other)))),
+            other => {
+                return Err(SyncError::Hostile(format!(
+                    "unexpected answer to fetch: {}",
+                    name(&other)
+                )));
+            }
         };
         let accepted = verify_page(&ctx, pages, request_wants.clone()).await?;
         if accepted.is_empty() {
@@ -282,7 +329,10 @@ pub(crate) async fn run_session(peer: PeerId, ctx: SessionContext) -> Result<Syn
             break;
         }
         for (bulletin, _) in &accepted {
-            received.entry(bulletin.body().signer).or_default().push(bulletin.body().seq);
+            received
+                .entry(bulletin.body().signer)
+                .or_default()
+                .push(bulletin.body().seq);
         }
         let (reply, stored) = oneshot::channel();
         ctx.writer
@@ -396,7 +446,8 @@ async fn verify_page(
         let asked: HashSet<KeyId> = wants.iter().map(|w| w.key).collect();
         let mut out = Vec::with_capacity(page.len());
         for bytes in page {
-            let bulletin = SignedBulletin::from_bytes(&bytes).map_err(|e| SyncError::Hostile(format!("undecodable bulletin: {e}")))?;
+            let bulletin = SignedBulletin::from_bytes(&bytes)
+                .map_err(|e| SyncError::Hostile(format!("undecodable bulletin: {e}")))?;
             let body = bulletin.body();
             let want = wants.iter().find(|w| w.key == body.signer);
             let in_range = want.is_some_and(|w| {

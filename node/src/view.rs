@@ -130,4 +130,12 @@ pub struct StatusView {
     pub listen: Vec<String>,
     /// (key, seq) pairs with more than one body held.
     pub equivocations: usize,
+    /// Own bulletins stored but not yet gossiped (no peer reachable yet).
+    pub pending_gossip: usize,
+    /// Catch-up sessions running.
+    pub syncing: usize,
+    /// The last finished catch-up session.
+    pub last_sync: Option<crate::network::LastSync>,
+    /// Bulletins the last sync peer held that this node still lacks.
+    pub behind: u64,
 }

@@ -83,7 +83,11 @@ impl Writer {
         }
     }
 
-    fn import(&self, items: &[(SignedBulletin, MemberId)], origin: Origin) -> Result<Vec<Stored>, StoreError> {
+    fn import(
+        &self,
+        items: &[(SignedBulletin, MemberId)],
+        origin: Origin,
+    ) -> Result<Vec<Stored>, StoreError> {
         let outcomes = self.store.insert_verified(items)?;
         self.store.flush()?;
         for ((bulletin, member), outcome) in items.iter().zip(&outcomes) {

@@ -184,10 +184,11 @@ impl SyncRequest {
 
     /// Decodes a request with the request limit, checking its bounds.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let request: Self =
-            codec::decode_canonical::<Self, MAX_SYNC_REQUEST_BYTES, { MAX_SYNC_REQUEST_BYTES + CLAIM_SLACK }>(
-                bytes,
-            )?;
+        let request: Self = codec::decode_canonical::<
+            Self,
+            MAX_SYNC_REQUEST_BYTES,
+            { MAX_SYNC_REQUEST_BYTES + CLAIM_SLACK },
+        >(bytes)?;
         if let SyncRequest::Fetch { wants } = &request {
             let ranges: usize = wants.iter().map(|w| w.ranges.len()).sum();
             if wants.len() > MAX_CHAINS || ranges > MAX_RANGES {
@@ -200,7 +201,9 @@ impl SyncRequest {
                 if !w.ranges.iter().all(|r| r.from.0 >= 1 && r.from <= r.to)
                     || !w.ranges.windows(2).all(|p| p[0].to < p[1].from)
                 {
-                    return Err(DecodeError::Invalid("fetch ranges must be ascending and disjoint".into()));
+                    return Err(DecodeError::Invalid(
+                        "fetch ranges must be ascending and disjoint".into(),
+                    ));
                 }
             }
         }
@@ -290,7 +293,12 @@ pub fn remaining_wants(wants: &[Want], received: &BTreeMap<KeyId, Vec<Seq>>) -> 
         for r in &w.ranges {
             let mut from = r.from.0;
             let mut seqs: Vec<u64> = got
-                .map(|g| g.iter().map(|s| s.0).filter(|s| *s >= r.from.0 && *s <= r.to.0).collect())
+                .map(|g| {
+                    g.iter()
+                        .map(|s| s.0)
+                        .filter(|s| *s >= r.from.0 && *s <= r.to.0)
+                        .collect()
+                })
                 .unwrap_or_default();
             seqs.sort_unstable();
             seqs.dedup();
@@ -347,7 +355,10 @@ mod tests {
         move |_, from, to| {
             (from.0..=to.0)
                 .filter(|s| !held.contains(s))
-                .map(|s| SeqRange { from: Seq(s), to: Seq(s) })
+                .map(|s| SeqRange {
+                    from: Seq(s),
+                    to: Seq(s),
+                })
                 .collect()
         }
     }
@@ -366,28 +377,59 @@ mod tests {
         // Same contiguous, highest and count, different holes.
         let a = summary(1, &[1, 2, 4, 6]);
         let b = summary(1, &[1, 2, 5, 6]);
-        assert_eq!((a.contiguous, a.highest, a.count), (b.contiguous, b.highest, b.count));
+        assert_eq!(
+            (a.contiguous, a.highest, a.count),
+            (b.contiguous, b.highest, b.count)
+        );
         assert!(!a.same_set(&b));
         let wants = plan_wants(&[a], &[b], holes_of(&[1, 2, 4, 6]));
         assert_eq!(
             wants[0].ranges,
-            vec![SeqRange { from: Seq(3), to: Seq(3) }, SeqRange { from: Seq(5), to: Seq(5) }]
+            vec![
+                SeqRange {
+                    from: Seq(3),
+                    to: Seq(3)
+                },
+                SeqRange {
+                    from: Seq(5),
+                    to: Seq(5)
+                }
+            ]
         );
     }
 
     #[test]
     fn a_node_behind_wants_the_tail() {
-        let wants = plan_wants(&[summary(1, &[1, 2])], &[summary(1, &[1, 2, 3, 4]), summary(2, &[1])], holes_of(&[1, 2]));
+        let wants = plan_wants(
+            &[summary(1, &[1, 2])],
+            &[summary(1, &[1, 2, 3, 4]), summary(2, &[1])],
+            holes_of(&[1, 2]),
+        );
         assert_eq!(wants.len(), 2);
-        assert_eq!(wants[0].ranges, vec![SeqRange { from: Seq(3), to: Seq(4) }]);
-        assert_eq!(wants[1].ranges, vec![SeqRange { from: Seq(1), to: Seq(1) }]);
+        assert_eq!(
+            wants[0].ranges,
+            vec![SeqRange {
+                from: Seq(3),
+                to: Seq(4)
+            }]
+        );
+        assert_eq!(
+            wants[1].ranges,
+            vec![SeqRange {
+                from: Seq(1),
+                to: Seq(1)
+            }]
+        );
     }
 
     #[test]
     fn remaining_wants_cut_out_what_arrived() {
         let wants = vec![Want {
             key: key(1),
-            ranges: vec![SeqRange { from: Seq(1), to: Seq(10) }],
+            ranges: vec![SeqRange {
+                from: Seq(1),
+                to: Seq(10),
+            }],
             evidence: false,
         }];
         let mut got = BTreeMap::new();
@@ -395,7 +437,16 @@ mod tests {
         let left = remaining_wants(&wants, &got);
         assert_eq!(
             left[0].ranges,
-            vec![SeqRange { from: Seq(3), to: Seq(4) }, SeqRange { from: Seq(6), to: Seq(9) }]
+            vec![
+                SeqRange {
+                    from: Seq(3),
+                    to: Seq(4)
+                },
+                SeqRange {
+                    from: Seq(6),
+                    to: Seq(9)
+                }
+            ]
         );
         got.insert(key(1), (1..=10).map(Seq).collect());
         assert!(remaining_wants(&wants, &got).is_empty());
@@ -406,7 +457,10 @@ mod tests {
         let request = SyncRequest::Fetch {
             wants: vec![Want {
                 key: key(1),
-                ranges: vec![SeqRange { from: Seq(1), to: Seq(3) }],
+                ranges: vec![SeqRange {
+                    from: Seq(1),
+                    to: Seq(3),
+                }],
                 evidence: true,
             }],
         };
@@ -414,7 +468,10 @@ mod tests {
         let bad = SyncRequest::Fetch {
             wants: vec![Want {
                 key: key(1),
-                ranges: vec![SeqRange { from: Seq(5), to: Seq(3) }],
+                ranges: vec![SeqRange {
+                    from: Seq(5),
+                    to: Seq(3),
+                }],
                 evidence: false,
             }],
         };

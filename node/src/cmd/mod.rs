@@ -1,5 +1,6 @@
 //! One module per subcommand; [`run`] dispatches.
 
+mod bundle;
 mod devnet;
 mod genesis;
 mod init;
@@ -24,6 +25,8 @@ pub(crate) fn run(command: Command) -> Result<()> {
         Command::List(args) => read::list(args),
         Command::Show(args) => read::show(args),
         Command::Status(args) => read::status(args),
+        Command::Export(args) => bundle::export(args),
+        Command::Import(args) => bundle::import(args),
     }
 }
 

@@ -15,7 +15,7 @@ use crate::client::Client;
 use crate::cmd::publish::{severity, tlp};
 
 /// The store and registry of a node that is not running.
-fn open_offline(dir: &Path, config: &Config) -> Result<(Store, Registry)> {
+pub(crate) fn open_offline(dir: &Path, config: &Config) -> Result<(Store, Registry)> {
     let hash: RegistryHash = config
         .registry
         .genesis_hash

@@ -1,0 +1,447 @@
+//! Bundles: self-contained files of bulletins and the registry history that
+//! verifies them, for carrying by hand when no network path exists.
+//!
+//! Layout (integers little-endian):
+//!
+//! ```text
+//! magic            8   "HRLDBNDL"
+//! version          2   1
+//! network         32   the network id
+//! registry count   4   u32
+//! bulletin count   8   u64
+//! registry count × (u32 length, signed registry update), genesis first
+//! bulletin count × (u32 length, signed bulletin)
+//! checksum        32   SHA-256 of everything above
+//! ```
+//!
+//! Import reads the file twice: first it checks the structure, every length
+//! against its limit, and the checksum, writing nothing; then it verifies every
+//! item exactly as if it came from the network and stores what is valid. A
+//! damaged or truncated file is refused whole before anything is written.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use herald_keys::{Applied, Registry};
+use herald_protocol::{
+    MAX_BULLETIN_BYTES, MAX_REGISTRY_UPDATE_BYTES, MemberId, NetworkId, SignedBulletin, SignedRegistryUpdate,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::store::{Query, Store, StoreError, Stored};
+
+/// First bytes of every bundle.
+pub const MAGIC: &[u8; 8] = b"HRLDBNDL";
+/// The bundle format this node writes and reads.
+pub const VERSION: u16 = 1;
+const HEADER_LEN: usize = 8 + 2 + 32 + 4 + 8;
+/// Bulletins verified and stored per group.
+const GROUP: usize = 1000;
+/// Progress is reported every this many bulletins.
+const PROGRESS_EVERY: u64 = 10_000;
+
+/// Why a bundle could not be written or read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleError {
+    /// File system trouble.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not a bundle, or a damaged one: nothing was imported.
+    #[error("{path}: {reason}; nothing was imported")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        reason: String,
+    },
+    /// A bundle of another network.
+    #[error("{path}: the bundle is for network {found}, this node is on {expected}; nothing was imported")]
+    WrongNetwork {
+        /// The file.
+        path: PathBuf,
+        /// This node's network.
+        expected: NetworkId,
+        /// The bundle's.
+        found: NetworkId,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Which bulletins to export.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExportFilter {
+    /// Created at or after (ms since the epoch).
+    pub since: Option<u64>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only this member.
+    pub member: Option<MemberId>,
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExportReport {
+    /// Registry updates.
+    pub registry_updates: u32,
+    /// Bulletins.
+    pub bulletins: u64,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Registry updates applied.
+    pub registry_applied: u32,
+    /// Registry updates already held.
+    pub registry_held: u32,
+    /// New bulletins stored.
+    pub new: u64,
+    /// Bulletins already held.
+    pub already_held: u64,
+    /// Bulletins stored as equivocation evidence.
+    pub equivocations: u64,
+    /// Items refused, with the reason: (position in the bundle, reason).
+    pub rejected: Vec<(u64, String)>,
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> BundleError + '_ {
+    move |source| BundleError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A writer that hashes what passes through.
+struct Hashing<W: Write> {
+    inner: W,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes a bundle of the bulletins matching `filter`, with the whole registry
+/// history, to `path` (atomically: a temporary file renamed into place).
+pub fn export(
+    path: &Path,
+    store: &Store,
+    registry: &Registry,
+    filter: &ExportFilter,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<ExportReport, BundleError> {
+    let io = io_error(path);
+    let query = Query {
+        kind: filter.kind.clone(),
+        member: filter.member,
+        since: filter.since.map(herald_protocol::Timestamp),
+        ..Query::default()
+    };
+    let mut selected = store.query(&query)?;
+    // Chain order: a reader can check each chain as it goes.
+    selected.sort_by_key(|b| (b.body().signer, b.body().seq));
+    let mut evidence = Vec::new();
+    let mut keys: Vec<_> = selected.iter().map(|b| b.body().signer).collect();
+    keys.dedup();
+    for key in keys {
+        for (_, _, ids) in store.equivocations_of(&key)? {
+            for id in ids {
+                if !selected.iter().any(|b| b.id() == id) {
+                    evidence.extend(store.get(&id)?);
+                }
+            }
+        }
+    }
+    selected.extend(evidence);
+    let history = registry.history();
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let result = (|| -> Result<ExportReport, BundleError> {
+        let file = File::create(&tmp).map_err(&io)?;
+        let mut out = Hashing {
+            inner: BufWriter::new(file),
+            hasher: Sha256::new(),
+            written: 0,
+        };
+        out.write_all(MAGIC).map_err(&io)?;
+        out.write_all(&VERSION.to_le_bytes()).map_err(&io)?;
+        out.write_all(registry.network().as_bytes()).map_err(&io)?;
+        out.write_all(&(history.len() as u32).to_le_bytes())
+            .map_err(&io)?;
+        out.write_all(&(selected.len() as u64).to_le_bytes())
+            .map_err(&io)?;
+        for update in history {
+            let bytes = update.to_bytes();
+            out.write_all(&(bytes.len() as u32).to_le_bytes()).map_err(&io)?;
+            out.write_all(&bytes).map_err(&io)?;
+        }
+        let total = selected.len() as u64;
+        for (i, bulletin) in selected.iter().enumerate() {
+            let bytes = bulletin.as_bytes();
+            out.write_all(&(bytes.len() as u32).to_le_bytes()).map_err(&io)?;
+            out.write_all(bytes).map_err(&io)?;
+            if (i as u64 + 1).is_multiple_of(PROGRESS_EVERY) {
+                progress(i as u64 + 1, total);
+            }
+        }
+        let checksum = out.hasher.clone().finalize();
+        out.write_all(&checksum).map_err(&io)?;
+        let written = out.written;
+        let file = out.inner.into_inner().map_err(|e| BundleError::Io {
+            path: path.to_path_buf(),
+            source: e.into_error(),
+        })?;
+        file.sync_all().map_err(&io)?;
+        std::fs::rename(&tmp, path).map_err(&io)?;
+        Ok(ExportReport {
+            registry_updates: history.len() as u32,
+            bulletins: total,
+            bytes: written,
+        })
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A bundle reader that checks every length against its limit.
+struct Frames<R: Read> {
+    inner: R,
+    hasher: Sha256,
+    offset: u64,
+    path: PathBuf,
+}
+
+impl<R: Read> Frames<R> {
+    fn damaged(&self, reason: String) -> BundleError {
+        BundleError::Damaged {
+            path: self.path.clone(),
+            reason: format!("{reason} (at byte {})", self.offset),
+        }
+    }
+
+    fn exact(&mut self, buf: &mut [u8]) -> Result<(), BundleError> {
+        match self.inner.read_exact(buf) {
+            Ok(()) => {
+                self.hasher.update(&*buf);
+                self.offset += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Err(self.damaged("the bundle is truncated".into()))
+            }
+            Err(source) => Err(BundleError::Io {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    fn header(&mut self) -> Result<(NetworkId, u32, u64), BundleError> {
+        let mut h = [0u8; HEADER_LEN];
+        self.exact(&mut h)?;
+        if &h[..8] != MAGIC {
+            return Err(self.damaged("not a Herald bundle".into()));
+        }
+        let version = u16::from_le_bytes([h[8], h[9]]);
+        if version != VERSION {
+            return Err(self.damaged(format!(
+                "bundle version {version} is not supported; upgrade Herald"
+            )));
+        }
+        let mut network = [0u8; 32];
+        network.copy_from_slice(&h[10..42]);
+        let registry = u32::from_le_bytes([h[42], h[43], h[44], h[45]]);
+        let mut count = [0u8; 8];
+        count.copy_from_slice(&h[46..54]);
+        Ok((
+            NetworkId::from_bytes(network),
+            registry,
+            u64::from_le_bytes(count),
+        ))
+    }
+
+    fn frame(&mut self, max: usize, what: &str) -> Result<Vec<u8>, BundleError> {
+        let mut len = [0u8; 4];
+        self.exact(&mut len)?;
+        let len = u32::from_le_bytes(len) as usize;
+        if len > max {
+            return Err(self.damaged(format!("a {what} of {len} bytes is over the {max}-byte limit")));
+        }
+        let mut buf = vec![0u8; len];
+        self.exact(&mut buf)?;
+        Ok(buf)
+    }
+
+    /// Reads the trailer and checks it, and that nothing follows.
+    fn finish(mut self) -> Result<(), BundleError> {
+        let expected = self.hasher.clone().finalize();
+        let mut trailer = [0u8; 32];
+        match self.inner.read_exact(&mut trailer) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(self.damaged("the bundle is truncated before its checksum".into()));
+            }
+            Err(source) => {
+                return Err(BundleError::Io {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        }
+        if trailer[..] != expected[..] {
+            return Err(self.damaged("checksum mismatch: the bundle was damaged or altered".into()));
+        }
+        let mut extra = [0u8; 1];
+        match self.inner.read(&mut extra) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(self.damaged("unexpected bytes after the checksum".into())),
+            Err(source) => Err(BundleError::Io {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+}
+
+fn open(path: &Path) -> Result<Frames<BufReader<File>>, BundleError> {
+    let file = File::open(path).map_err(io_error(path))?;
+    Ok(Frames {
+        inner: BufReader::new(file),
+        hasher: Sha256::new(),
+        offset: 0,
+        path: path.to_path_buf(),
+    })
+}
+
+/// Checks a bundle's structure, limits and checksum without keeping or
+/// writing anything. Returns the counts from its header.
+pub fn check(path: &Path, network: NetworkId) -> Result<(u32, u64), BundleError> {
+    let mut frames = open(path)?;
+    let (found, registry, bulletins) = frames.header()?;
+    if found != network {
+        return Err(BundleError::WrongNetwork {
+            path: path.to_path_buf(),
+            expected: network,
+            found,
+        });
+    }
+    for _ in 0..registry {
+        frames.frame(MAX_REGISTRY_UPDATE_BYTES, "registry update")?;
+    }
+    for _ in 0..bulletins {
+        frames.frame(MAX_BULLETIN_BYTES, "bulletin")?;
+    }
+    frames.finish()?;
+    Ok((registry, bulletins))
+}
+
+/// Where verified bulletins go: the store directly, or a running node's writer.
+pub type Sink<'a> = dyn FnMut(Vec<(SignedBulletin, MemberId)>) -> Result<Vec<Stored>, StoreError> + 'a;
+
+/// Imports a bundle: checks it whole first, then applies the registry updates
+/// it carries (saving each in `store`) and verifies and stores its bulletins
+/// through `sink`. Importing the same bundle twice changes nothing.
+pub fn import(
+    path: &Path,
+    store: &Store,
+    registry: &RwLock<Registry>,
+    sink: &mut Sink<'_>,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<ImportReport, BundleError> {
+    let network = registry.read().unwrap_or_else(|e| e.into_inner()).network();
+    let (registry_count, bulletin_count) = check(path, network)?;
+    let mut frames = open(path)?;
+    frames.header()?;
+    let mut report = ImportReport::default();
+    for i in 0..registry_count {
+        let bytes = frames.frame(MAX_REGISTRY_UPDATE_BYTES, "registry update")?;
+        let update = match SignedRegistryUpdate::from_bytes(&bytes) {
+            Ok(u) => u,
+            Err(e) => {
+                report
+                    .rejected
+                    .push((u64::from(i), format!("registry update: {e}")));
+                continue;
+            }
+        };
+        let outcome = registry
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply(update.clone());
+        match outcome {
+            Ok(Applied::Advanced(_)) => {
+                store.save_registry_update(&update)?;
+                store.flush()?;
+                report.registry_applied += 1;
+            }
+            Ok(Applied::AlreadyHeld) => report.registry_held += 1,
+            Err(e) => report
+                .rejected
+                .push((u64::from(i), format!("registry update: {e}"))),
+        }
+    }
+    let mut group = Vec::with_capacity(GROUP);
+    let base = u64::from(registry_count);
+    for i in 0..bulletin_count {
+        let bytes = frames.frame(MAX_BULLETIN_BYTES, "bulletin")?;
+        let verdict = {
+            let registry = registry.read().unwrap_or_else(|e| e.into_inner());
+            SignedBulletin::from_bytes(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    registry
+                        .check_bulletin(&b)
+                        .map(|m| (b, m))
+                        .map_err(|e| e.to_string())
+                })
+        };
+        match verdict {
+            Ok(item) => group.push(item),
+            Err(reason) => report.rejected.push((base + i, reason)),
+        }
+        if group.len() >= GROUP {
+            tally(&mut report, sink(std::mem::take(&mut group))?);
+        }
+        if (i + 1).is_multiple_of(PROGRESS_EVERY) {
+            progress(i + 1, bulletin_count);
+        }
+    }
+    if !group.is_empty() {
+        tally(&mut report, sink(group)?);
+    }
+    Ok(report)
+}
+
+fn tally(report: &mut ImportReport, outcomes: Vec<Stored>) {
+    for o in outcomes {
+        match o {
+            Stored::New => report.new += 1,
+            Stored::AlreadyHeld => report.already_held += 1,
+            Stored::Equivocation { .. } => report.equivocations += 1,
+        }
+    }
+}

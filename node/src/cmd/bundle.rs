@@ -1,0 +1,102 @@
+//! `herald export` and `herald import`: bundle files, through the running
+//! node or straight on the store when no node runs.
+
+use std::sync::RwLock;
+
+use anyhow::{Context, Result};
+use herald_node::api::{ExportRequest, ImportRequest};
+use herald_node::bundle::{self, ExportFilter, ExportReport, ImportReport};
+use herald_node::config::Config;
+use herald_protocol::MemberId;
+
+use crate::cli::{ExportArgs, ImportArgs};
+use crate::client::Client;
+use crate::cmd::read::open_offline;
+
+fn progress(what: &'static str) -> impl FnMut(u64, u64) {
+    move |done, total| eprintln!("  {what} {done} of {total} bulletins...")
+}
+
+fn absolute(path: &std::path::Path) -> Result<std::path::PathBuf> {
+    Ok(if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    })
+}
+
+pub(crate) fn export(args: ExportArgs) -> Result<()> {
+    let config = Config::load(&args.dir)?;
+    let filter = ExportFilter {
+        since: match &args.since {
+            Some(d) => Some(
+                herald_node::node::now()
+                    .0
+                    .saturating_sub(super::parse_duration(d)?.as_millis() as u64),
+            ),
+            None => None,
+        },
+        kind: args.kind.clone(),
+        member: args
+            .member
+            .as_deref()
+            .map(|m| m.parse::<MemberId>().with_context(|| format!("--member {m:?}")))
+            .transpose()?,
+    };
+    let path = absolute(&args.out)?;
+    let client = Client::new(config.api.listen);
+    let report: ExportReport = if client.is_up() {
+        client.post(
+            "/v1/export",
+            &ExportRequest {
+                path: path.clone(),
+                filter,
+            },
+        )?
+    } else {
+        let (store, registry) = open_offline(&args.dir, &config)?;
+        bundle::export(&path, &store, &registry, &filter, progress("exported"))?
+    };
+    println!(
+        "Wrote {} bulletins and {} registry updates ({} bytes) to {}.",
+        report.bulletins,
+        report.registry_updates,
+        report.bytes,
+        path.display()
+    );
+    Ok(())
+}
+
+pub(crate) fn import(args: ImportArgs) -> Result<()> {
+    let config = Config::load(&args.dir)?;
+    let path = absolute(&args.file)?;
+    let client = Client::new(config.api.listen);
+    let report: ImportReport = if client.is_up() {
+        client.post("/v1/import", &ImportRequest { path })?
+    } else {
+        let (store, registry) = open_offline(&args.dir, &config)?;
+        let registry = RwLock::new(registry);
+        let mut sink = |items: Vec<_>| {
+            let outcomes = store.insert_verified(&items)?;
+            store.flush()?;
+            Ok(outcomes)
+        };
+        bundle::import(&path, &store, &registry, &mut sink, progress("imported"))?
+    };
+    println!(
+        "Imported: {} new, {} already held, {} equivocation evidence, {} rejected; registry: {} applied, {} already held.",
+        report.new,
+        report.already_held,
+        report.equivocations,
+        report.rejected.len(),
+        report.registry_applied,
+        report.registry_held
+    );
+    for (position, reason) in report.rejected.iter().take(20) {
+        println!("  item {position}: {reason}");
+    }
+    if report.rejected.len() > 20 {
+        println!("  ... and {} more", report.rejected.len() - 20);
+    }
+    Ok(())
+}
