@@ -27,7 +27,7 @@ use crate::validate::{Verdict, validate_bulletin};
 use crate::writer::WriteRequest;
 
 /// Commands queued to the event loop.
-pub(crate) const COMMAND_CAPACITY: usize = 256;
+pub(crate) const COMMAND_CAPACITY: usize = 4096;
 /// Validation results queued back to the event loop.
 const VALIDATED_CAPACITY: usize = 1024;
 /// Own bulletins waiting for a subscribed peer before they can be gossiped.

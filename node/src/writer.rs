@@ -13,6 +13,9 @@ use crate::store::{Store, StoreError, Stored};
 
 /// Requests queued to the writer.
 pub(crate) const WRITER_CAPACITY: usize = 4096;
+/// Bulletins pulled by sync or imported from a bundle that are at most this old
+/// are gossiped on.
+const REGOSSIP_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Most received bulletins committed in one batch.
 const MAX_GROUP: usize = 512;
 
@@ -90,8 +93,16 @@ impl Writer {
     ) -> Result<Vec<Stored>, StoreError> {
         let outcomes = self.store.insert_verified(items)?;
         self.store.flush()?;
+        let now = crate::node::now();
         for ((bulletin, member), outcome) in items.iter().zip(&outcomes) {
             self.report(bulletin, *member, origin, *outcome);
+            // Fresh news that arrived by sync or on a bundle goes on by gossip,
+            // so it crosses a healed partition at gossip speed; older history
+            // travels by sync alone.
+            let fresh = now.0.saturating_sub(bulletin.body().created.0) <= REGOSSIP_AGE.as_millis() as u64;
+            if *outcome != Stored::AlreadyHeld && fresh {
+                let _ = self.network.try_send(Command::Gossip(bulletin.to_bytes()));
+            }
         }
         Ok(outcomes)
     }
