@@ -137,6 +137,11 @@ fn topic_score_params() -> gossipsub::TopicScoreParams {
         // Quiet topics are normal here: do not punish honest peers for silence.
         mesh_message_deliveries_weight: 0.0,
         mesh_failure_penalty_weight: 0.0,
+        // No reward for time in the mesh (the default earns up to +1800), and a
+        // small cap on first deliveries: good behaviour earns at most +10, so
+        // one invalid message always takes a peer below zero.
+        time_in_mesh_weight: 0.0,
+        first_message_deliveries_cap: 20.0,
         invalid_message_deliveries_weight: -100.0,
         invalid_message_deliveries_decay: 0.5,
         ..Default::default()

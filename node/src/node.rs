@@ -61,6 +61,9 @@ pub enum StartError {
         "the signing key {0} is not a signing key of any member in the registry; check keys/signing.key and the genesis"
     )]
     NotAMember(herald_protocol::KeyId),
+    /// The node key is not usable as a libp2p identity.
+    #[error("the node key {0} is not a usable libp2p identity; check keys/node.key")]
+    BadNodeKey(herald_protocol::NodeId),
     /// The node key is not listed for this member.
     #[error(
         "the node id {0} is not in the registry, so other members would refuse it; add it to the registry first"
@@ -161,7 +164,7 @@ impl Node {
             .map(|(m, _)| m.id)
             .ok_or(StartError::NotAMember(settings.signing_key.id()))?;
         let node_id = settings.node_key.public().node_id();
-        let peer_id = network::peer_id_of(&node_id).ok_or(StartError::NodeNotListed(PeerId::random()))?;
+        let peer_id = network::peer_id_of(&node_id).ok_or(StartError::BadNodeKey(node_id))?;
         if !registry.current().allowed_nodes().any(|(_, n)| *n == node_id) {
             return Err(StartError::NodeNotListed(peer_id));
         }

@@ -86,6 +86,9 @@ pub enum StoreError {
         /// The store's.
         found: NetworkId,
     },
+    /// Another process has the store open.
+    #[error("another Herald process is using the store in {0}; stop it or choose another data directory")]
+    Locked(std::path::PathBuf),
     /// A stored value does not decode: the store is damaged.
     #[error("the store is damaged: {0}")]
     Corrupt(String),
@@ -237,7 +240,21 @@ fn encode_head(h: ChainHead) -> [u8; 16] {
 impl Store {
     /// Opens (or creates) the store in `dir` for `network`.
     pub fn open(dir: &Path, network: NetworkId) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).open()?;
+        // sled's background threads release the directory lock a moment after
+        // the last handle is dropped: a restart in the same process may wait.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let db = loop {
+            match sled::Config::new().path(dir).open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Locked(dir.to_path_buf()));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let store = Self {
             bulletins: db.open_tree(trees::BULLETINS)?,
             registry: db.open_tree(trees::REGISTRY)?,

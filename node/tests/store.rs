@@ -112,13 +112,35 @@ fn chain(signer: &SecretKey, n: u64, start: u64) -> Vec<SignedBulletin> {
     out
 }
 
+/// Opens a store, waiting (at most 5 s) while sled still holds the directory's lock.
+///
+/// Dropping every handle of a sled database does not release its lock at once: sled's background
+/// threads finish their writes holding the file. A reopen in the same process right after a drop
+/// can therefore meet "could not acquire lock"; only that error is waited out.
+fn open_in(dir: &TempDir, network: NetworkId) -> Result<Store, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Store::open(dir.path(), network) {
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            result => return result,
+        }
+    }
+}
+
 fn open(dir: &TempDir) -> Store {
-    Store::open(dir.path(), NETWORK).unwrap()
+    open_in(dir, NETWORK).unwrap()
 }
 
 fn insert(store: &Store, signer: &SecretKey, bulletins: &[&SignedBulletin]) -> Vec<Stored> {
-    let items: Vec<(SignedBulletin, MemberId)> =
-        bulletins.iter().map(|b| ((*b).clone(), member_of(signer))).collect();
+    let items: Vec<(SignedBulletin, MemberId)> = bulletins
+        .iter()
+        .map(|b| ((*b).clone(), member_of(signer)))
+        .collect();
     store.insert_verified(&items).unwrap()
 }
 
@@ -146,7 +168,10 @@ fn insert_new_then_already_held() {
     assert_eq!(insert(&store, &signer, &[&b1]), vec![Stored::New]);
     assert_eq!(insert(&store, &signer, &[&b1]), vec![Stored::AlreadyHeld]);
     // Within one batch the second copy is seen as held too, and counted once.
-    assert_eq!(insert(&store, &signer, &[&b2, &b2]), vec![Stored::New, Stored::AlreadyHeld]);
+    assert_eq!(
+        insert(&store, &signer, &[&b2, &b2]),
+        vec![Stored::New, Stored::AlreadyHeld]
+    );
 
     assert_eq!(store.count().unwrap(), 2);
     for b in [&b1, &b2] {
@@ -203,8 +228,12 @@ fn equivocation_within_one_batch() {
     let store = open(&dir);
     let signer = key(3);
     let b1 = Spec::new(1, None, 10).sign(&signer);
-    let a2 = Spec::new(2, Some(b1.id()), 11).title("two, version a").sign(&signer);
-    let b2 = Spec::new(2, Some(b1.id()), 11).title("two, version b").sign(&signer);
+    let a2 = Spec::new(2, Some(b1.id()), 11)
+        .title("two, version a")
+        .sign(&signer);
+    let b2 = Spec::new(2, Some(b1.id()), 11)
+        .title("two, version b")
+        .sign(&signer);
 
     assert_eq!(
         insert(&store, &signer, &[&b1, &a2, &b2]),
@@ -254,7 +283,9 @@ fn chain_heads_track_gaps_and_fill_them() {
     assert_eq!(store.head(&signer.id()).unwrap(), head(5, 5));
     assert_eq!(
         store.chain_range(&signer.id(), Seq(1), Seq(6)).unwrap(),
-        (1..=5).map(|s| (Seq(s), c[s as usize - 1].id())).collect::<Vec<_>>()
+        (1..=5)
+            .map(|s| (Seq(s), c[s as usize - 1].id()))
+            .collect::<Vec<_>>()
     );
 
     // Gap filled and extended in one batch, out of order.
@@ -272,7 +303,10 @@ fn gap_filled_within_one_batch() {
     let signer = key(6);
     let c = chain(&signer, 4, 100);
     // Arrival order 4, 2, 1, 3 in one batch: every step sees what the batch wrote before it.
-    assert_eq!(insert(&store, &signer, &[&c[3], &c[1], &c[0], &c[2]]), vec![Stored::New; 4]);
+    assert_eq!(
+        insert(&store, &signer, &[&c[3], &c[1], &c[0], &c[2]]),
+        vec![Stored::New; 4]
+    );
     assert_eq!(store.head(&signer.id()).unwrap(), head(4, 4));
     assert_eq!(store.count().unwrap(), 4);
 }
@@ -330,7 +364,11 @@ fn publish_own_refuses_to_sign_over_a_gap() {
     // Once the gap is filled, the next number is 4, linked to 3.
     insert(&store, &signer, &[&c[1]]);
     let b = store
-        .publish_own(&signer, &member_of(&signer), Spec::new(1, None, 201).body(&signer))
+        .publish_own(
+            &signer,
+            &member_of(&signer),
+            Spec::new(1, None, 201).body(&signer),
+        )
         .unwrap();
     assert_eq!((b.body().seq, b.body().prev), (Seq(4), Some(c[2].id())));
 }
@@ -375,7 +413,11 @@ fn query_filters_newest_first() {
         insert(&store, signer, &[b]);
     }
     let newest_first = |pred: &dyn Fn(usize) -> bool| -> Vec<BulletinId> {
-        (0..all.len()).rev().filter(|&i| pred(i)).map(|i| all[i].id()).collect()
+        (0..all.len())
+            .rev()
+            .filter(|&i| pred(i))
+            .map(|i| all[i].id())
+            .collect()
     };
     let run = |q: Query| ids(&store.query(&q).unwrap());
 
@@ -459,7 +501,9 @@ fn query_filters_newest_first() {
 
 /// A genesis of three members (threshold 2) and a second version revoking a signing key.
 fn registry_history() -> (SignedRegistryUpdate, SignedRegistryUpdate) {
-    let members: Vec<[SecretKey; 3]> = (0..3u8).map(|i| [1, 2, 3].map(|r| key(100 + i * 3 + r))).collect();
+    let members: Vec<[SecretKey; 3]> = (0..3u8)
+        .map(|i| [1, 2, 3].map(|r| key(100 + i * 3 + r)))
+        .collect();
     let mut ops: Vec<RegistryOp> = members
         .iter()
         .enumerate()
@@ -516,7 +560,10 @@ fn registry_history_saves_and_loads() {
         store.save_registry_update(&v2).unwrap();
         // Saving the same version again is harmless.
         store.save_registry_update(&v2).unwrap();
-        assert_eq!(store.registry_history().unwrap(), vec![genesis.clone(), v2.clone()]);
+        assert_eq!(
+            store.registry_history().unwrap(),
+            vec![genesis.clone(), v2.clone()]
+        );
         store.flush().unwrap();
     }
     let store = open(&dir);
@@ -546,7 +593,9 @@ fn reopen_keeps_everything() {
     let (a, b) = (key(20), key(21));
     let ca = chain(&a, 3, 10_000);
     let cb = chain(&b, 4, 20_000);
-    let twin = Spec::new(2, Some(ca[0].id()), 10_001).title("the other second").sign(&a);
+    let twin = Spec::new(2, Some(ca[0].id()), 10_001)
+        .title("the other second")
+        .sign(&a);
     let (genesis, _) = registry_history();
     let before = {
         let store = open(&dir);
@@ -554,7 +603,11 @@ fn reopen_keeps_everything() {
         // b's 3 is missing: a gap that must survive too.
         insert(&store, &b, &[&cb[0], &cb[1], &cb[3]]);
         let own = store
-            .publish_own(&key(22), &member_of(&key(22)), Spec::new(1, None, 30_000).body(&key(22)))
+            .publish_own(
+                &key(22),
+                &member_of(&key(22)),
+                Spec::new(1, None, 30_000).body(&key(22)),
+            )
             .unwrap();
         store.save_registry_update(&genesis).unwrap();
         store.flush().unwrap();
@@ -593,7 +646,11 @@ fn reopen_keeps_everything() {
 
     // The own chain continues where it stopped.
     let next = store
-        .publish_own(&key(22), &member_of(&key(22)), Spec::new(1, None, 30_001).body(&key(22)))
+        .publish_own(
+            &key(22),
+            &member_of(&key(22)),
+            Spec::new(1, None, 30_001).body(&key(22)),
+        )
         .unwrap();
     assert_eq!((next.body().seq, next.body().prev), (Seq(2), Some(own.id())));
     // And b's gap is filled as it would be by sync.
@@ -610,7 +667,7 @@ fn opening_with_another_network_fails() {
         insert(&store, &key(30), &[&b]);
         store.flush().unwrap();
     }
-    match Store::open(dir.path(), OTHER_NETWORK) {
+    match open_in(&dir, OTHER_NETWORK) {
         Err(StoreError::WrongNetwork { expected, found }) => {
             assert_eq!((expected, found), (OTHER_NETWORK, NETWORK));
         }
@@ -637,7 +694,9 @@ fn kinds_are_indexed_by_name() {
     ];
     let mut prev = None;
     for (i, kind) in kinds.iter().enumerate() {
-        let b = Spec::new(i as u64 + 1, prev, 50 + i as u64).kind(kind.clone()).sign(&signer);
+        let b = Spec::new(i as u64 + 1, prev, 50 + i as u64)
+            .kind(kind.clone())
+            .sign(&signer);
         prev = Some(b.id());
         insert(&store, &signer, &[&b]);
     }
@@ -651,4 +710,21 @@ fn kinds_are_indexed_by_name() {
         assert_eq!(found.len(), 1, "{}", kind.name());
         assert_eq!(found[0].body().kind.name(), kind.name());
     }
+}
+
+#[test]
+fn equivocating_body_twice_in_one_batch_counts_once() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let signer = key(41);
+    let first = Spec::new(1, None, 1).title("first").sign(&signer);
+    let second = Spec::new(1, None, 1).title("second").sign(&signer);
+    insert(&store, &signer, &[&first]);
+    // The same equivocating body validated twice (say from two peers) before the writer ran.
+    let outcomes = insert(&store, &signer, &[&second, &second]);
+    assert_eq!(
+        outcomes,
+        vec![Stored::Equivocation { other: first.id() }, Stored::AlreadyHeld]
+    );
+    assert_eq!(store.count().unwrap(), 2);
 }

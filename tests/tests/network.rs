@@ -1,0 +1,579 @@
+//! End-to-end network tests: real nodes on loopback TCP in one process. A bulletin crossing a line
+//! of nodes; hostile input from members rejected at the first hop and never forwarded; a member
+//! that keeps sending invalid input disconnected; its gossip score below zero after one rejection; a
+//! non-member refused at the connection; a restart that keeps the store and continues the chain.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::StreamExt;
+use herald_keys::SecretKey;
+use herald_node::{Node, NodeEvent, Origin, Query};
+use herald_protocol::{
+    BulletinId, KeyId, MAX_BULLETIN_BYTES, RegistryOp, RegistryVersion, RevocationPoint, Seq, Timestamp,
+};
+use herald_tests::{
+    GENESIS_TIME, TestNode, TestRegistry, WAIT, connect, connect_line, line_neighbours, origin_peer,
+    sample_draft, signed_sample, start_line, stop_all,
+};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{PeerId, noise, ping, tcp, yamux};
+
+/// The most any test here may take.
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs a test body, failing it if it takes longer than [`LIMIT`].
+async fn within(body: impl Future<Output = ()>) {
+    tokio::time::timeout(LIMIT, body)
+        .await
+        .unwrap_or_else(|_| panic!("the test did not finish within {LIMIT:?}"));
+}
+
+fn sorted(mut peers: Vec<PeerId>) -> Vec<PeerId> {
+    peers.sort();
+    peers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bulletin_crosses_a_line_of_six_nodes() {
+    within(async {
+        const N: usize = 6;
+        let registry = TestRegistry::new(N);
+        let nodes = start_line(&registry, N).await.expect("start the nodes");
+        connect_line(&nodes).await.expect("connect the line");
+
+        // One bulletin from each end.
+        let from_first = nodes[0]
+            .node
+            .publish(sample_draft("from the first node"))
+            .await
+            .expect("publish");
+        let from_last = nodes[N - 1]
+            .node
+            .publish(sample_draft("from the last node"))
+            .await
+            .expect("publish");
+        for (i, node) in nodes.iter().enumerate() {
+            // In a line, each node can only have it from the neighbour nearer the source.
+            let origin = node
+                .wait_stored(from_first.id())
+                .await
+                .expect("the first node's bulletin arrives");
+            if i == 0 {
+                assert_eq!(origin, Origin::Local);
+            } else {
+                assert_eq!(
+                    origin_peer(origin),
+                    Some(nodes[i - 1].peer_id()),
+                    "node {i}: {origin:?}"
+                );
+            }
+            let origin = node
+                .wait_stored(from_last.id())
+                .await
+                .expect("the last node's bulletin arrives");
+            if i == N - 1 {
+                assert_eq!(origin, Origin::Local);
+            } else {
+                assert_eq!(
+                    origin_peer(origin),
+                    Some(nodes[i + 1].peer_id()),
+                    "node {i}: {origin:?}"
+                );
+            }
+        }
+        for (i, node) in nodes.iter().enumerate() {
+            let store = node.node.store();
+            for bulletin in [&from_first, &from_last] {
+                assert_eq!(
+                    store.get_bytes(&bulletin.id()).unwrap().as_deref(),
+                    Some(bulletin.as_bytes()),
+                    "node {i} holds exactly the bytes that were signed"
+                );
+            }
+            assert_eq!(store.count().unwrap(), 2, "node {i}");
+        }
+        // The line held all along: every node is connected with its neighbours only.
+        for (i, around) in line_neighbours(N).iter().enumerate() {
+            let expected = sorted(around.iter().map(|&j| nodes[j].peer_id()).collect());
+            assert_eq!(
+                sorted(nodes[i].node.connected_peers().await),
+                expected,
+                "node {i}'s peers"
+            );
+        }
+        stop_all(nodes).await;
+    })
+    .await;
+}
+
+/// Sends `bytes` (the `what` message) from `attacker` as unchecked gossip and waits for `at` to
+/// reject it, naming the attacker, for a reason that contains `reason`.
+async fn expect_rejected(at: &TestNode, attacker: &TestNode, what: &str, bytes: Vec<u8>, reason: &str) {
+    let mark = at.events.len();
+    attacker.node.inject_unchecked(bytes).await;
+    let attacker_id = attacker.peer_id();
+    let got = at
+        .events
+        .wait_for_from(
+            &format!("the {what} message to be rejected"),
+            mark,
+            WAIT,
+            |e| match e {
+                NodeEvent::Rejected { peer, reason } if *peer == attacker_id => Some(reason.clone()),
+                _ => None,
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        got.contains(reason),
+        "the {what} message was rejected for {got:?}, expected a reason with {reason:?}"
+    );
+}
+
+/// Members of the hostile-input test: six attackers, B, C, and two members that run no node.
+const ATTACKERS: usize = 6;
+const B: usize = 6;
+const C: usize = 7;
+const REVOKED: usize = 8;
+const REMOVED: usize = 9;
+
+/// Each attacker (one per kind of hostile input) is connected only to B, and C only to B:
+/// A_i - B - C. Each attacker sends one message, so neither gossipsub's graylist nor the node's
+/// ban gets in the way of B judging every kind of input. B's registry says that member REVOKED's
+/// key is revoked from its second bulletin and that member REMOVED was removed; C's registry does
+/// not, so anything B forwarded would be stored at C: what C does not store, B did not forward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_input_is_rejected_at_the_first_hop_and_never_forwarded() {
+    within(async {
+        let registry = TestRegistry::new(REMOVED + 1);
+        let network = registry.network();
+        let mut attackers = Vec::new();
+        for i in 0..ATTACKERS {
+            attackers.push(
+                TestNode::start_allowing(&registry, i, &[B])
+                    .await
+                    .expect("start an attacker"),
+            );
+        }
+        // B's registry knows that member REVOKED's key is revoked from its second bulletin and
+        // that member REMOVED was removed (version 2, loaded from B's store at start).
+        let (revoked_member, removed_member) = (registry.member(REVOKED), registry.member(REMOVED));
+        let removed_at = Timestamp(GENESIS_TIME.0 + 60_000);
+        let update = registry
+            .approved_update(
+                (RegistryVersion::GENESIS, registry.genesis_hash),
+                Timestamp(GENESIS_TIME.0 + 1),
+                vec![
+                    RegistryOp::RevokeSigningKey {
+                        member: revoked_member.id(),
+                        key: revoked_member.signing_key.id(),
+                        from: RevocationPoint::Seq(Seq(2)),
+                    },
+                    RegistryOp::RemoveMember {
+                        member: removed_member.id(),
+                        at: removed_at,
+                    },
+                ],
+            )
+            .expect("registry update");
+        let b = TestNode::start_with_history(&registry, B, &[update])
+            .await
+            .expect("start B");
+        assert_eq!(b.node.registry().read().unwrap().version(), RegistryVersion(2));
+        let c = TestNode::start_allowing(&registry, C, &[B])
+            .await
+            .expect("start C");
+        for attacker in &attackers {
+            connect(attacker, &b).await.expect("attacker - B");
+        }
+        connect(&c, &b).await.expect("C - B");
+
+        let now = herald_node::node::now();
+        let sign = |key: &SecretKey, seq: u64, prev: Option<BulletinId>, created: Timestamp, title: &str| {
+            signed_sample(network, key, Seq(seq), prev, created, title).expect("sign")
+        };
+        // A valid bulletin of the first attacker with one bit of its signature's R flipped.
+        let genuine = sign(&registry.member(0).signing_key, 1, None, now, "forged");
+        let mut forged = genuine.to_bytes();
+        let r = forged.len() - 64;
+        forged[r] ^= 0x01;
+        let unknown = sign(
+            &SecretKey::from_seed(&[0xEE; 32]),
+            1,
+            None,
+            now,
+            "signed by a stranger",
+        );
+        let before_revocation = sign(&revoked_member.signing_key, 1, None, now, "before the revocation");
+        let after_revocation = sign(
+            &revoked_member.signing_key,
+            2,
+            Some(before_revocation.id()),
+            now,
+            "after the revocation",
+        );
+        let after_removal = sign(
+            &removed_member.signing_key,
+            1,
+            None,
+            Timestamp(removed_at.0 + 1),
+            "after the removal",
+        );
+        // (what, bytes, expected reason, the bulletin id it would have if it were stored)
+        let attacks: [(&str, Vec<u8>, &str, Option<BulletinId>); ATTACKERS] = [
+            (
+                "forged signature",
+                forged,
+                "signature does not verify",
+                Some(genuine.id()),
+            ),
+            (
+                "unknown key",
+                unknown.to_bytes(),
+                "not a signing key of any member",
+                Some(unknown.id()),
+            ),
+            (
+                "revoked key",
+                after_revocation.to_bytes(),
+                "revoked",
+                Some(after_revocation.id()),
+            ),
+            (
+                "removed member",
+                after_removal.to_bytes(),
+                "was removed",
+                Some(after_removal.id()),
+            ),
+            // One byte over the bulletin limit, well within the gossip frame limit: it reaches B.
+            ("oversize", vec![0x55; MAX_BULLETIN_BYTES + 1], "byte limit", None),
+            // Twelve bytes claiming a 2^40-byte body.
+            (
+                "garbage",
+                vec![0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0],
+                "undecodable",
+                None,
+            ),
+        ];
+
+        // What the revoked key signed before its revocation point stays valid, from any sender.
+        attackers[2]
+            .node
+            .inject_unchecked(before_revocation.to_bytes())
+            .await;
+        assert_eq!(
+            b.wait_stored(before_revocation.id()).await.expect("B takes it"),
+            Origin::Gossip(attackers[2].peer_id())
+        );
+        let origin = c
+            .wait_stored(before_revocation.id())
+            .await
+            .expect("C gets it through B");
+        assert_eq!(origin_peer(origin), Some(b.peer_id()), "{origin:?}");
+
+        for ((what, bytes, reason, _), attacker) in attacks.iter().zip(&attackers) {
+            expect_rejected(&b, attacker, what, bytes.clone(), reason).await;
+        }
+
+        // The honest nodes keep working, both ways.
+        let from_b = b
+            .node
+            .publish(sample_draft("still here"))
+            .await
+            .expect("B publishes");
+        let origin = c.wait_stored(from_b.id()).await.expect("C gets B's bulletin");
+        assert_eq!(origin_peer(origin), Some(b.peer_id()), "{origin:?}");
+        let from_c = c
+            .node
+            .publish(sample_draft("so are we"))
+            .await
+            .expect("C publishes");
+        let origin = b.wait_stored(from_c.id()).await.expect("B gets C's bulletin");
+        assert_eq!(origin_peer(origin), Some(c.peer_id()), "{origin:?}");
+
+        // Nothing hostile was stored anywhere honest, and C never even saw it.
+        for (node, name) in [(&b, "B"), (&c, "C")] {
+            for (what, _, _, id) in &attacks {
+                if let Some(id) = id {
+                    assert!(!node.reported_stored(*id), "{name} stored the {what} bulletin");
+                    assert!(
+                        !node.node.store().contains(id).unwrap(),
+                        "{name} holds the {what} bulletin"
+                    );
+                }
+            }
+            assert_eq!(
+                node.node.store().count().unwrap(),
+                3,
+                "{name} holds only the valid bulletins"
+            );
+        }
+        let rejected_at_b = b.events.all(|e| match e {
+            NodeEvent::Rejected { .. } => Some(()),
+            _ => None,
+        });
+        assert_eq!(
+            rejected_at_b.len(),
+            ATTACKERS,
+            "B rejected each hostile message once"
+        );
+        let seen_at_c: Vec<String> = c.events.all(|e| match e {
+            NodeEvent::Rejected { reason, .. } => Some(reason.clone()),
+            _ => None,
+        });
+        assert!(seen_at_c.is_empty(), "C was sent invalid input: {seen_at_c:?}");
+        assert_eq!(c.node.connected_peers().await, vec![b.peer_id()]);
+
+        attackers.extend([b, c]);
+        stop_all(attackers).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_that_keeps_sending_invalid_input_is_disconnected() {
+    within(async {
+        let registry = TestRegistry::new(3);
+        let nodes = start_line(&registry, 3).await.expect("start");
+        connect_line(&nodes).await.expect("connect");
+        let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+        let a_id = a.peer_id();
+        let banned = b.events.wait_for("B to ban A", WAIT, |e| {
+            matches!(e, NodeEvent::PeerBanned(p) if *p == a_id).then_some(())
+        });
+        // A persistent attacker: a new piece of garbage every 100 ms until it is thrown out. Early
+        // rejections may push its gossip score below the graylist threshold, where gossipsub
+        // drops its messages unseen until the penalty decays; it keeps trying regardless.
+        let attack = async {
+            for i in 0u32.. {
+                a.node.inject_unchecked(format!("garbage {i}").into_bytes()).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            result = banned => result.expect("the attacker is banned"),
+            () = attack => unreachable!("the attack loop never ends"),
+        }
+        b.wait_disconnected(a_id, 0).await.expect("B lets A go");
+        a.wait_disconnected(b.peer_id(), 0)
+            .await
+            .expect("A is disconnected");
+        // Banned at the third rejection (messages already on the way may add more after).
+        let events = b.events.snapshot();
+        let banned_at = events
+            .iter()
+            .position(|e| matches!(e, NodeEvent::PeerBanned(p) if *p == a_id))
+            .expect("the ban is recorded");
+        let rejections_before = events[..banned_at]
+            .iter()
+            .filter(|e| matches!(e, NodeEvent::Rejected { peer, .. } if *peer == a_id))
+            .count();
+        assert_eq!(rejections_before, 3, "banned at the third rejection");
+        assert!(!b.node.connected_peers().await.contains(&a_id));
+
+        // B and C carry on.
+        let bulletin = c
+            .node
+            .publish(sample_draft("after the ban"))
+            .await
+            .expect("publish");
+        b.wait_stored(bulletin.id())
+            .await
+            .expect("B still takes valid bulletins");
+        stop_all(nodes).await;
+    })
+    .await;
+}
+
+/// The gossip score of a member whose message was rejected is below zero, so that gossipsub stops
+/// taking its gossip, even when it has been a member in good standing for a while.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rejection_makes_the_senders_score_negative() {
+    within(async {
+        let registry = TestRegistry::new(2);
+        let nodes = start_line(&registry, 2).await.expect("start");
+        connect_line(&nodes).await.expect("connect");
+        let (a, b) = (&nodes[0], &nodes[1]);
+        let valid = a
+            .node
+            .publish(sample_draft("in good standing"))
+            .await
+            .expect("publish");
+        b.wait_stored(valid.id()).await.expect("B takes it");
+        // Not synchronisation: the member stays in good standing for a few score refreshes
+        // (one a second), as a real member would before it misbehaves.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let before = b.node.peer_score(a.peer_id()).await;
+        let genuine = signed_sample(
+            registry.network(),
+            &registry.member(0).signing_key,
+            Seq(2),
+            Some(valid.id()),
+            herald_node::node::now(),
+            "forged",
+        )
+        .expect("sign");
+        let mut forged = genuine.to_bytes();
+        let r = forged.len() - 64;
+        forged[r] ^= 0x01;
+        expect_rejected(b, a, "forged signature", forged, "signature does not verify").await;
+        let after = b.node.peer_score(a.peer_id()).await;
+        assert!(
+            after.is_some_and(|s| s < 0.0),
+            "B's score for A: {before:?} before the rejection, {after:?} after"
+        );
+        stop_all(nodes).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_not_in_the_registry_cannot_connect() {
+    within(async {
+        let registry = TestRegistry::new(2);
+        let member = TestNode::start(&registry, 0).await.expect("start the member");
+        let other = TestNode::start(&registry, 1)
+            .await
+            .expect("start the other member");
+        let target = member.dial_addr().await.expect("the member's address");
+
+        // A well-formed libp2p peer (TCP, noise, yamux) with an identity no member listed.
+        let mut outsider = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .expect("transport")
+            .with_behaviour(|_| ping::Behaviour::default())
+            .expect("behaviour")
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+            .build();
+        let outsider_id = *outsider.local_peer_id();
+        outsider.dial(target).expect("dial");
+        let member_id = member.peer_id();
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match outsider.select_next_some().await {
+                    // Refused after the handshake, when the member learns who dialled.
+                    SwarmEvent::ConnectionClosed { peer_id, .. } if peer_id == member_id => return,
+                    SwarmEvent::OutgoingConnectionError { .. } => return,
+                    SwarmEvent::Behaviour(ping::Event { result: Ok(rtt), .. }) => {
+                        panic!("the outsider pinged a member through an open connection ({rtt:?})")
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("the outsider's connection ends");
+
+        // A member's node connects to the same node: its events come after any the outsider caused.
+        connect(&other, &member).await.expect("a member connects");
+        let outsider_seen = member.events.find(|e| match e {
+            NodeEvent::PeerConnected(p) | NodeEvent::PeerSubscribed(p) if *p == outsider_id => {
+                Some(e.clone())
+            }
+            _ => None,
+        });
+        assert!(
+            outsider_seen.is_none(),
+            "the member reported the outsider: {outsider_seen:?}"
+        );
+        assert_eq!(member.node.connected_peers().await, vec![other.peer_id()]);
+
+        stop_all(vec![member, other]).await;
+    })
+    .await;
+}
+
+/// Everything a node holds that a restart must keep.
+#[derive(Debug, PartialEq, Eq)]
+struct Held {
+    count: u64,
+    heads: Vec<(KeyId, herald_node::store::ChainHead)>,
+    bulletins: Vec<(BulletinId, Vec<u8>)>,
+}
+
+fn held(node: &Node) -> Held {
+    let store = node.store();
+    let mut heads = store.heads().unwrap();
+    heads.sort_by_key(|(k, _)| *k);
+    let bulletins = store
+        .query(&Query::default())
+        .unwrap()
+        .into_iter()
+        .map(|b| (b.id(), store.get_bytes(&b.id()).unwrap().unwrap()))
+        .collect();
+    Held {
+        count: store.count().unwrap(),
+        heads,
+        bulletins,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_keeps_the_store_and_continues_the_chain() {
+    within(async {
+        let registry = TestRegistry::new(2);
+        let a = TestNode::start(&registry, 0).await.expect("start A");
+        let b = TestNode::start(&registry, 1).await.expect("start B");
+        connect(&a, &b).await.expect("connect");
+
+        let mut own = Vec::new();
+        for i in 1..=3 {
+            let bulletin = a
+                .node
+                .publish(sample_draft(&format!("before the restart, {i}")))
+                .await
+                .expect("publish");
+            b.wait_stored(bulletin.id()).await.expect("B gets it");
+            own.push(bulletin);
+        }
+        let from_b = b.node.publish(sample_draft("from B")).await.expect("B publishes");
+        a.wait_stored(from_b.id()).await.expect("A gets B's bulletin");
+        let before = held(&a.node);
+        assert_eq!(before.count, 4);
+
+        let a_id = a.peer_id();
+        let b_mark = b.events.len();
+        let dir = a.stop().await;
+        b.wait_disconnected(a_id, b_mark).await.expect("B sees A go");
+
+        let a = TestNode::start_in(&registry, 0, dir)
+            .await
+            .expect("restart A on its data directory");
+        assert_eq!(a.peer_id(), a_id);
+        assert_eq!(held(&a.node), before, "the restarted node holds what it held");
+
+        // Published while alone: stored at once, gossiped once a peer is there.
+        let next = a
+            .node
+            .publish(sample_draft("after the restart"))
+            .await
+            .expect("publish after restart");
+        assert_eq!(next.body().signer, own[2].body().signer);
+        assert_eq!(next.body().seq, Seq(4), "the chain continues");
+        assert_eq!(
+            next.body().prev,
+            Some(own[2].id()),
+            "linked to the last bulletin before the restart"
+        );
+        assert_eq!(a.node.store().count().unwrap(), 5);
+
+        connect(&a, &b).await.expect("reconnect");
+        let origin = b.wait_stored(next.id()).await.expect("B gets the new bulletin");
+        assert_eq!(origin_peer(origin), Some(a_id), "{origin:?}");
+        assert_eq!(
+            b.node.store().get_bytes(&next.id()).unwrap().as_deref(),
+            Some(next.as_bytes())
+        );
+
+        stop_all(vec![a, b]).await;
+    })
+    .await;
+}
