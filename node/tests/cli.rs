@@ -32,8 +32,11 @@ fn stderr(o: &Output) -> String {
 
 /// A base port with `base+1..=base+n` and `base+101..=base+100+n` free now.
 fn free_base_port(n: u16) -> u16 {
+    // Tests in this process run in parallel: each call starts elsewhere.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let salt = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) * 7919;
     for attempt in 0..200u32 {
-        let base = 20_000 + ((std::process::id() + attempt * 397) % 40_000) as u16;
+        let base = 20_000 + ((std::process::id() + salt + attempt * 397) % 40_000) as u16;
         let ports = (1..=n).flat_map(|i| [base + i, base + 100 + i]);
         let held: Vec<_> = ports.map(|p| TcpListener::bind(("127.0.0.1", p))).collect();
         if held.iter().all(Result::is_ok) {
@@ -79,7 +82,12 @@ impl RunningNode {
             match self.lines.recv_timeout(left) {
                 Ok(line) if needles.iter().all(|n| line.contains(n)) => return line,
                 Ok(_) => continue,
-                Err(_) => panic!("no log line with {needles:?} within {WAIT:?}"),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("herald run exited before logging {needles:?}")
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("no log line with {needles:?} within {WAIT:?}")
+                }
             }
         }
     }
@@ -210,4 +218,96 @@ fn bad_command_line_input_gets_a_clear_error() {
     let bad_id = herald(&["show", "--dir", dir, "not-an-id"]);
     assert!(!bad_id.status.success());
     assert!(stderr(&bad_id).contains("bulletin id"), "{}", stderr(&bad_id));
+}
+
+/// Invariant 9: a bulletin the API acknowledged is on disk. Publish through the
+/// API from several threads, kill the node with SIGKILL mid-stream, restart:
+/// every acknowledged id is there and the store opens.
+#[test]
+fn nothing_acknowledged_is_lost_when_the_node_is_killed() {
+    use std::sync::{Arc, Mutex};
+    let tmp = tempfile::tempdir().unwrap();
+    let base = free_base_port(1);
+    let made = herald(&[
+        "testnet",
+        "--dir",
+        tmp.path().to_str().unwrap(),
+        "--nodes",
+        "1",
+        "--base-port",
+        &base.to_string(),
+    ]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let dir = tmp.path().join("member-1");
+    let api = format!("http://127.0.0.1:{}/v1/bulletins", base + 101);
+    for round in 0..3 {
+        let node = RunningNode::start(&dir);
+        node.wait_for(&["herald is running"]);
+        let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (first_acks, enough) = mpsc::channel::<()>();
+        let writers: Vec<_> = (0..4)
+            .map(|t| {
+                let (api, acked, first_acks) = (api.clone(), Arc::clone(&acked), first_acks.clone());
+                std::thread::spawn(move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .timeout_global(Some(Duration::from_secs(5)))
+                        .build()
+                        .into();
+                    for i in 0.. {
+                        let draft = serde_json::json!({
+                            "kind": {"type": "outreach"},
+                            "tlp": "CLEAR",
+                            "severity": "low",
+                            "title": format!("round {round} writer {t} number {i}"),
+                            "payload": {"content_type": "text/plain", "bytes": "6869"},
+                        });
+                        let Ok(mut response) = agent.post(&api).send_json(&draft) else {
+                            return;
+                        };
+                        let Ok(body) = response.body_mut().read_json::<serde_json::Value>() else {
+                            return;
+                        };
+                        let id = body["id"].as_str().unwrap().to_string();
+                        let mut acked = acked.lock().unwrap();
+                        acked.push(id);
+                        if acked.len() == 40 {
+                            let _ = first_acks.send(());
+                        }
+                    }
+                })
+            })
+            .collect();
+        enough.recv_timeout(WAIT).expect("40 acknowledgements");
+        let mut node = node;
+        node.child.kill().unwrap();
+        node.child.wait().unwrap();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let acked = acked.lock().unwrap().clone();
+        assert!(acked.len() >= 40);
+        // Offline, straight from the store: every acknowledged id is there.
+        let listed = herald(&[
+            "list",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--json",
+            "--limit",
+            "100000",
+        ]);
+        assert!(listed.status.success(), "round {round}: {}", stderr(&listed));
+        let views: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+        let held: std::collections::HashSet<&str> = views
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["id"].as_str().unwrap())
+            .collect();
+        for id in &acked {
+            assert!(
+                held.contains(id.as_str()),
+                "round {round}: acknowledged {id} lost"
+            );
+        }
+    }
 }
