@@ -158,7 +158,7 @@ pub(crate) fn answer(request: SyncRequest, store: &Store, registry: &RwLock<Regi
 }
 
 /// What a session achieved.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncReport {
     /// Registry updates applied.
     pub registry_updates: usize,
@@ -189,7 +189,21 @@ pub enum SyncError {
     Stopped,
 }
 
-/// What a session needs from the node.
+/// How a session reaches its peer and stores what it pulls: over the network
+/// through the node's event loop and writer, or in process (tests, benchmarks).
+pub trait SyncLink: Send + Sync {
+    /// Sends one request and waits for the answer.
+    fn request(&self, request: SyncRequest) -> impl Future<Output = Result<SyncResponse, SyncError>> + Send;
+    /// Stores verified bulletins (one batch, flushed) and says what happened to each.
+    fn store(
+        &self,
+        items: Vec<(SignedBulletin, MemberId)>,
+    ) -> impl Future<Output = Result<Vec<Stored>, SyncError>> + Send;
+    /// The registry advanced (who may connect may have changed).
+    fn registry_changed(&self) {}
+}
+
+/// A session over the network, for one peer.
 #[derive(Clone)]
 pub(crate) struct SessionContext {
     pub(crate) commands: mpsc::Sender<Command>,
@@ -198,11 +212,22 @@ pub(crate) struct SessionContext {
     pub(crate) registry: Arc<RwLock<Registry>>,
 }
 
-impl SessionContext {
-    async fn request(&self, peer: PeerId, request: SyncRequest) -> Result<SyncResponse, SyncError> {
+/// [`SessionContext`] bound to one peer.
+pub(crate) struct NetworkLink {
+    pub(crate) peer: PeerId,
+    pub(crate) ctx: SessionContext,
+}
+
+impl SyncLink for NetworkLink {
+    async fn request(&self, request: SyncRequest) -> Result<SyncResponse, SyncError> {
         let (reply, response) = oneshot::channel();
-        self.commands
-            .send(Command::SyncRequest { peer, request, reply })
+        self.ctx
+            .commands
+            .send(Command::SyncRequest {
+                peer: self.peer,
+                request,
+                reply,
+            })
             .await
             .map_err(|_| SyncError::Stopped)?;
         match response.await {
@@ -214,30 +239,94 @@ impl SessionContext {
         }
     }
 
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, SyncError> {
-        tokio::task::spawn_blocking(f)
+    async fn store(&self, items: Vec<(SignedBulletin, MemberId)>) -> Result<Vec<Stored>, SyncError> {
+        let (reply, stored) = oneshot::channel();
+        self.ctx
+            .writer
+            .send(WriteRequest::Import {
+                items,
+                origin: Origin::Sync(self.peer),
+                reply,
+            })
             .await
-            .map_err(|_| SyncError::Stopped)
+            .map_err(|_| SyncError::Stopped)?;
+        Ok(stored.await.map_err(|_| SyncError::Stopped)??)
+    }
+
+    fn registry_changed(&self) {
+        let _ = self.ctx.commands.try_send(Command::RegistryChanged);
     }
 }
 
-/// Pulls from `peer` what this node lacks: registry updates, then bulletins.
+/// A peer in the same process: its answers come straight from its store and
+/// registry, and what is pulled goes straight into the local store. Counts the
+/// bytes each way as the network would frame them.
+pub struct InProcessLink {
+    /// The peer's store.
+    pub peer_store: Store,
+    /// The peer's registry.
+    pub peer_registry: Arc<RwLock<Registry>>,
+    /// The local store.
+    pub local_store: Store,
+    /// Bytes sent (requests, with their 4-byte frame headers).
+    pub sent: std::sync::atomic::AtomicU64,
+    /// Bytes received (responses, with their frame headers).
+    pub received: std::sync::atomic::AtomicU64,
+}
+
+impl SyncLink for InProcessLink {
+    async fn request(&self, request: SyncRequest) -> Result<SyncResponse, SyncError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.sent.fetch_add(4 + request.to_bytes().len() as u64, Relaxed);
+        let (store, registry) = (self.peer_store.clone(), Arc::clone(&self.peer_registry));
+        let response = tokio::task::spawn_blocking(move || answer(request, &store, &registry))
+            .await
+            .map_err(|_| SyncError::Stopped)?;
+        self.received
+            .fetch_add(4 + response.to_bytes().len() as u64, Relaxed);
+        Ok(response)
+    }
+
+    async fn store(&self, items: Vec<(SignedBulletin, MemberId)>) -> Result<Vec<Stored>, SyncError> {
+        let store = self.local_store.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcomes = store.insert_verified(&items)?;
+            store.flush()?;
+            Ok(outcomes)
+        })
+        .await
+        .map_err(|_| SyncError::Stopped)?
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, SyncError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| SyncError::Stopped)
+}
+
+/// Runs a session with `peer` over the network.
 pub(crate) async fn run_session(peer: PeerId, ctx: SessionContext) -> Result<SyncReport, SyncError> {
-    let mut report = SyncReport::default();
     let (store, registry) = (ctx.store.clone(), Arc::clone(&ctx.registry));
-    let (ours, _, digest) = ctx.blocking(move || our_state(&store, &registry)).await??;
+    pull(&NetworkLink { peer, ctx }, &store, &registry).await
+}
+
+/// Pulls from the peer behind `link` what this node lacks: registry updates,
+/// then bulletins in pages, each verified like gossip.
+pub async fn pull<L: SyncLink>(
+    link: &L,
+    local_store: &Store,
+    local_registry: &Arc<RwLock<Registry>>,
+) -> Result<SyncReport, SyncError> {
+    let mut report = SyncReport::default();
+    let (store, registry) = (local_store.clone(), Arc::clone(local_registry));
+    let (ours, _, digest) = blocking(move || our_state(&store, &registry)).await??;
     report.round_trips += 1;
-    let answer = ctx
-        .request(
-            peer,
-            SyncRequest::Hello {
-                registry_version: ours.version(),
-                digest,
-            },
-        )
+    let answer = link
+        .request(SyncRequest::Hello {
+            registry_version: ours.version(),
+            digest,
+        })
         .await?;
     let (their_version, chains) = match answer {
         SyncResponse::InStep => {
@@ -258,18 +347,15 @@ pub(crate) async fn run_session(peer: PeerId, ctx: SessionContext) -> Result<Syn
     };
     // Registry first: bulletins may be signed by keys only newer versions admit.
     for _ in 0..MAX_REGISTRY_ROUNDS {
-        let ours = ctx.registry.read().unwrap_or_else(|e| e.into_inner()).version();
+        let ours = local_registry.read().unwrap_or_else(|e| e.into_inner()).version();
         if ours >= their_version {
             break;
         }
         report.round_trips += 1;
-        let updates = match ctx
-            .request(
-                peer,
-                SyncRequest::Registry {
-                    from: herald_protocol::RegistryVersion(ours.0.saturating_add(1)),
-                },
-            )
+        let updates = match link
+            .request(SyncRequest::Registry {
+                from: herald_protocol::RegistryVersion(ours.0.saturating_add(1)),
+            })
             .await?
         {
             SyncResponse::Registry { updates } if !updates.is_empty() => updates,
@@ -281,23 +367,22 @@ pub(crate) async fn run_session(peer: PeerId, ctx: SessionContext) -> Result<Syn
                 )));
             }
         };
-        report.registry_updates += apply_registry_updates(&ctx, &updates)?;
+        report.registry_updates += apply_registry_updates(link, local_store, local_registry, &updates)?;
     }
     // Then the bulletins this node lacks.
-    let store = ctx.store.clone();
-    let mut wants = ctx
-        .blocking(move || -> Result<Vec<Want>, StoreError> {
-            let ours = store.summaries()?;
-            let mut failure = None;
-            let wants = sync::plan_wants(&ours, &chains, |key, from, to| {
-                store.holes(key, from, to).unwrap_or_else(|e| {
-                    failure = Some(e);
-                    Vec::new()
-                })
-            });
-            failure.map_or(Ok(wants), Err)
-        })
-        .await??;
+    let store = local_store.clone();
+    let mut wants = blocking(move || -> Result<Vec<Want>, StoreError> {
+        let ours = store.summaries()?;
+        let mut failure = None;
+        let wants = sync::plan_wants(&ours, &chains, |key, from, to| {
+            store.holes(key, from, to).unwrap_or_else(|e| {
+                failure = Some(e);
+                Vec::new()
+            })
+        });
+        failure.map_or(Ok(wants), Err)
+    })
+    .await??;
     report.behind = wanted_count(&wants);
     let mut received: BTreeMap<KeyId, Vec<Seq>> = BTreeMap::new();
     for _ in 0..MAX_PAGES_PER_SESSION {
@@ -306,13 +391,10 @@ pub(crate) async fn run_session(peer: PeerId, ctx: SessionContext) -> Result<Syn
         }
         let request_wants = cap_ranges(&wants);
         report.round_trips += 1;
-        let (pages, complete) = match ctx
-            .request(
-                peer,
-                SyncRequest::Fetch {
-                    wants: request_wants.clone(),
-                },
-            )
+        let (pages, complete) = match link
+            .request(SyncRequest::Fetch {
+                wants: request_wants.clone(),
+            })
             .await?
         {
             SyncResponse::Page { bulletins, complete } => (bulletins, complete),
@@ -323,7 +405,7 @@ pub(crate) async fn run_session(peer: PeerId, ctx: SessionContext) -> Result<Syn
                 )));
             }
         };
-        let accepted = verify_page(&ctx, pages, request_wants.clone()).await?;
+        let accepted = verify_page(local_registry, pages, request_wants.clone()).await?;
         if accepted.is_empty() {
             // A page with nothing wanted: the peer has nothing more (or stalls).
             break;
@@ -334,16 +416,7 @@ pub(crate) async fn run_session(peer: PeerId, ctx: SessionContext) -> Result<Syn
                 .or_default()
                 .push(bulletin.body().seq);
         }
-        let (reply, stored) = oneshot::channel();
-        ctx.writer
-            .send(WriteRequest::Import {
-                items: accepted,
-                origin: Origin::Sync(peer),
-                reply,
-            })
-            .await
-            .map_err(|_| SyncError::Stopped)?;
-        let outcomes = stored.await.map_err(|_| SyncError::Stopped)??;
+        let outcomes = link.store(accepted).await?;
         report.new_bulletins += outcomes.iter().filter(|o| matches!(o, Stored::New)).count() as u64;
         wants = sync::remaining_wants(&wants, &received);
         if complete {
@@ -409,21 +482,26 @@ fn cap_ranges(wants: &[Want]) -> Vec<Want> {
     out
 }
 
-fn apply_registry_updates(ctx: &SessionContext, updates: &[Vec<u8>]) -> Result<usize, SyncError> {
+fn apply_registry_updates<L: SyncLink>(
+    link: &L,
+    store: &Store,
+    registry: &RwLock<Registry>,
+    updates: &[Vec<u8>],
+) -> Result<usize, SyncError> {
     let mut applied = 0;
     for bytes in updates {
         let update = SignedRegistryUpdate::from_bytes(bytes)
             .map_err(|e| SyncError::Hostile(format!("registry update: {e}")))?;
-        let outcome = {
-            let mut registry = ctx.registry.write().unwrap_or_else(|e| e.into_inner());
-            registry.apply(update.clone())
-        };
+        let outcome = registry
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply(update.clone());
         match outcome {
             Ok(Applied::Advanced(version)) => {
-                ctx.store.save_registry_update(&update)?;
-                ctx.store.flush()?;
+                store.save_registry_update(&update)?;
+                store.flush()?;
                 tracing::info!(%version, "registry advanced by sync");
-                let _ = ctx.commands.try_send(Command::RegistryChanged);
+                link.registry_changed();
                 applied += 1;
             }
             Ok(Applied::AlreadyHeld) => {}
@@ -436,12 +514,12 @@ fn apply_registry_updates(ctx: &SessionContext, updates: &[Vec<u8>]) -> Result<u
 /// Checks a page exactly like gossip: every bulletin decodes, was asked for,
 /// and verifies against the registry. One bad item condemns the page.
 async fn verify_page(
-    ctx: &SessionContext,
+    registry: &Arc<RwLock<Registry>>,
     page: Vec<Vec<u8>>,
     wants: Vec<Want>,
 ) -> Result<Vec<(SignedBulletin, MemberId)>, SyncError> {
-    let registry = Arc::clone(&ctx.registry);
-    ctx.blocking(move || {
+    let registry = Arc::clone(registry);
+    blocking(move || {
         let registry = registry.read().unwrap_or_else(|e| e.into_inner());
         let asked: HashSet<KeyId> = wants.iter().map(|w| w.key).collect();
         let mut out = Vec::with_capacity(page.len());

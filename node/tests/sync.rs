@@ -1,0 +1,230 @@
+//! Catch-up sync between two stores in one process (no network): exact
+//! reconciliation of scattered and recent gaps, one small round trip when in
+//! step, registry updates first, and the byte and round-trip budgets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, RwLock};
+
+use herald_keys::{Registry, SecretKey, approve, propose_update, sign_bulletin};
+use herald_node::Store;
+use herald_node::sync::{InProcessLink, pull};
+use herald_protocol::{
+    BulletinBody, Kind, MemberEntry, MemberId, Payload, RegistryOp, RegistryUpdate, RegistryVersion, Seq,
+    Severity, SignedBulletin, Timestamp, Tlp,
+};
+
+struct Net {
+    registry: Registry,
+    signers: Vec<(SecretKey, MemberId)>,
+}
+
+fn network(members: u8) -> Net {
+    let keys: Vec<[SecretKey; 3]> = (0..members)
+        .map(|i| [0u8, 1, 2].map(|r| SecretKey::from_seed(&[i.wrapping_mul(3).wrapping_add(r + 1); 32])))
+        .collect();
+    let mut ops: Vec<RegistryOp> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, [m, s, n])| {
+            RegistryOp::AddMember(MemberEntry {
+                id: MemberId::derive(&m.id()),
+                name: format!("member-{i}"),
+                member_key: m.id(),
+                signing_keys: vec![s.id()],
+                node_ids: vec![n.public().node_id()],
+            })
+        })
+        .collect();
+    ops.push(RegistryOp::SetThreshold {
+        threshold: u32::from(members / 2 + 1),
+    });
+    let body = RegistryUpdate {
+        format: 1,
+        version: RegistryVersion(1),
+        prev: None,
+        created: Timestamp(1),
+        ops,
+    };
+    let mut genesis = propose_update(&body).unwrap();
+    for k in keys.iter().flatten() {
+        let a = approve(k, &genesis);
+        genesis.push_approval(a).unwrap();
+    }
+    let hash = genesis.hash();
+    let registry = Registry::from_genesis(genesis, hash).unwrap();
+    let signers = keys
+        .into_iter()
+        .map(|[m, s, _]| (s, MemberId::derive(&m.id())))
+        .collect();
+    Net { registry, signers }
+}
+
+/// `per_key` bulletins on each signer's chain.
+fn chains(net: &Net, per_key: u64) -> Vec<(SignedBulletin, MemberId)> {
+    let mut out = Vec::new();
+    for (key, member) in &net.signers {
+        let mut prev = None;
+        for seq in 1..=per_key {
+            let b = sign_bulletin(
+                key,
+                &BulletinBody {
+                    format: 1,
+                    network: net.registry.network(),
+                    signer: key.id(),
+                    seq: Seq(seq),
+                    prev,
+                    created: Timestamp(1_000 + seq),
+                    kind: Kind::Outreach,
+                    tlp: Tlp::Clear,
+                    severity: Severity::Low,
+                    title: format!("bulletin {seq}"),
+                    references: vec![],
+                    supersedes: None,
+                    expires: None,
+                    audience: vec![],
+                    payload: Payload {
+                        content_type: "text/plain".into(),
+                        bytes: vec![7; 200],
+                    },
+                },
+            )
+            .unwrap();
+            prev = Some(b.id());
+            out.push((b, *member));
+        }
+    }
+    out
+}
+
+fn store_with(net: &Net, items: &[(SignedBulletin, MemberId)]) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), net.registry.network()).unwrap();
+    store.save_registry_update(&net.registry.history()[0]).unwrap();
+    for chunk in items.chunks(1000) {
+        store.insert_verified(chunk).unwrap();
+    }
+    store.flush().unwrap();
+    (dir, store)
+}
+
+fn ids(store: &Store) -> std::collections::BTreeSet<herald_protocol::BulletinId> {
+    store
+        .query(&herald_node::Query::default())
+        .unwrap()
+        .iter()
+        .map(|b| b.id())
+        .collect()
+}
+
+async fn pull_from(net: &Net, from: &Store, into: &Store) -> (herald_node::sync::SyncReport, u64, u64) {
+    let link = InProcessLink {
+        peer_store: from.clone(),
+        peer_registry: Arc::new(RwLock::new(net.registry.clone())),
+        local_store: into.clone(),
+        sent: Default::default(),
+        received: Default::default(),
+    };
+    let registry = Arc::new(RwLock::new(net.registry.clone()));
+    let report = pull(&link, into, &registry).await.unwrap();
+    (report, link.sent.load(Relaxed), link.received.load(Relaxed))
+}
+
+#[tokio::test]
+async fn nodes_in_step_settle_in_one_small_round_trip() {
+    let net = network(4);
+    let all = chains(&net, 20);
+    let (_a, a) = store_with(&net, &all);
+    let (_b, b) = store_with(&net, &all);
+    let (report, sent, received) = pull_from(&net, &a, &b).await;
+    assert!(report.in_step);
+    assert_eq!(report.round_trips, 1);
+    assert!(sent + received < 1024, "{sent} + {received} bytes");
+}
+
+#[tokio::test]
+async fn scattered_and_recent_gaps_are_filled_exactly() {
+    let net = network(10);
+    let all = chains(&net, 100);
+    // Scattered: every 7th bulletin missing; recent: the last 10 of each chain.
+    for (name, missing) in [
+        (
+            "scattered",
+            all.iter()
+                .enumerate()
+                .filter(|(i, _)| i % 7 == 3)
+                .map(|(i, _)| i)
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "recent",
+            all.iter()
+                .enumerate()
+                .filter(|(_, (b, _))| b.body().seq.0 > 90)
+                .map(|(i, _)| i)
+                .collect(),
+        ),
+    ] {
+        let (_a, a) = store_with(&net, &all);
+        let partial: Vec<_> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !missing.contains(i))
+            .map(|(_, x)| x.clone())
+            .collect();
+        let (_b, b) = store_with(&net, &partial);
+        let (report, sent, received) = pull_from(&net, &a, &b).await;
+        assert_eq!(report.new_bulletins, missing.len() as u64, "{name}");
+        assert_eq!(ids(&a), ids(&b), "{name}: same set after sync");
+        for (key, _) in &net.signers {
+            let head = b.head(&key.id()).unwrap();
+            assert_eq!((head.contiguous, head.highest), (Seq(100), Seq(100)), "{name}");
+        }
+        // Hello + summary, then one page.
+        assert!(
+            report.round_trips <= 3,
+            "{name}: {} round trips",
+            report.round_trips
+        );
+        let payload: u64 = missing
+            .iter()
+            .map(|i| all[*i].0.as_bytes().len() as u64 + 8)
+            .sum();
+        let overhead = sent + received - payload;
+        assert!(
+            overhead < 64 * 1024,
+            "{name}: {overhead} bytes beyond the bulletins"
+        );
+        eprintln!(
+            "{name}: {} missing, {} round trips, {sent} B sent, {received} B received, {overhead} B overhead",
+            missing.len(),
+            report.round_trips
+        );
+        // And again: now in step.
+        let (again, _, _) = pull_from(&net, &a, &b).await;
+        assert!(again.in_step, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn equivocation_evidence_travels_by_sync() {
+    let net = network(2);
+    let all = chains(&net, 3);
+    let (key, member) = &net.signers[0];
+    // A second, different body for number 2 of the first key.
+    let mut body = all[1].0.body().clone();
+    body.title = "a different story".into();
+    let twin = sign_bulletin(key, &body).unwrap();
+    let mut with_twin = all.clone();
+    with_twin.push((twin.clone(), *member));
+    let (_a, a) = store_with(&net, &with_twin);
+    assert_eq!(a.equivocations().unwrap().len(), 1);
+    let (_b, b) = store_with(&net, &all);
+    let (report, _, _) = pull_from(&net, &a, &b).await;
+    assert!(!report.in_step);
+    assert!(
+        b.contains(&twin.id()).unwrap(),
+        "the second body arrives as proof"
+    );
+    assert_eq!(b.equivocations().unwrap(), a.equivocations().unwrap());
+}
