@@ -598,6 +598,10 @@ impl EventLoop {
             } if self.connected.insert(peer_id) => {
                 tracing::info!(peer = %short_peer(&peer_id), addr = %endpoint.get_remote_address(), "peer connected");
                 let _ = self.events.send(NodeEvent::PeerConnected(peer_id));
+                // Catch up with every member's node as it (re)connects.
+                if self.is_member_node(&peer_id) {
+                    self.start_sync(peer_id);
+                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -727,7 +731,14 @@ impl EventLoop {
         let ctx = self.session.clone();
         let done = self.session.commands.clone();
         tokio::spawn(async move {
-            let result = run_session(peer, ctx).await;
+            // A session that panics still reports back, so the peer is not
+            // left marked as syncing for good.
+            let result = match tokio::spawn(run_session(peer, ctx)).await {
+                Ok(result) => result,
+                Err(e) => Err(crate::sync::SyncError::Request(format!(
+                    "sync session failed: {e}"
+                ))),
+            };
             let _ = done.send(Command::SyncDone { peer, result }).await;
         });
     }

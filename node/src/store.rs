@@ -521,18 +521,22 @@ impl Store {
     /// The numbers of `key`'s chain in `from..=to` that are not held, as ranges.
     pub fn holes(&self, key: &KeyId, from: Seq, to: Seq) -> Result<Vec<SeqRange>, StoreError> {
         let mut out = Vec::new();
-        let mut next = from.0;
+        // u128: the number after u64::MAX must not wrap.
+        let mut next = u128::from(from.0);
         for (seq, _) in self.chain_range(key, from, to)? {
-            if seq.0 > next {
+            if u128::from(seq.0) > next {
                 out.push(SeqRange {
-                    from: Seq(next),
+                    from: Seq(next as u64),
                     to: Seq(seq.0 - 1),
                 });
             }
-            next = seq.0 + 1;
+            next = u128::from(seq.0) + 1;
         }
-        if next <= to.0 {
-            out.push(SeqRange { from: Seq(next), to });
+        if next <= u128::from(to.0) {
+            out.push(SeqRange {
+                from: Seq(next as u64),
+                to,
+            });
         }
         Ok(out)
     }

@@ -291,7 +291,8 @@ pub fn remaining_wants(wants: &[Want], received: &BTreeMap<KeyId, Vec<Seq>>) -> 
         let got = received.get(&w.key);
         let mut ranges = Vec::new();
         for r in &w.ranges {
-            let mut from = r.from.0;
+            // u128: the number after u64::MAX must not wrap.
+            let mut from = u128::from(r.from.0);
             let mut seqs: Vec<u64> = got
                 .map(|g| {
                     g.iter()
@@ -303,17 +304,17 @@ pub fn remaining_wants(wants: &[Want], received: &BTreeMap<KeyId, Vec<Seq>>) -> 
             seqs.sort_unstable();
             seqs.dedup();
             for s in seqs {
-                if s > from {
+                if u128::from(s) > from {
                     ranges.push(SeqRange {
-                        from: Seq(from),
+                        from: Seq(from as u64),
                         to: Seq(s - 1),
                     });
                 }
-                from = s + 1;
+                from = u128::from(s) + 1;
             }
-            if from <= r.to.0 {
+            if from <= u128::from(r.to.0) {
                 ranges.push(SeqRange {
-                    from: Seq(from),
+                    from: Seq(from as u64),
                     to: r.to,
                 });
             }

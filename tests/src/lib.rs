@@ -170,6 +170,8 @@ pub struct TestRegistry {
     pub genesis: SignedRegistryUpdate,
     /// Its hash: the root of trust every node is configured with.
     pub genesis_hash: RegistryHash,
+    /// The gossip and sync timing of every node started from this registry.
+    timing: GossipTiming,
 }
 
 impl TestRegistry {
@@ -207,7 +209,15 @@ impl TestRegistry {
             members,
             genesis,
             genesis_hash,
+            timing: GossipTiming::fast(),
         }
+    }
+
+    /// The same registry, whose nodes start with `timing` instead of [`GossipTiming::fast`] (for
+    /// example a sync interval of an hour, so that only the triggers under test start a session).
+    pub fn with_timing(mut self, timing: GossipTiming) -> Self {
+        self.timing = timing;
+        self
     }
 
     /// The network these members form.
@@ -284,7 +294,8 @@ impl TestRegistry {
     }
 
     /// Settings for member `index`'s node in `data_dir`: loopback TCP on a free port, no mDNS,
-    /// fast gossip heartbeats, no bootstrap peers.
+    /// fast gossip heartbeats (or the timing given to [`TestRegistry::with_timing`]), no bootstrap
+    /// peers.
     pub fn settings(&self, index: usize, data_dir: &std::path::Path) -> NodeSettings {
         let m = self.member(index);
         NodeSettings {
@@ -296,8 +307,16 @@ impl TestRegistry {
             listen: vec![loopback_any_port()],
             bootstrap: Vec::new(),
             mdns: false,
-            timing: GossipTiming::fast(),
+            timing: self.timing,
         }
+    }
+}
+
+/// [`GossipTiming::fast`] with periodic catch-up sync every `interval` instead of every 5 s.
+pub fn fast_timing_with_sync_every(interval: Duration) -> GossipTiming {
+    GossipTiming {
+        sync_interval: interval,
+        ..GossipTiming::fast()
     }
 }
 
@@ -606,6 +625,27 @@ impl TestNode {
         self.wait_subscribed(peer, from).await
     }
 
+    /// Waits until this node reports, at or after event cursor `from`, that a catch-up session
+    /// with `peer` ended (completed or failed).
+    pub async fn wait_sync_ended(&self, peer: PeerId, from: usize) -> Result<(), HarnessError> {
+        let short = herald_node::network::short_peer(&peer);
+        self.events
+            .wait_for_from(
+                &format!("node {} to end a sync session with {short}", self.index),
+                from,
+                WAIT,
+                |e| match e {
+                    NodeEvent::SyncCompleted { peer: p, .. } | NodeEvent::SyncFailed { peer: p, .. }
+                        if *p == peer =>
+                    {
+                        Some(())
+                    }
+                    _ => None,
+                },
+            )
+            .await
+    }
+
     /// Waits until this node reports, at or after event cursor `from`, that `peer` subscribed to
     /// the bulletin topic.
     pub async fn wait_subscribed(&self, peer: PeerId, from: usize) -> Result<(), HarnessError> {
@@ -657,7 +697,11 @@ pub async fn connect(from: &TestNode, to: &TestNode) -> Result<(), HarnessError>
     let addr = to.dial_addr().await?;
     from.node.dial(addr).await;
     from.wait_peer_ready(to.peer_id(), from_mark).await?;
-    to.wait_peer_ready(from.peer_id(), to_mark).await
+    to.wait_peer_ready(from.peer_id(), to_mark).await?;
+    // Each side starts a catch-up session on connecting: let both end, so that
+    // what a test does next is not raced by them.
+    from.wait_sync_ended(to.peer_id(), from_mark).await?;
+    to.wait_sync_ended(from.peer_id(), to_mark).await
 }
 
 /// Connects the nodes with the given edges (pairs of positions in `nodes`).
