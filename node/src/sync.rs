@@ -170,6 +170,23 @@ pub struct SyncReport {
     pub behind: u64,
     /// Whether the two nodes were already in step.
     pub in_step: bool,
+    /// Bytes of requests sent, as framed on the wire.
+    pub bytes_sent: u64,
+    /// Bytes of responses received, as framed on the wire.
+    pub bytes_received: u64,
+}
+
+/// One request and its answer, counted in the report.
+async fn exchange<L: SyncLink>(
+    link: &L,
+    report: &mut SyncReport,
+    request: SyncRequest,
+) -> Result<SyncResponse, SyncError> {
+    report.round_trips += 1;
+    report.bytes_sent += 4 + request.to_bytes().len() as u64;
+    let response = link.request(request).await?;
+    report.bytes_received += 4 + response.to_bytes().len() as u64;
+    Ok(response)
 }
 
 /// Why a session ended early.
@@ -321,13 +338,15 @@ pub async fn pull<L: SyncLink>(
     let mut report = SyncReport::default();
     let (store, registry) = (local_store.clone(), Arc::clone(local_registry));
     let (ours, _, digest) = blocking(move || our_state(&store, &registry)).await??;
-    report.round_trips += 1;
-    let answer = link
-        .request(SyncRequest::Hello {
+    let answer = exchange(
+        link,
+        &mut report,
+        SyncRequest::Hello {
             registry_version: ours.version(),
             digest,
-        })
-        .await?;
+        },
+    )
+    .await?;
     let (their_version, chains) = match answer {
         SyncResponse::InStep => {
             report.in_step = true;
@@ -351,12 +370,14 @@ pub async fn pull<L: SyncLink>(
         if ours >= their_version {
             break;
         }
-        report.round_trips += 1;
-        let updates = match link
-            .request(SyncRequest::Registry {
+        let updates = match exchange(
+            link,
+            &mut report,
+            SyncRequest::Registry {
                 from: herald_protocol::RegistryVersion(ours.0.saturating_add(1)),
-            })
-            .await?
+            },
+        )
+        .await?
         {
             SyncResponse::Registry { updates } if !updates.is_empty() => updates,
             SyncResponse::Registry { .. } => break,
@@ -390,12 +411,14 @@ pub async fn pull<L: SyncLink>(
             break;
         }
         let request_wants = cap_ranges(&wants);
-        report.round_trips += 1;
-        let (pages, complete) = match link
-            .request(SyncRequest::Fetch {
+        let (pages, complete) = match exchange(
+            link,
+            &mut report,
+            SyncRequest::Fetch {
                 wants: request_wants.clone(),
-            })
-            .await?
+            },
+        )
+        .await?
         {
             SyncResponse::Page { bulletins, complete } => (bulletins, complete),
             other => {
