@@ -79,6 +79,7 @@ pub async fn serve(
         .route("/v1/status", get(status))
         .route("/v1/bulletins", get(list).post(publish))
         .route("/v1/bulletins/{id}", get(show))
+        .route("/v1/registry", get(registry_view).post(submit_registry))
         .route("/v1/import", axum::routing::post(import))
         .route("/v1/export", axum::routing::post(export))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
@@ -89,6 +90,41 @@ pub async fn serve(
         }
     });
     Ok((bound, task))
+}
+
+/// `POST /v1/registry`: an approved registry update, hex-encoded wire bytes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SubmitRegistry {
+    /// The signed update's wire bytes, in hex.
+    pub update: String,
+}
+
+/// The answer to a registry submission.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RegistrySubmitted {
+    /// The registry version now held.
+    pub version: u64,
+}
+
+async fn submit_registry(
+    State(node): State<Arc<Node>>,
+    Json(request): Json<SubmitRegistry>,
+) -> Result<Json<RegistrySubmitted>, Failure> {
+    let bytes = hex::decode(&request.update)
+        .map_err(|e| Failure(StatusCode::BAD_REQUEST, format!("update is not hex: {e}")))?;
+    let update = herald_protocol::SignedRegistryUpdate::from_bytes(&bytes)
+        .map_err(|e| Failure(StatusCode::BAD_REQUEST, format!("not a registry update: {e}")))?;
+    match node.submit_registry_update(update).await {
+        Ok(version) => Ok(Json(RegistrySubmitted { version: version.0 })),
+        Err(PublishError::Invalid(m)) => Err(Failure(StatusCode::BAD_REQUEST, m)),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+async fn registry_view(State(node): State<Arc<Node>>) -> Json<crate::view::RegistryView> {
+    let registry = node.registry();
+    let registry = registry.read().unwrap_or_else(|e| e.into_inner());
+    Json(crate::view::RegistryView::new(&registry))
 }
 
 /// `POST /v1/import`: a bundle file on this machine to import.

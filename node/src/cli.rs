@@ -35,6 +35,9 @@ pub(crate) enum Command {
     Show(ShowArgs),
     /// Show the running node's status: peers, pending gossip, last sync.
     Status(DirArgs),
+    /// Show or change the member registry (changes need the members' approvals).
+    #[command(subcommand)]
+    Registry(RegistryCommand),
     /// Write a bundle file of bulletins with the registry that verifies them.
     Export(ExportArgs),
     /// Verify and import a bundle file.
@@ -304,4 +307,73 @@ pub(crate) struct ShowArgs {
     /// Print JSON.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RegistryCommand {
+    /// Show the members, their keys and nodes, the threshold and the version.
+    Show {
+        /// The node directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Propose the next registry version; the file then goes round for approvals.
+    Propose(Box<ProposeArgs>),
+    /// Add this member's approval to a proposal (its member key, and proof of
+    /// possession for the keys in the node directory or given with --key).
+    Approve {
+        /// The node directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The proposal file; rewritten with the approvals added.
+        file: PathBuf,
+        /// Another key file to prove possession of (a key the update adds).
+        #[arg(long = "key")]
+        keys: Vec<PathBuf>,
+        /// The member key's passphrase is in this environment variable.
+        #[arg(long)]
+        passphrase_env: Option<String>,
+    },
+    /// Apply an approved update at this node; it spreads to the others by gossip and sync.
+    Submit {
+        /// The node directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The approved update file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProposeArgs {
+    /// The node directory (to read the current registry).
+    #[arg(long, default_value = ".")]
+    pub(crate) dir: PathBuf,
+    /// Where to write the proposal.
+    #[arg(long, short)]
+    pub(crate) out: PathBuf,
+    /// Admit the member described by this member.json (threshold).
+    #[arg(long = "add-member")]
+    pub(crate) add_members: Vec<PathBuf>,
+    /// Remove this member (member id) from now on (threshold).
+    #[arg(long = "remove-member")]
+    pub(crate) remove_members: Vec<String>,
+    /// Set the threshold (threshold).
+    #[arg(long)]
+    pub(crate) threshold: Option<u32>,
+    /// Revoke this signing key (key id) ...
+    #[arg(long = "revoke-signing-key", requires = "from_seq")]
+    pub(crate) revoke: Option<String>,
+    /// ... from this sequence number on: what it signed before stays valid.
+    #[arg(long)]
+    pub(crate) from_seq: Option<u64>,
+    /// Generate a new signing key for this member into this file and add it.
+    #[arg(long)]
+    pub(crate) new_signing_key: Option<PathBuf>,
+    /// Remove this node id from its member.
+    #[arg(long = "remove-node")]
+    pub(crate) remove_nodes: Vec<String>,
 }

@@ -55,6 +55,10 @@ pub enum NodeEvent {
     },
     /// A peer was disconnected for repeated invalid input.
     PeerBanned(PeerId),
+    /// The registry advanced to this version.
+    RegistryAdvanced(herald_protocol::RegistryVersion),
+    /// Two validly approved registry updates for one version: evidence kept.
+    RegistryFork(String),
     /// A catch-up session with a peer finished.
     SyncCompleted {
         /// The peer.

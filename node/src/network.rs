@@ -98,6 +98,11 @@ pub fn keypair_of(key: &SecretKey) -> Result<identity::Keypair, identity::Decodi
     identity::Keypair::ed25519_from_bytes(&mut seed)
 }
 
+/// The gossip topic for registry updates of a network.
+pub fn registry_topic(network: NetworkId) -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(format!("herald/{network}/registry/v1"))
+}
+
 /// The gossip topic for bulletins of a network.
 pub fn bulletin_topic(network: NetworkId) -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(format!("herald/{network}/bulletins/v1"))
@@ -128,8 +133,16 @@ fn build_gossipsub(
         ..Default::default()
     };
     params.topics.insert(topic.hash(), topic_score_params());
+    params
+        .topics
+        .insert(registry_topic_of(topic).hash(), topic_score_params());
     gs.with_peer_score(params, gossipsub::PeerScoreThresholds::default())?;
     Ok(gs)
+}
+
+/// The registry topic that goes with a bulletin topic.
+fn registry_topic_of(bulletins: &gossipsub::IdentTopic) -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(bulletins.to_string().replace("/bulletins/v1", "/registry/v1"))
 }
 
 fn topic_score_params() -> gossipsub::TopicScoreParams {
@@ -222,6 +235,9 @@ fn build_swarm(parts: &NetworkParts, network: NetworkId) -> Result<Swarm<NodeBeh
             let topic = bulletin_topic(network);
             let mut gossipsub = build_gossipsub(timing, &topic)?;
             gossipsub.subscribe(&topic).map_err(|e| e.to_string())?;
+            gossipsub
+                .subscribe(&registry_topic(network))
+                .map_err(|e| e.to_string())?;
             let protocol =
                 StreamProtocol::try_from_owned(format!("/herald/{}/kad/1.0.0", network.fmt_short()))
                     .map_err(|e| e.to_string())?;
@@ -271,6 +287,8 @@ fn build_swarm(parts: &NetworkParts, network: NetworkId) -> Result<Swarm<NodeBeh
 pub(crate) enum Command {
     /// Gossip the bytes of a bulletin this node has stored and flushed.
     Gossip(Vec<u8>),
+    /// Gossip a registry update this node has applied and saved.
+    GossipRegistry(Vec<u8>),
     /// Dial an address.
     Dial(Multiaddr),
     /// The addresses the node listens on.
@@ -381,6 +399,7 @@ pub(crate) fn spawn(
         #[cfg(feature = "test-hooks")]
         hostile_answers: VecDeque::new(),
         topic: bulletin_topic(network),
+        registry_topic: registry_topic(network),
         commands,
         validated,
         validated_tx,
@@ -431,6 +450,7 @@ type SyncReply = oneshot::Sender<Result<herald_protocol::sync::SyncResponse, Str
 
 struct EventLoop {
     swarm: Swarm<NodeBehaviour>,
+    registry_topic: gossipsub::IdentTopic,
     session: SessionContext,
     served: mpsc::Receiver<Served>,
     served_tx: mpsc::Sender<Served>,
@@ -491,6 +511,17 @@ impl EventLoop {
                 }
                 self.flush_pending();
             }
+            Command::GossipRegistry(bytes) => {
+                // Peers that miss it get it by sync, registry first.
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.registry_topic.clone(), bytes)
+                {
+                    tracing::info!(error = %e, "registry update not gossiped; peers will get it by sync");
+                }
+            }
             Command::Dial(addr) => {
                 if let Err(e) = self.swarm.dial(addr.clone()) {
                     tracing::warn!(%addr, error = %e, "dial failed");
@@ -511,7 +542,11 @@ impl EventLoop {
             }
             Command::SyncWith(peer) => self.start_sync(peer),
             Command::SyncDone { peer, result } => self.handle_sync_done(peer, result),
-            Command::RegistryChanged => self.refresh_allowed_peers(),
+            Command::RegistryChanged => {
+                self.refresh_allowed_peers();
+                let version = self.registry.read().unwrap_or_else(|e| e.into_inner()).version();
+                let _ = self.events.send(NodeEvent::RegistryAdvanced(version));
+            }
             Command::Status(reply) => {
                 let _ = reply.send(NetworkStatus {
                     connected: self.connected.iter().map(|p| p.to_string()).collect(),
@@ -650,7 +685,10 @@ impl EventLoop {
                 propagation_source,
                 message_id,
                 message,
-            } => self.validate_off_loop(propagation_source, message_id, message.data),
+            } => {
+                let is_registry = message.topic == self.registry_topic.hash();
+                self.validate_off_loop(propagation_source, message_id, message.data, is_registry)
+            }
             gossipsub::Event::Subscribed { peer_id, topic } if topic == self.topic.hash() => {
                 let _ = self.events.send(NodeEvent::PeerSubscribed(peer_id));
                 self.flush_pending();
@@ -659,7 +697,13 @@ impl EventLoop {
         }
     }
 
-    fn validate_off_loop(&mut self, source: PeerId, message_id: gossipsub::MessageId, data: Vec<u8>) {
+    fn validate_off_loop(
+        &mut self,
+        source: PeerId,
+        message_id: gossipsub::MessageId,
+        data: Vec<u8>,
+        is_registry: bool,
+    ) {
         let registry = Arc::clone(&self.registry);
         let store = self.store.clone();
         let validators = Arc::clone(&self.validators);
@@ -669,6 +713,18 @@ impl EventLoop {
                 return;
             };
             let verdict = tokio::task::spawn_blocking(move || {
+                if is_registry {
+                    let verdict = {
+                        let mut registry = registry.write().unwrap_or_else(|e| e.into_inner());
+                        crate::validate::validate_registry_update(&data, &mut registry)
+                    };
+                    if let Verdict::RegistryAdvanced(update) = &verdict
+                        && let Err(e) = store.save_registry_update(update).and_then(|()| store.flush())
+                    {
+                        tracing::error!(error = %e, "cannot save a registry update");
+                    }
+                    return verdict;
+                }
                 let registry = registry.read().unwrap_or_else(|e| e.into_inner());
                 validate_bulletin(&data, &registry, &store)
             })
@@ -686,8 +742,10 @@ impl EventLoop {
 
     fn handle_validated(&mut self, v: Validated) {
         let acceptance = match &v.verdict {
-            Verdict::Accept(..) => gossipsub::MessageAcceptance::Accept,
-            Verdict::Duplicate => gossipsub::MessageAcceptance::Ignore,
+            Verdict::Accept(..) | Verdict::RegistryAdvanced(_) | Verdict::RegistryFork(_) => {
+                gossipsub::MessageAcceptance::Accept
+            }
+            Verdict::Duplicate | Verdict::Behind => gossipsub::MessageAcceptance::Ignore,
             Verdict::Reject(_) => gossipsub::MessageAcceptance::Reject,
         };
         self.swarm
@@ -714,6 +772,18 @@ impl EventLoop {
                     Err(mpsc::error::TrySendError::Closed(_)) => tracing::error!("store writer has stopped"),
                 }
             }
+            Verdict::RegistryAdvanced(update) => {
+                tracing::info!(version = %update.body().version, "registry advanced by gossip");
+                let _ = self
+                    .events
+                    .send(NodeEvent::RegistryAdvanced(update.body().version));
+                self.refresh_allowed_peers();
+            }
+            Verdict::RegistryFork(reason) => {
+                tracing::error!(%reason, "REGISTRY FORK: two approved updates for one version; evidence kept");
+                let _ = self.events.send(NodeEvent::RegistryFork(reason));
+            }
+            Verdict::Behind => self.start_sync(v.source),
             Verdict::Duplicate => {}
             Verdict::Reject(reason) => self.penalise(v.source, reason),
         }

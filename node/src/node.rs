@@ -319,6 +319,33 @@ impl Node {
         self.ask(Command::Status).await.unwrap_or_default()
     }
 
+    /// Applies a registry update approved by the members (the next version),
+    /// saves it, and spreads it by gossip (peers that miss it get it by sync).
+    pub async fn submit_registry_update(
+        &self,
+        update: SignedRegistryUpdate,
+    ) -> Result<herald_protocol::RegistryVersion, PublishError> {
+        let outcome = self
+            .registry
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply(update.clone());
+        match outcome {
+            Ok(herald_keys::Applied::Advanced(version)) => {
+                self.store.save_registry_update(&update)?;
+                self.store.flush()?;
+                let _ = self.commands.send(Command::RegistryChanged).await;
+                let _ = self
+                    .commands
+                    .send(Command::GossipRegistry(update.to_bytes()))
+                    .await;
+                Ok(version)
+            }
+            Ok(herald_keys::Applied::AlreadyHeld) => Ok(update.body().version),
+            Err(e) => Err(PublishError::Invalid(e.to_string())),
+        }
+    }
+
     /// Imports a bundle file: checked whole first, then every item verified
     /// like network input and stored through the writer.
     pub async fn import_bundle(

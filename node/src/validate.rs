@@ -2,8 +2,10 @@
 //! decoding, already held, signer standing, signature. Pure decisions over the
 //! registry and the store; the network runs them off its polling loop.
 
-use herald_keys::Registry;
-use herald_protocol::{MAX_BULLETIN_BYTES, MemberId, SignedBulletin};
+use herald_keys::{Applied, Registry, RegistryError};
+use herald_protocol::{
+    MAX_BULLETIN_BYTES, MAX_REGISTRY_UPDATE_BYTES, MemberId, SignedBulletin, SignedRegistryUpdate,
+};
 
 use crate::store::Store;
 
@@ -12,6 +14,13 @@ use crate::store::Store;
 pub enum Verdict {
     /// Valid and new: forward it and store it.
     Accept(Box<SignedBulletin>, MemberId),
+    /// A registry update that advanced the registry: forward it; save it.
+    RegistryAdvanced(Box<SignedRegistryUpdate>),
+    /// A validly approved registry update that conflicts with the one held:
+    /// forward it so every member learns of the fork; evidence is kept.
+    RegistryFork(String),
+    /// A registry update beyond the next version: catch up by sync first.
+    Behind,
     /// Already held: do not forward again, no penalty.
     Duplicate,
     /// Invalid: drop it and count it against the sender.
@@ -43,5 +52,24 @@ pub fn validate_bulletin(data: &[u8], registry: &Registry, store: &Store) -> Ver
     match registry.check_bulletin(&bulletin) {
         Ok(member) => Verdict::Accept(Box::new(bulletin), member),
         Err(reason) => Verdict::Reject(reason.to_string()),
+    }
+}
+
+/// Decides what to do with a registry update from the network, applying it to
+/// `registry` when it is the next approved version.
+pub fn validate_registry_update(data: &[u8], registry: &mut Registry) -> Verdict {
+    if data.len() > MAX_REGISTRY_UPDATE_BYTES {
+        return Verdict::Reject(format!("{} bytes, over the registry update limit", data.len()));
+    }
+    let update = match SignedRegistryUpdate::from_bytes(data) {
+        Ok(u) => u,
+        Err(e) => return Verdict::Reject(format!("undecodable registry update: {e}")),
+    };
+    match registry.apply(update.clone()) {
+        Ok(Applied::Advanced(_)) => Verdict::RegistryAdvanced(Box::new(update)),
+        Ok(Applied::AlreadyHeld) => Verdict::Duplicate,
+        Err(RegistryError::Gap { .. }) => Verdict::Behind,
+        Err(e @ RegistryError::Fork { .. }) => Verdict::RegistryFork(e.to_string()),
+        Err(e) => Verdict::Reject(format!("registry update refused: {e}")),
     }
 }

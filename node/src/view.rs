@@ -139,3 +139,72 @@ pub struct StatusView {
     /// Bulletins the last sync peer held that this node still lacks.
     pub behind: u64,
 }
+
+/// The registry as shown to people and scripts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RegistryView {
+    /// The network id.
+    pub network: String,
+    /// Current version.
+    pub version: u64,
+    /// Hash of the current version's update.
+    pub hash: String,
+    /// Distinct members needed to approve a change.
+    pub threshold: u32,
+    /// Every member, removed ones included.
+    pub members: Vec<MemberView>,
+    /// Forks seen (two approved updates for one version).
+    pub forks: usize,
+}
+
+/// One member in a [`RegistryView`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MemberView {
+    /// Id.
+    pub id: MemberId,
+    /// Name.
+    pub name: String,
+    /// Current member key.
+    pub member_key: KeyId,
+    /// Signing keys with their revocation point, if any (as text).
+    pub signing_keys: Vec<(KeyId, Option<String>)>,
+    /// Node ids.
+    pub node_ids: Vec<herald_protocol::NodeId>,
+    /// Removal time, RFC 3339, if removed.
+    pub removed_at: Option<String>,
+}
+
+impl RegistryView {
+    /// The view of a registry's current state.
+    pub fn new(registry: &herald_keys::Registry) -> Self {
+        let state = registry.current();
+        Self {
+            network: registry.network().to_string(),
+            version: registry.version().0,
+            hash: registry.hash().to_string(),
+            threshold: state.threshold(),
+            members: state
+                .members()
+                .map(|m| MemberView {
+                    id: m.id,
+                    name: m.name.clone(),
+                    member_key: m.member_key.id(),
+                    signing_keys: m
+                        .signing_keys
+                        .iter()
+                        .map(|(k, s)| {
+                            let point = s.revoked.map(|p| match p {
+                                herald_protocol::RevocationPoint::Seq(n) => format!("revoked from #{n}"),
+                                herald_protocol::RevocationPoint::Time(t) => format!("revoked from {t}"),
+                            });
+                            (*k, point)
+                        })
+                        .collect(),
+                    node_ids: m.node_ids.iter().copied().collect(),
+                    removed_at: m.removed_at.map(|t| t.to_string()),
+                })
+                .collect(),
+            forks: registry.forks().len(),
+        }
+    }
+}

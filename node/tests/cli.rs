@@ -311,3 +311,108 @@ fn nothing_acknowledged_is_lost_when_the_node_is_killed() {
         }
     }
 }
+
+/// The members change the registry together: a member adds a signing key on
+/// its own authority; two of three members revoke it; each change is submitted
+/// at one running node and reaches the other by gossip.
+#[test]
+fn members_change_the_registry_and_the_change_spreads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = free_base_port(3);
+    let made = herald(&[
+        "testnet",
+        "--dir",
+        tmp.path().to_str().unwrap(),
+        "--nodes",
+        "3",
+        "--base-port",
+        &base.to_string(),
+    ]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let dir = |i: u32| tmp.path().join(format!("member-{i}"));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (one, two, three) = (s(&dir(1)), s(&dir(2)), s(&dir(3)));
+    let first = RunningNode::start(&dir(1));
+    first.wait_for(&["herald is running"]);
+    let second = RunningNode::start(&dir(2));
+    second.wait_for(&["herald is running"]);
+    second.wait_for(&["peer connected"]);
+
+    // Member 1 adds a second signing key: its own key suffices.
+    let rotation = tmp.path().join("rotation.update");
+    let new_key = dir(1).join("keys/signing-2.key");
+    let r = s(&rotation);
+    let proposed = herald(&[
+        "registry",
+        "propose",
+        "--dir",
+        &one,
+        "--new-signing-key",
+        &s(&new_key),
+        "-o",
+        &r,
+    ]);
+    assert!(proposed.status.success(), "{}", stderr(&proposed));
+    let approved = herald(&["registry", "approve", "--dir", &one, &r]);
+    assert!(approved.status.success(), "{}", stderr(&approved));
+    let submitted = herald(&["registry", "submit", "--dir", &one, &r]);
+    assert!(submitted.status.success(), "{}", stderr(&submitted));
+    second.wait_for(&["registry advanced"]);
+    let shown = herald(&["registry", "show", "--dir", &two, "--json"]);
+    let view: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(view["version"], 2);
+    let member_one = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "member-1")
+        .unwrap();
+    let keys = member_one["signing_keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    let new_id = keys
+        .iter()
+        .map(|k| k[0].as_str().unwrap().to_string())
+        .find(|k| {
+            let (_, public) = herald_keys::keyfile::read_public_key(&new_key).unwrap();
+            *k == public.id().to_string()
+        })
+        .expect("the new key is listed");
+
+    // Revoking it takes two of the three members: one is not enough.
+    let revocation = tmp.path().join("revocation.update");
+    let v = s(&revocation);
+    let proposed = herald(&[
+        "registry",
+        "propose",
+        "--dir",
+        &two,
+        "--revoke-signing-key",
+        &new_id,
+        "--from-seq",
+        "1",
+        "-o",
+        &v,
+    ]);
+    assert!(proposed.status.success(), "{}", stderr(&proposed));
+    assert!(
+        herald(&["registry", "approve", "--dir", &two, &v])
+            .status
+            .success()
+    );
+    let alone = herald(&["registry", "submit", "--dir", &two, &v]);
+    assert!(!alone.status.success());
+    assert!(stderr(&alone).contains("approved"), "{}", stderr(&alone));
+    assert!(
+        herald(&["registry", "approve", "--dir", &three, &v])
+            .status
+            .success()
+    );
+    let submitted = herald(&["registry", "submit", "--dir", &two, &v]);
+    assert!(submitted.status.success(), "{}", stderr(&submitted));
+    first.wait_for(&["registry advanced"]);
+    let shown = herald(&["registry", "show", "--dir", &one]);
+    assert!(stdout(&shown).contains("revoked from #1"), "{}", stdout(&shown));
+
+    first.stop();
+    second.stop();
+}

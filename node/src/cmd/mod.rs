@@ -6,6 +6,7 @@ mod genesis;
 mod init;
 mod publish;
 mod read;
+mod registry;
 mod run;
 
 use std::time::Duration;
@@ -25,6 +26,7 @@ pub(crate) fn run(command: Command) -> Result<()> {
         Command::List(args) => read::list(args),
         Command::Show(args) => read::show(args),
         Command::Status(args) => read::status(args),
+        Command::Registry(command) => registry::run(command),
         Command::Export(args) => bundle::export(args),
         Command::Import(args) => bundle::import(args),
     }

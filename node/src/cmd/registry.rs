@@ -1,0 +1,231 @@
+//! `herald registry`: show the member registry, and propose, approve and
+//! submit changes to it.
+
+use std::sync::{Arc, RwLock};
+
+use anyhow::{Context, Result, anyhow, bail};
+use herald_keys::SecretKey;
+use herald_keys::keyfile::{self, KeyRole};
+use herald_node::api::{RegistrySubmitted, SubmitRegistry};
+use herald_node::config::Config;
+use herald_node::setup;
+use herald_node::view::RegistryView;
+use herald_protocol::{
+    KeyId, MemberId, NodeId, RegistryOp, RegistryUpdate, RegistryVersion, RevocationPoint, Seq,
+};
+
+use crate::cli::{ProposeArgs, RegistryCommand};
+use crate::client::Client;
+use crate::cmd::read::open_offline;
+
+pub(crate) fn run(command: RegistryCommand) -> Result<()> {
+    match command {
+        RegistryCommand::Show { dir, json } => show(&dir, json),
+        RegistryCommand::Propose(args) => propose(*args),
+        RegistryCommand::Approve {
+            dir,
+            file,
+            keys,
+            passphrase_env,
+        } => approve(&dir, &file, &keys, passphrase_env.as_deref()),
+        RegistryCommand::Submit { dir, file } => submit(&dir, &file),
+    }
+}
+
+/// The registry as the running node holds it, or as the store holds it.
+fn current(dir: &std::path::Path) -> Result<RegistryView> {
+    let config = Config::load(dir)?;
+    let client = Client::new(config.api.listen);
+    if client.is_up() {
+        return client.get("/v1/registry", &[]);
+    }
+    let (_, registry) = open_offline(dir, &config)?;
+    Ok(RegistryView::new(&registry))
+}
+
+fn show(dir: &std::path::Path, json: bool) -> Result<()> {
+    let view = current(dir)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(());
+    }
+    println!(
+        "registry version {} ({}), threshold {}",
+        view.version, view.hash, view.threshold
+    );
+    for m in &view.members {
+        let removed = m
+            .removed_at
+            .as_deref()
+            .map(|t| format!("  REMOVED at {t}"))
+            .unwrap_or_default();
+        println!("  {}  {}{removed}", m.name, m.id);
+        println!("    member key   {}", m.member_key);
+        for (k, revoked) in &m.signing_keys {
+            println!(
+                "    signing key  {k}{}",
+                revoked.as_deref().map(|r| format!("  ({r})")).unwrap_or_default()
+            );
+        }
+        for n in &m.node_ids {
+            println!("    node         {n}");
+        }
+    }
+    if view.forks > 0 {
+        println!("WARNING: {} registry forks seen", view.forks);
+    }
+    Ok(())
+}
+
+fn propose(args: ProposeArgs) -> Result<()> {
+    let view = current(&args.dir)?;
+    let config = Config::load(&args.dir)?;
+    let own_signing = keyfile::read_public_key(&args.dir.join(&config.keys.signing))?
+        .1
+        .id();
+    let holder_of = |key: &KeyId| {
+        view.members
+            .iter()
+            .find(|m| m.signing_keys.iter().any(|(k, _)| k == key))
+    };
+    let own = holder_of(&own_signing)
+        .map(|m| m.id)
+        .ok_or_else(|| anyhow!("this node's signing key is not in the registry"))?;
+    let mut ops = Vec::new();
+    for path in &args.add_members {
+        ops.push(RegistryOp::AddMember(setup::read_descriptor(path)?.entry()));
+    }
+    for id in &args.remove_members {
+        let member: MemberId = id.parse().with_context(|| format!("--remove-member {id:?}"))?;
+        ops.push(RegistryOp::RemoveMember {
+            member,
+            at: herald_node::node::now(),
+        });
+    }
+    if let Some(threshold) = args.threshold {
+        ops.push(RegistryOp::SetThreshold { threshold });
+    }
+    if let (Some(key), Some(from)) = (&args.revoke, args.from_seq) {
+        let key: KeyId = key
+            .parse()
+            .with_context(|| format!("--revoke-signing-key {key:?}"))?;
+        let member = holder_of(&key).ok_or_else(|| anyhow!("no member holds signing key {key}"))?;
+        ops.push(RegistryOp::RevokeSigningKey {
+            member: member.id,
+            key,
+            from: RevocationPoint::Seq(Seq(from)),
+        });
+    }
+    for node in &args.remove_nodes {
+        let node: NodeId = node.parse().with_context(|| format!("--remove-node {node:?}"))?;
+        let member = view
+            .members
+            .iter()
+            .find(|m| m.node_ids.contains(&node))
+            .ok_or_else(|| anyhow!("no member lists node {node}"))?;
+        ops.push(RegistryOp::RemoveNode {
+            member: member.id,
+            node,
+        });
+    }
+    let mut new_key = None;
+    if let Some(path) = &args.new_signing_key {
+        let key = SecretKey::generate().map_err(|e| anyhow!("cannot generate a key: {e}"))?;
+        keyfile::write_key_file(path, &key, KeyRole::Signing, None)?;
+        ops.push(RegistryOp::AddSigningKey {
+            member: own,
+            key: key.id(),
+        });
+        new_key = Some(key);
+    }
+    if ops.is_empty() {
+        bail!("nothing to propose: give at least one change (see `herald registry propose --help`)");
+    }
+    let body = RegistryUpdate {
+        format: herald_protocol::registry::REGISTRY_FORMAT,
+        version: RegistryVersion(view.version + 1),
+        prev: Some(view.hash.parse().map_err(|e| anyhow!("registry hash: {e}"))?),
+        created: herald_node::node::now(),
+        ops,
+    };
+    let mut update = herald_keys::propose_update(&body)?;
+    if let Some(key) = &new_key {
+        // Proof of possession of the key being added.
+        let approval = herald_keys::approve(key, &update);
+        update.push_approval(approval)?;
+    }
+    setup::write_file(&args.out, &update.to_bytes())?;
+    println!(
+        "Wrote the proposal for registry version {} to {}.",
+        body.version,
+        args.out.display()
+    );
+    println!(
+        "Members approve it with: herald registry approve --dir THEIR_DIR {}",
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn approve(
+    dir: &std::path::Path,
+    file: &std::path::Path,
+    keys: &[std::path::PathBuf],
+    passphrase_env: Option<&str>,
+) -> Result<()> {
+    let passphrase = match passphrase_env {
+        Some(var) => {
+            Some(std::env::var(var).with_context(|| format!("environment variable {var} is not set"))?)
+        }
+        None => None,
+    };
+    let mut update = setup::read_update(file)?;
+    let mut added = setup::approve_with_dir(&mut update, dir, passphrase.as_deref())?;
+    for path in keys {
+        let (role, _) = keyfile::read_public_key(path)?;
+        let key = keyfile::read_key_file(path, role, None)?;
+        if !update.approvals().iter().any(|a| a.key == key.id()) {
+            let approval = herald_keys::approve(&key, &update);
+            update.push_approval(approval)?;
+            added += 1;
+        }
+    }
+    setup::write_file(file, &update.to_bytes())?;
+    println!("Added {added} approvals; {} in all.", update.approvals().len());
+    Ok(())
+}
+
+fn submit(dir: &std::path::Path, file: &std::path::Path) -> Result<()> {
+    let config = Config::load(dir)?;
+    let update = setup::read_update(file)?;
+    let client = Client::new(config.api.listen);
+    if client.is_up() {
+        let done: RegistrySubmitted = client.post(
+            "/v1/registry",
+            &SubmitRegistry {
+                update: hex::encode(update.to_bytes()),
+            },
+        )?;
+        println!(
+            "The registry is at version {}; the change spreads by gossip and sync.",
+            done.version
+        );
+        return Ok(());
+    }
+    let (store, registry) = open_offline(dir, &config)?;
+    let registry = Arc::new(RwLock::new(registry));
+    let outcome = registry
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .apply(update.clone());
+    match outcome {
+        Ok(herald_keys::Applied::Advanced(version)) => {
+            store.save_registry_update(&update)?;
+            store.flush()?;
+            println!("The registry is at version {version}; it spreads when the node runs.");
+        }
+        Ok(herald_keys::Applied::AlreadyHeld) => println!("This update is already held."),
+        Err(e) => bail!("the update is refused: {e}"),
+    }
+    Ok(())
+}
