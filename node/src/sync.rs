@@ -561,10 +561,17 @@ async fn verify_page(
                     body.seq
                 )));
             }
-            let member = registry
-                .check_bulletin(&bulletin)
-                .map_err(|e| SyncError::Hostile(format!("bulletin {}: {e}", bulletin.id().fmt_short())))?;
-            out.push((bulletin, member));
+            match registry.check_bulletin(&bulletin) {
+                Ok(member) => out.push((bulletin, member)),
+                // The peer may not know of a revocation or removal yet: skip
+                // the item without holding it against the peer.
+                Err(e) if crate::validate::is_standing_change(&e) => {
+                    tracing::debug!(id = %bulletin.id().fmt_short(), reason = %e, "not accepted under this registry");
+                }
+                Err(e) => {
+                    return Err(SyncError::Hostile(format!("bulletin {}: {e}", bulletin.id().fmt_short())));
+                }
+            }
         }
         Ok(out)
     })

@@ -23,6 +23,7 @@ pub enum Verdict {
     Behind,
     /// Already held: do not forward again, no penalty.
     Duplicate,
+
     /// Invalid: drop it and count it against the sender.
     Reject(String),
 }
@@ -72,4 +73,15 @@ pub fn validate_registry_update(data: &[u8], registry: &mut Registry) -> Verdict
         Err(e @ RegistryError::Fork { .. }) => Verdict::RegistryFork(e.to_string()),
         Err(e) => Verdict::Reject(format!("registry update refused: {e}")),
     }
+}
+
+/// Whether a rejection follows from a registry change that the sender may not
+/// know of yet, rather than from invalid data. Gossip rejects such bulletins
+/// like any other (registry changes spread by gossip within seconds); sync,
+/// which runs after partitions, skips them without blaming the peer.
+pub fn is_standing_change(reason: &herald_keys::Rejection) -> bool {
+    matches!(
+        reason,
+        herald_keys::Rejection::Revoked { .. } | herald_keys::Rejection::MemberRemoved { .. }
+    )
 }
