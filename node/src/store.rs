@@ -29,33 +29,35 @@ pub mod trees {
 
 /// Key prefixes inside [`trees::BULLETINS`]. Integers are big-endian so that
 /// keys sort in numeric order.
+///
+/// Every stored key costs sled several microseconds to write, so a bulletin
+/// writes four (data, chain, time index, member index) plus a kind index
+/// entry; TLP and severity ride in the time index's value, and the signing
+/// member in the data value.
 mod prefix {
-    /// `b` id -> signed bulletin bytes.
+    /// `b` id -> signing member (32) || signed bulletin bytes.
     pub(super) const DATA: u8 = b'b';
     /// `c` key seq -> id (the first bulletin held for that number).
     pub(super) const CHAIN: u8 = b'c';
-    /// `h` key -> contiguous head seq (u64), highest seq held (u64).
+    /// `h` key -> contiguous (u64), highest (u64), numbers held (u64),
+    /// fingerprint of them (32), extra bodies held as evidence (u32): the
+    /// chain's head and what sync compares.
     pub(super) const HEAD: u8 = b'h';
-    /// `t` created id -> ().
+    /// `t` created id -> kind code, TLP code, severity code.
     pub(super) const BY_TIME: u8 = b't';
     /// `k` kind-code created id -> ().
     pub(super) const BY_KIND: u8 = b'k';
     /// `m` member created id -> ().
     pub(super) const BY_MEMBER: u8 = b'm';
-    /// `l` tlp-code created id -> ().
-    pub(super) const BY_TLP: u8 = b'l';
-    /// `s` severity-code created id -> ().
-    pub(super) const BY_SEVERITY: u8 = b's';
     /// `e` key seq id -> (): every body held for a (key, seq) that has more than one.
     pub(super) const EQUIVOCATION: u8 = b'e';
-    /// `w` id -> signing member, for bulletins (to answer "whose is this").
-    pub(super) const SIGNER: u8 = b'w';
     /// `n` -> how many bulletins are held (u64), kept in the same batches.
     pub(super) const COUNT: u8 = b'n';
-    /// `f` key -> numbers held (u64), fingerprint of them (32), extra bodies
-    /// held as equivocation evidence (u32): what sync compares.
-    pub(super) const SUMMARY: u8 = b'f';
 }
+
+/// sled's page cache: bounded, so a node holding millions of bulletins does
+/// not grow towards sled's 1 GiB default as they are read.
+const CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The store schema this node writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -195,18 +197,6 @@ fn chain_key(key: &KeyId, seq: Seq) -> Vec<u8> {
     key_of(&[&[prefix::CHAIN], key.as_bytes(), &seq.0.to_be_bytes()])
 }
 
-fn summary_key(key: &KeyId) -> Vec<u8> {
-    key_of(&[&[prefix::SUMMARY], key.as_bytes()])
-}
-
-fn encode_summary(s: &ChainSummary) -> [u8; 44] {
-    let mut out = [0u8; 44];
-    out[..8].copy_from_slice(&s.count.to_be_bytes());
-    out[8..40].copy_from_slice(&s.fingerprint);
-    out[40..].copy_from_slice(&s.evidence.to_be_bytes());
-    out
-}
-
 fn head_key(key: &KeyId) -> Vec<u8> {
     key_of(&[&[prefix::HEAD], key.as_bytes()])
 }
@@ -230,11 +220,48 @@ fn u64_at(bytes: &[u8], at: usize) -> Result<u64, StoreError> {
         .ok_or_else(|| StoreError::Corrupt("a number in the store is cut short".into()))
 }
 
-fn encode_head(h: ChainHead) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&h.contiguous.0.to_be_bytes());
-    out[8..].copy_from_slice(&h.highest.0.to_be_bytes());
+const HEAD_LEN: usize = 8 + 8 + 8 + 32 + 4;
+
+fn encode_head(c: &ChainSummary) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEAD_LEN);
+    out.extend_from_slice(&c.contiguous.0.to_be_bytes());
+    out.extend_from_slice(&c.highest.0.to_be_bytes());
+    out.extend_from_slice(&c.count.to_be_bytes());
+    out.extend_from_slice(&c.fingerprint);
+    out.extend_from_slice(&c.evidence.to_be_bytes());
     out
+}
+
+fn decode_head(key: KeyId, v: &[u8]) -> Result<ChainSummary, StoreError> {
+    if v.len() != HEAD_LEN {
+        return Err(StoreError::Corrupt("chain head entry".into()));
+    }
+    let mut fingerprint = [0u8; 32];
+    fingerprint.copy_from_slice(&v[24..56]);
+    Ok(ChainSummary {
+        key,
+        contiguous: Seq(u64_at(v, 0)?),
+        highest: Seq(u64_at(v, 8)?),
+        count: u64_at(v, 16)?,
+        fingerprint,
+        evidence: u32::from_be_bytes([v[56], v[57], v[58], v[59]]),
+    })
+}
+
+/// The member and the wire bytes of a data entry.
+fn split_data(v: &[u8]) -> Result<(MemberId, &[u8]), StoreError> {
+    let member: [u8; 32] = v
+        .get(..32)
+        .and_then(|m| m.try_into().ok())
+        .ok_or_else(|| StoreError::Corrupt("bulletin entry cut short".into()))?;
+    Ok((MemberId::from_bytes(member), &v[32..]))
+}
+
+fn data_value(member: &MemberId, bulletin: &SignedBulletin) -> Vec<u8> {
+    let mut v = Vec::with_capacity(32 + bulletin.as_bytes().len());
+    v.extend_from_slice(member.as_bytes());
+    v.extend_from_slice(bulletin.as_bytes());
+    v
 }
 
 impl Store {
@@ -244,7 +271,7 @@ impl Store {
         // the last handle is dropped: a restart in the same process may wait.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
         let db = loop {
-            match sled::Config::new().path(dir).open() {
+            match sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).open() {
                 Ok(db) => break db,
                 Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                     if std::time::Instant::now() >= deadline {
@@ -308,7 +335,7 @@ impl Store {
     pub fn get(&self, id: &BulletinId) -> Result<Option<SignedBulletin>, StoreError> {
         match self.bulletins.get(data_key(id))? {
             None => Ok(None),
-            Some(bytes) => SignedBulletin::from_bytes(&bytes)
+            Some(v) => SignedBulletin::from_bytes(split_data(&v)?.1)
                 .map(Some)
                 .map_err(|e| StoreError::Corrupt(format!("bulletin {id}: {e}"))),
         }
@@ -316,21 +343,17 @@ impl Store {
 
     /// The exact stored bytes of a bulletin.
     pub fn get_bytes(&self, id: &BulletinId) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.bulletins.get(data_key(id))?.map(|v| v.to_vec()))
+        match self.bulletins.get(data_key(id))? {
+            None => Ok(None),
+            Some(v) => Ok(Some(split_data(&v)?.1.to_vec())),
+        }
     }
 
     /// The member that signed a held bulletin.
     pub fn signer_of(&self, id: &BulletinId) -> Result<Option<MemberId>, StoreError> {
-        let key = key_of(&[&[prefix::SIGNER], id.as_bytes()]);
-        match self.bulletins.get(key)? {
+        match self.bulletins.get(data_key(id))? {
             None => Ok(None),
-            Some(v) => {
-                let arr: [u8; 32] = v
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("signer entry".into()))?;
-                Ok(Some(MemberId::from_bytes(arr)))
-            }
+            Some(v) => Ok(Some(split_data(&v)?.0)),
         }
     }
 
@@ -344,16 +367,11 @@ impl Store {
 
     /// What is held of `key`'s chain.
     pub fn head(&self, key: &KeyId) -> Result<ChainHead, StoreError> {
-        match self.bulletins.get(head_key(key))? {
-            None => Ok(ChainHead {
-                contiguous: Seq(0),
-                highest: Seq(0),
-            }),
-            Some(v) => Ok(ChainHead {
-                contiguous: Seq(u64_at(&v, 0)?),
-                highest: Seq(u64_at(&v, 8)?),
-            }),
-        }
+        let s = self.summary(key)?;
+        Ok(ChainHead {
+            contiguous: s.contiguous,
+            highest: s.highest,
+        })
     }
 
     /// Every key's chain head.
@@ -365,11 +383,12 @@ impl Store {
                 .get(1..)
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| StoreError::Corrupt("head key".into()))?;
+            let s = decode_head(KeyId::from_bytes(key), &v)?;
             out.push((
-                KeyId::from_bytes(key),
+                s.key,
                 ChainHead {
-                    contiguous: Seq(u64_at(&v, 0)?),
-                    highest: Seq(u64_at(&v, 8)?),
+                    contiguous: s.contiguous,
+                    highest: s.highest,
                 },
             ));
         }
@@ -391,9 +410,8 @@ impl Store {
         let mut outcomes = Vec::with_capacity(items.len());
         // What this batch has written so far, which the tree does not show yet.
         let mut chain_overlay: HashMap<(KeyId, Seq), BulletinId> = HashMap::new();
-        let mut head_overlay: HashMap<KeyId, ChainHead> = HashMap::new();
+        let mut chains: HashMap<KeyId, ChainSummary> = HashMap::new();
         let mut in_batch: HashSet<BulletinId> = HashSet::new();
-        let mut summaries: HashMap<KeyId, ChainSummary> = HashMap::new();
         let mut added = 0u64;
         for (bulletin, member) in items {
             let body = bulletin.body();
@@ -421,8 +439,7 @@ impl Store {
                 Stored::Equivocation { other } => {
                     // Keep the second body too (the first stays the chain entry):
                     // the two signed bodies together are the proof.
-                    batch.insert(data_key(&id), bulletin.as_bytes());
-                    batch.insert(key_of(&[&[prefix::SIGNER], id.as_bytes()]), member.as_bytes());
+                    batch.insert(data_key(&id), data_value(member, bulletin));
                     for evidence in [other, id] {
                         batch.insert(
                             key_of(&[
@@ -434,22 +451,26 @@ impl Store {
                             &[],
                         );
                     }
-                    self.summary_in(&mut summaries, &body.signer)?.evidence += 1;
+                    self.chain_in(&mut chains, &body.signer)?.evidence += 1;
                     added += 1;
                 }
                 Stored::New => {
                     self.index_new(&mut batch, bulletin, member);
                     chain_overlay.insert((body.signer, body.seq), id);
-                    let head = match head_overlay.get(&body.signer) {
-                        Some(h) => *h,
-                        None => self.head(&body.signer)?,
-                    };
-                    let head = self.advance_head(head, body, &chain_overlay)?;
-                    head_overlay.insert(body.signer, head);
-                    batch.insert(head_key(&body.signer), &encode_head(head));
-                    let summary = self.summary_in(&mut summaries, &body.signer)?;
-                    summary.count += 1;
-                    xor_into(&mut summary.fingerprint, &seq_fingerprint(&body.signer, body.seq));
+                    let chain = self.chain_in(&mut chains, &body.signer)?;
+                    chain.count += 1;
+                    xor_into(&mut chain.fingerprint, &seq_fingerprint(&body.signer, body.seq));
+                    chain.highest = chain.highest.max(body.seq);
+                    let mut contiguous = chain.contiguous;
+                    while let Some(next) = contiguous.next() {
+                        let held = chain_overlay.contains_key(&(body.signer, next))
+                            || self.chain_entry(&body.signer, next)?.is_some();
+                        if !held {
+                            break;
+                        }
+                        contiguous = next;
+                    }
+                    self.chain_in(&mut chains, &body.signer)?.contiguous = contiguous;
                     added += 1;
                 }
             }
@@ -459,61 +480,46 @@ impl Store {
             let count = self.count()? + added;
             batch.insert(&[prefix::COUNT], &count.to_be_bytes());
         }
-        for (key, s) in &summaries {
-            batch.insert(summary_key(key), encode_summary(s).to_vec());
+        for (key, chain) in &chains {
+            batch.insert(head_key(key), encode_head(chain));
         }
         self.bulletins.apply_batch(batch)?;
         Ok(outcomes)
     }
 
-    /// The batch's working copy of `key`'s summary, loaded on first use.
-    fn summary_in<'a>(
+    /// The batch's working copy of `key`'s chain summary, loaded on first use.
+    fn chain_in<'a>(
         &self,
-        summaries: &'a mut HashMap<KeyId, ChainSummary>,
+        chains: &'a mut HashMap<KeyId, ChainSummary>,
         key: &KeyId,
     ) -> Result<&'a mut ChainSummary, StoreError> {
-        if !summaries.contains_key(key) {
-            let loaded = self.stored_summary(key)?;
-            summaries.insert(*key, loaded);
+        if !chains.contains_key(key) {
+            let loaded = self.summary(key)?;
+            chains.insert(*key, loaded);
         }
-        summaries
+        chains
             .get_mut(key)
-            .ok_or_else(|| StoreError::Corrupt("summary vanished".into()))
-    }
-
-    /// The count, fingerprint and evidence count stored for `key`.
-    fn stored_summary(&self, key: &KeyId) -> Result<ChainSummary, StoreError> {
-        let mut s = ChainSummary::empty(*key);
-        if let Some(v) = self.bulletins.get(summary_key(key))? {
-            if v.len() != 44 {
-                return Err(StoreError::Corrupt("chain summary entry".into()));
-            }
-            s.count = u64_at(&v, 0)?;
-            s.fingerprint.copy_from_slice(&v[8..40]);
-            s.evidence = u32::from_be_bytes([v[40], v[41], v[42], v[43]]);
-        }
-        Ok(s)
+            .ok_or_else(|| StoreError::Corrupt("chain summary vanished".into()))
     }
 
     /// What is held of `key`'s chain, as sync compares it.
     pub fn summary(&self, key: &KeyId) -> Result<ChainSummary, StoreError> {
-        let mut s = self.stored_summary(key)?;
-        let head = self.head(key)?;
-        s.contiguous = head.contiguous;
-        s.highest = head.highest;
-        Ok(s)
+        match self.bulletins.get(head_key(key))? {
+            None => Ok(ChainSummary::empty(*key)),
+            Some(v) => decode_head(*key, &v),
+        }
     }
 
     /// Summaries of every chain held.
     pub fn summaries(&self) -> Result<Vec<ChainSummary>, StoreError> {
         let mut out = Vec::new();
-        for entry in self.bulletins.scan_prefix([prefix::SUMMARY]) {
-            let (k, _) = entry?;
+        for entry in self.bulletins.scan_prefix([prefix::HEAD]) {
+            let (k, v) = entry?;
             let key: [u8; 32] = k
                 .get(1..)
                 .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| StoreError::Corrupt("summary key".into()))?;
-            out.push(self.summary(&KeyId::from_bytes(key))?);
+                .ok_or_else(|| StoreError::Corrupt("head key".into()))?;
+            out.push(decode_head(KeyId::from_bytes(key), &v)?);
         }
         Ok(out)
     }
@@ -595,52 +601,18 @@ impl Store {
         let body = bulletin.body();
         let id = bulletin.id();
         let created = body.created.0.to_be_bytes();
-        batch.insert(data_key(&id), bulletin.as_bytes());
+        let kind = kind_code(body.kind.name());
+        batch.insert(data_key(&id), data_value(member, bulletin));
         batch.insert(chain_key(&body.signer, body.seq), id.as_bytes());
-        batch.insert(key_of(&[&[prefix::SIGNER], id.as_bytes()]), member.as_bytes());
-        batch.insert(key_of(&[&[prefix::BY_TIME], &created, id.as_bytes()]), &[]);
         batch.insert(
-            key_of(&[
-                &[prefix::BY_KIND, kind_code(body.kind.name())],
-                &created,
-                id.as_bytes(),
-            ]),
-            &[],
+            key_of(&[&[prefix::BY_TIME], &created, id.as_bytes()]),
+            &[kind, tlp_code(body.tlp), severity_code(body.severity)],
         );
+        batch.insert(key_of(&[&[prefix::BY_KIND, kind], &created, id.as_bytes()]), &[]);
         batch.insert(
             key_of(&[&[prefix::BY_MEMBER], member.as_bytes(), &created, id.as_bytes()]),
             &[],
         );
-        batch.insert(
-            key_of(&[&[prefix::BY_TLP, tlp_code(body.tlp)], &created, id.as_bytes()]),
-            &[],
-        );
-        batch.insert(
-            key_of(&[
-                &[prefix::BY_SEVERITY, severity_code(body.severity)],
-                &created,
-                id.as_bytes(),
-            ]),
-            &[],
-        );
-    }
-
-    fn advance_head(
-        &self,
-        mut head: ChainHead,
-        body: &BulletinBody,
-        overlay: &HashMap<(KeyId, Seq), BulletinId>,
-    ) -> Result<ChainHead, StoreError> {
-        head.highest = head.highest.max(body.seq);
-        while let Some(next) = head.contiguous.next() {
-            let held =
-                overlay.contains_key(&(body.signer, next)) || self.chain_entry(&body.signer, next)?.is_some();
-            if !held {
-                break;
-            }
-            head.contiguous = next;
-        }
-        Ok(head)
     }
 
     /// Signs the next bulletin of `key`'s chain from `draft` (whose `signer`,
@@ -714,14 +686,21 @@ impl Store {
             key_of(&[&[prefix::BY_MEMBER], member.as_bytes()])
         } else if let Some(kind) = &query.kind {
             vec![prefix::BY_KIND, kind_code(kind)]
-        } else if let Some(tlp) = query.tlp {
-            vec![prefix::BY_TLP, tlp_code(tlp)]
         } else {
             vec![prefix::BY_TIME]
         };
         let mut out = Vec::new();
         for entry in self.bulletins.scan_prefix(&index_prefix).rev() {
-            let (k, _) = entry?;
+            let (k, v) = entry?;
+            // Time index entries carry kind, TLP and severity: filter before
+            // reading the bulletin.
+            if let [kind, tlp, severity] = v.as_ref()
+                && (query.kind.as_deref().is_some_and(|k| kind_code(k) != *kind)
+                    || query.tlp.is_some_and(|t| tlp_code(t) != *tlp)
+                    || query.min_severity.is_some_and(|s| *severity < severity_code(s)))
+            {
+                continue;
+            }
             let tail = k
                 .len()
                 .checked_sub(40)
