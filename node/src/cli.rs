@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Herald: signed security bulletins between trusted members, with no central server.
 #[derive(Debug, Parser)]
-#[command(name = "herald", version, about = "Herald: signed security bulletins between trusted members, with no central server.")]
+#[command(
+    name = "herald",
+    version,
+    about = "Herald: signed security bulletins between trusted members, with no central server."
+)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,

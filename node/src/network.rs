@@ -36,6 +36,10 @@ const MAX_PENDING_PUBLISH: usize = 10_000;
 const MAX_INVALID_BEFORE_BAN: u32 = 3;
 /// How long a disconnected offender stays refused.
 const BAN_DURATION: Duration = Duration::from_secs(600);
+/// Connections a node opens itself. Discovery would otherwise dial every member
+/// (Kademlia bootstraps while its table is small), and every extra connection
+/// costs a copy of each message a node publishes; others still dial in.
+const MAX_OUTGOING: u32 = 8;
 /// Gossip frame limit: one whole bulletin plus protobuf framing headroom.
 const MAX_TRANSMIT_SIZE: usize = MAX_BULLETIN_BYTES + 16 * 1024;
 
@@ -229,6 +233,7 @@ fn build_swarm(parts: &NetworkParts, network: NetworkId) -> Result<Swarm<NodeBeh
             let limits = connection_limits::Behaviour::new(
                 connection_limits::ConnectionLimits::default()
                     .with_max_established_per_peer(Some(2))
+                    .with_max_established_outgoing(Some(MAX_OUTGOING))
                     .with_max_established_incoming(Some(128))
                     .with_max_pending_incoming(Some(32)),
             );

@@ -59,6 +59,10 @@ mod prefix {
 /// not grow towards sled's 1 GiB default as they are read.
 const CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
+/// sled flushes on its own this often; what is acknowledged is flushed
+/// explicitly before the acknowledgement.
+const FLUSH_EVERY_MS: u64 = 100;
+
 /// The store schema this node writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -271,7 +275,12 @@ impl Store {
         // the last handle is dropped: a restart in the same process may wait.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
         let db = loop {
-            match sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).open() {
+            match sled::Config::new()
+                .path(dir)
+                .cache_capacity(CACHE_BYTES)
+                .flush_every_ms(Some(FLUSH_EVERY_MS))
+                .open()
+            {
                 Ok(db) => break db,
                 Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                     if std::time::Instant::now() >= deadline {

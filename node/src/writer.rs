@@ -133,10 +133,11 @@ impl Writer {
         if received.is_empty() {
             return;
         }
-        let result = self.store.insert_verified(received).and_then(|o| {
-            self.store.flush()?;
-            Ok(o)
-        });
+        // No flush here: nothing is acknowledged for bulletins received by
+        // gossip, sled makes them durable within its flush interval, and sync
+        // fetches again whatever a crash loses. Waiting for the disk on every
+        // delivery would put its slowest moments into propagation latency.
+        let result = self.store.insert_verified(received);
         match result {
             Ok(outcomes) => {
                 for (((bulletin, member), origin), outcome) in
