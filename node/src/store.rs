@@ -427,6 +427,9 @@ impl Store {
             let id = bulletin.id();
             let held = match chain_overlay.get(&(body.signer, body.seq)) {
                 Some(other) => Some(*other),
+                // Above the chain's highest number nothing can be held: skip
+                // the read (the common case for new bulletins).
+                None if body.seq > self.chain_in(&mut chains, &body.signer)?.highest => None,
                 None => self.chain_entry(&body.signer, body.seq)?,
             };
             let outcome = match held {
@@ -470,10 +473,10 @@ impl Store {
                     chain.count += 1;
                     xor_into(&mut chain.fingerprint, &seq_fingerprint(&body.signer, body.seq));
                     chain.highest = chain.highest.max(body.seq);
-                    let mut contiguous = chain.contiguous;
+                    let (mut contiguous, highest) = (chain.contiguous, chain.highest);
                     while let Some(next) = contiguous.next() {
                         let held = chain_overlay.contains_key(&(body.signer, next))
-                            || self.chain_entry(&body.signer, next)?.is_some();
+                            || (next <= highest && self.chain_entry(&body.signer, next)?.is_some());
                         if !held {
                             break;
                         }
