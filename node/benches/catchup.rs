@@ -19,6 +19,8 @@
 //! memory from one step neither carries over nor starves the OS page cache of the next.
 //! Run without cargo's `--bench` flag (as `cargo test --all-targets` does, in a debug
 //! build), it takes a smaller smoke mode (10 keys x 20), so that it stays a smoke test there.
+//! The stores go under the system temporary directory, or `HERALD_BENCH_TMP` if set (the
+//! full run needs ~15 GB there).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "common/mod.rs"]

@@ -474,6 +474,10 @@ impl Store {
                     xor_into(&mut chain.fingerprint, &seq_fingerprint(&body.signer, body.seq));
                     chain.highest = chain.highest.max(body.seq);
                     let (mut contiguous, highest) = (chain.contiguous, chain.highest);
+                    if chain.count == highest.0 {
+                        // Every number from 1 to the highest is held: no walk needed.
+                        contiguous = highest;
+                    }
                     while let Some(next) = contiguous.next() {
                         let held = chain_overlay.contains_key(&(body.signer, next))
                             || (next <= highest && self.chain_entry(&body.signer, next)?.is_some());
@@ -539,6 +543,11 @@ impl Store {
     /// The numbers of `key`'s chain in `from..=to` that are not held, as ranges.
     pub fn holes(&self, key: &KeyId, from: Seq, to: Seq) -> Result<Vec<SeqRange>, StoreError> {
         let mut out = Vec::new();
+        let summary = self.summary(key)?;
+        if summary.count == summary.highest.0 && to <= summary.highest {
+            // Every number from 1 to the highest is held.
+            return Ok(out);
+        }
         // u128: the number after u64::MAX must not wrap.
         let mut next = u128::from(from.0);
         for (seq, _) in self.chain_range(key, from, to)? {
