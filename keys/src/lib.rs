@@ -58,7 +58,7 @@ pub mod trust;
 pub use key::{KeyError, PublicKey, SecretKey};
 pub use keyfile::{KdfParams, KeyFileError, KeyRole};
 pub use registry::{Applied, ForkEvidence, Member, Registry, RegistryError, RegistryState};
-pub use sign::{SignError, approve, propose_update, sign_bulletin};
+pub use sign::{Founder, SignError, approve, founding_genesis, propose_update, sign_bulletin};
 pub use trust::{Rejection, Standing};
 
 /// Re-exported wire newtypes that keys and signatures travel as.

@@ -50,3 +50,55 @@ pub fn approve(key: &SecretKey, update: &SignedRegistryUpdate) -> Approval {
         signature: key.sign_with_domain(REGISTRY_DOMAIN, update.body_bytes()),
     }
 }
+
+/// A founding member's keys, as a genesis admits them.
+#[derive(Debug, Clone, Copy)]
+pub struct Founder<'a> {
+    /// The member's name.
+    pub name: &'a str,
+    /// Its member (governance) key.
+    pub member: &'a SecretKey,
+    /// Its bulletin signing key.
+    pub signing: &'a SecretKey,
+    /// Its node key.
+    pub node: &'a SecretKey,
+}
+
+/// A genesis registry update admitting `founders` with `threshold`, approved
+/// by every key it admits: for local networks, tests and benchmarks, where one
+/// party holds all the keys. (Real founders each approve with their own keys:
+/// see `herald genesis`.)
+pub fn founding_genesis(
+    founders: &[Founder<'_>],
+    threshold: u32,
+    created: herald_protocol::Timestamp,
+) -> Result<SignedRegistryUpdate, DecodeError> {
+    let mut ops: Vec<herald_protocol::RegistryOp> = founders
+        .iter()
+        .map(|f| {
+            herald_protocol::RegistryOp::AddMember(herald_protocol::MemberEntry {
+                id: herald_protocol::MemberId::derive(&f.member.id()),
+                name: f.name.to_string(),
+                member_key: f.member.id(),
+                signing_keys: vec![f.signing.id()],
+                node_ids: vec![f.node.public().node_id()],
+            })
+        })
+        .collect();
+    ops.push(herald_protocol::RegistryOp::SetThreshold { threshold });
+    let body = RegistryUpdate {
+        format: herald_protocol::registry::REGISTRY_FORMAT,
+        version: herald_protocol::RegistryVersion::GENESIS,
+        prev: None,
+        created,
+        ops,
+    };
+    let mut genesis = propose_update(&body)?;
+    for f in founders {
+        for key in [f.member, f.signing, f.node] {
+            let approval = approve(key, &genesis);
+            genesis.push_approval(approval)?;
+        }
+    }
+    Ok(genesis)
+}

@@ -66,12 +66,12 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use herald_keys::{Registry, SecretKey, approve, propose_update};
+use herald_keys::{Founder, Registry, SecretKey, founding_genesis};
 use herald_node::validate::{Verdict, validate_bulletin};
 use herald_node::{Draft, GossipTiming, Node, NodeEvent, NodeSettings, Origin, Store};
 use herald_protocol::{
-    BulletinBody, BulletinId, Kind, MemberEntry, MemberId, NetworkId, Payload, RegistryOp, RegistryUpdate,
-    RegistryVersion, Seq, Severity, SignedRegistryUpdate, Timestamp, Tlp,
+    BulletinBody, BulletinId, Kind, MemberId, NetworkId, Payload, Seq, Severity, SignedRegistryUpdate,
+    Timestamp, Tlp,
 };
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
@@ -437,36 +437,19 @@ fn build_genesis(seed: u64, n: usize) -> Result<SignedRegistryUpdate> {
             ]
         })
         .collect();
-    let mut ops: Vec<RegistryOp> = keys
+    let names: Vec<String> = (0..n).map(|i| format!("bench-{i}")).collect();
+    let founders: Vec<Founder<'_>> = keys
         .iter()
-        .enumerate()
-        .map(|(i, [member, signing, node])| {
-            RegistryOp::AddMember(MemberEntry {
-                id: MemberId::derive(&member.id()),
-                name: format!("bench-{i}"),
-                member_key: member.id(),
-                signing_keys: vec![signing.id()],
-                node_ids: vec![node.public().node_id()],
-            })
+        .zip(&names)
+        .map(|([member, signing, node], name)| Founder {
+            name,
+            member,
+            signing,
+            node,
         })
         .collect();
-    ops.push(RegistryOp::SetThreshold {
-        threshold: (n / 2 + 1) as u32,
-    });
-    let body = RegistryUpdate {
-        format: herald_protocol::registry::REGISTRY_FORMAT,
-        version: RegistryVersion::GENESIS,
-        prev: None,
-        created: herald_node::node::now(),
-        ops,
-    };
-    let mut genesis = propose_update(&body).map_err(|e| anyhow!("genesis: {e}"))?;
-    for key in keys.iter().flatten() {
-        genesis
-            .push_approval(approve(key, &genesis))
-            .map_err(|e| anyhow!("genesis: {e}"))?;
-    }
-    Ok(genesis)
+    founding_genesis(&founders, (n / 2 + 1) as u32, herald_node::node::now())
+        .map_err(|e| anyhow!("genesis: {e}"))
 }
 
 /// The payload of message `k`: send time, number, publisher, then padding.

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use herald_keys::{SecretKey, approve, propose_update};
+use herald_keys::{Founder, SecretKey, founding_genesis};
 use herald_protocol::{
-    AdvisoryStatus, BulletinId, FollowUpAction, IncidentPhase, Kind, MemberEntry, MemberId, MetricCount,
-    Payload, Reference, RegistryOp, RegistryUpdate, RegistryVersion, Severity, Timestamp, Tlp, UpdateStage,
+    AdvisoryStatus, BulletinId, FollowUpAction, IncidentPhase, Kind, MetricCount, Payload, Reference,
+    Severity, Timestamp, Tlp, UpdateStage,
 };
 use libp2p::multiaddr::Protocol;
 
@@ -63,38 +63,18 @@ impl Devnet {
             keys.push((generate()?, generate()?, generate()?));
         }
         let names: Vec<String> = (1..=n).map(|i| format!("member-{i}")).collect();
-        let mut ops: Vec<RegistryOp> = keys
+        let founders: Vec<Founder<'_>> = keys
             .iter()
             .zip(&names)
-            .map(|((member, signing, node), name)| {
-                RegistryOp::AddMember(MemberEntry {
-                    id: MemberId::derive(&member.id()),
-                    name: name.clone(),
-                    member_key: member.id(),
-                    signing_keys: vec![signing.id()],
-                    node_ids: vec![node.public().node_id()],
-                })
+            .map(|((member, signing, node), name)| Founder {
+                name,
+                member,
+                signing,
+                node,
             })
             .collect();
-        ops.push(RegistryOp::SetThreshold {
-            threshold: (n / 2 + 1) as u32,
-        });
-        let body = RegistryUpdate {
-            format: herald_protocol::registry::REGISTRY_FORMAT,
-            version: RegistryVersion::GENESIS,
-            prev: None,
-            created: crate::node::now(),
-            ops,
-        };
-        let mut genesis = propose_update(&body).map_err(|e| DevnetError::Genesis(e.to_string()))?;
-        for (member, signing, node) in &keys {
-            for key in [member, signing, node] {
-                let approval = approve(key, &genesis);
-                genesis
-                    .push_approval(approval)
-                    .map_err(|e| DevnetError::Genesis(e.to_string()))?;
-            }
-        }
+        let genesis = founding_genesis(&founders, (n / 2 + 1) as u32, crate::node::now())
+            .map_err(|e| DevnetError::Genesis(e.to_string()))?;
         let mut nodes = Vec::with_capacity(n);
         for (index, (_, signing, node_key)) in keys.into_iter().enumerate() {
             let settings = NodeSettings {

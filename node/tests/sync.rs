@@ -6,13 +6,10 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 
-use herald_keys::{Registry, SecretKey, approve, propose_update, sign_bulletin};
+use herald_keys::{Founder, Registry, SecretKey, founding_genesis, sign_bulletin};
 use herald_node::Store;
 use herald_node::sync::{InProcessLink, pull};
-use herald_protocol::{
-    BulletinBody, Kind, MemberEntry, MemberId, Payload, RegistryOp, RegistryUpdate, RegistryVersion, Seq,
-    Severity, SignedBulletin, Timestamp, Tlp,
-};
+use herald_protocol::{BulletinBody, Kind, MemberId, Payload, Seq, Severity, SignedBulletin, Timestamp, Tlp};
 
 struct Net {
     registry: Registry,
@@ -23,34 +20,18 @@ fn network(members: u8) -> Net {
     let keys: Vec<[SecretKey; 3]> = (0..members)
         .map(|i| [0u8, 1, 2].map(|r| SecretKey::from_seed(&[i.wrapping_mul(3).wrapping_add(r + 1); 32])))
         .collect();
-    let mut ops: Vec<RegistryOp> = keys
+    let names: Vec<String> = (0..members).map(|i| format!("member-{i}")).collect();
+    let founders: Vec<Founder<'_>> = keys
         .iter()
-        .enumerate()
-        .map(|(i, [m, s, n])| {
-            RegistryOp::AddMember(MemberEntry {
-                id: MemberId::derive(&m.id()),
-                name: format!("member-{i}"),
-                member_key: m.id(),
-                signing_keys: vec![s.id()],
-                node_ids: vec![n.public().node_id()],
-            })
+        .zip(&names)
+        .map(|([member, signing, node], name)| Founder {
+            name,
+            member,
+            signing,
+            node,
         })
         .collect();
-    ops.push(RegistryOp::SetThreshold {
-        threshold: u32::from(members / 2 + 1),
-    });
-    let body = RegistryUpdate {
-        format: 1,
-        version: RegistryVersion(1),
-        prev: None,
-        created: Timestamp(1),
-        ops,
-    };
-    let mut genesis = propose_update(&body).unwrap();
-    for k in keys.iter().flatten() {
-        let a = approve(k, &genesis);
-        genesis.push_approval(a).unwrap();
-    }
+    let genesis = founding_genesis(&founders, u32::from(members / 2 + 1), Timestamp(1)).unwrap();
     let hash = genesis.hash();
     let registry = Registry::from_genesis(genesis, hash).unwrap();
     let signers = keys

@@ -6,12 +6,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use herald_keys::{Registry, SecretKey, approve, propose_update, sign_bulletin};
+use herald_keys::{Founder, Registry, SecretKey, founding_genesis, sign_bulletin};
 use herald_node::{GossipTiming, NodeSettings};
 use herald_protocol::{
-    AdvisoryStatus, BulletinBody, BulletinId, IncidentPhase, Kind, MemberEntry, MemberId, NetworkId, Payload,
-    RegistryOp, RegistryUpdate, RegistryVersion, Seq, Severity, SignedBulletin, SignedRegistryUpdate,
-    Timestamp, Tlp, UpdateStage,
+    AdvisoryStatus, BulletinBody, BulletinId, IncidentPhase, Kind, MemberId, NetworkId, Payload, Seq,
+    Severity, SignedBulletin, SignedRegistryUpdate, Timestamp, Tlp, UpdateStage,
 };
 
 /// Creation time of every bulletin's chain start (2026-01-01T00:00:00Z, in ms).
@@ -77,35 +76,18 @@ impl Fixture {
     pub(crate) fn new(members: usize) -> Self {
         let keys: Vec<[SecretKey; 3]> = (0..members).map(member_keys).collect();
         let ids: Vec<MemberId> = keys.iter().map(|[m, _, _]| MemberId::derive(&m.id())).collect();
-        let mut ops: Vec<RegistryOp> = keys
+        let names: Vec<String> = (0..members).map(|i| format!("member-{i:03}")).collect();
+        let founders: Vec<Founder<'_>> = keys
             .iter()
-            .zip(&ids)
-            .enumerate()
-            .map(|(i, ([m, s, n], id))| {
-                RegistryOp::AddMember(MemberEntry {
-                    id: *id,
-                    name: format!("member-{i:03}"),
-                    member_key: m.id(),
-                    signing_keys: vec![s.id()],
-                    node_ids: vec![n.public().node_id()],
-                })
+            .zip(&names)
+            .map(|([member, signing, node], name)| Founder {
+                name,
+                member,
+                signing,
+                node,
             })
             .collect();
-        ops.push(RegistryOp::SetThreshold {
-            threshold: (members / 2 + 1) as u32,
-        });
-        let body = RegistryUpdate {
-            format: herald_protocol::registry::REGISTRY_FORMAT,
-            version: RegistryVersion::GENESIS,
-            prev: None,
-            created: Timestamp(EPOCH_MS),
-            ops,
-        };
-        let mut genesis = propose_update(&body).unwrap();
-        for k in keys.iter().flatten() {
-            let approval = approve(k, &genesis);
-            genesis.push_approval(approval).unwrap();
-        }
+        let genesis = founding_genesis(&founders, (members / 2 + 1) as u32, Timestamp(EPOCH_MS)).unwrap();
         let registry = Registry::from_genesis(genesis.clone(), genesis.hash()).unwrap();
         Self {
             keys,
