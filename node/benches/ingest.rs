@@ -18,17 +18,18 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use common::{
     Fixture, cores, describe_machine, labels, median, payload_bytes, percentile, quick_mode, range,
 };
 use herald_node::api::{self, Published};
+use herald_node::bundle;
 use herald_node::{Draft, Node, Store};
 use herald_protocol::{
     BULLETIN_DOMAIN, BulletinId, MemberId, Payload, SignedBulletin, Timestamp, signing_input,
@@ -152,14 +153,9 @@ impl RawSet {
 #[derive(Default, Clone, Copy)]
 struct ImportRun {
     elapsed: Duration,
-    /// Summed over the workers (thread wall time, preemption included).
-    decode: Duration,
-    check: Duration,
-    /// On the store thread.
+    /// On the importing thread, inside the sink: `insert_verified` and flush.
     insert: Duration,
     flush: Duration,
-    /// Time the store thread waited for the next verified group.
-    store_idle: Duration,
 }
 
 impl ImportRun {
@@ -168,73 +164,33 @@ impl ImportRun {
     }
 }
 
-/// Local bulk import into a fresh store: `workers` threads decode and check groups of
-/// `group` bulletins; this thread stores them in order, one `insert_verified` batch and
-/// one flush per group, while the workers go on with the next groups.
-fn bulk_import(fx: &Fixture, wires: &[Vec<u8>], group: usize, workers: usize) -> ImportRun {
+/// Local bulk import into a fresh store, as `herald import` does it offline: the
+/// product's `bundle::import` on a bundle of the whole set (checked whole first, then
+/// read by one thread, decoded and verified on every core in groups, stored in file
+/// order with one `insert_verified` batch and one flush per group).
+fn bulk_import(fx: &Fixture, bundle: &Path, n: usize) -> ImportRun {
     let dir = tempfile::Builder::new()
         .prefix("herald-bench-import-")
         .tempdir()
         .unwrap();
     let store = Store::open(dir.path(), fx.network()).unwrap();
-    let groups: Vec<&[Vec<u8>]> = wires.chunks(group).collect();
-    let next = AtomicUsize::new(0);
-    let registry = &fx.registry;
+    let registry = RwLock::new(fx.registry.clone());
     let mut run = ImportRun::default();
     let start = Instant::now();
-    std::thread::scope(|s| {
-        let (tx, rx) =
-            mpsc::sync_channel::<(usize, Vec<(SignedBulletin, MemberId)>, Duration, Duration)>(workers * 2);
-        for _ in 0..workers {
-            let tx = tx.clone();
-            let (groups, next) = (&groups, &next);
-            s.spawn(move || {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(wires) = groups.get(i) else { break };
-                    let (mut decode, mut check) = (Duration::ZERO, Duration::ZERO);
-                    let mut verified = Vec::with_capacity(wires.len());
-                    for w in *wires {
-                        let t0 = Instant::now();
-                        let b = SignedBulletin::from_bytes(w).unwrap();
-                        let t1 = Instant::now();
-                        let member = registry.check_bulletin(&b).unwrap();
-                        check += t1.elapsed();
-                        decode += t1 - t0;
-                        verified.push((b, member));
-                    }
-                    if tx.send((i, verified, decode, check)).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(tx);
-        let mut pending = BTreeMap::new();
-        let mut expected = 0;
-        loop {
-            let t = Instant::now();
-            let Ok((i, verified, decode, check)) = rx.recv() else {
-                break;
-            };
-            run.store_idle += t.elapsed();
-            run.decode += decode;
-            run.check += check;
-            pending.insert(i, verified);
-            while let Some(verified) = pending.remove(&expected) {
-                let t0 = Instant::now();
-                store.insert_verified(&verified).unwrap();
-                let t1 = Instant::now();
-                store.flush().unwrap();
-                run.flush += t1.elapsed();
-                run.insert += t1 - t0;
-                expected += 1;
-            }
-        }
-        assert_eq!(expected, groups.len());
-    });
+    let mut sink = |items: Vec<(SignedBulletin, MemberId)>| {
+        let t0 = Instant::now();
+        let outcomes = store.insert_verified(&items)?;
+        let t1 = Instant::now();
+        store.flush()?;
+        run.flush += t1.elapsed();
+        run.insert += t1 - t0;
+        Ok(outcomes)
+    };
+    let report = bundle::import(bundle, &store, &registry, &mut sink, |_, _| {}).unwrap();
     run.elapsed = start.elapsed();
-    assert_eq!(store.count().unwrap(), wires.len() as u64);
+    assert_eq!(report.new, n as u64);
+    assert!(report.rejected.is_empty());
+    assert_eq!(store.count().unwrap(), n as u64);
     for (_, head) in store.heads().unwrap() {
         assert_eq!(head.contiguous, head.highest);
     }
@@ -570,6 +526,21 @@ fn main() {
         bodies.iter().map(Vec::len).sum::<usize>() / bodies.len().max(1),
         plan.api_clients
     );
+    let bundle_dir = tempfile::Builder::new()
+        .prefix("herald-bench-bundle-")
+        .tempdir()
+        .unwrap();
+    let bundle_path = bundle_dir.path().join("set.herald");
+    let wire_refs: Vec<&[u8]> = wires.iter().map(Vec::as_slice).collect();
+    let written = bundle::write(
+        &bundle_path,
+        fx.network(),
+        fx.registry.history(),
+        &wire_refs,
+        |_, _| {},
+    )
+    .unwrap();
+    println!("bundle: {} bytes", written.bytes);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -580,7 +551,7 @@ fn main() {
     let mut api_runs = Vec::new();
     for round in 0..plan.rounds {
         let r1 = raw.single();
-        let imp = bulk_import(&fx, &wires, plan.group, cores);
+        let imp = bulk_import(&fx, &bundle_path, n);
         let rn = raw.parallel(cores);
         let api = api_publish(&rt, &fx, &bodies, plan.api_clients);
         eprintln!(
@@ -606,7 +577,10 @@ fn main() {
     for (label, values) in [
         ("raw ed25519-dalek verify_strict, 1 thread (baseline)", &raw1),
         ("raw ed25519-dalek verify_strict, all cores", &rawn),
-        ("(a) bulk import: decode+check on all cores, store+flush", &import),
+        (
+            "(a) bulk import (`bundle::import`, store+flush per group)",
+            &import,
+        ),
         ("(b) API publications acknowledged after flush", &publish),
     ] {
         let (min, max) = range(values);
@@ -635,23 +609,20 @@ fn main() {
 
     // Where the time of the bulk import goes, from the timed runs themselves.
     println!();
-    println!("bulk import, per bulletin (median run; decode and check summed over the {cores} workers):");
+    println!("bulk import, per bulletin (median run; the importing thread):");
     let mid = {
         let mut order: Vec<usize> = (0..imports.len()).collect();
         order.sort_by(|a, b| import[*a].total_cmp(&import[*b]));
         imports[order[order.len() / 2]]
     };
     println!(
-        "  wall {:.1} us; workers: decode {:.1} us, check {:.1} us; store thread: insert_verified {:.1} us, \
-         flush {:.1} us ({:.1} ms per group of {}), waiting for workers {:.1} us",
+        "  wall {:.1} us: insert_verified {:.1} us, flush {:.1} us ({} flushes), waiting for reading and \
+         verification {:.1} us (the whole-file check first, then the pipeline's fill and stalls)",
         per_item_us(mid.elapsed, n),
-        per_item_us(mid.decode, n),
-        per_item_us(mid.check, n),
         per_item_us(mid.insert, n),
         per_item_us(mid.flush, n),
-        mid.flush.as_secs_f64() * 1e3 / n.div_ceil(plan.group) as f64,
-        plan.group,
-        per_item_us(mid.store_idle, n),
+        n.div_ceil(1000),
+        per_item_us(mid.elapsed.saturating_sub(mid.insert + mid.flush), n),
     );
     let api_mid = {
         let mut order: Vec<usize> = (0..api_runs.len()).collect();

@@ -54,6 +54,10 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// The allocator the `herald` binary uses (node/src/main.rs), for every system measured.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

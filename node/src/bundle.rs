@@ -22,7 +22,7 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock, mpsc};
 
 use herald_keys::{Applied, Registry};
 use herald_protocol::{
@@ -38,8 +38,10 @@ pub const MAGIC: &[u8; 8] = b"HRLDBNDL";
 /// The bundle format this node writes and reads.
 pub const VERSION: u16 = 1;
 const HEADER_LEN: usize = 8 + 2 + 32 + 4 + 8;
-/// Bulletins verified and stored per group.
+/// Bulletins per group: one store batch (and, offline, one flush) each.
 const GROUP: usize = 1000;
+/// A group ends early at this many bytes, so that groups of large bulletins stay small.
+const GROUP_BYTES: usize = 4 << 20;
 /// Progress is reported every this many bulletins.
 const PROGRESS_EVERY: u64 = 10_000;
 
@@ -151,9 +153,8 @@ pub fn export(
     store: &Store,
     registry: &Registry,
     filter: &ExportFilter,
-    mut progress: impl FnMut(u64, u64),
+    progress: impl FnMut(u64, u64),
 ) -> Result<ExportReport, BundleError> {
-    let io = io_error(path);
     let query = Query {
         kind: filter.kind.clone(),
         member: filter.member,
@@ -176,7 +177,21 @@ pub fn export(
         }
     }
     selected.extend(evidence);
-    let history = registry.history();
+    let wires: Vec<&[u8]> = selected.iter().map(|b| b.as_bytes()).collect();
+    write(path, registry.network(), registry.history(), &wires, progress)
+}
+
+/// Writes a bundle of `history` (genesis first) and the given signed bulletin
+/// bytes, in that order, to `path` (atomically: a temporary file renamed into
+/// place). Nothing is checked here: importers verify every item.
+pub fn write(
+    path: &Path,
+    network: NetworkId,
+    history: &[SignedRegistryUpdate],
+    bulletins: &[&[u8]],
+    mut progress: impl FnMut(u64, u64),
+) -> Result<ExportReport, BundleError> {
+    let io = io_error(path);
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let result = (|| -> Result<ExportReport, BundleError> {
         let file = File::create(&tmp).map_err(&io)?;
@@ -187,19 +202,18 @@ pub fn export(
         };
         out.write_all(MAGIC).map_err(&io)?;
         out.write_all(&VERSION.to_le_bytes()).map_err(&io)?;
-        out.write_all(registry.network().as_bytes()).map_err(&io)?;
+        out.write_all(network.as_bytes()).map_err(&io)?;
         out.write_all(&(history.len() as u32).to_le_bytes())
             .map_err(&io)?;
-        out.write_all(&(selected.len() as u64).to_le_bytes())
+        out.write_all(&(bulletins.len() as u64).to_le_bytes())
             .map_err(&io)?;
         for update in history {
             let bytes = update.to_bytes();
             out.write_all(&(bytes.len() as u32).to_le_bytes()).map_err(&io)?;
             out.write_all(&bytes).map_err(&io)?;
         }
-        let total = selected.len() as u64;
-        for (i, bulletin) in selected.iter().enumerate() {
-            let bytes = bulletin.as_bytes();
+        let total = bulletins.len() as u64;
+        for (i, bytes) in bulletins.iter().enumerate() {
             out.write_all(&(bytes.len() as u32).to_le_bytes()).map_err(&io)?;
             out.write_all(bytes).map_err(&io)?;
             if (i as u64 + 1).is_multiple_of(PROGRESS_EVERY) {
@@ -404,36 +418,157 @@ pub fn import(
                 .push((u64::from(i), format!("registry update: {e}"))),
         }
     }
-    let mut group = Vec::with_capacity(GROUP);
     let base = u64::from(registry_count);
-    for i in 0..bulletin_count {
-        let bytes = frames.frame(MAX_BULLETIN_BYTES, "bulletin")?;
-        let verdict = {
-            let registry = registry.read().unwrap_or_else(|e| e.into_inner());
-            SignedBulletin::from_bytes(&bytes)
-                .map_err(|e| e.to_string())
-                .and_then(|b| {
-                    registry
-                        .check_bulletin(&b)
-                        .map(|m| (b, m))
-                        .map_err(|e| e.to_string())
-                })
-        };
-        match verdict {
-            Ok(item) => group.push(item),
-            Err(reason) => report.rejected.push((base + i, reason)),
-        }
-        if group.len() >= GROUP {
-            tally(&mut report, sink(std::mem::take(&mut group))?);
-        }
-        if (i + 1).is_multiple_of(PROGRESS_EVERY) {
-            progress(i + 1, bulletin_count);
-        }
-    }
-    if !group.is_empty() {
-        tally(&mut report, sink(group)?);
-    }
+    import_bulletins(
+        frames,
+        bulletin_count,
+        base,
+        registry,
+        sink,
+        &mut report,
+        &mut progress,
+    )?;
     Ok(report)
+}
+
+/// What a verifying worker hands back: one group's verdicts, in file order.
+enum Verified {
+    Group {
+        /// The group's number, counting from 0 in file order.
+        number: u64,
+        /// Position of its first bulletin among the bundle's bulletins.
+        first: u64,
+        verdicts: Vec<Result<(SignedBulletin, MemberId), String>>,
+    },
+    /// The file could not be read any further.
+    Failed(BundleError),
+}
+
+/// The bulletin part of [`import`]: one thread reads the frames in groups,
+/// one worker per core decodes and verifies groups, and the calling thread
+/// hands verified groups to `sink` in file order. At most a few groups per
+/// worker are in memory at any time.
+fn import_bulletins(
+    mut frames: Frames<BufReader<File>>,
+    count: u64,
+    base: u64,
+    registry: &RwLock<Registry>,
+    sink: &mut Sink<'_>,
+    report: &mut ImportReport,
+    progress: &mut impl FnMut(u64, u64),
+) -> Result<(), BundleError> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let in_flight = 2 * workers + 1;
+    let (work_tx, work_rx) = mpsc::sync_channel::<(u64, u64, Vec<Vec<u8>>)>(in_flight);
+    let work_rx = Mutex::new(work_rx);
+    std::thread::scope(|scope| {
+        let (done_tx, done_rx) = mpsc::channel::<Verified>();
+        // One token per group the reader may have out; returned once stored.
+        let (token_tx, token_rx) = mpsc::channel::<()>();
+        for _ in 0..in_flight {
+            let _ = token_tx.send(());
+        }
+        let failed = done_tx.clone();
+        scope.spawn(move || {
+            let (mut number, mut first, mut bytes) = (0u64, 0u64, 0usize);
+            let mut group = Vec::new();
+            for i in 0..count {
+                match frames.frame(MAX_BULLETIN_BYTES, "bulletin") {
+                    Ok(frame) => {
+                        bytes += frame.len();
+                        group.push(frame);
+                    }
+                    Err(e) => {
+                        let _ = failed.send(Verified::Failed(e));
+                        return;
+                    }
+                }
+                if group.len() >= GROUP || bytes >= GROUP_BYTES || i + 1 == count {
+                    // Stop when the importer has stopped (an error downstream).
+                    if token_rx.recv().is_err()
+                        || work_tx.send((number, first, std::mem::take(&mut group))).is_err()
+                    {
+                        return;
+                    }
+                    (number, first, bytes) = (number + 1, i + 1, 0);
+                }
+            }
+        });
+        for _ in 0..workers {
+            let done = done_tx.clone();
+            let work_rx = &work_rx;
+            scope.spawn(move || {
+                loop {
+                    let job = work_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((number, first, group)) = job else {
+                        return;
+                    };
+                    let verdicts = verify_group(registry, &group);
+                    if done
+                        .send(Verified::Group {
+                            number,
+                            first,
+                            verdicts,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let mut ready = std::collections::BTreeMap::new();
+        let mut next = 0u64;
+        for message in done_rx {
+            match message {
+                Verified::Failed(e) => return Err(e),
+                Verified::Group {
+                    number,
+                    first,
+                    verdicts,
+                } => {
+                    ready.insert(number, (first, verdicts));
+                }
+            }
+            while let Some((first, verdicts)) = ready.remove(&next) {
+                let end = first + verdicts.len() as u64;
+                let mut items = Vec::with_capacity(verdicts.len());
+                for (at, verdict) in (first..).zip(verdicts) {
+                    match verdict {
+                        Ok(item) => items.push(item),
+                        Err(reason) => report.rejected.push((base + at, reason)),
+                    }
+                }
+                if !items.is_empty() {
+                    tally(report, sink(items)?);
+                }
+                if end / PROGRESS_EVERY > first / PROGRESS_EVERY {
+                    progress(end, count);
+                }
+                next += 1;
+                let _ = token_tx.send(());
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Decodes and verifies one group of bulletins against the registry, each
+/// exactly as if it came from the network.
+fn verify_group(
+    registry: &RwLock<Registry>,
+    group: &[Vec<u8>],
+) -> Vec<Result<(SignedBulletin, MemberId), String>> {
+    let registry = registry.read().unwrap_or_else(|e| e.into_inner());
+    group
+        .iter()
+        .map(|bytes| {
+            let bulletin = SignedBulletin::from_bytes(bytes).map_err(|e| e.to_string())?;
+            let member = registry.check_bulletin(&bulletin).map_err(|e| e.to_string())?;
+            Ok((bulletin, member))
+        })
+        .collect()
 }
 
 fn tally(report: &mut ImportReport, outcomes: Vec<Stored>) {

@@ -9,6 +9,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc instead of the system allocator: sled copies a tree node on every
+/// write, and glibc's allocator spends a third of a bulk import in its locks
+/// (docs/BENCHMARKS.md, Ingest).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     // The devnet's live view is the output; keep its logs to warnings.

@@ -30,10 +30,11 @@ pub mod trees {
 /// Key prefixes inside [`trees::BULLETINS`]. Integers are big-endian so that
 /// keys sort in numeric order.
 ///
-/// Every stored key costs sled several microseconds to write, so a bulletin
-/// writes four (data, chain, time index, member index) plus a kind index
-/// entry; TLP and severity ride in the time index's value, and the signing
-/// member in the data value.
+/// Every stored key costs sled several microseconds to write (it copies the
+/// leaf it lands in), so a bulletin writes three: its data, its chain entry
+/// and its time index entry. The time index is a covering index: its value
+/// carries kind, TLP, severity and signing member, so every filter of
+/// [`Store::query`] is decided from the index before a bulletin is read.
 mod prefix {
     /// `b` id -> signing member (32) || signed bulletin bytes.
     pub(super) const DATA: u8 = b'b';
@@ -43,12 +44,8 @@ mod prefix {
     /// fingerprint of them (32), extra bodies held as evidence (u32): the
     /// chain's head and what sync compares.
     pub(super) const HEAD: u8 = b'h';
-    /// `t` created id -> kind code, TLP code, severity code.
+    /// `t` created id -> kind code, TLP code, severity code, signing member (32).
     pub(super) const BY_TIME: u8 = b't';
-    /// `k` kind-code created id -> ().
-    pub(super) const BY_KIND: u8 = b'k';
-    /// `m` member created id -> ().
-    pub(super) const BY_MEMBER: u8 = b'm';
     /// `e` key seq id -> (): every body held for a (key, seq) that has more than one.
     pub(super) const EQUIVOCATION: u8 = b'e';
     /// `n` -> how many bulletins are held (u64), kept in the same batches.
@@ -64,7 +61,7 @@ const CACHE_BYTES: u64 = 256 * 1024 * 1024;
 const FLUSH_EVERY_MS: u64 = 100;
 
 /// The store schema this node writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 const META_SCHEMA: &[u8] = b"schema";
 const META_NETWORK: &[u8] = b"network";
@@ -627,12 +624,10 @@ impl Store {
         batch.insert(chain_key(&body.signer, body.seq), id.as_bytes());
         batch.insert(
             key_of(&[&[prefix::BY_TIME], &created, id.as_bytes()]),
-            &[kind, tlp_code(body.tlp), severity_code(body.severity)],
-        );
-        batch.insert(key_of(&[&[prefix::BY_KIND, kind], &created, id.as_bytes()]), &[]);
-        batch.insert(
-            key_of(&[&[prefix::BY_MEMBER], member.as_bytes(), &created, id.as_bytes()]),
-            &[],
+            key_of(&[
+                &[kind, tlp_code(body.tlp), severity_code(body.severity)],
+                member.as_bytes(),
+            ]),
         );
     }
 
@@ -702,51 +697,44 @@ impl Store {
     }
 
     /// Bulletins matching `query`, newest first.
+    ///
+    /// Walks the time index backwards from `until` down to `since`; every
+    /// filter is decided from the index entry, so only the bulletins returned
+    /// are read.
     pub fn query(&self, query: &Query) -> Result<Vec<SignedBulletin>, StoreError> {
-        let index_prefix: Vec<u8> = if let Some(member) = &query.member {
-            key_of(&[&[prefix::BY_MEMBER], member.as_bytes()])
-        } else if let Some(kind) = &query.kind {
-            vec![prefix::BY_KIND, kind_code(kind)]
-        } else {
-            vec![prefix::BY_TIME]
+        let kind = query.kind.as_deref().map(kind_code);
+        let low = key_of(&[&[prefix::BY_TIME], &query.since.map_or(0, |t| t.0).to_be_bytes()]);
+        let high = match query.until {
+            Some(until) => key_of(&[&[prefix::BY_TIME], &until.0.to_be_bytes()]),
+            None => vec![prefix::BY_TIME + 1],
         };
         let mut out = Vec::new();
-        for entry in self.bulletins.scan_prefix(&index_prefix).rev() {
+        for entry in self.bulletins.range(low..high).rev() {
             let (k, v) = entry?;
-            // Time index entries carry kind, TLP and severity: filter before
-            // reading the bulletin.
-            if let [kind, tlp, severity] = v.as_ref()
-                && (query.kind.as_deref().is_some_and(|k| kind_code(k) != *kind)
-                    || query.tlp.is_some_and(|t| tlp_code(t) != *tlp)
-                    || query.min_severity.is_some_and(|s| *severity < severity_code(s)))
-            {
-                continue;
-            }
-            let tail = k
-                .len()
-                .checked_sub(40)
-                .and_then(|at| k.get(at..))
-                .ok_or_else(|| StoreError::Corrupt("index key cut short".into()))?;
-            let created = Timestamp(u64_at(tail, 0)?);
-            if query.until.is_some_and(|u| created >= u) {
-                continue;
-            }
-            if query.since.is_some_and(|s| created < s) {
-                break;
-            }
-            let id = id_from(&tail[8..])?;
-            let Some(bulletin) = self.get(&id)? else {
-                continue;
+            let [entry_kind, tlp, severity, member @ ..] = v.as_ref() else {
+                return Err(StoreError::Corrupt("time index entry".into()));
             };
-            let body = bulletin.body();
-            if query.kind.as_deref().is_some_and(|k| k != body.kind.name())
-                || query.tlp.is_some_and(|t| t != body.tlp)
-                || query.min_severity.is_some_and(|s| body.severity < s)
+            if kind.is_some_and(|k| k != *entry_kind)
+                || query.tlp.is_some_and(|t| tlp_code(t) != *tlp)
+                || query.min_severity.is_some_and(|s| *severity < severity_code(s))
+                || query.member.as_ref().is_some_and(|m| m.as_bytes() != member)
             {
                 continue;
             }
-            if let Some(member) = &query.member
-                && self.signer_of(&id)?.as_ref() != Some(member)
+            let id = k
+                .get(1 + 8..)
+                .ok_or_else(|| StoreError::Corrupt("time index key cut short".into()))
+                .and_then(id_from)?;
+            let Some(bulletin) = self.get(&id)? else {
+                return Err(StoreError::Corrupt(format!(
+                    "time index names {id}, which is not held"
+                )));
+            };
+            // Unknown kind names share one code: confirm on the body.
+            if query
+                .kind
+                .as_deref()
+                .is_some_and(|k| k != bulletin.body().kind.name())
             {
                 continue;
             }

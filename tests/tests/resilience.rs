@@ -775,6 +775,59 @@ fn damaged_and_foreign_bundles_change_nothing() {
     );
 }
 
+/// A bundle larger than one import group is verified on several threads and still stored and
+/// reported in file order: bad items at group edges are named by their position, everything else
+/// is stored, and the chains have exactly the holes the bad items leave.
+#[test]
+fn a_bundle_of_many_groups_is_reported_in_file_order() {
+    let registry = TestRegistry::new(3);
+    let network = registry.network();
+    // Three chains interleaved, 1,100 bulletins: groups of 1,000 and 100.
+    let chains: Vec<Vec<SignedBulletin>> = (0..3)
+        .map(|m| old_chain(network, &registry.member(m).signing_key, 367, &format!("m{m}")))
+        .collect();
+    let mut wires: Vec<Vec<u8>> = Vec::new();
+    let mut order: Vec<&SignedBulletin> = Vec::new();
+    for seq in 0..367 {
+        for chain in &chains {
+            if order.len() < 1100 {
+                order.push(&chain[seq]);
+                wires.push(chain[seq].to_bytes());
+            }
+        }
+    }
+    let bad = [0usize, 999, 1000, 1099];
+    for &at in &bad {
+        let r = wires[at].len() - 64;
+        wires[at][r] ^= 0x01;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("many.bundle");
+    std::fs::write(&path, bundle_bytes(network, &[&registry.genesis], &wires)).unwrap();
+    let store = Store::open(&dir.path().join("store"), network).unwrap();
+    let reg = RwLock::new(registry.registry().unwrap());
+    let report = import_into(&path, &store, &reg).expect("a well-formed bundle imports");
+    assert_eq!(report.new, 1100 - bad.len() as u64, "{:?}", report.rejected);
+    let positions: Vec<u64> = report.rejected.iter().map(|(at, _)| *at).collect();
+    // The genesis is item 0; bulletin i is item i + 1.
+    assert_eq!(positions, bad.iter().map(|&i| i as u64 + 1).collect::<Vec<_>>());
+    assert!(
+        report.rejected.iter().all(|(_, why)| why.contains("signature")),
+        "{:?}",
+        report.rejected
+    );
+    let expected: BTreeSet<BulletinId> = order
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !bad.contains(i))
+        .map(|(_, b)| b.id())
+        .collect();
+    assert_eq!(held_ids(&store), expected);
+    // Item 0 was seq 1 of the first chain: that chain starts with a hole.
+    let first = registry.member(0).signing_key.id();
+    assert_eq!(store.head(&first).unwrap().contiguous, Seq(0));
+}
+
 /// A hostile member's claim: one chain of `key` held up to `u64::MAX`.
 fn huge_claim(registry: (RegistryVersion, herald_protocol::RegistryHash), key: KeyId) -> SyncResponse {
     SyncResponse::Summary {

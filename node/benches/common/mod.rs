@@ -3,6 +3,10 @@
 //! quick-mode detection, and small measuring helpers.
 #![allow(dead_code)]
 
+/// The allocator the `herald` binary uses (node/src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::Path;
 use std::time::Duration;
 
