@@ -22,6 +22,7 @@ pub mod devnet;
 pub mod events;
 pub mod network;
 pub mod node;
+mod peer_gate;
 pub mod setup;
 pub mod store;
 pub mod sync;

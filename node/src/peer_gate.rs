@@ -1,0 +1,131 @@
+//! The discovery gate: lets Kademlia dial new members only while the node has
+//! fewer connections than it wants, so that discovery tops a node up to a
+//! healthy gossip mesh instead of connecting it to every member it hears of.
+//!
+//! Kademlia (libp2p 0.57) bootstraps each time a peer enters a routing table of
+//! fewer than 20 entries, and every bootstrap query dials the peers it learns.
+//! In a network of tens of members that connects every node to nearly every
+//! other one: a noise handshake, identify exchange and sync session per pair,
+//! for connections the gossip mesh (6 peers) does not use. The routing table
+//! stays fully populated; only the dials are held back. Dials the node makes on
+//! purpose (configured bootstrap peers, members found by mDNS) always pass.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use libp2p::PeerId;
+use libp2p::core::transport::PortUse;
+use libp2p::core::{Endpoint, Multiaddr};
+use libp2p::swarm::{
+    ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm, dummy,
+};
+
+/// Connections a node seeks through discovery: gossipsub's mesh size, so a
+/// node that has them can fill its mesh without reaching further.
+pub(crate) const TARGET_PEERS: usize = 6;
+
+/// Why a dial was held back.
+#[derive(Debug, thiserror::Error)]
+#[error("the node has {connected} connections, enough for its gossip mesh; discovery dials wait")]
+pub(crate) struct EnoughPeers {
+    connected: usize,
+}
+
+/// See the module documentation.
+pub(crate) struct PeerGate {
+    target: usize,
+    connected: HashSet<PeerId>,
+    /// Peers the node dials on purpose, whatever the count.
+    wanted: HashSet<PeerId>,
+}
+
+impl PeerGate {
+    pub(crate) fn new(target: usize) -> Self {
+        Self {
+            target,
+            connected: HashSet::new(),
+            wanted: HashSet::new(),
+        }
+    }
+
+    /// Lets dials to `peer` through regardless of the connection count.
+    pub(crate) fn want(&mut self, peer: PeerId) {
+        self.wanted.insert(peer);
+    }
+
+    /// Whether the node is below its target and discovery should run.
+    pub(crate) fn wants_more(&self) -> bool {
+        self.connected.len() < self.target
+    }
+}
+
+impl NetworkBehaviour for PeerGate {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = Infallible;
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        _: &[Multiaddr],
+        _: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        match maybe_peer {
+            Some(peer)
+                if !self.wants_more() && !self.wanted.contains(&peer) && !self.connected.contains(&peer) =>
+            {
+                Err(ConnectionDenied::new(EnoughPeers {
+                    connected: self.connected.len(),
+                }))
+            }
+            _ => Ok(vec![]),
+        }
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        match event {
+            FromSwarm::ConnectionEstablished(established) => {
+                self.connected.insert(established.peer_id);
+            }
+            FromSwarm::ConnectionClosed(ConnectionClosed {
+                peer_id,
+                remaining_established: 0,
+                ..
+            }) => {
+                self.connected.remove(&peer_id);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_connection_handler_event(&mut self, _: PeerId, _: ConnectionId, event: THandlerOutEvent<Self>) {
+        match event {}
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        Poll::Pending
+    }
+}
