@@ -56,9 +56,11 @@ mod prefix {
 /// not grow towards sled's 1 GiB default as they are read.
 const CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
-/// sled flushes on its own this often; what is acknowledged is flushed
-/// explicitly before the acknowledgement.
-const FLUSH_EVERY_MS: u64 = 100;
+/// sled flushes on its own this often: what received gossip waits for to be
+/// durable. What is acknowledged (own publications, imports, sync pages) is
+/// flushed explicitly first. Each flush costs a log write, an fsync and wake-ups
+/// of sled's I/O threads on every node, so it is not done more often.
+const FLUSH_EVERY_MS: u64 = 1000;
 
 /// The store schema this node writes.
 pub const SCHEMA_VERSION: u32 = 2;
