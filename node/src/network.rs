@@ -125,11 +125,6 @@ fn build_gossipsub(
         .validate_messages()
         .message_id_fn(|m: &gossipsub::Message| gossipsub::MessageId::from(Sha256::digest(&m.data).to_vec()))
         .max_transmit_size(MAX_TRANSMIT_SIZE)
-        // A publisher sends to its mesh (topped up to mesh_n with other
-        // subscribed peers), not to every connection: flooding made the
-        // publisher encrypt a copy per connected member, in series, on the
-        // path of every new bulletin. Sync repairs what a partition loses.
-        .flood_publish(false)
         .duplicate_cache_time(Duration::from_secs(120))
         .heartbeat_initial_delay(timing.heartbeat_initial_delay)
         .heartbeat_interval(timing.heartbeat_interval)
