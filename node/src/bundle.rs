@@ -42,6 +42,8 @@ const HEADER_LEN: usize = 8 + 2 + 32 + 4 + 8;
 const GROUP: usize = 1000;
 /// A group ends early at this many bytes, so that groups of large bulletins stay small.
 const GROUP_BYTES: usize = 4 << 20;
+/// Most groups read ahead of the store during an import.
+const MAX_GROUPS_IN_FLIGHT: usize = 16;
 /// Progress is reported every this many bulletins.
 const PROGRESS_EVERY: u64 = 10_000;
 
@@ -440,8 +442,8 @@ enum Verified {
         first: u64,
         verdicts: Vec<Result<(SignedBulletin, MemberId), String>>,
     },
-    /// The file could not be read any further.
-    Failed(BundleError),
+    /// The file could not be read past the start of group `number`.
+    Failed { number: u64, error: BundleError },
 }
 
 /// The bulletin part of [`import`]: one thread reads the frames in groups,
@@ -458,7 +460,9 @@ fn import_bulletins(
     progress: &mut impl FnMut(u64, u64),
 ) -> Result<(), BundleError> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let in_flight = 2 * workers + 1;
+    // Groups read but not yet stored: enough to keep every worker busy, and a
+    // bound on memory (each group is at most GROUP_BYTES) whatever the core count.
+    let in_flight = (workers + 2).min(MAX_GROUPS_IN_FLIGHT);
     let (work_tx, work_rx) = mpsc::sync_channel::<(u64, u64, Vec<Vec<u8>>)>(in_flight);
     let work_rx = Mutex::new(work_rx);
     std::thread::scope(|scope| {
@@ -468,7 +472,7 @@ fn import_bulletins(
         for _ in 0..in_flight {
             let _ = token_tx.send(());
         }
-        let failed = done_tx.clone();
+        let report_failure = done_tx.clone();
         scope.spawn(move || {
             let (mut number, mut first, mut bytes) = (0u64, 0u64, 0usize);
             let mut group = Vec::new();
@@ -478,8 +482,8 @@ fn import_bulletins(
                         bytes += frame.len();
                         group.push(frame);
                     }
-                    Err(e) => {
-                        let _ = failed.send(Verified::Failed(e));
+                    Err(error) => {
+                        let _ = report_failure.send(Verified::Failed { number, error });
                         return;
                     }
                 }
@@ -503,7 +507,18 @@ fn import_bulletins(
                     let Ok((number, first, group)) = job else {
                         return;
                     };
-                    let verdicts = verify_group(registry, &group);
+                    // Verification never panics on any input; if it did, the
+                    // group's items are refused with a reason rather than the
+                    // import waiting forever for this group.
+                    let verdicts = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        verify_group(registry, &group)
+                    }))
+                    .unwrap_or_else(|_| {
+                        group
+                            .iter()
+                            .map(|_| Err("internal error while verifying; please report it".to_string()))
+                            .collect()
+                    });
                     if done
                         .send(Verified::Group {
                             number,
@@ -520,9 +535,12 @@ fn import_bulletins(
         drop(done_tx);
         let mut ready = std::collections::BTreeMap::new();
         let mut next = 0u64;
+        // A read error ends the import, but only after every group before it
+        // is stored: how far an import gets does not depend on thread timing.
+        let mut failed: Option<(u64, BundleError)> = None;
         for message in done_rx {
             match message {
-                Verified::Failed(e) => return Err(e),
+                Verified::Failed { number, error } => failed = Some((number, error)),
                 Verified::Group {
                     number,
                     first,
@@ -549,8 +567,16 @@ fn import_bulletins(
                 next += 1;
                 let _ = token_tx.send(());
             }
+            if let Some((number, _)) = &failed
+                && *number == next
+            {
+                break;
+            }
         }
-        Ok(())
+        match failed {
+            Some((_, error)) => Err(error),
+            None => Ok(()),
+        }
     })
 }
 
@@ -560,12 +586,17 @@ fn verify_group(
     registry: &RwLock<Registry>,
     group: &[Vec<u8>],
 ) -> Vec<Result<(SignedBulletin, MemberId), String>> {
-    let registry = registry.read().unwrap_or_else(|e| e.into_inner());
     group
         .iter()
         .map(|bytes| {
             let bulletin = SignedBulletin::from_bytes(bytes).map_err(|e| e.to_string())?;
-            let member = registry.check_bulletin(&bulletin).map_err(|e| e.to_string())?;
+            // Locked per bulletin: a registry update waiting for the write
+            // lock must not wait for a whole group (nor hold up other readers).
+            let member = registry
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .check_bulletin(&bulletin)
+                .map_err(|e| e.to_string())?;
             Ok((bulletin, member))
         })
         .collect()

@@ -11,7 +11,9 @@ use clap::Parser;
 
 /// mimalloc instead of the system allocator: sled copies a tree node on every
 /// write, and glibc's allocator spends a third of a bulk import in its locks
-/// (docs/BENCHMARKS.md, Ingest).
+/// (docs/BENCHMARKS.md, Ingest). Built without transparent huge pages
+/// (`no_thp`), which would round each thread's first allocations up to 2 MiB of
+/// resident memory.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

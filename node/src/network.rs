@@ -41,6 +41,8 @@ const BAN_DURATION: Duration = Duration::from_secs(600);
 /// bootstrap peers and discovery may open together (discovery alone stops at
 /// [`TARGET_PEERS`]); others still dial in.
 const MAX_OUTGOING: u32 = 8;
+/// How often a node short of peers looks for more.
+const TOP_UP_EVERY: Duration = Duration::from_secs(30);
 /// Gossip frame limit: one whole bulletin plus protobuf framing headroom.
 const MAX_TRANSMIT_SIZE: usize = MAX_BULLETIN_BYTES + 16 * 1024;
 
@@ -90,6 +92,14 @@ pub(crate) struct NodeBehaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+/// The peer id at the end of an address (`/p2p/<id>`), if it names one.
+fn peer_in(addr: &Multiaddr) -> Option<PeerId> {
+    match addr.iter().last() {
+        Some(libp2p::multiaddr::Protocol::P2p(peer)) => Some(peer),
+        _ => None,
+    }
 }
 
 /// A node id from the registry as a libp2p peer id.
@@ -376,7 +386,7 @@ pub(crate) fn spawn(
         })?;
     }
     for addr in &parts.bootstrap {
-        if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() {
+        if let Some(peer) = peer_in(addr) {
             swarm.behaviour_mut().gate.want(peer);
         }
         if let Err(e) = swarm.dial(addr.clone()) {
@@ -424,6 +434,8 @@ pub(crate) fn spawn(
         banned: HashMap::new(),
         listen_addrs: Vec::new(),
         connected: HashSet::new(),
+        bootstrap: parts.bootstrap.clone(),
+        last_top_up: tokio::time::Instant::now(),
     };
     let span = tracing::info_span!("network", peer = %short_peer(&local));
     let handle = tokio::spawn(
@@ -487,6 +499,9 @@ struct EventLoop {
     banned: HashMap<PeerId, tokio::time::Instant>,
     listen_addrs: Vec<Multiaddr>,
     connected: HashSet<PeerId>,
+    /// Configured bootstrap addresses, dialled again when the node runs short of peers.
+    bootstrap: Vec<Multiaddr>,
+    last_top_up: tokio::time::Instant,
 }
 
 impl EventLoop {
@@ -534,6 +549,9 @@ impl EventLoop {
                 }
             }
             Command::Dial(addr) => {
+                if let Some(peer) = peer_in(&addr) {
+                    self.swarm.behaviour_mut().gate.want(peer);
+                }
                 if let Err(e) = self.swarm.dial(addr.clone()) {
                     tracing::warn!(%addr, error = %e, "dial failed");
                 }
@@ -608,6 +626,7 @@ impl EventLoop {
 
     fn handle_tick(&mut self) {
         self.flush_pending();
+        self.top_up();
         let now = tokio::time::Instant::now();
         let expired: Vec<PeerId> = self
             .banned
@@ -620,6 +639,31 @@ impl EventLoop {
             self.invalid_counts.remove(&peer);
             if self.is_member_node(&peer) {
                 self.swarm.behaviour_mut().allow.allow_peer(peer);
+            }
+        }
+    }
+
+    /// Below [`TARGET_PEERS`] connections, at most every [`TOP_UP_EVERY`]: a
+    /// Kademlia bootstrap (whose dials the gate now lets through) and the
+    /// configured bootstrap peers dialled again.
+    fn top_up(&mut self) {
+        if !self.swarm.behaviour().gate.wants_more() || self.last_top_up.elapsed() < TOP_UP_EVERY {
+            return;
+        }
+        self.last_top_up = tokio::time::Instant::now();
+        tracing::debug!(
+            connected = self.connected.len(),
+            "short of peers; looking for more"
+        );
+        // No known peers yet is not an error here: the bootstrap list follows.
+        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        for addr in self.bootstrap.clone() {
+            let connected = match peer_in(&addr) {
+                Some(peer) => self.connected.contains(&peer),
+                None => !self.connected.is_empty(),
+            };
+            if !connected && let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::debug!(%addr, error = %e, "cannot dial bootstrap peer");
             }
         }
     }
@@ -682,7 +726,6 @@ impl EventLoop {
                 for (peer, addr) in found {
                     if self.is_member_node(&peer) && !self.connected.contains(&peer) {
                         tracing::info!(peer = %short_peer(&peer), %addr, "member node found on the LAN");
-                        self.swarm.behaviour_mut().gate.want(peer);
                         let _ = self.swarm.dial(addr);
                     }
                 }
@@ -698,24 +741,8 @@ impl EventLoop {
                 message_id,
                 message,
             } => {
-                if message.topic == self.registry_topic.hash() {
-                    self.validate_registry_off_loop(propagation_source, message_id, message.data)
-                } else {
-                    // On the loop: decoding, the duplicate lookup and one
-                    // signature check cost ~35 µs, less than handing the
-                    // message to another thread and back (two wake-ups per
-                    // message on every node, which is what propagation
-                    // latency is made of when many nodes share few cores).
-                    let verdict = {
-                        let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
-                        validate_bulletin(&message.data, &registry, &self.store)
-                    };
-                    self.handle_validated(Validated {
-                        message_id,
-                        source: propagation_source,
-                        verdict,
-                    });
-                }
+                let is_registry = message.topic == self.registry_topic.hash();
+                self.validate_off_loop(propagation_source, message_id, message.data, is_registry)
             }
             gossipsub::Event::Subscribed { peer_id, topic } if topic == self.topic.hash() => {
                 let _ = self.events.send(NodeEvent::PeerSubscribed(peer_id));
@@ -725,13 +752,17 @@ impl EventLoop {
         }
     }
 
-    /// Registry updates take the registry's write lock and are saved and
-    /// flushed when they advance it: that runs off the loop.
-    fn validate_registry_off_loop(
+    /// Validation runs on a blocking thread, at most one per core at a time:
+    /// the loop goes on forwarding and answering while a signature is checked
+    /// on the other core (measured: inline checking on the loop made
+    /// propagation slower on two cores, docs/BENCHMARKS.md). Registry updates
+    /// also take the registry's write lock and are saved and flushed.
+    fn validate_off_loop(
         &mut self,
         source: PeerId,
         message_id: gossipsub::MessageId,
         data: Vec<u8>,
+        is_registry: bool,
     ) {
         let registry = Arc::clone(&self.registry);
         let store = self.store.clone();
@@ -742,16 +773,20 @@ impl EventLoop {
                 return;
             };
             let verdict = tokio::task::spawn_blocking(move || {
-                let verdict = {
-                    let mut registry = registry.write().unwrap_or_else(|e| e.into_inner());
-                    crate::validate::validate_registry_update(&data, &mut registry)
-                };
-                if let Verdict::RegistryAdvanced(update) = &verdict
-                    && let Err(e) = store.save_registry_update(update).and_then(|()| store.flush())
-                {
-                    tracing::error!(error = %e, "cannot save a registry update");
+                if is_registry {
+                    let verdict = {
+                        let mut registry = registry.write().unwrap_or_else(|e| e.into_inner());
+                        crate::validate::validate_registry_update(&data, &mut registry)
+                    };
+                    if let Verdict::RegistryAdvanced(update) = &verdict
+                        && let Err(e) = store.save_registry_update(update).and_then(|()| store.flush())
+                    {
+                        tracing::error!(error = %e, "cannot save a registry update");
+                    }
+                    return verdict;
                 }
-                verdict
+                let registry = registry.read().unwrap_or_else(|e| e.into_inner());
+                validate_bulletin(&data, &registry, &store)
             })
             .await
             .unwrap_or_else(|e| Verdict::Reject(format!("validation task failed: {e}")));

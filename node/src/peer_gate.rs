@@ -8,7 +8,9 @@
 //! other one: a noise handshake, identify exchange and sync session per pair,
 //! for connections the gossip mesh (6 peers) does not use. The routing table
 //! stays fully populated; only the dials are held back. Dials the node makes on
-//! purpose (configured bootstrap peers, members found by mDNS) always pass.
+//! purpose (configured bootstrap peers, `Node::dial`) always pass, and so do
+//! dials by address alone (mDNS finds on the LAN). Below the target, the network
+//! loop runs a Kademlia bootstrap and redials bootstrap peers every 30 s.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -127,5 +129,88 @@ impl NetworkBehaviour for PeerGate {
 
     fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use libp2p::core::ConnectedPoint;
+    use libp2p::swarm::behaviour::ConnectionEstablished;
+
+    use super::*;
+
+    fn dial(gate: &mut PeerGate, peer: PeerId) -> bool {
+        gate.handle_pending_outbound_connection(
+            ConnectionId::new_unchecked(0),
+            Some(peer),
+            &[],
+            Endpoint::Dialer,
+        )
+        .is_ok()
+    }
+
+    fn connect(gate: &mut PeerGate, peer: PeerId, endpoint: &ConnectedPoint) {
+        gate.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
+            peer_id: peer,
+            connection_id: ConnectionId::new_unchecked(1),
+            endpoint,
+            failed_addresses: &[],
+            other_established: 0,
+        }));
+    }
+
+    fn close(gate: &mut PeerGate, peer: PeerId, endpoint: &ConnectedPoint, remaining: usize) {
+        gate.on_swarm_event(FromSwarm::ConnectionClosed(ConnectionClosed {
+            peer_id: peer,
+            connection_id: ConnectionId::new_unchecked(1),
+            endpoint,
+            cause: None,
+            remaining_established: remaining,
+        }));
+    }
+
+    #[test]
+    fn discovery_dials_stop_at_the_target_and_resume_below_it() {
+        let endpoint = ConnectedPoint::Listener {
+            local_addr: "/ip4/127.0.0.1/tcp/1"
+                .parse()
+                .unwrap_or_else(|_| Multiaddr::empty()),
+            send_back_addr: "/ip4/127.0.0.1/tcp/2"
+                .parse()
+                .unwrap_or_else(|_| Multiaddr::empty()),
+        };
+        let mut gate = PeerGate::new(2);
+        let (a, b, c, bootstrap) = (
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+        );
+        gate.want(bootstrap);
+        assert!(dial(&mut gate, c), "below the target, discovery dials pass");
+        connect(&mut gate, a, &endpoint);
+        connect(&mut gate, b, &endpoint);
+        assert!(!gate.wants_more());
+        assert!(!dial(&mut gate, c), "at the target, a new peer is held back");
+        assert!(
+            dial(&mut gate, a),
+            "a peer already connected may get a second connection"
+        );
+        assert!(dial(&mut gate, bootstrap), "peers dialled on purpose always pass");
+        assert!(
+            gate.handle_pending_outbound_connection(
+                ConnectionId::new_unchecked(0),
+                None,
+                &[],
+                Endpoint::Dialer
+            )
+            .is_ok(),
+            "a dial by address alone (no peer id) passes"
+        );
+        close(&mut gate, b, &endpoint, 1);
+        assert!(!dial(&mut gate, c), "b still has a connection");
+        close(&mut gate, b, &endpoint, 0);
+        assert!(gate.wants_more());
+        assert!(dial(&mut gate, c), "below the target again, discovery resumes");
     }
 }

@@ -543,7 +543,6 @@ async fn verify_page(
 ) -> Result<Vec<(SignedBulletin, MemberId)>, SyncError> {
     let registry = Arc::clone(registry);
     blocking(move || {
-        let registry = registry.read().unwrap_or_else(|e| e.into_inner());
         let asked: HashSet<KeyId> = wants.iter().map(|w| w.key).collect();
         let mut out = Vec::with_capacity(page.len());
         for bytes in page {
@@ -561,7 +560,14 @@ async fn verify_page(
                     body.seq
                 )));
             }
-            match registry.check_bulletin(&bulletin) {
+            // The lock is taken per bulletin, not per page: a page takes up to
+            // ~150 ms to verify, and a registry update waiting for the write
+            // lock would hold up every other reader (the network loop) meanwhile.
+            let verdict = registry
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .check_bulletin(&bulletin);
+            match verdict {
                 Ok(member) => out.push((bulletin, member)),
                 // The peer may not know of a revocation or removal yet: skip
                 // the item without holding it against the peer.
