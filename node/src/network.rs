@@ -643,20 +643,15 @@ impl EventLoop {
         }
     }
 
-    /// Below [`TARGET_PEERS`] connections, at most every [`TOP_UP_EVERY`]: a
-    /// Kademlia bootstrap (whose dials the gate now lets through) and the
-    /// configured bootstrap peers dialled again.
+    /// Every [`TOP_UP_EVERY`]: configured bootstrap peers that are not
+    /// connected are dialled again (they are kept, whatever the count), and
+    /// below [`TARGET_PEERS`] connections a Kademlia bootstrap looks for more
+    /// members (the gate lets its dials through until the target is reached).
     fn top_up(&mut self) {
-        if !self.swarm.behaviour().gate.wants_more() || self.last_top_up.elapsed() < TOP_UP_EVERY {
+        if self.last_top_up.elapsed() < TOP_UP_EVERY {
             return;
         }
         self.last_top_up = tokio::time::Instant::now();
-        tracing::debug!(
-            connected = self.connected.len(),
-            "short of peers; looking for more"
-        );
-        // No known peers yet is not an error here: the bootstrap list follows.
-        let _ = self.swarm.behaviour_mut().kad.bootstrap();
         for addr in self.bootstrap.clone() {
             let connected = match peer_in(&addr) {
                 Some(peer) => self.connected.contains(&peer),
@@ -665,6 +660,14 @@ impl EventLoop {
             if !connected && let Err(e) = self.swarm.dial(addr.clone()) {
                 tracing::debug!(%addr, error = %e, "cannot dial bootstrap peer");
             }
+        }
+        if self.swarm.behaviour().gate.wants_more() {
+            tracing::debug!(
+                connected = self.connected.len(),
+                "short of peers; looking for more"
+            );
+            // No known peers yet is not an error here: the bootstrap list is dialled above.
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
         }
     }
 

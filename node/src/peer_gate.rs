@@ -9,8 +9,11 @@
 //! for connections the gossip mesh (6 peers) does not use. The routing table
 //! stays fully populated; only the dials are held back. Dials the node makes on
 //! purpose (configured bootstrap peers, `Node::dial`) always pass, and so do
-//! dials by address alone (mDNS finds on the LAN). Below the target, the network
-//! loop runs a Kademlia bootstrap and redials bootstrap peers every 30 s.
+//! dials by address alone (mDNS finds on the LAN). Connections to those wanted
+//! peers are kept open even when idle, and the network loop redials them when
+//! they drop, so members crowding a node's connections cannot push out the
+//! paths its operator chose. Below the target, the loop also runs a Kademlia
+//! bootstrap every 30 s.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -18,10 +21,12 @@ use std::task::{Context, Poll};
 
 use libp2p::PeerId;
 use libp2p::core::transport::PortUse;
+use libp2p::core::upgrade::DeniedUpgrade;
 use libp2p::core::{Endpoint, Multiaddr};
+use libp2p::swarm::handler::ConnectionEvent;
 use libp2p::swarm::{
-    ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
-    THandlerOutEvent, ToSwarm, dummy,
+    ConnectionClosed, ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
+    NetworkBehaviour, SubstreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 
 /// Connections a node seeks through discovery: gossipsub's mesh size, so a
@@ -63,8 +68,39 @@ impl PeerGate {
     }
 }
 
+/// The gate's part of each connection: no protocol, only whether the
+/// connection stays open while idle (for wanted peers).
+pub(crate) struct KeepAlive(bool);
+
+impl ConnectionHandler for KeepAlive {
+    type FromBehaviour = Infallible;
+    type ToBehaviour = Infallible;
+    type InboundProtocol = DeniedUpgrade;
+    type OutboundProtocol = DeniedUpgrade;
+    type InboundOpenInfo = ();
+    type OutboundOpenInfo = ();
+
+    fn listen_protocol(&self) -> SubstreamProtocol<DeniedUpgrade> {
+        SubstreamProtocol::new(DeniedUpgrade, ())
+    }
+
+    fn connection_keep_alive(&self) -> bool {
+        self.0
+    }
+
+    fn on_behaviour_event(&mut self, event: Infallible) {
+        match event {}
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ConnectionHandlerEvent<DeniedUpgrade, (), Infallible>> {
+        Poll::Pending
+    }
+
+    fn on_connection_event(&mut self, _: ConnectionEvent<DeniedUpgrade, DeniedUpgrade>) {}
+}
+
 impl NetworkBehaviour for PeerGate {
-    type ConnectionHandler = dummy::ConnectionHandler;
+    type ConnectionHandler = KeepAlive;
     type ToSwarm = Infallible;
 
     fn handle_pending_outbound_connection(
@@ -89,22 +125,22 @@ impl NetworkBehaviour for PeerGate {
     fn handle_established_inbound_connection(
         &mut self,
         _: ConnectionId,
-        _: PeerId,
+        peer: PeerId,
         _: &Multiaddr,
         _: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(dummy::ConnectionHandler)
+        Ok(KeepAlive(self.wanted.contains(&peer)))
     }
 
     fn handle_established_outbound_connection(
         &mut self,
         _: ConnectionId,
-        _: PeerId,
+        peer: PeerId,
         _: &Multiaddr,
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(dummy::ConnectionHandler)
+        Ok(KeepAlive(self.wanted.contains(&peer)))
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
@@ -207,6 +243,18 @@ mod tests {
             .is_ok(),
             "a dial by address alone (no peer id) passes"
         );
+        let local: Multiaddr = "/ip4/127.0.0.1/tcp/1"
+            .parse()
+            .unwrap_or_else(|_| Multiaddr::empty());
+        let keeps = |gate: &mut PeerGate, peer| {
+            gate.handle_established_inbound_connection(ConnectionId::new_unchecked(2), peer, &local, &local)
+                .is_ok_and(|handler| handler.connection_keep_alive())
+        };
+        assert!(
+            keeps(&mut gate, bootstrap),
+            "a wanted peer's connection stays open while idle"
+        );
+        assert!(!keeps(&mut gate, c), "others close when idle, as libp2p decides");
         close(&mut gate, b, &endpoint, 1);
         assert!(!dial(&mut gate, c), "b still has a connection");
         close(&mut gate, b, &endpoint, 0);
