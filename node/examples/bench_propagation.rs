@@ -24,8 +24,8 @@
 //! - `herald`: a `herald_node::Node` per process, store in a temporary
 //!   directory on disk, mDNS off. A message is sent when `Node::publish` is
 //!   called (it signs, stores and flushes, then gossips) and delivered when the
-//!   receiver reports `BulletinStored` with origin gossip (validated, stored,
-//!   flushed).
+//!   receiver reports `BulletinStored` with origin gossip (validated and
+//!   stored; durable within sled's background flush).
 //! - `gossipsub`: the baseline, raw libp2p gossipsub with its default message
 //!   signing (`MessageAuthenticity::Signed`, `ValidationMode::Strict`), default
 //!   configuration otherwise, no application validation, no storage; delivered
