@@ -499,7 +499,7 @@ struct EventLoop {
     banned: HashMap<PeerId, tokio::time::Instant>,
     listen_addrs: Vec<Multiaddr>,
     connected: HashSet<PeerId>,
-    /// Configured bootstrap addresses, dialled again when the node runs short of peers.
+    /// Configured bootstrap addresses, dialled again whenever they are not connected.
     bootstrap: Vec<Multiaddr>,
     last_top_up: tokio::time::Instant,
 }
