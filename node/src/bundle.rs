@@ -429,6 +429,7 @@ pub fn import(
         sink,
         &mut report,
         &mut progress,
+        GROUP,
     )?;
     Ok(report)
 }
@@ -449,7 +450,9 @@ enum Verified {
 /// The bulletin part of [`import`]: one thread reads the frames in groups,
 /// one worker per core decodes and verifies groups, and the calling thread
 /// hands verified groups to `sink` in file order. At most a few groups per
-/// worker are in memory at any time.
+/// worker are in memory at any time. Groups hold `group` bulletins (fewer in
+/// tests, to exercise several groups cheaply).
+#[allow(clippy::too_many_arguments)] // one private call site and one test
 fn import_bulletins(
     mut frames: Frames<BufReader<File>>,
     count: u64,
@@ -458,6 +461,7 @@ fn import_bulletins(
     sink: &mut Sink<'_>,
     report: &mut ImportReport,
     progress: &mut impl FnMut(u64, u64),
+    group_size: usize,
 ) -> Result<(), BundleError> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Groups read but not yet stored: enough to keep every worker busy, and a
@@ -487,7 +491,7 @@ fn import_bulletins(
                         return;
                     }
                 }
-                if group.len() >= GROUP || bytes >= GROUP_BYTES || i + 1 == count {
+                if group.len() >= group_size || bytes >= GROUP_BYTES || i + 1 == count {
                     // Stop when the importer has stopped (an error downstream).
                     if token_rx.recv().is_err()
                         || work_tx.send((number, first, std::mem::take(&mut group))).is_err()
@@ -609,5 +613,105 @@ fn tally(report: &mut ImportReport, outcomes: Vec<Stored>) {
             Stored::AlreadyHeld => report.already_held += 1,
             Stored::Equivocation { .. } => report.equivocations += 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use herald_keys::{Founder, SecretKey, founding_genesis, sign_bulletin};
+    use herald_protocol::{AdvisoryStatus, BulletinBody, Kind, Payload, Seq, Severity, Timestamp, Tlp};
+
+    use super::*;
+
+    fn chain(network: NetworkId, signer: &SecretKey, n: u64) -> Vec<SignedBulletin> {
+        let mut out: Vec<SignedBulletin> = Vec::new();
+        for seq in 1..=n {
+            let body = BulletinBody {
+                format: herald_protocol::bulletin::BULLETIN_FORMAT,
+                network,
+                signer: signer.id(),
+                seq: Seq(seq),
+                prev: out.last().map(SignedBulletin::id),
+                created: Timestamp(1_700_000_000_000 + seq),
+                kind: Kind::VulnerabilityAdvisory {
+                    status: AdvisoryStatus::Confirmed,
+                },
+                tlp: Tlp::Green,
+                severity: Severity::Medium,
+                title: format!("bulletin {seq}"),
+                references: Vec::new(),
+                supersedes: None,
+                expires: None,
+                audience: Vec::new(),
+                payload: Payload {
+                    content_type: "text/plain".into(),
+                    bytes: vec![seq as u8; 16],
+                },
+            };
+            out.push(sign_bulletin(signer, &body).unwrap());
+        }
+        out
+    }
+
+    /// A bundle that passed its check but reads short the second time (changed
+    /// on disk in between): every whole group before the damage is stored, in
+    /// order, then the import fails; nothing after the damage is stored.
+    #[test]
+    fn a_read_error_stores_every_group_before_it_then_stops() {
+        let keys: Vec<SecretKey> = (1..=3u8).map(|n| SecretKey::from_seed(&[n; 32])).collect();
+        let founder = Founder {
+            name: "member-1",
+            member: &keys[0],
+            signing: &keys[1],
+            node: &keys[2],
+        };
+        let genesis = founding_genesis(&[founder], 1, Timestamp(1_700_000_000_000)).unwrap();
+        let hash = genesis.hash();
+        let registry = Registry::from_genesis(genesis, hash).unwrap();
+        let network = registry.network();
+        let bulletins = chain(network, &keys[1], 35);
+        let wires: Vec<&[u8]> = bulletins.iter().map(SignedBulletin::as_bytes).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.bundle");
+        write(&path, network, registry.history(), &wires, |_, _| {}).unwrap();
+        // Cut the file inside the 33rd bulletin: groups of 10 → groups 0, 1, 2 whole.
+        let full = std::fs::read(&path).unwrap();
+        let history_len: usize = registry.history().iter().map(|u| 4 + u.to_bytes().len()).sum();
+        let cut = HEADER_LEN + history_len + wires[..32].iter().map(|w| 4 + w.len()).sum::<usize>() + 10;
+        std::fs::write(&path, &full[..cut]).unwrap();
+
+        let store = Store::open(&dir.path().join("store"), network).unwrap();
+        let registry = RwLock::new(registry);
+        let mut frames = open(&path).unwrap();
+        frames.header().unwrap();
+        frames
+            .frame(MAX_REGISTRY_UPDATE_BYTES, "registry update")
+            .unwrap();
+        let mut sunk: Vec<u64> = Vec::new();
+        let mut sink = |items: Vec<(SignedBulletin, MemberId)>| {
+            sunk.extend(items.iter().map(|(b, _)| b.body().seq.0));
+            store.insert_verified(&items)
+        };
+        let mut report = ImportReport::default();
+        let result = import_bulletins(
+            frames,
+            35,
+            1,
+            &registry,
+            &mut sink,
+            &mut report,
+            &mut |_, _| {},
+            10,
+        );
+        assert!(matches!(result, Err(BundleError::Damaged { .. })), "{result:?}");
+        assert_eq!(
+            sunk,
+            (1..=30).collect::<Vec<u64>>(),
+            "whole groups, in file order"
+        );
+        assert_eq!(report.new, 30);
+        assert_eq!(store.count().unwrap(), 30);
     }
 }
