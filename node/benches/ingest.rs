@@ -25,15 +25,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use common::{
-    Fixture, cores, describe_machine, labels, median, payload_bytes, percentile, quick_mode, range,
-};
+use common::{Fixture, cores, describe_machine, median, percentile, quick_mode, range};
 use herald_node::api::{self, Published};
 use herald_node::bundle;
 use herald_node::{Draft, Node, Store};
-use herald_protocol::{
-    BULLETIN_DOMAIN, BulletinId, MemberId, Payload, SignedBulletin, Timestamp, signing_input,
-};
+use herald_protocol::{BULLETIN_DOMAIN, BulletinId, MemberId, SignedBulletin, signing_input};
 
 /// Goal of the local bulk import, in bulletins per second.
 const IMPORT_GOAL: f64 = 25_000.0;
@@ -239,26 +235,6 @@ fn stages(fx: &Fixture, wires: &[Vec<u8>], group: usize) -> Stages {
         check,
         insert,
         flush,
-    }
-}
-
-/// The JSON of the `i`-th draft published through the API (200-byte payload).
-fn draft(i: usize) -> Draft {
-    let (kind, tlp, severity) = labels(i as u64);
-    Draft {
-        kind,
-        tlp,
-        severity,
-        title: format!("Published bulletin {i}: advisory on a widely deployed product"),
-        references: Vec::new(),
-        supersedes: None,
-        expires: None,
-        audience: Vec::new(),
-        payload: Payload {
-            content_type: "application/octet-stream".into(),
-            bytes: payload_bytes(1_000, i as u64, PAYLOAD_LEN),
-        },
-        created: Some(Timestamp(common::EPOCH_MS + i as u64)),
     }
 }
 
@@ -518,7 +494,9 @@ fn main() {
         sign_time.as_secs_f64()
     );
     let raw = RawSet::new(&fx, &wires);
-    let drafts: Vec<Draft> = (0..plan.api_total).map(draft).collect();
+    let drafts: Vec<Draft> = (0..plan.api_total)
+        .map(|i| common::draft(i, PAYLOAD_LEN))
+        .collect();
     let bodies: Vec<Vec<u8>> = drafts.iter().map(|d| serde_json::to_vec(d).unwrap()).collect();
     println!(
         "API: {} publications, JSON bodies of {} bytes on average, {} client threads (ureq, keep-alive)",

@@ -24,12 +24,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{
-    Fixture, cores, describe_machine, labels, median, payload_bytes, proc_status_kib, quick_mode, range,
-};
+use common::{Fixture, cores, describe_machine, median, proc_status_kib, quick_mode, range};
 use herald_keys::Registry;
-use herald_node::{Draft, Node, Store};
-use herald_protocol::{MemberId, Payload, Seq, Timestamp};
+use herald_node::{Node, Store};
+use herald_protocol::{MemberId, Seq};
 
 /// Payload bytes of every bulletin.
 const PAYLOAD_LEN: usize = 200;
@@ -243,7 +241,7 @@ fn child_start(fx: &Fixture, dir: &Path) {
                             if i >= publish {
                                 break;
                             }
-                            node.publish(draft(i)).await.unwrap();
+                            node.publish(common::draft(i, PAYLOAD_LEN)).await.unwrap();
                         }
                     })
                 })
@@ -263,25 +261,6 @@ fn child_start(fx: &Fixture, dir: &Path) {
         }
     });
     println!("hwm_kib={}", proc_status_kib("VmHWM").unwrap_or(0));
-}
-
-fn draft(i: usize) -> Draft {
-    let (kind, tlp, severity) = labels(i as u64);
-    Draft {
-        kind,
-        tlp,
-        severity,
-        title: format!("Published bulletin {i}: advisory on a widely deployed product"),
-        references: Vec::new(),
-        supersedes: None,
-        expires: None,
-        audience: Vec::new(),
-        payload: Payload {
-            content_type: "application/octet-stream".into(),
-            bytes: payload_bytes(1_000, i as u64, PAYLOAD_LEN),
-        },
-        created: Some(Timestamp(common::EPOCH_MS + i as u64)),
-    }
 }
 
 fn run_child(mode: &str) {

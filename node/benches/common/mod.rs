@@ -149,6 +149,27 @@ pub(crate) fn labels(n: u64) -> (Kind, Tlp, Severity) {
     (kind, tlp, severity)
 }
 
+/// The `i`-th draft the benchmarks publish through a node (a payload of
+/// `payload_len` pseudo-random bytes).
+pub(crate) fn draft(i: usize, payload_len: usize) -> herald_node::Draft {
+    let (kind, tlp, severity) = labels(i as u64);
+    herald_node::Draft {
+        kind,
+        tlp,
+        severity,
+        title: format!("Published bulletin {i}: advisory on a widely deployed product"),
+        references: Vec::new(),
+        supersedes: None,
+        expires: None,
+        audience: Vec::new(),
+        payload: Payload {
+            content_type: "application/octet-stream".into(),
+            bytes: payload_bytes(1_000, i as u64, payload_len),
+        },
+        created: Some(Timestamp(EPOCH_MS + i as u64)),
+    }
+}
+
 /// `payload_len` pseudo-random bytes, different for each (key, seq).
 pub(crate) fn payload_bytes(key: usize, seq: u64, payload_len: usize) -> Vec<u8> {
     SplitMix64(((key as u64) << 40) ^ seq ^ 0x5041_594c_4f41_4400).bytes(payload_len)
