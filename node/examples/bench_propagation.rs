@@ -24,8 +24,9 @@
 //! - `herald`: a `herald_node::Node` per process, store in a temporary
 //!   directory on disk, mDNS off. A message is sent when `Node::publish` is
 //!   called (it signs, stores and flushes, then gossips) and delivered when the
-//!   receiver reports `BulletinStored` with origin gossip (validated and
-//!   stored; durable within sled's background flush).
+//!   receiver reports `BulletinReceived` (validated and written to its store,
+//!   readable with `Store::get`; durable within sled's background flush; in
+//!   the chains and query indexes within `FOLD_DELAY`).
 //! - `gossipsub`: the baseline, raw libp2p gossipsub with its default message
 //!   signing (`MessageAuthenticity::Signed`, `ValidationMode::Strict`), default
 //!   configuration otherwise, no application validation, no storage; delivered
@@ -72,7 +73,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use herald_keys::{Founder, Registry, SecretKey, founding_genesis};
 use herald_node::validate::{Verdict, validate_bulletin};
-use herald_node::{Draft, GossipTiming, Node, NodeEvent, NodeSettings, Origin, Store};
+use herald_node::{Draft, GossipTiming, Node, NodeEvent, NodeSettings, Store};
 use herald_protocol::{
     BulletinBody, BulletinId, Kind, MemberId, NetworkId, Payload, Seq, Severity, SignedRegistryUpdate,
     Timestamp, Tlp,
@@ -343,56 +344,95 @@ fn store_probe(args: &StoreProbeArgs) -> Result<()> {
     let scratch = Store::open(scratch_dir.path(), network)?;
     let body = |k: u64| bench_body(network, &own, k, 1, now_us());
     let mut received = Vec::new();
-    for k in 0..2 * args.count {
+    for k in 0..(2 + FOLDED as u64) * args.count {
         received.push(scratch.publish_own(&other, &other_member, body(k))?);
     }
     let mut received = received.into_iter();
-    let mut times: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    let mut next = || received.next().ok_or_else(|| anyhow!("out of bulletins"));
+    let peer = libp2p::PeerId::random().to_bytes();
+    // Wall time of each call, and CPU time of the whole process (every
+    // thread, sled's included) from the call until the next one starts.
+    let mut times: BTreeMap<&str, (Vec<u64>, Vec<u64>)> = BTreeMap::new();
+    let pause = Duration::from_millis(args.pause_ms);
+    let mut measure = |name: &'static str, op: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+        let (t, cpu) = (Instant::now(), process_cpu_us());
+        op()?;
+        let wall = t.elapsed().as_micros() as u64;
+        std::thread::sleep(pause);
+        let entry = times.entry(name).or_default();
+        entry.0.push(wall);
+        entry.1.push(process_cpu_us().saturating_sub(cpu));
+        Ok(())
+    };
     for k in 0..args.count {
-        std::thread::sleep(Duration::from_millis(args.pause_ms));
-        let t = Instant::now();
-        store.publish_own(&own, &own_member, body(k))?;
-        times
-            .entry("publish_own (sign, store, flush)")
-            .or_default()
-            .push(t.elapsed().as_micros() as u64);
-        std::thread::sleep(Duration::from_millis(args.pause_ms));
-        let b = received.next().ok_or_else(|| anyhow!("out of bulletins"))?;
-        let t = Instant::now();
-        store.insert_verified(&[(b, other_member)])?;
-        let inserted = t.elapsed().as_micros() as u64;
-        store.flush()?;
-        times
-            .entry("insert_verified + flush (1 received)")
-            .or_default()
-            .push(t.elapsed().as_micros() as u64);
-        times
-            .entry("  of which insert_verified")
-            .or_default()
-            .push(inserted);
-        std::thread::sleep(Duration::from_millis(args.pause_ms));
-        let b = received.next().ok_or_else(|| anyhow!("out of bulletins"))?;
-        let t = Instant::now();
-        store.insert_verified(&[(b, other_member)])?;
-        times
-            .entry("insert_verified alone (no flush)")
-            .or_default()
-            .push(t.elapsed().as_micros() as u64);
+        measure("publish_own (sign, store, flush)", &mut || {
+            store.publish_own(&own, &own_member, body(k))?;
+            Ok(())
+        })?;
+        let b = next()?;
+        measure("insert_verified + flush (1 received)", &mut || {
+            store.insert_verified(&[(b.clone(), other_member)])?;
+            store.flush()?;
+            Ok(())
+        })?;
+        let b = next()?;
+        measure("insert_verified alone (1 received, no flush)", &mut || {
+            store.insert_verified(&[(b.clone(), other_member)])?;
+            Ok(())
+        })?;
+        for _ in 0..FOLDED {
+            let b = next()?;
+            measure("stage (1 received)", &mut || {
+                store.stage(&b, &other_member, &peer)?;
+                Ok(())
+            })?;
+        }
+        measure("nothing (the idle process over the same pause)", &mut || Ok(()))?;
+        measure("fold_staged (5 staged)", &mut || {
+            store.fold_staged(FOLDED)?;
+            Ok(())
+        })?;
     }
     println!(
-        "store probe in {} ({} operations of each kind, {} ms apart), µs:",
+        "store probe in {} ({} operations of each kind, {} ms apart), µs of wall time and of process CPU time:",
         base.display(),
         args.count,
         args.pause_ms
     );
-    println!("| operation | p50 | p90 | p99 | max |");
-    println!("|---|---:|---:|---:|---:|");
-    for (name, mut v) in times {
-        v.sort_unstable();
-        let p = |q| percentile(&v, q).unwrap_or(0);
-        println!("| {name} | {} | {} | {} | {} |", p(0.5), p(0.9), p(0.99), p(1.0));
+    println!("| operation | wall p50 | p90 | p99 | CPU p50 | p90 |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, (mut wall, mut cpu)) in times {
+        wall.sort_unstable();
+        cpu.sort_unstable();
+        let w = |q| percentile(&wall, q).unwrap_or(0);
+        let c = |q| percentile(&cpu, q).unwrap_or(0);
+        println!(
+            "| {name} | {} | {} | {} | {} | {} |",
+            w(0.5),
+            w(0.9),
+            w(0.99),
+            c(0.5),
+            c(0.9)
+        );
     }
     Ok(())
+}
+
+/// Bulletins staged between two folds in the store probe (20 a second for 250 ms).
+const FOLDED: usize = 5;
+
+/// CPU time of this process's live threads (sled's included), in µs, from
+/// the scheduler's nanosecond counters in /proc.
+fn process_cpu_us() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns / 1000
 }
 
 /// Microseconds since the Unix epoch.
@@ -721,7 +761,7 @@ async fn child_herald(args: &ChildArgs) -> Result<()> {
         let start_at = schedule.as_ref().map_or_else(far_future, |s| s.start);
         tokio::select! {
             event = events.recv() => match event {
-                Ok(NodeEvent::BulletinStored { id, origin: Origin::Gossip(_), .. }) => {
+                Ok(NodeEvent::BulletinReceived { id, .. }) => {
                     let recv = now_us();
                     let decoded = node.store().get(&id)?.and_then(|b| decode_payload(&b.body().payload.bytes));
                     match decoded {

@@ -29,7 +29,29 @@ pub enum NodeEvent {
     PeerDisconnected(PeerId),
     /// A remote peer subscribed to the bulletin topic.
     PeerSubscribed(PeerId),
-    /// A new bulletin is on disk.
+    /// A bulletin new to this node arrived by gossip, passed validation and
+    /// is written to the store: readable with [`crate::Store::get`] from now
+    /// on, in queries and chain heads once folded (within
+    /// [`crate::store::FOLD_DELAY`]), when `BulletinStored` follows. The
+    /// moment a bulletin reaches a node, as the devnet and the propagation
+    /// benchmark measure it.
+    BulletinReceived {
+        /// Its id.
+        id: BulletinId,
+        /// The signing member.
+        member: MemberId,
+        /// The signing key.
+        signer: KeyId,
+        /// Its number in the key's chain.
+        seq: Seq,
+        /// Its kind's name.
+        kind: &'static str,
+        /// Its creation time.
+        created: Timestamp,
+        /// The peer it came from.
+        from: PeerId,
+    },
+    /// A new bulletin is on disk, in the chains and the query indexes.
     BulletinStored {
         /// Its id.
         id: BulletinId,

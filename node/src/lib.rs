@@ -5,7 +5,8 @@
 //! - [`network`]: libp2p behaviour (member-only connections, gossip with
 //!   application validation, discovery) and the event loop that owns the swarm.
 //! - [`sync`]: catch-up sync after outages and partitions.
-//! - [`writer`]: the one thread that writes bulletins, in flushed groups.
+//! - [`writer`]: the one thread that changes chains and indexes: folds staged
+//!   gossip, stores sync pages and bundles, numbers and flushes own bulletins.
 //! - [`node`]: the [`Node`] handle that ties them together.
 //! - [`events`]: the [`NodeEvent`]s a node reports.
 //! - [`api`]: the local HTTP API used by the command line.

@@ -188,6 +188,9 @@ pub(crate) struct NetworkParts {
     pub(crate) store: Store,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     pub(crate) writer: mpsc::Sender<WriteRequest>,
+    /// The node's own signing key: its bulletins coming back by gossip go to
+    /// the writer, which numbers the node's chain, rather than to staging.
+    pub(crate) own_key: herald_protocol::KeyId,
     /// A sender to this network's own command queue, for sync sessions.
     pub(crate) commands: mpsc::Sender<Command>,
 }
@@ -429,6 +432,7 @@ pub(crate) fn spawn(
         store: parts.store,
         events: parts.events,
         writer: parts.writer,
+        own_key: parts.own_key,
         pending_publish: VecDeque::new(),
         invalid_counts: HashMap::new(),
         banned: HashMap::new(),
@@ -461,6 +465,9 @@ struct Validated {
     message_id: gossipsub::MessageId,
     source: PeerId,
     verdict: Verdict,
+    /// For an accepted bulletin: whether it was staged, and whether it was
+    /// the first staged since the writer last folded.
+    staged: Option<bool>,
 }
 
 /// A sync answer computed off the loop, on its way back to the swarm.
@@ -494,6 +501,7 @@ struct EventLoop {
     store: Store,
     events: broadcast::Sender<NodeEvent>,
     writer: mpsc::Sender<WriteRequest>,
+    own_key: herald_protocol::KeyId,
     pending_publish: VecDeque<Vec<u8>>,
     invalid_counts: HashMap<PeerId, u32>,
     banned: HashMap<PeerId, tokio::time::Instant>,
@@ -760,6 +768,11 @@ impl EventLoop {
     /// on the other core (measured: inline checking on the loop made
     /// propagation slower on two cores, docs/BENCHMARKS.md). Registry updates
     /// also take the registry's write lock and are saved and flushed.
+    ///
+    /// An accepted bulletin is staged in the store on the same thread before
+    /// the verdict goes back, so it is held before it is forwarded, with one
+    /// plain write and no hand-off to the writer (which folds staged bulletins
+    /// in groups).
     fn validate_off_loop(
         &mut self,
         source: PeerId,
@@ -771,11 +784,12 @@ impl EventLoop {
         let store = self.store.clone();
         let validators = Arc::clone(&self.validators);
         let reply = self.validated_tx.clone();
+        let own_key = self.own_key;
         tokio::spawn(async move {
             let Ok(_permit) = validators.acquire_owned().await else {
                 return;
             };
-            let verdict = tokio::task::spawn_blocking(move || {
+            let (verdict, staged) = tokio::task::spawn_blocking(move || {
                 if is_registry {
                     let verdict = {
                         let mut registry = registry.write().unwrap_or_else(|e| e.into_inner());
@@ -786,18 +800,35 @@ impl EventLoop {
                     {
                         tracing::error!(error = %e, "cannot save a registry update");
                     }
-                    return verdict;
+                    return (verdict, None);
                 }
-                let registry = registry.read().unwrap_or_else(|e| e.into_inner());
-                validate_bulletin(&data, &registry, &store)
+                let verdict = {
+                    let registry = registry.read().unwrap_or_else(|e| e.into_inner());
+                    validate_bulletin(&data, &registry, &store)
+                };
+                let staged = match &verdict {
+                    Verdict::Accept(bulletin, member) if bulletin.body().signer != own_key => {
+                        match store.stage(bulletin, member, &source.to_bytes()) {
+                            Ok(first) => Some(first),
+                            Err(e) => {
+                                // The writer stores it instead.
+                                tracing::error!(error = %e, "cannot stage a received bulletin");
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                (verdict, staged)
             })
             .await
-            .unwrap_or_else(|e| Verdict::Reject(format!("validation task failed: {e}")));
+            .unwrap_or_else(|e| (Verdict::Reject(format!("validation task failed: {e}")), None));
             let _ = reply
                 .send(Validated {
                     message_id,
                     source,
                     verdict,
+                    staged,
                 })
                 .await;
         });
@@ -816,6 +847,24 @@ impl EventLoop {
             .gossipsub
             .report_message_validation_result(&v.message_id, &v.source, acceptance);
         match v.verdict {
+            Verdict::Accept(bulletin, member) if v.staged.is_some() => {
+                let body = bulletin.body();
+                let _ = self.events.send(NodeEvent::BulletinReceived {
+                    id: bulletin.id(),
+                    member,
+                    signer: body.signer,
+                    seq: body.seq,
+                    kind: body.kind.name(),
+                    created: body.created,
+                    from: v.source,
+                });
+                // Only the first staged since a fold wakes the writer. If its
+                // queue is full the writer is busy, and it looks at what is
+                // staged after each round of requests.
+                if v.staged == Some(true) {
+                    let _ = self.writer.try_send(WriteRequest::Staged);
+                }
+            }
             Verdict::Accept(bulletin, member) => {
                 let request = WriteRequest::Verified {
                     bulletin,

@@ -72,6 +72,9 @@ pub enum StartError {
     /// The network could not start.
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// The system refused a thread or a timer the node needs.
+    #[error("cannot start the node's {0}; the system may be out of threads or memory")]
+    Resources(String),
 }
 
 /// Why a publication failed.
@@ -173,8 +176,14 @@ impl Node {
         let (shutdown, _) = broadcast::channel(1);
         let (commands, command_rx) = mpsc::channel(network::COMMAND_CAPACITY);
         let (writer, writer_rx) = mpsc::channel(WRITER_CAPACITY);
+        let own_key = settings.signing_key.id();
         let writer_thread = {
+            let clock = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .map_err(|e| StartError::Resources(format!("store writer clock: {e}")))?;
             let w = Writer {
+                clock,
                 store: store.clone(),
                 signing_key: settings.signing_key,
                 member,
@@ -184,7 +193,7 @@ impl Node {
             std::thread::Builder::new()
                 .name("herald-store-writer".into())
                 .spawn(move || w.run(writer_rx))
-                .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?
+                .map_err(|e| StartError::Resources(format!("store writer thread: {e}")))?
         };
         let parts = NetworkParts {
             node_key: settings.node_key,
@@ -196,6 +205,7 @@ impl Node {
             store: store.clone(),
             events: events.clone(),
             writer: writer.clone(),
+            own_key,
             commands: commands.clone(),
         };
         let (local, network_task) = network::spawn(parts, command_rx, shutdown.subscribe())?;

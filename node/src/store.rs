@@ -6,9 +6,20 @@
 //! group of bulletins with every index entry is written by one atomic batch.
 //! sled makes a batch durable only on flush: callers flush before they
 //! acknowledge anything (see [`Store::flush`]).
+//!
+//! Bulletins received by gossip are first *staged*: written as one key each
+//! (one plain write, no batch), readable at once by [`Store::contains`] and
+//! [`Store::get`], and folded into the chains and indexes a group at a time
+//! by [`Store::fold_staged`] (the writer does it within
+//! [`FOLD_DELAY`](crate::store::FOLD_DELAY)). A sled batch costs two log
+//! buffer writes and wakes all of sled's I/O threads, on every node, for every
+//! message; a staged write costs neither. Opening a store folds whatever a
+//! stop or a crash left staged, so readers and chain heads never miss it.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use herald_keys::SecretKey;
 use herald_protocol::sync::{ChainSummary, SeqRange, Want, seq_fingerprint, xor_into};
@@ -50,7 +61,18 @@ mod prefix {
     pub(super) const EQUIVOCATION: u8 = b'e';
     /// `n` -> how many bulletins are held (u64), kept in the same batches.
     pub(super) const COUNT: u8 = b'n';
+    /// `s` id -> length of the sender (u8) || sender (peer id bytes) ||
+    /// signing member (32) || signed bulletin bytes: verified, not yet folded
+    /// into the chains and indexes above.
+    pub(super) const STAGED: u8 = b's';
 }
+
+/// Longest a staged bulletin waits to be folded into the chains and indexes
+/// (queries, chain heads and sync see it from then on).
+pub const FOLD_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Most staged bulletins folded by one batch.
+pub const FOLD_GROUP: usize = 1024;
 
 /// sled's page cache: bounded, so a node holding millions of bulletins does
 /// not grow towards sled's 1 GiB default as they are read.
@@ -62,8 +84,9 @@ const CACHE_BYTES: u64 = 256 * 1024 * 1024;
 /// of sled's I/O threads on every node, so it is not done more often.
 const FLUSH_EVERY_MS: u64 = 1000;
 
-/// The store schema this node writes.
-pub const SCHEMA_VERSION: u32 = 2;
+/// The store schema this node writes. Schema 3 added the staged prefix; a
+/// schema 2 store has nothing staged and is marked 3 when opened.
+pub const SCHEMA_VERSION: u32 = 3;
 
 const META_SCHEMA: &[u8] = b"schema";
 const META_NETWORK: &[u8] = b"network";
@@ -77,7 +100,7 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     /// The store was written by another schema version.
     #[error(
-        "the store has schema version {found}; this Herald reads version {SCHEMA_VERSION}. Use a matching Herald or a new data directory"
+        "the store has schema version {found}; this Herald reads versions 2 and {SCHEMA_VERSION}. Use a matching Herald, or carry the bulletins over with a bundle (docs/OPERATIONS.md, Upgrades)"
     )]
     Schema {
         /// The store's schema.
@@ -157,6 +180,21 @@ pub struct Store {
     bulletins: sled::Tree,
     registry: sled::Tree,
     meta: sled::Tree,
+    /// How many bulletins are staged (an estimate between folds; exact at rest).
+    staged: Arc<AtomicUsize>,
+}
+
+/// A staged bulletin after [`Store::fold_staged`].
+#[derive(Debug)]
+pub struct Folded {
+    /// The bulletin.
+    pub bulletin: SignedBulletin,
+    /// Its signing member.
+    pub member: MemberId,
+    /// Who sent it, as staged (peer id bytes; empty if unknown).
+    pub from: Vec<u8>,
+    /// What folding it did.
+    pub outcome: Stored,
 }
 
 impl std::fmt::Debug for Store {
@@ -202,6 +240,19 @@ fn chain_key(key: &KeyId, seq: Seq) -> Vec<u8> {
 
 fn head_key(key: &KeyId) -> Vec<u8> {
     key_of(&[&[prefix::HEAD], key.as_bytes()])
+}
+
+fn staged_key(id: &BulletinId) -> Vec<u8> {
+    key_of(&[&[prefix::STAGED], id.as_bytes()])
+}
+
+/// Splits a staged value into sender, member and bulletin bytes.
+fn split_staged(v: &[u8]) -> Result<(&[u8], MemberId, &[u8]), StoreError> {
+    let corrupt = || StoreError::Corrupt("staged bulletin".into());
+    let (&len, rest) = v.split_first().ok_or_else(corrupt)?;
+    let from = rest.get(..usize::from(len)).ok_or_else(corrupt)?;
+    let (member, bytes) = split_data(&rest[usize::from(len)..])?;
+    Ok((from, member, bytes))
 }
 
 fn data_key(id: &BulletinId) -> Vec<u8> {
@@ -295,6 +346,7 @@ impl Store {
             registry: db.open_tree(trees::REGISTRY)?,
             meta: db.open_tree(trees::META)?,
             db,
+            staged: Arc::new(AtomicUsize::new(0)),
         };
         match store.meta.get(META_SCHEMA)? {
             None => {
@@ -308,7 +360,7 @@ impl Store {
                     .try_into()
                     .map(u32::from_be_bytes)
                     .map_err(|_| StoreError::Corrupt("schema version".into()))?;
-                if found != SCHEMA_VERSION {
+                if found != SCHEMA_VERSION && found != 2 {
                     return Err(StoreError::Schema { found });
                 }
                 let stored = store
@@ -323,7 +375,19 @@ impl Store {
                         found: stored,
                     });
                 }
+                if found == 2 {
+                    store.meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                    store.db.flush()?;
+                }
             }
+        }
+        // Fold what a stop or a crash left staged, before anyone reads.
+        let left = store.bulletins.scan_prefix([prefix::STAGED]).count();
+        if left > 0 {
+            store.staged.store(left, Ordering::Relaxed);
+            while !store.fold_staged(FOLD_GROUP)?.is_empty() {}
+            store.flush()?;
+            tracing::info!(count = left, "folded bulletins staged before the last stop");
         }
         Ok(store)
     }
@@ -334,35 +398,133 @@ impl Store {
         Ok(())
     }
 
-    /// Whether the bulletin with this id is held.
-    pub fn contains(&self, id: &BulletinId) -> Result<bool, StoreError> {
-        Ok(self.bulletins.contains_key(data_key(id))?)
-    }
-
-    /// The bulletin with this id, if held.
-    pub fn get(&self, id: &BulletinId) -> Result<Option<SignedBulletin>, StoreError> {
+    /// The signing member and signed bytes of a held bulletin, staged or folded.
+    ///
+    /// The staged entry is read first: a fold moves a bulletin from there to
+    /// its data key in one batch, so one of the two reads sees it.
+    fn held(&self, id: &BulletinId) -> Result<Option<(MemberId, sled::IVec, usize)>, StoreError> {
+        if let Some(v) = self.bulletins.get(staged_key(id))? {
+            let (from, member, _) = split_staged(&v)?;
+            let at = 1 + from.len() + 32;
+            return Ok(Some((member, v, at)));
+        }
         match self.bulletins.get(data_key(id))? {
             None => Ok(None),
-            Some(v) => SignedBulletin::from_bytes(split_data(&v)?.1)
+            Some(v) => {
+                let (member, _) = split_data(&v)?;
+                Ok(Some((member, v, 32)))
+            }
+        }
+    }
+
+    /// Whether the bulletin with this id is held (staged or folded).
+    pub fn contains(&self, id: &BulletinId) -> Result<bool, StoreError> {
+        Ok(self.bulletins.contains_key(staged_key(id))? || self.bulletins.contains_key(data_key(id))?)
+    }
+
+    /// The bulletin with this id, if held (staged or folded).
+    pub fn get(&self, id: &BulletinId) -> Result<Option<SignedBulletin>, StoreError> {
+        match self.held(id)? {
+            None => Ok(None),
+            Some((_, v, at)) => SignedBulletin::from_bytes(&v[at..])
                 .map(Some)
                 .map_err(|e| StoreError::Corrupt(format!("bulletin {id}: {e}"))),
         }
     }
 
-    /// The exact stored bytes of a bulletin.
+    /// The exact stored bytes of a bulletin (staged or folded).
     pub fn get_bytes(&self, id: &BulletinId) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.bulletins.get(data_key(id))? {
-            None => Ok(None),
-            Some(v) => Ok(Some(split_data(&v)?.1.to_vec())),
-        }
+        Ok(self.held(id)?.map(|(_, v, at)| v[at..].to_vec()))
     }
 
-    /// The member that signed a held bulletin.
+    /// The member that signed a held bulletin (staged or folded).
     pub fn signer_of(&self, id: &BulletinId) -> Result<Option<MemberId>, StoreError> {
-        match self.bulletins.get(data_key(id))? {
-            None => Ok(None),
-            Some(v) => Ok(Some(split_data(&v)?.0)),
+        Ok(self.held(id)?.map(|(member, ..)| member))
+    }
+
+    /// Stages a bulletin received from `from` (peer id bytes, at most 255)
+    /// after it passed validation: one plain write, readable at once through
+    /// [`Store::get`] and [`Store::contains`], in the chains and indexes after
+    /// the next [`Store::fold_staged`]. Durable with the next flush, like any
+    /// write. Returns whether it was the first staged since the last fold
+    /// (whoever folds should be told).
+    pub fn stage(
+        &self,
+        bulletin: &SignedBulletin,
+        member: &MemberId,
+        from: &[u8],
+    ) -> Result<bool, StoreError> {
+        let from = from.get(..from.len().min(255)).unwrap_or_default();
+        let wire = bulletin.to_bytes();
+        let mut value = Vec::with_capacity(1 + from.len() + 32 + wire.len());
+        value.push(from.len() as u8);
+        value.extend_from_slice(from);
+        value.extend_from_slice(member.as_bytes());
+        value.extend_from_slice(&wire);
+        self.bulletins.insert(staged_key(&bulletin.id()), value)?;
+        Ok(self.staged.fetch_add(1, Ordering::AcqRel) == 0)
+    }
+
+    /// How many bulletins wait to be folded (approximate while staging goes on).
+    pub fn staged_count(&self) -> usize {
+        self.staged.load(Ordering::Acquire)
+    }
+
+    /// Folds up to `limit` staged bulletins into the chains and indexes, in one
+    /// atomic batch that also removes them from the staging area. Not durable
+    /// until [`Store::flush`]. Returns what happened to each.
+    pub fn fold_staged(&self, limit: usize) -> Result<Vec<Folded>, StoreError> {
+        let counted = self.staged.load(Ordering::Acquire);
+        let (items, from, keys) = self.read_staged(limit)?;
+        if keys.is_empty() {
+            // The count can run ahead of the staging area when a fold takes a
+            // bulletin before its stager counts it; nothing is staged, so
+            // reset it, unless a bulletin was counted meanwhile.
+            let _ = self
+                .staged
+                .compare_exchange(counted, 0, Ordering::AcqRel, Ordering::Acquire);
+            return Ok(Vec::new());
         }
+        let outcomes = self.insert_batch(&items, &keys, sled::Batch::default())?;
+        self.note_folded(keys.len());
+        Ok(items
+            .into_iter()
+            .zip(from)
+            .zip(outcomes)
+            .map(|(((bulletin, member), from), outcome)| Folded {
+                bulletin,
+                member,
+                from,
+                outcome,
+            })
+            .collect())
+    }
+
+    /// Up to `limit` staged bulletins, with their senders and staged keys.
+    #[allow(clippy::type_complexity)]
+    fn read_staged(
+        &self,
+        limit: usize,
+    ) -> Result<(Vec<(SignedBulletin, MemberId)>, Vec<Vec<u8>>, Vec<sled::IVec>), StoreError> {
+        let mut items = Vec::new();
+        let mut senders = Vec::new();
+        let mut keys = Vec::new();
+        for entry in self.bulletins.scan_prefix([prefix::STAGED]).take(limit) {
+            let (k, v) = entry?;
+            let (from, member, bytes) = split_staged(&v)?;
+            let bulletin = SignedBulletin::from_bytes(bytes)
+                .map_err(|e| StoreError::Corrupt(format!("staged bulletin: {e}")))?;
+            items.push((bulletin, member));
+            senders.push(from.to_vec());
+            keys.push(k);
+        }
+        Ok((items, senders, keys))
+    }
+
+    fn note_folded(&self, n: usize) {
+        let _ = self
+            .staged
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| Some(c.saturating_sub(n)));
     }
 
     /// The id held for `key` at `seq` (the first one, if it equivocated).
@@ -414,7 +576,17 @@ impl Store {
     /// Stores verified bulletins (each with the member that signed it) in one
     /// atomic batch. Not durable until [`Store::flush`].
     pub fn insert_verified(&self, items: &[(SignedBulletin, MemberId)]) -> Result<Vec<Stored>, StoreError> {
-        let mut batch = sled::Batch::default();
+        self.insert_batch(items, &[], sled::Batch::default())
+    }
+
+    /// Adds `items` to `batch` (which may already hold other writes), removes
+    /// the staged `unstage` keys in it, and applies it.
+    fn insert_batch(
+        &self,
+        items: &[(SignedBulletin, MemberId)],
+        unstage: &[sled::IVec],
+        mut batch: sled::Batch,
+    ) -> Result<Vec<Stored>, StoreError> {
         let mut outcomes = Vec::with_capacity(items.len());
         // What this batch has written so far, which the tree does not show yet.
         let mut chain_overlay: HashMap<(KeyId, Seq), BulletinId> = HashMap::new();
@@ -434,7 +606,7 @@ impl Store {
             let outcome = match held {
                 Some(other) if other == id => Stored::AlreadyHeld,
                 Some(other) => {
-                    if in_batch.contains(&id) || self.contains(&id)? {
+                    if in_batch.contains(&id) || self.bulletins.contains_key(data_key(&id))? {
                         Stored::AlreadyHeld
                     } else {
                         Stored::Equivocation { other }
@@ -497,6 +669,9 @@ impl Store {
         }
         for (key, chain) in &chains {
             batch.insert(head_key(key), encode_head(chain));
+        }
+        for key in unstage {
+            batch.remove(key);
         }
         self.bulletins.apply_batch(batch)?;
         Ok(outcomes)
@@ -651,6 +826,10 @@ impl Store {
     /// stores them with one batch and one flush (group commit). A draft that
     /// breaks a rule gets its own error and uses no number; the others go on.
     /// The outer error means nothing was stored.
+    ///
+    /// Numbering reads the chain as folded: bulletins of `key` must not be
+    /// staged (the node stages only other keys' bulletins; its own coming
+    /// back by gossip go through the writer).
     pub fn publish_own_group(
         &self,
         key: &SecretKey,

@@ -1,7 +1,9 @@
-//! The store writer: one thread that owns every write of bulletins, so chain
-//! bookkeeping stays consistent. Received bulletins are committed in groups
-//! (one atomic batch and one flush per group); the node's own bulletins are
-//! numbered, signed, stored and flushed before they are gossiped or acknowledged.
+//! The store writer: one thread that owns every change to the chains and
+//! indexes, so chain bookkeeping stays consistent. Bulletins received by gossip
+//! are staged by the validators (one plain write each) and folded here in
+//! groups within [`FOLD_DELAY`]; bulletins pulled by sync or read from bundles
+//! are stored and flushed in groups; the node's own bulletins are numbered,
+//! signed, stored and flushed before they are gossiped or acknowledged.
 
 use herald_keys::SecretKey;
 use herald_protocol::{BulletinBody, MemberId, SignedBulletin};
@@ -9,14 +11,14 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::events::{NodeEvent, Origin};
 use crate::network::Command;
-use crate::store::{Store, StoreError, Stored};
+use crate::store::{FOLD_DELAY, FOLD_GROUP, Folded, Store, StoreError, Stored};
 
 /// Requests queued to the writer.
 pub(crate) const WRITER_CAPACITY: usize = 4096;
 /// Bulletins pulled by sync or imported from a bundle that are at most this old
 /// are gossiped on.
 const REGOSSIP_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
-/// Most received bulletins committed in one batch.
+/// Most requests taken before the writer commits what it has gathered.
 const MAX_GROUP: usize = 512;
 
 /// Where the writer answers a publication.
@@ -24,7 +26,11 @@ type Reply = oneshot::Sender<Result<SignedBulletin, StoreError>>;
 
 /// A request to the writer.
 pub(crate) enum WriteRequest {
-    /// A bulletin that passed validation.
+    /// Bulletins were staged (sent with the first after a fold): fold them
+    /// within [`FOLD_DELAY`].
+    Staged,
+    /// A bulletin that passed validation and was not staged (one signed with
+    /// the node's own key, or one whose staging failed).
     Verified {
         bulletin: Box<SignedBulletin>,
         member: MemberId,
@@ -47,6 +53,9 @@ pub(crate) struct Writer {
     pub(crate) member: MemberId,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     pub(crate) network: mpsc::Sender<Command>,
+    /// Waits on requests with a deadline (a current-thread runtime with
+    /// timers, owned by the writer thread).
+    pub(crate) clock: tokio::runtime::Runtime,
 }
 
 impl Writer {
@@ -56,10 +65,31 @@ impl Writer {
         let mut origins: Vec<Origin> = Vec::new();
         let mut drafts: Vec<BulletinBody> = Vec::new();
         let mut replies: Vec<Reply> = Vec::new();
-        while let Some(first) = requests.blocking_recv() {
+        // When staged bulletins must be folded, if any are staged.
+        let mut fold_at: Option<tokio::time::Instant> = None;
+        loop {
+            let first = match fold_at {
+                None => self.clock.block_on(requests.recv()),
+                // The timer is made inside the runtime it belongs to.
+                Some(at) => match self
+                    .clock
+                    .block_on(async { tokio::time::timeout_at(at, requests.recv()).await })
+                {
+                    Ok(request) => request,
+                    Err(_) => {
+                        self.fold_all();
+                        fold_at = self.next_fold();
+                        continue;
+                    }
+                },
+            };
+            let Some(first) = first else { break };
             let mut next = Some(first);
             while let Some(request) = next.take() {
                 match request {
+                    WriteRequest::Staged => {
+                        fold_at.get_or_insert_with(|| tokio::time::Instant::now() + FOLD_DELAY);
+                    }
                     WriteRequest::Verified {
                         bulletin,
                         member,
@@ -74,6 +104,7 @@ impl Writer {
                     }
                     WriteRequest::Import { items, origin, reply } => {
                         self.commit(&mut received, &mut origins);
+                        self.fold_all();
                         let _ = reply.send(self.import(&items, origin));
                     }
                 }
@@ -83,7 +114,65 @@ impl Writer {
             }
             self.commit(&mut received, &mut origins);
             self.publish(std::mem::take(&mut drafts), std::mem::take(&mut replies));
+            if self.store.staged_count() >= FOLD_GROUP {
+                self.fold_all();
+            }
+            fold_at = match fold_at {
+                Some(at) if self.store.staged_count() > 0 => Some(at),
+                _ => self.next_fold(),
+            };
         }
+        // Stopping: fold what is staged and make it durable.
+        self.fold_all();
+        if let Err(e) = self.store.flush() {
+            tracing::error!(error = %e, "cannot flush the store on stop");
+        }
+    }
+
+    /// When to fold next: in [`FOLD_DELAY`] if anything is staged.
+    fn next_fold(&self) -> Option<tokio::time::Instant> {
+        (self.store.staged_count() > 0).then(|| tokio::time::Instant::now() + FOLD_DELAY)
+    }
+
+    /// Folds every staged bulletin into the chains and indexes (no flush:
+    /// received gossip is durable with sled's background flush) and reports
+    /// what happened to each.
+    fn fold_all(&self) {
+        loop {
+            match self.store.fold_staged(FOLD_GROUP) {
+                Ok(folded) => {
+                    let done = folded.len() < FOLD_GROUP;
+                    self.report_folded(folded);
+                    if done {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot fold staged bulletins");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reports folded bulletins as stored (or as equivocation) and asks for
+    /// sync where they left gaps.
+    fn report_folded(&self, folded: Vec<Folded>) {
+        if folded.is_empty() {
+            return;
+        }
+        let mut received = Vec::with_capacity(folded.len());
+        let mut origins = Vec::with_capacity(folded.len());
+        for f in folded {
+            let origin = match libp2p::PeerId::from_bytes(&f.from) {
+                Ok(peer) => Origin::Gossip(peer),
+                Err(_) => Origin::Local,
+            };
+            self.report(&f.bulletin, f.member, origin, f.outcome);
+            received.push((f.bulletin, f.member));
+            origins.push(origin);
+        }
+        self.check_gaps(&received, &origins);
     }
 
     fn import(

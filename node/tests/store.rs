@@ -728,3 +728,136 @@ fn equivocating_body_twice_in_one_batch_counts_once() {
     );
     assert_eq!(store.count().unwrap(), 2);
 }
+
+/// A sender's peer id bytes, as the network stages them (any bytes will do for the store).
+const FROM: &[u8] = b"peer that sent it";
+
+#[test]
+fn a_staged_bulletin_is_readable_at_once_and_indexed_when_folded() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let signer = key(1);
+    let c = chain(&signer, 3, 100);
+    assert!(
+        store.stage(&c[0], &member_of(&signer), FROM).unwrap(),
+        "the first staged says so"
+    );
+    assert!(!store.stage(&c[1], &member_of(&signer), FROM).unwrap());
+    assert_eq!(store.staged_count(), 2);
+
+    // Held and readable, byte for byte, before any fold.
+    assert!(store.contains(&c[1].id()).unwrap());
+    assert_eq!(store.get_bytes(&c[1].id()).unwrap().unwrap(), c[1].to_bytes());
+    assert_eq!(store.signer_of(&c[0].id()).unwrap(), Some(member_of(&signer)));
+    // Not yet in the chains, the count or the indexes.
+    assert_eq!(store.count().unwrap(), 0);
+    assert_eq!(store.head(&signer.id()).unwrap(), head(0, 0));
+    assert!(store.query(&Query::default()).unwrap().is_empty());
+
+    let folded = store.fold_staged(1024).unwrap();
+    assert_eq!(folded.len(), 2);
+    assert!(folded.iter().all(|f| f.outcome == Stored::New && f.from == FROM));
+    assert_eq!(store.staged_count(), 0);
+    assert_eq!(store.count().unwrap(), 2);
+    assert_eq!(store.head(&signer.id()).unwrap(), head(2, 2));
+    assert_eq!(store.query(&Query::default()).unwrap().len(), 2);
+    assert_eq!(store.get_bytes(&c[0].id()).unwrap().unwrap(), c[0].to_bytes());
+    assert!(
+        store.fold_staged(1024).unwrap().is_empty(),
+        "nothing left to fold"
+    );
+
+    // Folding the same bulletin again (staged twice, say by two paths) changes nothing.
+    store.stage(&c[0], &member_of(&signer), FROM).unwrap();
+    let again = store.fold_staged(1024).unwrap();
+    assert_eq!(again[0].outcome, Stored::AlreadyHeld);
+    assert_eq!(store.count().unwrap(), 2);
+}
+
+#[test]
+fn folding_finds_equivocation_and_keeps_both_bodies() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let signer = key(2);
+    let first = Spec::new(1, None, 10).sign(&signer);
+    let second = Spec::new(1, None, 10).title("the other body").sign(&signer);
+    insert(&store, &signer, &[&first]);
+    store.stage(&second, &member_of(&signer), FROM).unwrap();
+    let folded = store.fold_staged(1024).unwrap();
+    assert_eq!(folded[0].outcome, Stored::Equivocation { other: first.id() });
+    assert_eq!(store.get_bytes(&second.id()).unwrap().unwrap(), second.to_bytes());
+    assert_eq!(store.chain_entry(&signer.id(), Seq(1)).unwrap(), Some(first.id()));
+    assert_eq!(store.equivocations().unwrap().len(), 1);
+}
+
+#[test]
+fn what_a_stop_leaves_staged_is_folded_on_open() {
+    let dir = TempDir::new().unwrap();
+    let signer = key(3);
+    let c = chain(&signer, 4, 500);
+    {
+        let store = open(&dir);
+        insert(&store, &signer, &[&c[0]]);
+        for b in &c[1..] {
+            store.stage(b, &member_of(&signer), FROM).unwrap();
+        }
+        store.flush().unwrap();
+        // Dropped without folding, as after a crash once sled has flushed.
+    }
+    let store = open(&dir);
+    assert_eq!(store.staged_count(), 0);
+    assert_eq!(store.count().unwrap(), 4);
+    assert_eq!(store.head(&signer.id()).unwrap(), head(4, 4));
+    assert_eq!(ids(&store.query(&Query::default()).unwrap()).len(), 4);
+    // The next number of this chain follows the folded head.
+    let next = store.publish_own(
+        &signer,
+        &member_of(&signer),
+        Spec::new(0, None, 600).body(&signer),
+    );
+    assert_eq!(next.unwrap().body().seq, Seq(5));
+}
+
+/// The store's sled database itself, waiting (at most 5 s) for the lock as [`open_in`] does.
+fn raw_sled(dir: &TempDir) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::open(dir.path()) {
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            result => return result.unwrap(),
+        }
+    }
+}
+
+#[test]
+fn a_schema_2_store_opens_and_is_marked_3() {
+    let dir = TempDir::new().unwrap();
+    let signer = key(4);
+    let c = chain(&signer, 2, 50);
+    {
+        let store = open(&dir);
+        insert(&store, &signer, &[&c[0], &c[1]]);
+        store.flush().unwrap();
+    }
+    // Mark it as written by the previous schema, which had no staging area.
+    {
+        let db = raw_sled(&dir);
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema", &2u32.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = open(&dir);
+    assert_eq!(store.count().unwrap(), 2);
+    drop(store);
+    let db = raw_sled(&dir);
+    let schema = db.open_tree("meta").unwrap().get("schema").unwrap().unwrap();
+    assert_eq!(schema.as_ref(), &herald_node::store::SCHEMA_VERSION.to_be_bytes());
+    assert_eq!(herald_node::store::SCHEMA_VERSION, 3);
+}

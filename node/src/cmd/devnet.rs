@@ -109,7 +109,7 @@ async fn live_view(devnet: &Devnet, args: &DevnetArgs) -> Result<()> {
                 }
             }
             Some((index, event)) = events.recv() => match event {
-                NodeEvent::BulletinStored { id, origin: Origin::Gossip(_) | Origin::Sync(_), .. } => {
+                NodeEvent::BulletinReceived { id, .. } | NodeEvent::BulletinStored { id, origin: Origin::Sync(_), .. } => {
                     let Some(t) = tracked.get_mut(&id) else { continue };
                     if index == t.publisher || !t.reached.insert(index) {
                         continue;
