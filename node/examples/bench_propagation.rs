@@ -351,11 +351,13 @@ fn store_probe(args: &StoreProbeArgs) -> Result<()> {
     let mut next = || received.next().ok_or_else(|| anyhow!("out of bulletins"));
     let peer = libp2p::PeerId::random().to_bytes();
     // Wall time of each call, and CPU time of the whole process (every
-    // thread, sled's included) from the call until the next one starts.
+    // thread, sled's included) from the call until the next one starts; the
+    // row `nothing` is what the pause and the reading of /proc cost alone.
     let mut times: BTreeMap<&str, (Vec<u64>, Vec<u64>)> = BTreeMap::new();
     let pause = Duration::from_millis(args.pause_ms);
     let mut measure = |name: &'static str, op: &mut dyn FnMut() -> Result<()>| -> Result<()> {
-        let (t, cpu) = (Instant::now(), process_cpu_us());
+        let cpu = process_cpu_us();
+        let t = Instant::now();
         op()?;
         let wall = t.elapsed().as_micros() as u64;
         std::thread::sleep(pause);
