@@ -26,7 +26,8 @@
 //!   called (it signs, stores and flushes, then gossips) and delivered when the
 //!   receiver reports `BulletinReceived` (validated and written to its store,
 //!   readable with `Store::get`; durable within sled's background flush; in
-//!   the chains and query indexes within `FOLD_DELAY`).
+//!   the chains and query indexes within `FOLD_DELAY`); the event carries the
+//!   bulletin, whose payload holds the send time.
 //! - `gossipsub`: the baseline, raw libp2p gossipsub with its default message
 //!   signing (`MessageAuthenticity::Signed`, `ValidationMode::Strict`), default
 //!   configuration otherwise, no application validation, no storage; delivered
@@ -763,10 +764,9 @@ async fn child_herald(args: &ChildArgs) -> Result<()> {
         let start_at = schedule.as_ref().map_or_else(far_future, |s| s.start);
         tokio::select! {
             event = events.recv() => match event {
-                Ok(NodeEvent::BulletinReceived { id, .. }) => {
+                Ok(NodeEvent::BulletinReceived { bulletin, .. }) => {
                     let recv = now_us();
-                    let decoded = node.store().get(&id)?.and_then(|b| decode_payload(&b.body().payload.bytes));
-                    match decoded {
+                    match decode_payload(&bulletin.body().payload.bytes) {
                         Some((sent, k)) => records.lines.push(Report::Recv { k, sent, recv }),
                         None => records.lagged += 1,
                     }

@@ -1,7 +1,9 @@
 //! What a node tells the rest of the program: bulletins stored, peers coming
 //! and going, input rejected, equivocation found.
 
-use herald_protocol::{BulletinId, KeyId, MemberId, Seq, Timestamp};
+use std::sync::Arc;
+
+use herald_protocol::{BulletinId, KeyId, MemberId, Seq, SignedBulletin, Timestamp};
 use libp2p::{Multiaddr, PeerId};
 
 /// Where a stored bulletin came from.
@@ -36,18 +38,10 @@ pub enum NodeEvent {
     /// moment a bulletin reaches a node, as the devnet and the propagation
     /// benchmark measure it.
     BulletinReceived {
-        /// Its id.
-        id: BulletinId,
+        /// The bulletin, as verified (shared, not copied, between subscribers).
+        bulletin: Arc<SignedBulletin>,
         /// The signing member.
         member: MemberId,
-        /// The signing key.
-        signer: KeyId,
-        /// Its number in the key's chain.
-        seq: Seq,
-        /// Its kind's name.
-        kind: &'static str,
-        /// Its creation time.
-        created: Timestamp,
         /// The peer it came from.
         from: PeerId,
     },

@@ -848,14 +848,9 @@ impl EventLoop {
             .report_message_validation_result(&v.message_id, &v.source, acceptance);
         match v.verdict {
             Verdict::Accept(bulletin, member) if v.staged.is_some() => {
-                let body = bulletin.body();
                 let _ = self.events.send(NodeEvent::BulletinReceived {
-                    id: bulletin.id(),
+                    bulletin: Arc::from(bulletin),
                     member,
-                    signer: body.signer,
-                    seq: body.seq,
-                    kind: body.kind.name(),
-                    created: body.created,
                     from: v.source,
                 });
                 // Only the first staged since a fold wakes the writer. If its

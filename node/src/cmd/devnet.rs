@@ -109,7 +109,12 @@ async fn live_view(devnet: &Devnet, args: &DevnetArgs) -> Result<()> {
                 }
             }
             Some((index, event)) = events.recv() => match event {
-                NodeEvent::BulletinReceived { id, .. } | NodeEvent::BulletinStored { id, origin: Origin::Sync(_), .. } => {
+                NodeEvent::BulletinReceived { .. } | NodeEvent::BulletinStored { origin: Origin::Sync(_), .. } => {
+                    let id = match &event {
+                        NodeEvent::BulletinReceived { bulletin, .. } => bulletin.id(),
+                        NodeEvent::BulletinStored { id, .. } => *id,
+                        _ => continue,
+                    };
                     let Some(t) = tracked.get_mut(&id) else { continue };
                     if index == t.publisher || !t.reached.insert(index) {
                         continue;
