@@ -385,7 +385,24 @@ impl Store {
         let left = store.bulletins.scan_prefix([prefix::STAGED]).count();
         if left > 0 {
             store.staged.store(left, Ordering::Relaxed);
-            while !store.fold_staged(FOLD_GROUP)?.is_empty() {}
+            loop {
+                let folded = store.fold_staged(FOLD_GROUP)?;
+                if folded.is_empty() {
+                    break;
+                }
+                for f in folded {
+                    if let Stored::Equivocation { other } = f.outcome {
+                        let body = f.bulletin.body();
+                        tracing::error!(
+                            signer = %body.signer.fmt_short(),
+                            seq = %body.seq,
+                            first = %other.fmt_short(),
+                            second = %f.bulletin.id().fmt_short(),
+                            "EQUIVOCATION (found folding what was staged before the last stop): both kept as proof"
+                        );
+                    }
+                }
+            }
             store.flush()?;
             tracing::info!(count = left, "folded bulletins staged before the last stop");
         }
