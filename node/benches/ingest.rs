@@ -251,6 +251,9 @@ impl ApiRun {
     }
 }
 
+/// The API token of the benchmark's node (the API checks it like any other).
+const BENCH_TOKEN: &str = "ingest-benchmark-token";
+
 /// `clients` threads, each with its own keep-alive connection, POST the prepared JSON
 /// bodies to `addr` until all are sent; counts `201 Created` answers.
 fn post_all(addr: SocketAddr, bodies: &[Vec<u8>], clients: usize) -> ApiRun {
@@ -276,6 +279,7 @@ fn post_all(addr: SocketAddr, bodies: &[Vec<u8>], clients: usize) -> ApiRun {
                         let mut response = agent
                             .post(url)
                             .header("content-type", "application/json")
+                            .header("authorization", format!("Bearer {BENCH_TOKEN}"))
                             .send(body.as_slice())
                             .unwrap();
                         let answer = response.body_mut().read_to_vec().unwrap();
@@ -320,9 +324,14 @@ fn api_publish(rt: &tokio::runtime::Runtime, fx: &Fixture, bodies: &[Vec<u8>], c
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let (addr, server) = api::serve("127.0.0.1:0".parse().unwrap(), Arc::clone(&node), shutdown)
-            .await
-            .unwrap();
+        let (addr, server) = api::serve(
+            "127.0.0.1:0".parse().unwrap(),
+            BENCH_TOKEN.into(),
+            Arc::clone(&node),
+            shutdown,
+        )
+        .await
+        .unwrap();
         (node, addr, server)
     });
     let run = post_all(addr, bodies, clients);

@@ -1,5 +1,8 @@
 //! The local HTTP API: publish, list, show and status, as JSON. It listens on
-//! loopback; whoever reaches it can publish in the member's name.
+//! loopback, and every request must carry the token that `herald run` writes
+//! to `api.token` in the node directory (readable by its owner only): other
+//! users of the machine can neither publish in the member's name nor read
+//! what it holds.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,6 +22,66 @@ use crate::view::{BulletinView, StatusView};
 
 /// Largest request body accepted: a largest bulletin as hex JSON, with room.
 const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
+/// The file in the node directory that holds the API token.
+pub const TOKEN_FILE: &str = "api.token";
+
+/// Makes a new API token and writes it to [`TOKEN_FILE`] in `dir`, readable
+/// and writable by the owner only. A new token each run: one left by an old
+/// run is useless.
+pub fn write_token(dir: &std::path::Path) -> std::io::Result<String> {
+    let token: String = rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let path = dir.join(TOKEN_FILE);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path)?;
+    // A file made by an older Herald may have wider permissions: narrow them.
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    std::io::Write::write_all(&mut file, token.as_bytes())?;
+    file.sync_all()?;
+    Ok(token)
+}
+
+/// The API token a running node wrote to `dir`, if there is one.
+pub fn read_token(dir: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(dir.join(TOKEN_FILE))
+        .ok()
+        .map(|t| t.trim().to_string())
+}
+
+/// Refuses any request without `Authorization: Bearer <token>`.
+async fn require_token(
+    State(token): State<Arc<str>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let given = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(given) if same(given.as_bytes(), token.as_bytes()) => next.run(request).await,
+        _ => Failure(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "this API needs the token in {TOKEN_FILE} of the node directory; run the command as the user that runs the node, with its --dir"
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// Compares in time independent of where the inputs differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
 
 /// An error as the API returns it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -67,9 +130,11 @@ pub struct ListParams {
     pub limit: Option<usize>,
 }
 
-/// Serves the API on `addr` until `shutdown` completes. Returns the bound address.
+/// Serves the API on `addr` until `shutdown` completes, to requests that
+/// carry `token`. Returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
+    token: String,
     node: Arc<Node>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
@@ -83,6 +148,10 @@ pub async fn serve(
         .route("/v1/import", axum::routing::post(import))
         .route("/v1/export", axum::routing::post(export))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::<str>::from(token),
+            require_token,
+        ))
         .with_state(node);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {

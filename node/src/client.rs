@@ -1,6 +1,7 @@
 //! The command line's client for a running node's local API.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -12,10 +13,13 @@ use serde::de::DeserializeOwned;
 pub(crate) struct Client {
     base: String,
     agent: ureq::Agent,
+    /// `Bearer <token>`, from the node directory (empty if there is none).
+    authorization: String,
 }
 
 impl Client {
-    pub(crate) fn new(addr: SocketAddr) -> Self {
+    /// A client of the node whose directory is `dir`, at `addr`.
+    pub(crate) fn new(addr: SocketAddr, dir: &Path) -> Self {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
@@ -24,6 +28,7 @@ impl Client {
         Self {
             base: format!("http://{addr}"),
             agent,
+            authorization: format!("Bearer {}", herald_node::api::read_token(dir).unwrap_or_default()),
         }
     }
 
@@ -33,7 +38,10 @@ impl Client {
     }
 
     pub(crate) fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T> {
-        let mut request = self.agent.get(format!("{}{path}", self.base));
+        let mut request = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", &self.authorization);
         for (k, v) in query {
             request = request.query(*k, v);
         }
@@ -45,6 +53,7 @@ impl Client {
         let response = self
             .agent
             .post(format!("{}{path}", self.base))
+            .header("Authorization", &self.authorization)
             .send_json(body)
             .map_err(|e| self.unreachable(e))?;
         Self::decode(response)

@@ -46,6 +46,52 @@ fn free_base_port(n: u16) -> u16 {
     panic!("no free port range on 127.0.0.1");
 }
 
+/// The local API of the node in `dir`, on `port`, answers only requests that
+/// carry the token from its directory, which only its owner can read.
+fn api_refuses_requests_without_its_token(dir: &Path, port: u16) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let url = format!("http://127.0.0.1:{port}/v1/status");
+    let token = std::fs::read_to_string(dir.join("api.token")).unwrap();
+    assert_eq!(token.trim().len(), 64);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("api.token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the token file is the owner's only");
+    }
+    let status = |authorization: Option<String>| {
+        let mut request = agent.get(&url);
+        if let Some(a) = authorization {
+            request = request.header("Authorization", &a);
+        }
+        request.call().unwrap().status().as_u16()
+    };
+    assert_eq!(status(None), 401, "no token");
+    assert_eq!(
+        status(Some(format!("Bearer {}", "0".repeat(64)))),
+        401,
+        "a wrong token"
+    );
+    assert_eq!(
+        status(Some(token.trim().to_string())),
+        401,
+        "a token without the Bearer scheme"
+    );
+    assert_eq!(status(Some(format!("Bearer {}", token.trim()))), 200);
+    let listed = agent
+        .get(format!("http://127.0.0.1:{port}/v1/bulletins"))
+        .call()
+        .unwrap();
+    assert_eq!(listed.status().as_u16(), 401, "listing needs the token too");
+}
+
 /// A running `herald run` whose log lines arrive on a channel.
 struct RunningNode {
     child: Child,
@@ -139,6 +185,7 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
 
     let first = RunningNode::start(&one);
     first.wait_for(&["herald is running"]);
+    api_refuses_requests_without_its_token(&one, base + 101);
     let second = RunningNode::start(&two);
     second.wait_for(&["herald is running"]);
 
@@ -243,11 +290,13 @@ fn nothing_acknowledged_is_lost_when_the_node_is_killed() {
     for round in 0..3 {
         let node = RunningNode::start(&dir);
         node.wait_for(&["herald is running"]);
+        let token = std::fs::read_to_string(dir.join("api.token")).unwrap();
         let acked: Arc<Mutex<Vec<String>>> = Arc::default();
         let (first_acks, enough) = mpsc::channel::<()>();
         let writers: Vec<_> = (0..4)
             .map(|t| {
                 let (api, acked, first_acks) = (api.clone(), Arc::clone(&acked), first_acks.clone());
+                let authorization = format!("Bearer {token}");
                 std::thread::spawn(move || {
                     let agent: ureq::Agent = ureq::Agent::config_builder()
                         .timeout_global(Some(Duration::from_secs(5)))
@@ -261,7 +310,11 @@ fn nothing_acknowledged_is_lost_when_the_node_is_killed() {
                             "title": format!("round {round} writer {t} number {i}"),
                             "payload": {"content_type": "text/plain", "bytes": "6869"},
                         });
-                        let Ok(mut response) = agent.post(&api).send_json(&draft) else {
+                        let Ok(mut response) = agent
+                            .post(&api)
+                            .header("Authorization", &authorization)
+                            .send_json(&draft)
+                        else {
                             return;
                         };
                         let Ok(body) = response.body_mut().read_json::<serde_json::Value>() else {

@@ -44,7 +44,7 @@ pub(crate) fn export(args: ExportArgs) -> Result<()> {
             .transpose()?,
     };
     let path = absolute(&args.out)?;
-    let client = Client::new(config.api.listen);
+    let client = Client::new(config.api.listen, &args.dir);
     let report: ExportReport = if client.is_up() {
         client.post(
             "/v1/export",
@@ -70,7 +70,7 @@ pub(crate) fn export(args: ExportArgs) -> Result<()> {
 pub(crate) fn import(args: ImportArgs) -> Result<()> {
     let config = Config::load(&args.dir)?;
     let path = absolute(&args.file)?;
-    let client = Client::new(config.api.listen);
+    let client = Client::new(config.api.listen, &args.dir);
     let report: ImportReport = if client.is_up() {
         client.post("/v1/import", &ImportRequest { path })?
     } else {

@@ -19,7 +19,7 @@ use crate::client::Client;
 pub(crate) fn run(args: PublishArgs) -> Result<()> {
     let config = Config::load(&args.dir)?;
     let draft = draft_from(&args)?;
-    let client = Client::new(config.api.listen);
+    let client = Client::new(config.api.listen, &args.dir);
     let published: Published = client.post("/v1/bulletins", &draft)?;
     println!("{}", published.id);
     Ok(())

@@ -53,7 +53,7 @@ pub(crate) fn list(args: ListArgs) -> Result<()> {
         .as_deref()
         .map(|m| m.parse::<MemberId>().with_context(|| format!("--member {m:?}")))
         .transpose()?;
-    let client = Client::new(config.api.listen);
+    let client = Client::new(config.api.listen, &args.dir);
     let views: Vec<BulletinView> = if client.is_up() {
         let mut q: Vec<(&str, String)> = vec![("limit", args.limit.to_string())];
         if let Some(k) = &args.kind {
@@ -107,7 +107,7 @@ pub(crate) fn show(args: ShowArgs) -> Result<()> {
         .id
         .parse()
         .with_context(|| format!("bulletin id {:?}", args.id))?;
-    let client = Client::new(config.api.listen);
+    let client = Client::new(config.api.listen, &args.dir);
     let v: BulletinView = if client.is_up() {
         client.get(&format!("/v1/bulletins/{id}"), &[])?
     } else {
@@ -152,7 +152,7 @@ pub(crate) fn show(args: ShowArgs) -> Result<()> {
 
 pub(crate) fn status(args: DirArgs) -> Result<()> {
     let config = Config::load(&args.dir)?;
-    let s: StatusView = Client::new(config.api.listen).get("/v1/status", &[])?;
+    let s: StatusView = Client::new(config.api.listen, &args.dir).get("/v1/status", &[])?;
     println!("{}", serde_json::to_string_pretty(&s)?);
     Ok(())
 }

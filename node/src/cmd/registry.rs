@@ -35,7 +35,7 @@ pub(crate) fn run(command: RegistryCommand) -> Result<()> {
 /// The registry as the running node holds it, or as the store holds it.
 fn current(dir: &std::path::Path) -> Result<RegistryView> {
     let config = Config::load(dir)?;
-    let client = Client::new(config.api.listen);
+    let client = Client::new(config.api.listen, dir);
     if client.is_up() {
         return client.get("/v1/registry", &[]);
     }
@@ -198,7 +198,7 @@ fn approve(
 fn submit(dir: &std::path::Path, file: &std::path::Path) -> Result<()> {
     let config = Config::load(dir)?;
     let update = setup::read_update(file)?;
-    let client = Client::new(config.api.listen);
+    let client = Client::new(config.api.listen, dir);
     if client.is_up() {
         let done: RegistrySubmitted = client.post(
             "/v1/registry",

@@ -12,7 +12,9 @@ pub(crate) fn run(args: DirArgs) -> Result<()> {
     super::runtime()?.block_on(async move {
         let node = Arc::new(Node::start(settings).await?);
         let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-        let (addr, api_task) = api::serve(config.api.listen, Arc::clone(&node), async {
+        let token = api::write_token(&args.dir)
+            .with_context(|| format!("cannot write the API token to {}", args.dir.join(api::TOKEN_FILE).display()))?;
+        let (addr, api_task) = api::serve(config.api.listen, token, Arc::clone(&node), async {
             let _ = api_stopped.await;
         })
         .await
