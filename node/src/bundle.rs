@@ -163,24 +163,25 @@ pub fn export(
         since: filter.since.map(herald_protocol::Timestamp),
         ..Query::default()
     };
-    let mut selected = store.query(&query)?;
-    // Chain order: a reader can check each chain as it goes.
-    selected.sort_by_key(|b| (b.body().signer, b.body().seq));
-    let mut evidence = Vec::new();
-    let mut keys: Vec<_> = selected.iter().map(|b| b.body().signer).collect();
-    keys.dedup();
-    for key in keys {
-        for (_, _, ids) in store.equivocations_of(&key)? {
-            for id in ids {
-                if !selected.iter().any(|b| b.id() == id) {
-                    evidence.extend(store.get(&id)?);
-                }
-            }
-        }
-    }
-    selected.extend(evidence);
-    let wires: Vec<&[u8]> = selected.iter().map(|b| b.as_bytes()).collect();
-    write(path, registry.network(), registry.history(), &wires, progress)
+    // Chain order, so a reader can check each chain as it goes; the ids
+    // first, then each bulletin read as it is written, so that an export of
+    // millions holds one at a time.
+    let ids = store.export_ids(&query)?;
+    let items = ids.iter().map(|id| match store.get_bytes(id) {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => Err(BundleError::Store(crate::store::StoreError::Corrupt(format!(
+            "bulletin {id} is indexed but not held"
+        )))),
+        Err(e) => Err(e.into()),
+    });
+    write_items(
+        path,
+        registry.network(),
+        registry.history(),
+        ids.len() as u64,
+        items,
+        progress,
+    )
 }
 
 /// Writes a bundle of `history` (genesis first) and the given signed bulletin
@@ -191,6 +192,20 @@ pub fn write(
     network: NetworkId,
     history: &[SignedRegistryUpdate],
     bulletins: &[&[u8]],
+    progress: impl FnMut(u64, u64),
+) -> Result<ExportReport, BundleError> {
+    let items = bulletins.iter().map(|b| Ok(b.to_vec()));
+    write_items(path, network, history, bulletins.len() as u64, items, progress)
+}
+
+/// [`write`] from `count` bulletins that `items` yields one at a time. An
+/// error from `items`, or a count that does not match, leaves no file.
+fn write_items(
+    path: &Path,
+    network: NetworkId,
+    history: &[SignedRegistryUpdate],
+    count: u64,
+    items: impl Iterator<Item = Result<Vec<u8>, BundleError>>,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<ExportReport, BundleError> {
     let io = io_error(path);
@@ -207,20 +222,30 @@ pub fn write(
         out.write_all(network.as_bytes()).map_err(&io)?;
         out.write_all(&(history.len() as u32).to_le_bytes())
             .map_err(&io)?;
-        out.write_all(&(bulletins.len() as u64).to_le_bytes())
-            .map_err(&io)?;
+        out.write_all(&count.to_le_bytes()).map_err(&io)?;
         for update in history {
             let bytes = update.to_bytes();
             out.write_all(&(bytes.len() as u32).to_le_bytes()).map_err(&io)?;
             out.write_all(&bytes).map_err(&io)?;
         }
-        let total = bulletins.len() as u64;
-        for (i, bytes) in bulletins.iter().enumerate() {
-            out.write_all(&(bytes.len() as u32).to_le_bytes()).map_err(&io)?;
-            out.write_all(bytes).map_err(&io)?;
-            if (i as u64 + 1).is_multiple_of(PROGRESS_EVERY) {
-                progress(i as u64 + 1, total);
+        let total = count;
+        let mut written_items = 0u64;
+        for bytes in items {
+            let bytes = bytes?;
+            if written_items == count {
+                break;
             }
+            out.write_all(&(bytes.len() as u32).to_le_bytes()).map_err(&io)?;
+            out.write_all(&bytes).map_err(&io)?;
+            written_items += 1;
+            if written_items.is_multiple_of(PROGRESS_EVERY) {
+                progress(written_items, total);
+            }
+        }
+        if written_items != count {
+            return Err(BundleError::Store(crate::store::StoreError::Corrupt(format!(
+                "{written_items} bulletins to write where {count} were counted"
+            ))));
         }
         let checksum = out.hasher.clone().finalize();
         out.write_all(&checksum).map_err(&io)?;

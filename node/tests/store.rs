@@ -861,3 +861,51 @@ fn a_schema_2_store_opens_and_is_marked_3() {
     assert_eq!(schema.as_ref(), &herald_node::store::SCHEMA_VERSION.to_be_bytes());
     assert_eq!(herald_node::store::SCHEMA_VERSION, 3);
 }
+
+#[test]
+fn export_ids_are_in_chain_order_with_evidence_and_filters() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let (a, b) = (key(5), key(6));
+    let chain_a = chain(&a, 3, 1000);
+    let chain_b = chain(&b, 2, 10);
+    // Inserted out of order, across two batches.
+    insert(&store, &b, &[&chain_b[1], &chain_b[0]]);
+    insert(&store, &a, &[&chain_a[2], &chain_a[0], &chain_a[1]]);
+    // A second body for a's number 2: evidence.
+    let other = Spec::new(2, Some(chain_a[0].id()), 1001)
+        .title("other body")
+        .sign(&a);
+    assert!(matches!(
+        insert(&store, &a, &[&other])[0],
+        Stored::Equivocation { .. }
+    ));
+
+    let mut by_key = [(a.id(), &chain_a), (b.id(), &chain_b)];
+    by_key.sort_by_key(|(k, _)| *k);
+    let mut expected: Vec<BulletinId> = by_key.iter().flat_map(|(_, c)| ids(c)).collect();
+    expected.push(other.id());
+    assert_eq!(store.export_ids(&Query::default()).unwrap(), expected);
+
+    // Only a's bulletins created from 1001 on: its numbers 2 and 3, then the evidence.
+    let since = Query {
+        since: Some(Timestamp(1001)),
+        ..Query::default()
+    };
+    assert_eq!(
+        store.export_ids(&since).unwrap(),
+        vec![chain_a[1].id(), chain_a[2].id(), other.id()]
+    );
+    // Only b's member: no evidence, as b has none.
+    let member = Query {
+        member: Some(member_of(&b)),
+        ..Query::default()
+    };
+    assert_eq!(store.export_ids(&member).unwrap(), ids(&chain_b));
+    // Filters that match nothing give nothing.
+    let none = Query {
+        kind: Some("emergency".into()),
+        ..Query::default()
+    };
+    assert!(store.export_ids(&none).unwrap().is_empty());
+}
