@@ -385,12 +385,9 @@ impl Store {
         let left = store.bulletins.scan_prefix([prefix::STAGED]).count();
         if left > 0 {
             store.staged.store(left, Ordering::Relaxed);
-            loop {
-                let folded = store.fold_staged(FOLD_GROUP)?;
-                if folded.is_empty() {
-                    break;
-                }
-                for f in folded {
+            // Each fold removes what it reads, damaged entries included.
+            while store.bulletins.scan_prefix([prefix::STAGED]).next().is_some() {
+                for f in store.fold_staged(FOLD_GROUP)? {
                     if let Stored::Equivocation { other } = f.outcome {
                         let body = f.bulletin.body();
                         tracing::error!(
@@ -517,7 +514,8 @@ impl Store {
             .collect())
     }
 
-    /// Up to `limit` staged bulletins, with their senders and staged keys.
+    /// Up to `limit` staged bulletins, with their senders, and the staged keys
+    /// to remove: theirs, in the same order, then any that do not decode.
     #[allow(clippy::type_complexity)]
     fn read_staged(
         &self,
@@ -526,15 +524,29 @@ impl Store {
         let mut items = Vec::new();
         let mut senders = Vec::new();
         let mut keys = Vec::new();
+        let mut damaged = Vec::new();
         for entry in self.bulletins.scan_prefix([prefix::STAGED]).take(limit) {
             let (k, v) = entry?;
-            let (from, member, bytes) = split_staged(&v)?;
-            let bulletin = SignedBulletin::from_bytes(bytes)
-                .map_err(|e| StoreError::Corrupt(format!("staged bulletin: {e}")))?;
-            items.push((bulletin, member));
-            senders.push(from.to_vec());
-            keys.push(k);
+            let decoded = split_staged(&v).and_then(|(from, member, bytes)| {
+                SignedBulletin::from_bytes(bytes)
+                    .map(|b| (from.to_vec(), member, b))
+                    .map_err(|e| StoreError::Corrupt(format!("staged bulletin: {e}")))
+            });
+            match decoded {
+                Ok((from, member, bulletin)) => {
+                    items.push((bulletin, member));
+                    senders.push(from);
+                    keys.push(k);
+                }
+                // Received by gossip and acknowledged to no one: drop it, and
+                // let sync fetch it again, rather than stop every fold.
+                Err(e) => {
+                    tracing::error!(error = %e, "dropping a damaged staged bulletin; sync fetches it again");
+                    damaged.push(k);
+                }
+            }
         }
+        keys.extend(damaged);
         Ok((items, senders, keys))
     }
 

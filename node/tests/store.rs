@@ -909,3 +909,33 @@ fn export_ids_are_in_chain_order_with_evidence_and_filters() {
     };
     assert!(store.export_ids(&none).unwrap().is_empty());
 }
+
+#[test]
+fn a_damaged_staged_entry_is_dropped_and_the_rest_folded() {
+    let dir = TempDir::new().unwrap();
+    let signer = key(7);
+    let c = chain(&signer, 2, 70);
+    {
+        let store = open(&dir);
+        store.stage(&c[0], &member_of(&signer), FROM).unwrap();
+        store.stage(&c[1], &member_of(&signer), FROM).unwrap();
+        store.flush().unwrap();
+    }
+    {
+        // Damage one staged entry: its value no longer decodes.
+        let db = raw_sled(&dir);
+        let tree = db.open_tree("bulletins/v1").unwrap();
+        let mut key = vec![b's'];
+        key.extend_from_slice(c[1].id().as_bytes());
+        assert!(tree.insert(key, b"\x05garbage".to_vec()).unwrap().is_some());
+        db.flush().unwrap();
+    }
+    let store = open(&dir);
+    assert_eq!(store.count().unwrap(), 1);
+    assert!(store.contains(&c[0].id()).unwrap());
+    assert!(
+        !store.contains(&c[1].id()).unwrap(),
+        "dropped, for sync to fetch again"
+    );
+    assert_eq!(store.head(&signer.id()).unwrap(), head(1, 1));
+}
