@@ -43,6 +43,19 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     })
 }
 
+/// The bulletin an event says has reached a node: by gossip, or by catch-up sync.
+fn arrival(event: &NodeEvent) -> Option<BulletinId> {
+    match event {
+        NodeEvent::BulletinReceived { bulletin, .. } => Some(bulletin.id()),
+        NodeEvent::BulletinStored {
+            id,
+            origin: Origin::Sync(_),
+            ..
+        } => Some(*id),
+        _ => None,
+    }
+}
+
 async fn live_view(devnet: &Devnet, args: &DevnetArgs) -> Result<()> {
     let n = devnet.nodes.len();
     let (tx, mut events) = mpsc::channel::<(usize, NodeEvent)>(VIEW_CAPACITY);
@@ -109,12 +122,8 @@ async fn live_view(devnet: &Devnet, args: &DevnetArgs) -> Result<()> {
                 }
             }
             Some((index, event)) = events.recv() => match event {
-                NodeEvent::BulletinReceived { .. } | NodeEvent::BulletinStored { origin: Origin::Sync(_), .. } => {
-                    let id = match &event {
-                        NodeEvent::BulletinReceived { bulletin, .. } => bulletin.id(),
-                        NodeEvent::BulletinStored { id, .. } => *id,
-                        _ => continue,
-                    };
+                event if arrival(&event).is_some() => {
+                    let Some(id) = arrival(&event) else { continue };
                     let Some(t) = tracked.get_mut(&id) else { continue };
                     if index == t.publisher || !t.reached.insert(index) {
                         continue;
