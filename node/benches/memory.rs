@@ -38,6 +38,8 @@ const CHILD_MEMBERS: &str = "HERALD_BENCH_MEMBERS";
 const CHILD_IDLE_MS: &str = "HERALD_BENCH_IDLE_MS";
 const CHILD_READ_ALL: &str = "HERALD_BENCH_READ_ALL";
 const CHILD_PUBLISH: &str = "HERALD_BENCH_PUBLISH";
+/// Set for an export child that loads every bulletin before writing (the comparison).
+const CHILD_EXPORT_LOADED: &str = "HERALD_BENCH_EXPORT_LOADED";
 
 /// The sizes of one run.
 struct Plan {
@@ -263,6 +265,39 @@ fn child_start(fx: &Fixture, dir: &Path) {
     println!("hwm_kib={}", proc_status_kib("VmHWM").unwrap_or(0));
 }
 
+/// Child: `Store::open` and the registry load, then an export of every bulletin to a
+/// bundle next to the store (`bundle::export`, as `herald export` does); peak RSS before
+/// and after the export.
+fn child_export(fx: &Fixture, dir: &Path) {
+    let store = Store::open(dir, fx.network()).unwrap();
+    let registry = Registry::from_history(store.registry_history().unwrap(), fx.genesis.hash()).unwrap();
+    let _ = store.count().unwrap();
+    println!("hwm_open_kib={}", proc_status_kib("VmHWM").unwrap_or(0));
+    let out = dir.with_extension("bundle");
+    let t = Instant::now();
+    let report = if std::env::var(CHILD_EXPORT_LOADED).is_ok() {
+        // The comparison: every bulletin loaded and sorted first, then written.
+        let mut all = store.query(&herald_node::Query::default()).unwrap();
+        all.sort_by_key(|b| (b.body().signer, b.body().seq));
+        let wires: Vec<&[u8]> = all.iter().map(|b| b.as_bytes()).collect();
+        herald_node::bundle::write(&out, registry.network(), registry.history(), &wires, |_, _| {}).unwrap()
+    } else {
+        herald_node::bundle::export(
+            &out,
+            &store,
+            &registry,
+            &herald_node::bundle::ExportFilter::default(),
+            |_, _| {},
+        )
+        .unwrap()
+    };
+    println!("export_ms={}", t.elapsed().as_secs_f64() * 1e3);
+    println!("exported={}", report.bulletins);
+    println!("export_mib={}", report.bytes as f64 / (1 << 20) as f64);
+    println!("hwm_export_kib={}", proc_status_kib("VmHWM").unwrap_or(0));
+    std::fs::remove_file(&out).unwrap();
+}
+
 fn run_child(mode: &str) {
     let dir = PathBuf::from(std::env::var(CHILD_DIR).unwrap());
     let members: usize = std::env::var(CHILD_MEMBERS).unwrap().parse().unwrap();
@@ -270,6 +305,7 @@ fn run_child(mode: &str) {
     match mode {
         "open" => child_open(&fx, &dir),
         "start" => child_start(&fx, &dir),
+        "export" => child_export(&fx, &dir),
         other => panic!("unknown child mode {other}"),
     }
 }
@@ -497,4 +533,30 @@ fn main() {
         mib(m(&held_reports, "hwm_kib")),
         mib(m(&big_reports, "hwm_kib"))
     );
+
+    // Export of everything, in a fresh process each: peak RSS against the same process's
+    // peak once the store is open (the baseline), and against loading every bulletin first.
+    println!();
+    println!("export of every bulletin to a bundle, peak RSS (VmHWM), each in a fresh process:");
+    for (dir, n) in [(&held_dir, held_n), (&big_dir, big_n)] {
+        for (how, env) in [
+            ("bundle::export (streamed)", vec![]),
+            (
+                "loaded first (query, sort, write)",
+                vec![(CHILD_EXPORT_LOADED, "1".to_string())],
+            ),
+        ] {
+            let r = child("export", dir, plan.members, &env);
+            assert_eq!(r["exported"] as u64, n);
+            println!(
+                "  {n} bulletins, {how} ({:.0} MiB bundle, {:.1} s): peak {:.1} MiB against {:.1} MiB \
+                 with the store open ({:.2} x)",
+                r["export_mib"],
+                r["export_ms"] / 1e3,
+                mib(r["hwm_export_kib"]),
+                mib(r["hwm_open_kib"]),
+                r["hwm_export_kib"] / r["hwm_open_kib"]
+            );
+        }
+    }
 }
