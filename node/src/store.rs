@@ -913,32 +913,9 @@ impl Store {
     /// are read. A selective filter (a rare kind, a quiet member) still walks
     /// every entry in the time range: about a microsecond each.
     pub fn query(&self, query: &Query) -> Result<Vec<SignedBulletin>, StoreError> {
-        let kind = query.kind.as_deref().map(kind_code);
-        let low = key_of(&[&[prefix::BY_TIME], &query.since.map_or(0, |t| t.0).to_be_bytes()]);
-        let high = match query.until {
-            Some(until) => key_of(&[&[prefix::BY_TIME], &until.0.to_be_bytes()]),
-            None => vec![prefix::BY_TIME + 1],
-        };
         let mut out = Vec::new();
-        for entry in self.bulletins.range(low..high).rev() {
-            let (k, v) = entry?;
-            let [entry_kind, tlp, severity, member @ ..] = v.as_ref() else {
-                return Err(StoreError::Corrupt("time index entry cut short".into()));
-            };
-            if member.len() != 32 {
-                return Err(StoreError::Corrupt("time index entry without its member".into()));
-            }
-            if kind.is_some_and(|k| k != *entry_kind)
-                || query.tlp.is_some_and(|t| tlp_code(t) != *tlp)
-                || query.min_severity.is_some_and(|s| *severity < severity_code(s))
-                || query.member.as_ref().is_some_and(|m| m.as_bytes() != member)
-            {
-                continue;
-            }
-            let id = k
-                .get(1 + 8..)
-                .ok_or_else(|| StoreError::Corrupt("time index key cut short".into()))
-                .and_then(id_from)?;
+        for id in self.time_index_ids(query) {
+            let id = id?;
             let Some(bulletin) = self.get(&id)? else {
                 // Damage, but one lost bulletin must not make every listing fail.
                 tracing::error!(%id, "the store is damaged: the time index names a bulletin it does not hold");
@@ -1012,28 +989,9 @@ impl Store {
     /// The ids of the bulletins matching `query`'s filters, from the time index.
     fn matching_ids(&self, query: &Query) -> Result<HashSet<BulletinId>, StoreError> {
         let kind = query.kind.as_deref().map(kind_code);
-        let low = key_of(&[&[prefix::BY_TIME], &query.since.map_or(0, |t| t.0).to_be_bytes()]);
-        let high = match query.until {
-            Some(until) => key_of(&[&[prefix::BY_TIME], &until.0.to_be_bytes()]),
-            None => vec![prefix::BY_TIME + 1],
-        };
         let mut out = HashSet::new();
-        for entry in self.bulletins.range(low..high) {
-            let (k, v) = entry?;
-            let [entry_kind, tlp, severity, member @ ..] = v.as_ref() else {
-                return Err(StoreError::Corrupt("time index entry cut short".into()));
-            };
-            if kind.is_some_and(|k| k != *entry_kind)
-                || query.tlp.is_some_and(|t| tlp_code(t) != *tlp)
-                || query.min_severity.is_some_and(|s| *severity < severity_code(s))
-                || query.member.as_ref().is_some_and(|m| m.as_bytes() != member)
-            {
-                continue;
-            }
-            let id = k
-                .get(1 + 8..)
-                .ok_or_else(|| StoreError::Corrupt("time index key cut short".into()))
-                .and_then(id_from)?;
+        for id in self.time_index_ids(query) {
+            let id = id?;
             // Unknown kind names share one code: confirm on the body.
             if kind == Some(kind_code(""))
                 && self
@@ -1045,6 +1003,48 @@ impl Store {
             out.insert(id);
         }
         Ok(out)
+    }
+
+    /// The ids in the time index between `query.since` (included) and
+    /// `query.until` (excluded), newest first, whose index entry passes the
+    /// filters on kind code, TLP, severity and member (no limit; the kind name
+    /// itself is confirmed by the caller where codes are shared).
+    fn time_index_ids<'a>(
+        &'a self,
+        query: &'a Query,
+    ) -> impl Iterator<Item = Result<BulletinId, StoreError>> + 'a {
+        let kind = query.kind.as_deref().map(kind_code);
+        let low = key_of(&[&[prefix::BY_TIME], &query.since.map_or(0, |t| t.0).to_be_bytes()]);
+        let high = match query.until {
+            Some(until) => key_of(&[&[prefix::BY_TIME], &until.0.to_be_bytes()]),
+            None => vec![prefix::BY_TIME + 1],
+        };
+        self.bulletins.range(low..high).rev().filter_map(move |entry| {
+            let (k, v) = match entry {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(e.into())),
+            };
+            let [entry_kind, tlp, severity, member @ ..] = v.as_ref() else {
+                return Some(Err(StoreError::Corrupt("time index entry cut short".into())));
+            };
+            if member.len() != 32 {
+                return Some(Err(StoreError::Corrupt(
+                    "time index entry without its member".into(),
+                )));
+            }
+            if kind.is_some_and(|k| k != *entry_kind)
+                || query.tlp.is_some_and(|t| tlp_code(t) != *tlp)
+                || query.min_severity.is_some_and(|s| *severity < severity_code(s))
+                || query.member.as_ref().is_some_and(|m| m.as_bytes() != member)
+            {
+                return None;
+            }
+            Some(
+                k.get(1 + 8..)
+                    .ok_or_else(|| StoreError::Corrupt("time index key cut short".into()))
+                    .and_then(id_from),
+            )
+        })
     }
 
     /// The ids of `key`'s bulletins with numbers in `from..=to` that are held,
