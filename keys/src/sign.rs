@@ -64,6 +64,18 @@ pub struct Founder<'a> {
     pub node: &'a SecretKey,
 }
 
+impl<'a> Founder<'a> {
+    /// A founder named `name` with its member, signing and node keys, in that order.
+    pub fn from_keys(name: &'a str, [member, signing, node]: &'a [SecretKey; 3]) -> Self {
+        Self {
+            name,
+            member,
+            signing,
+            node,
+        }
+    }
+}
+
 /// A genesis registry update admitting `founders` with `threshold`, approved
 /// by every key it admits: for local networks, tests and benchmarks, where one
 /// party holds all the keys. (Real founders each approve with their own keys:

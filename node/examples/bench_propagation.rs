@@ -488,12 +488,7 @@ fn build_genesis(seed: u64, n: usize) -> Result<SignedRegistryUpdate> {
     let founders: Vec<Founder<'_>> = keys
         .iter()
         .zip(&names)
-        .map(|([member, signing, node], name)| Founder {
-            name,
-            member,
-            signing,
-            node,
-        })
+        .map(|(keys, name)| Founder::from_keys(name, keys))
         .collect();
     founding_genesis(&founders, (n / 2 + 1) as u32, herald_node::node::now())
         .map_err(|e| anyhow!("genesis: {e}"))

@@ -60,23 +60,18 @@ impl Devnet {
         let generate = || SecretKey::generate().map_err(|e| DevnetError::Keys(e.to_string()));
         let mut keys = Vec::with_capacity(n);
         for _ in 0..n {
-            keys.push((generate()?, generate()?, generate()?));
+            keys.push([generate()?, generate()?, generate()?]);
         }
         let names: Vec<String> = (1..=n).map(|i| format!("member-{i}")).collect();
         let founders: Vec<Founder<'_>> = keys
             .iter()
             .zip(&names)
-            .map(|((member, signing, node), name)| Founder {
-                name,
-                member,
-                signing,
-                node,
-            })
+            .map(|(keys, name)| Founder::from_keys(name, keys))
             .collect();
         let genesis = founding_genesis(&founders, (n / 2 + 1) as u32, crate::node::now())
             .map_err(|e| DevnetError::Genesis(e.to_string()))?;
         let mut nodes = Vec::with_capacity(n);
-        for (index, (_, signing, node_key)) in keys.into_iter().enumerate() {
+        for (index, [_, signing, node_key]) in keys.into_iter().enumerate() {
             let settings = NodeSettings {
                 data_dir: dir.path().join(&names[index]),
                 genesis: genesis.clone(),

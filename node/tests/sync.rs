@@ -24,12 +24,7 @@ fn network(members: u8) -> Net {
     let founders: Vec<Founder<'_>> = keys
         .iter()
         .zip(&names)
-        .map(|([member, signing, node], name)| Founder {
-            name,
-            member,
-            signing,
-            node,
-        })
+        .map(|(keys, name)| Founder::from_keys(name, keys))
         .collect();
     let genesis = founding_genesis(&founders, u32::from(members / 2 + 1), Timestamp(1)).unwrap();
     let hash = genesis.hash();

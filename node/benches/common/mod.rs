@@ -84,12 +84,7 @@ impl Fixture {
         let founders: Vec<Founder<'_>> = keys
             .iter()
             .zip(&names)
-            .map(|([member, signing, node], name)| Founder {
-                name,
-                member,
-                signing,
-                node,
-            })
+            .map(|(keys, name)| Founder::from_keys(name, keys))
             .collect();
         let genesis = founding_genesis(&founders, (members / 2 + 1) as u32, Timestamp(EPOCH_MS)).unwrap();
         let registry = Registry::from_genesis(genesis.clone(), genesis.hash()).unwrap();
