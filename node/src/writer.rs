@@ -164,6 +164,8 @@ impl Writer {
         let mut received = Vec::with_capacity(folded.len());
         let mut origins = Vec::with_capacity(folded.len());
         for f in folded {
+            // The network stages with the sending peer's id; an entry staged
+            // without one (by a tool on the store) is reported as local.
             let origin = match libp2p::PeerId::from_bytes(&f.from) {
                 Ok(peer) => Origin::Gossip(peer),
                 Err(_) => Origin::Local,
