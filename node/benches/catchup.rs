@@ -34,10 +34,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use common::{Fixture, cores, describe_machine, median, proc_status_kib, quick_mode, range};
-use herald_keys::{Registry, SecretKey};
+use common::{Fixture, cores, describe_machine, dir_bytes, median, proc_status_kib, quick_mode, range};
+use herald_keys::Registry;
 use herald_node::sync::{InProcessLink, SyncError, SyncLink, pull};
-use herald_node::{GossipTiming, Node, NodeEvent, NodeSettings, Store, Stored};
+use herald_node::{Node, NodeEvent, Store, Stored};
 use herald_protocol::sync::{MAX_PAGE_BULLETINS, SyncRequest, SyncResponse, state_digest};
 use herald_protocol::{MemberId, SignedBulletin};
 use libp2p::multiaddr::Protocol;
@@ -357,20 +357,6 @@ impl Scan {
     }
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let meta = entry.metadata().unwrap();
-        total += if meta.is_dir() {
-            dir_bytes(&entry.path())
-        } else {
-            meta.len()
-        };
-    }
-    total
-}
-
 /// What happened when, during one in-process session.
 #[derive(Clone, Copy, Debug)]
 enum Mark {
@@ -565,22 +551,6 @@ impl InProcess {
     }
 }
 
-/// Settings of member `m`'s node on 127.0.0.1 (TCP, any port), mDNS off.
-fn settings(fx: &Fixture, m: usize, dir: &Path) -> NodeSettings {
-    let [_, signing, node] = &fx.keys[m];
-    NodeSettings {
-        data_dir: dir.to_path_buf(),
-        genesis: fx.genesis.clone(),
-        genesis_hash: fx.genesis.hash(),
-        signing_key: SecretKey::from_seed(&signing.to_seed()),
-        node_key: SecretKey::from_seed(&node.to_seed()),
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        bootstrap: Vec::new(),
-        mdns: false,
-        timing: GossipTiming::default(),
-    }
-}
-
 /// One session over loopback TCP between two real nodes.
 struct Tcp {
     /// Dial to the lacking node's `SyncCompleted`.
@@ -643,8 +613,8 @@ async fn wait_session(
 
 async fn over_tcp(fx: &Fixture, a_dir: &Path, b_dir: &Path, n: usize) -> Tcp {
     let t = Instant::now();
-    let a = Node::start(settings(fx, 0, a_dir)).await.unwrap();
-    let b = Node::start(settings(fx, 1, b_dir)).await.unwrap();
+    let a = Node::start(fx.member_node_settings(0, a_dir)).await.unwrap();
+    let b = Node::start(fx.member_node_settings(1, b_dir)).await.unwrap();
     let start = t.elapsed();
     let addr = loop {
         if let Some(addr) = a.listen_addrs().await.into_iter().next() {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Fixture, cores, describe_machine, median, proc_status_kib, quick_mode, range};
+use common::{Fixture, cores, describe_machine, dir_bytes, median, proc_status_kib, quick_mode, range};
 use herald_keys::Registry;
 use herald_node::{Node, Store};
 use herald_protocol::{MemberId, Seq};
@@ -120,20 +120,6 @@ fn build_store(fx: &Fixture, dir: &Path, per_key: u64, block: u64) -> (Duration,
     }
     assert_eq!(store.count().unwrap(), per_key * fx.keys.len() as u64);
     (sign, insert)
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let meta = entry.metadata().unwrap();
-        total += if meta.is_dir() {
-            dir_bytes(&entry.path())
-        } else {
-            meta.len()
-        };
-    }
-    total
 }
 
 /// What a child reported, `key=value` per line.

@@ -102,7 +102,12 @@ impl Fixture {
 
     /// Settings of a node of member 0 on 127.0.0.1 (TCP, any port), mDNS off.
     pub(crate) fn node_settings(&self, data_dir: &Path) -> NodeSettings {
-        let [_, signing, node] = &self.keys[0];
+        self.member_node_settings(0, data_dir)
+    }
+
+    /// Settings of member `m`'s node on 127.0.0.1 (TCP, any port), mDNS off.
+    pub(crate) fn member_node_settings(&self, m: usize, data_dir: &Path) -> NodeSettings {
+        let [_, signing, node] = &self.keys[m];
         NodeSettings {
             data_dir: data_dir.to_path_buf(),
             genesis: self.genesis.clone(),
@@ -259,6 +264,21 @@ pub(crate) fn sign_block(
 }
 
 /// One `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`, ...).
+/// Bytes of every file below `dir`.
+pub(crate) fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            dir_bytes(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
+}
+
 pub(crate) fn proc_status_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status.lines().find_map(|line| {
