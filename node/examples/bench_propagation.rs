@@ -1584,6 +1584,9 @@ struct Figures {
     /// Latency to the first node that got a message, per message.
     first_node: Vec<u64>,
     publish_call: Vec<u64>,
+    /// Last-node latency minus the publish call, per complete message: the
+    /// time the network took once the publisher let the message go.
+    after_publish: Vec<u64>,
 }
 
 impl Figures {
@@ -1608,6 +1611,9 @@ impl Figures {
                 Some(&(count, worst, _)) if count == n - 1 => {
                     self.complete += 1;
                     self.last_node.push(worst);
+                    if let Some(call) = r.publish_call.get(&k) {
+                        self.after_publish.push(worst.saturating_sub(*call));
+                    }
                 }
                 _ => self.last_node.push(u64::MAX),
             }
@@ -1620,6 +1626,7 @@ impl Figures {
         self.last_node.sort_unstable();
         self.publish_call.sort_unstable();
         self.first_node.sort_unstable();
+        self.after_publish.sort_unstable();
     }
 
     fn last(&self, p: f64) -> Option<u64> {
@@ -1822,6 +1829,16 @@ fn coordinator(args: &CoordinatorArgs) -> Result<()> {
             }
             println!();
         }
+    }
+    println!();
+    println!("Last-node latency net of the publish call (complete messages; ms): p50 / p99");
+    for ((n, system), f) in &pooled {
+        println!(
+            "  N = {n} {}: {} / {}",
+            system.name(),
+            ms(percentile(&f.after_publish, 0.5)),
+            ms(percentile(&f.after_publish, 0.99)),
+        );
     }
     println!();
     println!("total time {:.0} s", started.elapsed().as_secs_f64());
