@@ -5,8 +5,10 @@
 //! - [`network`]: libp2p behaviour (member-only connections, gossip with
 //!   application validation, discovery) and the event loop that owns the swarm.
 //! - [`sync`]: catch-up sync after outages and partitions.
-//! - [`writer`]: the one thread that changes chains and indexes: folds staged
-//!   gossip, stores sync pages and bundles, numbers and flushes own bulletins.
+//! - [`writer`]: the thread that numbers and flushes own bulletins and stores
+//!   sync pages and bundles.
+//! - [`indexer`]: the low-priority thread that folds staged gossip into the
+//!   chains and indexes.
 //! - [`node`]: the [`Node`] handle that ties them together.
 //! - [`events`]: the [`NodeEvent`]s a node reports.
 //! - [`api`]: the local HTTP API used by the command line.
@@ -21,6 +23,7 @@ pub mod bundle;
 pub mod config;
 pub mod devnet;
 pub mod events;
+mod indexer;
 pub mod network;
 pub mod node;
 mod peer_gate;

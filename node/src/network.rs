@@ -188,6 +188,8 @@ pub(crate) struct NetworkParts {
     pub(crate) store: Store,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     pub(crate) writer: mpsc::Sender<WriteRequest>,
+    /// Told when bulletins are staged, to fold them.
+    pub(crate) indexer: std::sync::mpsc::SyncSender<crate::indexer::Signal>,
     /// The node's own signing key: its bulletins coming back by gossip go to
     /// the writer, which numbers the node's chain, rather than to staging.
     pub(crate) own_key: herald_protocol::KeyId,
@@ -432,6 +434,7 @@ pub(crate) fn spawn(
         store: parts.store,
         events: parts.events,
         writer: parts.writer,
+        indexer: parts.indexer,
         own_key: parts.own_key,
         pending_publish: VecDeque::new(),
         invalid_counts: HashMap::new(),
@@ -466,7 +469,7 @@ struct Validated {
     source: PeerId,
     verdict: Verdict,
     /// For an accepted bulletin: whether it was staged, and whether it was
-    /// the first staged since the writer last folded.
+    /// the first staged since the indexer last folded.
     staged: Option<bool>,
 }
 
@@ -501,6 +504,7 @@ struct EventLoop {
     store: Store,
     events: broadcast::Sender<NodeEvent>,
     writer: mpsc::Sender<WriteRequest>,
+    indexer: std::sync::mpsc::SyncSender<crate::indexer::Signal>,
     own_key: herald_protocol::KeyId,
     pending_publish: VecDeque<Vec<u8>>,
     invalid_counts: HashMap<PeerId, u32>,
@@ -771,8 +775,8 @@ impl EventLoop {
     ///
     /// An accepted bulletin is staged in the store on the same thread before
     /// the verdict goes back, so it is held before it is forwarded, with one
-    /// plain write and no hand-off to the writer (which folds staged bulletins
-    /// in groups).
+    /// plain write and no hand-off to the writer (the indexer folds staged
+    /// bulletins in groups).
     fn validate_off_loop(
         &mut self,
         source: PeerId,
@@ -853,11 +857,10 @@ impl EventLoop {
                     member,
                     from: v.source,
                 });
-                // Only the first staged since a fold wakes the writer. If its
-                // queue is full the writer is busy, and it looks at what is
-                // staged after each round of requests.
-                if v.staged == Some(true) {
-                    let _ = self.writer.try_send(WriteRequest::Staged);
+                // The first staged since a fold wakes the indexer, and so does
+                // a full group. If its queue is full it is awake already.
+                if v.staged == Some(true) || self.store.staged_count() >= crate::store::FOLD_GROUP {
+                    let _ = self.indexer.try_send(crate::indexer::Signal::Staged);
                 }
             }
             Verdict::Accept(bulletin, member) => {

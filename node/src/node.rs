@@ -1,5 +1,5 @@
 //! A running node: the handle the rest of the program holds. It owns the store
-//! writer thread and the network event loop, and offers publishing, queries,
+//! writer and indexer threads and the network event loop, and offers publishing, queries,
 //! live events and a clean shutdown.
 
 use std::path::PathBuf;
@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::events::NodeEvent;
+use crate::indexer::{Indexer, Signal};
 use crate::network::{self, Command, GossipTiming, NetworkError, NetworkParts};
 use crate::store::{Store, StoreError};
 use crate::writer::{WRITER_CAPACITY, WriteRequest, Writer};
@@ -72,7 +73,7 @@ pub enum StartError {
     /// The network could not start.
     #[error(transparent)]
     Network(#[from] NetworkError),
-    /// The system refused a thread or a timer the node needs.
+    /// The system refused a thread the node needs.
     #[error("cannot start the node's {0}; the system may be out of threads or memory")]
     Resources(String),
 }
@@ -144,6 +145,8 @@ pub struct Node {
     shutdown: broadcast::Sender<()>,
     network_task: tokio::task::JoinHandle<()>,
     writer_thread: std::thread::JoinHandle<()>,
+    indexer: std::sync::mpsc::SyncSender<Signal>,
+    indexer_thread: std::thread::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Node {
@@ -178,12 +181,7 @@ impl Node {
         let (writer, writer_rx) = mpsc::channel(WRITER_CAPACITY);
         let own_key = settings.signing_key.id();
         let writer_thread = {
-            let clock = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-                .map_err(|e| StartError::Resources(format!("store writer clock: {e}")))?;
             let w = Writer {
-                clock,
                 store: store.clone(),
                 signing_key: settings.signing_key,
                 member,
@@ -195,6 +193,12 @@ impl Node {
                 .spawn(move || w.run(writer_rx))
                 .map_err(|e| StartError::Resources(format!("store writer thread: {e}")))?
         };
+        let (indexer, indexer_thread) = crate::indexer::spawn(Indexer {
+            store: store.clone(),
+            events: events.clone(),
+            network: commands.clone(),
+        })
+        .map_err(|e| StartError::Resources(format!("store indexer thread: {e}")))?;
         let parts = NetworkParts {
             node_key: settings.node_key,
             listen: settings.listen,
@@ -205,6 +209,7 @@ impl Node {
             store: store.clone(),
             events: events.clone(),
             writer: writer.clone(),
+            indexer: indexer.clone(),
             own_key,
             commands: commands.clone(),
         };
@@ -222,6 +227,8 @@ impl Node {
             shutdown,
             network_task,
             writer_thread,
+            indexer,
+            indexer_thread,
         })
     }
 
@@ -438,8 +445,8 @@ impl Node {
         rx.await.ok()
     }
 
-    /// Stops the network, lets the writer finish what it was given, and
-    /// releases the store.
+    /// Stops the network, lets the writer finish what it was given and the
+    /// indexer fold what is staged, and releases the store.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(());
         let _ = self.network_task.await;
@@ -447,6 +454,15 @@ impl Node {
         drop(self.writer);
         let writer_thread = self.writer_thread;
         let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+        let (indexer, indexer_thread) = (self.indexer, self.indexer_thread);
+        let _ = tokio::task::spawn_blocking(move || {
+            // Waits for room if the indexer's queue is full; it stops anyway
+            // once every sender is gone.
+            let _ = indexer.send(Signal::Stop);
+            drop(indexer);
+            indexer_thread.join()
+        })
+        .await;
         if let Err(e) = self.store.flush() {
             tracing::error!(error = %e, "final flush failed");
         }

@@ -10,7 +10,7 @@
 //! Bulletins received by gossip are first *staged*: written as one key each
 //! (one plain write, no batch), readable at once by [`Store::contains`] and
 //! [`Store::get`], and folded into the chains and indexes a group at a time
-//! by [`Store::fold_staged`] (the writer does it within
+//! by [`Store::fold_staged`] (the node's indexer does it within
 //! [`FOLD_DELAY`](crate::store::FOLD_DELAY)). A sled batch costs two log
 //! buffer writes and wakes all of sled's I/O threads, on every node, for every
 //! message; a staged write costs neither. Opening a store folds whatever a
@@ -18,8 +18,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use herald_keys::SecretKey;
 use herald_protocol::sync::{ChainSummary, SeqRange, Want, seq_fingerprint, xor_into};
@@ -69,7 +70,7 @@ mod prefix {
 
 /// Longest a staged bulletin waits to be folded into the chains and indexes
 /// (queries, chain heads and sync see it from then on).
-pub const FOLD_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+pub const FOLD_DELAY: Duration = Duration::from_millis(250);
 
 /// Most staged bulletins folded by one batch.
 pub const FOLD_GROUP: usize = 1024;
@@ -171,9 +172,12 @@ pub struct Query {
     pub limit: usize,
 }
 
-/// The node's store. Cheap to clone; reads may happen from any thread, while
-/// writes of bulletins should come from one writer so that chain bookkeeping
-/// is read and written consistently.
+/// The node's store. Cheap to clone; reads may happen from any thread.
+/// Batches that change chains and indexes (stores, publications, folds) take
+/// the store's index lock, so each reads the chain summaries and the count that
+/// the one before it wrote. Numbering the node's own chain
+/// ([`Store::publish_own_group`]) reads its head first, so the node's own
+/// bulletins must be stored from one thread.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
@@ -182,6 +186,11 @@ pub struct Store {
     meta: sled::Tree,
     /// How many bulletins are staged (an estimate between folds; exact at rest).
     staged: Arc<AtomicUsize>,
+    /// Held by every batch that changes chains and indexes.
+    index_lock: Arc<Mutex<()>>,
+    /// When the last bulletin was staged, in µs after `opened`.
+    last_stage: Arc<AtomicU64>,
+    opened: Instant,
 }
 
 /// A staged bulletin after [`Store::fold_staged`].
@@ -323,7 +332,7 @@ impl Store {
     pub fn open(dir: &Path, network: NetworkId) -> Result<Self, StoreError> {
         // sled's background threads release the directory lock a moment after
         // the last handle is dropped: a restart in the same process may wait.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let deadline = Instant::now() + Duration::from_secs(3);
         let db = loop {
             match sled::Config::new()
                 .path(dir)
@@ -336,7 +345,7 @@ impl Store {
                     if std::time::Instant::now() >= deadline {
                         return Err(StoreError::Locked(dir.to_path_buf()));
                     }
-                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -347,6 +356,9 @@ impl Store {
             meta: db.open_tree(trees::META)?,
             db,
             staged: Arc::new(AtomicUsize::new(0)),
+            index_lock: Arc::new(Mutex::new(())),
+            last_stage: Arc::new(AtomicU64::new(0)),
+            opened: Instant::now(),
         };
         match store.meta.get(META_SCHEMA)? {
             None => {
@@ -476,7 +488,16 @@ impl Store {
         value.extend_from_slice(member.as_bytes());
         value.extend_from_slice(&wire);
         self.bulletins.insert(staged_key(&bulletin.id()), value)?;
+        let at = u64::try_from(self.opened.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.last_stage.fetch_max(at, Ordering::AcqRel);
         Ok(self.staged.fetch_add(1, Ordering::AcqRel) == 0)
+    }
+
+    /// How long ago the last bulletin was staged (since the store was opened,
+    /// if none was).
+    pub fn since_last_stage(&self) -> Duration {
+        let at = Duration::from_micros(self.last_stage.load(Ordering::Acquire));
+        self.opened.elapsed().saturating_sub(at)
     }
 
     /// How many bulletins wait to be folded (approximate while staging goes on).
@@ -616,6 +637,9 @@ impl Store {
         unstage: &[sled::IVec],
         mut batch: sled::Batch,
     ) -> Result<Vec<Stored>, StoreError> {
+        // Chain summaries and the count are read, updated and written back:
+        // one batch at a time. A panic while holding it left nothing written.
+        let _index = self.index_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut outcomes = Vec::with_capacity(items.len());
         // What this batch has written so far, which the tree does not show yet.
         let mut chain_overlay: HashMap<(KeyId, Seq), BulletinId> = HashMap::new();

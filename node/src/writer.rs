@@ -1,9 +1,10 @@
-//! The store writer: one thread that owns every change to the chains and
-//! indexes, so chain bookkeeping stays consistent. Bulletins received by gossip
-//! are staged by the validators (one plain write each) and folded here in
-//! groups within [`FOLD_DELAY`]; bulletins pulled by sync or read from bundles
-//! are stored and flushed in groups; the node's own bulletins are numbered,
-//! signed, stored and flushed before they are gossiped or acknowledged.
+//! The store writer: one thread that stores what must be acknowledged or
+//! numbered. The node's own bulletins are numbered, signed, stored and flushed
+//! before they are gossiped or acknowledged; bulletins pulled by sync or read
+//! from bundles are stored and flushed in groups. Bulletins received by gossip
+//! are staged by the validators and folded by the
+//! [`indexer`](crate::indexer); the store's index lock keeps the writer's
+//! batches and the indexer's folds from interleaving.
 
 use herald_keys::SecretKey;
 use herald_protocol::{BulletinBody, MemberId, SignedBulletin};
@@ -11,7 +12,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::events::{NodeEvent, Origin};
 use crate::network::Command;
-use crate::store::{FOLD_DELAY, FOLD_GROUP, Folded, Store, StoreError, Stored};
+use crate::store::{Store, StoreError, Stored};
 
 /// Requests queued to the writer.
 pub(crate) const WRITER_CAPACITY: usize = 4096;
@@ -26,9 +27,6 @@ type Reply = oneshot::Sender<Result<SignedBulletin, StoreError>>;
 
 /// A request to the writer.
 pub(crate) enum WriteRequest {
-    /// Bulletins were staged (sent with the first after a fold): fold them
-    /// within [`FOLD_DELAY`].
-    Staged,
     /// A bulletin that passed validation and was not staged (one signed with
     /// the node's own key, or one whose staging failed).
     Verified {
@@ -53,9 +51,6 @@ pub(crate) struct Writer {
     pub(crate) member: MemberId,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     pub(crate) network: mpsc::Sender<Command>,
-    /// Waits on requests with a deadline (a current-thread runtime with
-    /// timers, owned by the writer thread).
-    pub(crate) clock: tokio::runtime::Runtime,
 }
 
 impl Writer {
@@ -65,31 +60,10 @@ impl Writer {
         let mut origins: Vec<Origin> = Vec::new();
         let mut drafts: Vec<BulletinBody> = Vec::new();
         let mut replies: Vec<Reply> = Vec::new();
-        // When staged bulletins must be folded, if any are staged.
-        let mut fold_at: Option<tokio::time::Instant> = None;
-        loop {
-            let first = match fold_at {
-                None => self.clock.block_on(requests.recv()),
-                // The timer is made inside the runtime it belongs to.
-                Some(at) => match self
-                    .clock
-                    .block_on(async { tokio::time::timeout_at(at, requests.recv()).await })
-                {
-                    Ok(request) => request,
-                    Err(_) => {
-                        self.fold_all();
-                        fold_at = self.next_fold();
-                        continue;
-                    }
-                },
-            };
-            let Some(first) = first else { break };
+        while let Some(first) = requests.blocking_recv() {
             let mut next = Some(first);
             while let Some(request) = next.take() {
                 match request {
-                    WriteRequest::Staged => {
-                        fold_at.get_or_insert_with(|| tokio::time::Instant::now() + FOLD_DELAY);
-                    }
                     WriteRequest::Verified {
                         bulletin,
                         member,
@@ -104,7 +78,6 @@ impl Writer {
                     }
                     WriteRequest::Import { items, origin, reply } => {
                         self.commit(&mut received, &mut origins);
-                        self.fold_all();
                         let _ = reply.send(self.import(&items, origin));
                     }
                 }
@@ -114,67 +87,10 @@ impl Writer {
             }
             self.commit(&mut received, &mut origins);
             self.publish(std::mem::take(&mut drafts), std::mem::take(&mut replies));
-            if self.store.staged_count() >= FOLD_GROUP {
-                self.fold_all();
-            }
-            fold_at = match fold_at {
-                Some(at) if self.store.staged_count() > 0 => Some(at),
-                _ => self.next_fold(),
-            };
         }
-        // Stopping: fold what is staged and make it durable.
-        self.fold_all();
         if let Err(e) = self.store.flush() {
             tracing::error!(error = %e, "cannot flush the store on stop");
         }
-    }
-
-    /// When to fold next: in [`FOLD_DELAY`] if anything is staged.
-    fn next_fold(&self) -> Option<tokio::time::Instant> {
-        (self.store.staged_count() > 0).then(|| tokio::time::Instant::now() + FOLD_DELAY)
-    }
-
-    /// Folds every staged bulletin into the chains and indexes (no flush:
-    /// received gossip is durable with sled's background flush) and reports
-    /// what happened to each.
-    fn fold_all(&self) {
-        loop {
-            match self.store.fold_staged(FOLD_GROUP) {
-                Ok(folded) => {
-                    let done = folded.len() < FOLD_GROUP;
-                    self.report_folded(folded);
-                    if done {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot fold staged bulletins");
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Reports folded bulletins as stored (or as equivocation) and asks for
-    /// sync where they left gaps.
-    fn report_folded(&self, folded: Vec<Folded>) {
-        if folded.is_empty() {
-            return;
-        }
-        let mut received = Vec::with_capacity(folded.len());
-        let mut origins = Vec::with_capacity(folded.len());
-        for f in folded {
-            // The network stages with the sending peer's id; an entry staged
-            // without one (by a tool on the store) is reported as local.
-            let origin = match libp2p::PeerId::from_bytes(&f.from) {
-                Ok(peer) => Origin::Gossip(peer),
-                Err(_) => Origin::Local,
-            };
-            self.report(&f.bulletin, f.member, origin, f.outcome);
-            received.push((f.bulletin, f.member));
-            origins.push(origin);
-        }
-        self.check_gaps(&received, &origins);
     }
 
     fn import(
@@ -186,7 +102,7 @@ impl Writer {
         self.store.flush()?;
         let now = crate::node::now();
         for ((bulletin, member), outcome) in items.iter().zip(&outcomes) {
-            self.report(bulletin, *member, origin, *outcome);
+            report(&self.events, bulletin, *member, origin, *outcome);
             // Fresh news that arrived by sync or on a bundle goes on by gossip,
             // so it crosses a healed partition at gossip speed; older history
             // travels by sync alone.
@@ -196,28 +112,6 @@ impl Writer {
             }
         }
         Ok(outcomes)
-    }
-
-    /// Asks for catch-up sync with the peers whose gossip left a gap in a chain
-    /// (number n+2 arrived while n+1 is missing).
-    fn check_gaps(&self, received: &[(SignedBulletin, MemberId)], origins: &[Origin]) {
-        let mut asked = std::collections::HashSet::new();
-        for ((bulletin, _), origin) in received.iter().zip(origins) {
-            let Origin::Gossip(peer) = origin else { continue };
-            if asked.contains(peer) {
-                continue;
-            }
-            let gap = self
-                .store
-                .head(&bulletin.body().signer)
-                .map(|h| h.contiguous < h.highest)
-                .unwrap_or(false);
-            if gap {
-                tracing::info!(signer = %bulletin.body().signer.fmt_short(), "gap in a chain; syncing");
-                let _ = self.network.try_send(Command::SyncWith(*peer));
-                asked.insert(*peer);
-            }
-        }
     }
 
     fn commit(&self, received: &mut Vec<(SignedBulletin, MemberId)>, origins: &mut Vec<Origin>) {
@@ -234,9 +128,9 @@ impl Writer {
                 for (((bulletin, member), origin), outcome) in
                     received.iter().zip(origins.iter()).zip(outcomes)
                 {
-                    self.report(bulletin, *member, *origin, outcome);
+                    report(&self.events, bulletin, *member, *origin, outcome);
                 }
-                self.check_gaps(received, origins);
+                check_gaps(&self.store, &self.network, received, origins);
             }
             // Nothing was acknowledged for received bulletins; sync fetches
             // them again once the store works.
@@ -244,40 +138,6 @@ impl Writer {
         }
         received.clear();
         origins.clear();
-    }
-
-    fn report(&self, bulletin: &SignedBulletin, member: MemberId, origin: Origin, outcome: Stored) {
-        let body = bulletin.body();
-        match outcome {
-            Stored::New => {
-                tracing::debug!(id = %bulletin.id().fmt_short(), seq = %body.seq, kind = body.kind.name(), "stored");
-                let _ = self.events.send(NodeEvent::BulletinStored {
-                    id: bulletin.id(),
-                    member,
-                    signer: body.signer,
-                    seq: body.seq,
-                    kind: body.kind.name(),
-                    created: body.created,
-                    origin,
-                });
-            }
-            Stored::AlreadyHeld => {}
-            Stored::Equivocation { other } => {
-                tracing::error!(
-                    signer = %body.signer.fmt_short(),
-                    seq = %body.seq,
-                    first = %other.fmt_short(),
-                    second = %bulletin.id().fmt_short(),
-                    "EQUIVOCATION: two different bulletins with one key and number; both kept as proof"
-                );
-                let _ = self.events.send(NodeEvent::Equivocation {
-                    signer: body.signer,
-                    seq: body.seq,
-                    first: other,
-                    second: bulletin.id(),
-                });
-            }
-        }
     }
 
     /// Numbers, signs, stores and flushes the node's own drafts as one group;
@@ -294,7 +154,7 @@ impl Writer {
                 for (outcome, reply) in outcomes.into_iter().zip(replies) {
                     if let Ok(bulletin) = &outcome {
                         // On disk and flushed: now it may leave the node.
-                        self.report(bulletin, self.member, Origin::Local, Stored::New);
+                        report(&self.events, bulletin, self.member, Origin::Local, Stored::New);
                         if self
                             .network
                             .blocking_send(Command::Gossip(bulletin.to_bytes()))
@@ -313,6 +173,73 @@ impl Writer {
                     let _ = reply.send(Err(StoreError::Chain(message.clone())));
                 }
             }
+        }
+    }
+}
+
+/// Reports a stored bulletin (or an equivocation) to the log and subscribers.
+pub(crate) fn report(
+    events: &broadcast::Sender<NodeEvent>,
+    bulletin: &SignedBulletin,
+    member: MemberId,
+    origin: Origin,
+    outcome: Stored,
+) {
+    let body = bulletin.body();
+    match outcome {
+        Stored::New => {
+            tracing::debug!(id = %bulletin.id().fmt_short(), seq = %body.seq, kind = body.kind.name(), "stored");
+            let _ = events.send(NodeEvent::BulletinStored {
+                id: bulletin.id(),
+                member,
+                signer: body.signer,
+                seq: body.seq,
+                kind: body.kind.name(),
+                created: body.created,
+                origin,
+            });
+        }
+        Stored::AlreadyHeld => {}
+        Stored::Equivocation { other } => {
+            tracing::error!(
+                signer = %body.signer.fmt_short(),
+                seq = %body.seq,
+                first = %other.fmt_short(),
+                second = %bulletin.id().fmt_short(),
+                "EQUIVOCATION: two different bulletins with one key and number; both kept as proof"
+            );
+            let _ = events.send(NodeEvent::Equivocation {
+                signer: body.signer,
+                seq: body.seq,
+                first: other,
+                second: bulletin.id(),
+            });
+        }
+    }
+}
+
+/// Asks for catch-up sync with the peers whose gossip left a gap in a chain
+/// (number n+2 arrived while n+1 is missing).
+pub(crate) fn check_gaps(
+    store: &Store,
+    network: &mpsc::Sender<Command>,
+    received: &[(SignedBulletin, MemberId)],
+    origins: &[Origin],
+) {
+    let mut asked = std::collections::HashSet::new();
+    for ((bulletin, _), origin) in received.iter().zip(origins) {
+        let Origin::Gossip(peer) = origin else { continue };
+        if asked.contains(peer) {
+            continue;
+        }
+        let gap = store
+            .head(&bulletin.body().signer)
+            .map(|h| h.contiguous < h.highest)
+            .unwrap_or(false);
+        if gap {
+            tracing::info!(signer = %bulletin.body().signer.fmt_short(), "gap in a chain; syncing");
+            let _ = network.try_send(Command::SyncWith(*peer));
+            asked.insert(*peer);
         }
     }
 }

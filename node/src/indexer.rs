@@ -1,0 +1,168 @@
+//! The indexer: a thread that folds staged gossip into the chains and query
+//! indexes in the quiet moments between messages.
+//!
+//! Forwarding is what the network waits on: a bulletin is verified and staged
+//! (held, readable by id) before it goes on, on every node it crosses. Folding
+//! it into chains and indexes is bookkeeping that may follow within
+//! [`FOLD_DELAY`]. A fold is a sled batch, and while a batch is applied sled
+//! holds a lock that every other read and write of the process waits for (its
+//! global concurrency control), the validators' included; so a fold waits for
+//! a moment when nothing has been staged for [`QUIET`], and then runs between
+//! two messages instead of in the path of one.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, mpsc};
+
+use crate::events::{NodeEvent, Origin};
+use crate::network::Command;
+use crate::store::{FOLD_DELAY, FOLD_GROUP, Folded, Store};
+use crate::writer::{check_gaps, report};
+
+/// How long nothing must have been staged before a fold starts. Half of
+/// [`FOLD_DELAY`] after the first staged bulletin a fold waits for such a
+/// moment; at [`FOLD_DELAY`] it runs anyway, so a steady stream is folded on
+/// time too.
+pub(crate) const QUIET: Duration = Duration::from_millis(20);
+
+/// Signals queued to the indexer. A nudge that finds the queue full is not
+/// needed: the indexer looks at what is staged whenever it wakes.
+const SIGNAL_CAPACITY: usize = 16;
+
+/// What the indexer is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// Bulletins were staged (sent with the first after a fold, and whenever
+    /// [`FOLD_GROUP`] or more are waiting): fold them within [`FOLD_DELAY`].
+    Staged,
+    /// Fold what is staged, flush, and stop.
+    Stop,
+}
+
+pub(crate) struct Indexer {
+    pub(crate) store: Store,
+    pub(crate) events: broadcast::Sender<NodeEvent>,
+    pub(crate) network: mpsc::Sender<Command>,
+}
+
+/// When a fold is due: from `from` at a quiet moment, at `by` in any case.
+#[derive(Debug, Clone, Copy)]
+struct Due {
+    from: Instant,
+    by: Instant,
+}
+
+impl Due {
+    fn from_now() -> Self {
+        let now = Instant::now();
+        Due {
+            from: now + FOLD_DELAY / 2,
+            by: now + FOLD_DELAY,
+        }
+    }
+}
+
+/// Starts the indexer thread; it stops on [`Signal::Stop`] or when every
+/// sender is dropped, after a last fold and a flush.
+pub(crate) fn spawn(indexer: Indexer) -> std::io::Result<(SyncSender<Signal>, std::thread::JoinHandle<()>)> {
+    let (signals, rx) = std::sync::mpsc::sync_channel(SIGNAL_CAPACITY);
+    let thread = std::thread::Builder::new()
+        .name("herald-indexer".into())
+        .spawn(move || indexer.run(rx))?;
+    Ok((signals, thread))
+}
+
+impl Indexer {
+    fn run(self, signals: Receiver<Signal>) {
+        let mut due: Option<Due> = self.next_due();
+        loop {
+            let signal = match due {
+                None => signals.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(d) => signals.recv_timeout(d.from.saturating_duration_since(Instant::now())),
+            };
+            match signal {
+                Ok(Signal::Staged) if self.store.staged_count() < FOLD_GROUP => {
+                    due.get_or_insert_with(Due::from_now);
+                }
+                Ok(Signal::Staged) => {
+                    self.fold_all();
+                    due = self.next_due();
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = Instant::now();
+                    let quiet_for = self.store.since_last_stage();
+                    match due {
+                        Some(d) if now < d.by && quiet_for < QUIET => {
+                            // Something was staged a moment ago: its message
+                            // may still be on its way through this node.
+                            due = Some(Due {
+                                from: d.by.min(now + (QUIET - quiet_for)),
+                                by: d.by,
+                            });
+                        }
+                        _ => {
+                            self.fold_all();
+                            due = self.next_due();
+                        }
+                    }
+                }
+                Ok(Signal::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        // Stopping: fold what is staged and make it durable.
+        self.fold_all();
+        if let Err(e) = self.store.flush() {
+            tracing::error!(error = %e, "cannot flush the store on stop");
+        }
+    }
+
+    /// When to fold next, if anything is staged.
+    fn next_due(&self) -> Option<Due> {
+        (self.store.staged_count() > 0).then(Due::from_now)
+    }
+
+    /// Folds every staged bulletin into the chains and indexes (no flush:
+    /// received gossip is durable with sled's background flush) and reports
+    /// what happened to each.
+    fn fold_all(&self) {
+        loop {
+            match self.store.fold_staged(FOLD_GROUP) {
+                Ok(folded) => {
+                    let done = folded.len() < FOLD_GROUP;
+                    self.report_folded(folded);
+                    if done {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot fold staged bulletins");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reports folded bulletins as stored (or as equivocation) and asks for
+    /// sync where they left gaps.
+    fn report_folded(&self, folded: Vec<Folded>) {
+        if folded.is_empty() {
+            return;
+        }
+        let mut received = Vec::with_capacity(folded.len());
+        let mut origins = Vec::with_capacity(folded.len());
+        for f in folded {
+            // The network stages with the sending peer's id; an entry staged
+            // without one (by a tool on the store) is reported as local.
+            let origin = match libp2p::PeerId::from_bytes(&f.from) {
+                Ok(peer) => Origin::Gossip(peer),
+                Err(_) => Origin::Local,
+            };
+            report(&self.events, &f.bulletin, f.member, origin, f.outcome);
+            received.push((f.bulletin, f.member));
+            origins.push(origin);
+        }
+        check_gaps(&self.store, &self.network, &received, &origins);
+    }
+}
+
