@@ -165,4 +165,3 @@ impl Indexer {
         check_gaps(&self.store, &self.network, &received, &origins);
     }
 }
-

@@ -794,36 +794,7 @@ impl EventLoop {
                 return;
             };
             let (verdict, staged) = tokio::task::spawn_blocking(move || {
-                if is_registry {
-                    let verdict = {
-                        let mut registry = registry.write().unwrap_or_else(|e| e.into_inner());
-                        crate::validate::validate_registry_update(&data, &mut registry)
-                    };
-                    if let Verdict::RegistryAdvanced(update) = &verdict
-                        && let Err(e) = store.save_registry_update(update).and_then(|()| store.flush())
-                    {
-                        tracing::error!(error = %e, "cannot save a registry update");
-                    }
-                    return (verdict, None);
-                }
-                let verdict = {
-                    let registry = registry.read().unwrap_or_else(|e| e.into_inner());
-                    validate_bulletin(&data, &registry, &store)
-                };
-                let staged = match &verdict {
-                    Verdict::Accept(bulletin, member) if bulletin.body().signer != own_key => {
-                        match store.stage(bulletin, member, &source.to_bytes()) {
-                            Ok(first) => Some(first),
-                            Err(e) => {
-                                // The writer stores it instead.
-                                tracing::error!(error = %e, "cannot stage a received bulletin");
-                                None
-                            }
-                        }
-                    }
-                    _ => None,
-                };
-                (verdict, staged)
+                check_and_stage(source, &data, is_registry, &registry, &store, own_key)
             })
             .await
             .unwrap_or_else(|e| (Verdict::Reject(format!("validation task failed: {e}")), None));
@@ -1111,4 +1082,47 @@ impl EventLoop {
             let _ = self.events.send(NodeEvent::PeerBanned(peer));
         }
     }
+}
+
+/// Validates a gossiped message and, if it is a bulletin that passed, stages
+/// it; for an accepted bulletin also says whether it was the first staged
+/// since the last fold.
+fn check_and_stage(
+    source: PeerId,
+    data: &[u8],
+    is_registry: bool,
+    registry: &RwLock<Registry>,
+    store: &Store,
+    own_key: herald_protocol::KeyId,
+) -> (Verdict, Option<bool>) {
+    if is_registry {
+        let verdict = {
+            let mut registry = registry.write().unwrap_or_else(|e| e.into_inner());
+            crate::validate::validate_registry_update(data, &mut registry)
+        };
+        if let Verdict::RegistryAdvanced(update) = &verdict
+            && let Err(e) = store.save_registry_update(update).and_then(|()| store.flush())
+        {
+            tracing::error!(error = %e, "cannot save a registry update");
+        }
+        return (verdict, None);
+    }
+    let verdict = {
+        let registry = registry.read().unwrap_or_else(|e| e.into_inner());
+        validate_bulletin(data, &registry, store)
+    };
+    let staged = match &verdict {
+        Verdict::Accept(bulletin, member) if bulletin.body().signer != own_key => {
+            match store.stage(bulletin, member, &source.to_bytes()) {
+                Ok(first) => Some(first),
+                Err(e) => {
+                    // The writer stores it instead.
+                    tracing::error!(error = %e, "cannot stage a received bulletin");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    (verdict, staged)
 }
