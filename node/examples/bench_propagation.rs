@@ -543,12 +543,24 @@ fn stdin_orders() -> mpsc::UnboundedReceiver<Order> {
     rx
 }
 
-/// CPU time (user + system, clock ticks of 10 ms) of this process and of
-/// each of its live threads, from /proc.
+/// CPU time of this process (user + system, clock ticks of 10 ms) and of
+/// each of its live threads (µs, from the scheduler's nanosecond counter),
+/// from /proc.
 #[derive(Default)]
 struct CpuSnapshot {
     process: u64,
     threads: HashMap<String, (String, u64)>,
+}
+
+/// A thread's name without a trailing number, so that numbered pool threads
+/// (`sled-io-3`) are counted together.
+fn thread_group(name: &str) -> String {
+    let trimmed = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    if trimmed.len() < name.len() {
+        format!("{trimmed}*")
+    } else {
+        name.to_string()
+    }
 }
 
 fn ticks_of(stat: &str) -> Option<(String, u64)> {
@@ -574,12 +586,12 @@ fn cpu_snapshot() -> CpuSnapshot {
     if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
         for entry in dir.flatten() {
             let tid = entry.file_name().to_string_lossy().into_owned();
-            if let Some(v) = std::fs::read_to_string(entry.path().join("stat"))
+            let name = std::fs::read_to_string(entry.path().join("comm"));
+            let ns = std::fs::read_to_string(entry.path().join("schedstat"))
                 .ok()
-                .as_deref()
-                .and_then(ticks_of)
-            {
-                snap.threads.insert(tid, v);
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
+            if let (Ok(name), Some(ns)) = (name, ns) {
+                snap.threads.insert(tid, (thread_group(name.trim()), ns / 1000));
             }
         }
     }
@@ -605,7 +617,7 @@ impl Records {
         let mut threads = BTreeMap::new();
         for (tid, (name, t)) in &end.threads {
             let before = start.threads.get(tid).map_or(0, |(_, b)| *b);
-            *threads.entry(name.clone()).or_insert(0) += (t - before.min(*t)) * 10;
+            *threads.entry(name.clone()).or_insert(0) += (t - before.min(*t)) / 1000;
         }
         let done = Report::Done {
             lagged: self.lagged,
