@@ -54,6 +54,20 @@ struct Due {
 }
 
 impl Due {
+    /// At `now`, with the last bulletin staged `quiet_for` ago: `None` to fold
+    /// now, or when the fold is due instead.
+    fn wait_more(self, now: Instant, quiet_for: Duration) -> Option<Due> {
+        if now >= self.by || quiet_for >= QUIET {
+            return None;
+        }
+        // Something was staged a moment ago: its message may still be on its
+        // way through this node.
+        Some(Due {
+            from: self.by.min(now + (QUIET - quiet_for)),
+            by: self.by,
+        })
+    }
+
     fn from_now() -> Self {
         let now = Instant::now();
         Due {
@@ -90,18 +104,10 @@ impl Indexer {
                     due = self.next_due();
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    let now = Instant::now();
-                    let quiet_for = self.store.since_last_stage();
-                    match due {
-                        Some(d) if now < d.by && quiet_for < QUIET => {
-                            // Something was staged a moment ago: its message
-                            // may still be on its way through this node.
-                            due = Some(Due {
-                                from: d.by.min(now + (QUIET - quiet_for)),
-                                by: d.by,
-                            });
-                        }
-                        _ => {
+                    let later = due.and_then(|d| d.wait_more(Instant::now(), self.store.since_last_stage()));
+                    match later {
+                        Some(later) => due = Some(later),
+                        None => {
                             self.fold_all();
                             due = self.next_due();
                         }
@@ -163,5 +169,31 @@ impl Indexer {
             origins.push(origin);
         }
         check_gaps(&self.store, &self.network, &received, &origins);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_fold_waits_for_a_quiet_moment_but_not_past_its_deadline() {
+        let start = Instant::now();
+        let due = Due {
+            from: start,
+            by: start + Duration::from_millis(500),
+        };
+        // Quiet for long enough: fold now.
+        assert!(due.wait_more(start, QUIET).is_none());
+        // Staged 5 ms ago: look again when it has been quiet for QUIET.
+        let later = due.wait_more(start, Duration::from_millis(5)).unwrap();
+        assert_eq!(later.from, start + QUIET - Duration::from_millis(5));
+        assert_eq!(later.by, due.by);
+        // Never past the deadline, however busy.
+        let near = start + Duration::from_millis(490);
+        let later = due.wait_more(near, Duration::ZERO).unwrap();
+        assert_eq!(later.from, due.by);
+        assert!(due.wait_more(due.by, Duration::ZERO).is_none());
     }
 }

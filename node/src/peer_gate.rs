@@ -1,12 +1,13 @@
 //! The discovery gate: lets Kademlia dial new members only while the node has
-//! fewer connections than it wants, so that discovery tops a node up to a
-//! healthy gossip mesh instead of connecting it to every member it hears of.
+//! fewer connections than it wants ([`TARGET_PEERS`]), so that discovery tops
+//! a node up to a few connections instead of connecting it to every member it
+//! hears of.
 //!
 //! Kademlia (libp2p 0.57) bootstraps each time a peer enters a routing table of
 //! fewer than 20 entries, and every bootstrap query dials the peers it learns.
 //! In a network of tens of members that connects every node to nearly every
 //! other one: a noise handshake, identify exchange and sync session per pair,
-//! for connections the gossip mesh (6 peers) does not use. The routing table
+//! for connections the gossip mesh (6 peers) does not need. The routing table
 //! stays fully populated; only the dials are held back. Dials the node makes on
 //! purpose (configured bootstrap peers, `Node::dial`) always pass, and so do
 //! dials by address alone (mDNS finds on the LAN). Connections to those wanted
@@ -29,9 +30,12 @@ use libp2p::swarm::{
     NetworkBehaviour, SubstreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 
-/// Connections a node seeks through discovery: gossipsub's mesh size, so a
-/// node that has them can fill its mesh without reaching further.
-pub(crate) const TARGET_PEERS: usize = 6;
+/// Connections a node seeks through discovery: enough that it stays connected
+/// when any three of its peers go away. Every connection carries a copy of
+/// each message, so more of them cost CPU on every message without making
+/// delivery faster; the gossip mesh (6) fills from these and from the members
+/// that dial in.
+pub(crate) const TARGET_PEERS: usize = 4;
 
 /// Why a dial was held back.
 #[derive(Debug, thiserror::Error)]

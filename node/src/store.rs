@@ -69,8 +69,10 @@ mod prefix {
 }
 
 /// Longest a staged bulletin waits to be folded into the chains and indexes
-/// (queries, chain heads and sync see it from then on).
-pub const FOLD_DELAY: Duration = Duration::from_millis(250);
+/// (queries, chain heads and sync see it from then on). Each fold costs a
+/// sled batch whatever it holds (two log writes, each waking sled's I/O
+/// threads), so folds are not made more often than a listing needs.
+pub const FOLD_DELAY: Duration = Duration::from_secs(1);
 
 /// Most staged bulletins folded by one batch.
 pub const FOLD_GROUP: usize = 1024;
