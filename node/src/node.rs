@@ -158,7 +158,7 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// Opens the store, loads the registry, and starts the writer and network.
+    /// Opens the store, loads the registry, and starts the writer, the indexer and the network.
     pub async fn start(settings: NodeSettings) -> Result<Node, StartError> {
         let network = NetworkId::from_genesis(settings.genesis_hash);
         let store = Store::open(&settings.data_dir, network)?;
