@@ -774,9 +774,9 @@ impl EventLoop {
     /// also take the registry's write lock and are saved and flushed.
     ///
     /// An accepted bulletin is staged in the store on the same thread before
-    /// the verdict goes back, so it is held before it is forwarded, with one
-    /// plain write and no hand-off to the writer (the indexer folds staged
-    /// bulletins in groups).
+    /// the verdict goes back, so it is held (readable by id) before it is
+    /// forwarded, with no write and no hand-off to the writer (the indexer
+    /// folds staged bulletins in groups).
     fn validate_off_loop(
         &mut self,
         source: PeerId,
@@ -1113,14 +1113,7 @@ fn check_and_stage(
     };
     let staged = match &verdict {
         Verdict::Accept(bulletin, member) if bulletin.body().signer != own_key => {
-            match store.stage(bulletin, member, &source.to_bytes()) {
-                Ok(first) => Some(first),
-                Err(e) => {
-                    // The writer stores it instead.
-                    tracing::error!(error = %e, "cannot stage a received bulletin");
-                    None
-                }
-            }
+            Some(store.stage(bulletin, member, &source.to_bytes()))
         }
         _ => None,
     };

@@ -7,18 +7,21 @@
 //! sled makes a batch durable only on flush: callers flush before they
 //! acknowledge anything (see [`Store::flush`]).
 //!
-//! Bulletins received by gossip are first *staged*: written as one key each
-//! (one plain write, no batch), readable at once by [`Store::contains`] and
-//! [`Store::get`], and folded into the chains and indexes a group at a time
-//! by [`Store::fold_staged`] (the node's indexer does it within
-//! [`FOLD_DELAY`](crate::store::FOLD_DELAY)). A sled batch costs two log
-//! buffer writes and wakes all of sled's I/O threads, on every node, for every
-//! message; a staged write costs neither. Opening a store folds whatever a
-//! stop or a crash left staged, so readers and chain heads never miss it.
+//! Bulletins received by gossip are first *staged*: held in memory, verified,
+//! readable at once by [`Store::contains`] and [`Store::get`], and folded into
+//! the chains and indexes a group at a time by [`Store::fold_staged`] (the
+//! node's indexer does it within [`FOLD_DELAY`](crate::store::FOLD_DELAY), and
+//! on stop). A sled batch costs two log buffer writes and wakes all of sled's
+//! I/O threads, on every node, for every message; staging costs neither, and
+//! writes nothing to sled until the fold. sled itself keeps writes in memory
+//! until its next flush, so a crash loses staged bulletins as it loses
+//! unflushed writes: received gossip, which nobody acknowledged and sync
+//! fetches again. (Earlier builds staged in sled under [`prefix::STAGED`];
+//! opening a store folds whatever they left there.)
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,7 +67,9 @@ mod prefix {
     pub(super) const COUNT: u8 = b'n';
     /// `s` id -> length of the sender (u8) || sender (peer id bytes) ||
     /// signing member (32) || signed bulletin bytes: verified, not yet folded
-    /// into the chains and indexes above.
+    /// into the chains and indexes above. Written by earlier builds of schema
+    /// 3 only (staging is in memory now); folded and removed when a store is
+    /// opened.
     pub(super) const STAGED: u8 = b's';
 }
 
@@ -87,8 +92,9 @@ const CACHE_BYTES: u64 = 256 * 1024 * 1024;
 /// of sled's I/O threads on every node, so it is not done more often.
 const FLUSH_EVERY_MS: u64 = 1000;
 
-/// The store schema this node writes. Schema 3 added the staged prefix; a
-/// schema 2 store has nothing staged and is marked 3 when opened.
+/// The store schema this node writes. Schema 3 added the staged prefix (which
+/// this build only reads, when it opens a store); a schema 2 store has nothing
+/// staged and is marked 3 when opened.
 pub const SCHEMA_VERSION: u32 = 3;
 
 const META_SCHEMA: &[u8] = b"schema";
@@ -186,13 +192,27 @@ pub struct Store {
     bulletins: sled::Tree,
     registry: sled::Tree,
     meta: sled::Tree,
-    /// How many bulletins are staged (an estimate between folds; exact at rest).
-    staged: Arc<AtomicUsize>,
+    /// Bulletins staged: verified, readable, not yet folded.
+    staged: Arc<Mutex<Staged>>,
     /// Held by every batch that changes chains and indexes.
     index_lock: Arc<Mutex<()>>,
     /// When the last bulletin was staged, in µs after `opened`.
     last_stage: Arc<AtomicU64>,
     opened: Instant,
+}
+
+/// Bulletins received and verified, held until folded.
+#[derive(Default)]
+struct Staged {
+    /// Ids in the order they were staged.
+    order: VecDeque<BulletinId>,
+    items: HashMap<BulletinId, StagedItem>,
+}
+
+struct StagedItem {
+    bulletin: SignedBulletin,
+    member: MemberId,
+    from: Vec<u8>,
 }
 
 /// A staged bulletin after [`Store::fold_staged`].
@@ -251,10 +271,6 @@ fn chain_key(key: &KeyId, seq: Seq) -> Vec<u8> {
 
 fn head_key(key: &KeyId) -> Vec<u8> {
     key_of(&[&[prefix::HEAD], key.as_bytes()])
-}
-
-fn staged_key(id: &BulletinId) -> Vec<u8> {
-    key_of(&[&[prefix::STAGED], id.as_bytes()])
 }
 
 /// Splits a staged value into sender, member and bulletin bytes.
@@ -357,7 +373,7 @@ impl Store {
             registry: db.open_tree(trees::REGISTRY)?,
             meta: db.open_tree(trees::META)?,
             db,
-            staged: Arc::new(AtomicUsize::new(0)),
+            staged: Arc::new(Mutex::new(Staged::default())),
             index_lock: Arc::new(Mutex::new(())),
             last_stage: Arc::new(AtomicU64::new(0)),
             opened: Instant::now(),
@@ -395,13 +411,12 @@ impl Store {
                 }
             }
         }
-        // Fold what a stop or a crash left staged, before anyone reads.
+        // Fold what earlier builds left staged in sled, before anyone reads.
         let left = store.bulletins.scan_prefix([prefix::STAGED]).count();
         if left > 0 {
-            store.staged.store(left, Ordering::Relaxed);
             // Each fold removes what it reads, damaged entries included.
             while store.bulletins.scan_prefix([prefix::STAGED]).next().is_some() {
-                for f in store.fold_staged(FOLD_GROUP)? {
+                for f in store.fold_left_staged(FOLD_GROUP)? {
                     if let Stored::Equivocation { other } = f.outcome {
                         let body = f.bulletin.body();
                         tracing::error!(
@@ -426,15 +441,17 @@ impl Store {
         Ok(())
     }
 
+    fn staged(&self) -> std::sync::MutexGuard<'_, Staged> {
+        self.staged.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The signing member and signed bytes of a held bulletin, staged or folded.
     ///
-    /// The staged entry is read first: a fold moves a bulletin from there to
-    /// its data key in one batch, so one of the two reads sees it.
+    /// The staged set is read first: a fold removes a bulletin from it only
+    /// after its batch is applied, so one of the two reads sees it.
     fn held(&self, id: &BulletinId) -> Result<Option<(MemberId, sled::IVec, usize)>, StoreError> {
-        if let Some(v) = self.bulletins.get(staged_key(id))? {
-            let (from, member, _) = split_staged(&v)?;
-            let at = 1 + from.len() + 32;
-            return Ok(Some((member, v, at)));
+        if let Some(item) = self.staged().items.get(id) {
+            return Ok(Some((item.member, sled::IVec::from(item.bulletin.as_bytes()), 0)));
         }
         match self.bulletins.get(data_key(id))? {
             None => Ok(None),
@@ -447,7 +464,7 @@ impl Store {
 
     /// Whether the bulletin with this id is held (staged or folded).
     pub fn contains(&self, id: &BulletinId) -> Result<bool, StoreError> {
-        Ok(self.bulletins.contains_key(staged_key(id))? || self.bulletins.contains_key(data_key(id))?)
+        Ok(self.staged().items.contains_key(id) || self.bulletins.contains_key(data_key(id))?)
     }
 
     /// The bulletin with this id, if held (staged or folded).
@@ -470,29 +487,29 @@ impl Store {
         Ok(self.held(id)?.map(|(member, ..)| member))
     }
 
-    /// Stages a bulletin received from `from` (peer id bytes, at most 255)
-    /// after it passed validation: one plain write, readable at once through
-    /// [`Store::get`] and [`Store::contains`], in the chains and indexes after
-    /// the next [`Store::fold_staged`]. Durable with the next flush, like any
-    /// write. Returns whether it was the first staged since the last fold
-    /// (whoever folds should be told).
-    pub fn stage(
-        &self,
-        bulletin: &SignedBulletin,
-        member: &MemberId,
-        from: &[u8],
-    ) -> Result<bool, StoreError> {
-        let from = from.get(..from.len().min(255)).unwrap_or_default();
-        let wire = bulletin.to_bytes();
-        let mut value = Vec::with_capacity(1 + from.len() + 32 + wire.len());
-        value.push(from.len() as u8);
-        value.extend_from_slice(from);
-        value.extend_from_slice(member.as_bytes());
-        value.extend_from_slice(&wire);
-        self.bulletins.insert(staged_key(&bulletin.id()), value)?;
+    /// Stages a bulletin received from `from` (peer id bytes) after it passed
+    /// validation: readable at once through [`Store::get`] and
+    /// [`Store::contains`], in the chains and indexes (and on disk) after the
+    /// next [`Store::fold_staged`] and flush. Returns whether it was the first
+    /// staged since the last fold (whoever folds should be told).
+    pub fn stage(&self, bulletin: &SignedBulletin, member: &MemberId, from: &[u8]) -> bool {
+        let id = bulletin.id();
+        let first = {
+            let mut staged = self.staged();
+            let first = staged.items.is_empty();
+            let item = StagedItem {
+                bulletin: bulletin.clone(),
+                member: *member,
+                from: from.to_vec(),
+            };
+            if staged.items.insert(id, item).is_none() {
+                staged.order.push_back(id);
+            }
+            first
+        };
         let at = u64::try_from(self.opened.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.last_stage.fetch_max(at, Ordering::AcqRel);
-        Ok(self.staged.fetch_add(1, Ordering::AcqRel) == 0)
+        first
     }
 
     /// How long ago the last bulletin was staged (since the store was opened,
@@ -502,28 +519,39 @@ impl Store {
         self.opened.elapsed().saturating_sub(at)
     }
 
-    /// How many bulletins wait to be folded (approximate while staging goes on).
+    /// How many bulletins wait to be folded.
     pub fn staged_count(&self) -> usize {
-        self.staged.load(Ordering::Acquire)
+        self.staged().items.len()
     }
 
-    /// Folds up to `limit` staged bulletins into the chains and indexes, in one
-    /// atomic batch that also removes them from the staging area. Not durable
-    /// until [`Store::flush`]. Returns what happened to each.
+    /// Folds the first `limit` staged bulletins into the chains and indexes,
+    /// in one atomic batch, and then lets go of them. Not durable until
+    /// [`Store::flush`]. Returns what happened to each. If the batch fails they
+    /// stay staged.
     pub fn fold_staged(&self, limit: usize) -> Result<Vec<Folded>, StoreError> {
-        let counted = self.staged.load(Ordering::Acquire);
-        let (items, from, keys) = self.read_staged(limit)?;
-        if keys.is_empty() {
-            // The count can run ahead of the staging area when a fold takes a
-            // bulletin before its stager counts it; nothing is staged, so
-            // reset it, unless a bulletin was counted meanwhile.
-            let _ = self
-                .staged
-                .compare_exchange(counted, 0, Ordering::AcqRel, Ordering::Acquire);
+        let (items, from): (Vec<_>, Vec<_>) = {
+            let staged = self.staged();
+            staged
+                .order
+                .iter()
+                .take(limit)
+                .filter_map(|id| staged.items.get(id))
+                .map(|i| ((i.bulletin.clone(), i.member), i.from.clone()))
+                .unzip()
+        };
+        if items.is_empty() {
             return Ok(Vec::new());
         }
-        let outcomes = self.insert_batch(&items, &keys, sled::Batch::default())?;
-        self.note_folded(keys.len());
+        let outcomes = self.insert_batch(&items, &[], sled::Batch::default())?;
+        {
+            // Taken from the front: staging only appends, and only this
+            // removes. Each id is in `order` once while it is in `items`.
+            let mut staged = self.staged();
+            let done = items.len().min(staged.order.len());
+            for id in staged.order.drain(..done).collect::<Vec<_>>() {
+                staged.items.remove(&id);
+            }
+        }
         Ok(items
             .into_iter()
             .zip(from)
@@ -537,10 +565,29 @@ impl Store {
             .collect())
     }
 
-    /// Up to `limit` staged bulletins, with their senders, and the staged keys
-    /// to remove: theirs, in the same order, then any that do not decode.
+    /// Folds up to `limit` bulletins that earlier builds staged in sled, in one
+    /// batch that also removes their entries (and any that do not decode).
+    fn fold_left_staged(&self, limit: usize) -> Result<Vec<Folded>, StoreError> {
+        let (items, from, keys) = self.read_left_staged(limit)?;
+        let outcomes = self.insert_batch(&items, &keys, sled::Batch::default())?;
+        Ok(items
+            .into_iter()
+            .zip(from)
+            .zip(outcomes)
+            .map(|(((bulletin, member), from), outcome)| Folded {
+                bulletin,
+                member,
+                from,
+                outcome,
+            })
+            .collect())
+    }
+
+    /// Up to `limit` bulletins staged in sled by earlier builds, with their
+    /// senders, and the staged keys to remove: theirs, in the same order, then
+    /// any that do not decode.
     #[allow(clippy::type_complexity)]
-    fn read_staged(
+    fn read_left_staged(
         &self,
         limit: usize,
     ) -> Result<(Vec<(SignedBulletin, MemberId)>, Vec<Vec<u8>>, Vec<sled::IVec>), StoreError> {
@@ -571,12 +618,6 @@ impl Store {
         }
         keys.extend(damaged);
         Ok((items, senders, keys))
-    }
-
-    fn note_folded(&self, n: usize) {
-        let _ = self
-            .staged
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| Some(c.saturating_sub(n)));
     }
 
     /// The id held for `key` at `seq` (the first one, if it equivocated).

@@ -27,8 +27,8 @@ type Reply = oneshot::Sender<Result<SignedBulletin, StoreError>>;
 
 /// A request to the writer.
 pub(crate) enum WriteRequest {
-    /// A bulletin that passed validation and was not staged (one signed with
-    /// the node's own key, or one whose staging failed).
+    /// A bulletin that passed validation and was not staged: one signed with
+    /// the node's own key, whose number the writer must see.
     Verified {
         bulletin: Box<SignedBulletin>,
         member: MemberId,
