@@ -194,6 +194,9 @@ pub struct Store {
     meta: sled::Tree,
     /// Bulletins staged: verified, readable, not yet folded.
     staged: Arc<Mutex<Staged>>,
+    /// Held by a fold from its look at the staged set until it lets go of
+    /// what it folded, so that two folds never take the same bulletins.
+    fold_lock: Arc<Mutex<()>>,
     /// Held by every batch that changes chains and indexes.
     index_lock: Arc<Mutex<()>>,
     /// When the last bulletin was staged, in µs after `opened`.
@@ -374,6 +377,7 @@ impl Store {
             meta: db.open_tree(trees::META)?,
             db,
             staged: Arc::new(Mutex::new(Staged::default())),
+            fold_lock: Arc::new(Mutex::new(())),
             index_lock: Arc::new(Mutex::new(())),
             last_stage: Arc::new(AtomicU64::new(0)),
             opened: Instant::now(),
@@ -529,6 +533,7 @@ impl Store {
     /// [`Store::flush`]. Returns what happened to each. If the batch fails they
     /// stay staged.
     pub fn fold_staged(&self, limit: usize) -> Result<Vec<Folded>, StoreError> {
+        let _fold = self.fold_lock.lock().unwrap_or_else(|e| e.into_inner());
         let (items, from): (Vec<_>, Vec<_>) = {
             let staged = self.staged();
             staged
@@ -544,8 +549,9 @@ impl Store {
         }
         let outcomes = self.insert_batch(&items, &[], sled::Batch::default())?;
         {
-            // Taken from the front: staging only appends, and only this
-            // removes. Each id is in `order` once while it is in `items`.
+            // Taken from the front: staging only appends, and only a fold,
+            // one at a time, removes. Each id is in `order` once while it is
+            // in `items`.
             let mut staged = self.staged();
             let done = items.len().min(staged.order.len());
             for id in staged.order.drain(..done).collect::<Vec<_>>() {
