@@ -775,6 +775,34 @@ fn a_staged_bulletin_is_readable_at_once_and_indexed_when_folded() {
 }
 
 #[test]
+fn a_fold_takes_the_oldest_staged_first_and_leaves_the_rest_readable() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let signer = key(9);
+    let c = chain(&signer, 5, 900);
+    for b in &c {
+        store.stage(b, &member_of(&signer), FROM);
+    }
+    // Staging the same bulletin twice holds it once.
+    assert!(!store.stage(&c[0], &member_of(&signer), FROM));
+    assert_eq!(store.staged_count(), 5);
+
+    let first = store.fold_staged(2).unwrap();
+    let folded: Vec<_> = first.iter().map(|f| f.bulletin.id()).collect();
+    assert_eq!(folded, vec![c[0].id(), c[1].id()], "oldest first");
+    assert_eq!(store.staged_count(), 3);
+    assert_eq!(store.head(&signer.id()).unwrap(), head(2, 2));
+    // What is still staged is readable, and not yet in the chain.
+    assert_eq!(store.get_bytes(&c[4].id()).unwrap().unwrap(), c[4].to_bytes());
+    assert_eq!(store.chain_entry(&signer.id(), Seq(5)).unwrap(), None);
+
+    assert_eq!(store.fold_staged(1024).unwrap().len(), 3);
+    assert_eq!(store.staged_count(), 0);
+    assert_eq!(store.head(&signer.id()).unwrap(), head(5, 5));
+    assert_eq!(store.count().unwrap(), 5);
+}
+
+#[test]
 fn folding_finds_equivocation_and_keeps_both_bodies() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir);
