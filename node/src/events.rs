@@ -32,9 +32,9 @@ pub enum NodeEvent {
     /// A remote peer subscribed to the bulletin topic.
     PeerSubscribed(PeerId),
     /// A bulletin new to this node arrived by gossip, passed validation and
-    /// is staged in the store: readable with [`crate::Store::get`] from now
-    /// on, written to sled and in queries and chain heads once folded (within
-    /// [`crate::store::FOLD_DELAY`]), when `BulletinStored` follows. The
+    /// is staged in the store: readable with [`crate::Store::get`] and listed
+    /// by queries from now on, written to sled and in chain heads once folded
+    /// (within [`crate::store::FOLD_DELAY`]), when `BulletinStored` follows. The
     /// moment a bulletin reaches a node, as the devnet and the propagation
     /// benchmark measure it.
     BulletinReceived {

@@ -8,7 +8,8 @@
 //! acknowledge anything (see [`Store::flush`]).
 //!
 //! Bulletins received by gossip are first *staged*: held in memory, verified,
-//! readable at once by [`Store::contains`] and [`Store::get`], and folded into
+//! readable at once by [`Store::contains`], [`Store::get`] and
+//! [`Store::query`], and folded into
 //! the chains and indexes a group at a time by [`Store::fold_staged`] (the
 //! node's indexer does it within [`FOLD_DELAY`](crate::store::FOLD_DELAY), and
 //! on stop). A sled batch costs two log buffer writes and wakes all of sled's
@@ -74,7 +75,7 @@ mod prefix {
 }
 
 /// Longest a staged bulletin waits to be folded into the chains and indexes
-/// (queries, chain heads and sync see it from then on). Each fold costs a
+/// (chain heads, sync and export see it from then on; queries list it at once). Each fold costs a
 /// sled batch whatever it holds (two log writes, each waking sled's I/O
 /// threads), so folds are not made more often than a listing needs.
 pub const FOLD_DELAY: Duration = Duration::from_secs(1);
@@ -492,8 +493,9 @@ impl Store {
     }
 
     /// Stages a bulletin received from `from` (peer id bytes) after it passed
-    /// validation: readable at once through [`Store::get`] and
-    /// [`Store::contains`], in the chains and indexes (and on disk) after the
+    /// validation: readable at once through [`Store::get`],
+    /// [`Store::contains`] and [`Store::query`], in the chains and indexes
+    /// (and on disk) after the
     /// next [`Store::fold_staged`] and flush. Returns whether it was the first
     /// staged since the last fold (whoever folds should be told).
     pub fn stage(&self, bulletin: &SignedBulletin, member: &MemberId, from: &[u8]) -> bool {
@@ -979,13 +981,17 @@ impl Store {
         Ok(outcomes)
     }
 
-    /// Bulletins matching `query`, newest first.
+    /// Bulletins matching `query`, newest first, staged ones included.
     ///
     /// Walks the time index backwards from `until` down to `since`; every
     /// filter is decided from the index entry, so only the bulletins returned
     /// are read. A selective filter (a rare kind, a quiet member) still walks
-    /// every entry in the time range: about a microsecond each.
+    /// every entry in the time range: about a microsecond each. Staged
+    /// bulletins (at most about a second's worth) are checked one by one and
+    /// merged in.
     pub fn query(&self, query: &Query) -> Result<Vec<SignedBulletin>, StoreError> {
+        // Staged first: a bulletin folded meanwhile is then in the index.
+        let staged = self.staged_matching(query);
         let mut out = Vec::new();
         for id in self.time_index_ids(query) {
             let id = id?;
@@ -1007,7 +1013,48 @@ impl Store {
                 break;
             }
         }
-        Ok(out)
+        if staged.is_empty() {
+            return Ok(out);
+        }
+        // Merge in the time index's order: newest first, then by id, descending.
+        let order = |b: &SignedBulletin| std::cmp::Reverse((b.body().created, *b.id().as_bytes()));
+        let listed: HashSet<BulletinId> = out.iter().map(|b| b.id()).collect();
+        let mut staged: Vec<_> = staged.into_iter().filter(|b| !listed.contains(&b.id())).collect();
+        staged.sort_by_key(order);
+        let mut merged = Vec::with_capacity(out.len() + staged.len());
+        let (mut indexed, mut staged) = (out.into_iter().peekable(), staged.into_iter().peekable());
+        loop {
+            let next = match (indexed.peek(), staged.peek()) {
+                (Some(a), Some(b)) if order(b) < order(a) => staged.next(),
+                (Some(_), _) => indexed.next(),
+                (None, _) => staged.next(),
+            };
+            match next {
+                Some(b) if query.limit == 0 || merged.len() < query.limit => merged.push(b),
+                _ => break,
+            }
+        }
+        Ok(merged)
+    }
+
+    /// The staged bulletins (not yet in the time index) that match `query`.
+    fn staged_matching(&self, query: &Query) -> Vec<SignedBulletin> {
+        self.staged()
+            .items
+            .values()
+            .filter(|i| {
+                let b = i.bulletin.body();
+                query.since.is_none_or(|t| b.created >= t)
+                    && query.until.is_none_or(|t| b.created < t)
+                    && query.kind.as_deref().is_none_or(|k| k == b.kind.name())
+                    && query.tlp.is_none_or(|t| t == b.tlp)
+                    && query
+                        .min_severity
+                        .is_none_or(|s| severity_code(b.severity) >= severity_code(s))
+                    && query.member.is_none_or(|m| m == i.member)
+            })
+            .map(|i| i.bulletin.clone())
+            .collect()
     }
 
     /// The ids of what an export of `query` (its filters; no limit) writes,

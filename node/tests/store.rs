@@ -749,10 +749,10 @@ fn a_staged_bulletin_is_readable_at_once_and_indexed_when_folded() {
     assert!(store.contains(&c[1].id()).unwrap());
     assert_eq!(store.get_bytes(&c[1].id()).unwrap().unwrap(), c[1].to_bytes());
     assert_eq!(store.signer_of(&c[0].id()).unwrap(), Some(member_of(&signer)));
-    // Not yet in the chains, the count or the indexes.
+    // Listed at once, but not yet in the chains or the count.
+    assert_eq!(store.query(&Query::default()).unwrap().len(), 2);
     assert_eq!(store.count().unwrap(), 0);
     assert_eq!(store.head(&signer.id()).unwrap(), head(0, 0));
-    assert!(store.query(&Query::default()).unwrap().is_empty());
 
     let folded = store.fold_staged(1024).unwrap();
     assert_eq!(folded.len(), 2);
@@ -800,6 +800,46 @@ fn a_fold_takes_the_oldest_staged_first_and_leaves_the_rest_readable() {
     assert_eq!(store.staged_count(), 0);
     assert_eq!(store.head(&signer.id()).unwrap(), head(5, 5));
     assert_eq!(store.count().unwrap(), 5);
+}
+
+#[test]
+fn listings_merge_staged_bulletins_in_order_with_filters_and_limit() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let signer = key(10);
+    // Created at 1000, 1001, ... : folded ones and staged ones interleave.
+    let c = chain(&signer, 6, 1000);
+    insert(&store, &signer, &[&c[0], &c[2], &c[4]]);
+    for b in [&c[1], &c[3], &c[5]] {
+        store.stage(b, &member_of(&signer), FROM);
+    }
+    let all = ids(&store.query(&Query::default()).unwrap());
+    let newest_first: Vec<_> = c.iter().rev().map(|b| b.id()).collect();
+    assert_eq!(all, newest_first);
+
+    let limited = Query {
+        limit: 3,
+        ..Query::default()
+    };
+    assert_eq!(ids(&store.query(&limited).unwrap()), newest_first[..3].to_vec());
+    let window = Query {
+        since: Some(c[1].body().created),
+        until: Some(c[4].body().created),
+        ..Query::default()
+    };
+    assert_eq!(
+        ids(&store.query(&window).unwrap()),
+        vec![c[3].id(), c[2].id(), c[1].id()]
+    );
+    let elsewhere = Query {
+        member: Some(member_of(&key(11))),
+        ..Query::default()
+    };
+    assert!(store.query(&elsewhere).unwrap().is_empty());
+
+    // Once folded, each is listed once.
+    store.fold_staged(1024).unwrap();
+    assert_eq!(ids(&store.query(&Query::default()).unwrap()), newest_first);
 }
 
 #[test]
