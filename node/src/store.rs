@@ -494,10 +494,10 @@ impl Store {
 
     /// Stages a bulletin received from `from` (peer id bytes) after it passed
     /// validation: readable at once through [`Store::get`],
-    /// [`Store::contains`] and [`Store::query`], in the chains and indexes
-    /// (and on disk) after the
-    /// next [`Store::fold_staged`] and flush. Returns whether it was the first
-    /// staged since the last fold (whoever folds should be told).
+    /// [`Store::contains`] and [`Store::query`]; in the chains and indexes,
+    /// and on disk, after the next [`Store::fold_staged`] and flush. Returns
+    /// whether it was the first staged since the last fold (whoever folds
+    /// should be told).
     pub fn stage(&self, bulletin: &SignedBulletin, member: &MemberId, from: &[u8]) -> bool {
         let id = bulletin.id();
         let first = {
