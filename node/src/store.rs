@@ -277,6 +277,21 @@ fn head_key(key: &KeyId) -> Vec<u8> {
     key_of(&[&[prefix::HEAD], key.as_bytes()])
 }
 
+/// What a fold did to each bulletin, with who sent it.
+fn folded(items: Vec<(SignedBulletin, MemberId)>, from: Vec<Vec<u8>>, outcomes: Vec<Stored>) -> Vec<Folded> {
+    items
+        .into_iter()
+        .zip(from)
+        .zip(outcomes)
+        .map(|(((bulletin, member), from), outcome)| Folded {
+            bulletin,
+            member,
+            from,
+            outcome,
+        })
+        .collect()
+}
+
 /// Splits a staged value into sender, member and bulletin bytes.
 fn split_staged(v: &[u8]) -> Result<(&[u8], MemberId, &[u8]), StoreError> {
     let corrupt = || StoreError::Corrupt("staged bulletin".into());
@@ -555,22 +570,12 @@ impl Store {
             // one at a time, removes. Each id is in `order` once while it is
             // in `items`.
             let mut staged = self.staged();
-            let done = items.len().min(staged.order.len());
-            for id in staged.order.drain(..done).collect::<Vec<_>>() {
-                staged.items.remove(&id);
+            let Staged { order, items: held } = &mut *staged;
+            for id in order.drain(..items.len().min(order.len())) {
+                held.remove(&id);
             }
         }
-        Ok(items
-            .into_iter()
-            .zip(from)
-            .zip(outcomes)
-            .map(|(((bulletin, member), from), outcome)| Folded {
-                bulletin,
-                member,
-                from,
-                outcome,
-            })
-            .collect())
+        Ok(folded(items, from, outcomes))
     }
 
     /// Folds up to `limit` bulletins that earlier builds staged in sled, in one
@@ -578,17 +583,7 @@ impl Store {
     fn fold_left_staged(&self, limit: usize) -> Result<Vec<Folded>, StoreError> {
         let (items, from, keys) = self.read_left_staged(limit)?;
         let outcomes = self.insert_batch(&items, &keys, sled::Batch::default())?;
-        Ok(items
-            .into_iter()
-            .zip(from)
-            .zip(outcomes)
-            .map(|(((bulletin, member), from), outcome)| Folded {
-                bulletin,
-                member,
-                from,
-                outcome,
-            })
-            .collect())
+        Ok(folded(items, from, outcomes))
     }
 
     /// Up to `limit` bulletins staged in sled by earlier builds, with their
