@@ -31,6 +31,7 @@ pub mod setup;
 pub mod store;
 pub mod sync;
 pub mod validate;
+mod validators;
 pub mod view;
 mod writer;
 

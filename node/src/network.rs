@@ -17,14 +17,15 @@ use libp2p::{
     identity, kad, mdns, noise, ping, request_response, tcp, yamux,
 };
 use sha2::{Digest, Sha256};
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::events::{NodeEvent, Origin};
 use crate::peer_gate::{PeerGate, TARGET_PEERS};
 use crate::store::Store;
 use crate::sync::{SessionContext, SyncCodec, SyncReport, run_session};
-use crate::validate::{Verdict, validate_bulletin};
+use crate::validate::Verdict;
+use crate::validators::{Job, Refused, Validated, Validators};
 use crate::writer::WriteRequest;
 
 /// Commands queued to the event loop.
@@ -381,7 +382,7 @@ pub(crate) fn spawn(
     parts: NetworkParts,
     commands: mpsc::Receiver<Command>,
     mut shutdown: broadcast::Receiver<()>,
-) -> Result<(PeerId, tokio::task::JoinHandle<()>), NetworkError> {
+) -> Result<(PeerId, tokio::task::JoinHandle<()>, crate::validators::Threads), NetworkError> {
     let network = parts.registry.read().unwrap_or_else(|e| e.into_inner()).network();
     let mut swarm = build_swarm(&parts, network)?;
     for addr in &parts.listen {
@@ -400,9 +401,13 @@ pub(crate) fn spawn(
     }
     let local = *swarm.local_peer_id();
     let (validated_tx, validated) = mpsc::channel(VALIDATED_CAPACITY);
-    let validators = Arc::new(Semaphore::new(
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-    ));
+    let (validators, validator_threads) = crate::validators::spawn(crate::validators::Context {
+        registry: Arc::clone(&parts.registry),
+        store: parts.store.clone(),
+        own_key: parts.own_key,
+        verdicts: validated_tx,
+    })
+    .map_err(|e| NetworkError::Build(format!("cannot start the validation threads: {e}")))?;
     let session = SessionContext {
         commands: parts.commands.clone(),
         writer: parts.writer.clone(),
@@ -428,14 +433,12 @@ pub(crate) fn spawn(
         registry_topic: registry_topic(network),
         commands,
         validated,
-        validated_tx,
         validators,
         registry: parts.registry,
         store: parts.store,
         events: parts.events,
         writer: parts.writer,
         indexer: parts.indexer,
-        own_key: parts.own_key,
         pending_publish: VecDeque::new(),
         invalid_counts: HashMap::new(),
         banned: HashMap::new(),
@@ -454,23 +457,13 @@ pub(crate) fn spawn(
         }
         .instrument(span),
     );
-    Ok((local, handle))
+    Ok((local, handle, validator_threads))
 }
 
 /// The last 8 characters of a peer id, for logs.
 pub fn short_peer(peer: &PeerId) -> String {
     let s = peer.to_base58();
     s[s.len().saturating_sub(8)..].to_string()
-}
-
-/// A validation result on its way back to the event loop.
-struct Validated {
-    message_id: gossipsub::MessageId,
-    source: PeerId,
-    verdict: Verdict,
-    /// For an accepted bulletin: whether it was staged, and whether it was
-    /// the first staged since the indexer last folded.
-    staged: Option<bool>,
 }
 
 /// A sync answer computed off the loop, on its way back to the swarm.
@@ -498,14 +491,12 @@ struct EventLoop {
     topic: gossipsub::IdentTopic,
     commands: mpsc::Receiver<Command>,
     validated: mpsc::Receiver<Validated>,
-    validated_tx: mpsc::Sender<Validated>,
-    validators: Arc<Semaphore>,
+    validators: Validators,
     registry: Arc<RwLock<Registry>>,
     store: Store,
     events: broadcast::Sender<NodeEvent>,
     writer: mpsc::Sender<WriteRequest>,
     indexer: std::sync::mpsc::SyncSender<crate::indexer::Signal>,
-    own_key: herald_protocol::KeyId,
     pending_publish: VecDeque<Vec<u8>>,
     invalid_counts: HashMap<PeerId, u32>,
     banned: HashMap<PeerId, tokio::time::Instant>,
@@ -767,14 +758,13 @@ impl EventLoop {
         }
     }
 
-    /// Validation runs on a blocking thread, at most one per core at a time:
-    /// the loop goes on forwarding and answering while a signature is checked
-    /// on the other core (measured: inline checking on the loop made
-    /// propagation slower on two cores, docs/BENCHMARKS.md). Registry updates
-    /// also take the registry's write lock and are saved and flushed.
+    /// Validation runs on the validation threads (`validators.rs`): the loop
+    /// goes on forwarding and answering while a signature is checked on
+    /// another core (measured: inline checking on the loop made propagation
+    /// slower on two cores, docs/BENCHMARKS.md).
     ///
-    /// An accepted bulletin is staged in the store on the same thread before
-    /// the verdict goes back, so it is held (readable by id) before it is
+    /// An accepted bulletin is staged in the store on that thread before the
+    /// verdict comes back, so it is held (readable by id) before it is
     /// forwarded, with no write and no hand-off to the writer (the indexer
     /// folds staged bulletins in groups).
     fn validate_off_loop(
@@ -784,29 +774,32 @@ impl EventLoop {
         data: Vec<u8>,
         is_registry: bool,
     ) {
-        let registry = Arc::clone(&self.registry);
-        let store = self.store.clone();
-        let validators = Arc::clone(&self.validators);
-        let reply = self.validated_tx.clone();
-        let own_key = self.own_key;
-        tokio::spawn(async move {
-            let Ok(_permit) = validators.acquire_owned().await else {
-                return;
-            };
-            let (verdict, staged) = tokio::task::spawn_blocking(move || {
-                check_and_stage(source, &data, is_registry, &registry, &store, own_key)
-            })
-            .await
-            .unwrap_or_else(|e| (Verdict::Reject(format!("validation task failed: {e}")), None));
-            let _ = reply
-                .send(Validated {
-                    message_id,
-                    source,
-                    verdict,
-                    staged,
-                })
-                .await;
-        });
+        let job = Job {
+            source,
+            message_id,
+            data,
+            is_registry,
+        };
+        let job = match self.validators.submit(job) {
+            Ok(()) => return,
+            Err(Refused::Busy(job)) => {
+                tracing::warn!(peer = %short_peer(&source), "validation queues full; message ignored (sync fetches it later)");
+                job
+            }
+            Err(Refused::Stopped(job)) => {
+                tracing::error!("validation threads have stopped; message ignored");
+                job
+            }
+        };
+        // Not forwarded, and the sender is not blamed for our backlog.
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(
+                &job.message_id,
+                &job.source,
+                gossipsub::MessageAcceptance::Ignore,
+            );
     }
 
     fn handle_validated(&mut self, v: Validated) {
@@ -1082,40 +1075,4 @@ impl EventLoop {
             let _ = self.events.send(NodeEvent::PeerBanned(peer));
         }
     }
-}
-
-/// Validates a gossiped message and, if it is a bulletin that passed, stages
-/// it; for an accepted bulletin also says whether it was the first staged
-/// since the last fold.
-fn check_and_stage(
-    source: PeerId,
-    data: &[u8],
-    is_registry: bool,
-    registry: &RwLock<Registry>,
-    store: &Store,
-    own_key: herald_protocol::KeyId,
-) -> (Verdict, Option<bool>) {
-    if is_registry {
-        let verdict = {
-            let mut registry = registry.write().unwrap_or_else(|e| e.into_inner());
-            crate::validate::validate_registry_update(data, &mut registry)
-        };
-        if let Verdict::RegistryAdvanced(update) = &verdict
-            && let Err(e) = store.save_registry_update(update).and_then(|()| store.flush())
-        {
-            tracing::error!(error = %e, "cannot save a registry update");
-        }
-        return (verdict, None);
-    }
-    let verdict = {
-        let registry = registry.read().unwrap_or_else(|e| e.into_inner());
-        validate_bulletin(data, &registry, store)
-    };
-    let staged = match &verdict {
-        Verdict::Accept(bulletin, member) if bulletin.body().signer != own_key => {
-            Some(store.stage(bulletin, member, &source.to_bytes()))
-        }
-        _ => None,
-    };
-    (verdict, staged)
 }

@@ -144,6 +144,7 @@ pub struct Node {
     events: broadcast::Sender<NodeEvent>,
     shutdown: broadcast::Sender<()>,
     network_task: tokio::task::JoinHandle<()>,
+    validator_threads: crate::validators::Threads,
     writer_thread: std::thread::JoinHandle<()>,
     indexer: std::sync::mpsc::SyncSender<Signal>,
     indexer_thread: std::thread::JoinHandle<()>,
@@ -213,7 +214,8 @@ impl Node {
             own_key,
             commands: commands.clone(),
         };
-        let (local, network_task) = network::spawn(parts, command_rx, shutdown.subscribe())?;
+        let (local, network_task, validator_threads) =
+            network::spawn(parts, command_rx, shutdown.subscribe())?;
         debug_assert_eq!(local, peer_id);
         tracing::info!(peer = %local, member = %member.fmt_short(), "node started");
         Ok(Node {
@@ -226,6 +228,7 @@ impl Node {
             events,
             shutdown,
             network_task,
+            validator_threads,
             writer_thread,
             indexer,
             indexer_thread,
@@ -445,11 +448,16 @@ impl Node {
         rx.await.ok()
     }
 
-    /// Stops the network, lets the writer finish what it was given and the
-    /// indexer fold what is staged, and releases the store.
+    /// Stops the network and its validation threads, lets the writer finish
+    /// what it was given and the indexer fold what is staged, and releases the
+    /// store.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(());
         let _ = self.network_task.await;
+        // The loop is gone, and with it the validators' queues: they finish
+        // what they hold (staging it) before the indexer's last fold.
+        let validator_threads = self.validator_threads;
+        let _ = tokio::task::spawn_blocking(move || validator_threads.join()).await;
         drop(self.commands);
         drop(self.writer);
         let writer_thread = self.writer_thread;
