@@ -53,9 +53,18 @@ pub(crate) struct Context {
 /// Why a job was not queued.
 pub(crate) enum Refused {
     /// Every queue was full: the job is handed back.
-    Busy(Job),
+    Busy(Box<Job>),
     /// The threads have stopped.
-    Stopped(Job),
+    Stopped(Box<Job>),
+}
+
+impl std::fmt::Debug for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refused::Busy(_) => "validation queues full",
+            Refused::Stopped(_) => "validation threads stopped",
+        })
+    }
 }
 
 /// The loop's handle on the validation threads. Dropping it stops them once
@@ -119,6 +128,7 @@ impl Validators {
                 }
             }
         }
+        let job = Box::new(job);
         Err(if stopped == n {
             Refused::Stopped(job)
         } else {
@@ -189,4 +199,51 @@ fn check_and_stage(
         _ => None,
     };
     (verdict, staged)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn job(n: u8) -> Job {
+        Job {
+            source: PeerId::random(),
+            message_id: gossipsub::MessageId::from(vec![n]),
+            data: vec![n],
+            is_registry: false,
+        }
+    }
+
+    #[test]
+    fn jobs_are_dealt_in_turn_and_handed_back_when_no_queue_has_room() {
+        let (a_tx, a_rx) = sync_channel(1);
+        let (b_tx, b_rx) = sync_channel(1);
+        let mut validators = Validators {
+            queues: vec![a_tx, b_tx],
+            next: 0,
+        };
+        validators.submit(job(1)).unwrap();
+        validators.submit(job(2)).unwrap();
+        assert_eq!(a_rx.try_recv().unwrap().data, vec![1]);
+        assert_eq!(b_rx.try_recv().unwrap().data, vec![2]);
+        // The next in turn is full: the other one takes it.
+        validators.submit(job(3)).unwrap();
+        validators.submit(job(4)).unwrap();
+        match validators.submit(job(5)) {
+            Err(Refused::Busy(back)) => assert_eq!(back.data, vec![5]),
+            _ => panic!("expected the job back as busy"),
+        }
+        assert_eq!(a_rx.try_recv().unwrap().data, vec![3]);
+        assert_eq!(b_rx.try_recv().unwrap().data, vec![4]);
+        // One thread gone: the other still takes work.
+        drop(a_rx);
+        validators.submit(job(6)).unwrap();
+        assert_eq!(b_rx.try_recv().unwrap().data, vec![6]);
+        drop(b_rx);
+        match validators.submit(job(7)) {
+            Err(Refused::Stopped(back)) => assert_eq!(back.data, vec![7]),
+            _ => panic!("expected the job back as stopped"),
+        }
+    }
 }
