@@ -128,14 +128,21 @@ impl Indexer {
         (self.store.staged_count() > 0).then(Due::from_now)
     }
 
-    /// Folds every staged bulletin into the chains and indexes (no flush:
-    /// received gossip is durable with sled's background flush) and reports
-    /// what happened to each.
+    /// Folds every staged bulletin into the chains and indexes, flushes (so
+    /// received gossip is on disk as soon as it is folded), and reports what
+    /// happened to each.
     fn fold_all(&self) {
         loop {
             match self.store.fold_staged(FOLD_GROUP) {
                 Ok(folded) => {
                     let done = folded.len() < FOLD_GROUP;
+                    if done
+                        && !folded.is_empty()
+                        && let Err(e) = self.store.flush()
+                    {
+                        // sled's background flush tries again.
+                        tracing::error!(error = %e, "cannot flush folded bulletins");
+                    }
                     self.report_folded(folded);
                     if done {
                         return;

@@ -87,11 +87,14 @@ pub const FOLD_GROUP: usize = 1024;
 /// not grow towards sled's 1 GiB default as they are read.
 const CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
-/// sled flushes on its own this often: what received gossip waits for to be
-/// durable. What is acknowledged (own publications, imports, sync pages) is
-/// flushed explicitly first. Each flush costs a log write, an fsync and wake-ups
-/// of sled's I/O threads on every node, so it is not done more often.
-const FLUSH_EVERY_MS: u64 = 1000;
+/// sled flushes on its own this often: a safety net for writes nobody
+/// flushes, and the pace of its log cleaning. Every write that matters is
+/// flushed by its writer: own publications, imports and sync pages before
+/// they are acknowledged, received gossip by the indexer right after its fold.
+/// Each sled flush seals a log buffer, and each sealed buffer wakes all of
+/// sled's I/O threads; a fold's flush and a background flush a moment apart
+/// would do that twice.
+const FLUSH_EVERY_MS: u64 = 10_000;
 
 /// The store schema this node writes. Schema 3 added the staged prefix (which
 /// this build only reads, when it opens a store); a schema 2 store has nothing
