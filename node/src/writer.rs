@@ -118,10 +118,11 @@ impl Writer {
         if received.is_empty() {
             return;
         }
-        // No flush here: nothing is acknowledged for bulletins received by
-        // gossip, sled makes them durable within its flush interval, and sync
-        // fetches again whatever a crash loses. Waiting for the disk on every
-        // delivery would put its slowest moments into propagation latency.
+        // No flush here: these are the node's own bulletins coming back by
+        // gossip, already flushed when they were published (or, after a
+        // restore, older ones that sync fetches again if a crash loses them);
+        // nothing is acknowledged for them, and sled's background flush makes
+        // any new write durable.
         let result = self.store.insert_verified(received);
         match result {
             Ok(outcomes) => {
