@@ -715,24 +715,7 @@ fn herald_draft(k: u64, publisher: usize, sent: u64) -> Draft {
 /// The body of message `k` as the first of `key`'s chain (`publish_own`
 /// renumbers it).
 fn bench_body(network: NetworkId, key: &SecretKey, k: u64, publisher: usize, sent: u64) -> BulletinBody {
-    let draft = herald_draft(k, publisher, sent);
-    BulletinBody {
-        format: herald_protocol::bulletin::BULLETIN_FORMAT,
-        network,
-        signer: key.id(),
-        seq: Seq(1),
-        prev: None,
-        created: draft.created.unwrap_or_else(herald_node::node::now),
-        kind: draft.kind,
-        tlp: draft.tlp,
-        severity: draft.severity,
-        title: draft.title,
-        references: draft.references,
-        supersedes: draft.supersedes,
-        expires: draft.expires,
-        audience: draft.audience,
-        payload: draft.payload,
-    }
+    herald_draft(k, publisher, sent).into_body(network, key.id(), Seq(1), None)
 }
 
 async fn child_herald(args: &ChildArgs) -> Result<()> {

@@ -124,6 +124,36 @@ pub struct Draft {
     pub created: Option<Timestamp>,
 }
 
+impl Draft {
+    /// The body this draft becomes as number `seq` of `signer`'s chain in
+    /// `network`, after `prev`; created now unless the draft says when.
+    pub fn into_body(
+        self,
+        network: NetworkId,
+        signer: herald_protocol::KeyId,
+        seq: Seq,
+        prev: Option<herald_protocol::BulletinId>,
+    ) -> BulletinBody {
+        BulletinBody {
+            format: herald_protocol::bulletin::BULLETIN_FORMAT,
+            network,
+            signer,
+            seq,
+            prev,
+            created: self.created.unwrap_or_else(now),
+            kind: self.kind,
+            tlp: self.tlp,
+            severity: self.severity,
+            title: self.title,
+            references: self.references,
+            supersedes: self.supersedes,
+            expires: self.expires,
+            audience: self.audience,
+            payload: self.payload,
+        }
+    }
+}
+
 /// The current time as a [`Timestamp`].
 pub fn now() -> Timestamp {
     let millis = SystemTime::now()
@@ -286,23 +316,13 @@ impl Node {
                 )));
             }
         }
-        let body = BulletinBody {
-            format: herald_protocol::bulletin::BULLETIN_FORMAT,
-            network: self.network(),
-            signer: herald_protocol::KeyId::from_bytes([0; 32]),
-            seq: Seq(1),
-            prev: None,
-            created: draft.created.unwrap_or_else(now),
-            kind: draft.kind,
-            tlp: draft.tlp,
-            severity: draft.severity,
-            title: draft.title,
-            references: draft.references,
-            supersedes: draft.supersedes,
-            expires: draft.expires,
-            audience: draft.audience,
-            payload: draft.payload,
-        };
+        // The writer fills in the signer, the number and the link.
+        let body = draft.into_body(
+            self.network(),
+            herald_protocol::KeyId::from_bytes([0; 32]),
+            Seq(1),
+            None,
+        );
         let (reply, response) = oneshot::channel();
         self.writer
             .send(WriteRequest::Publish {

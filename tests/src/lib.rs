@@ -793,24 +793,11 @@ pub fn sample_body(
     created: Timestamp,
     title: &str,
 ) -> BulletinBody {
-    let draft = sample_draft(title);
-    BulletinBody {
-        format: herald_protocol::bulletin::BULLETIN_FORMAT,
-        network,
-        signer: signer.id(),
-        seq,
-        prev,
-        created,
-        kind: draft.kind,
-        tlp: draft.tlp,
-        severity: draft.severity,
-        title: draft.title,
-        references: draft.references,
-        supersedes: draft.supersedes,
-        expires: draft.expires,
-        audience: draft.audience,
-        payload: draft.payload,
+    Draft {
+        created: Some(created),
+        ..sample_draft(title)
     }
+    .into_body(network, signer.id(), seq, prev)
 }
 
 /// Signs [`sample_body`] with `signer`.
