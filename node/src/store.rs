@@ -824,9 +824,12 @@ impl Store {
             // Every number from 1 to the highest is held.
             return Ok(out);
         }
-        // u128: the number after u64::MAX must not wrap.
+        // u128: the number after u64::MAX must not wrap. The range is walked
+        // as it is read (a long chain with an early gap is not collected).
         let mut next = u128::from(from.0);
-        for (seq, _) in self.chain_range(key, from, to)? {
+        for entry in self.bulletins.range(chain_key(key, from)..=chain_key(key, to)) {
+            let (k, _) = entry?;
+            let seq = Seq(u64_at(&k, 33)?);
             if u128::from(seq.0) > next {
                 out.push(SeqRange {
                     from: Seq(next as u64),
