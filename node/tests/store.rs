@@ -1044,3 +1044,39 @@ fn a_damaged_staged_entry_is_dropped_and_the_rest_folded() {
     );
     assert_eq!(store.head(&signer.id()).unwrap(), head(1, 1));
 }
+
+#[test]
+fn holes_are_the_missing_numbers_as_ranges() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let signer = key(40);
+    let chain = chain(&signer, 12, 1_000);
+    // Held: 1, 2, 5, 6, 9, 12.
+    let held: Vec<&SignedBulletin> = [1, 2, 5, 6, 9, 12].iter().map(|&n| &chain[n - 1]).collect();
+    insert(&store, &signer, &held);
+    let range = |from, to| herald_protocol::sync::SeqRange {
+        from: Seq(from),
+        to: Seq(to),
+    };
+    let id = signer.id();
+    assert_eq!(
+        store.holes(&id, Seq(1), Seq(12)).unwrap(),
+        vec![range(3, 4), range(7, 8), range(10, 11)]
+    );
+    // A window that starts and ends inside holes.
+    assert_eq!(
+        store.holes(&id, Seq(4), Seq(10)).unwrap(),
+        vec![range(4, 4), range(7, 8), range(10, 10)]
+    );
+    // Past the highest number held, everything is missing.
+    assert_eq!(store.holes(&id, Seq(12), Seq(15)).unwrap(), vec![range(13, 15)]);
+    // A key with nothing held.
+    assert_eq!(
+        store.holes(&key(41).id(), Seq(1), Seq(3)).unwrap(),
+        vec![range(1, 3)]
+    );
+    // Nothing missing once the chain is whole.
+    let rest: Vec<&SignedBulletin> = [3, 4, 7, 8, 10, 11].iter().map(|&n| &chain[n - 1]).collect();
+    insert(&store, &signer, &rest);
+    assert!(store.holes(&id, Seq(1), Seq(12)).unwrap().is_empty());
+}
