@@ -7,8 +7,10 @@
 mod common;
 
 use common::*;
+use herald_protocol::sync::{ChainSummary, SeqRange, SyncRequest, SyncResponse, Want};
 use herald_protocol::{
-    BulletinBody, BulletinId, RegistryHash, RegistryUpdate, Signature, SignedBulletin, SignedRegistryUpdate,
+    BulletinBody, BulletinId, KeyId, RegistryHash, RegistryUpdate, RegistryVersion, Seq, Signature,
+    SignedBulletin, SignedRegistryUpdate,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -33,7 +35,53 @@ fn check_all_decoders(input: &[u8]) -> Result<(), TestCaseError> {
         prop_assert_eq!(signed.body().to_bytes().unwrap(), signed.body_bytes().to_vec());
         prop_assert_eq!(signed.hash(), RegistryHash::of_body(signed.body_bytes()));
     }
+    if let Ok(request) = SyncRequest::from_bytes(input) {
+        prop_assert_eq!(request.to_bytes(), input.to_vec());
+    }
+    if let Ok(response) = SyncResponse::from_bytes(input) {
+        prop_assert_eq!(response.to_bytes(), input.to_vec());
+    }
     Ok(())
+}
+
+/// A fetch of `chains` keys with ascending ranges, and a summary of as many chains.
+fn sync_samples(chains: &[([u8; 32], u64, u64)]) -> (SyncRequest, SyncResponse) {
+    let wants = chains
+        .iter()
+        .map(|&(key, from, len)| Want {
+            key: KeyId::from_bytes(key),
+            ranges: vec![
+                SeqRange {
+                    from: Seq(from.max(1)),
+                    to: Seq(from.max(1) + len),
+                },
+                SeqRange {
+                    from: Seq(from.max(1) + len + 2),
+                    to: Seq(from.max(1) + 2 * len + 2),
+                },
+            ],
+            evidence: len % 2 == 0,
+        })
+        .collect();
+    let summaries = chains
+        .iter()
+        .map(|&(key, from, len)| ChainSummary {
+            key: KeyId::from_bytes(key),
+            contiguous: Seq(from),
+            highest: Seq(from + len),
+            count: from + 1,
+            fingerprint: key,
+            evidence: len as u32,
+        })
+        .collect();
+    (
+        SyncRequest::Fetch { wants },
+        SyncResponse::Summary {
+            registry_version: RegistryVersion(chains.len() as u64 + 1),
+            registry_hash: RegistryHash::of_body(b"sample"),
+            chains: summaries,
+        },
+    )
 }
 
 fn signed_bulletin_bytes(body: &BulletinBody, sig: [u8; 64]) -> Vec<u8> {
@@ -107,6 +155,23 @@ proptest! {
         let wire = SignedRegistryUpdate::from_parts(body_bytes.clone(), approvals).unwrap().to_bytes();
         check_all_decoders(&m.apply(&wire))?;
         check_all_decoders(&m.apply(&body_bytes))?;
+    }
+
+    /// Mutated sync requests and responses (the catch-up protocol, read from
+    /// any connected peer) never panic and are accepted only in canonical form.
+    #[test]
+    fn mutated_sync_messages_are_refused_or_canonical(
+        chains in vec((any::<[u8; 32]>(), 0u64..1_000_000, 0u64..1_000), 1..6),
+        page in vec(vec(any::<u8>(), 0..64), 0..4),
+        m in mutation(),
+    ) {
+        let (request, response) = sync_samples(&chains);
+        prop_assert!(SyncRequest::from_bytes(&request.to_bytes()).is_ok());
+        prop_assert!(SyncResponse::from_bytes(&response.to_bytes()).is_ok());
+        check_all_decoders(&m.apply(&request.to_bytes()))?;
+        check_all_decoders(&m.apply(&response.to_bytes()))?;
+        let page = SyncResponse::Page { bulletins: page, complete: chains.len() % 2 == 0 };
+        check_all_decoders(&m.apply(&page.to_bytes()))?;
     }
 
     /// A flipped bit in the body is refused or yields a different id.
