@@ -385,6 +385,7 @@ impl SyncLink for TimedLink {
             SyncRequest::Hello { .. } => "hello",
             SyncRequest::Registry { .. } => "registry",
             SyncRequest::Fetch { .. } => "fetch",
+            SyncRequest::Chains { .. } => "chains",
         }));
         let response = self.inner.request(request).await;
         self.mark(Mark::RequestEnd);

@@ -280,6 +280,15 @@ fn head_key(key: &KeyId) -> Vec<u8> {
     key_of(&[&[prefix::HEAD], key.as_bytes()])
 }
 
+/// The chain summary in a head entry (key and value as stored).
+fn head_entry(k: &[u8], v: &[u8]) -> Result<ChainSummary, StoreError> {
+    let key: [u8; 32] = k
+        .get(1..)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| StoreError::Corrupt("head key".into()))?;
+    decode_head(KeyId::from_bytes(key), v)
+}
+
 /// What a fold did to each bulletin, with who sent it.
 fn folded(items: Vec<(SignedBulletin, MemberId)>, from: Vec<Vec<u8>>, outcomes: Vec<Stored>) -> Vec<Folded> {
     items
@@ -807,11 +816,20 @@ impl Store {
         let mut out = Vec::new();
         for entry in self.bulletins.scan_prefix([prefix::HEAD]) {
             let (k, v) = entry?;
-            let key: [u8; 32] = k
-                .get(1..)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| StoreError::Corrupt("head key".into()))?;
-            out.push(decode_head(KeyId::from_bytes(key), &v)?);
+            out.push(head_entry(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// At most `limit` chain summaries with keys above `after`, in key order.
+    pub fn summaries_after(&self, after: &KeyId, limit: usize) -> Result<Vec<ChainSummary>, StoreError> {
+        use std::ops::Bound;
+        let start = Bound::Excluded(head_key(after));
+        let end = Bound::Excluded(vec![prefix::HEAD + 1]);
+        let mut out = Vec::new();
+        for entry in self.bulletins.range::<Vec<u8>, _>((start, end)).take(limit) {
+            let (k, v) = entry?;
+            out.push(head_entry(&k, &v)?);
         }
         Ok(out)
     }

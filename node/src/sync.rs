@@ -27,6 +27,8 @@ use crate::writer::WriteRequest;
 const MAX_PAGES_PER_SESSION: usize = 100_000;
 /// Most registry rounds one session makes.
 const MAX_REGISTRY_ROUNDS: usize = 1024;
+/// Summary pages one session reads, at most: about a million chains.
+const MAX_SUMMARY_PAGES: usize = 256;
 
 /// The sync protocol name for a network.
 pub(crate) fn protocol_name(network: &herald_protocol::NetworkId) -> Result<StreamProtocol, String> {
@@ -154,7 +156,33 @@ pub(crate) fn answer(request: SyncRequest, store: &Store, registry: &RwLock<Regi
             Ok((bulletins, complete)) => SyncResponse::Page { bulletins, complete },
             Err(e) => refused(e),
         },
+        SyncRequest::Chains { after } => match store.summaries_after(&after, sync::MAX_CHAINS) {
+            Ok(chains) => {
+                let registry = registry.read().unwrap_or_else(|e| e.into_inner());
+                SyncResponse::Summary {
+                    registry_version: registry.version(),
+                    registry_hash: registry.hash(),
+                    chains,
+                }
+            }
+            Err(e) => refused(e),
+        },
     }
+}
+
+/// Checks that a summary page lists its chains in ascending key order, after
+/// the last key of the page before: what makes paging end.
+fn check_key_order(page: &[ChainSummary], after: Option<KeyId>) -> Result<(), SyncError> {
+    let mut last = after;
+    for chain in page {
+        if last.is_some_and(|l| chain.key.as_bytes() <= l.as_bytes()) {
+            return Err(SyncError::Hostile(
+                "summary chains out of key order, or repeated".into(),
+            ));
+        }
+        last = Some(chain.key);
+    }
+    Ok(())
 }
 
 /// What a session achieved.
@@ -364,6 +392,30 @@ pub async fn pull<L: SyncLink>(
             )));
         }
     };
+    // A full summary goes on in further pages, in key order.
+    let mut chains = chains;
+    check_key_order(&chains, None)?;
+    let mut page_len = chains.len();
+    for _ in 0..MAX_SUMMARY_PAGES {
+        let Some(after) = chains.last().map(|c| c.key) else {
+            break;
+        };
+        if page_len < sync::MAX_CHAINS {
+            break;
+        }
+        let page = match exchange(link, &mut report, SyncRequest::Chains { after }).await? {
+            SyncResponse::Summary { chains, .. } => chains,
+            other => {
+                return Err(SyncError::Hostile(format!(
+                    "unexpected answer to chains: {}",
+                    name(&other)
+                )));
+            }
+        };
+        check_key_order(&page, Some(after))?;
+        page_len = page.len();
+        chains.extend(page);
+    }
     // Registry first: bulletins may be signed by keys only newer versions admit.
     for _ in 0..MAX_REGISTRY_ROUNDS {
         let ours = local_registry.read().unwrap_or_else(|e| e.into_inner()).version();

@@ -1,15 +1,19 @@
 //! Catch-up sync between two stores in one process (no network): exact
 //! reconciliation of scattered and recent gaps, one small round trip when in
-//! step, registry updates first, and the byte and round-trip budgets.
+//! step, registry updates first, the byte and round-trip budgets, and a
+//! summary too long for one answer read in pages.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 
 use herald_keys::{Founder, Registry, SecretKey, founding_genesis, sign_bulletin};
-use herald_node::Store;
-use herald_node::sync::{InProcessLink, pull};
-use herald_protocol::{BulletinBody, Kind, MemberId, Payload, Seq, Severity, SignedBulletin, Timestamp, Tlp};
+use herald_node::sync::{InProcessLink, SyncError, SyncLink, pull};
+use herald_node::{Store, Stored};
+use herald_protocol::sync::{ChainSummary, MAX_CHAINS, SyncRequest, SyncResponse};
+use herald_protocol::{
+    BulletinBody, KeyId, Kind, MemberId, Payload, Seq, Severity, SignedBulletin, Timestamp, Tlp,
+};
 
 struct Net {
     registry: Registry,
@@ -203,4 +207,147 @@ async fn equivocation_evidence_travels_by_sync() {
         "the second body arrives as proof"
     );
     assert_eq!(b.equivocations().unwrap(), a.equivocations().unwrap());
+}
+
+/// Answers like the peer's store behind `inner`, except that the first summary
+/// is a full page of `padding` chains (nothing held, keys below every real
+/// key), so the asker must read the real chains on the next page. With
+/// `disorder`, the next page repeats the last padding key instead.
+struct PaddedLink {
+    inner: InProcessLink,
+    padding: Vec<ChainSummary>,
+    disorder: bool,
+    asked: std::sync::Mutex<Vec<&'static str>>,
+}
+
+impl PaddedLink {
+    fn new(inner: InProcessLink, disorder: bool) -> Self {
+        let padding = (0..MAX_CHAINS as u32)
+            .map(|i| {
+                let mut key = [0u8; 32];
+                key[28..].copy_from_slice(&i.to_be_bytes());
+                ChainSummary::empty(KeyId::from_bytes(key))
+            })
+            .collect();
+        PaddedLink {
+            inner,
+            padding,
+            disorder,
+            asked: Default::default(),
+        }
+    }
+}
+
+impl SyncLink for PaddedLink {
+    async fn request(&self, request: SyncRequest) -> Result<SyncResponse, SyncError> {
+        let (name, answer) = match request {
+            SyncRequest::Hello { .. } => match self.inner.request(request).await? {
+                SyncResponse::Summary {
+                    registry_version,
+                    registry_hash,
+                    ..
+                } => (
+                    "hello",
+                    SyncResponse::Summary {
+                        registry_version,
+                        registry_hash,
+                        chains: self.padding.clone(),
+                    },
+                ),
+                other => ("hello", other),
+            },
+            SyncRequest::Chains { after } => {
+                assert_eq!(
+                    after,
+                    self.padding[MAX_CHAINS - 1].key,
+                    "the next page starts after the last key"
+                );
+                let mut answer = self.inner.request(request).await?;
+                if self.disorder
+                    && let SyncResponse::Summary { chains, .. } = &mut answer
+                {
+                    chains.insert(0, self.padding[MAX_CHAINS - 1]);
+                }
+                ("chains", answer)
+            }
+            other => ("other", self.inner.request(other).await?),
+        };
+        self.asked.lock().unwrap().push(name);
+        Ok(answer)
+    }
+
+    async fn store(&self, items: Vec<(SignedBulletin, MemberId)>) -> Result<Vec<Stored>, SyncError> {
+        self.inner.store(items).await
+    }
+}
+
+fn link(net: &Net, from: &Store, into: &Store) -> InProcessLink {
+    InProcessLink {
+        peer_store: from.clone(),
+        peer_registry: Arc::new(RwLock::new(net.registry.clone())),
+        local_store: into.clone(),
+        sent: Default::default(),
+        received: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn a_full_summary_is_read_in_pages() {
+    let net = network(3);
+    let all = chains(&net, 4);
+    for (key, _) in &net.signers {
+        assert_ne!(
+            key.id().as_bytes()[..28],
+            [0u8; 28],
+            "real keys sort after the padding"
+        );
+    }
+    let (_a, a) = store_with(&net, &all);
+    let (_b, b) = store_with(&net, &[]);
+    let padded = PaddedLink::new(link(&net, &a, &b), false);
+    let registry = Arc::new(RwLock::new(net.registry.clone()));
+    let report = pull(&padded, &b, &registry).await.unwrap();
+    assert_eq!(report.new_bulletins, all.len() as u64);
+    assert_eq!(ids(&a), ids(&b));
+    let asked = padded.asked.lock().unwrap().clone();
+    assert_eq!(&asked[..2], ["hello", "chains"], "{asked:?}");
+}
+
+#[tokio::test]
+async fn a_summary_page_out_of_key_order_is_hostile() {
+    let net = network(2);
+    let all = chains(&net, 2);
+    let (_a, a) = store_with(&net, &all);
+    let (_b, b) = store_with(&net, &[]);
+    let padded = PaddedLink::new(link(&net, &a, &b), true);
+    let registry = Arc::new(RwLock::new(net.registry.clone()));
+    match pull(&padded, &b, &registry).await {
+        Err(SyncError::Hostile(reason)) => assert!(reason.contains("key order"), "{reason}"),
+        other => panic!("expected a hostile-peer error, got {other:?}"),
+    }
+    assert!(ids(&b).is_empty(), "nothing stored from a session that failed");
+}
+
+#[tokio::test]
+async fn chains_after_a_key_come_in_key_order() {
+    let net = network(5);
+    let all = chains(&net, 1);
+    let (_a, a) = store_with(&net, &all);
+    let (_b, b) = store_with(&net, &[]);
+    let inner = link(&net, &a, &b);
+    let mut keys: Vec<KeyId> = net.signers.iter().map(|(k, _)| k.id()).collect();
+    keys.sort_by(|x, y| x.as_bytes().cmp(y.as_bytes()));
+    for (i, after) in keys.iter().enumerate() {
+        match inner
+            .request(SyncRequest::Chains { after: *after })
+            .await
+            .unwrap()
+        {
+            SyncResponse::Summary { chains, .. } => {
+                let got: Vec<KeyId> = chains.iter().map(|c| c.key).collect();
+                assert_eq!(got, keys[i + 1..].to_vec());
+            }
+            other => panic!("expected a summary, got {other:?}"),
+        }
+    }
 }

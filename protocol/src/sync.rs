@@ -141,6 +141,13 @@ pub enum SyncRequest {
         /// What is wanted, by chain.
         wants: Vec<Want>,
     },
+    /// The next page of the answerer's summary: its chains with keys above
+    /// `after`, in key order, at most [`MAX_CHAINS`]. Asked after a
+    /// `Summary` that came full.
+    Chains {
+        /// The last key of the page before.
+        after: KeyId,
+    },
 }
 
 /// A response of the catch-up protocol.
@@ -154,7 +161,9 @@ pub enum SyncResponse {
         registry_version: RegistryVersion,
         /// Its registry hash at that version.
         registry_hash: RegistryHash,
-        /// Every chain it holds anything of.
+        /// The chains it holds anything of, in key order: all of them, or
+        /// the first [`MAX_CHAINS`] (a full summary; `Chains` asks for the
+        /// next page).
         chains: Vec<ChainSummary>,
     },
     /// Registry updates, in version order.

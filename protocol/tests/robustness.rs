@@ -172,6 +172,9 @@ proptest! {
         check_all_decoders(&m.apply(&response.to_bytes()))?;
         let page = SyncResponse::Page { bulletins: page, complete: chains.len() % 2 == 0 };
         check_all_decoders(&m.apply(&page.to_bytes()))?;
+        let next = SyncRequest::Chains { after: KeyId::from_bytes(chains[0].0) };
+        prop_assert!(SyncRequest::from_bytes(&next.to_bytes()).is_ok());
+        check_all_decoders(&m.apply(&next.to_bytes()))?;
     }
 
     /// A flipped bit in the body is refused or yields a different id.
