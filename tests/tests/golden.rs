@@ -15,6 +15,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use herald_keys::{Applied, PublicKey, Registry, SecretKey, sign};
+use herald_protocol::sync::{
+    ChainSummary, SeqRange, SyncRequest, SyncResponse, Want, seq_fingerprint, state_digest, xor_into,
+};
 use herald_protocol::{
     AdvisoryStatus, BULLETIN_DOMAIN, BulletinBody, BulletinId, Kind, MemberEntry, MemberId, MetricCount,
     NetworkId, Payload, REGISTRY_DOMAIN, Reference, RegistryHash, RegistryOp, RegistryUpdate,
@@ -305,6 +308,7 @@ fn build() -> Built {
     )
     .unwrap();
     let bulletins = vec![b1, b2, b3];
+    let sync = sync_messages(&a.signing, &update_2, &bulletins);
 
     let json = json!({
         "description": "Herald golden vectors: the exact bytes of registry updates and bulletins \
@@ -340,6 +344,10 @@ fn build() -> Built {
             bulletin_json("2: software update, supersedes 1", &bulletins[1]),
             bulletin_json("3: incident metrics with an audience", &bulletins[2]),
         ],
+        "sync": sync.iter().map(|(name, wire)| json!({
+            "name": name,
+            "wire": hex::encode(wire),
+        })).collect::<Vec<_>>(),
     });
 
     Built {
@@ -349,6 +357,97 @@ fn build() -> Built {
         bulletins,
         json,
     }
+}
+
+/// One session's messages between two holders of the vectors' registry, one of
+/// which has bulletin 1 only: every sync request and response variant, with its
+/// canonical bytes (section 12 of the specification; the frame's length prefix
+/// is not included).
+fn sync_messages(
+    signer: &SecretKey,
+    registry: &SignedRegistryUpdate,
+    bulletins: &[SignedBulletin],
+) -> Vec<(&'static str, Vec<u8>)> {
+    let key = signer.id();
+    let mut fingerprint = [0u8; 32];
+    for seq in 1..=3 {
+        xor_into(&mut fingerprint, &seq_fingerprint(&key, Seq(seq)));
+    }
+    let held = ChainSummary {
+        key,
+        contiguous: Seq(3),
+        highest: Seq(3),
+        count: 3,
+        fingerprint,
+        evidence: 0,
+    };
+    let version = registry.body().version;
+    let digest = state_digest((version, registry.hash()), &[held]);
+    let requests = [
+        (
+            "request: Hello",
+            SyncRequest::Hello {
+                registry_version: version,
+                digest,
+            },
+        ),
+        (
+            "request: Registry",
+            SyncRequest::Registry {
+                from: RegistryVersion(2),
+            },
+        ),
+        (
+            "request: Fetch",
+            SyncRequest::Fetch {
+                wants: vec![Want {
+                    key,
+                    ranges: vec![SeqRange {
+                        from: Seq(2),
+                        to: Seq(3),
+                    }],
+                    evidence: false,
+                }],
+            },
+        ),
+        ("request: Chains", SyncRequest::Chains { after: key }),
+    ];
+    let responses = [
+        ("response: InStep", SyncResponse::InStep),
+        (
+            "response: Summary",
+            SyncResponse::Summary {
+                registry_version: version,
+                registry_hash: registry.hash(),
+                chains: vec![held],
+            },
+        ),
+        (
+            "response: Registry",
+            SyncResponse::Registry {
+                updates: vec![registry.to_bytes()],
+            },
+        ),
+        (
+            "response: Page",
+            SyncResponse::Page {
+                bulletins: bulletins[1..].iter().map(SignedBulletin::to_bytes).collect(),
+                complete: true,
+            },
+        ),
+        (
+            "response: Refused",
+            SyncResponse::Refused {
+                reason: "another network".into(),
+            },
+        ),
+    ];
+    let mut out: Vec<(&'static str, Vec<u8>)> = requests
+        .into_iter()
+        .map(|(name, r)| (name, r.to_bytes()))
+        .collect();
+    out.extend(responses.into_iter().map(|(name, r)| (name, r.to_bytes())));
+    out
 }
 
 /// Asserts that `committed` has exactly the shape and values of `built`, naming the first
@@ -441,6 +540,33 @@ fn golden_vectors_match_the_committed_file() {
         wire.extend_from_slice(bulletin.body_bytes());
         wire.extend_from_slice(bulletin.signature().as_bytes());
         assert_eq!(wire, bulletin.as_bytes());
+    }
+
+    // The committed sync messages decode, and each re-encodes to its bytes; the
+    // first byte of each is its variant index (a u32, little-endian).
+    let sync = committed["sync"].as_array().unwrap();
+    for (i, message) in sync.iter().enumerate() {
+        let wire = hex_at(&committed, &format!("/sync/{i}/wire"));
+        let name = message["name"].as_str().unwrap();
+        let reencoded = if name.starts_with("request") {
+            SyncRequest::from_bytes(&wire).unwrap().to_bytes()
+        } else {
+            SyncResponse::from_bytes(&wire).unwrap().to_bytes()
+        };
+        assert_eq!(reencoded, wire, "{name}");
+    }
+    assert_eq!(
+        &hex_at(&committed, "/sync/3/wire")[..4],
+        &3u32.to_le_bytes(),
+        "Chains is request 3"
+    );
+    // The specification quotes the shortest ones.
+    for i in [1, 3, 4, 8] {
+        let hex = hex::encode(hex_at(&committed, &format!("/sync/{i}/wire")));
+        assert!(
+            PROTOCOL_MD.contains(&format!("`{hex}`")),
+            "docs/PROTOCOL.md section 13.5 does not quote sync vector {i} ({hex})"
+        );
     }
 
     // The registry verifies: genesis by its configured hash, then version 2.
