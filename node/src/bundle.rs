@@ -269,7 +269,7 @@ fn write_items(
 }
 
 /// A bundle reader that checks every length against its limit.
-struct Frames<R: Read> {
+pub(crate) struct Frames<R: Read> {
     inner: R,
     hasher: Sha256,
     offset: u64,
@@ -301,7 +301,7 @@ impl<R: Read> Frames<R> {
         }
     }
 
-    fn header(&mut self) -> Result<(NetworkId, u32, u64), BundleError> {
+    pub(crate) fn header(&mut self) -> Result<(NetworkId, u32, u64), BundleError> {
         let mut h = [0u8; HEADER_LEN];
         self.exact(&mut h)?;
         if &h[..8] != MAGIC {
@@ -325,7 +325,7 @@ impl<R: Read> Frames<R> {
         ))
     }
 
-    fn frame(&mut self, max: usize, what: &str) -> Result<Vec<u8>, BundleError> {
+    pub(crate) fn frame(&mut self, max: usize, what: &str) -> Result<Vec<u8>, BundleError> {
         let mut len = [0u8; 4];
         self.exact(&mut len)?;
         let len = u32::from_le_bytes(len) as usize;
@@ -368,7 +368,7 @@ impl<R: Read> Frames<R> {
     }
 }
 
-fn open(path: &Path) -> Result<Frames<BufReader<File>>, BundleError> {
+pub(crate) fn open(path: &Path) -> Result<Frames<BufReader<File>>, BundleError> {
     let file = File::open(path).map_err(io_error(path))?;
     Ok(Frames {
         inner: BufReader::new(file),
@@ -457,6 +457,20 @@ pub fn import(
         GROUP,
     )?;
     Ok(report)
+}
+
+/// Verifies the `count` bulletins that follow in `frames` (the bundle's
+/// items from position `base` on) against `registry`, on every core, and
+/// hands the valid ones to `sink` in file order; refusals go to `report`.
+pub(crate) fn verify_bulletins(
+    frames: Frames<BufReader<File>>,
+    count: u64,
+    base: u64,
+    registry: &RwLock<Registry>,
+    sink: &mut Sink<'_>,
+    report: &mut ImportReport,
+) -> Result<(), BundleError> {
+    import_bulletins(frames, count, base, registry, sink, report, &mut |_, _| {}, GROUP)
 }
 
 /// What a verifying worker hands back: one group's verdicts, in file order.

@@ -46,6 +46,26 @@ pub(crate) enum Command {
     Export(ExportArgs),
     /// Verify and import a bundle file.
     Import(ImportArgs),
+    /// Audit a bundle offline: verify its registry from the genesis hash and
+    /// every bulletin in it, check its chains, and report who signed what.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditArgs {
+    /// The bundle file.
+    pub(crate) file: PathBuf,
+    /// The network's genesis hash (64 hex digits; `genesis_hash` in a member's
+    /// config.toml): the only thing the audit trusts.
+    #[arg(long)]
+    pub(crate) genesis_hash: String,
+    /// Write each verified bulletin's provenance to this file, one JSON object
+    /// per line.
+    #[arg(long)]
+    pub(crate) provenance: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]

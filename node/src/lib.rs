@@ -19,6 +19,7 @@
 //! - [`devnet`]: a local network of nodes in one process, for a first look.
 
 pub mod api;
+pub mod audit;
 pub mod bundle;
 pub mod config;
 pub mod devnet;

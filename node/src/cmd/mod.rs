@@ -1,5 +1,6 @@
 //! One module per subcommand; [`run`] dispatches.
 
+mod audit;
 mod bundle;
 mod devnet;
 mod genesis;
@@ -29,6 +30,7 @@ pub(crate) fn run(command: Command) -> Result<()> {
         Command::Registry(command) => registry::run(command),
         Command::Export(args) => bundle::export(args),
         Command::Import(args) => bundle::import(args),
+        Command::Audit(args) => audit::run(args),
     }
 }
 

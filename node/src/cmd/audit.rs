@@ -1,0 +1,132 @@
+//! `herald audit`: the offline verification of a bundle, for auditors. Exits
+//! with an error when anything in the bundle fails to verify or its chains
+//! contradict themselves.
+
+use std::io::Write;
+
+use anyhow::{Context, Result, bail};
+use herald_node::audit::{self, AuditError, AuditReport};
+use herald_node::bundle::BundleError;
+use herald_protocol::RegistryHash;
+
+use crate::cli::AuditArgs;
+
+/// Findings of each sort listed in the text report.
+const LISTED: usize = 20;
+
+pub(crate) fn run(args: AuditArgs) -> Result<()> {
+    let genesis: RegistryHash = args.genesis_hash.trim().parse().map_err(|_| {
+        anyhow::anyhow!(
+            "--genesis-hash {:?} is not a hash: it is 64 hex digits, as in `genesis_hash` of a member's config.toml",
+            args.genesis_hash
+        )
+    })?;
+    let mut out = match &args.provenance {
+        Some(path) => Some((
+            std::io::BufWriter::new(
+                std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+            ),
+            path,
+        )),
+        None => None,
+    };
+    let mut write_error = None;
+    let report = audit::audit(&args.file, genesis, |p| {
+        if let Some((w, _)) = out.as_mut()
+            && write_error.is_none()
+            && let Err(e) = serde_json::to_writer(&mut *w, p)
+                .map_err(std::io::Error::from)
+                .and_then(|()| w.write_all(b"\n"))
+        {
+            write_error = Some(e);
+        }
+    })
+    .map_err(|e| explain(e, &args))?;
+    if let Some((w, path)) = out.as_mut() {
+        if let Some(e) = write_error {
+            bail!("cannot write {}: {e}", path.display());
+        }
+        w.flush()
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_text(&args, &report);
+    }
+    if !report.clean() {
+        bail!(
+            "the bundle does not verify cleanly: {} rejected, {} equivocations, {} broken links",
+            report.rejected.len(),
+            report.equivocations.len(),
+            report.broken_links.len()
+        );
+    }
+    Ok(())
+}
+
+/// The import's wording of a bundle error speaks of a node; an auditor has none.
+fn explain(error: AuditError, args: &AuditArgs) -> anyhow::Error {
+    match error {
+        AuditError::Bundle(BundleError::WrongNetwork { path, found, .. }) => anyhow::anyhow!(
+            "{}: the bundle is for network {found}, not the one of genesis {}: check the genesis hash you were given",
+            path.display(),
+            args.genesis_hash.trim()
+        ),
+        AuditError::Bundle(BundleError::Damaged { path, reason }) => {
+            anyhow::anyhow!("{}: {reason}: the bundle cannot be audited", path.display())
+        }
+        other => other.into(),
+    }
+}
+
+fn print_text(args: &AuditArgs, report: &AuditReport) {
+    println!(
+        "{}: network {}; its registry reaches version {} from the genesis given ({} registry updates applied).",
+        args.file.display(),
+        report.network,
+        report.registry_version,
+        report.registry_updates
+    );
+    println!(
+        "Verified {} bulletins on {} chains; {} rejected, {} equivocations, {} broken links; {} numbers missing (a filtered export leaves gaps).",
+        report.verified,
+        report.chains,
+        report.rejected.len(),
+        report.equivocations.len(),
+        report.broken_links.len(),
+        report.missing_numbers
+    );
+    if let Some(path) = &args.provenance {
+        println!(
+            "Provenance of each verified bulletin: {} (JSON Lines).",
+            path.display()
+        );
+    }
+    for (position, reason) in report.rejected.iter().take(LISTED) {
+        println!("  rejected: item {position}: {reason}");
+    }
+    for e in report.equivocations.iter().take(LISTED) {
+        println!(
+            "  equivocation: key {} number {}: {}",
+            e.key,
+            e.seq,
+            e.ids.join(", ")
+        );
+    }
+    for b in report.broken_links.iter().take(LISTED) {
+        println!(
+            "  broken link: {} (key {} number {}) names {} as the bulletin before it",
+            b.id,
+            b.key,
+            b.seq,
+            b.prev.as_deref().unwrap_or("nothing")
+        );
+    }
+    let more = report.rejected.len().saturating_sub(LISTED)
+        + report.equivocations.len().saturating_sub(LISTED)
+        + report.broken_links.len().saturating_sub(LISTED);
+    if more > 0 {
+        println!("  ... and {more} more (--json lists them all)");
+    }
+}
