@@ -1,7 +1,8 @@
 //! End to end through the `herald` binary: a local network made by
 //! `herald testnet`, nodes started as separate `herald run` processes on
 //! loopback, a bulletin published with `herald publish` and read back with
-//! `herald show` and `herald list`, online and offline.
+//! `herald show` and `herald list`, online and offline, then exported and
+//! audited with `herald audit` from the genesis hash alone.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -238,6 +239,50 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
     let missing = herald(&["show", "--dir", two_s, &"00".repeat(32)]);
     assert!(!missing.status.success());
     assert!(stderr(&missing).contains("no bulletin"), "{}", stderr(&missing));
+
+    // An auditor with the bundle and the genesis hash alone.
+    let bundle = tmp.path().join("audit.hbundle");
+    let exported = herald(&["export", "--dir", two_s, "-o", bundle.to_str().unwrap()]);
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    let config = std::fs::read_to_string(two.join("config.toml")).unwrap();
+    let genesis = config
+        .lines()
+        .find_map(|l| l.strip_prefix("genesis_hash = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("genesis_hash in config.toml");
+    let provenance = tmp.path().join("provenance.jsonl");
+    let audited = herald(&[
+        "audit",
+        bundle.to_str().unwrap(),
+        "--genesis-hash",
+        genesis,
+        "--provenance",
+        provenance.to_str().unwrap(),
+    ]);
+    assert!(audited.status.success(), "{}", stderr(&audited));
+    assert!(
+        stdout(&audited).contains("Verified 1 bulletins"),
+        "{}",
+        stdout(&audited)
+    );
+    let lines = std::fs::read_to_string(&provenance).unwrap();
+    let record: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (record["id"].as_str(), record["member_name"].as_str()),
+        (Some(id.as_str()), Some("member-1"))
+    );
+    let wrong = herald(&[
+        "audit",
+        bundle.to_str().unwrap(),
+        "--genesis-hash",
+        &"11".repeat(32),
+    ]);
+    assert!(!wrong.status.success());
+    assert!(
+        stderr(&wrong).contains("check the genesis hash"),
+        "{}",
+        stderr(&wrong)
+    );
 }
 
 #[test]
