@@ -434,6 +434,7 @@ pub(crate) fn spawn(
         commands,
         validated,
         validators,
+        ignored_busy: 0,
         registry: parts.registry,
         store: parts.store,
         events: parts.events,
@@ -492,6 +493,8 @@ struct EventLoop {
     commands: mpsc::Receiver<Command>,
     validated: mpsc::Receiver<Validated>,
     validators: Validators,
+    /// Messages ignored because every validation queue was full, since start.
+    ignored_busy: u64,
     registry: Arc<RwLock<Registry>>,
     store: Store,
     events: broadcast::Sender<NodeEvent>,
@@ -783,7 +786,15 @@ impl EventLoop {
         let job = match self.validators.submit(job) {
             Ok(()) => return,
             Err(Refused::Busy(job)) => {
-                tracing::warn!(peer = %short_peer(&source), "validation queues full; message ignored (sync fetches it later)");
+                // Logged at the 1st, 2nd, 4th, 8th... so that a flood does not flood the log.
+                self.ignored_busy += 1;
+                if self.ignored_busy.is_power_of_two() {
+                    tracing::warn!(
+                        peer = %short_peer(&source),
+                        ignored = self.ignored_busy,
+                        "validation queues full; message ignored (sync fetches it later)"
+                    );
+                }
                 job
             }
             Err(Refused::Stopped(job)) => {
