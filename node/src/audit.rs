@@ -224,7 +224,7 @@ pub fn audit(
     for key in keys {
         let chain = &chains[key];
         let highest = chain.keys().next_back().copied().unwrap_or(0);
-        report.missing_numbers += highest - chain.len() as u64;
+        report.missing_numbers += highest.saturating_sub(chain.len() as u64);
         for (seq, entries) in chain {
             if entries.len() > 1 {
                 report.equivocations.push(Equivocation {
