@@ -2,7 +2,8 @@
 //! loopback, and every request must carry the token that `herald run` writes
 //! to `api.token` in the node directory (readable by its owner only): other
 //! users of the machine can neither publish in the member's name nor read
-//! what it holds.
+//! what it holds. The web page (`web.rs`) is served beside it without the
+//! token and reads through it with the token.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -152,6 +153,8 @@ pub async fn serve(
             Arc::<str>::from(token),
             require_token,
         ))
+        // The web page holds no data: it is served without the token, and asks for it.
+        .merge(crate::web::routes())
         .with_state(node);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {

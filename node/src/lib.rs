@@ -34,6 +34,7 @@ pub mod sync;
 pub mod validate;
 mod validators;
 pub mod view;
+mod web;
 mod writer;
 
 pub use events::{NodeEvent, Origin};

@@ -91,6 +91,36 @@ fn api_refuses_requests_without_its_token(dir: &Path, port: u16) {
         .call()
         .unwrap();
     assert_eq!(listed.status().as_u16(), 401, "listing needs the token too");
+
+    // The web page holds no data: it comes without the token, asks for it,
+    // and may run only its own script.
+    for (path, kind, mark) in [
+        ("/", "text/html", "api.token"),
+        ("/app.js", "text/javascript", "Authorization"),
+        ("/style.css", "text/css", "body"),
+    ] {
+        let mut page = agent
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .call()
+            .unwrap();
+        assert_eq!(page.status().as_u16(), 200, "{path}");
+        let header = |name: &str| {
+            page.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(header("content-type").starts_with(kind), "{path}");
+        let csp = header("content-security-policy");
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{path}: {csp}"
+        );
+        let body = page.body_mut().read_to_string().unwrap();
+        assert!(body.contains(mark), "{path}");
+        assert!(!body.contains(token.trim()), "{path} must not carry the token");
+    }
 }
 
 /// A running `herald run` whose log lines arrive on a channel.

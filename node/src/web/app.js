@@ -1,0 +1,153 @@
+// Herald's local web page: asks for the node's API token (kept in this tab's
+// sessionStorage), then shows the node's status and the bulletins it holds,
+// refreshed every few seconds. Every value from the node, and so from other
+// members, is put in the page as text, never as markup.
+"use strict";
+
+const REFRESH_MS = 3000;
+let token = sessionStorage.getItem("herald-token");
+let timer = null;
+
+function $(id) { return document.getElementById(id); }
+
+function text(el, value) { el.textContent = value === null || value === undefined ? "" : String(value); }
+
+async function api(path) {
+  const response = await fetch(path, { headers: { Authorization: "Bearer " + token } });
+  if (response.status === 401) {
+    throw Object.assign(new Error("the token was refused: paste the current one from api.token"), { unauthorized: true });
+  }
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) { throw new Error(body.error || ("HTTP " + response.status)); }
+  return body;
+}
+
+function showLogin(message) {
+  clearInterval(timer);
+  timer = null;
+  $("main").hidden = true;
+  $("login").hidden = false;
+  text($("login-error"), message || "");
+  $("token").focus();
+}
+
+function kindName(kind) { return kind && kind.type ? kind.type : ""; }
+
+async function refreshStatus() {
+  const s = await api("/v1/status");
+  text($("node"), "member " + s.member.slice(0, 10) + " · peer " + s.peer_id.slice(-8));
+  text($("s-network"), s.network);
+  text($("s-registry"), s.registry_version);
+  text($("s-bulletins"), s.bulletins);
+  text($("s-peers"), s.connected_peers.length);
+  text($("s-pending"), s.pending_gossip);
+  const sync = s.last_sync;
+  text($("s-sync"), sync
+    ? new Date(sync.at_ms).toISOString().replace("T", " ").slice(0, 19) + " with " + sync.peer.slice(-8) +
+      ": " + (sync.error ? "failed: " + sync.error : sync.new_bulletins + " new") +
+      (s.behind ? ", still " + s.behind + " behind" : "")
+    : "none yet");
+  text($("s-equivocations"), s.equivocations);
+}
+
+async function refreshList() {
+  const params = new URLSearchParams({ limit: $("f-limit").value });
+  if ($("f-kind").value) { params.set("kind", $("f-kind").value); }
+  if ($("f-severity").value) { params.set("min_severity", $("f-severity").value); }
+  const bulletins = await api("/v1/bulletins?" + params);
+  const rows = bulletins.map((b) => {
+    const tr = document.createElement("tr");
+    const cells = [
+      [b.created.replace("T", " ").slice(0, 19), "nowrap"],
+      [b.member_name || (b.member || "").slice(0, 10), ""],
+      [kindName(b.kind), "nowrap"],
+      [b.tlp, "nowrap tlp-" + b.tlp],
+      [b.severity, "sev-" + b.severity],
+      [b.title, ""],
+    ];
+    for (const [value, cls] of cells) {
+      const td = document.createElement("td");
+      td.className = cls;
+      text(td, value);
+      tr.appendChild(td);
+    }
+    tr.addEventListener("click", () => showDetail(b.id).catch(failed));
+    return tr;
+  });
+  $("bulletins").tBodies[0].replaceChildren(...rows);
+}
+
+async function showDetail(id) {
+  const b = await api("/v1/bulletins/" + encodeURIComponent(id));
+  text($("d-title"), b.title);
+  const facts = [
+    ["Id", b.id],
+    ["Member", (b.member_name ? b.member_name + " · " : "") + (b.member || "unknown")],
+    ["Signing key, number", b.signer + " · " + b.seq],
+    ["Follows", b.prev || "nothing (first of its chain)"],
+    ["Created", b.created],
+    ["Kind", JSON.stringify(b.kind)],
+    ["TLP, severity", b.tlp + " · " + b.severity],
+    ["References", b.references.map((r) => r.value).join(", ") || "none"],
+    ["Supersedes", b.supersedes || "nothing"],
+    ["Expires", b.expires || "never"],
+    ["Audience", b.audience.length ? b.audience.join(", ") : "all members"],
+    ["Content", b.content_type + ", " + b.payload_bytes + " bytes"],
+  ];
+  const items = [];
+  for (const [name, value] of facts) {
+    const dt = document.createElement("dt");
+    const dd = document.createElement("dd");
+    text(dt, name);
+    text(dd, value);
+    items.push(dt, dd);
+  }
+  $("d-facts").replaceChildren(...items);
+  text($("d-payload"), b.payload === null || b.payload === undefined
+    ? "(no content)"
+    : (b.payload_encoding === "hex" ? "(not text; hex)\n" : "") + b.payload);
+  $("detail").hidden = false;
+  $("detail").scrollIntoView({ behavior: "smooth" });
+}
+
+function failed(error) {
+  if (error.unauthorized) {
+    sessionStorage.removeItem("herald-token");
+    showLogin(error.message);
+  } else {
+    text($("error"), "The node did not answer: " + error.message + " (is herald run still running?)");
+  }
+}
+
+async function refresh() {
+  try {
+    await refreshStatus();
+    await refreshList();
+    text($("error"), "");
+  } catch (error) {
+    failed(error);
+  }
+}
+
+function start() {
+  $("login").hidden = true;
+  $("main").hidden = false;
+  refresh();
+  clearInterval(timer);
+  timer = setInterval(refresh, REFRESH_MS);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("login-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    token = $("token").value.trim();
+    $("token").value = "";
+    sessionStorage.setItem("herald-token", token);
+    start();
+  });
+  for (const id of ["f-kind", "f-severity", "f-limit"]) {
+    $(id).addEventListener("change", () => refreshList().catch(failed));
+  }
+  $("d-close").addEventListener("click", () => { $("detail").hidden = true; });
+  if (token) { start(); } else { showLogin(); }
+});
