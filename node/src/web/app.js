@@ -1,7 +1,8 @@
 // Herald's local web page: asks for the node's API token (kept in this tab's
 // sessionStorage), then shows the node's status and the bulletins it holds,
-// refreshed every few seconds. Every value from the node, and so from other
-// members, is put in the page as text, never as markup.
+// refreshed every few seconds, and publishes from a form. Every value from
+// the node, and so from other members, is put in the page as text, never as
+// markup.
 "use strict";
 
 const REFRESH_MS = 3000;
@@ -12,14 +13,20 @@ function $(id) { return document.getElementById(id); }
 
 function text(el, value) { el.textContent = value === null || value === undefined ? "" : String(value); }
 
-async function api(path) {
-  const response = await fetch(path, { headers: { Authorization: "Bearer " + token } });
+async function api(path, body) {
+  const options = { headers: { Authorization: "Bearer " + token } };
+  if (body !== undefined) {
+    options.method = "POST";
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, options);
   if (response.status === 401) {
     throw Object.assign(new Error("the token was refused: paste the current one from api.token"), { unauthorized: true });
   }
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) { throw new Error(body.error || ("HTTP " + response.status)); }
-  return body;
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) { throw new Error(answer.error || ("HTTP " + response.status)); }
+  return answer;
 }
 
 function showLogin(message) {
@@ -110,6 +117,60 @@ async function showDetail(id) {
   $("detail").scrollIntoView({ behavior: "smooth" });
 }
 
+// The form's kind, with the fact that kind carries.
+function draftKind() {
+  const type = $("p-kind").value;
+  switch (type) {
+    case "vulnerability-advisory": return { type, status: $("p-status").value };
+    case "software-update": return { type, stage: $("p-stage").value };
+    case "incident-report": return { type, phase: $("p-phase").value };
+    default: return { type };
+  }
+}
+
+function showKindFacts() {
+  const type = $("p-kind").value;
+  $("p-status-label").hidden = type !== "vulnerability-advisory";
+  $("p-stage-label").hidden = type !== "software-update";
+  $("p-phase-label").hidden = type !== "incident-report";
+}
+
+function hex(text) {
+  return Array.from(new TextEncoder().encode(text), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function publish(event) {
+  event.preventDefault();
+  const result = $("p-result");
+  const cves = $("p-cves").value.split(",").map((c) => c.trim()).filter((c) => c !== "");
+  const draft = {
+    kind: draftKind(),
+    tlp: $("p-tlp").value,
+    severity: $("p-severity").value,
+    title: $("p-title").value.trim(),
+    references: cves.map((value) => ({ type: "cve", value })),
+    payload: { content_type: "text/markdown", bytes: hex($("p-body").value) },
+  };
+  if (!window.confirm("Sign and publish \"" + draft.title + "\" in your organisation's name, to every member? It cannot be taken back, only withdrawn by a later bulletin.")) {
+    return;
+  }
+  result.className = "";
+  text(result, "Publishing...");
+  try {
+    const published = await api("/v1/bulletins", draft);
+    result.className = "ok";
+    text(result, "Published " + published.id + " (number " + published.seq + " of this node's chain): on disk, and on its way to the other members.");
+    $("p-title").value = "";
+    $("p-cves").value = "";
+    $("p-body").value = "";
+    refreshList().catch(failed);
+  } catch (error) {
+    if (error.unauthorized) { failed(error); return; }
+    result.className = "error";
+    text(result, "Not published: " + error.message);
+  }
+}
+
 function failed(error) {
   if (error.unauthorized) {
     sessionStorage.removeItem("herald-token");
@@ -149,5 +210,8 @@ document.addEventListener("DOMContentLoaded", () => {
     $(id).addEventListener("change", () => refreshList().catch(failed));
   }
   $("d-close").addEventListener("click", () => { $("detail").hidden = true; });
+  $("p-kind").addEventListener("change", showKindFacts);
+  $("publish-form").addEventListener("submit", publish);
+  showKindFacts();
   if (token) { start(); } else { showLogin(); }
 });
