@@ -49,6 +49,13 @@ pub struct AuditReport {
     pub network: String,
     /// The registry version the bundle's history reaches.
     pub registry_version: u64,
+    /// The registry's hash at that version: compare it with the network's
+    /// current registry, since a bundle that leaves out later updates (a
+    /// revocation, say) is judged by the registry it carries.
+    pub registry_hash: String,
+    /// The registry the auditor named as known (`known_registry`) is not in
+    /// the bundle's history: the bundle may leave out later updates.
+    pub registry_not_reached: Option<String>,
     /// Registry updates applied (genesis included).
     pub registry_updates: u32,
     /// Bulletins whose signature and signer verify.
@@ -73,7 +80,10 @@ impl AuditReport {
     /// Whether everything in the bundle verified and every chain is
     /// consistent.
     pub fn clean(&self) -> bool {
-        self.rejected.is_empty() && self.equivocations.is_empty() && self.broken_links.is_empty()
+        self.rejected.is_empty()
+            && self.equivocations.is_empty()
+            && self.broken_links.is_empty()
+            && self.registry_not_reached.is_none()
     }
 }
 
@@ -131,11 +141,14 @@ struct Entry {
 }
 
 /// Audits the bundle at `path` against the network rooted in `genesis`,
-/// calling `each` with the provenance of every verified bulletin, in file
-/// order.
+/// calling `each` with the provenance of every verified bulletin (once per
+/// bulletin), in file order. With `known_registry`, the hash of a registry
+/// version the auditor knows the network reached, the bundle's history must
+/// include it.
 pub fn audit(
     path: &Path,
     genesis: RegistryHash,
+    known_registry: Option<RegistryHash>,
     mut each: impl FnMut(&Provenance),
 ) -> Result<AuditReport, AuditError> {
     let network = NetworkId::from_genesis(genesis);
@@ -173,6 +186,15 @@ pub fn audit(
         }
     }
     report.registry_version = registry.version().0;
+    report.registry_hash = registry.hash().to_string();
+    if let Some(known) = known_registry
+        && !registry.history().iter().any(|u| u.hash() == known)
+    {
+        report.registry_not_reached = Some(format!(
+            "the bundle's registry history (up to version {}) does not include registry {known}: it may leave out later updates, such as revocations",
+            report.registry_version
+        ));
+    }
 
     let names: HashMap<MemberId, String> = registry
         .current()
@@ -183,9 +205,22 @@ pub fn audit(
     let registry = RwLock::new(registry);
     let mut imported = ImportReport::default();
     let mut sink = |items: Vec<(SignedBulletin, MemberId)>| {
+        let mut outcomes = Vec::with_capacity(items.len());
         for (bulletin, member) in &items {
             let body = bulletin.body();
             let (id, prev) = (bulletin.id(), body.prev);
+            let held = chains
+                .entry(body.signer)
+                .or_default()
+                .entry(body.seq.0)
+                .or_default();
+            if held.iter().any(|e| e.id == id) {
+                // The same bulletin twice in the file: counted and described once.
+                outcomes.push(Stored::AlreadyHeld);
+                continue;
+            }
+            held.push(Entry { id, prev });
+            outcomes.push(Stored::New);
             each(&Provenance {
                 id: id.to_string(),
                 member: member.to_string(),
@@ -197,16 +232,8 @@ pub fn audit(
                 kind: body.kind.name(),
                 title: body.title.clone(),
             });
-            let held = chains
-                .entry(body.signer)
-                .or_default()
-                .entry(body.seq.0)
-                .or_default();
-            if !held.iter().any(|e| e.id == id) {
-                held.push(Entry { id, prev });
-            }
         }
-        Ok(vec![Stored::New; items.len()])
+        Ok(outcomes)
     };
     bundle::verify_bulletins(
         frames,
@@ -224,7 +251,9 @@ pub fn audit(
     for key in keys {
         let chain = &chains[key];
         let highest = chain.keys().next_back().copied().unwrap_or(0);
-        report.missing_numbers += highest.saturating_sub(chain.len() as u64);
+        report.missing_numbers = report
+            .missing_numbers
+            .saturating_add(highest.saturating_sub(chain.len() as u64));
         for (seq, entries) in chain {
             if entries.len() > 1 {
                 report.equivocations.push(Equivocation {

@@ -59,6 +59,12 @@ pub(crate) struct AuditArgs {
     /// config.toml): the only thing the audit trusts.
     #[arg(long)]
     pub(crate) genesis_hash: String,
+    /// The hash of the latest registry version you know the network reached
+    /// (`herald registry show` on a member's node prints it): the bundle's
+    /// registry history must include it, or it may leave out later updates
+    /// such as revocations.
+    #[arg(long)]
+    pub(crate) registry_hash: Option<String>,
     /// Write each verified bulletin's provenance to this file, one JSON object
     /// per line.
     #[arg(long)]

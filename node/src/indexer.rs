@@ -132,16 +132,15 @@ impl Indexer {
     /// received gossip is on disk as soon as it is folded), and reports what
     /// happened to each.
     fn fold_all(&self) {
+        let mut folded_any = false;
         loop {
             match self.store.fold_staged(FOLD_GROUP) {
+                Ok(folded) if folded.is_empty() => break,
                 Ok(folded) => {
+                    folded_any = true;
                     let done = folded.len() < FOLD_GROUP;
-                    if done
-                        && !folded.is_empty()
-                        && let Err(e) = self.store.flush()
-                    {
-                        // sled's background flush tries again.
-                        tracing::error!(error = %e, "cannot flush folded bulletins");
+                    if done {
+                        self.flush();
                     }
                     self.report_folded(folded);
                     if done {
@@ -150,9 +149,21 @@ impl Indexer {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot fold staged bulletins");
-                    return;
+                    break;
                 }
             }
+        }
+        // The last group was full, or a later one failed: what was folded
+        // still goes to disk now.
+        if folded_any {
+            self.flush();
+        }
+    }
+
+    fn flush(&self) {
+        if let Err(e) = self.store.flush() {
+            // sled's background flush tries again.
+            tracing::error!(error = %e, "cannot flush folded bulletins");
         }
     }
 

@@ -474,8 +474,10 @@ impl Node {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(());
         let _ = self.network_task.await;
-        // The loop is gone, and with it the validators' queues: they finish
-        // what they hold (staging it) before the indexer's last fold.
+        // The loop is gone, and with it the validators' queues: each thread
+        // stops at its next verdict (what was still queued is dropped: nothing
+        // acknowledged it, and sync fetches it), so nothing is staged after
+        // the indexer's last fold.
         let validator_threads = self.validator_threads;
         let _ = tokio::task::spawn_blocking(move || validator_threads.join()).await;
         drop(self.commands);

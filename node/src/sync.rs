@@ -3,7 +3,7 @@
 //! runs to pull what it lacks from one peer (registry first, then bulletins in
 //! bounded pages, each verified exactly like gossip).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -396,21 +396,35 @@ pub async fn pull<L: SyncLink>(
     let mut chains = chains;
     check_key_order(&chains, None)?;
     let mut page_len = chains.len();
-    for _ in 0..MAX_SUMMARY_PAGES {
+    for page_number in 0..=MAX_SUMMARY_PAGES {
         let Some(after) = chains.last().map(|c| c.key) else {
             break;
         };
         if page_len < sync::MAX_CHAINS {
             break;
         }
-        let page = match exchange(link, &mut report, SyncRequest::Chains { after }).await? {
-            SyncResponse::Summary { chains, .. } => chains,
-            other => {
+        if page_number == MAX_SUMMARY_PAGES {
+            tracing::warn!(
+                chains = chains.len(),
+                "the peer's summary goes on past {MAX_SUMMARY_PAGES} pages; syncing the chains read so far"
+            );
+            break;
+        }
+        let page = match exchange(link, &mut report, SyncRequest::Chains { after }).await {
+            Ok(SyncResponse::Summary { chains, .. }) => chains,
+            Ok(other) => {
                 return Err(SyncError::Hostile(format!(
                     "unexpected answer to chains: {}",
                     name(&other)
                 )));
             }
+            // A peer built before summaries had pages cannot read the
+            // request: sync what its first page listed.
+            Err(SyncError::Request(reason)) => {
+                tracing::info!(%reason, "the peer did not answer for more chains; syncing the chains read so far");
+                break;
+            }
+            Err(e) => return Err(e),
         };
         check_key_order(&page, Some(after))?;
         page_len = page.len();
@@ -443,6 +457,12 @@ pub async fn pull<L: SyncLink>(
         report.registry_updates += apply_registry_updates(link, local_store, local_registry, &updates)?;
     }
     // Then the bulletins this node lacks.
+    // Only chains of keys the registry knows can bring anything valid: the
+    // rest would be refused item by item, so they are not asked for.
+    {
+        let registry = local_registry.read().unwrap_or_else(|e| e.into_inner());
+        chains.retain(|c| registry.current().signing_key(&c.key).is_some());
+    }
     let store = local_store.clone();
     let mut wants = blocking(move || -> Result<Vec<Want>, StoreError> {
         let ours = store.summaries()?;
@@ -504,10 +524,11 @@ pub async fn pull<L: SyncLink>(
 
 /// `wants` less the ranges (and evidence) that `asked` covered.
 fn without_asked(wants: Vec<Want>, asked: &[Want]) -> Vec<Want> {
+    let asked: HashMap<KeyId, &Want> = asked.iter().map(|a| (a.key, a)).collect();
     wants
         .into_iter()
         .filter_map(|mut w| {
-            let Some(a) = asked.iter().find(|a| a.key == w.key) else {
+            let Some(a) = asked.get(&w.key) else {
                 return Some(w);
             };
             w.ranges

@@ -67,8 +67,8 @@ impl std::fmt::Debug for Refused {
     }
 }
 
-/// The loop's handle on the validation threads. Dropping it stops them once
-/// their queues are done; [`Validators::join`] waits for that.
+/// The loop's handle on the validation threads. Dropping it (with the
+/// verdicts' receiver) stops them; [`Threads::join`] waits for that.
 pub(crate) struct Validators {
     queues: Vec<SyncSender<Job>>,
     next: usize,
@@ -78,9 +78,9 @@ pub(crate) struct Validators {
 pub(crate) struct Threads(Vec<std::thread::JoinHandle<()>>);
 
 impl Threads {
-    /// Waits for every thread to finish its queue (after the [`Validators`]
-    /// handle was dropped), so that nothing is staged after the indexer's last
-    /// fold.
+    /// Waits for every thread to stop (after the [`Validators`] handle and
+    /// the verdicts' receiver were dropped), so that nothing is staged after
+    /// the indexer's last fold.
     pub(crate) fn join(self) {
         for thread in self.0 {
             let _ = thread.join();
@@ -157,7 +157,8 @@ fn run(context: &Context, jobs: &Receiver<Job>) {
             verdict,
             staged,
         };
-        // The loop has stopped: what was staged is folded at the stop.
+        // The loop has stopped: what was staged is folded at the stop, and
+        // what is still queued is dropped (sync fetches it).
         if context.verdicts.blocking_send(verdict).is_err() {
             return;
         }

@@ -100,7 +100,7 @@ fn run(
     Vec<Provenance>,
 ) {
     let mut seen = Vec::new();
-    let report = audit(path, genesis, |p| seen.push(p.clone()));
+    let report = audit(path, genesis, None, |p| seen.push(p.clone()));
     (report, seen)
 }
 
@@ -223,4 +223,37 @@ fn equivocation_and_a_broken_link_are_reported() {
     assert_eq!(report.broken_links[0].id, stray.id().to_string());
     assert_eq!(report.missing_numbers, 1);
     assert!(!report.clean());
+}
+
+#[test]
+fn a_bundle_must_reach_the_registry_the_auditor_knows() {
+    let net = network();
+    let dir = TempDir::new().unwrap();
+    let items = vec![chain(&net, &net.signers[0].0, 1)[0].to_bytes()];
+    let path = write(&dir, &net, &items);
+    // The bundle's registry is genesis only: naming genesis is satisfied...
+    let report = audit(&path, net.genesis, Some(net.genesis), |_| {}).unwrap();
+    assert!(report.clean(), "{report:?}");
+    assert_eq!(report.registry_hash, net.genesis.to_string());
+    // ...naming a later registry it does not carry is a finding.
+    let later = RegistryHash::from_bytes([3; 32]);
+    let report = audit(&path, net.genesis, Some(later), |_| {}).unwrap();
+    assert!(!report.clean());
+    let problem = report.registry_not_reached.unwrap();
+    assert!(
+        problem.contains(&later.to_string()) && problem.contains("revocations"),
+        "{problem}"
+    );
+}
+
+#[test]
+fn a_bulletin_twice_in_a_bundle_is_counted_once() {
+    let net = network();
+    let dir = TempDir::new().unwrap();
+    let one = chain(&net, &net.signers[0].0, 1)[0].to_bytes();
+    let path = write(&dir, &net, &[one.clone(), one]);
+    let (report, seen) = run(&path, net.genesis);
+    let report = report.unwrap();
+    assert_eq!((report.verified, seen.len()), (1, 1));
+    assert!(report.clean(), "{report:?}");
 }

@@ -211,17 +211,27 @@ async fn equivocation_evidence_travels_by_sync() {
 
 /// Answers like the peer's store behind `inner`, except that the first summary
 /// is a full page of `padding` chains (nothing held, keys below every real
-/// key), so the asker must read the real chains on the next page. With
-/// `disorder`, the next page repeats the last padding key instead.
+/// key), so the asker must read the real chains on the next page.
 struct PaddedLink {
     inner: InProcessLink,
     padding: Vec<ChainSummary>,
-    disorder: bool,
+    next_page: NextPage,
     asked: std::sync::Mutex<Vec<&'static str>>,
 }
 
+/// How the padded peer answers `Chains`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NextPage {
+    /// With the real chains.
+    Honest,
+    /// Repeating the last padding key first.
+    Disorder,
+    /// Not at all, as a peer built before summaries had pages.
+    Unknown,
+}
+
 impl PaddedLink {
-    fn new(inner: InProcessLink, disorder: bool) -> Self {
+    fn new(inner: InProcessLink, next_page: NextPage) -> Self {
         let padding = (0..MAX_CHAINS as u32)
             .map(|i| {
                 let mut key = [0u8; 32];
@@ -232,7 +242,7 @@ impl PaddedLink {
         PaddedLink {
             inner,
             padding,
-            disorder,
+            next_page,
             asked: Default::default(),
         }
     }
@@ -262,8 +272,12 @@ impl SyncLink for PaddedLink {
                     self.padding[MAX_CHAINS - 1].key,
                     "the next page starts after the last key"
                 );
+                if self.next_page == NextPage::Unknown {
+                    self.asked.lock().unwrap().push("chains");
+                    return Err(SyncError::Request("the stream was closed".into()));
+                }
                 let mut answer = self.inner.request(request).await?;
-                if self.disorder
+                if self.next_page == NextPage::Disorder
                     && let SyncResponse::Summary { chains, .. } = &mut answer
                 {
                     chains.insert(0, self.padding[MAX_CHAINS - 1]);
@@ -304,7 +318,7 @@ async fn a_full_summary_is_read_in_pages() {
     }
     let (_a, a) = store_with(&net, &all);
     let (_b, b) = store_with(&net, &[]);
-    let padded = PaddedLink::new(link(&net, &a, &b), false);
+    let padded = PaddedLink::new(link(&net, &a, &b), NextPage::Honest);
     let registry = Arc::new(RwLock::new(net.registry.clone()));
     let report = pull(&padded, &b, &registry).await.unwrap();
     assert_eq!(report.new_bulletins, all.len() as u64);
@@ -319,7 +333,7 @@ async fn a_summary_page_out_of_key_order_is_hostile() {
     let all = chains(&net, 2);
     let (_a, a) = store_with(&net, &all);
     let (_b, b) = store_with(&net, &[]);
-    let padded = PaddedLink::new(link(&net, &a, &b), true);
+    let padded = PaddedLink::new(link(&net, &a, &b), NextPage::Disorder);
     let registry = Arc::new(RwLock::new(net.registry.clone()));
     match pull(&padded, &b, &registry).await {
         Err(SyncError::Hostile(reason)) => assert!(reason.contains("key order"), "{reason}"),
@@ -350,4 +364,19 @@ async fn chains_after_a_key_come_in_key_order() {
             other => panic!("expected a summary, got {other:?}"),
         }
     }
+}
+
+#[tokio::test]
+async fn a_peer_that_cannot_page_is_synced_from_its_first_page() {
+    let net = network(2);
+    let all = chains(&net, 2);
+    let (_a, a) = store_with(&net, &all);
+    let (_b, b) = store_with(&net, &[]);
+    let padded = PaddedLink::new(link(&net, &a, &b), NextPage::Unknown);
+    let registry = Arc::new(RwLock::new(net.registry.clone()));
+    // Its first page lists only chains of keys nobody registered: nothing to
+    // fetch, and no fault.
+    let report = pull(&padded, &b, &registry).await.unwrap();
+    assert_eq!(report.new_bulletins, 0);
+    assert_eq!(padded.asked.lock().unwrap().clone(), ["hello", "chains"]);
 }

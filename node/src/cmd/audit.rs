@@ -21,6 +21,14 @@ pub(crate) fn run(args: AuditArgs) -> Result<()> {
             args.genesis_hash
         )
     })?;
+    let known = match &args.registry_hash {
+        Some(h) => Some(h.trim().parse::<RegistryHash>().map_err(|_| {
+            anyhow::anyhow!(
+                "--registry-hash {h:?} is not a hash: it is 64 hex digits, as `herald registry show` prints it"
+            )
+        })?),
+        None => None,
+    };
     let mut out = match &args.provenance {
         Some(path) => Some((
             std::io::BufWriter::new(
@@ -31,7 +39,7 @@ pub(crate) fn run(args: AuditArgs) -> Result<()> {
         None => None,
     };
     let mut write_error = None;
-    let report = audit::audit(&args.file, genesis, |p| {
+    let report = audit::audit(&args.file, genesis, known, |p| {
         if let Some((w, _)) = out.as_mut()
             && write_error.is_none()
             && let Err(e) = serde_json::to_writer(&mut *w, p)
@@ -56,10 +64,15 @@ pub(crate) fn run(args: AuditArgs) -> Result<()> {
     }
     if !report.clean() {
         bail!(
-            "the bundle does not verify cleanly: {} rejected, {} equivocations, {} broken links",
+            "the bundle does not verify cleanly: {} rejected, {} equivocations, {} broken links{}",
             report.rejected.len(),
             report.equivocations.len(),
-            report.broken_links.len()
+            report.broken_links.len(),
+            if report.registry_not_reached.is_some() {
+                ", and its registry is older than the one you named"
+            } else {
+                ""
+            }
         );
     }
     Ok(())
@@ -97,6 +110,14 @@ fn print_text(args: &AuditArgs, report: &AuditReport) {
         report.broken_links.len(),
         report.missing_numbers
     );
+    match (&report.registry_not_reached, &args.registry_hash) {
+        (Some(problem), _) => println!("  registry: {problem}"),
+        (None, Some(_)) => println!("The bundle's registry includes the registry you named."),
+        (None, None) => println!(
+            "Registry version {} has hash {}: if the network has gone past it, this bundle leaves out later updates (a revocation would not be seen). Check with --registry-hash.",
+            report.registry_version, report.registry_hash
+        ),
+    }
     if let Some(path) = &args.provenance {
         println!(
             "Provenance of each verified bulletin: {} (JSON Lines).",
