@@ -1,0 +1,117 @@
+// Checks the local web page (node/src/web) in jsdom against a fake API: the
+// status and the list render, hostile titles and payloads stay text, every
+// request carries the token, a refused token brings the login back, and the
+// publish form sends the draft the API expects. Run by scripts/web-check.sh.
+// Usage: node check.mjs <path of node/src/web>
+import { JSDOM } from "jsdom";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import assert from "node:assert/strict";
+
+const web = process.argv[2];
+const html = readFileSync(join(web, "index.html"), "utf8");
+const script = readFileSync(join(web, "app.js"), "utf8");
+
+const hostile = "<img src=x onerror=alert(1)><script>alert(2)</script>";
+const status = {
+  peer_id: "12D3KooWexamplepeer", member: "3a55cdfbd340374fdebf", network: "448f", registry_version: 2,
+  bulletins: 2, connected_peers: ["a", "b"], listen: [], equivocations: 0, pending_gossip: 1, syncing: 0,
+  last_sync: { peer: "12D3KooWpeer0001", at_ms: 1795702134141, new_bulletins: 3, error: null }, behind: 0,
+};
+const bulletin = (id, title) => ({
+  id, member: "3a55", member_name: hostile, signer: "5ef9", seq: 1, prev: null,
+  created: "2026-11-26T14:08:54.141Z", created_ms: 1, kind: { type: "outreach" }, tlp: "AMBER",
+  severity: "high", title, references: [{ type: "cve", value: "CVE-2026-12345" }], supersedes: null,
+  expires: null, audience: [], content_type: "text/plain", payload_bytes: 5, payload: hostile,
+});
+
+function page(respond, token) {
+  const dom = new JSDOM(html, { runScripts: "outside-only", url: "http://127.0.0.1:7801/" });
+  const w = dom.window;
+  // As a token kept from earlier in this tab.
+  w.sessionStorage.setItem("herald-token", token);
+  const calls = [];
+  w.fetch = async (path, options) => {
+    calls.push({ path, options });
+    const [code, body] = respond(path, options);
+    return { status: code, ok: code < 300, json: async () => body };
+  };
+  w.confirm = () => true;
+  w.TextEncoder = TextEncoder;
+  w.eval(script);
+  return { w, d: w.document, calls };
+}
+
+const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
+
+// Signed in: status, list, details.
+{
+  const { w, d, calls } = page((path) => {
+    if (path === "/v1/status") return [200, status];
+    if (path.startsWith("/v1/bulletins?")) return [200, [bulletin("aa", hostile), bulletin("bb", "second")]];
+    if (path.startsWith("/v1/bulletins/")) return [200, bulletin("aa", hostile)];
+    return [404, { error: "no such route" }];
+  }, "tok");
+  d.dispatchEvent(new w.Event("DOMContentLoaded"));
+  await settle();
+  assert.equal(d.getElementById("login").hidden, true);
+  assert.equal(d.getElementById("s-peers").textContent, "2");
+  const rows = d.querySelectorAll("#bulletins tbody tr");
+  assert.equal(rows.length, 2);
+  assert.equal(rows[0].cells[5].textContent, hostile);
+  rows[0].dispatchEvent(new w.Event("click"));
+  await settle();
+  assert.equal(d.getElementById("detail").hidden, false);
+  assert.equal(d.getElementById("d-payload").textContent, hostile);
+  assert.equal(d.querySelectorAll("img, main script").length, 0, "hostile markup stays text");
+  assert.ok(calls.every((c) => c.options.headers.Authorization === "Bearer tok"), "every request carries the token");
+  w.close();
+}
+
+// A refused token brings the login back and forgets the token.
+{
+  const { w, d } = page(() => [401, { error: "token" }], "stale");
+  d.dispatchEvent(new w.Event("DOMContentLoaded"));
+  await settle();
+  assert.equal(d.getElementById("login").hidden, false);
+  assert.match(d.getElementById("login-error").textContent, /api\.token/);
+  assert.equal(w.sessionStorage.getItem("herald-token"), null);
+  w.close();
+}
+
+// Publishing sends the draft the API expects and shows the new id.
+{
+  let posted = null;
+  const { w, d } = page((path, options) => {
+    if (options.method === "POST") {
+      posted = JSON.parse(options.body);
+      return [201, { id: "c0ffee", seq: 7 }];
+    }
+    if (path === "/v1/status") return [200, status];
+    return [200, []];
+  }, "tok");
+  d.dispatchEvent(new w.Event("DOMContentLoaded"));
+  await settle();
+  d.getElementById("p-kind").value = "software-update";
+  d.getElementById("p-kind").dispatchEvent(new w.Event("change"));
+  assert.equal(d.getElementById("p-stage-label").hidden, false);
+  d.getElementById("p-stage").value = "released";
+  d.getElementById("p-tlp").value = "AMBER+STRICT";
+  d.getElementById("p-title").value = "  Patch released  ";
+  d.getElementById("p-cves").value = "CVE-2026-1, , CVE-2026-2";
+  d.getElementById("p-body").value = "ü";
+  d.getElementById("publish-form").dispatchEvent(new w.Event("submit", { cancelable: true }));
+  await settle();
+  assert.deepEqual(posted, {
+    kind: { type: "software-update", stage: "released" },
+    tlp: "AMBER+STRICT",
+    severity: "medium",
+    title: "Patch released",
+    references: [{ type: "cve", value: "CVE-2026-1" }, { type: "cve", value: "CVE-2026-2" }],
+    payload: { content_type: "text/markdown", bytes: "c3bc" },
+  });
+  assert.match(d.getElementById("p-result").textContent, /c0ffee/);
+  w.close();
+}
+
+console.log("web page checks passed");
