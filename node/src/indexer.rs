@@ -31,11 +31,14 @@ pub(crate) const QUIET: Duration = Duration::from_millis(20);
 const SIGNAL_CAPACITY: usize = 16;
 
 /// What the indexer is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Signal {
     /// Bulletins were staged (sent with the first after a fold, and whenever
     /// [`FOLD_GROUP`] or more are waiting): fold them within [`FOLD_DELAY`].
     Staged,
+    /// Fold what is staged now, flush, and say so (before an export, which
+    /// reads folded bulletins only).
+    FoldNow(SyncSender<()>),
     /// Fold what is staged, flush, and stop.
     Stop,
 }
@@ -102,6 +105,11 @@ impl Indexer {
                 Ok(Signal::Staged) => {
                     self.fold_all();
                     due = self.next_due();
+                }
+                Ok(Signal::FoldNow(done)) => {
+                    self.fold_all();
+                    due = self.next_due();
+                    let _ = done.send(());
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let later = due.and_then(|d| d.wait_more(Instant::now(), self.store.since_last_stage()));

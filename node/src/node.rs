@@ -423,7 +423,8 @@ impl Node {
     }
 
     /// Exports the bulletins matching `filter`, with the registry history, to a
-    /// bundle file.
+    /// bundle file; what is staged is folded first, so the bundle holds every
+    /// bulletin the node holds.
     pub async fn export_bundle(
         &self,
         path: PathBuf,
@@ -431,7 +432,14 @@ impl Node {
     ) -> Result<crate::bundle::ExportReport, crate::bundle::BundleError> {
         let store = self.store.clone();
         let registry = self.registry.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let indexer = self.indexer.clone();
         tokio::task::spawn_blocking(move || {
+            // What was received in the last second is still staged: fold it
+            // first, so that the bundle holds everything `list` shows.
+            let (done, folded) = std::sync::mpsc::sync_channel(1);
+            if indexer.send(Signal::FoldNow(done)).is_ok() {
+                let _ = folded.recv();
+            }
             crate::bundle::export(&path, &store, &registry, &filter, |done, total| {
                 tracing::info!(done, total, "exporting");
             })

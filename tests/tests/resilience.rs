@@ -1,6 +1,7 @@
 //! Resilience end to end: a partition that heals, an outage caught up by sync, a gap in a chain
 //! filled at once, bundles carried between nodes that never meet (and damaged bundles refused),
-//! hostile sync peers, nodes in step settling in one round trip, and publishing while alone.
+//! hostile sync peers, nodes in step settling in one round trip, publishing while alone, and an
+//! export that holds what gossip brought a moment ago.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
@@ -1255,6 +1256,44 @@ async fn a_page_at_the_top_of_the_range_ends_the_session() {
         h.node.sync_with(x.peer_id()).await;
         next_session_end(&h, x.peer_id(), mark).await;
         stop_all(vec![h, x]).await;
+    })
+    .await;
+}
+
+/// A bulletin received by gossip a moment ago is held (staged) before the indexer folds it into
+/// the store's indexes, which exports read. An export folds what is staged first, so the bundle
+/// holds everything `list` shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_export_holds_what_gossip_brought_a_moment_ago() {
+    within(async {
+        let registry = TestRegistry::new(2).with_timing(fast_timing_with_sync_every(NEVER));
+        let a = TestNode::start(&registry, 0).await.expect("start A");
+        let b = TestNode::start(&registry, 1).await.expect("start B");
+        connect(&a, &b).await.expect("connect");
+        let mark = b.events.len();
+        let sent = a.node.publish(sample_draft("just now")).await.expect("publish");
+        b.events
+            .wait_for_from("B to receive the bulletin", mark, CONVERGE, |e| match e {
+                NodeEvent::BulletinReceived { bulletin, .. } if bulletin.id() == sent.id() => Some(()),
+                _ => None,
+            })
+            .await
+            .expect("received");
+        // At once: the indexer waits for a quiet moment before it folds.
+        let files = tempfile::tempdir().unwrap();
+        let path = files.path().join("now.bundle");
+        let exported = b
+            .node
+            .export_bundle(path.clone(), ExportFilter::default())
+            .await
+            .expect("export");
+        assert_eq!(
+            exported.bulletins, 1,
+            "the bulletin received a moment ago is in the bundle"
+        );
+        let report = herald_node::audit::audit(&path, registry.genesis_hash, None, |_| {}).expect("audit");
+        assert_eq!((report.verified, report.clean()), (1, true));
+        stop_all(vec![a, b]).await;
     })
     .await;
 }
