@@ -12,14 +12,29 @@ pub(crate) fn run(args: DirArgs) -> Result<()> {
     super::runtime()?.block_on(async move {
         let node = Arc::new(Node::start(settings).await?);
         let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-        let token = api::write_token(&args.dir)
-            .with_context(|| format!("cannot write the API token to {}", args.dir.join(api::TOKEN_FILE).display()))?;
+        let token = api::write_token(&args.dir).with_context(|| {
+            format!(
+                "cannot write the API token to {}",
+                args.dir.join(api::TOKEN_FILE).display()
+            )
+        })?;
         let (addr, api_task) = api::serve(config.api.listen, token, Arc::clone(&node), async {
             let _ = api_stopped.await;
         })
         .await
-        .with_context(|| format!("cannot serve the local API on {} (is another node running?)", config.api.listen))?;
-        tracing::info!(member = %config.node.member, peer = %node.peer_id(), api = %addr, "herald is running; Ctrl-C to stop");
+        .with_context(|| {
+            format!(
+                "cannot serve the local API on {} (is another node running?)",
+                config.api.listen
+            )
+        })?;
+        tracing::info!(
+            member = %config.node.member,
+            peer = %node.peer_id(),
+            api = %addr,
+            page = %format!("http://{addr}/"),
+            "herald is running; Ctrl-C to stop"
+        );
         wait_for_signal().await?;
         tracing::info!("stopping");
         let _ = stop_api.send(());
