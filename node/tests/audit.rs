@@ -4,68 +4,26 @@
 //! are each reported for what they are.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use herald_keys::{Founder, Registry, SecretKey, founding_genesis, sign_bulletin};
+use herald_keys::{SecretKey, sign_bulletin};
 use herald_node::audit::{AuditError, Provenance, audit};
 use herald_node::bundle::{self, BundleError};
-use herald_protocol::{
-    BulletinBody, BulletinId, Kind, MemberId, Payload, RegistryHash, Seq, Severity, SignedBulletin,
-    Timestamp, Tlp,
-};
+use herald_protocol::{BulletinBody, BulletinId, RegistryHash, SignedBulletin};
 use tempfile::TempDir;
 
-struct Net {
-    registry: Registry,
-    genesis: RegistryHash,
-    /// (signing key, member id, member name)
-    signers: Vec<(SecretKey, MemberId, String)>,
-}
+mod common;
+
+use common::{Net, founded, outreach};
 
 fn network() -> Net {
-    let keys: Vec<[SecretKey; 3]> = (0..2u8)
-        .map(|i| [1u8, 2, 3].map(|r| SecretKey::from_seed(&[i * 3 + r + 100; 32])))
-        .collect();
-    let names = ["CERT-A".to_string(), "VENDOR-B".to_string()];
-    let founders: Vec<Founder<'_>> = keys
-        .iter()
-        .zip(&names)
-        .map(|(k, name)| Founder::from_keys(name, k))
-        .collect();
-    let genesis = founding_genesis(&founders, 2, Timestamp(1)).unwrap();
-    let hash = genesis.hash();
-    let registry = Registry::from_genesis(genesis, hash).unwrap();
-    let signers = keys
-        .into_iter()
-        .zip(names)
-        .map(|([m, s, _], name)| (s, MemberId::derive(&m.id()), name))
-        .collect();
-    Net {
-        registry,
-        genesis: hash,
-        signers,
-    }
+    founded(&["CERT-A", "VENDOR-B"], 100)
+}
+
+fn genesis(net: &Net) -> RegistryHash {
+    net.registry.history()[0].hash()
 }
 
 fn body(net: &Net, signer: &SecretKey, seq: u64, prev: Option<BulletinId>, title: &str) -> BulletinBody {
-    BulletinBody {
-        format: 1,
-        network: net.registry.network(),
-        signer: signer.id(),
-        seq: Seq(seq),
-        prev,
-        created: Timestamp(1_000 + seq),
-        kind: Kind::Outreach,
-        tlp: Tlp::Clear,
-        severity: Severity::Low,
-        title: title.into(),
-        references: vec![],
-        supersedes: None,
-        expires: None,
-        audience: vec![],
-        payload: Payload {
-            content_type: "text/plain".into(),
-            bytes: title.as_bytes().to_vec(),
-        },
-    }
+    outreach(net.registry.network(), signer, seq, prev, title)
 }
 
 /// `n` linked bulletins on `signer`'s chain.
@@ -112,7 +70,7 @@ fn a_clean_bundle_verifies_from_the_genesis_hash_alone() {
     let b = chain(&net, &net.signers[1].0, 2);
     let items: Vec<Vec<u8>> = a.iter().chain(&b).map(SignedBulletin::to_bytes).collect();
     let path = write(&dir, &net, &items);
-    let (report, seen) = run(&path, net.genesis);
+    let (report, seen) = run(&path, genesis(&net));
     let report = report.unwrap();
     assert!(report.clean(), "{report:?}");
     assert_eq!(
@@ -148,7 +106,7 @@ fn another_networks_hash_or_a_damaged_file_is_refused() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 1;
     std::fs::write(&path, &bytes).unwrap();
-    match run(&path, net.genesis).0 {
+    match run(&path, genesis(&net)).0 {
         Err(AuditError::Bundle(BundleError::Damaged { reason, .. })) => {
             assert!(reason.contains("checksum"), "{reason}")
         }
@@ -172,7 +130,7 @@ fn a_forged_signature_is_rejected_and_named_by_position() {
     forged[last] ^= 0x01;
     let items = vec![good[0].to_bytes(), good[1].to_bytes(), forged];
     let path = write(&dir, &net, &items);
-    let (report, seen) = run(&path, net.genesis);
+    let (report, seen) = run(&path, genesis(&net));
     let report = report.unwrap();
     assert!(!report.clean());
     assert_eq!(report.verified, 2);
@@ -207,7 +165,7 @@ fn equivocation_and_a_broken_link_are_reported() {
         .map(SignedBulletin::to_bytes)
         .collect();
     let path = write(&dir, &net, &items);
-    let report = run(&path, net.genesis).0.unwrap();
+    let report = run(&path, genesis(&net)).0.unwrap();
     assert_eq!(report.verified, 6);
     assert!(report.rejected.is_empty(), "{:?}", report.rejected);
     assert_eq!(report.equivocations.len(), 1);
@@ -232,12 +190,12 @@ fn a_bundle_must_reach_the_registry_the_auditor_knows() {
     let items = vec![chain(&net, &net.signers[0].0, 1)[0].to_bytes()];
     let path = write(&dir, &net, &items);
     // The bundle's registry is genesis only: naming genesis is satisfied...
-    let report = audit(&path, net.genesis, Some(net.genesis), |_| {}).unwrap();
+    let report = audit(&path, genesis(&net), Some(genesis(&net)), |_| {}).unwrap();
     assert!(report.clean(), "{report:?}");
-    assert_eq!(report.registry_hash, net.genesis.to_string());
+    assert_eq!(report.registry_hash, genesis(&net).to_string());
     // ...naming a later registry it does not carry is a finding.
     let later = RegistryHash::from_bytes([3; 32]);
-    let report = audit(&path, net.genesis, Some(later), |_| {}).unwrap();
+    let report = audit(&path, genesis(&net), Some(later), |_| {}).unwrap();
     assert!(!report.clean());
     let problem = report.registry_not_reached.unwrap();
     assert!(
@@ -252,7 +210,7 @@ fn a_bulletin_twice_in_a_bundle_is_counted_once() {
     let dir = TempDir::new().unwrap();
     let one = chain(&net, &net.signers[0].0, 1)[0].to_bytes();
     let path = write(&dir, &net, &[one.clone(), one]);
-    let (report, seen) = run(&path, net.genesis);
+    let (report, seen) = run(&path, genesis(&net));
     let report = report.unwrap();
     assert_eq!((report.verified, seen.len()), (1, 1));
     assert!(report.clean(), "{report:?}");

@@ -7,69 +7,30 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 
-use herald_keys::{Founder, Registry, SecretKey, founding_genesis, sign_bulletin};
+use herald_keys::sign_bulletin;
 use herald_node::sync::{InProcessLink, SyncError, SyncLink, pull};
 use herald_node::{Store, Stored};
 use herald_protocol::sync::{ChainSummary, MAX_CHAINS, SyncRequest, SyncResponse};
-use herald_protocol::{
-    BulletinBody, KeyId, Kind, MemberId, Payload, Seq, Severity, SignedBulletin, Timestamp, Tlp,
-};
+use herald_protocol::{KeyId, MemberId, Seq, SignedBulletin};
 
-struct Net {
-    registry: Registry,
-    signers: Vec<(SecretKey, MemberId)>,
-}
+mod common;
+
+use common::{Net, founded, outreach};
 
 fn network(members: u8) -> Net {
-    let keys: Vec<[SecretKey; 3]> = (0..members)
-        .map(|i| [0u8, 1, 2].map(|r| SecretKey::from_seed(&[i.wrapping_mul(3).wrapping_add(r + 1); 32])))
-        .collect();
     let names: Vec<String> = (0..members).map(|i| format!("member-{i}")).collect();
-    let founders: Vec<Founder<'_>> = keys
-        .iter()
-        .zip(&names)
-        .map(|(keys, name)| Founder::from_keys(name, keys))
-        .collect();
-    let genesis = founding_genesis(&founders, u32::from(members / 2 + 1), Timestamp(1)).unwrap();
-    let hash = genesis.hash();
-    let registry = Registry::from_genesis(genesis, hash).unwrap();
-    let signers = keys
-        .into_iter()
-        .map(|[m, s, _]| (s, MemberId::derive(&m.id())))
-        .collect();
-    Net { registry, signers }
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    founded(&names, 1)
 }
 
 /// `per_key` bulletins on each signer's chain.
 fn chains(net: &Net, per_key: u64) -> Vec<(SignedBulletin, MemberId)> {
     let mut out = Vec::new();
-    for (key, member) in &net.signers {
+    for (key, member, _) in &net.signers {
         let mut prev = None;
         for seq in 1..=per_key {
-            let b = sign_bulletin(
-                key,
-                &BulletinBody {
-                    format: 1,
-                    network: net.registry.network(),
-                    signer: key.id(),
-                    seq: Seq(seq),
-                    prev,
-                    created: Timestamp(1_000 + seq),
-                    kind: Kind::Outreach,
-                    tlp: Tlp::Clear,
-                    severity: Severity::Low,
-                    title: format!("bulletin {seq}"),
-                    references: vec![],
-                    supersedes: None,
-                    expires: None,
-                    audience: vec![],
-                    payload: Payload {
-                        content_type: "text/plain".into(),
-                        bytes: vec![7; 200],
-                    },
-                },
-            )
-            .unwrap();
+            let body = outreach(net.registry.network(), key, seq, prev, &format!("bulletin {seq}"));
+            let b = sign_bulletin(key, &body).unwrap();
             prev = Some(b.id());
             out.push((b, *member));
         }
@@ -156,7 +117,7 @@ async fn scattered_and_recent_gaps_are_filled_exactly() {
         let (report, sent, received) = pull_from(&net, &a, &b).await;
         assert_eq!(report.new_bulletins, missing.len() as u64, "{name}");
         assert_eq!(ids(&a), ids(&b), "{name}: same set after sync");
-        for (key, _) in &net.signers {
+        for (key, _, _) in &net.signers {
             let head = b.head(&key.id()).unwrap();
             assert_eq!((head.contiguous, head.highest), (Seq(100), Seq(100)), "{name}");
         }
@@ -190,7 +151,7 @@ async fn scattered_and_recent_gaps_are_filled_exactly() {
 async fn equivocation_evidence_travels_by_sync() {
     let net = network(2);
     let all = chains(&net, 3);
-    let (key, member) = &net.signers[0];
+    let (key, member, _) = &net.signers[0];
     // A second, different body for number 2 of the first key.
     let mut body = all[1].0.body().clone();
     body.title = "a different story".into();
@@ -309,7 +270,7 @@ fn link(net: &Net, from: &Store, into: &Store) -> InProcessLink {
 async fn a_full_summary_is_read_in_pages() {
     let net = network(3);
     let all = chains(&net, 4);
-    for (key, _) in &net.signers {
+    for (key, _, _) in &net.signers {
         assert_ne!(
             key.id().as_bytes()[..28],
             [0u8; 28],
@@ -349,7 +310,7 @@ async fn chains_after_a_key_come_in_key_order() {
     let (_a, a) = store_with(&net, &all);
     let (_b, b) = store_with(&net, &[]);
     let inner = link(&net, &a, &b);
-    let mut keys: Vec<KeyId> = net.signers.iter().map(|(k, _)| k.id()).collect();
+    let mut keys: Vec<KeyId> = net.signers.iter().map(|(k, _, _)| k.id()).collect();
     keys.sort_by(|x, y| x.as_bytes().cmp(y.as_bytes()));
     for (i, after) in keys.iter().enumerate() {
         match inner
