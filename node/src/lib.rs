@@ -5,14 +5,18 @@
 //! - [`network`]: libp2p behaviour (member-only connections, gossip with
 //!   application validation, discovery) and the event loop that owns the swarm.
 //! - [`sync`]: catch-up sync after outages and partitions.
-//! - [`writer`]: the thread that numbers and flushes own bulletins and stores
+//! - `validators`: the threads that check gossip off the network's loop and
+//!   stage what passes.
+//! - `writer`: the thread that numbers and flushes own bulletins and stores
 //!   sync pages and bundles.
-//! - [`indexer`]: the low-priority thread that folds staged gossip into the
-//!   chains and indexes.
+//! - `indexer`: the thread that folds staged gossip into the chains and
+//!   indexes between messages, and flushes it.
 //! - [`node`]: the [`Node`] handle that ties them together.
 //! - [`events`]: the [`NodeEvent`]s a node reports.
-//! - [`api`]: the local HTTP API used by the command line.
+//! - [`api`]: the local HTTP API used by the command line, and (`web`) the
+//!   local web page served beside it.
 //! - [`bundle`]: bundle files carried by hand when no link exists.
+//! - [`audit`]: the offline verification of a bundle from the genesis hash.
 //! - [`config`]: the configuration file.
 //! - [`setup`]: key generation, member descriptors, genesis, local networks.
 //! - [`view`]: how bulletins and status are shown (JSON and text).

@@ -1,6 +1,6 @@
 //! The libp2p side of a node: the behaviour (member-only connections, gossip
 //! with application validation, discovery), and the event loop that owns the
-//! swarm. The rest of the node talks to it through [`Command`]s and hears from
+//! swarm. The rest of the node talks to it through `Command`s and hears from
 //! it through [`NodeEvent`]s; it never sees libp2p's own event types.
 
 use std::collections::{HashMap, HashSet, VecDeque};

@@ -11,13 +11,13 @@
 //! readable at once by [`Store::contains`], [`Store::get`] and
 //! [`Store::query`], and folded into
 //! the chains and indexes a group at a time by [`Store::fold_staged`] (the
-//! node's indexer does it within [`FOLD_DELAY`](crate::store::FOLD_DELAY), and
+//! node's indexer does it within [`FOLD_DELAY`], and
 //! on stop). A sled batch costs two log buffer writes and wakes all of sled's
 //! I/O threads, on every node, for every message; staging costs neither, and
 //! writes nothing to sled until the fold. sled itself keeps writes in memory
 //! until its next flush, so a crash loses staged bulletins as it loses
 //! unflushed writes: received gossip, which nobody acknowledged and sync
-//! fetches again. (Earlier builds staged in sled under [`prefix::STAGED`];
+//! fetches again. (Earlier builds staged in sled under the `s` prefix;
 //! opening a store folds whatever they left there.)
 
 use std::collections::{HashMap, HashSet, VecDeque};
