@@ -88,13 +88,13 @@ pub const FOLD_GROUP: usize = 1024;
 const CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// sled flushes on its own this often: a safety net for writes nobody
-/// flushes, and the pace of its log cleaning. Every write that matters is
-/// flushed by its writer: own publications, imports and sync pages before
-/// they are acknowledged, received gossip by the indexer right after its fold.
-/// Each sled flush seals a log buffer, and each sealed buffer wakes all of
-/// sled's I/O threads; a fold's flush and a background flush a moment apart
-/// would do that twice.
-const FLUSH_EVERY_MS: u64 = 10_000;
+/// flushes, the pace of its log cleaning, and, during a bulk import, log
+/// writes that overlap the inserts. Every write that matters is flushed by its
+/// writer: own publications, imports and sync pages before they are
+/// acknowledged, received gossip by the indexer right after its fold; so the
+/// background flush usually finds nothing to write. (Measured at 10 s: no
+/// change in gossip's CPU, and a bulk import about 9 % slower.)
+const FLUSH_EVERY_MS: u64 = 1000;
 
 /// The store schema this node writes. Schema 3 added the staged prefix (which
 /// this build only reads, when it opens a store); a schema 2 store has nothing
