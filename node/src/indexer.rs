@@ -140,16 +140,14 @@ impl Indexer {
     /// received gossip is on disk as soon as it is folded), and reports what
     /// happened to each.
     fn fold_all(&self) {
-        let mut folded_any = false;
         loop {
             match self.store.fold_staged(FOLD_GROUP) {
-                Ok(folded) if folded.is_empty() => break,
+                Ok(folded) if folded.is_empty() => return,
                 Ok(folded) => {
-                    folded_any = true;
                     let done = folded.len() < FOLD_GROUP;
-                    if done {
-                        self.flush();
-                    }
+                    // On disk before anyone hears of it (one flush a fold,
+                    // but for a burst of more than a group).
+                    self.flush();
                     self.report_folded(folded);
                     if done {
                         return;
@@ -157,14 +155,9 @@ impl Indexer {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot fold staged bulletins");
-                    break;
+                    return;
                 }
             }
-        }
-        // The last group was full, or a later one failed: what was folded
-        // still goes to disk now.
-        if folded_any {
-            self.flush();
         }
     }
 

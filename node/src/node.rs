@@ -431,7 +431,7 @@ impl Node {
         filter: crate::bundle::ExportFilter,
     ) -> Result<crate::bundle::ExportReport, crate::bundle::BundleError> {
         let store = self.store.clone();
-        let registry = self.registry.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let registry = Arc::clone(&self.registry);
         let indexer = self.indexer.clone();
         tokio::task::spawn_blocking(move || {
             // What was received in the last second is still staged: fold it
@@ -440,6 +440,9 @@ impl Node {
             if indexer.send(Signal::FoldNow(done)).is_ok() {
                 let _ = folded.recv();
             }
+            // The registry as it is now, after the fold: it verifies every
+            // bulletin the fold brought.
+            let registry = registry.read().unwrap_or_else(|e| e.into_inner()).clone();
             crate::bundle::export(&path, &store, &registry, &filter, |done, total| {
                 tracing::info!(done, total, "exporting");
             })

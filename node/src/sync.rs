@@ -392,44 +392,7 @@ pub async fn pull<L: SyncLink>(
             )));
         }
     };
-    // A full summary goes on in further pages, in key order.
-    let mut chains = chains;
     check_key_order(&chains, None)?;
-    let mut page_len = chains.len();
-    for page_number in 0..=MAX_SUMMARY_PAGES {
-        let Some(after) = chains.last().map(|c| c.key) else {
-            break;
-        };
-        if page_len < sync::MAX_CHAINS {
-            break;
-        }
-        if page_number == MAX_SUMMARY_PAGES {
-            tracing::warn!(
-                chains = chains.len(),
-                "the peer's summary goes on past {MAX_SUMMARY_PAGES} pages; syncing the chains read so far"
-            );
-            break;
-        }
-        let page = match exchange(link, &mut report, SyncRequest::Chains { after }).await {
-            Ok(SyncResponse::Summary { chains, .. }) => chains,
-            Ok(other) => {
-                return Err(SyncError::Hostile(format!(
-                    "unexpected answer to chains: {}",
-                    name(&other)
-                )));
-            }
-            // A peer built before summaries had pages cannot read the
-            // request: sync what its first page listed.
-            Err(SyncError::Request(reason)) => {
-                tracing::info!(%reason, "the peer did not answer for more chains; syncing the chains read so far");
-                break;
-            }
-            Err(e) => return Err(e),
-        };
-        check_key_order(&page, Some(after))?;
-        page_len = page.len();
-        chains.extend(page);
-    }
     // Registry first: bulletins may be signed by keys only newer versions admit.
     for _ in 0..MAX_REGISTRY_ROUNDS {
         let ours = local_registry.read().unwrap_or_else(|e| e.into_inner()).version();
@@ -456,12 +419,52 @@ pub async fn pull<L: SyncLink>(
         };
         report.registry_updates += apply_registry_updates(link, local_store, local_registry, &updates)?;
     }
-    // Then the bulletins this node lacks.
-    // Only chains of keys the registry knows can bring anything valid: the
-    // rest would be refused item by item, so they are not asked for.
-    {
+    // Then the bulletins this node lacks. Only chains of keys the registry
+    // knows can bring anything valid (the rest would be refused item by
+    // item), so each summary page keeps only those: what a session holds is
+    // bounded by the registry, whatever the peer lists.
+    let known = |page: Vec<ChainSummary>| -> Vec<ChainSummary> {
         let registry = local_registry.read().unwrap_or_else(|e| e.into_inner());
-        chains.retain(|c| registry.current().signing_key(&c.key).is_some());
+        page.into_iter()
+            .filter(|c| registry.current().signing_key(&c.key).is_some())
+            .collect()
+    };
+    // A full summary goes on in further pages, in key order.
+    let mut after = chains.last().map(|c| c.key);
+    let mut page_len = chains.len();
+    let mut chains = known(chains);
+    let mut pages = 1;
+    while let Some(last) = after
+        && page_len == sync::MAX_CHAINS
+    {
+        if pages == MAX_SUMMARY_PAGES {
+            tracing::warn!(
+                pages,
+                "the peer's summary goes on past {MAX_SUMMARY_PAGES} pages; syncing the chains read so far"
+            );
+            break;
+        }
+        let page = match exchange(link, &mut report, SyncRequest::Chains { after: last }).await {
+            Ok(SyncResponse::Summary { chains, .. }) => chains,
+            Ok(other) => {
+                return Err(SyncError::Hostile(format!(
+                    "unexpected answer to chains: {}",
+                    name(&other)
+                )));
+            }
+            // A peer built before summaries had pages cannot read the
+            // request: sync what its first page listed.
+            Err(SyncError::Request(reason)) => {
+                tracing::info!(%reason, "the peer did not answer for more chains; syncing the chains read so far");
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        check_key_order(&page, Some(last))?;
+        pages += 1;
+        page_len = page.len();
+        after = page.last().map(|c| c.key);
+        chains.extend(known(page));
     }
     let store = local_store.clone();
     let mut wants = blocking(move || -> Result<Vec<Want>, StoreError> {

@@ -13,6 +13,8 @@ const html = readFileSync(join(web, "index.html"), "utf8");
 const script = readFileSync(join(web, "app.js"), "utf8");
 
 const hostile = "<img src=x onerror=alert(1)><script>alert(2)</script>";
+// A right-to-left override that would show "evil.com/gpj.exe" reversed.
+const disguised = "https://example.org/\u202Eexe.jpg";
 const status = {
   peer_id: "12D3KooWexamplepeer", member: "3a55cdfbd340374fdebf", network: "448f", registry_version: 2,
   bulletins: 2, connected_peers: ["a", "b"], listen: [], equivocations: 0, pending_gossip: 1, syncing: 0,
@@ -48,7 +50,7 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
 {
   const { w, d, calls } = page((path) => {
     if (path === "/v1/status") return [200, status];
-    if (path.startsWith("/v1/bulletins?")) return [200, [bulletin("aa", hostile), bulletin("bb", "second")]];
+    if (path.startsWith("/v1/bulletins?")) return [200, [bulletin("aa", hostile), bulletin("bb", disguised)]];
     if (path.startsWith("/v1/bulletins/")) return [200, bulletin("aa", hostile)];
     return [404, { error: "no such route" }];
   }, "tok");
@@ -59,6 +61,7 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
   const rows = d.querySelectorAll("#bulletins tbody tr");
   assert.equal(rows.length, 2);
   assert.equal(rows[0].cells[5].textContent, hostile);
+  assert.equal(rows[1].cells[5].textContent, "https://example.org/[U+202E]exe.jpg", "bidi controls are shown, not obeyed");
   rows[0].dispatchEvent(new w.Event("click"));
   await settle();
   assert.equal(d.getElementById("detail").hidden, false);

@@ -11,7 +11,16 @@ let timer = null;
 
 function $(id) { return document.getElementById(id); }
 
-function text(el, value) { el.textContent = value === null || value === undefined ? "" : String(value); }
+// Controls that reorder how text is displayed (bidirectional overrides and
+// isolates) could make another member's text show something else than it
+// says, such as a disguised address: they are shown as their code points.
+const BIDI = /[\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/g;
+
+function text(el, value) {
+  el.textContent = value === null || value === undefined
+    ? ""
+    : String(value).replace(BIDI, (c) => "[U+" + c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0") + "]");
+}
 
 async function api(path, body) {
   const options = { headers: { Authorization: "Bearer " + token } };
