@@ -75,9 +75,10 @@ mod prefix {
 }
 
 /// Longest a staged bulletin waits to be folded into the chains and indexes
-/// (chain heads, sync and export see it from then on; queries list it at once). Each fold costs a
-/// sled batch whatever it holds (two log writes, each waking sled's I/O
-/// threads), so folds are not made more often than a listing needs.
+/// (chain heads and sync see it from then on; queries list it at once, and an
+/// export folds first). Each fold costs a sled batch whatever it holds (two log
+/// writes, each waking sled's I/O threads), so folds are not made more often
+/// than a listing needs.
 pub const FOLD_DELAY: Duration = Duration::from_secs(1);
 
 /// Most staged bulletins folded by one batch.
