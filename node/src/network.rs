@@ -25,7 +25,7 @@ use crate::peer_gate::{PeerGate, TARGET_PEERS};
 use crate::store::Store;
 use crate::sync::{SessionContext, SyncCodec, SyncReport, run_session};
 use crate::validate::Verdict;
-use crate::validators::{Job, Refused, Validated, Validators};
+use crate::validators::{Job, Validated, Validators};
 use crate::writer::WriteRequest;
 
 /// Commands queued to the event loop.
@@ -382,7 +382,7 @@ pub(crate) fn spawn(
     parts: NetworkParts,
     commands: mpsc::Receiver<Command>,
     mut shutdown: broadcast::Receiver<()>,
-) -> Result<(PeerId, tokio::task::JoinHandle<()>, crate::validators::Threads), NetworkError> {
+) -> Result<(PeerId, tokio::task::JoinHandle<()>, crate::validators::Drain), NetworkError> {
     let network = parts.registry.read().unwrap_or_else(|e| e.into_inner()).network();
     let mut swarm = build_swarm(&parts, network)?;
     for addr in &parts.listen {
@@ -401,13 +401,12 @@ pub(crate) fn spawn(
     }
     let local = *swarm.local_peer_id();
     let (validated_tx, validated) = mpsc::channel(VALIDATED_CAPACITY);
-    let (validators, validator_threads) = crate::validators::spawn(crate::validators::Context {
+    let (validators, validation) = crate::validators::new(crate::validators::Context {
         registry: Arc::clone(&parts.registry),
         store: parts.store.clone(),
         own_key: parts.own_key,
         verdicts: validated_tx,
-    })
-    .map_err(|e| NetworkError::Build(format!("cannot start the validation threads: {e}")))?;
+    });
     let session = SessionContext {
         commands: parts.commands.clone(),
         writer: parts.writer.clone(),
@@ -458,7 +457,7 @@ pub(crate) fn spawn(
         }
         .instrument(span),
     );
-    Ok((local, handle, validator_threads))
+    Ok((local, handle, validation))
 }
 
 /// The last 8 characters of a peer id, for logs.
@@ -761,12 +760,11 @@ impl EventLoop {
         }
     }
 
-    /// Validation runs on the validation threads (`validators.rs`): the loop
-    /// goes on forwarding and answering while a signature is checked on
-    /// another core (measured: inline checking on the loop made propagation
-    /// slower on two cores, docs/BENCHMARKS.md).
+    /// Each message is checked in a task of its own (`validators.rs`): the
+    /// loop hands it over and goes on forwarding and answering; the verdict
+    /// comes back through a channel.
     ///
-    /// An accepted bulletin is staged in the store on that thread before the
+    /// An accepted bulletin is staged in the store by that task before the
     /// verdict comes back, so it is held (readable by id) before it is
     /// forwarded, with no write and no hand-off to the writer (the indexer
     /// folds staged bulletins in groups).
@@ -783,25 +781,18 @@ impl EventLoop {
             data,
             is_registry,
         };
-        let job = match self.validators.submit(job) {
-            Ok(()) => return,
-            Err(Refused::Busy(job)) => {
-                // Logged at the 1st, 2nd, 4th, 8th... so that a flood does not flood the log.
-                self.ignored_busy += 1;
-                if self.ignored_busy.is_power_of_two() {
-                    tracing::warn!(
-                        peer = %short_peer(&source),
-                        ignored = self.ignored_busy,
-                        "validation queues full; message ignored (sync fetches it later)"
-                    );
-                }
-                job
-            }
-            Err(Refused::Stopped(job)) => {
-                tracing::error!("validation threads have stopped; message ignored");
-                job
-            }
+        let Err(job) = self.validators.submit(job) else {
+            return;
         };
+        // Logged at the 1st, 2nd, 4th, 8th... so that a flood does not flood the log.
+        self.ignored_busy += 1;
+        if self.ignored_busy.is_power_of_two() {
+            tracing::warn!(
+                peer = %short_peer(&source),
+                ignored = self.ignored_busy,
+                "too many messages being checked; message ignored (sync fetches it later)"
+            );
+        }
         // Not forwarded, and the sender is not blamed for our backlog.
         self.swarm
             .behaviour_mut()

@@ -174,7 +174,7 @@ pub struct Node {
     events: broadcast::Sender<NodeEvent>,
     shutdown: broadcast::Sender<()>,
     network_task: tokio::task::JoinHandle<()>,
-    validator_threads: crate::validators::Threads,
+    validation: crate::validators::Drain,
     writer_thread: std::thread::JoinHandle<()>,
     indexer: std::sync::mpsc::SyncSender<Signal>,
     indexer_thread: std::thread::JoinHandle<()>,
@@ -244,8 +244,7 @@ impl Node {
             own_key,
             commands: commands.clone(),
         };
-        let (local, network_task, validator_threads) =
-            network::spawn(parts, command_rx, shutdown.subscribe())?;
+        let (local, network_task, validation) = network::spawn(parts, command_rx, shutdown.subscribe())?;
         debug_assert_eq!(local, peer_id);
         tracing::info!(peer = %local, member = %member.fmt_short(), "node started");
         Ok(Node {
@@ -258,7 +257,7 @@ impl Node {
             events,
             shutdown,
             network_task,
-            validator_threads,
+            validation,
             writer_thread,
             indexer,
             indexer_thread,
@@ -479,18 +478,16 @@ impl Node {
         rx.await.ok()
     }
 
-    /// Stops the network and its validation threads, lets the writer finish
+    /// Stops the network and waits for its running checks, lets the writer finish
     /// what it was given and the indexer fold what is staged, and releases the
     /// store.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(());
         let _ = self.network_task.await;
-        // The loop is gone, and with it the validators' queues: each thread
-        // stops at its next verdict (what was still queued is dropped: nothing
-        // acknowledged it, and sync fetches it), so nothing is staged after
-        // the indexer's last fold.
-        let validator_threads = self.validator_threads;
-        let _ = tokio::task::spawn_blocking(move || validator_threads.join()).await;
+        // The loop is gone, and no check starts after it; those still running
+        // finish (their verdicts go nowhere), so nothing is staged after the
+        // indexer's last fold.
+        self.validation.wait().await;
         drop(self.commands);
         drop(self.writer);
         let writer_thread = self.writer_thread;

@@ -1,30 +1,31 @@
-//! The validation threads: gossiped messages are checked (cheap to dear:
-//! size, decode, signer in standing, signature) and accepted bulletins staged
-//! here, off the swarm's polling loop, and the verdicts go back to the loop.
+//! Validation of gossiped messages: each is checked (cheap to dear: size,
+//! decode, signer in standing, signature) and, if it is an accepted bulletin,
+//! staged, in a task of its own beside the swarm's polling loop; the verdicts
+//! go back to the loop.
 //!
-//! Each thread owns a queue and the loop deals messages to them in turn. That
-//! costs one wake-up each way per message (the loop's hand-off to a thread and
-//! the verdict's way back); a task, a permit and a blocking-pool job per
-//! message cost more on the loop's thread than the check itself.
+//! A task costs the loop one spawn and the verdict's way back through a
+//! channel. On the node's multi-threaded runtime an idle worker takes it while
+//! the loop goes on, and on a busy one it runs on the loop's worker between
+//! two polls, with warm caches and no thread woken (measured against a thread
+//! per core, docs/BENCHMARKS.md). Registry updates, rare and dear (a
+//! threshold of signatures, a write lock, a flush), go to the blocking pool.
 
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, RwLock};
 
 use herald_keys::Registry;
 use libp2p::{PeerId, gossipsub};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc};
 
 use crate::store::Store;
 use crate::validate::{Verdict, validate_bulletin};
 
-/// Messages waiting in one thread's queue, at most. A message that finds the
-/// queue full is ignored (not forwarded, its sender not blamed); sync fetches
-/// it later if it was good.
-const QUEUE_PER_THREAD: usize = 1024;
-/// Validation threads, at most: more would only take turns with the loop.
-const MAX_THREADS: usize = 4;
+/// Messages being checked at once, at most. A message that finds none free
+/// is ignored (not forwarded, its sender not blamed); sync fetches it later
+/// if it was good.
+pub(crate) const MAX_IN_FLIGHT: usize = 2048;
 
 /// A gossiped message to check.
+#[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) source: PeerId,
     pub(crate) message_id: gossipsub::MessageId,
@@ -32,17 +33,17 @@ pub(crate) struct Job {
     pub(crate) is_registry: bool,
 }
 
-/// A validation result on its way back to the event loop.
+/// A verdict on its way back to the loop.
 pub(crate) struct Validated {
     pub(crate) message_id: gossipsub::MessageId,
     pub(crate) source: PeerId,
     pub(crate) verdict: Verdict,
-    /// For an accepted bulletin: whether it was staged, and whether it was
-    /// the first staged since the indexer last folded.
+    /// For a bulletin staged here: whether it was the first staged since the
+    /// last fold.
     pub(crate) staged: Option<bool>,
 }
 
-/// What the validation threads share.
+/// What a check needs.
 pub(crate) struct Context {
     pub(crate) registry: Arc<RwLock<Registry>>,
     pub(crate) store: Store,
@@ -50,118 +51,88 @@ pub(crate) struct Context {
     pub(crate) verdicts: mpsc::Sender<Validated>,
 }
 
-/// Why a job was not queued.
-pub(crate) enum Refused {
-    /// Every queue was full: the job is handed back.
-    Busy(Box<Job>),
-    /// The threads have stopped.
-    Stopped(Box<Job>),
-}
-
-impl std::fmt::Debug for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Refused::Busy(_) => "validation queues full",
-            Refused::Stopped(_) => "validation threads stopped",
-        })
-    }
-}
-
-/// The loop's handle on the validation threads. Dropping it (with the
-/// verdicts' receiver) stops them; [`Threads::join`] waits for that.
+/// Starts checks; owned by the loop.
 pub(crate) struct Validators {
-    queues: Vec<SyncSender<Job>>,
-    next: usize,
+    context: Arc<Context>,
+    slots: Arc<Semaphore>,
 }
 
-/// The threads, for joining once their queues are gone.
-pub(crate) struct Threads(Vec<std::thread::JoinHandle<()>>);
+/// Waits for the checks still running when the loop has stopped.
+#[derive(Clone)]
+pub(crate) struct Drain {
+    slots: Arc<Semaphore>,
+    all: u32,
+}
 
-impl Threads {
-    /// Waits for every thread to stop (after the [`Validators`] handle and
-    /// the verdicts' receiver were dropped), so that nothing is staged after
-    /// the indexer's last fold.
-    pub(crate) fn join(self) {
-        for thread in self.0 {
-            let _ = thread.join();
-        }
+impl Drain {
+    /// Returns once no check runs: nothing is staged after it returns (the
+    /// loop, the only one to start checks, must have stopped).
+    pub(crate) async fn wait(&self) {
+        // Never closed: nothing closes it.
+        let _ = self.slots.acquire_many(self.all).await;
     }
 }
 
-/// Starts one thread per core (at most [`MAX_THREADS`]).
-pub(crate) fn spawn(context: Context) -> std::io::Result<(Validators, Threads)> {
-    let n = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(1, MAX_THREADS);
-    let context = Arc::new(context);
-    let mut queues = Vec::with_capacity(n);
-    let mut threads = Vec::with_capacity(n);
-    for i in 0..n {
-        let (tx, rx) = sync_channel(QUEUE_PER_THREAD);
-        let context = Arc::clone(&context);
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("herald-validate-{i}"))
-                .spawn(move || run(&context, &rx))?,
-        );
-        queues.push(tx);
-    }
-    Ok((Validators { queues, next: 0 }, Threads(threads)))
+pub(crate) fn new(context: Context) -> (Validators, Drain) {
+    with_slots(context, MAX_IN_FLIGHT)
+}
+
+fn with_slots(context: Context, slots: usize) -> (Validators, Drain) {
+    let all = u32::try_from(slots).unwrap_or(u32::MAX);
+    let slots = Arc::new(Semaphore::new(all as usize));
+    let validators = Validators {
+        context: Arc::new(context),
+        slots: Arc::clone(&slots),
+    };
+    (validators, Drain { slots, all })
 }
 
 impl Validators {
-    /// Queues `job` on the next thread in turn, or on any other with room.
-    /// Never blocks.
-    pub(crate) fn submit(&mut self, mut job: Job) -> Result<(), Refused> {
-        let n = self.queues.len();
-        let mut stopped = 0;
-        for _ in 0..n {
-            let queue = &self.queues[self.next];
-            self.next = (self.next + 1) % n;
-            match queue.try_send(job) {
-                Ok(()) => return Ok(()),
-                Err(TrySendError::Full(back)) => job = back,
-                Err(TrySendError::Disconnected(back)) => {
-                    job = back;
-                    stopped += 1;
-                }
-            }
-        }
-        let job = Box::new(job);
-        Err(if stopped == n {
-            Refused::Stopped(job)
+    /// Starts checking `job` on the runtime of the calling task; hands it back
+    /// if `MAX_IN_FLIGHT` checks are running already.
+    pub(crate) fn submit(&self, job: Job) -> Result<(), Box<Job>> {
+        let permit = match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::NoPermits | TryAcquireError::Closed) => return Err(Box::new(job)),
+        };
+        let context = Arc::clone(&self.context);
+        if job.is_registry {
+            tokio::task::spawn_blocking(move || {
+                let verdict = run(&context, job, permit);
+                // The loop has stopped: nothing waits for the verdict.
+                let _ = context.verdicts.blocking_send(verdict);
+            });
         } else {
-            Refused::Busy(job)
-        })
+            tokio::spawn(async move {
+                let verdict = run(&context, job, permit);
+                let _ = context.verdicts.send(verdict).await;
+            });
+        }
+        Ok(())
     }
 }
 
-fn run(context: &Context, jobs: &Receiver<Job>) {
-    while let Ok(job) = jobs.recv() {
-        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            check_and_stage(
-                job.source,
-                &job.data,
-                job.is_registry,
-                &context.registry,
-                &context.store,
-                context.own_key,
-            )
-        }));
-        let (verdict, staged) =
-            checked.unwrap_or_else(|_| (Verdict::Reject("validation failed on this input".into()), None));
-        let verdict = Validated {
-            message_id: job.message_id,
-            source: job.source,
-            verdict,
-            staged,
-        };
-        // The loop has stopped: what was staged is folded at the stop, and
-        // what is still queued is dropped (sync fetches it).
-        if context.verdicts.blocking_send(verdict).is_err() {
-            return;
-        }
+/// Checks one job; the permit goes back when the check is done (before the
+/// verdict is sent, so that a stopped loop does not hold up the drain).
+fn run(context: &Context, job: Job, permit: OwnedSemaphorePermit) -> Validated {
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        check_and_stage(
+            job.source,
+            &job.data,
+            job.is_registry,
+            &context.registry,
+            &context.store,
+            context.own_key,
+        )
+    }));
+    drop(permit);
+    let (verdict, staged) =
+        checked.unwrap_or_else(|_| (Verdict::Reject("validation failed on this input".into()), None));
+    Validated {
+        message_id: job.message_id,
+        source: job.source,
+        verdict,
+        staged,
     }
 }
 
@@ -205,46 +176,145 @@ fn check_and_stage(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use herald_keys::{Founder, SecretKey, founding_genesis, sign_bulletin};
+    use herald_protocol::{BulletinBody, Kind, Payload, Seq, Severity, Timestamp, Tlp};
+
     use super::*;
 
-    fn job(n: u8) -> Job {
+    const WAIT: Duration = Duration::from_secs(10);
+
+    struct Fixture {
+        validators: Validators,
+        drain: Drain,
+        verdicts: mpsc::Receiver<Validated>,
+        store: Store,
+        signing: SecretKey,
+        network: herald_protocol::NetworkId,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture(slots: usize) -> Fixture {
+        let keys: Vec<SecretKey> = (1..=3u8).map(|n| SecretKey::from_seed(&[n; 32])).collect();
+        let founder = Founder {
+            name: "member-1",
+            member: &keys[0],
+            signing: &keys[1],
+            node: &keys[2],
+        };
+        let genesis = founding_genesis(&[founder], 1, Timestamp(1_700_000_000_000)).unwrap();
+        let hash = genesis.hash();
+        let registry = Registry::from_genesis(genesis, hash).unwrap();
+        let network = registry.network();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), network).unwrap();
+        let (tx, verdicts) = mpsc::channel(16);
+        let (validators, drain) = with_slots(
+            Context {
+                registry: Arc::new(RwLock::new(registry)),
+                store: store.clone(),
+                // Not the signer's key: its bulletins are staged.
+                own_key: keys[0].id(),
+                verdicts: tx,
+            },
+            slots,
+        );
+        Fixture {
+            validators,
+            drain,
+            verdicts,
+            store,
+            signing: keys[1].clone(),
+            network,
+            _dir: dir,
+        }
+    }
+
+    fn bulletin(f: &Fixture) -> Vec<u8> {
+        let body = BulletinBody {
+            format: herald_protocol::bulletin::BULLETIN_FORMAT,
+            network: f.network,
+            signer: f.signing.id(),
+            seq: Seq(1),
+            prev: None,
+            created: Timestamp(1_700_000_000_001),
+            kind: Kind::Outreach,
+            tlp: Tlp::Clear,
+            severity: Severity::Informational,
+            title: "checked off the loop".into(),
+            references: Vec::new(),
+            supersedes: None,
+            expires: None,
+            audience: Vec::new(),
+            payload: Payload {
+                content_type: "text/plain".into(),
+                bytes: b"hello".to_vec(),
+            },
+        };
+        sign_bulletin(&f.signing, &body).unwrap().to_bytes()
+    }
+
+    fn job(data: Vec<u8>, n: u8) -> Job {
         Job {
             source: PeerId::random(),
             message_id: gossipsub::MessageId::from(vec![n]),
-            data: vec![n],
+            data,
             is_registry: false,
         }
     }
 
-    #[test]
-    fn jobs_are_dealt_in_turn_and_handed_back_when_no_queue_has_room() {
-        let (a_tx, a_rx) = sync_channel(1);
-        let (b_tx, b_rx) = sync_channel(1);
-        let mut validators = Validators {
-            queues: vec![a_tx, b_tx],
-            next: 0,
-        };
-        validators.submit(job(1)).unwrap();
-        validators.submit(job(2)).unwrap();
-        assert_eq!(a_rx.try_recv().unwrap().data, vec![1]);
-        assert_eq!(b_rx.try_recv().unwrap().data, vec![2]);
-        // The next in turn is full: the other one takes it.
-        validators.submit(job(3)).unwrap();
-        validators.submit(job(4)).unwrap();
-        match validators.submit(job(5)) {
-            Err(Refused::Busy(back)) => assert_eq!(back.data, vec![5]),
-            _ => panic!("expected the job back as busy"),
-        }
-        assert_eq!(a_rx.try_recv().unwrap().data, vec![3]);
-        assert_eq!(b_rx.try_recv().unwrap().data, vec![4]);
-        // One thread gone: the other still takes work.
-        drop(a_rx);
-        validators.submit(job(6)).unwrap();
-        assert_eq!(b_rx.try_recv().unwrap().data, vec![6]);
-        drop(b_rx);
-        match validators.submit(job(7)) {
-            Err(Refused::Stopped(back)) => assert_eq!(back.data, vec![7]),
-            _ => panic!("expected the job back as stopped"),
-        }
+    async fn next(f: &mut Fixture) -> Validated {
+        tokio::time::timeout(WAIT, f.verdicts.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_good_bulletin_is_accepted_and_staged_and_garbage_rejected() {
+        let mut f = fixture(MAX_IN_FLIGHT);
+        let good = bulletin(&f);
+        f.validators.submit(job(good.clone(), 1)).unwrap();
+        let v = next(&mut f).await;
+        assert_eq!(v.message_id, gossipsub::MessageId::from(vec![1]));
+        assert!(matches!(v.verdict, Verdict::Accept(..)));
+        assert_eq!(v.staged, Some(true), "first staged since the last fold");
+        assert_eq!(f.store.staged_count(), 1);
+
+        f.validators.submit(job(vec![0xff; 40], 2)).unwrap();
+        let v = next(&mut f).await;
+        assert!(matches!(v.verdict, Verdict::Reject(_)));
+        assert_eq!(v.staged, None);
+        assert_eq!(f.store.staged_count(), 1);
+        // Every slot is back.
+        tokio::time::timeout(WAIT, f.drain.wait()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_job_that_finds_no_free_slot_is_handed_back() {
+        let mut f = fixture(1);
+        // On this single-threaded runtime the first check cannot run before
+        // this task yields, so it holds the only slot.
+        f.validators.submit(job(vec![1], 1)).unwrap();
+        let back = f.validators.submit(job(vec![2], 2)).unwrap_err();
+        assert_eq!(back.data, vec![2]);
+        assert!(matches!(next(&mut f).await.verdict, Verdict::Reject(_)));
+        // The slot is free again.
+        f.validators.submit(job(vec![3], 3)).unwrap();
+        assert!(matches!(next(&mut f).await.verdict, Verdict::Reject(_)));
+    }
+
+    #[tokio::test]
+    async fn the_drain_waits_for_running_checks() {
+        let mut f = fixture(MAX_IN_FLIGHT);
+        let good = bulletin(&f);
+        f.validators.submit(job(good, 1)).unwrap();
+        // Not yet run (this task has not yielded): the drain must wait for it,
+        // and when it returns the bulletin is staged.
+        tokio::time::timeout(WAIT, f.drain.wait()).await.unwrap();
+        assert_eq!(f.store.staged_count(), 1);
+        assert!(matches!(next(&mut f).await.verdict, Verdict::Accept(..)));
     }
 }
