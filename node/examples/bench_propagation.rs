@@ -39,10 +39,10 @@
 //!     (anonymous, content ids, application validation, scoring); the messages
 //!     are signed Herald bulletins, checked with `validate_bulletin` on the
 //!     swarm loop; no storage; delivered when accepted.
-//!   - `appval-offloop`: the same, validated off the loop as the node did
-//!     before its validation threads (a task, a permit, `spawn_blocking`, the
-//!     verdict sent back to the loop), kept as it was so that its figures
-//!     compare with the earlier records.
+//!   - `appval-offloop`: the same, validated off the loop as an earlier node
+//!     did (a task, a permit, `spawn_blocking`, the verdict sent back to the
+//!     loop), kept as it was so that its figures compare with the earlier
+//!     records.
 //!   - `appval-store`: `appval-offloop` plus the node's storage path on disk:
 //!     a writer thread signs, stores and flushes own bulletins before they are
 //!     gossiped (`Store::publish_own`), and stores and flushes received ones in
@@ -142,9 +142,8 @@ enum System {
     /// validated with `validate_bulletin` inline on the swarm loop; no storage.
     AppvalInline,
     /// Diagnostic: as `appval-inline`, but each message is validated off the
-    /// loop the way the node did before its validation threads: a task, a
-    /// permit, `spawn_blocking`, and the verdict sent back to the swarm loop
-    /// through a channel.
+    /// loop the way an earlier node did: a task, a permit, `spawn_blocking`,
+    /// and the verdict sent back to the swarm loop through a channel.
     AppvalOffloop,
     /// Diagnostic: as `appval-offloop`, plus the node's storage path on disk: a
     /// writer thread signs, stores and flushes the node's own bulletins before

@@ -5,7 +5,7 @@
 //! - [`network`]: libp2p behaviour (member-only connections, gossip with
 //!   application validation, discovery) and the event loop that owns the swarm.
 //! - [`sync`]: catch-up sync after outages and partitions.
-//! - `validators`: the threads that check gossip off the network's loop and
+//! - `validators`: the tasks that check gossip beside the network's loop and
 //!   stage what passes.
 //! - `writer`: the thread that numbers and flushes own bulletins and stores
 //!   sync pages and bundles.

@@ -492,7 +492,7 @@ struct EventLoop {
     commands: mpsc::Receiver<Command>,
     validated: mpsc::Receiver<Validated>,
     validators: Validators,
-    /// Messages ignored because every validation queue was full, since start.
+    /// Messages ignored because every validation slot was taken, since start.
     ignored_busy: u64,
     registry: Arc<RwLock<Registry>>,
     store: Store,
