@@ -1,6 +1,9 @@
 //! Validation of bulletins arriving from the network, cheap to dear: size,
 //! decoding, already held, signer standing, signature. Pure decisions over the
-//! registry and the store; the network runs them off its polling loop.
+//! registry and the store; the network runs them beside its polling loop, in
+//! tasks (`validators.rs`).
+
+use std::sync::RwLock;
 
 use herald_keys::{Applied, Registry, RegistryError};
 use herald_protocol::{
@@ -57,8 +60,9 @@ pub fn validate_bulletin(data: &[u8], registry: &Registry, store: &Store) -> Ver
 }
 
 /// Decides what to do with a registry update from the network, applying it to
-/// `registry` when it is the next approved version.
-pub fn validate_registry_update(data: &[u8], registry: &mut Registry) -> Verdict {
+/// `registry` when it is the next approved version. Size and decoding are
+/// checked before the registry's write lock is taken.
+pub fn validate_registry_update(data: &[u8], registry: &RwLock<Registry>) -> Verdict {
     if data.len() > MAX_REGISTRY_UPDATE_BYTES {
         return Verdict::Reject(format!("{} bytes, over the registry update limit", data.len()));
     }
@@ -66,7 +70,12 @@ pub fn validate_registry_update(data: &[u8], registry: &mut Registry) -> Verdict
         Ok(u) => u,
         Err(e) => return Verdict::Reject(format!("undecodable registry update: {e}")),
     };
-    match registry.apply(update.clone()) {
+    // The write lock only for the registry's own checks and the change.
+    let applied = registry
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .apply(update.clone());
+    match applied {
         Ok(Applied::Advanced(_)) => Verdict::RegistryAdvanced(Box::new(update)),
         Ok(Applied::AlreadyHeld) => Verdict::Duplicate,
         Err(RegistryError::Gap { .. }) => Verdict::Behind,

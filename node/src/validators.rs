@@ -4,17 +4,24 @@
 //! go back to the loop.
 //!
 //! A task costs the loop one spawn and the verdict's way back through a
-//! channel. On the node's multi-threaded runtime an idle worker takes it while
-//! the loop goes on, and on a busy one it runs on the loop's worker between
-//! two polls, with warm caches and no thread woken (measured against a thread
-//! per core, docs/BENCHMARKS.md). Registry updates, rare and dear (a
-//! threshold of signatures, a write lock, a flush), go to the blocking pool.
+//! channel. It runs when the loop yields, on the loop's worker, with warm
+//! caches and no thread woken; when several are spawned together, idle workers
+//! of the node's multi-threaded runtime take the rest (measured against a
+//! thread per core, docs/BENCHMARKS.md). A check may wait briefly on sled's
+//! lock while the indexer applies a fold (`indexer.rs`); folds run between
+//! messages, and take about a millisecond.
+//!
+//! Registry updates, rare and dear (a threshold of signatures, the registry's
+//! write lock, a flush), go to the blocking pool, at most
+//! [`MAX_REGISTRY_IN_FLIGHT`] at once, so that a member's node flooding the
+//! registry topic cannot hold the write lock from many threads (bulletin
+//! checks wait on it for reading).
 
 use std::sync::{Arc, RwLock};
 
 use herald_keys::Registry;
 use libp2p::{PeerId, gossipsub};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::store::Store;
 use crate::validate::{Verdict, validate_bulletin};
@@ -23,6 +30,8 @@ use crate::validate::{Verdict, validate_bulletin};
 /// is ignored (not forwarded, its sender not blamed); sync fetches it later
 /// if it was good.
 pub(crate) const MAX_IN_FLIGHT: usize = 2048;
+/// Registry updates being checked at once, at most (within `MAX_IN_FLIGHT`).
+pub(crate) const MAX_REGISTRY_IN_FLIGHT: usize = 2;
 
 /// A gossiped message to check.
 #[derive(Debug)]
@@ -55,10 +64,10 @@ pub(crate) struct Context {
 pub(crate) struct Validators {
     context: Arc<Context>,
     slots: Arc<Semaphore>,
+    registry_slots: Arc<Semaphore>,
 }
 
 /// Waits for the checks still running when the loop has stopped.
-#[derive(Clone)]
 pub(crate) struct Drain {
     slots: Arc<Semaphore>,
     all: u32,
@@ -83,38 +92,45 @@ fn with_slots(context: Context, slots: usize) -> (Validators, Drain) {
     let validators = Validators {
         context: Arc::new(context),
         slots: Arc::clone(&slots),
+        registry_slots: Arc::new(Semaphore::new(MAX_REGISTRY_IN_FLIGHT)),
     };
     (validators, Drain { slots, all })
 }
 
 impl Validators {
     /// Starts checking `job` on the runtime of the calling task; hands it back
-    /// if `MAX_IN_FLIGHT` checks are running already.
+    /// if `MAX_IN_FLIGHT` checks are running already (or, for a registry
+    /// update, `MAX_REGISTRY_IN_FLIGHT` registry checks).
     pub(crate) fn submit(&self, job: Job) -> Result<(), Box<Job>> {
-        let permit = match Arc::clone(&self.slots).try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(TryAcquireError::NoPermits | TryAcquireError::Closed) => return Err(Box::new(job)),
+        let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+            return Err(Box::new(job));
         };
         let context = Arc::clone(&self.context);
         if job.is_registry {
+            let Ok(registry_permit) = Arc::clone(&self.registry_slots).try_acquire_owned() else {
+                return Err(Box::new(job));
+            };
             tokio::task::spawn_blocking(move || {
-                let verdict = run(&context, job, permit);
-                // The loop has stopped: nothing waits for the verdict.
+                let verdict = run(&context, job);
+                // Fails at once if the loop has stopped: nothing waits then.
                 let _ = context.verdicts.blocking_send(verdict);
+                drop((permit, registry_permit));
             });
         } else {
             tokio::spawn(async move {
-                let verdict = run(&context, job, permit);
+                let verdict = run(&context, job);
                 let _ = context.verdicts.send(verdict).await;
+                // Held until the verdict is handed over, so that
+                // `MAX_IN_FLIGHT` also bounds the verdicts waiting for room.
+                drop(permit);
             });
         }
         Ok(())
     }
 }
 
-/// Checks one job; the permit goes back when the check is done (before the
-/// verdict is sent, so that a stopped loop does not hold up the drain).
-fn run(context: &Context, job: Job, permit: OwnedSemaphorePermit) -> Validated {
+/// Checks one job.
+fn run(context: &Context, job: Job) -> Validated {
     let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         check_and_stage(
             job.source,
@@ -125,7 +141,6 @@ fn run(context: &Context, job: Job, permit: OwnedSemaphorePermit) -> Validated {
             context.own_key,
         )
     }));
-    drop(permit);
     let (verdict, staged) =
         checked.unwrap_or_else(|_| (Verdict::Reject("validation failed on this input".into()), None));
     Validated {
@@ -149,10 +164,7 @@ fn check_and_stage(
     own_key: herald_protocol::KeyId,
 ) -> (Verdict, Option<bool>) {
     if is_registry {
-        let verdict = {
-            let mut registry = registry.write().unwrap_or_else(|e| e.into_inner());
-            crate::validate::validate_registry_update(data, &mut registry)
-        };
+        let verdict = crate::validate::validate_registry_update(data, registry);
         if let Verdict::RegistryAdvanced(update) = &verdict
             && let Err(e) = store.save_registry_update(update).and_then(|()| store.flush())
         {
@@ -188,6 +200,8 @@ mod tests {
 
     struct Fixture {
         validators: Validators,
+        registry: Arc<RwLock<Registry>>,
+        genesis: Vec<u8>,
         drain: Drain,
         verdicts: mpsc::Receiver<Validated>,
         store: Store,
@@ -206,14 +220,16 @@ mod tests {
         };
         let genesis = founding_genesis(&[founder], 1, Timestamp(1_700_000_000_000)).unwrap();
         let hash = genesis.hash();
+        let genesis_bytes = genesis.to_bytes();
         let registry = Registry::from_genesis(genesis, hash).unwrap();
         let network = registry.network();
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), network).unwrap();
         let (tx, verdicts) = mpsc::channel(16);
+        let registry = Arc::new(RwLock::new(registry));
         let (validators, drain) = with_slots(
             Context {
-                registry: Arc::new(RwLock::new(registry)),
+                registry: Arc::clone(&registry),
                 store: store.clone(),
                 // Not the signer's key: its bulletins are staged.
                 own_key: keys[0].id(),
@@ -223,6 +239,8 @@ mod tests {
         );
         Fixture {
             validators,
+            registry,
+            genesis: genesis_bytes,
             drain,
             verdicts,
             store,
@@ -303,6 +321,47 @@ mod tests {
         assert!(matches!(next(&mut f).await.verdict, Verdict::Reject(_)));
         // The slot is free again.
         f.validators.submit(job(vec![3], 3)).unwrap();
+        assert!(matches!(next(&mut f).await.verdict, Verdict::Reject(_)));
+    }
+
+    #[tokio::test]
+    async fn registry_updates_have_their_own_few_slots() {
+        let mut f = fixture(MAX_IN_FLIGHT);
+        // The genesis again: it decodes, then waits for the write lock, and is
+        // a duplicate.
+        let registry = |f: &Fixture, n: u8| Job {
+            is_registry: true,
+            ..job(f.genesis.clone(), n)
+        };
+        // Held back by this read lock, the registry checks below keep their
+        // slots until it is let go.
+        let reading = f.registry.read().unwrap();
+        for n in 0..MAX_REGISTRY_IN_FLIGHT {
+            f.validators.submit(registry(&f, n as u8)).unwrap();
+        }
+        // Bulletins still find room while the registry slots are taken...
+        f.validators.submit(job(vec![1], 100)).unwrap();
+        // ...but another registry update does not, until a check is done.
+        let back = f.validators.submit(registry(&f, 99)).unwrap_err();
+        assert!(back.is_registry);
+        drop(reading);
+        let mut duplicates = 0;
+        for _ in 0..=MAX_REGISTRY_IN_FLIGHT {
+            match next(&mut f).await.verdict {
+                Verdict::Duplicate => duplicates += 1,
+                Verdict::Reject(_) => {}
+                _ => panic!("expected the genesis as a duplicate, the bulletin job rejected"),
+            }
+        }
+        assert_eq!(duplicates, MAX_REGISTRY_IN_FLIGHT);
+        tokio::time::timeout(WAIT, f.drain.wait()).await.unwrap();
+        // Slots free again: garbage on the registry topic is rejected.
+        f.validators
+            .submit(Job {
+                is_registry: true,
+                ..job(vec![0xee; 40], 98)
+            })
+            .unwrap();
         assert!(matches!(next(&mut f).await.verdict, Verdict::Reject(_)));
     }
 
