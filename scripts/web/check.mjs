@@ -1,7 +1,8 @@
 // Checks the local web page (node/src/web) in jsdom against a fake API: the
 // status and the list render, hostile titles and payloads stay text, every
 // request carries the token, a refused token brings the login back, and the
-// publish form sends the draft the API expects. Run by scripts/web-check.sh.
+// publish form sends the draft the API expects, for every kind of facts.
+// Run by scripts/web-check.sh.
 // Usage: node check.mjs <path of node/src/web>
 import { JSDOM } from "jsdom";
 import { readFileSync } from "node:fs";
@@ -39,6 +40,8 @@ function page(respond, token) {
     return { status: code, ok: code < 300, json: async () => body };
   };
   w.confirm = () => true;
+  // jsdom lays nothing out, so it has no scrolling.
+  w.Element.prototype.scrollIntoView = () => {};
   w.TextEncoder = TextEncoder;
   w.eval(script);
   return { w, d: w.document, calls };
@@ -114,6 +117,74 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
     payload: { content_type: "text/markdown", bytes: "c3bc" },
   });
   assert.match(d.getElementById("p-result").textContent, /c0ffee/);
+  w.close();
+}
+
+// The kinds with structured facts: incident metrics (and a malformed counter,
+// which sends nothing), and a follow-up opened from a bulletin's details.
+{
+  const posted = [];
+  const { w, d } = page((path, options) => {
+    if (options.method === "POST") {
+      posted.push(JSON.parse(options.body));
+      return [201, { id: "c0ffee", seq: 8 }];
+    }
+    if (path === "/v1/status") return [200, status];
+    if (path.startsWith("/v1/bulletins?")) return [200, [bulletin("aa", "first")]];
+    if (path.startsWith("/v1/bulletins/")) return [200, bulletin("aa", "first")];
+    return [404, { error: "no such route" }];
+  }, "tok");
+  d.dispatchEvent(new w.Event("DOMContentLoaded"));
+  await settle();
+  const submit = () => d.getElementById("publish-form").dispatchEvent(new w.Event("submit", { cancelable: true }));
+  d.getElementById("p-kind").value = "incident-metrics";
+  d.getElementById("p-kind").dispatchEvent(new w.Event("change"));
+  assert.equal(d.getElementById("p-counts-label").hidden, false);
+  assert.equal(d.getElementById("p-stage-label").hidden, true);
+  d.getElementById("p-title").value = "Weekly figures";
+  d.getElementById("p-period").value = "168";
+  d.getElementById("p-counts").value = "phishing-reports = 42\n\n ransomware cases=3 \n";
+  const before = Date.now();
+  submit();
+  await settle();
+  assert.equal(posted.length, 1);
+  const kind = posted[0].kind;
+  assert.equal(kind.type, "incident-metrics");
+  assert.deepEqual(kind.counts, [{ name: "phishing-reports", value: 42 }, { name: "ransomware cases", value: 3 }]);
+  assert.equal(kind.period_end - kind.period_start, 168 * 3600 * 1000);
+  assert.ok(kind.period_end >= before && kind.period_end <= Date.now());
+
+  d.getElementById("p-title").value = "Bad figures";
+  d.getElementById("p-counts").value = "phishing-reports = many";
+  submit();
+  await settle();
+  assert.equal(posted.length, 1, "a malformed counter sends nothing");
+  assert.match(d.getElementById("p-result").textContent, /name = whole number/);
+
+  d.querySelectorAll("#bulletins tbody tr")[0].dispatchEvent(new w.Event("click"));
+  await settle();
+  d.getElementById("d-follow-up").dispatchEvent(new w.Event("click"));
+  assert.equal(d.getElementById("p-kind").value, "follow-up");
+  assert.equal(d.getElementById("p-on").value, "aa");
+  assert.equal(d.getElementById("p-on-label").hidden, false);
+  assert.equal(d.getElementById("p-counts-label").hidden, true);
+  d.getElementById("p-action").value = "request-information";
+  d.getElementById("p-title").value = "More details, please";
+  submit();
+  await settle();
+  assert.equal(posted.length, 2);
+  assert.deepEqual(posted[1].kind, { type: "follow-up", on: "aa", action: "request-information" });
+
+  d.getElementById("d-withdraw").dispatchEvent(new w.Event("click"));
+  d.getElementById("p-title").value = "Withdrawn";
+  submit();
+  await settle();
+  assert.equal(posted.length, 2, "a withdrawal needs a reason");
+  assert.match(d.getElementById("p-result").textContent, /why/);
+  d.getElementById("p-reason").value = "sent in error";
+  submit();
+  await settle();
+  assert.deepEqual(posted[2].kind, { type: "withdrawal", of: "aa", reason: "sent in error" });
   w.close();
 }
 

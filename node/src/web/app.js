@@ -122,26 +122,79 @@ async function showDetail(id) {
   text($("d-payload"), b.payload === null || b.payload === undefined
     ? "(no content)"
     : (b.payload_encoding === "hex" ? "(not text; hex)\n" : "") + b.payload);
+  $("detail").dataset.id = b.id;
   $("detail").hidden = false;
   $("detail").scrollIntoView({ behavior: "smooth" });
 }
 
-// The form's kind, with the fact that kind carries.
+// The form's kind, with the facts that kind carries. Throws, with what to
+// fix, if a fact is missing or malformed.
 function draftKind() {
   const type = $("p-kind").value;
   switch (type) {
     case "vulnerability-advisory": return { type, status: $("p-status").value };
     case "software-update": return { type, stage: $("p-stage").value };
     case "incident-report": return { type, phase: $("p-phase").value };
+    case "incident-metrics": {
+      const end = Date.now();
+      const start = end - Number($("p-period").value) * 3600 * 1000;
+      return { type, period_start: start, period_end: end, counts: parseCounts($("p-counts").value) };
+    }
+    case "follow-up": return { type, on: bulletinId("p-on", "the bulletin followed up"), action: $("p-action").value };
+    case "withdrawal": {
+      const reason = $("p-reason").value.trim();
+      if (reason === "") { throw new Error("say why the bulletin is withdrawn"); }
+      return { type, of: bulletinId("p-of", "the bulletin withdrawn"), reason };
+    }
     default: return { type };
   }
 }
 
+// "name = count" lines; blank lines are skipped.
+function parseCounts(textValue) {
+  const counts = [];
+  for (const line of textValue.split("\n")) {
+    if (line.trim() === "") { continue; }
+    const match = /^\s*([^=]+?)\s*=\s*(\d+)\s*$/.exec(line);
+    if (!match || !Number.isSafeInteger(Number(match[2]))) {
+      throw new Error("counter line \"" + line.trim() + "\" is not: name = whole number");
+    }
+    counts.push({ name: match[1], value: Number(match[2]) });
+  }
+  if (counts.length === 0) { throw new Error("give at least one counter, as: name = count"); }
+  return counts;
+}
+
+function bulletinId(field, what) {
+  const id = $(field).value.trim();
+  if (id === "") { throw new Error("give the id of " + what + " (open it in the list and copy its id)"); }
+  return id;
+}
+
+const KIND_FACTS = {
+  "vulnerability-advisory": ["p-status-label"],
+  "software-update": ["p-stage-label"],
+  "incident-report": ["p-phase-label"],
+  "incident-metrics": ["p-period-label", "p-counts-label"],
+  "follow-up": ["p-on-label", "p-action-label"],
+  "withdrawal": ["p-of-label", "p-reason-label"],
+};
+
 function showKindFacts() {
-  const type = $("p-kind").value;
-  $("p-status-label").hidden = type !== "vulnerability-advisory";
-  $("p-stage-label").hidden = type !== "software-update";
-  $("p-phase-label").hidden = type !== "incident-report";
+  const shown = KIND_FACTS[$("p-kind").value] || [];
+  for (const ids of Object.values(KIND_FACTS)) {
+    for (const id of ids) { $(id).hidden = !shown.includes(id); }
+  }
+}
+
+// Opens the form as a follow-up on, or a withdrawal of, the bulletin shown.
+function answerShown(kind, field) {
+  $("p-kind").value = kind;
+  $(field).value = $("detail").dataset.id || "";
+  showKindFacts();
+  $("publish").open = true;
+  $("publish").scrollIntoView({ behavior: "smooth" });
+  $("p-title").focus();
 }
 
 function hex(text) {
@@ -152,8 +205,16 @@ async function publish(event) {
   event.preventDefault();
   const result = $("p-result");
   const cves = $("p-cves").value.split(",").map((c) => c.trim()).filter((c) => c !== "");
+  let kind;
+  try {
+    kind = draftKind();
+  } catch (error) {
+    result.className = "error";
+    text(result, "Not published: " + error.message);
+    return;
+  }
   const draft = {
-    kind: draftKind(),
+    kind,
     tlp: $("p-tlp").value,
     severity: $("p-severity").value,
     title: $("p-title").value.trim(),
@@ -169,9 +230,9 @@ async function publish(event) {
     const published = await api("/v1/bulletins", draft);
     result.className = "ok";
     text(result, "Published " + published.id + " (number " + published.seq + " of this node's chain): on disk, and on its way to the other members.");
-    $("p-title").value = "";
-    $("p-cves").value = "";
-    $("p-body").value = "";
+    for (const id of ["p-title", "p-cves", "p-body", "p-counts", "p-on", "p-of", "p-reason"]) {
+      $(id).value = "";
+    }
     refreshList().catch(failed);
   } catch (error) {
     if (error.unauthorized) { failed(error); return; }
@@ -219,6 +280,8 @@ document.addEventListener("DOMContentLoaded", () => {
     $(id).addEventListener("change", () => refreshList().catch(failed));
   }
   $("d-close").addEventListener("click", () => { $("detail").hidden = true; });
+  $("d-follow-up").addEventListener("click", () => answerShown("follow-up", "p-on"));
+  $("d-withdraw").addEventListener("click", () => answerShown("withdrawal", "p-of"));
   $("p-kind").addEventListener("change", showKindFacts);
   $("publish-form").addEventListener("submit", publish);
   showKindFacts();
