@@ -127,6 +127,9 @@ fn api_refuses_requests_without_its_token(dir: &Path, port: u16) {
 struct RunningNode {
     child: Child,
     lines: mpsc::Receiver<String>,
+    /// Lines read while waiting for another: a later wait may want them (a
+    /// node can log "peer connected" before "herald is running").
+    backlog: std::cell::RefCell<std::collections::VecDeque<String>>,
 }
 
 impl RunningNode {
@@ -148,17 +151,29 @@ impl RunningNode {
                 }
             }
         });
-        Self { child, lines }
+        Self {
+            child,
+            lines,
+            backlog: Default::default(),
+        }
     }
 
-    /// Waits (bounded) for a log line containing every one of `needles`.
+    /// Waits (bounded) for a log line containing every one of `needles`,
+    /// earliest first, that no earlier wait returned.
     fn wait_for(&self, needles: &[&str]) -> String {
+        let matches = |line: &str| needles.iter().all(|n| line.contains(n));
+        {
+            let mut backlog = self.backlog.borrow_mut();
+            if let Some(at) = backlog.iter().position(|l| matches(l)) {
+                return backlog.remove(at).unwrap();
+            }
+        }
         let deadline = std::time::Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if needles.iter().all(|n| line.contains(n)) => return line,
-                Ok(_) => continue,
+                Ok(line) if matches(&line) => return line,
+                Ok(line) => self.backlog.borrow_mut().push_back(line),
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     panic!("herald run exited before logging {needles:?}")
                 }
