@@ -659,7 +659,7 @@ fn tally(report: &mut ImportReport, outcomes: Vec<Stored>) {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use herald_keys::{Founder, SecretKey, founding_genesis, sign_bulletin};
+    use herald_keys::{SecretKey, sign_bulletin};
     use herald_protocol::{AdvisoryStatus, BulletinBody, Kind, Payload, Seq, Severity, Timestamp, Tlp};
 
     use super::*;
@@ -699,18 +699,11 @@ mod tests {
     /// order, then the import fails; nothing after the damage is stored.
     #[test]
     fn a_read_error_stores_every_group_before_it_then_stops() {
-        let keys: Vec<SecretKey> = (1..=3u8).map(|n| SecretKey::from_seed(&[n; 32])).collect();
-        let founder = Founder {
-            name: "member-1",
-            member: &keys[0],
-            signing: &keys[1],
-            node: &keys[2],
-        };
-        let genesis = founding_genesis(&[founder], 1, Timestamp(1_700_000_000_000)).unwrap();
-        let hash = genesis.hash();
-        let registry = Registry::from_genesis(genesis, hash).unwrap();
+        let crate::test_network::OneMember {
+            signing, registry, ..
+        } = crate::test_network::one_member();
         let network = registry.network();
-        let bulletins = chain(network, &keys[1], 35);
+        let bulletins = chain(network, &signing, 35);
         let wires: Vec<&[u8]> = bulletins.iter().map(SignedBulletin::as_bytes).collect();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.bundle");

@@ -35,6 +35,8 @@ mod peer_gate;
 pub mod setup;
 pub mod store;
 pub mod sync;
+#[cfg(test)]
+mod test_network;
 pub mod validate;
 mod validators;
 pub mod view;

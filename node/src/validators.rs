@@ -191,7 +191,7 @@ mod tests {
 
     use std::time::Duration;
 
-    use herald_keys::{Founder, SecretKey, founding_genesis, sign_bulletin};
+    use herald_keys::{SecretKey, sign_bulletin};
     use herald_protocol::{BulletinBody, Kind, Payload, Seq, Severity, Timestamp, Tlp};
 
     use super::*;
@@ -211,17 +211,12 @@ mod tests {
     }
 
     fn fixture(slots: usize) -> Fixture {
-        let keys: Vec<SecretKey> = (1..=3u8).map(|n| SecretKey::from_seed(&[n; 32])).collect();
-        let founder = Founder {
-            name: "member-1",
-            member: &keys[0],
-            signing: &keys[1],
-            node: &keys[2],
-        };
-        let genesis = founding_genesis(&[founder], 1, Timestamp(1_700_000_000_000)).unwrap();
-        let hash = genesis.hash();
-        let genesis_bytes = genesis.to_bytes();
-        let registry = Registry::from_genesis(genesis, hash).unwrap();
+        let crate::test_network::OneMember {
+            member,
+            signing,
+            genesis,
+            registry,
+        } = crate::test_network::one_member();
         let network = registry.network();
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), network).unwrap();
@@ -232,7 +227,7 @@ mod tests {
                 registry: Arc::clone(&registry),
                 store: store.clone(),
                 // Not the signer's key: its bulletins are staged.
-                own_key: keys[0].id(),
+                own_key: member.id(),
                 verdicts: tx,
             },
             slots,
@@ -240,11 +235,11 @@ mod tests {
         Fixture {
             validators,
             registry,
-            genesis: genesis_bytes,
+            genesis: genesis.to_bytes(),
             drain,
             verdicts,
             store,
-            signing: keys[1].clone(),
+            signing,
             network,
             _dir: dir,
         }
