@@ -177,6 +177,11 @@ impl Indexer {
         let mut received = Vec::with_capacity(folded.len());
         let mut origins = Vec::with_capacity(folded.len());
         for f in folded {
+            // The node's own were reported when they were published (and
+            // leave no gap to sync): only an equivocation is news.
+            if f.own && !matches!(f.outcome, crate::store::Stored::Equivocation { .. }) {
+                continue;
+            }
             // The network stages with the sending peer's id; an entry staged
             // without one (by a tool on the store) is reported as local.
             let origin = match libp2p::PeerId::from_bytes(&f.from) {

@@ -9,6 +9,7 @@
 //!   stage what passes.
 //! - `writer`: the thread that numbers and flushes own bulletins and stores
 //!   sync pages and bundles.
+//! - `journal`: the file where own bulletins are made durable before they leave.
 //! - `indexer`: the thread that folds staged gossip into the chains and
 //!   indexes between messages, and flushes it.
 //! - [`node`]: the [`Node`] handle that ties them together.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod devnet;
 pub mod events;
 mod indexer;
+mod journal;
 pub mod network;
 pub mod node;
 mod peer_gate;

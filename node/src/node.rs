@@ -211,6 +211,12 @@ impl Node {
         let (commands, command_rx) = mpsc::channel(network::COMMAND_CAPACITY);
         let (writer, writer_rx) = mpsc::channel(WRITER_CAPACITY);
         let own_key = settings.signing_key.id();
+        let (indexer, indexer_thread) = crate::indexer::spawn(Indexer {
+            store: store.clone(),
+            events: events.clone(),
+            network: commands.clone(),
+        })
+        .map_err(|e| StartError::Resources(format!("store indexer thread: {e}")))?;
         let writer_thread = {
             let w = Writer {
                 store: store.clone(),
@@ -218,18 +224,13 @@ impl Node {
                 member,
                 events: events.clone(),
                 network: commands.clone(),
+                indexer: indexer.clone(),
             };
             std::thread::Builder::new()
                 .name("herald-store-writer".into())
                 .spawn(move || w.run(writer_rx))
                 .map_err(|e| StartError::Resources(format!("store writer thread: {e}")))?
         };
-        let (indexer, indexer_thread) = crate::indexer::spawn(Indexer {
-            store: store.clone(),
-            events: events.clone(),
-            network: commands.clone(),
-        })
-        .map_err(|e| StartError::Resources(format!("store indexer thread: {e}")))?;
         let parts = NetworkParts {
             node_key: settings.node_key,
             listen: settings.listen,
@@ -501,7 +502,9 @@ impl Node {
             indexer_thread.join()
         })
         .await;
-        if let Err(e) = self.store.flush() {
+        // Everything journaled is folded and flushed now: start the journal
+        // afresh, so that the next start has nothing to replay.
+        if let Err(e) = self.store.flush().and_then(|()| self.store.settle_journal_now()) {
             tracing::error!(error = %e, "final flush failed");
         }
         tracing::info!("node stopped");

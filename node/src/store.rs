@@ -27,6 +27,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herald_keys::SecretKey;
+pub use crate::journal::JournalError;
+use crate::journal::Journal;
 use herald_protocol::sync::{ChainSummary, SeqRange, Want, seq_fingerprint, xor_into};
 use herald_protocol::{
     BulletinBody, BulletinId, KeyId, MemberId, NetworkId, RegistryVersion, Seq, SignedBulletin,
@@ -140,6 +142,9 @@ pub enum StoreError {
     /// Signing failed (the draft breaks a rule of the format).
     #[error("cannot sign the bulletin: {0}")]
     Sign(#[from] herald_keys::SignError),
+    /// The journal of own bulletins cannot be read or written.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
 }
 
 /// What happened to one bulletin offered to the store.
@@ -207,6 +212,8 @@ pub struct Store {
     /// When the last bulletin was staged, in µs after `opened`.
     last_stage: Arc<AtomicU64>,
     opened: Instant,
+    /// Where the node's own bulletins are made durable before they leave.
+    journal: Arc<Mutex<Journal>>,
 }
 
 /// Bulletins received and verified, held until folded.
@@ -221,6 +228,8 @@ struct StagedItem {
     bulletin: SignedBulletin,
     member: MemberId,
     from: Vec<u8>,
+    /// Signed here and journaled (reported when it was published).
+    own: bool,
 }
 
 /// A staged bulletin after [`Store::fold_staged`].
@@ -232,6 +241,9 @@ pub struct Folded {
     pub member: MemberId,
     /// Who sent it, as staged (peer id bytes; empty if unknown).
     pub from: Vec<u8>,
+    /// Whether the node signed it ([`Store::publish_own_group`]): it was
+    /// reported when it was published.
+    pub own: bool,
     /// What folding it did.
     pub outcome: Stored,
 }
@@ -290,16 +302,21 @@ fn head_entry(k: &[u8], v: &[u8]) -> Result<ChainSummary, StoreError> {
     decode_head(KeyId::from_bytes(key), v)
 }
 
-/// What a fold did to each bulletin, with who sent it.
-fn folded(items: Vec<(SignedBulletin, MemberId)>, from: Vec<Vec<u8>>, outcomes: Vec<Stored>) -> Vec<Folded> {
+/// What a fold did to each bulletin, with who sent it and whether it is own.
+fn folded(
+    items: Vec<(SignedBulletin, MemberId)>,
+    from: Vec<(Vec<u8>, bool)>,
+    outcomes: Vec<Stored>,
+) -> Vec<Folded> {
     items
         .into_iter()
         .zip(from)
         .zip(outcomes)
-        .map(|(((bulletin, member), from), outcome)| Folded {
+        .map(|(((bulletin, member), (from, own)), outcome)| Folded {
             bulletin,
             member,
             from,
+            own,
             outcome,
         })
         .collect()
@@ -400,6 +417,8 @@ impl Store {
                 Err(e) => return Err(e.into()),
             }
         };
+        // After sled: its lock on the directory keeps other processes out.
+        let (journal, journaled) = Journal::open(dir)?;
         let store = Self {
             bulletins: db.open_tree(trees::BULLETINS)?,
             registry: db.open_tree(trees::REGISTRY)?,
@@ -410,6 +429,7 @@ impl Store {
             index_lock: Arc::new(Mutex::new(())),
             last_stage: Arc::new(AtomicU64::new(0)),
             opened: Instant::now(),
+            journal: Arc::new(Mutex::new(journal)),
         };
         match store.meta.get(META_SCHEMA)? {
             None => {
@@ -465,7 +485,45 @@ impl Store {
             store.flush()?;
             tracing::info!(count = left, "folded bulletins staged before the last stop");
         }
+        store.replay_journal(journaled)?;
         Ok(store)
+    }
+
+    /// Stores the bulletins the journal held at open (own bulletins that the
+    /// last run had not folded, if it stopped without folding), flushes, and
+    /// starts the journal's next epoch.
+    fn replay_journal(&self, journaled: Vec<(SignedBulletin, MemberId)>) -> Result<(), StoreError> {
+        if journaled.is_empty() {
+            return Ok(());
+        }
+        let outcomes = self.insert_verified(&journaled)?;
+        self.flush()?;
+        self.journal().start_epoch()?;
+        let mut restored = 0usize;
+        for ((bulletin, _), outcome) in journaled.iter().zip(outcomes) {
+            match outcome {
+                Stored::New => restored += 1,
+                Stored::AlreadyHeld => {}
+                Stored::Equivocation { other } => {
+                    let body = bulletin.body();
+                    tracing::error!(
+                        signer = %body.signer.fmt_short(),
+                        seq = %body.seq,
+                        first = %other.fmt_short(),
+                        second = %bulletin.id().fmt_short(),
+                        "EQUIVOCATION (found replaying the journal of own bulletins): both kept as proof"
+                    );
+                }
+            }
+        }
+        if restored > 0 {
+            tracing::info!(count = restored, "stored own bulletins from the journal (the last run stopped before folding them)");
+        }
+        Ok(())
+    }
+
+    fn journal(&self) -> std::sync::MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Makes every write so far durable. Call before acknowledging.
@@ -527,6 +585,10 @@ impl Store {
     /// whether it was the first staged since the last fold (whoever folds
     /// should be told).
     pub fn stage(&self, bulletin: &SignedBulletin, member: &MemberId, from: &[u8]) -> bool {
+        self.stage_item(bulletin, member, from, false)
+    }
+
+    fn stage_item(&self, bulletin: &SignedBulletin, member: &MemberId, from: &[u8], own: bool) -> bool {
         let id = bulletin.id();
         let first = {
             let mut staged = self.staged();
@@ -535,6 +597,7 @@ impl Store {
                 bulletin: bulletin.clone(),
                 member: *member,
                 from: from.to_vec(),
+                own,
             };
             if staged.items.insert(id, item).is_none() {
                 staged.order.push_back(id);
@@ -571,7 +634,7 @@ impl Store {
                 .iter()
                 .take(limit)
                 .filter_map(|id| staged.items.get(id))
-                .map(|i| ((i.bulletin.clone(), i.member), i.from.clone()))
+                .map(|i| ((i.bulletin.clone(), i.member), (i.from.clone(), i.own)))
                 .unzip()
         };
         if items.is_empty() {
@@ -596,6 +659,7 @@ impl Store {
     fn fold_left_staged(&self, limit: usize) -> Result<Vec<Folded>, StoreError> {
         let (items, from, keys) = self.read_left_staged(limit)?;
         let outcomes = self.insert_batch(&items, &keys, sled::Batch::default())?;
+        let from = from.into_iter().map(|f| (f, false)).collect();
         Ok(folded(items, from, outcomes))
     }
 
@@ -933,8 +997,8 @@ impl Store {
     }
 
     /// Signs the next bulletin of `key`'s chain from `draft` (whose `signer`,
-    /// `seq` and `prev` are filled in here), stores it and flushes, so that the
-    /// new chain head is on disk before anyone sees the bulletin.
+    /// `seq` and `prev` are filled in here) and makes it durable in the
+    /// journal before anyone sees it; see [`Store::publish_own_group`].
     pub fn publish_own(
         &self,
         key: &SecretKey,
@@ -946,20 +1010,26 @@ impl Store {
             .unwrap_or_else(|| Err(StoreError::Chain("nothing was signed".into())))
     }
 
-    /// Signs the next bulletins of `key`'s chain from `drafts`, in order, and
-    /// stores them with one batch and one flush (group commit). A draft that
-    /// breaks a rule gets its own error and uses no number; the others go on.
-    /// The outer error means nothing was stored.
+    /// Signs the next bulletins of `key`'s chain from `drafts`, in order,
+    /// writes them to the journal of own bulletins with one sync (group
+    /// commit), and stages them. On return they survive a crash or a power
+    /// cut, and the store reads them at once (`get`, `contains`, `query`);
+    /// the next fold puts them in the chains and indexes (the node's indexer
+    /// does it within [`FOLD_DELAY`]), and opening the store after a crash
+    /// stores whatever the journal holds. A draft that breaks a rule gets its
+    /// own error and uses no number; the others go on. The outer error means
+    /// nothing was stored.
     ///
-    /// Numbering reads the chain as folded: bulletins of `key` must not be
-    /// staged (the node stages only other keys' bulletins; its own coming
-    /// back by gossip go through the writer).
+    /// Numbering continues from the last bulletin of `key` journaled, or the
+    /// chain as folded if that is further on. One thread at a time publishes
+    /// (the journal's lock is held throughout).
     pub fn publish_own_group(
         &self,
         key: &SecretKey,
         member: &MemberId,
         drafts: Vec<BulletinBody>,
     ) -> Result<Vec<Result<SignedBulletin, StoreError>>, StoreError> {
+        let mut journal = self.journal();
         let head = self.head(&key.id())?;
         if head.contiguous != head.highest {
             return Err(StoreError::Chain(format!(
@@ -967,13 +1037,18 @@ impl Store {
                 head.contiguous
             )));
         }
-        let mut seq = head.highest;
-        let mut prev = match seq.0 {
-            0 => None,
-            _ => Some(
-                self.chain_entry(&key.id(), seq)?
-                    .ok_or_else(|| StoreError::Corrupt("chain head without an entry".into()))?,
-            ),
+        let (mut seq, mut prev) = match journal.tip(&key.id()) {
+            Some((seq, id)) if seq >= head.highest => (seq, Some(id)),
+            _ => match head.highest.0 {
+                0 => (head.highest, None),
+                _ => (
+                    head.highest,
+                    Some(
+                        self.chain_entry(&key.id(), head.highest)?
+                            .ok_or_else(|| StoreError::Corrupt("chain head without an entry".into()))?,
+                    ),
+                ),
+            },
         };
         let mut outcomes = Vec::with_capacity(drafts.len());
         let mut signed = Vec::with_capacity(drafts.len());
@@ -994,11 +1069,60 @@ impl Store {
                 Err(e) => outcomes.push(Err(StoreError::Sign(e))),
             }
         }
-        if !signed.is_empty() {
-            self.insert_verified(&signed)?;
-            self.flush()?;
+        self.journal_own(&mut journal, &signed)?;
+        for (bulletin, member) in &signed {
+            self.stage_item(bulletin, member, &[], true);
         }
         Ok(outcomes)
+    }
+
+    /// Appends `items` to the journal, as few syncs as room allows; when it is
+    /// full, first settles it ([`Store::settle_journal`]).
+    fn journal_own(&self, journal: &mut Journal, items: &[(SignedBulletin, MemberId)]) -> Result<(), StoreError> {
+        let mut from = 0;
+        while from < items.len() {
+            let (mut to, mut bytes) = (from, 0);
+            while let Some((bulletin, _)) = items.get(to) {
+                let more = bytes + Journal::record_len(bulletin);
+                if !journal.fits(more) {
+                    break;
+                }
+                (to, bytes) = (to + 1, more);
+            }
+            if to == from {
+                if journal.is_empty() {
+                    // Not reached: a journal that cannot hold the largest
+                    // bulletin is refused at open.
+                    return Err(StoreError::Chain("a bulletin does not fit in an empty journal".into()));
+                }
+                self.settle_journal(journal)?;
+                continue;
+            }
+            journal.append(&items[from..to])?;
+            from = to;
+        }
+        Ok(())
+    }
+
+    /// Settles the journal of own bulletins ([`Store::settle_journal`]): on
+    /// a clean stop, once everything is folded, so the next open has nothing
+    /// to replay.
+    pub(crate) fn settle_journal_now(&self) -> Result<(), StoreError> {
+        self.settle_journal(&mut self.journal())
+    }
+
+    /// Stores every bulletin of the journal's current epoch in sled (most are
+    /// there already, folded), flushes, and starts a new epoch: the journal is
+    /// empty again and nothing it held is lost.
+    fn settle_journal(&self, journal: &mut Journal) -> Result<(), StoreError> {
+        if journal.is_empty() {
+            return Ok(());
+        }
+        let records = journal.records()?;
+        self.insert_verified(&records)?;
+        self.flush()?;
+        journal.start_epoch()?;
+        Ok(())
     }
 
     /// Bulletins matching `query`, newest first, staged ones included.

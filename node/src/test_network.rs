@@ -31,3 +31,47 @@ pub(crate) fn one_member() -> OneMember {
         registry,
     }
 }
+
+impl OneMember {
+    /// The member's id in its registry.
+    pub(crate) fn member_id(&self) -> herald_protocol::MemberId {
+        self.registry
+            .current()
+            .signing_key(&self.signing.id())
+            .map(|(m, _)| m.id)
+            .unwrap()
+    }
+
+    /// The first `n` bulletins of the signing key's chain, linked.
+    pub(crate) fn chain(&self, n: u64) -> Vec<herald_protocol::SignedBulletin> {
+        use herald_protocol::{BulletinBody, Kind, Payload, Seq, Severity, Tlp};
+        let mut prev = None;
+        (1..=n)
+            .map(|seq| {
+                let body = BulletinBody {
+                    format: herald_protocol::bulletin::BULLETIN_FORMAT,
+                    network: self.registry.network(),
+                    signer: self.signing.id(),
+                    seq: Seq(seq),
+                    prev,
+                    created: Timestamp(1_700_000_000_000 + seq),
+                    kind: Kind::Outreach,
+                    tlp: Tlp::Clear,
+                    severity: Severity::Informational,
+                    title: format!("number {seq}"),
+                    references: Vec::new(),
+                    supersedes: None,
+                    expires: None,
+                    audience: Vec::new(),
+                    payload: Payload {
+                        content_type: "text/plain".into(),
+                        bytes: b"hello".to_vec(),
+                    },
+                };
+                let signed = herald_keys::sign_bulletin(&self.signing, &body).unwrap();
+                prev = Some(signed.id());
+                signed
+            })
+            .collect()
+    }
+}

@@ -1,10 +1,11 @@
 //! The store writer: one thread that stores what must be acknowledged or
-//! numbered. The node's own bulletins are numbered, signed, stored and flushed
-//! before they are gossiped or acknowledged; bulletins pulled by sync or read
-//! from bundles are stored and flushed in groups. Bulletins received by gossip
-//! are staged by the validators and folded by the
-//! [`indexer`](crate::indexer); the store's index lock keeps the writer's
-//! batches and the indexer's folds from interleaving.
+//! numbered. The node's own bulletins are numbered, signed and made durable
+//! in the journal of own bulletins before they are gossiped or acknowledged,
+//! and staged for the [`indexer`](crate::indexer) to fold; bulletins pulled by
+//! sync or read from bundles are stored and flushed in groups. Bulletins
+//! received by gossip are staged by the validators and folded by the indexer;
+//! the store's index lock keeps the writer's batches and the indexer's folds
+//! from interleaving.
 
 use herald_keys::SecretKey;
 use herald_protocol::{BulletinBody, MemberId, SignedBulletin};
@@ -41,7 +42,7 @@ pub(crate) enum WriteRequest {
         origin: Origin,
         reply: oneshot::Sender<Result<Vec<Stored>, StoreError>>,
     },
-    /// Number, sign, store and flush the node's next bulletin, then gossip it.
+    /// Number, sign and journal the node's next bulletin, then gossip it.
     Publish { draft: Box<BulletinBody>, reply: Reply },
 }
 
@@ -51,6 +52,8 @@ pub(crate) struct Writer {
     pub(crate) member: MemberId,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     pub(crate) network: mpsc::Sender<Command>,
+    /// Told when own bulletins are staged, to fold them.
+    pub(crate) indexer: std::sync::mpsc::SyncSender<crate::indexer::Signal>,
 }
 
 impl Writer {
@@ -141,8 +144,9 @@ impl Writer {
         origins.clear();
     }
 
-    /// Numbers, signs, stores and flushes the node's own drafts as one group;
-    /// then acknowledges each and gossips what was stored.
+    /// Numbers, signs and journals the node's own drafts as one group (one
+    /// sync); then gossips and acknowledges each, and has the indexer fold
+    /// them.
     fn publish(&self, drafts: Vec<BulletinBody>, replies: Vec<Reply>) {
         if drafts.is_empty() {
             return;
@@ -154,7 +158,7 @@ impl Writer {
             Ok(outcomes) => {
                 for (outcome, reply) in outcomes.into_iter().zip(replies) {
                     if let Ok(bulletin) = &outcome {
-                        // On disk and flushed: now it may leave the node.
+                        // On disk and synced: now it may leave the node.
                         report(&self.events, bulletin, self.member, Origin::Local, Stored::New);
                         if self
                             .network
@@ -166,6 +170,9 @@ impl Writer {
                     }
                     let _ = reply.send(outcome);
                 }
+                // A nudge that finds the queue full is not needed: the
+                // indexer looks at everything staged whenever it wakes.
+                let _ = self.indexer.try_send(crate::indexer::Signal::Staged);
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot publish");
