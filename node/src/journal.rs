@@ -67,7 +67,9 @@ pub enum JournalError {
     },
     /// An earlier write or sync failed: what is on disk is not known, so the
     /// journal takes nothing more until the node is restarted (and replays it).
-    #[error("the journal of own bulletins {path} failed earlier ({what}); restart the node, which replays it")]
+    #[error(
+        "the journal of own bulletins {path} failed earlier ({what}); restart the node, which replays it"
+    )]
     Failed {
         /// The journal file.
         path: PathBuf,
@@ -113,7 +115,11 @@ impl Journal {
             path: path.clone(),
             source,
         };
-        let mut file = OpenOptions::new().read(true).write(true).open(&path).map_err(io)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
         let (epoch, records, end) = parse(&bytes).map_err(|what| JournalError::Damaged {
@@ -171,7 +177,10 @@ impl Journal {
 
     /// The last bulletin of `key` journaled in this epoch.
     pub(crate) fn tip(&self, key: &KeyId) -> Option<(Seq, BulletinId)> {
-        self.tips.iter().find(|(k, ..)| k == key).map(|(_, seq, id)| (*seq, *id))
+        self.tips
+            .iter()
+            .find(|(k, ..)| k == key)
+            .map(|(_, seq, id)| (*seq, *id))
     }
 
     /// Writes `items` after the last record and syncs the file's data: on
@@ -310,7 +319,9 @@ fn parse(bytes: &[u8]) -> Result<(u64, Vec<(SignedBulletin, MemberId)>, u64), St
         return Err("it does not start with a journal header".into());
     }
     if size < HEADER as usize + RECORD_HEADER + MAX_RECORD {
-        return Err(format!("it is {size} bytes long, too short for the largest bulletin"));
+        return Err(format!(
+            "it is {size} bytes long, too short for the largest bulletin"
+        ));
     }
     let le_u64 = |at: usize| {
         let mut b = [0u8; 8];
@@ -326,7 +337,7 @@ fn parse(bytes: &[u8]) -> Result<(u64, Vec<(SignedBulletin, MemberId)>, u64), St
         let length = u32::from_le_bytes(l);
         let n = length as usize;
         let start = at + RECORD_HEADER;
-        if n < 32 || n > MAX_RECORD || le_u64(at + 4) != epoch || start + n > size {
+        if !(32..=MAX_RECORD).contains(&n) || le_u64(at + 4) != epoch || start + n > size {
             break;
         }
         let mut member = [0u8; 32];
@@ -454,6 +465,9 @@ mod tests {
         assert_eq!(out[12..20], digest[..8]);
         assert_eq!(&out[20..52], member.as_bytes());
         assert_eq!(&out[52..], bulletin.as_bytes());
-        assert_eq!(header(7)[..], [b"HRLDJNL1".as_slice(), &7u64.to_le_bytes()].concat()[..]);
+        assert_eq!(
+            header(7)[..],
+            [b"HRLDJNL1".as_slice(), &7u64.to_le_bytes()].concat()[..]
+        );
     }
 }

@@ -26,9 +26,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herald_keys::SecretKey;
-pub use crate::journal::JournalError;
 use crate::journal::Journal;
+pub use crate::journal::JournalError;
+use herald_keys::SecretKey;
 use herald_protocol::sync::{ChainSummary, SeqRange, Want, seq_fingerprint, xor_into};
 use herald_protocol::{
     BulletinBody, BulletinId, KeyId, MemberId, NetworkId, RegistryVersion, Seq, SignedBulletin,
@@ -517,7 +517,10 @@ impl Store {
             }
         }
         if restored > 0 {
-            tracing::info!(count = restored, "stored own bulletins from the journal (the last run stopped before folding them)");
+            tracing::info!(
+                count = restored,
+                "stored own bulletins from the journal (the last run stopped before folding them)"
+            );
         }
         Ok(())
     }
@@ -1078,7 +1081,11 @@ impl Store {
 
     /// Appends `items` to the journal, as few syncs as room allows; when it is
     /// full, first settles it ([`Store::settle_journal`]).
-    fn journal_own(&self, journal: &mut Journal, items: &[(SignedBulletin, MemberId)]) -> Result<(), StoreError> {
+    fn journal_own(
+        &self,
+        journal: &mut Journal,
+        items: &[(SignedBulletin, MemberId)],
+    ) -> Result<(), StoreError> {
         let mut from = 0;
         while from < items.len() {
             let (mut to, mut bytes) = (from, 0);
@@ -1093,7 +1100,9 @@ impl Store {
                 if journal.is_empty() {
                     // Not reached: a journal that cannot hold the largest
                     // bulletin is refused at open.
-                    return Err(StoreError::Chain("a bulletin does not fit in an empty journal".into()));
+                    return Err(StoreError::Chain(
+                        "a bulletin does not fit in an empty journal".into(),
+                    ));
                 }
                 self.settle_journal(journal)?;
                 continue;

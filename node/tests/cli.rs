@@ -359,7 +359,8 @@ fn bad_command_line_input_gets_a_clear_error() {
 
 /// Invariant 9: a bulletin the API acknowledged is on disk. Publish through the
 /// API from several threads, kill the node with SIGKILL mid-stream, restart:
-/// every acknowledged id is there and the store opens.
+/// every acknowledged id is there, the store opens, and the node's chain goes
+/// on without a number used twice or skipped.
 #[test]
 fn nothing_acknowledged_is_lost_when_the_node_is_killed() {
     use std::sync::{Arc, Mutex};
@@ -452,6 +453,17 @@ fn nothing_acknowledged_is_lost_when_the_node_is_killed() {
                 "round {round}: acknowledged {id} lost"
             );
         }
+        // One chain, numbered 1, 2, 3... across every kill: no number used
+        // twice (equivocation), none skipped.
+        let mut numbers: Vec<u64> = views
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["seq"].as_u64().unwrap())
+            .collect();
+        numbers.sort_unstable();
+        let expected: Vec<u64> = (1..=numbers.len() as u64).collect();
+        assert_eq!(numbers, expected, "round {round}: the node's chain");
     }
 }
 

@@ -325,6 +325,15 @@ fn publish_own_numbers_and_links_the_chain() {
         let b = store.publish_own(&signer, &me, draft).unwrap();
         published.push(b);
     }
+    // Journaled and staged: readable at once, numbered on from the journal,
+    // in the chains after the next fold.
+    for b in &published {
+        assert_eq!(store.get_bytes(&b.id()).unwrap().as_deref(), Some(b.as_bytes()));
+    }
+    assert_eq!(store.head(&signer.id()).unwrap(), head(0, 0));
+    let folded = store.fold_staged(1024).unwrap();
+    assert_eq!(folded.len(), 3);
+    assert!(folded.iter().all(|f| f.own && f.outcome == Stored::New));
     for (i, b) in published.iter().enumerate() {
         let body = b.body();
         assert_eq!(body.signer, signer.id());
@@ -363,6 +372,7 @@ fn publish_own_refuses_to_sign_over_a_gap() {
 
     // Once the gap is filled, the next number is 4, linked to 3.
     insert(&store, &signer, &[&c[1]]);
+    assert_eq!(store.head(&signer.id()).unwrap(), head(3, 3));
     let b = store
         .publish_own(
             &signer,
@@ -371,6 +381,48 @@ fn publish_own_refuses_to_sign_over_a_gap() {
         )
         .unwrap();
     assert_eq!((b.body().seq, b.body().prev), (Seq(4), Some(c[2].id())));
+}
+
+/// The journal of own bulletins fills up (large bulletins, never folded): the
+/// store settles it into sled and starts a new epoch, mid-group too. Closed
+/// without a fold, the store opens with the whole chain, and numbering goes on.
+#[test]
+fn own_bulletins_outlive_a_full_journal_and_a_close_without_fold() {
+    let dir = TempDir::new().unwrap();
+    let signer = key(9);
+    let me = member_of(&signer);
+    let big = |n: u64| {
+        let mut body = Spec::new(1, None, 1_000 + n).body(&signer);
+        body.payload.bytes = vec![b'x'; 200 * 1024];
+        body
+    };
+    let mut published = Vec::new();
+    {
+        let store = open(&dir);
+        // 4 MiB hold about 20 of these: the third group crosses the end.
+        for group in 0..5u64 {
+            let drafts = (0..7).map(|i| big(group * 7 + i)).collect();
+            for outcome in store.publish_own_group(&signer, &me, drafts).unwrap() {
+                published.push(outcome.unwrap());
+            }
+        }
+        for (i, b) in published.iter().enumerate() {
+            assert_eq!(b.body().seq, Seq(i as u64 + 1));
+            assert_eq!(b.body().prev, i.checked_sub(1).map(|p| published[p].id()));
+        }
+    }
+    let store = open(&dir);
+    assert_eq!(store.head(&signer.id()).unwrap(), head(35, 35));
+    assert_eq!(store.count().unwrap(), 35);
+    for b in &published {
+        assert_eq!(store.get_bytes(&b.id()).unwrap().as_deref(), Some(b.as_bytes()));
+    }
+    assert!(store.equivocations().unwrap().is_empty());
+    let next = store.publish_own(&signer, &me, big(99)).unwrap();
+    assert_eq!(
+        (next.body().seq, next.body().prev),
+        (Seq(36), Some(published[34].id()))
+    );
 }
 
 #[test]
@@ -621,11 +673,15 @@ fn reopen_keeps_everything() {
             own,
         )
     };
-    let (count, heads, equivocations, listed, own) = before;
-    assert_eq!(count, 8);
+    let (count, mut heads, equivocations, listed, own) = before;
+    // The own bulletin was journaled and staged, not folded: the store was
+    // closed as a crash would leave it. Opening replays the journal.
+    assert_eq!(count, 7);
 
     let store = open(&dir);
-    assert_eq!(store.count().unwrap(), count);
+    assert_eq!(store.count().unwrap(), count + 1);
+    heads.push((key(22).id(), head(1, 1)));
+    heads.sort_by_key(|(k, _)| *k);
     let mut reopened_heads = store.heads().unwrap();
     reopened_heads.sort_by_key(|(k, _)| *k);
     assert_eq!(reopened_heads, heads);
