@@ -43,10 +43,13 @@
 //!     did (a task, a permit, `spawn_blocking`, the verdict sent back to the
 //!     loop), kept as it was so that its figures compare with the earlier
 //!     records.
-//!   - `appval-store`: `appval-offloop` plus the node's storage path on disk:
-//!     a writer thread signs, stores and flushes own bulletins before they are
-//!     gossiped (`Store::publish_own`), and stores and flushes received ones in
-//!     groups (`insert_verified` + `flush`); delivered once flushed.
+//!   - `appval-store`: `appval-offloop` plus a storage path on disk: a writer
+//!     thread signs own bulletins and makes them durable before they are
+//!     gossiped (`Store::publish_own`: since the journal of own bulletins, a
+//!     journal write and sync, then staged), and stores and flushes received
+//!     ones in groups (`insert_verified` + `flush`); delivered once flushed.
+//!     Kept as a diagnostic of sled's costs; the node itself stages received
+//!     gossip.
 //!   - `appval-store-noflush`: `appval-store` without the flush of received
 //!     bulletins (sled flushes on its own every 500 ms).
 //!
@@ -111,7 +114,7 @@ enum Mode {
     /// One node; started by the coordinator, speaks JSON lines on stdin/stdout.
     Child(ChildArgs),
     /// Times the store operations of the publish and receive paths alone, in
-    /// one process: `publish_own` (sign, store, flush) and `insert_verified` +
+    /// one process: `publish_own` (sign, journal, stage) and `insert_verified` +
     /// `flush` of one received bulletin, and the same without the flush.
     StoreProbe(StoreProbeArgs),
 }
@@ -370,7 +373,7 @@ fn store_probe(args: &StoreProbeArgs) -> Result<()> {
         Ok(())
     };
     for k in 0..args.count {
-        measure("publish_own (sign, store, flush)", &mut || {
+        measure("publish_own (sign, journal, stage)", &mut || {
             store.publish_own(&own, &own_member, body(k))?;
             Ok(())
         })?;
@@ -924,7 +927,7 @@ enum Written {
 }
 
 /// The `appval-store` writer: the same store calls as the node's writer
-/// (`publish_own` = sign, store, flush; `insert_verified` + `flush` per group).
+/// (`publish_own` = sign, journal, stage; `insert_verified` + `flush` per group).
 fn store_writer(
     store: Store,
     key: SecretKey,

@@ -8,7 +8,7 @@
 //! The file has a fixed size, written with zeros when it is created, so that
 //! appending changes no file metadata and `fdatasync` writes the data blocks
 //! alone (about 0.1 ms on a virtual disk, against 0.3–0.6 ms for a sled
-//! flush). Layout (integers little-endian; docs/PROTOCOL.md, "Local files"):
+//! flush). Layout (integers little-endian; docs/PROTOCOL.md, section 12B):
 //!
 //! ```text
 //! header:  magic "HRLDJNL1" (8) | epoch (u64)

@@ -7,7 +7,7 @@
 //! - [`sync`]: catch-up sync after outages and partitions.
 //! - `validators`: the tasks that check gossip beside the network's loop and
 //!   stage what passes.
-//! - `writer`: the thread that numbers and flushes own bulletins and stores
+//! - `writer`: the thread that numbers and journals own bulletins and stores
 //!   sync pages and bundles.
 //! - `journal`: the file where own bulletins are made durable before they leave.
 //! - `indexer`: the thread that folds staged gossip into the chains and

@@ -309,7 +309,8 @@ fn build_swarm(parts: &NetworkParts, network: NetworkId) -> Result<Swarm<NodeBeh
 
 /// A command for the event loop.
 pub(crate) enum Command {
-    /// Gossip the bytes of a bulletin this node has stored and flushed.
+    /// Gossip the bytes of a bulletin this node holds durably (its own:
+    /// journaled and synced; others': stored and flushed).
     Gossip(Vec<u8>),
     /// Gossip a registry update this node has applied and saved.
     GossipRegistry(Vec<u8>),

@@ -295,8 +295,9 @@ impl Node {
         self.events.subscribe()
     }
 
-    /// Publishes a bulletin: numbers and signs it, stores and flushes it, then
-    /// gossips it. Returns once it is on disk.
+    /// Publishes a bulletin: numbers and signs it, makes it durable (the
+    /// journal of own bulletins, synced), then gossips it. Returns once it is
+    /// on disk.
     pub async fn publish(&self, draft: Draft) -> Result<SignedBulletin, PublishError> {
         for (what, id) in [
             ("supersedes", draft.supersedes),

@@ -7,6 +7,12 @@
 //! sled makes a batch durable only on flush: callers flush before they
 //! acknowledge anything (see [`Store::flush`]).
 //!
+//! The node's own bulletins are made durable another way: each group is
+//! written to the journal of own bulletins and synced (one small write and an
+//! `fdatasync`, a fraction of a sled flush), then staged like received gossip
+//! (see [`Store::publish_own_group`]). Opening the store stores whatever the
+//! journal holds.
+//!
 //! Bulletins received by gossip are first *staged*: held in memory, verified,
 //! readable at once by [`Store::contains`], [`Store::get`] and
 //! [`Store::query`], and folded into
@@ -191,11 +197,10 @@ pub struct Query {
 }
 
 /// The node's store. Cheap to clone; reads may happen from any thread.
-/// Batches that change chains and indexes (stores, publications, folds) take
-/// the store's index lock, so each reads the chain summaries and the count that
-/// the one before it wrote. Numbering the node's own chain
-/// ([`Store::publish_own_group`]) reads its head first, so the node's own
-/// bulletins must be stored from one thread.
+/// Batches that change chains and indexes (stores, folds, settling the
+/// journal) take the store's index lock, so each reads the chain summaries and
+/// the count that the one before it wrote. Numbering the node's own chain
+/// ([`Store::publish_own_group`]) holds the journal's lock.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
