@@ -1,6 +1,6 @@
-//! The journal of the node's own bulletins: one file beside the store where
-//! each bulletin the node signs is written, and made durable with one
-//! `fdatasync`, before it is gossiped or acknowledged. The store's chains and
+//! The journal of the node's own bulletins: one file in the store's folder
+//! where each bulletin the node signs is written, and made durable (one
+//! synchronous write for a group), before it is gossiped or acknowledged. The store's chains and
 //! indexes take it in with the next fold; opening the store replays the
 //! journal, so a crash at any instant loses nothing that left the node and
 //! never lets it sign two bulletins with one number.
@@ -16,19 +16,23 @@
 //! the next record. Layout (integers little-endian; docs/PROTOCOL.md, section 12B):
 //!
 //! ```text
-//! header:  magic "HRLDJNL1" (8) | epoch (u64)
+//! header:  magic "HRLDJNL1" (8) | epoch (u64) | epoch key (16, random)
 //! record:  length n (u32) | epoch (u64) | check (8) | member (32) | signed bulletin (n - 32)
-//! check:   the first 8 bytes of SHA-256(length | epoch | member | signed bulletin)
+//! check:   the first 8 bytes of SHA-256(epoch key | length | epoch | member | signed bulletin)
 //! ```
 //!
 //! Records follow the header back to back. Reading stops at the first record
-//! whose length is 0, whose epoch is not the header's, that runs past the end
-//! of the file, or whose check fails: the zeros after the last record, a
-//! record left from an earlier epoch, or a record torn by a crash while it was
-//! written (never acknowledged: the sync comes after the write). When the file
-//! is full the store first makes every record durable in sled, then starts a
-//! new epoch by rewriting the header (one 16-byte write and a sync): the old
-//! records are then read as the end.
+//! that is not whole: its length is out of bounds, its epoch is not the
+//! header's, it runs past the end of the file, or its check fails. That is
+//! the zeros after the last record, a record left from an earlier epoch, or a
+//! record torn by a crash while it was written (never acknowledged: the sync
+//! comes after the write). If a whole record of the epoch lies further on,
+//! the journal is damaged, not ended, and is refused (the records after the
+//! damage were acknowledged; numbering on from before them would equivocate).
+//! The epoch key keeps bytes a bulletin carries from ever reading as a record
+//! of a later epoch. When the file is full the store first makes every record
+//! durable in sled, then starts a new epoch by rewriting the header (with a
+//! new key) and syncing: the old records are then read as the end.
 
 use std::fs::{File, OpenOptions};
 use std::io::{IoSlice, Read, Seek, SeekFrom, Write};
@@ -43,7 +47,7 @@ pub(crate) const FILE_NAME: &str = "own-journal";
 /// between epochs, and for at least 15 of the largest allowed.
 pub(crate) const JOURNAL_BYTES: u64 = 4 << 20;
 const MAGIC: [u8; 8] = *b"HRLDJNL1";
-const HEADER: u64 = 16;
+const HEADER: u64 = 32;
 /// Length, epoch and check before each record's member and bulletin.
 const RECORD_HEADER: usize = 4 + 8 + 8;
 /// The longest record: a member and the largest bulletin allowed.
@@ -65,7 +69,9 @@ impl Block {
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     /// Reading or writing the file failed.
-    #[error("cannot use the journal of own bulletins {path}: {source}")]
+    #[error(
+        "cannot use the journal of own bulletins {path}: {source}. Nothing was published; check the disk (space, permissions, errors in the system log) and try again"
+    )]
     Io {
         /// The journal file.
         path: PathBuf,
@@ -105,6 +111,8 @@ pub(crate) struct Journal {
     tail: Box<Block>,
     path: PathBuf,
     epoch: u64,
+    /// The epoch's key, in every record's check.
+    key: [u8; 16],
     /// Where the next record goes.
     end: u64,
     size: u64,
@@ -144,7 +152,12 @@ impl Journal {
             .map_err(io)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
-        let (epoch, records, end) = parse(&bytes).map_err(|what| JournalError::Damaged {
+        let Parsed {
+            epoch,
+            key,
+            records,
+            end,
+        } = parse(&bytes).map_err(|what| JournalError::Damaged {
             path: path.clone(),
             what,
         })?;
@@ -159,6 +172,7 @@ impl Journal {
             tail,
             path,
             epoch,
+            key,
             end,
             size,
             tips: Vec::new(),
@@ -181,11 +195,11 @@ impl Journal {
             path: self.path.clone(),
             source,
         })?;
-        let (_, records, _) = parse(&bytes).map_err(|what| JournalError::Damaged {
+        let parsed = parse(&bytes).map_err(|what| JournalError::Damaged {
             path: self.path.clone(),
             what,
         })?;
-        Ok(records)
+        Ok(parsed.records)
     }
 
     /// Whether records of `bytes` in all fit after the last one.
@@ -218,7 +232,7 @@ impl Journal {
         self.usable()?;
         let mut buffer = Vec::with_capacity(items.iter().map(|(b, _)| Self::record_len(b)).sum());
         for (bulletin, member) in items {
-            encode_record(&mut buffer, self.epoch, member, bulletin);
+            encode_record(&mut buffer, &self.key, self.epoch, member, bulletin);
         }
         if !self.fits(buffer.len()) {
             return Err(JournalError::Failed {
@@ -241,11 +255,13 @@ impl Journal {
     pub(crate) fn start_epoch(&mut self) -> Result<(), JournalError> {
         self.usable()?;
         let epoch = self.epoch.wrapping_add(1);
+        let key: [u8; 16] = rand::random();
         // With direct I/O the whole first block is written: the header, then
         // zeros over the start of the old epoch's records (ended either way).
-        let written = self.write_durably(0, &header(epoch));
+        let written = self.write_durably(0, &header(epoch, &key));
         self.settle(written)?;
         self.epoch = epoch;
+        self.key = key;
         self.end = HEADER;
         self.tips.clear();
         Ok(())
@@ -362,10 +378,11 @@ fn open_direct(_path: &Path, _bytes: &[u8]) -> Option<File> {
     None
 }
 
-fn header(epoch: u64) -> [u8; HEADER as usize] {
+fn header(epoch: u64, key: &[u8; 16]) -> [u8; HEADER as usize] {
     let mut h = [0u8; HEADER as usize];
     h[..8].copy_from_slice(&MAGIC);
-    h[8..].copy_from_slice(&epoch.to_le_bytes());
+    h[8..16].copy_from_slice(&epoch.to_le_bytes());
+    h[16..].copy_from_slice(key);
     h
 }
 
@@ -379,7 +396,7 @@ fn create(dir: &Path, path: &Path) -> Result<(), JournalError> {
     };
     let mut file = File::create(&fresh).map_err(io)?;
     let mut content = vec![0u8; JOURNAL_BYTES as usize];
-    content[..HEADER as usize].copy_from_slice(&header(1));
+    content[..HEADER as usize].copy_from_slice(&header(1, &rand::random()));
     file.write_all(&content).map_err(io)?;
     file.sync_all().map_err(io)?;
     drop(file);
@@ -388,8 +405,9 @@ fn create(dir: &Path, path: &Path) -> Result<(), JournalError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
 
-fn check(length: u32, epoch: u64, member: &MemberId, bulletin: &[u8]) -> [u8; 8] {
+fn check(key: &[u8; 16], length: u32, epoch: u64, member: &MemberId, bulletin: &[u8]) -> [u8; 8] {
     let digest = Sha256::new()
+        .chain_update(key)
         .chain_update(length.to_le_bytes())
         .chain_update(epoch.to_le_bytes())
         .chain_update(member.as_bytes())
@@ -400,20 +418,72 @@ fn check(length: u32, epoch: u64, member: &MemberId, bulletin: &[u8]) -> [u8; 8]
     out
 }
 
-fn encode_record(out: &mut Vec<u8>, epoch: u64, member: &MemberId, bulletin: &SignedBulletin) {
+fn encode_record(
+    out: &mut Vec<u8>,
+    key: &[u8; 16],
+    epoch: u64,
+    member: &MemberId,
+    bulletin: &SignedBulletin,
+) {
     let bytes = bulletin.as_bytes();
     // A bulletin is at most MAX_BULLETIN_BYTES (256 KiB): the length fits.
     let length = u32::try_from(32 + bytes.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&length.to_le_bytes());
     out.extend_from_slice(&epoch.to_le_bytes());
-    out.extend_from_slice(&check(length, epoch, member, bytes));
+    out.extend_from_slice(&check(key, length, epoch, member, bytes));
     out.extend_from_slice(member.as_bytes());
     out.extend_from_slice(bytes);
 }
 
-/// The header's epoch, the records of that epoch and where the next goes.
-#[allow(clippy::type_complexity)]
-fn parse(bytes: &[u8]) -> Result<(u64, Vec<(SignedBulletin, MemberId)>, u64), String> {
+/// What a journal file holds.
+struct Parsed {
+    epoch: u64,
+    key: [u8; 16],
+    /// The records of the epoch, oldest first.
+    records: Vec<(SignedBulletin, MemberId)>,
+    /// Where the next record goes.
+    end: u64,
+}
+
+fn le_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+/// The member and signed bytes of a whole record of `epoch` at `at`, and
+/// where the next record starts.
+fn whole_record<'a>(
+    bytes: &'a [u8],
+    at: usize,
+    epoch: u64,
+    key: &[u8; 16],
+) -> Option<(MemberId, &'a [u8], usize)> {
+    let start = at.checked_add(RECORD_HEADER)?;
+    if start > bytes.len() || le_u64(bytes, at + 4) != epoch {
+        return None;
+    }
+    let mut l = [0u8; 4];
+    l.copy_from_slice(&bytes[at..at + 4]);
+    let length = u32::from_le_bytes(l);
+    let n = length as usize;
+    if !(32..=MAX_RECORD).contains(&n) || start + n > bytes.len() {
+        return None;
+    }
+    let mut member = [0u8; 32];
+    member.copy_from_slice(&bytes[start..start + 32]);
+    let member = MemberId::from_bytes(member);
+    let signed = &bytes[start + 32..start + n];
+    (bytes[at + 12..at + 20] == check(key, length, epoch, &member, signed)).then_some((
+        member,
+        signed,
+        start + n,
+    ))
+}
+
+/// Reads a journal file: its header, then records of its epoch up to the
+/// first that is not whole, which must be the end.
+fn parse(bytes: &[u8]) -> Result<Parsed, String> {
     let size = bytes.len();
     if size < HEADER as usize || bytes[..8] != MAGIC {
         return Err("it does not start with a journal header".into());
@@ -423,38 +493,31 @@ fn parse(bytes: &[u8]) -> Result<(u64, Vec<(SignedBulletin, MemberId)>, u64), St
             "it is {size} bytes long, too short for the largest bulletin"
         ));
     }
-    let le_u64 = |at: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&bytes[at..at + 8]);
-        u64::from_le_bytes(b)
-    };
-    let epoch = le_u64(8);
+    let epoch = le_u64(bytes, 8);
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&bytes[16..32]);
     let mut records = Vec::new();
     let mut at = HEADER as usize;
-    while at + RECORD_HEADER <= size {
-        let mut l = [0u8; 4];
-        l.copy_from_slice(&bytes[at..at + 4]);
-        let length = u32::from_le_bytes(l);
-        let n = length as usize;
-        let start = at + RECORD_HEADER;
-        if !(32..=MAX_RECORD).contains(&n) || le_u64(at + 4) != epoch || start + n > size {
-            break;
-        }
-        let mut member = [0u8; 32];
-        member.copy_from_slice(&bytes[start..start + 32]);
-        let member = MemberId::from_bytes(member);
-        let signed = &bytes[start + 32..start + n];
-        if bytes[at + 12..at + 20] != check(length, epoch, &member, signed) {
-            break;
-        }
+    while let Some((member, signed, next)) = whole_record(bytes, at, epoch, &key) {
         // Checked, so written whole by a Herald: a record that does not
         // decode is not a torn write.
         let bulletin = SignedBulletin::from_bytes(signed)
             .map_err(|e| format!("the record at byte {at} does not decode ({e})"))?;
         records.push((bulletin, member));
-        at = start + n;
+        at = next;
     }
-    Ok((epoch, records, at as u64))
+    // A torn record is the last one written: nothing of the epoch follows it.
+    if let Some(later) = (at + 1..size).find(|&later| whole_record(bytes, later, epoch, &key).is_some()) {
+        return Err(format!(
+            "the record at byte {at} is not whole, but a record written after it at byte {later} is"
+        ));
+    }
+    Ok(Parsed {
+        epoch,
+        key,
+        records,
+        end: at as u64,
+    })
 }
 
 #[cfg(test)]
@@ -496,6 +559,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let items = signed(3);
         let (mut j, held) = reopen_as(dir.path(), buffered);
+        if !buffered && j.direct.is_none() {
+            eprintln!(
+                "direct I/O is refused in {}: the journal tests use the page cache only",
+                dir.path().display()
+            );
+        }
         assert!(held.is_empty());
         j.append(&items[..2]).unwrap();
         j.append(&items[2..]).unwrap();
@@ -581,13 +650,14 @@ mod tests {
         drop(reopen(dir.path()).0);
         let path = dir.path().join(FILE_NAME);
         let mut bytes = std::fs::read(&path).unwrap();
+        let key: [u8; 16] = bytes[16..32].try_into().unwrap();
         let member = items[0].1;
         let junk = b"not a bulletin";
         let length = (32 + junk.len()) as u32;
         let mut record = Vec::new();
         record.extend_from_slice(&length.to_le_bytes());
         record.extend_from_slice(&1u64.to_le_bytes());
-        record.extend_from_slice(&check(length, 1, &member, junk));
+        record.extend_from_slice(&check(&key, length, 1, &member, junk));
         record.extend_from_slice(member.as_bytes());
         record.extend_from_slice(junk);
         bytes[HEADER as usize..HEADER as usize + record.len()].copy_from_slice(&record);
@@ -600,19 +670,58 @@ mod tests {
     fn the_layout_is_as_documented() {
         let items = signed(1);
         let (bulletin, member) = &items[0];
+        let key = [0xab; 16];
         let mut out = Vec::new();
-        encode_record(&mut out, 7, member, bulletin);
+        encode_record(&mut out, &key, 7, member, bulletin);
         let n = 32 + bulletin.as_bytes().len();
         assert_eq!(out.len(), RECORD_HEADER + n);
         assert_eq!(out[..4], (n as u32).to_le_bytes());
         assert_eq!(out[4..12], 7u64.to_le_bytes());
-        let digest = Sha256::digest([&out[..12], member.as_bytes(), bulletin.as_bytes()].concat());
+        let digest = Sha256::digest([&key[..], &out[..12], member.as_bytes(), bulletin.as_bytes()].concat());
         assert_eq!(out[12..20], digest[..8]);
         assert_eq!(&out[20..52], member.as_bytes());
         assert_eq!(&out[52..], bulletin.as_bytes());
+        // As printed in docs/PROTOCOL.md, section 12B.
         assert_eq!(
-            header(7)[..],
-            [b"HRLDJNL1".as_slice(), &7u64.to_le_bytes()].concat()[..]
+            hex::encode(header(7, &key)),
+            "48524c444a4e4c310700000000000000abababababababababababababababab"
         );
+        // A pinned record head: the test network's first bulletin (fixed
+        // seeds) for member 0x01 x 32, in epoch 7 under key 0xab x 16.
+        let mut fixed = Vec::new();
+        encode_record(&mut fixed, &key, 7, &MemberId::from_bytes([1; 32]), bulletin);
+        assert_eq!(
+            hex::encode(&fixed[..20]),
+            "08010000070000000000000086071750756589ae"
+        );
+    }
+
+    /// A damaged record followed by a whole one of the same epoch is damage,
+    /// not the end: the later records were acknowledged.
+    #[test]
+    fn a_damaged_record_before_whole_ones_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let items = signed(3);
+        let (mut j, _) = reopen(dir.path());
+        j.append(&items).unwrap();
+        drop(j);
+        let path = dir.path().join(FILE_NAME);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // A byte of the second record's bulletin changes.
+        let second = HEADER as usize + Journal::record_len(&items[0].0);
+        bytes[second + RECORD_HEADER + 40] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Journal::open(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("record at byte {second} is not whole")),
+            "{err}"
+        );
+        // Damage to the last record alone reads as a torn write: the end.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[second + RECORD_HEADER + 40] ^= 1;
+        let third = second + Journal::record_len(&items[1].0);
+        bytes[third + RECORD_HEADER + 40] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(reopen(dir.path()).1, items[..2].to_vec());
     }
 }

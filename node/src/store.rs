@@ -624,6 +624,11 @@ impl Store {
         self.opened.elapsed().saturating_sub(at)
     }
 
+    /// Whether the bulletin with this id is staged (held, not yet folded).
+    pub fn is_staged(&self, id: &BulletinId) -> bool {
+        self.staged().items.contains_key(id)
+    }
+
     /// How many bulletins wait to be folded.
     pub fn staged_count(&self) -> usize {
         self.staged().items.len()
@@ -1077,20 +1082,50 @@ impl Store {
                 Err(e) => outcomes.push(Err(StoreError::Sign(e))),
             }
         }
-        self.journal_own(&mut journal, &signed)?;
-        for (bulletin, member) in &signed {
+        let (journaled, result) = self.journal_own(&mut journal, &signed);
+        for (bulletin, member) in &signed[..journaled] {
             self.stage_item(bulletin, member, &[], true);
         }
-        Ok(outcomes)
+        match result {
+            Ok(()) => Ok(outcomes),
+            Err(e) if journaled == 0 => Err(e),
+            // Part of a group larger than the journal is durable (and
+            // numbered): those are published; the rest are not.
+            Err(e) => {
+                let message = e.to_string();
+                let mut ok = 0;
+                Ok(outcomes
+                    .into_iter()
+                    .map(|outcome| match outcome {
+                        Ok(bulletin) if ok < journaled => {
+                            ok += 1;
+                            Ok(bulletin)
+                        }
+                        Ok(_) => Err(StoreError::Chain(format!("not published: {message}"))),
+                        Err(e) => Err(e),
+                    })
+                    .collect())
+            }
+        }
     }
 
     /// Appends `items` to the journal, as few syncs as room allows; when it is
-    /// full, first settles it ([`Store::settle_journal`]).
+    /// full, first settles it ([`Store::settle_journal`]). A group that does
+    /// not fit in what is left settles first, so it is one write unless it is
+    /// larger than the whole journal. Returns how many were appended, and the
+    /// error that stopped the rest.
     fn journal_own(
         &self,
         journal: &mut Journal,
         items: &[(SignedBulletin, MemberId)],
-    ) -> Result<(), StoreError> {
+    ) -> (usize, Result<(), StoreError>) {
+        let total: usize = items.iter().map(|(b, _)| Journal::record_len(b)).sum();
+        if !journal.fits(total)
+            && !journal.is_empty()
+            && let Err(e) = self.settle_journal(journal)
+        {
+            return (0, Err(e));
+        }
         let mut from = 0;
         while from < items.len() {
             let (mut to, mut bytes) = (from, 0);
@@ -1101,21 +1136,23 @@ impl Store {
                 }
                 (to, bytes) = (to + 1, more);
             }
-            if to == from {
-                if journal.is_empty() {
-                    // Not reached: a journal that cannot hold the largest
-                    // bulletin is refused at open.
-                    return Err(StoreError::Chain(
-                        "a bulletin does not fit in an empty journal".into(),
-                    ));
-                }
-                self.settle_journal(journal)?;
-                continue;
+            let step = if to > from {
+                journal.append(&items[from..to]).map_err(StoreError::from)
+            } else if journal.is_empty() {
+                // Not reached: a journal that cannot hold the largest
+                // bulletin is refused at open.
+                Err(StoreError::Chain(
+                    "a bulletin does not fit in an empty journal".into(),
+                ))
+            } else {
+                self.settle_journal(journal)
+            };
+            if let Err(e) = step {
+                return (from, Err(e));
             }
-            journal.append(&items[from..to])?;
             from = to;
         }
-        Ok(())
+        (from, Ok(()))
     }
 
     /// Settles the journal of own bulletins ([`Store::settle_journal`]): on

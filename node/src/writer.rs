@@ -101,7 +101,7 @@ impl Writer {
         items: &[(SignedBulletin, MemberId)],
         origin: Origin,
     ) -> Result<Vec<Stored>, StoreError> {
-        let outcomes = self.store.insert_verified(items)?;
+        let outcomes = self.insert_unstaged(items)?;
         self.store.flush()?;
         let now = crate::node::now();
         for ((bulletin, member), outcome) in items.iter().zip(&outcomes) {
@@ -117,6 +117,32 @@ impl Writer {
         Ok(outcomes)
     }
 
+    /// Stores `items`, but for those staged (held already, and folded soon):
+    /// those are `AlreadyHeld`. Sync compares folded chains, so it can fetch
+    /// again what was staged a moment ago, the node's own bulletins included;
+    /// storing them here would report them twice, and could store an own
+    /// bulletin ahead of the one before it.
+    fn insert_unstaged(&self, items: &[(SignedBulletin, MemberId)]) -> Result<Vec<Stored>, StoreError> {
+        let staged: Vec<bool> = items.iter().map(|(b, _)| self.store.is_staged(&b.id())).collect();
+        if !staged.contains(&true) {
+            return self.store.insert_verified(items);
+        }
+        let fresh: Vec<_> = items
+            .iter()
+            .zip(&staged)
+            .filter(|(_, staged)| !**staged)
+            .map(|(item, _)| item.clone())
+            .collect();
+        let mut stored = self.store.insert_verified(&fresh)?.into_iter();
+        Ok(staged
+            .iter()
+            .map(|staged| match staged {
+                true => Stored::AlreadyHeld,
+                false => stored.next().unwrap_or(Stored::AlreadyHeld),
+            })
+            .collect())
+    }
+
     fn commit(&self, received: &mut Vec<(SignedBulletin, MemberId)>, origins: &mut Vec<Origin>) {
         if received.is_empty() {
             return;
@@ -126,7 +152,7 @@ impl Writer {
         // restore, older ones that sync fetches again if a crash loses them);
         // nothing is acknowledged for them, and sled's background flush makes
         // any new write durable.
-        let result = self.store.insert_verified(received);
+        let result = self.insert_unstaged(received);
         match result {
             Ok(outcomes) => {
                 for (((bulletin, member), origin), outcome) in
