@@ -1162,15 +1162,26 @@ impl Store {
         self.settle_journal(&mut self.journal())
     }
 
-    /// Stores every bulletin of the journal's current epoch in sled (most are
-    /// there already, folded), flushes, and starts a new epoch: the journal is
-    /// empty again and nothing it held is lost.
+    /// Makes every bulletin of the journal's current epoch durable in sled,
+    /// then starts a new epoch: the journal is empty again and nothing it held
+    /// is lost. Each journaled bulletin was staged at once, and leaves the
+    /// staged set only when a fold has put it in sled; so storing the own
+    /// bulletins still staged (the fold that follows finds them held) and
+    /// flushing covers the journal without reading it.
     fn settle_journal(&self, journal: &mut Journal) -> Result<(), StoreError> {
         if journal.is_empty() {
             return Ok(());
         }
-        let records = journal.records()?;
-        self.insert_verified(&records)?;
+        let own: Vec<(SignedBulletin, MemberId)> = self
+            .staged()
+            .items
+            .values()
+            .filter(|item| item.own)
+            .map(|item| (item.bulletin.clone(), item.member))
+            .collect();
+        if !own.is_empty() {
+            self.insert_verified(&own)?;
+        }
         self.flush()?;
         journal.start_epoch()?;
         Ok(())
