@@ -214,11 +214,6 @@ pub struct Store {
     fold_lock: Arc<Mutex<()>>,
     /// Held by every batch that changes chains and indexes.
     index_lock: Arc<Mutex<()>>,
-    /// The highest number held in sled for each key looked at, never below
-    /// the truth (raised before each batch is applied): a bulletin numbered
-    /// above it is not in sled, and [`Store::holds`] need not ask sled, which
-    /// makes every reader wait while a batch is applied.
-    highest: Arc<Mutex<HashMap<KeyId, Seq>>>,
     /// When the last bulletin was staged, in µs after `opened`.
     last_stage: Arc<AtomicU64>,
     opened: Instant,
@@ -437,7 +432,6 @@ impl Store {
             staged: Arc::new(Mutex::new(Staged::default())),
             fold_lock: Arc::new(Mutex::new(())),
             index_lock: Arc::new(Mutex::new(())),
-            highest: Arc::new(Mutex::new(HashMap::new())),
             last_stage: Arc::new(AtomicU64::new(0)),
             opened: Instant::now(),
             journal: Arc::new(Mutex::new(journal)),
@@ -570,42 +564,6 @@ impl Store {
     /// Whether the bulletin with this id is held (staged or folded).
     pub fn contains(&self, id: &BulletinId) -> Result<bool, StoreError> {
         Ok(self.staged().items.contains_key(id) || self.bulletins.contains_key(data_key(id))?)
-    }
-
-    /// Whether `bulletin` is held (staged or folded), as [`Store::contains`],
-    /// but without a sled read when its number is above the highest of its
-    /// key in sled (the common case for news): the check every gossiped
-    /// message makes, which must not wait while a fold's batch is applied.
-    pub fn holds(&self, bulletin: &SignedBulletin) -> Result<bool, StoreError> {
-        let id = bulletin.id();
-        if self.staged().items.contains_key(&id) {
-            return Ok(true);
-        }
-        let body = bulletin.body();
-        let known = self.highest_held().get(&body.signer).copied();
-        let highest = match known {
-            Some(seq) => seq,
-            None => {
-                let loaded = self.summary(&body.signer)?.highest;
-                // Only keys with something in sled are remembered: the
-                // signer is not checked yet, and made-up keys must not grow
-                // the map.
-                if loaded.0 > 0 {
-                    let mut highest = self.highest_held();
-                    let held = highest.entry(body.signer).or_insert(loaded);
-                    *held = (*held).max(loaded);
-                }
-                loaded
-            }
-        };
-        if body.seq > highest {
-            return Ok(false);
-        }
-        Ok(self.bulletins.contains_key(data_key(&id))?)
-    }
-
-    fn highest_held(&self) -> std::sync::MutexGuard<'_, HashMap<KeyId, Seq>> {
-        self.highest.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The bulletin with this id, if held (staged or folded).
@@ -903,15 +861,6 @@ impl Store {
         }
         for key in unstage {
             batch.remove(key);
-        }
-        {
-            // Raised before the batch is applied, so never below what sled
-            // holds (a failed batch leaves it high: only more sled reads).
-            let mut highest = self.highest_held();
-            for (key, chain) in &chains {
-                let held = highest.entry(*key).or_insert(chain.highest);
-                *held = (*held).max(chain.highest);
-            }
         }
         self.bulletins.apply_batch(batch)?;
         Ok(outcomes)
