@@ -46,6 +46,9 @@ pub(crate) const FILE_NAME: &str = "own-journal";
 /// Size of a new journal file: room for about 8,000 bulletins of 500 bytes
 /// between epochs, and for at least 15 of the largest allowed.
 pub(crate) const JOURNAL_BYTES: u64 = 4 << 20;
+/// The largest journal file read: a bound on what a stray file can make the
+/// node load.
+const MAX_FILE: u64 = 64 << 20;
 const MAGIC: [u8; 8] = *b"HRLDJNL1";
 const HEADER: u64 = 32;
 /// Length, epoch and check before each record's member and bulletin.
@@ -150,6 +153,13 @@ impl Journal {
             .write(true)
             .open(&path)
             .map_err(io)?;
+        let length = file.metadata().map_err(io)?.len();
+        if length > MAX_FILE {
+            return Err(JournalError::Damaged {
+                path,
+                what: format!("it is {length} bytes long, larger than any journal"),
+            });
+        }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
         let Parsed {
@@ -649,9 +659,17 @@ mod tests {
     #[test]
     fn a_file_that_is_not_a_journal_is_refused_with_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(FILE_NAME), b"not a journal").unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(&path, b"not a journal").unwrap();
         let err = Journal::open(dir.path()).unwrap_err().to_string();
         assert!(err.contains("damaged") && err.contains("moved aside"), "{err}");
+        // Nor is a file larger than any journal read.
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(MAX_FILE + 1)
+            .unwrap();
+        let err = Journal::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("larger than any journal"), "{err}");
     }
 
     #[test]
