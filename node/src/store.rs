@@ -8,8 +8,8 @@
 //! acknowledge anything (see [`Store::flush`]).
 //!
 //! The node's own bulletins are made durable another way: each group is
-//! written to the journal of own bulletins and synced (one small write and an
-//! `fdatasync`, a fraction of a sled flush), then staged like received gossip
+//! written to the journal of own bulletins with one synchronous write (a
+//! fraction of a sled batch and flush), then staged like received gossip
 //! (see [`Store::publish_own_group`]). Opening the store stores whatever the
 //! journal holds.
 //!
@@ -422,25 +422,12 @@ impl Store {
                 Err(e) => return Err(e.into()),
             }
         };
-        // After sled: its lock on the directory keeps other processes out.
-        let (journal, journaled) = Journal::open(dir)?;
-        let store = Self {
-            bulletins: db.open_tree(trees::BULLETINS)?,
-            registry: db.open_tree(trees::REGISTRY)?,
-            meta: db.open_tree(trees::META)?,
-            db,
-            staged: Arc::new(Mutex::new(Staged::default())),
-            fold_lock: Arc::new(Mutex::new(())),
-            index_lock: Arc::new(Mutex::new(())),
-            last_stage: Arc::new(AtomicU64::new(0)),
-            opened: Instant::now(),
-            journal: Arc::new(Mutex::new(journal)),
-        };
-        match store.meta.get(META_SCHEMA)? {
+        let meta = db.open_tree(trees::META)?;
+        match meta.get(META_SCHEMA)? {
             None => {
-                store.meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
-                store.meta.insert(META_NETWORK, network.as_bytes())?;
-                store.db.flush()?;
+                meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                meta.insert(META_NETWORK, network.as_bytes())?;
+                db.flush()?;
             }
             Some(v) => {
                 let found = v
@@ -451,8 +438,7 @@ impl Store {
                 if found != SCHEMA_VERSION && found != 2 {
                     return Err(StoreError::Schema { found });
                 }
-                let stored = store
-                    .meta
+                let stored = meta
                     .get(META_NETWORK)?
                     .and_then(|v| <[u8; 32]>::try_from(v.as_ref()).ok())
                     .map(NetworkId::from_bytes)
@@ -464,11 +450,26 @@ impl Store {
                     });
                 }
                 if found == 2 {
-                    store.meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
-                    store.db.flush()?;
+                    meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                    db.flush()?;
                 }
             }
         }
+        // After sled (its lock on the directory keeps other processes out) and
+        // the checks above (a store of another network is left as it was).
+        let (journal, journaled) = Journal::open(dir)?;
+        let store = Self {
+            bulletins: db.open_tree(trees::BULLETINS)?,
+            registry: db.open_tree(trees::REGISTRY)?,
+            meta,
+            db,
+            staged: Arc::new(Mutex::new(Staged::default())),
+            fold_lock: Arc::new(Mutex::new(())),
+            index_lock: Arc::new(Mutex::new(())),
+            last_stage: Arc::new(AtomicU64::new(0)),
+            opened: Instant::now(),
+            journal: Arc::new(Mutex::new(journal)),
+        };
         // Fold what earlier builds left staged in sled, before anyone reads.
         let left = store.bulletins.scan_prefix([prefix::STAGED]).count();
         if left > 0 {
