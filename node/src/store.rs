@@ -206,7 +206,6 @@ pub struct Store {
     db: sled::Db,
     bulletins: sled::Tree,
     registry: sled::Tree,
-    meta: sled::Tree,
     /// Bulletins staged: verified, readable, not yet folded.
     staged: Arc<Mutex<Staged>>,
     /// Held by a fold from its look at the staged set until it lets go of
@@ -461,7 +460,6 @@ impl Store {
         let store = Self {
             bulletins: db.open_tree(trees::BULLETINS)?,
             registry: db.open_tree(trees::REGISTRY)?,
-            meta,
             db,
             staged: Arc::new(Mutex::new(Staged::default())),
             fold_lock: Arc::new(Mutex::new(())),
