@@ -659,51 +659,17 @@ fn tally(report: &mut ImportReport, outcomes: Vec<Stored>) {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use herald_keys::{SecretKey, sign_bulletin};
-    use herald_protocol::{AdvisoryStatus, BulletinBody, Kind, Payload, Seq, Severity, Timestamp, Tlp};
-
     use super::*;
-
-    fn chain(network: NetworkId, signer: &SecretKey, n: u64) -> Vec<SignedBulletin> {
-        let mut out: Vec<SignedBulletin> = Vec::new();
-        for seq in 1..=n {
-            let body = BulletinBody {
-                format: herald_protocol::bulletin::BULLETIN_FORMAT,
-                network,
-                signer: signer.id(),
-                seq: Seq(seq),
-                prev: out.last().map(SignedBulletin::id),
-                created: Timestamp(1_700_000_000_000 + seq),
-                kind: Kind::VulnerabilityAdvisory {
-                    status: AdvisoryStatus::Confirmed,
-                },
-                tlp: Tlp::Green,
-                severity: Severity::Medium,
-                title: format!("bulletin {seq}"),
-                references: Vec::new(),
-                supersedes: None,
-                expires: None,
-                audience: Vec::new(),
-                payload: Payload {
-                    content_type: "text/plain".into(),
-                    bytes: vec![seq as u8; 16],
-                },
-            };
-            out.push(sign_bulletin(signer, &body).unwrap());
-        }
-        out
-    }
 
     /// A bundle that passed its check but reads short the second time (changed
     /// on disk in between): every whole group before the damage is stored, in
     /// order, then the import fails; nothing after the damage is stored.
     #[test]
     fn a_read_error_stores_every_group_before_it_then_stops() {
-        let crate::test_network::OneMember {
-            signing, registry, ..
-        } = crate::test_network::one_member();
+        let net = crate::test_network::one_member();
+        let bulletins = net.chain(35);
+        let registry = net.registry;
         let network = registry.network();
-        let bulletins = chain(network, &signing, 35);
         let wires: Vec<&[u8]> = bulletins.iter().map(SignedBulletin::as_bytes).collect();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.bundle");

@@ -191,9 +191,6 @@ mod tests {
 
     use std::time::Duration;
 
-    use herald_keys::{SecretKey, sign_bulletin};
-    use herald_protocol::{BulletinBody, Kind, Payload, Seq, Severity, Timestamp, Tlp};
-
     use super::*;
 
     const WAIT: Duration = Duration::from_secs(10);
@@ -205,17 +202,15 @@ mod tests {
         drain: Drain,
         verdicts: mpsc::Receiver<Validated>,
         store: Store,
-        signing: SecretKey,
-        network: herald_protocol::NetworkId,
         _dir: tempfile::TempDir,
     }
 
     fn fixture(slots: usize) -> Fixture {
         let crate::test_network::OneMember {
             member,
-            signing,
             genesis,
             registry,
+            ..
         } = crate::test_network::one_member();
         let network = registry.network();
         let dir = tempfile::tempdir().unwrap();
@@ -239,34 +234,14 @@ mod tests {
             drain,
             verdicts,
             store,
-            signing,
-            network,
             _dir: dir,
         }
     }
 
-    fn bulletin(f: &Fixture) -> Vec<u8> {
-        let body = BulletinBody {
-            format: herald_protocol::bulletin::BULLETIN_FORMAT,
-            network: f.network,
-            signer: f.signing.id(),
-            seq: Seq(1),
-            prev: None,
-            created: Timestamp(1_700_000_000_001),
-            kind: Kind::Outreach,
-            tlp: Tlp::Clear,
-            severity: Severity::Informational,
-            title: "checked off the loop".into(),
-            references: Vec::new(),
-            supersedes: None,
-            expires: None,
-            audience: Vec::new(),
-            payload: Payload {
-                content_type: "text/plain".into(),
-                bytes: b"hello".to_vec(),
-            },
-        };
-        sign_bulletin(&f.signing, &body).unwrap().to_bytes()
+    /// The fixture member's first bulletin (the signing key is not the
+    /// node's own: it is staged).
+    fn bulletin() -> Vec<u8> {
+        crate::test_network::one_member().chain(1).remove(0).to_bytes()
     }
 
     fn job(data: Vec<u8>, n: u8) -> Job {
@@ -288,7 +263,7 @@ mod tests {
     #[tokio::test]
     async fn a_good_bulletin_is_accepted_and_staged_and_garbage_rejected() {
         let mut f = fixture(MAX_IN_FLIGHT);
-        let good = bulletin(&f);
+        let good = bulletin();
         f.validators.submit(job(good.clone(), 1)).unwrap();
         let v = next(&mut f).await;
         assert_eq!(v.message_id, gossipsub::MessageId::from(vec![1]));
@@ -363,7 +338,7 @@ mod tests {
     #[tokio::test]
     async fn the_drain_waits_for_running_checks() {
         let mut f = fixture(MAX_IN_FLIGHT);
-        let good = bulletin(&f);
+        let good = bulletin();
         f.validators.submit(job(good, 1)).unwrap();
         // Not yet run (this task has not yielded): the drain must wait for it,
         // and when it returns the bulletin is staged.
