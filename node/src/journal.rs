@@ -119,7 +119,8 @@ pub(crate) struct Journal {
     /// Where the next record goes.
     end: u64,
     size: u64,
-    /// The last bulletin journaled in this epoch for each signing key.
+    /// The last bulletin journaled since the journal was opened, for each
+    /// signing key.
     tips: Vec<(KeyId, Seq, BulletinId)>,
     /// The first write or sync that failed.
     failed: Option<String>,
@@ -228,7 +229,8 @@ impl Journal {
         RECORD_HEADER + 32 + bulletin.as_bytes().len()
     }
 
-    /// The last bulletin of `key` journaled in this epoch.
+    /// The last bulletin of `key` journaled since the journal was opened (in
+    /// this epoch or, settled into sled since, an earlier one).
     pub(crate) fn tip(&self, key: &KeyId) -> Option<(Seq, BulletinId)> {
         self.tips
             .iter()
@@ -274,7 +276,8 @@ impl Journal {
         self.epoch = epoch;
         self.key = key;
         self.end = HEADER;
-        self.tips.clear();
+        // The tips stay: what they name is durable in sled now, and the next
+        // publication numbers on from them without reading sled.
         Ok(())
     }
 
@@ -598,7 +601,8 @@ mod tests {
         assert_eq!(held, items);
         assert_eq!(j.tip(&key), Some((Seq(3), items[2].0.id())));
         j.start_epoch().unwrap();
-        assert_eq!(j.tip(&key), None);
+        // Settled, not forgotten: numbering goes on from it.
+        assert_eq!(j.tip(&key), Some((Seq(3), items[2].0.id())));
         // The first record of the new epoch lands over the old first record.
         j.append(&items[2..]).unwrap();
         drop(j);

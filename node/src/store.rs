@@ -29,7 +29,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::journal::Journal;
@@ -213,6 +213,12 @@ pub struct Store {
     fold_lock: Arc<Mutex<()>>,
     /// Held by every batch that changes chains and indexes.
     index_lock: Arc<Mutex<()>>,
+    /// Every chain summary (head) held, as in sled: loaded at open, replaced
+    /// by each batch right after it is applied. The paths a message waits on
+    /// (the duplicate check of validation, numbering a publication) read it
+    /// here, never in sled, whose every read waits while a fold's batch is
+    /// applied. One entry per signing key that ever signed a bulletin held.
+    chains: Arc<RwLock<HashMap<KeyId, ChainSummary>>>,
     /// When the last bulletin was staged, in µs after `opened`.
     last_stage: Arc<AtomicU64>,
     opened: Instant,
@@ -457,13 +463,23 @@ impl Store {
         // After sled (its lock on the directory keeps other processes out) and
         // the checks above (a store of another network is left as it was).
         let (journal, journaled) = Journal::open(dir)?;
+        let bulletins = db.open_tree(trees::BULLETINS)?;
+        // One entry per signing key: as many as the registry ever listed.
+        let chains = bulletins
+            .scan_prefix([prefix::HEAD])
+            .map(|entry| {
+                let (k, v) = entry?;
+                head_entry(&k, &v).map(|s| (s.key, s))
+            })
+            .collect::<Result<HashMap<_, _>, StoreError>>()?;
         let store = Self {
-            bulletins: db.open_tree(trees::BULLETINS)?,
+            bulletins,
             registry: db.open_tree(trees::REGISTRY)?,
             db,
             staged: Arc::new(Mutex::new(Staged::default())),
             fold_lock: Arc::new(Mutex::new(())),
             index_lock: Arc::new(Mutex::new(())),
+            chains: Arc::new(RwLock::new(chains)),
             last_stage: Arc::new(AtomicU64::new(0)),
             opened: Instant::now(),
             journal: Arc::new(Mutex::new(journal)),
@@ -563,6 +579,28 @@ impl Store {
     /// Whether the bulletin with this id is held (staged or folded).
     pub fn contains(&self, id: &BulletinId) -> Result<bool, StoreError> {
         Ok(self.staged().items.contains_key(id) || self.bulletins.contains_key(data_key(id))?)
+    }
+
+    /// Whether `bulletin` is held (staged or folded), as [`Store::contains`],
+    /// but without a sled read when its number is above the highest its key
+    /// holds (the common case for news): the check each gossiped message
+    /// makes, which must not wait while a fold's batch is applied. Every
+    /// bulletin in sled is numbered at most its key's highest, which the
+    /// batch that stored it raised.
+    pub fn holds(&self, bulletin: &SignedBulletin) -> Result<bool, StoreError> {
+        let id = bulletin.id();
+        if self.staged().items.contains_key(&id) {
+            return Ok(true);
+        }
+        let body = bulletin.body();
+        if body.seq > self.summary(&body.signer).highest {
+            return Ok(false);
+        }
+        Ok(self.bulletins.contains_key(data_key(&id))?)
+    }
+
+    fn chains(&self) -> std::sync::RwLockReadGuard<'_, HashMap<KeyId, ChainSummary>> {
+        self.chains.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The bulletin with this id, if held (staged or folded).
@@ -722,7 +760,7 @@ impl Store {
 
     /// What is held of `key`'s chain.
     pub fn head(&self, key: &KeyId) -> Result<ChainHead, StoreError> {
-        let s = self.summary(key)?;
+        let s = self.summary(key);
         Ok(ChainHead {
             contiguous: s.contiguous,
             highest: s.highest,
@@ -862,6 +900,11 @@ impl Store {
             batch.remove(key);
         }
         self.bulletins.apply_batch(batch)?;
+        // Still under the index lock: the next batch starts from these.
+        self.chains
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(chains);
         Ok(outcomes)
     }
 
@@ -872,20 +915,20 @@ impl Store {
         key: &KeyId,
     ) -> Result<&'a mut ChainSummary, StoreError> {
         if !chains.contains_key(key) {
-            let loaded = self.summary(key)?;
-            chains.insert(*key, loaded);
+            chains.insert(*key, self.summary(key));
         }
         chains
             .get_mut(key)
             .ok_or_else(|| StoreError::Corrupt("chain summary vanished".into()))
     }
 
-    /// What is held of `key`'s chain, as sync compares it.
-    pub fn summary(&self, key: &KeyId) -> Result<ChainSummary, StoreError> {
-        match self.bulletins.get(head_key(key))? {
-            None => Ok(ChainSummary::empty(*key)),
-            Some(v) => decode_head(*key, &v),
-        }
+    /// What is held of `key`'s chain, as sync compares it (from memory: the
+    /// copy of every head kept beside sled's).
+    pub fn summary(&self, key: &KeyId) -> ChainSummary {
+        self.chains()
+            .get(key)
+            .copied()
+            .unwrap_or_else(|| ChainSummary::empty(*key))
     }
 
     /// Summaries of every chain held.
@@ -914,7 +957,7 @@ impl Store {
     /// The numbers of `key`'s chain in `from..=to` that are not held, as ranges.
     pub fn holes(&self, key: &KeyId, from: Seq, to: Seq) -> Result<Vec<SeqRange>, StoreError> {
         let mut out = Vec::new();
-        let summary = self.summary(key)?;
+        let summary = self.summary(key);
         if summary.count == summary.highest.0 && to <= summary.highest {
             // Every number from 1 to the highest is held.
             return Ok(out);

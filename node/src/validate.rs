@@ -43,7 +43,7 @@ pub fn validate_bulletin(data: &[u8], registry: &Registry, store: &Store) -> Ver
         Ok(b) => b,
         Err(e) => return Verdict::Reject(format!("undecodable: {e}")),
     };
-    match store.contains(&bulletin.id()) {
+    match store.holds(&bulletin) {
         Ok(true) => return Verdict::Duplicate,
         Ok(false) => {}
         // A store that cannot answer must not make us forward unchecked data,

@@ -425,6 +425,57 @@ fn own_bulletins_outlive_a_full_journal_and_a_close_without_fold() {
     );
 }
 
+/// `holds` answers as `contains` does, asking sled only for numbers not above
+/// the highest held: after batches, after a reopen, for staged bulletins and
+/// for an equivocating twin. The chain summaries kept in memory stay those in
+/// sled throughout.
+#[test]
+fn holds_answers_as_contains() {
+    let dir = TempDir::new().unwrap();
+    let signer = key(12);
+    let c = chain(&signer, 6, 100);
+    let twin = Spec::new(2, Some(c[0].id()), 999)
+        .title("the other second")
+        .sign(&signer);
+    let answers = |store: &Store| -> Vec<bool> {
+        c.iter()
+            .chain([&twin])
+            .map(|b| {
+                let held = store.holds(b).unwrap();
+                assert_eq!(held, store.contains(&b.id()).unwrap(), "seq {}", b.body().seq);
+                held
+            })
+            .collect()
+    };
+    let same_summaries = |store: &Store| {
+        let in_sled = store.summaries().unwrap();
+        assert!(!in_sled.is_empty());
+        for s in in_sled {
+            assert_eq!(store.summary(&s.key), s);
+        }
+    };
+    {
+        let store = open(&dir);
+        assert_eq!(answers(&store), vec![false; 7]);
+        insert(&store, &signer, &[&c[0], &c[1], &c[2]]);
+        assert_eq!(answers(&store), [true, true, true, false, false, false, false]);
+        // Above the highest, staged: held.
+        store.stage(&c[4], &member_of(&signer), b"peer");
+        assert_eq!(answers(&store), [true, true, true, false, true, false, false]);
+        store.fold_staged(16).unwrap();
+        insert(&store, &signer, &[&c[3]]);
+        assert_eq!(answers(&store), [true, true, true, true, true, false, false]);
+        same_summaries(&store);
+        store.flush().unwrap();
+    }
+    let store = open(&dir);
+    assert_eq!(answers(&store), [true, true, true, true, true, false, false]);
+    insert(&store, &signer, &[&twin, &c[5]]);
+    assert_eq!(answers(&store), vec![true; 7]);
+    same_summaries(&store);
+    assert_eq!(store.summary(&signer.id()).evidence, 1);
+}
+
 #[test]
 fn query_filters_newest_first() {
     let dir = TempDir::new().unwrap();
