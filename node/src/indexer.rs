@@ -6,7 +6,7 @@
 //! it into chains and indexes is bookkeeping that may follow within
 //! [`FOLD_DELAY`]. A fold is a sled batch, and while a batch is applied sled
 //! holds a lock that every other read and write of the process waits for (its
-//! global concurrency control). What a message waits on reads no sled (the
+//! global concurrency control). What a new message waits on reads no sled (the
 //! chain heads are kept in memory), but the fold's CPU competes with it; so a
 //! fold waits for a moment when nothing has been staged for [`QUIET`], and
 //! then runs between two messages instead of in the path of one.
