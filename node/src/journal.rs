@@ -16,10 +16,18 @@
 //! the next record. Layout (integers little-endian; docs/PROTOCOL.md, section 12B):
 //!
 //! ```text
-//! header:  magic "HRLDJNL1" (8) | epoch (u64) | epoch key (16, random)
+//! header:  magic "HRLDJNL2" (8) | epoch (u64) | epoch key (8, random) | header check (8)
 //! record:  length n (u32) | epoch (u64) | check (8) | member (32) | signed bulletin (n - 32)
+//! header check: the first 8 bytes of SHA-256(magic | epoch | epoch key)
 //! check:   the first 8 bytes of SHA-256(epoch key | length | epoch | member | signed bulletin)
 //! ```
+//!
+//! A header whose check fails is damage, and is refused: read with a changed
+//! epoch or key, every record would fail its check and the journal would read
+//! as empty. Journals written by the first builds with a journal (magic
+//! "HRLDJNL1": a 16-byte epoch key and no header check) are read too; their
+//! records are taken and checked as written, and the next epoch is written in
+//! the layout above.
 //!
 //! Records follow the header back to back. Reading stops at the first record
 //! that is not whole: its length is out of bounds, its epoch is not the
@@ -49,8 +57,12 @@ pub(crate) const JOURNAL_BYTES: u64 = 4 << 20;
 /// The largest journal file read: a bound on what a stray file can make the
 /// node load.
 const MAX_FILE: u64 = 64 << 20;
-const MAGIC: [u8; 8] = *b"HRLDJNL1";
+const MAGIC: [u8; 8] = *b"HRLDJNL2";
+/// The magic of journals written by the first builds with one.
+const MAGIC_V1: [u8; 8] = *b"HRLDJNL1";
 const HEADER: u64 = 32;
+/// Bytes of a new epoch's key.
+const KEY: usize = 8;
 /// Length, epoch and check before each record's member and bulletin.
 const RECORD_HEADER: usize = 4 + 8 + 8;
 /// The longest record: a member and the largest bulletin allowed.
@@ -114,8 +126,9 @@ pub(crate) struct Journal {
     tail: Box<Block>,
     path: PathBuf,
     epoch: u64,
-    /// The epoch's key, in every record's check.
-    key: [u8; 16],
+    /// The epoch's key, in every record's check ([`KEY`] bytes; 16 in a
+    /// journal of the first layout, until its next epoch).
+    key: Vec<u8>,
     /// Where the next record goes.
     end: u64,
     size: u64,
@@ -268,13 +281,13 @@ impl Journal {
     pub(crate) fn start_epoch(&mut self) -> Result<(), JournalError> {
         self.usable()?;
         let epoch = self.epoch.wrapping_add(1);
-        let key: [u8; 16] = rand::random();
+        let key: [u8; KEY] = rand::random();
         // With direct I/O the whole first block is written: the header, then
         // zeros over the start of the old epoch's records (ended either way).
         let written = self.write_durably(0, &header(epoch, &key));
         self.settle(written)?;
         self.epoch = epoch;
-        self.key = key;
+        self.key = key.to_vec();
         self.end = HEADER;
         // The tips stay: what they name is durable in sled now, and the next
         // publication numbers on from them without reading sled.
@@ -392,12 +405,24 @@ fn open_direct(_path: &Path, _bytes: &[u8]) -> Option<File> {
     None
 }
 
-fn header(epoch: u64, key: &[u8; 16]) -> [u8; HEADER as usize] {
+fn header(epoch: u64, key: &[u8; KEY]) -> [u8; HEADER as usize] {
     let mut h = [0u8; HEADER as usize];
     h[..8].copy_from_slice(&MAGIC);
     h[8..16].copy_from_slice(&epoch.to_le_bytes());
-    h[16..].copy_from_slice(key);
+    h[16..24].copy_from_slice(key);
+    h[24..].copy_from_slice(&header_check(epoch, key));
     h
+}
+
+fn header_check(epoch: u64, key: &[u8]) -> [u8; 8] {
+    let digest = Sha256::new()
+        .chain_update(MAGIC)
+        .chain_update(epoch.to_le_bytes())
+        .chain_update(key)
+        .finalize();
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&digest[..8]);
+    out
 }
 
 /// Creates an empty journal of [`JOURNAL_BYTES`], all written (zeros after
@@ -419,7 +444,7 @@ fn create(dir: &Path, path: &Path) -> Result<(), JournalError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
 
-fn check(key: &[u8; 16], length: u32, epoch: u64, member: &MemberId, bulletin: &[u8]) -> [u8; 8] {
+fn check(key: &[u8], length: u32, epoch: u64, member: &MemberId, bulletin: &[u8]) -> [u8; 8] {
     let digest = Sha256::new()
         .chain_update(key)
         .chain_update(length.to_le_bytes())
@@ -432,13 +457,7 @@ fn check(key: &[u8; 16], length: u32, epoch: u64, member: &MemberId, bulletin: &
     out
 }
 
-fn encode_record(
-    out: &mut Vec<u8>,
-    key: &[u8; 16],
-    epoch: u64,
-    member: &MemberId,
-    bulletin: &SignedBulletin,
-) {
+fn encode_record(out: &mut Vec<u8>, key: &[u8], epoch: u64, member: &MemberId, bulletin: &SignedBulletin) {
     let bytes = bulletin.as_bytes();
     // A bulletin is at most MAX_BULLETIN_BYTES (256 KiB): the length fits.
     let length = u32::try_from(32 + bytes.len()).unwrap_or(u32::MAX);
@@ -452,7 +471,7 @@ fn encode_record(
 /// What a journal file holds.
 struct Parsed {
     epoch: u64,
-    key: [u8; 16],
+    key: Vec<u8>,
     /// The records of the epoch, oldest first.
     records: Vec<(SignedBulletin, MemberId)>,
     /// Where the next record goes.
@@ -471,7 +490,7 @@ fn whole_record<'a>(
     bytes: &'a [u8],
     at: usize,
     epoch: u64,
-    key: &[u8; 16],
+    key: &[u8],
 ) -> Option<(MemberId, &'a [u8], usize)> {
     let start = at.checked_add(RECORD_HEADER)?;
     if start > bytes.len() || le_u64(bytes, at + 4) != epoch {
@@ -499,7 +518,8 @@ fn whole_record<'a>(
 /// first that is not whole, which must be the end.
 fn parse(bytes: &[u8]) -> Result<Parsed, String> {
     let size = bytes.len();
-    if size < HEADER as usize || bytes[..8] != MAGIC {
+    let v1 = bytes.get(..8) == Some(&MAGIC_V1[..]);
+    if size < HEADER as usize || !(v1 || bytes[..8] == MAGIC) {
         return Err("it does not start with a journal header".into());
     }
     if size < HEADER as usize + RECORD_HEADER + MAX_RECORD {
@@ -508,8 +528,15 @@ fn parse(bytes: &[u8]) -> Result<Parsed, String> {
         ));
     }
     let epoch = le_u64(bytes, 8);
-    let mut key = [0u8; 16];
-    key.copy_from_slice(&bytes[16..32]);
+    let key = if v1 {
+        bytes[16..32].to_vec()
+    } else {
+        let key = bytes[16..24].to_vec();
+        if bytes[24..32] != header_check(epoch, &key) {
+            return Err("its header's check fails (a changed epoch or key would make every record read as not written)".into());
+        }
+        key
+    };
     let mut records = Vec::new();
     let mut at = HEADER as usize;
     while let Some((member, signed, next)) = whole_record(bytes, at, epoch, &key) {
@@ -683,7 +710,7 @@ mod tests {
         drop(reopen(dir.path()).0);
         let path = dir.path().join(FILE_NAME);
         let mut bytes = std::fs::read(&path).unwrap();
-        let key: [u8; 16] = bytes[16..32].try_into().unwrap();
+        let key = bytes[16..24].to_vec();
         let member = items[0].1;
         let junk = b"not a bulletin";
         let length = (32 + junk.len()) as u32;
@@ -703,7 +730,7 @@ mod tests {
     fn the_layout_is_as_documented() {
         let items = signed(1);
         let (bulletin, member) = &items[0];
-        let key = [0xab; 16];
+        let key = [0xab; KEY];
         let mut out = Vec::new();
         encode_record(&mut out, &key, 7, member, bulletin);
         let n = 32 + bulletin.as_bytes().len();
@@ -717,16 +744,71 @@ mod tests {
         // As printed in docs/PROTOCOL.md, section 12B.
         assert_eq!(
             hex::encode(header(7, &key)),
-            "48524c444a4e4c310700000000000000abababababababababababababababab"
+            "48524c444a4e4c320700000000000000abababababababab218994a687fead65"
         );
         // A pinned record head: the test network's first bulletin (fixed
-        // seeds) for member 0x01 x 32, in epoch 7 under key 0xab x 16.
+        // seeds) for member 0x01 x 32, in epoch 7 under key 0xab x 8.
         let mut fixed = Vec::new();
         encode_record(&mut fixed, &key, 7, &MemberId::from_bytes([1; 32]), bulletin);
         assert_eq!(
             hex::encode(&fixed[..20]),
-            "08010000070000000000000086071750756589ae"
+            "0801000007000000000000009ae7f4c9a13473d4"
         );
+    }
+
+    /// A changed epoch or key in the header would make every record fail its
+    /// check and the journal read as empty: the header's own check refuses it.
+    #[test]
+    fn a_damaged_header_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let items = signed(2);
+        let (mut j, _) = reopen(dir.path());
+        j.append(&items).unwrap();
+        drop(j);
+        let path = dir.path().join(FILE_NAME);
+        let written = std::fs::read(&path).unwrap();
+        // A byte of the epoch, of the key, of the header's check.
+        for at in [8, 17, 30] {
+            let mut bytes = written.clone();
+            bytes[at] ^= 4;
+            std::fs::write(&path, &bytes).unwrap();
+            let err = Journal::open(dir.path()).unwrap_err().to_string();
+            assert!(err.contains("header's check fails"), "byte {at}: {err}");
+        }
+        std::fs::write(&path, &written).unwrap();
+        assert_eq!(reopen(dir.path()).1, items);
+    }
+
+    /// A journal in the first layout (a 16-byte key, no header check) is read
+    /// and appended to as it is; its next epoch is in the current layout.
+    #[test]
+    fn a_journal_of_the_first_layout_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let items = signed(3);
+        let key = [0x5a; 16];
+        let mut bytes = vec![0u8; JOURNAL_BYTES as usize];
+        bytes[..8].copy_from_slice(&MAGIC_V1);
+        bytes[8..16].copy_from_slice(&9u64.to_le_bytes());
+        bytes[16..32].copy_from_slice(&key);
+        let mut records = Vec::new();
+        for (bulletin, member) in &items[..2] {
+            encode_record(&mut records, &key, 9, member, bulletin);
+        }
+        bytes[HEADER as usize..HEADER as usize + records.len()].copy_from_slice(&records);
+        std::fs::write(dir.path().join(FILE_NAME), &bytes).unwrap();
+
+        let (mut j, held) = reopen(dir.path());
+        assert_eq!(held, items[..2].to_vec());
+        j.append(&items[2..]).unwrap();
+        drop(j);
+        let (mut j, held) = reopen(dir.path());
+        assert_eq!(held, items);
+        j.start_epoch().unwrap();
+        drop(j);
+        let bytes = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        assert_eq!(bytes[..8], MAGIC);
+        assert_eq!(bytes[8..16], 10u64.to_le_bytes());
+        assert!(reopen(dir.path()).1.is_empty());
     }
 
     /// A damaged record followed by a whole one of the same epoch is damage,
