@@ -529,6 +529,11 @@ fn parse(bytes: &[u8]) -> Result<Parsed, String> {
     }
     let epoch = le_u64(bytes, 8);
     let key = if v1 {
+        // A current header whose magic lost two bits would read as a first
+        // layout one with no record under its key: refuse that instead.
+        if bytes[24..32] == header_check(epoch, &bytes[16..24]) {
+            return Err("its magic is damaged (a current header marked as the first layout)".into());
+        }
         bytes[16..32].to_vec()
     } else {
         let key = bytes[16..24].to_vec();
@@ -779,6 +784,22 @@ mod tests {
         assert_eq!(reopen(dir.path()).1, items);
     }
 
+    /// A current header whose magic reads as the first layout's is refused,
+    /// not read as a first-layout journal with no records.
+    #[test]
+    fn a_current_header_marked_as_the_first_layout_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = reopen(dir.path());
+        j.append(&signed(1)).unwrap();
+        drop(j);
+        let path = dir.path().join(FILE_NAME);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[..8].copy_from_slice(&MAGIC_V1);
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Journal::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("magic is damaged"), "{err}");
+    }
+
     /// A journal in the first layout (a 16-byte key, no header check) is read
     /// and appended to as it is; its next epoch is in the current layout.
     #[test]
@@ -857,9 +878,11 @@ mod tests {
         j.append(&items[1..]).unwrap();
         let end = j.end as usize;
         drop(j);
-        // The smallest file the reader takes: the records, then zeros.
+        // The records, then zeros: a block more than the smallest file the
+        // reader takes.
+        let smallest = HEADER as usize + RECORD_HEADER + MAX_RECORD;
         let mut written = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
-        written.truncate(HEADER as usize + RECORD_HEADER + MAX_RECORD);
+        written.truncate(smallest + BLOCK);
         let first_changed = |bytes: &[u8]| written.iter().zip(bytes).position(|(a, b)| a != b);
         let starts: Vec<usize> = items
             .iter()
@@ -887,8 +910,9 @@ mod tests {
                     let n = rng.random_range(1..600).min(end - at);
                     bytes[at..at + n].fill(0);
                 }
-                // Cut short anywhere.
-                2 => bytes.truncate(rng.random_range(0..bytes.len())),
+                // Cut short: anywhere, or within the zeros after the records.
+                2 if round % 2 == 0 => bytes.truncate(rng.random_range(0..bytes.len())),
+                2 => bytes.truncate(rng.random_range(smallest..bytes.len())),
                 // Garbage after the last record, some of it shaped like one.
                 3 => {
                     let at = rng.random_range(end..end + 2000);
@@ -922,6 +946,9 @@ mod tests {
             }
             assert!(k <= items.len(), "round {round}");
             assert_eq!(parsed.records, items[..k].to_vec(), "round {round}");
+            if bytes.len() < written.len() && bytes.len() >= end {
+                assert_eq!(k, items.len(), "round {round}: cut after the end");
+            }
             if let Some(changed) = first_changed(&bytes) {
                 if changed >= end && bytes.len() == written.len() {
                     assert_eq!(k, items.len(), "round {round}: damage after the end");

@@ -899,13 +899,33 @@ impl Store {
         for key in unstage {
             batch.remove(key);
         }
-        self.bulletins.apply_batch(batch)?;
+        let applied = self.bulletins.apply_batch(batch);
         // Still under the index lock: the next batch starts from these.
-        self.chains
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(chains);
-        Ok(outcomes)
+        let mut held = self.chains.write().unwrap_or_else(|e| e.into_inner());
+        match applied {
+            Ok(()) => {
+                held.extend(chains);
+                Ok(outcomes)
+            }
+            Err(e) => {
+                // sled may have written part of the batch before failing:
+                // keep the heads it holds now, as a read from sled would.
+                for key in chains.keys() {
+                    match self.bulletins.get(head_key(key)) {
+                        Ok(Some(v)) => {
+                            if let Ok(s) = decode_head(*key, &v) {
+                                held.insert(*key, s);
+                            }
+                        }
+                        Ok(None) => {
+                            held.remove(key);
+                        }
+                        Err(_) => {}
+                    }
+                }
+                Err(e.into())
+            }
+        }
     }
 
     /// The batch's working copy of `key`'s chain summary, loaded on first use.
@@ -1125,9 +1145,6 @@ impl Store {
             }
         }
         let (journaled, result) = self.journal_own(&mut journal, &signed);
-        for (bulletin, member) in &signed[..journaled] {
-            self.stage_item(bulletin, member, &[], true);
-        }
         match result {
             Ok(()) => Ok(outcomes),
             Err(e) if journaled == 0 => Err(e),
@@ -1154,8 +1171,9 @@ impl Store {
     /// Appends `items` to the journal, as few syncs as room allows; when it is
     /// full, first settles it ([`Store::settle_journal`]). A group that does
     /// not fit in what is left settles first, so it is one write unless it is
-    /// larger than the whole journal. Returns how many were appended, and the
-    /// error that stopped the rest.
+    /// larger than the whole journal. Each part is staged as soon as it is
+    /// appended. Returns how many were appended, and the error that stopped
+    /// the rest.
     fn journal_own(
         &self,
         journal: &mut Journal,
@@ -1179,7 +1197,16 @@ impl Store {
                 (to, bytes) = (to + 1, more);
             }
             let step = if to > from {
-                journal.append(&items[from..to]).map_err(StoreError::from)
+                journal
+                    .append(&items[from..to])
+                    .map_err(StoreError::from)
+                    .map(|()| {
+                        // Staged at once: a settle later in this group stores
+                        // what is staged, and must find these.
+                        for (bulletin, member) in &items[from..to] {
+                            self.stage_item(bulletin, member, &[], true);
+                        }
+                    })
             } else if journal.is_empty() {
                 // Not reached: a journal that cannot hold the largest
                 // bulletin is refused at open.

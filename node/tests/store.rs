@@ -425,6 +425,34 @@ fn own_bulletins_outlive_a_full_journal_and_a_close_without_fold() {
     );
 }
 
+/// One group larger than the whole journal: its first part is journaled, the
+/// journal settles mid-group, and the rest follows. Closed without a fold, the
+/// store opens with every bulletin of the group.
+#[test]
+fn a_group_larger_than_the_journal_outlives_a_close_without_fold() {
+    let dir = TempDir::new().unwrap();
+    let signer = key(13);
+    let me = member_of(&signer);
+    let drafts: Vec<_> = (0..25u64)
+        .map(|n| {
+            let mut body = Spec::new(1, None, 1_000 + n).body(&signer);
+            body.payload.bytes = vec![b'y'; 200 * 1024];
+            body
+        })
+        .collect();
+    let published: Vec<_> = {
+        let store = open(&dir);
+        // About 20 of these fill 4 MiB.
+        let outcomes = store.publish_own_group(&signer, &me, drafts).unwrap();
+        outcomes.into_iter().map(Result::unwrap).collect()
+    };
+    let store = open(&dir);
+    assert_eq!(store.head(&signer.id()).unwrap(), head(25, 25));
+    for b in &published {
+        assert_eq!(store.get_bytes(&b.id()).unwrap().as_deref(), Some(b.as_bytes()));
+    }
+}
+
 /// `holds` answers as `contains` does, asking sled only for numbers not above
 /// the highest held: after batches, after a reopen, for staged bulletins and
 /// for an equivocating twin. The chain summaries kept in memory stay those in
