@@ -26,7 +26,7 @@
 //! fetches again. (Earlier builds staged in sled under the `s` prefix;
 //! opening a store folds whatever they left there.)
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -218,7 +218,7 @@ pub struct Store {
     /// (the duplicate check of validation, numbering a publication) read it
     /// here, never in sled, whose every read waits while a fold's batch is
     /// applied. One entry per signing key that ever signed a bulletin held.
-    chains: Arc<RwLock<HashMap<KeyId, ChainSummary>>>,
+    chains: Arc<RwLock<BTreeMap<KeyId, ChainSummary>>>,
     /// When the last bulletin was staged, in µs after `opened`.
     last_stage: Arc<AtomicU64>,
     opened: Instant,
@@ -471,7 +471,7 @@ impl Store {
                 let (k, v) = entry?;
                 head_entry(&k, &v).map(|s| (s.key, s))
             })
-            .collect::<Result<HashMap<_, _>, StoreError>>()?;
+            .collect::<Result<BTreeMap<_, _>, StoreError>>()?;
         let store = Self {
             bulletins,
             registry: db.open_tree(trees::REGISTRY)?,
@@ -599,7 +599,7 @@ impl Store {
         Ok(self.bulletins.contains_key(data_key(&id))?)
     }
 
-    fn chains(&self) -> std::sync::RwLockReadGuard<'_, HashMap<KeyId, ChainSummary>> {
+    fn chains(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<KeyId, ChainSummary>> {
         self.chains.read().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -769,23 +769,19 @@ impl Store {
 
     /// Every key's chain head.
     pub fn heads(&self) -> Result<Vec<(KeyId, ChainHead)>, StoreError> {
-        let mut out = Vec::new();
-        for entry in self.bulletins.scan_prefix([prefix::HEAD]) {
-            let (k, v) = entry?;
-            let key: [u8; 32] = k
-                .get(1..)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| StoreError::Corrupt("head key".into()))?;
-            let s = decode_head(KeyId::from_bytes(key), &v)?;
-            out.push((
-                s.key,
-                ChainHead {
-                    contiguous: s.contiguous,
-                    highest: s.highest,
-                },
-            ));
-        }
-        Ok(out)
+        Ok(self
+            .chains()
+            .values()
+            .map(|s| {
+                (
+                    s.key,
+                    ChainHead {
+                        contiguous: s.contiguous,
+                        highest: s.highest,
+                    },
+                )
+            })
+            .collect())
     }
 
     /// How many bulletins are held.
@@ -953,25 +949,18 @@ impl Store {
 
     /// Summaries of every chain held.
     pub fn summaries(&self) -> Result<Vec<ChainSummary>, StoreError> {
-        let mut out = Vec::new();
-        for entry in self.bulletins.scan_prefix([prefix::HEAD]) {
-            let (k, v) = entry?;
-            out.push(head_entry(&k, &v)?);
-        }
-        Ok(out)
+        Ok(self.chains().values().copied().collect())
     }
 
     /// At most `limit` chain summaries with keys above `after`, in key order.
     pub fn summaries_after(&self, after: &KeyId, limit: usize) -> Result<Vec<ChainSummary>, StoreError> {
         use std::ops::Bound;
-        let start = Bound::Excluded(head_key(after));
-        let end = Bound::Excluded(vec![prefix::HEAD + 1]);
-        let mut out = Vec::new();
-        for entry in self.bulletins.range::<Vec<u8>, _>((start, end)).take(limit) {
-            let (k, v) = entry?;
-            out.push(head_entry(&k, &v)?);
-        }
-        Ok(out)
+        Ok(self
+            .chains()
+            .range((Bound::Excluded(*after), Bound::Unbounded))
+            .take(limit)
+            .map(|(_, s)| *s)
+            .collect())
     }
 
     /// The numbers of `key`'s chain in `from..=to` that are not held, as ranges.
