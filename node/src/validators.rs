@@ -7,9 +7,10 @@
 //! channel. It runs when the loop yields, on the loop's worker, with warm
 //! caches and no thread woken; when several are spawned together, idle workers
 //! of the node's multi-threaded runtime take the rest (measured against a
-//! thread per core, docs/BENCHMARKS.md). A check may wait briefly on sled's
-//! lock while the indexer applies a fold (`indexer.rs`); folds run between
-//! messages, and take about a millisecond.
+//! thread per core, docs/BENCHMARKS.md). The check of a new bulletin reads
+//! no sled (`Store::holds` answers from the staged set and the chain heads in
+//! memory), so it does not wait while the indexer applies a fold; a copy of
+//! one already folded is looked up in sled.
 //!
 //! Registry updates, rare and dear (a threshold of signatures, the registry's
 //! write lock, a flush), go to the blocking pool, at most
