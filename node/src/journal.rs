@@ -593,6 +593,24 @@ mod tests {
         Journal::open(dir).unwrap()
     }
 
+    /// A journal in a new folder, with `items` appended.
+    fn journal_with(items: &[(SignedBulletin, MemberId)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = reopen(dir.path());
+        if !items.is_empty() {
+            j.append(items).unwrap();
+        }
+        dir
+    }
+
+    /// Changes the journal file in `dir` in place.
+    fn rewrite(dir: &Path, change: impl FnOnce(&mut Vec<u8>)) {
+        let path = dir.join(FILE_NAME);
+        let mut bytes = std::fs::read(&path).unwrap();
+        change(&mut bytes);
+        std::fs::write(&path, &bytes).unwrap();
+    }
+
     /// Opens the journal, written through the page cache if `buffered`.
     fn reopen_as(dir: &Path, buffered: bool) -> (Journal, Vec<(SignedBulletin, MemberId)>) {
         let (mut j, held) = reopen(dir);
@@ -644,18 +662,14 @@ mod tests {
 
     #[test]
     fn a_torn_last_record_is_the_end() {
-        let dir = tempfile::tempdir().unwrap();
         let items = signed(2);
-        let (mut j, _) = reopen(dir.path());
-        j.append(&items).unwrap();
+        let dir = journal_with(&items);
         let second = HEADER as usize + Journal::record_len(&items[0].0);
-        drop(j);
-        let path = dir.path().join(FILE_NAME);
-        let mut bytes = std::fs::read(&path).unwrap();
         // Half of the second record reached the disk: its check fails.
         let torn = second + Journal::record_len(&items[1].0) / 2;
-        bytes[torn..second + Journal::record_len(&items[1].0)].fill(0);
-        std::fs::write(&path, &bytes).unwrap();
+        rewrite(dir.path(), |b| {
+            b[torn..second + Journal::record_len(&items[1].0)].fill(0)
+        });
         let (mut j, held) = reopen(dir.path());
         assert_eq!(held, items[..1].to_vec());
         // The next record replaces the torn one.
@@ -710,23 +724,20 @@ mod tests {
 
     #[test]
     fn a_checked_record_that_does_not_decode_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let items = signed(1);
-        drop(reopen(dir.path()).0);
-        let path = dir.path().join(FILE_NAME);
-        let mut bytes = std::fs::read(&path).unwrap();
-        let key = bytes[16..24].to_vec();
-        let member = items[0].1;
-        let junk = b"not a bulletin";
-        let length = (32 + junk.len()) as u32;
-        let mut record = Vec::new();
-        record.extend_from_slice(&length.to_le_bytes());
-        record.extend_from_slice(&1u64.to_le_bytes());
-        record.extend_from_slice(&check(&key, length, 1, &member, junk));
-        record.extend_from_slice(member.as_bytes());
-        record.extend_from_slice(junk);
-        bytes[HEADER as usize..HEADER as usize + record.len()].copy_from_slice(&record);
-        std::fs::write(&path, &bytes).unwrap();
+        let member = signed(1)[0].1;
+        let dir = journal_with(&[]);
+        rewrite(dir.path(), |bytes| {
+            let key = bytes[16..24].to_vec();
+            let junk = b"not a bulletin";
+            let length = (32 + junk.len()) as u32;
+            let mut record = Vec::new();
+            record.extend_from_slice(&length.to_le_bytes());
+            record.extend_from_slice(&1u64.to_le_bytes());
+            record.extend_from_slice(&check(&key, length, 1, &member, junk));
+            record.extend_from_slice(member.as_bytes());
+            record.extend_from_slice(junk);
+            bytes[HEADER as usize..HEADER as usize + record.len()].copy_from_slice(&record);
+        });
         let err = Journal::open(dir.path()).unwrap_err().to_string();
         assert!(err.contains("does not decode"), "{err}");
     }
@@ -765,22 +776,15 @@ mod tests {
     /// check and the journal read as empty: the header's own check refuses it.
     #[test]
     fn a_damaged_header_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
         let items = signed(2);
-        let (mut j, _) = reopen(dir.path());
-        j.append(&items).unwrap();
-        drop(j);
-        let path = dir.path().join(FILE_NAME);
-        let written = std::fs::read(&path).unwrap();
+        let dir = journal_with(&items);
         // A byte of the epoch, of the key, of the header's check.
         for at in [8, 17, 30] {
-            let mut bytes = written.clone();
-            bytes[at] ^= 4;
-            std::fs::write(&path, &bytes).unwrap();
+            rewrite(dir.path(), |b| b[at] ^= 4);
             let err = Journal::open(dir.path()).unwrap_err().to_string();
             assert!(err.contains("header's check fails"), "byte {at}: {err}");
+            rewrite(dir.path(), |b| b[at] ^= 4);
         }
-        std::fs::write(&path, &written).unwrap();
         assert_eq!(reopen(dir.path()).1, items);
     }
 
@@ -788,14 +792,8 @@ mod tests {
     /// not read as a first-layout journal with no records.
     #[test]
     fn a_current_header_marked_as_the_first_layout_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut j, _) = reopen(dir.path());
-        j.append(&signed(1)).unwrap();
-        drop(j);
-        let path = dir.path().join(FILE_NAME);
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[..8].copy_from_slice(&MAGIC_V1);
-        std::fs::write(&path, &bytes).unwrap();
+        let dir = journal_with(&signed(1));
+        rewrite(dir.path(), |b| b[..8].copy_from_slice(&MAGIC_V1));
         let err = Journal::open(dir.path()).unwrap_err().to_string();
         assert!(err.contains("magic is damaged"), "{err}");
     }
@@ -836,28 +834,22 @@ mod tests {
     /// not the end: the later records were acknowledged.
     #[test]
     fn a_damaged_record_before_whole_ones_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
         let items = signed(3);
-        let (mut j, _) = reopen(dir.path());
-        j.append(&items).unwrap();
-        drop(j);
-        let path = dir.path().join(FILE_NAME);
-        let mut bytes = std::fs::read(&path).unwrap();
+        let dir = journal_with(&items);
         // A byte of the second record's bulletin changes.
         let second = HEADER as usize + Journal::record_len(&items[0].0);
-        bytes[second + RECORD_HEADER + 40] ^= 1;
-        std::fs::write(&path, &bytes).unwrap();
+        rewrite(dir.path(), |b| b[second + RECORD_HEADER + 40] ^= 1);
         let err = Journal::open(dir.path()).unwrap_err().to_string();
         assert!(
             err.contains(&format!("record at byte {second} is not whole")),
             "{err}"
         );
         // Damage to the last record alone reads as a torn write: the end.
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[second + RECORD_HEADER + 40] ^= 1;
         let third = second + Journal::record_len(&items[1].0);
-        bytes[third + RECORD_HEADER + 40] ^= 1;
-        std::fs::write(&path, &bytes).unwrap();
+        rewrite(dir.path(), |b| {
+            b[second + RECORD_HEADER + 40] ^= 1;
+            b[third + RECORD_HEADER + 40] ^= 1;
+        });
         assert_eq!(reopen(dir.path()).1, items[..2].to_vec());
     }
 
