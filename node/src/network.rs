@@ -813,23 +813,34 @@ impl EventLoop {
             Verdict::Duplicate | Verdict::Behind => gossipsub::MessageAcceptance::Ignore,
             Verdict::Reject(_) => gossipsub::MessageAcceptance::Reject,
         };
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .report_message_validation_result(&v.message_id, &v.source, acceptance);
-        match v.verdict {
+        // A bulletin staged by its check is held: subscribers are told before
+        // it is forwarded. On a runtime with one thread the forward wakes a
+        // task per peer, and a subscriber woken after them would hear of the
+        // bulletin only once every copy had been sent.
+        let verdict = match v.verdict {
             Verdict::Accept(bulletin, member) if v.staged.is_some() => {
                 let _ = self.events.send(NodeEvent::BulletinReceived {
                     bulletin: Arc::from(bulletin),
                     member,
                     from: v.source,
                 });
-                // The first staged since a fold wakes the indexer, and so does
-                // a full group. If its queue is full it is awake already.
-                if v.staged == Some(true) || self.store.staged_count() >= crate::store::FOLD_GROUP {
-                    let _ = self.indexer.try_send(crate::indexer::Signal::Staged);
-                }
+                None
             }
+            verdict => Some(verdict),
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&v.message_id, &v.source, acceptance);
+        let Some(verdict) = verdict else {
+            // The first staged since a fold wakes the indexer, and so does a
+            // full group. If its queue is full it is awake already.
+            if v.staged == Some(true) || self.store.staged_count() >= crate::store::FOLD_GROUP {
+                let _ = self.indexer.try_send(crate::indexer::Signal::Staged);
+            }
+            return;
+        };
+        match verdict {
             Verdict::Accept(bulletin, member) => {
                 let request = WriteRequest::Verified {
                     bulletin,

@@ -1,7 +1,8 @@
 //! The discovery gate: lets Kademlia dial new members only while the node has
-//! fewer connections than it wants ([`TARGET_PEERS`]), so that discovery tops
-//! a node up to a few connections instead of connecting it to every member it
-//! hears of.
+//! fewer connections than it wants ([`TARGET_PEERS`]), counting its discovery
+//! dials under way (a query dials several peers at once), so that discovery
+//! tops a node up to a few connections instead of connecting it to every
+//! member it hears of.
 //!
 //! Kademlia (libp2p 0.57) bootstraps each time a peer enters a routing table of
 //! fewer than 20 entries, and every bootstrap query dials the peers it learns.
@@ -16,7 +17,7 @@
 //! paths its operator chose. Below the target, the loop also runs a Kademlia
 //! bootstrap every 30 s.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
@@ -26,8 +27,8 @@ use libp2p::core::upgrade::DeniedUpgrade;
 use libp2p::core::{Endpoint, Multiaddr};
 use libp2p::swarm::handler::ConnectionEvent;
 use libp2p::swarm::{
-    ConnectionClosed, ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
-    NetworkBehaviour, SubstreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+    ConnectionClosed, ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, DialFailure,
+    FromSwarm, NetworkBehaviour, SubstreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 
 /// Connections a node seeks through discovery: enough that it stays connected
@@ -48,6 +49,10 @@ pub(crate) struct EnoughPeers {
 pub(crate) struct PeerGate {
     target: usize,
     connected: HashSet<PeerId>,
+    /// Discovery dials let through and not yet connected or failed, by
+    /// connection, with the peer each is to: they count towards the target,
+    /// so that a query dialling several peers at once does not overshoot it.
+    dialling: HashMap<ConnectionId, PeerId>,
     /// Peers the node dials on purpose, whatever the count.
     wanted: HashSet<PeerId>,
 }
@@ -57,6 +62,7 @@ impl PeerGate {
         Self {
             target,
             connected: HashSet::new(),
+            dialling: HashMap::new(),
             wanted: HashSet::new(),
         }
     }
@@ -69,6 +75,18 @@ impl PeerGate {
     /// Whether the node is below its target and discovery should run.
     pub(crate) fn wants_more(&self) -> bool {
         self.connected.len() < self.target
+    }
+
+    /// Whether a discovery dial may start: below the target, counting the
+    /// discovery dials under way to peers not yet connected.
+    fn may_dial(&self) -> bool {
+        let underway = self
+            .dialling
+            .values()
+            .filter(|peer| !self.connected.contains(peer))
+            .collect::<HashSet<_>>()
+            .len();
+        self.connected.len() + underway < self.target
     }
 }
 
@@ -109,21 +127,24 @@ impl NetworkBehaviour for PeerGate {
 
     fn handle_pending_outbound_connection(
         &mut self,
-        _: ConnectionId,
+        connection: ConnectionId,
         maybe_peer: Option<PeerId>,
         _: &[Multiaddr],
         _: Endpoint,
     ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        match maybe_peer {
-            Some(peer)
-                if !self.wants_more() && !self.wanted.contains(&peer) && !self.connected.contains(&peer) =>
-            {
-                Err(ConnectionDenied::new(EnoughPeers {
-                    connected: self.connected.len(),
-                }))
-            }
-            _ => Ok(vec![]),
+        let Some(peer) = maybe_peer else {
+            return Ok(vec![]);
+        };
+        if self.wanted.contains(&peer) || self.connected.contains(&peer) {
+            return Ok(vec![]);
         }
+        if !self.may_dial() {
+            return Err(ConnectionDenied::new(EnoughPeers {
+                connected: self.connected.len(),
+            }));
+        }
+        self.dialling.insert(connection, peer);
+        Ok(vec![])
     }
 
     fn handle_established_inbound_connection(
@@ -150,7 +171,11 @@ impl NetworkBehaviour for PeerGate {
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match event {
             FromSwarm::ConnectionEstablished(established) => {
+                self.dialling.remove(&established.connection_id);
                 self.connected.insert(established.peer_id);
+            }
+            FromSwarm::DialFailure(DialFailure { connection_id, .. }) => {
+                self.dialling.remove(&connection_id);
             }
             FromSwarm::ConnectionClosed(ConnectionClosed {
                 peer_id,
@@ -182,6 +207,16 @@ mod tests {
     fn dial(gate: &mut PeerGate, peer: PeerId) -> bool {
         gate.handle_pending_outbound_connection(
             ConnectionId::new_unchecked(0),
+            Some(peer),
+            &[],
+            Endpoint::Dialer,
+        )
+        .is_ok()
+    }
+
+    fn dial_as(gate: &mut PeerGate, peer: PeerId, connection: usize) -> bool {
+        gate.handle_pending_outbound_connection(
+            ConnectionId::new_unchecked(connection),
             Some(peer),
             &[],
             Endpoint::Dialer,
@@ -228,6 +263,11 @@ mod tests {
         );
         gate.want(bootstrap);
         assert!(dial(&mut gate, c), "below the target, discovery dials pass");
+        gate.on_swarm_event(FromSwarm::DialFailure(DialFailure {
+            peer_id: Some(c),
+            error: &libp2p::swarm::DialError::Aborted,
+            connection_id: ConnectionId::new_unchecked(0),
+        }));
         connect(&mut gate, a, &endpoint);
         connect(&mut gate, b, &endpoint);
         assert!(!gate.wants_more());
@@ -264,5 +304,54 @@ mod tests {
         close(&mut gate, b, &endpoint, 0);
         assert!(gate.wants_more());
         assert!(dial(&mut gate, c), "below the target again, discovery resumes");
+    }
+
+    #[test]
+    fn discovery_dials_under_way_count_towards_the_target() {
+        let dialer = ConnectedPoint::Dialer {
+            address: "/ip4/127.0.0.1/tcp/3"
+                .parse()
+                .unwrap_or_else(|_| Multiaddr::empty()),
+            role_override: Endpoint::Dialer,
+            port_use: PortUse::Reuse,
+        };
+        let mut gate = PeerGate::new(2);
+        let (a, b, c, d) = (
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+        );
+        assert!(dial_as(&mut gate, a, 10));
+        assert!(dial_as(&mut gate, b, 11));
+        assert!(
+            !dial_as(&mut gate, c, 12),
+            "two dials under way fill a target of two, though nothing is connected yet"
+        );
+        gate.on_swarm_event(FromSwarm::DialFailure(DialFailure {
+            peer_id: Some(a),
+            error: &libp2p::swarm::DialError::Aborted,
+            connection_id: ConnectionId::new_unchecked(10),
+        }));
+        assert!(dial_as(&mut gate, c, 13), "a failed dial frees its place");
+        gate.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
+            peer_id: b,
+            connection_id: ConnectionId::new_unchecked(11),
+            endpoint: &dialer,
+            failed_addresses: &[],
+            other_established: 0,
+        }));
+        assert!(
+            !dial_as(&mut gate, d, 14),
+            "one connected and one under way still fill the target"
+        );
+        assert!(
+            dial_as(&mut gate, b, 15),
+            "a second dial to a connected peer is not discovery"
+        );
+        assert!(
+            !dial_as(&mut gate, c, 16),
+            "a peer being dialled is not dialled again until that dial ends"
+        );
     }
 }

@@ -491,6 +491,32 @@ async fn a_peer_not_in_the_registry_cannot_connect() {
     .await;
 }
 
+/// Kademlia finds members' nodes beyond those a node is told of: C is connected to B, A is told
+/// only of B, and A (short of the peers it seeks) finds C through B and connects to it.
+#[tokio::test]
+async fn kademlia_finds_a_member_the_node_was_not_told_of() {
+    within(async {
+        let registry = TestRegistry::new(3);
+        let a = TestNode::start(&registry, 0).await.expect("start a");
+        let b = TestNode::start(&registry, 1).await.expect("start b");
+        let c = TestNode::start(&registry, 2).await.expect("start c");
+        // B learns C's listening address from identify as the connection opens, before the
+        // catch-up sessions that `connect` waits for end.
+        connect(&c, &b).await.expect("c connects to b");
+        connect(&a, &b).await.expect("a connects to b");
+        // A's first Kademlia bootstrap follows B's entry into its routing table; should it miss C,
+        // the next comes with the network's top-up (every 30 s while short of peers).
+        a.events
+            .wait_for("a to find c through b", Duration::from_secs(45), |e| {
+                matches!(e, NodeEvent::PeerConnected(p) if *p == c.peer_id()).then_some(())
+            })
+            .await
+            .expect("a connects to c, which it was never told of");
+        stop_all(vec![a, b, c]).await;
+    })
+    .await;
+}
+
 /// Everything a node holds that a restart must keep.
 #[derive(Debug, PartialEq, Eq)]
 struct Held {
