@@ -776,6 +776,159 @@ fn damaged_and_foreign_bundles_change_nothing() {
     );
 }
 
+/// A seeded generator for the crafted bundles below (splitmix64).
+struct Seeded(u64);
+
+impl Seeded {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `n` (`n` > 0).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Whoever carries a bundle can recompute its checksum. 800 seeded changes of a bundle (bytes
+/// changed, lengths and counts rewritten, stretches cut out, repeated or inserted, two items
+/// swapped), each under a recomputed checksum, are imported into one store: nothing panics, a
+/// refused bundle changes nothing, and the store and the registry never hold anything that was not
+/// signed as it is.
+#[test]
+fn crafted_bundles_under_a_valid_checksum_store_only_what_was_signed() {
+    let registry = TestRegistry::new(3);
+    let network = registry.network();
+    let chain = old_chain(network, &registry.member(1).signing_key, 4, "crafted");
+    let update = registry.nodes_only(&[0, 1]).unwrap();
+    let signed: Vec<Vec<u8>> = chain.iter().map(SignedBulletin::to_bytes).collect();
+    let updates: Vec<Vec<u8>> = vec![registry.genesis.to_bytes(), update.to_bytes()];
+    let bytes = bundle_bytes(network, &[&registry.genesis, &update], &signed);
+    let body = &bytes[..bytes.len() - 32];
+    // Where each item's length starts, for changes aimed at the framing.
+    let mut frames = Vec::new();
+    let mut at = 54;
+    for item in updates.iter().chain(&signed) {
+        frames.push((at, 4 + item.len()));
+        at += 4 + item.len();
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store"), network).unwrap();
+    // As a node's first start leaves it: the genesis saved.
+    store.save_registry_update(&registry.genesis).unwrap();
+    let reg = RwLock::new(registry.registry().unwrap());
+    let path = dir.path().join("crafted.bundle");
+    let mut rng = Seeded(20_261_126);
+    let (mut refused, mut imported) = (0, 0);
+    for round in 0..800 {
+        let mut crafted = body.to_vec();
+        let len = crafted.len();
+        let what = match rng.below(7) {
+            0 => {
+                for _ in 0..=rng.below(4) {
+                    let i = rng.below(len);
+                    crafted[i] ^= 1 << rng.below(8);
+                }
+                "bytes changed"
+            }
+            1 => {
+                let (start, _) = frames[rng.below(frames.len())];
+                let value = match rng.below(4) {
+                    0 => 0,
+                    1 => u32::MAX,
+                    2 => rng.below(len) as u32,
+                    _ => u32::from_le_bytes(crafted[start..start + 4].try_into().unwrap()) ^ 1,
+                };
+                crafted[start..start + 4].copy_from_slice(&value.to_le_bytes());
+                "an item's length rewritten"
+            }
+            2 => {
+                if rng.below(2) == 0 {
+                    let value = [0, 1, 3, u32::MAX][rng.below(4)];
+                    crafted[42..46].copy_from_slice(&value.to_le_bytes());
+                } else {
+                    let value = [0, 1, 5, 7, u64::MAX][rng.below(5)];
+                    crafted[46..54].copy_from_slice(&value.to_le_bytes());
+                }
+                "a count rewritten"
+            }
+            3 => {
+                let from = rng.below(len);
+                let to = (from + 1 + rng.below(64)).min(len);
+                crafted.drain(from..to);
+                "a stretch cut out"
+            }
+            4 => {
+                let from = rng.below(len);
+                let to = (from + 1 + rng.below(256)).min(len);
+                let copy = crafted[from..to].to_vec();
+                let at = rng.below(len);
+                crafted.splice(at..at, copy);
+                "a stretch repeated"
+            }
+            5 => {
+                let at = rng.below(len);
+                let garbage: Vec<u8> = (0..1 + rng.below(32)).map(|_| rng.next() as u8).collect();
+                crafted.splice(at..at, garbage);
+                "garbage inserted"
+            }
+            _ => {
+                let (a, b) = (2 + rng.below(signed.len()), 2 + rng.below(signed.len()));
+                let (a, b) = (a.min(b), a.max(b));
+                if a != b {
+                    let (sa, la) = frames[a];
+                    let (sb, lb) = frames[b];
+                    let mut swapped = crafted[..sa].to_vec();
+                    swapped.extend_from_slice(&crafted[sb..sb + lb]);
+                    swapped.extend_from_slice(&crafted[sa + la..sb]);
+                    swapped.extend_from_slice(&crafted[sa..sa + la]);
+                    swapped.extend_from_slice(&crafted[sb + lb..]);
+                    crafted = swapped;
+                }
+                "two bulletins swapped"
+            }
+        };
+        let checksum = Sha256::digest(&crafted);
+        crafted.extend_from_slice(&checksum);
+        std::fs::write(&path, &crafted).unwrap();
+        let before = state(&store, &reg);
+        match import_into(&path, &store, &reg) {
+            Ok(_) => imported += 1,
+            Err(e) => {
+                refused += 1;
+                assert_eq!(
+                    state(&store, &reg),
+                    before,
+                    "round {round} ({what}): a refused bundle changed the store: {e}"
+                );
+            }
+        }
+        for id in held_ids(&store) {
+            let held = store.get_bytes(&id).unwrap().unwrap();
+            assert!(
+                signed.contains(&held),
+                "round {round} ({what}): the store holds a bulletin that was not signed as it is"
+            );
+        }
+        for update in store.registry_history().unwrap() {
+            assert!(
+                updates.contains(&update.to_bytes()),
+                "round {round} ({what}): the registry holds an update that was not signed as it is"
+            );
+        }
+    }
+    eprintln!("crafted bundles: {imported} imported, {refused} refused");
+    assert!(
+        imported > 0 && refused > 0,
+        "the changes both keep and break the structure"
+    );
+}
+
 /// A bundle larger than one import group is verified on several threads and still stored and
 /// reported in file order: bad items at group edges are named by their position, everything else
 /// is stored, and the chains have exactly the holes the bad items leave.
