@@ -40,9 +40,12 @@ pub(crate) const TARGET_PEERS: usize = 4;
 
 /// Why a dial was held back.
 #[derive(Debug, thiserror::Error)]
-#[error("the node has {connected} connections, enough for its gossip mesh; discovery dials wait")]
+#[error(
+    "the node has {connected} connections and {underway} discovery dials under way, enough for its gossip mesh; discovery dials wait"
+)]
 pub(crate) struct EnoughPeers {
     connected: usize,
+    underway: usize,
 }
 
 /// See the module documentation.
@@ -77,16 +80,13 @@ impl PeerGate {
         self.connected.len() < self.target
     }
 
-    /// Whether a discovery dial may start: below the target, counting the
-    /// discovery dials under way to peers not yet connected.
-    fn may_dial(&self) -> bool {
-        let underway = self
-            .dialling
+    /// Discovery dials under way, to distinct peers not yet connected.
+    fn underway(&self) -> usize {
+        self.dialling
             .values()
             .filter(|peer| !self.connected.contains(peer))
             .collect::<HashSet<_>>()
-            .len();
-        self.connected.len() + underway < self.target
+            .len()
     }
 }
 
@@ -138,9 +138,12 @@ impl NetworkBehaviour for PeerGate {
         if self.wanted.contains(&peer) || self.connected.contains(&peer) {
             return Ok(vec![]);
         }
-        if !self.may_dial() {
+        // Below the target, counting the discovery dials under way.
+        let underway = self.underway();
+        if self.connected.len() + underway >= self.target {
             return Err(ConnectionDenied::new(EnoughPeers {
                 connected: self.connected.len(),
+                underway,
             }));
         }
         self.dialling.insert(connection, peer);
@@ -351,7 +354,7 @@ mod tests {
         );
         assert!(
             !dial_as(&mut gate, c, 16),
-            "a peer being dialled is not dialled again until that dial ends"
+            "a second dial to a peer being dialled is held back like any other at the target"
         );
     }
 }
