@@ -759,8 +759,13 @@ async fn child_herald(args: &ChildArgs) -> Result<()> {
         let start_at = schedule.as_ref().map_or_else(far_future, |s| s.start);
         tokio::select! {
             event = events.recv() => match event {
-                Ok(NodeEvent::BulletinReceived { bulletin, .. }) => {
-                    let recv = now_us();
+                Ok(NodeEvent::BulletinReceived { bulletin, held_at, .. }) => {
+                    // When the node accepted and held it, as the baseline's
+                    // `Message` event is when gossipsub did; this task hears
+                    // of it later, after the node's other tasks.
+                    let recv = held_at
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
                     match decode_payload(&bulletin.body().payload.bytes) {
                         Some((sent, k)) => records.lines.push(Report::Recv { k, sent, recv }),
                         None => records.lagged += 1,

@@ -34,9 +34,7 @@ pub enum NodeEvent {
     /// A bulletin new to this node arrived by gossip, passed validation and
     /// is staged in the store: readable with [`crate::Store::get`] and listed
     /// by queries from now on, written to sled and in chain heads once folded
-    /// (within [`crate::store::FOLD_DELAY`]), when `BulletinStored` follows. The
-    /// moment a bulletin reaches a node, as the devnet and the propagation
-    /// benchmark measure it.
+    /// (within [`crate::store::FOLD_DELAY`]), when `BulletinStored` follows.
     BulletinReceived {
         /// The bulletin, as verified (shared, not copied, between subscribers).
         bulletin: Arc<SignedBulletin>,
@@ -44,6 +42,11 @@ pub enum NodeEvent {
         member: MemberId,
         /// The peer it came from.
         from: PeerId,
+        /// When this node accepted and held it, just before forwarding it (its
+        /// system clock): the moment the bulletin reached the node, as the
+        /// devnet and the propagation benchmark measure it. A subscriber may
+        /// hear of it later, after the node's other tasks.
+        held_at: std::time::SystemTime,
     },
     /// A new bulletin is on disk, in the chains and the query indexes.
     BulletinStored {

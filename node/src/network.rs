@@ -823,6 +823,7 @@ impl EventLoop {
                     bulletin: Arc::from(bulletin),
                     member,
                     from: v.source,
+                    held_at: std::time::SystemTime::now(),
                 });
                 None
             }

@@ -2,7 +2,8 @@
 //! `herald testnet`, nodes started as separate `herald run` processes on
 //! loopback, a bulletin published with `herald publish` and read back with
 //! `herald show` and `herald list`, online and offline, then exported and
-//! audited with `herald audit` from the genesis hash alone.
+//! audited with `herald audit` from the genesis hash alone; and `herald
+//! devnet`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -570,4 +571,27 @@ fn members_change_the_registry_and_the_change_spreads() {
 
     first.stop();
     second.stop();
+}
+
+/// `herald devnet`, the first thing a new user runs: nodes on loopback, sample bulletins, and
+/// each one seen reaching every node. With `--count` it stops by itself once every bulletin has
+/// reached every node (or fails, naming how many did, after its own deadline).
+#[test]
+fn the_devnet_shows_every_bulletin_reaching_every_node() {
+    let out = herald(&["devnet", "--nodes", "3", "--count", "4", "--interval-ms", "100"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "devnet failed: {}\n{text}", stderr(&out));
+    assert_eq!(
+        text.matches("reached all 3 nodes in").count(),
+        4,
+        "every bulletin reached every node:\n{text}"
+    );
+    assert!(text.contains("4 bulletins reached every node."), "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains(" -> ") && l.ends_with("/3)"))
+            .count(),
+        8,
+        "one arrival line per bulletin and node other than its publisher:\n{text}"
+    );
 }

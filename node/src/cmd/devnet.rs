@@ -2,7 +2,7 @@
 //! each bulletin reaching each node and how long it took.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Result, bail};
 use herald_node::devnet::{Devnet, sample_draft};
@@ -16,7 +16,7 @@ use crate::cli::DevnetArgs;
 const VIEW_CAPACITY: usize = 4096;
 
 struct Tracked {
-    sent: Instant,
+    sent: SystemTime,
     publisher: usize,
     reached: BTreeSet<usize>,
 }
@@ -44,14 +44,18 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
 }
 
 /// The bulletin an event says has reached a node: by gossip, or by catch-up sync.
-fn arrival(event: &NodeEvent) -> Option<BulletinId> {
+/// A bulletin reaching a node, and when: by gossip, when the node held it;
+/// by sync, now.
+fn arrival(event: &NodeEvent) -> Option<(BulletinId, SystemTime)> {
     match event {
-        NodeEvent::BulletinReceived { bulletin, .. } => Some(bulletin.id()),
+        NodeEvent::BulletinReceived {
+            bulletin, held_at, ..
+        } => Some((bulletin.id(), *held_at)),
         NodeEvent::BulletinStored {
             id,
             origin: Origin::Sync(_),
             ..
-        } => Some(*id),
+        } => Some((*id, SystemTime::now())),
         _ => None,
     }
 }
@@ -98,7 +102,7 @@ async fn live_view(devnet: &Devnet, args: &DevnetArgs) -> Result<()> {
                 let publisher = (published as usize) % n;
                 let other = last.filter(|(p, _)| *p != publisher).map(|(_, id)| id);
                 let draft = sample_draft(published, own_last[publisher], other);
-                let sent = Instant::now();
+                let sent = SystemTime::now();
                 match devnet.nodes[publisher].publish(draft).await {
                     Ok(b) => {
                         let body = b.body();
@@ -123,12 +127,12 @@ async fn live_view(devnet: &Devnet, args: &DevnetArgs) -> Result<()> {
             }
             Some((index, event)) = events.recv() => match event {
                 event if arrival(&event).is_some() => {
-                    let Some(id) = arrival(&event) else { continue };
+                    let Some((id, at)) = arrival(&event) else { continue };
                     let Some(t) = tracked.get_mut(&id) else { continue };
                     if index == t.publisher || !t.reached.insert(index) {
                         continue;
                     }
-                    let ms = t.sent.elapsed().as_secs_f64() * 1000.0;
+                    let ms = at.duration_since(t.sent).unwrap_or_default().as_secs_f64() * 1000.0;
                     println!("            {} -> {:<10} {:>7.1} ms  ({}/{})", id.fmt_short(), devnet.names[index], ms, t.reached.len() + 1, n);
                     if t.reached.len() + 1 == n {
                         println!("            {} reached all {n} nodes in {ms:.1} ms", id.fmt_short());
