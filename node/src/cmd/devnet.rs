@@ -43,9 +43,8 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     })
 }
 
-/// The bulletin an event says has reached a node: by gossip, or by catch-up sync.
-/// A bulletin reaching a node, and when: by gossip, when the node held it;
-/// by sync, now.
+/// The bulletin an event says has reached a node, and when: by gossip, when
+/// the node held it; by catch-up sync, when the view hears of it.
 fn arrival(event: &NodeEvent) -> Option<(BulletinId, SystemTime)> {
     match event {
         NodeEvent::BulletinReceived {
