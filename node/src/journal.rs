@@ -420,6 +420,11 @@ fn header_check(epoch: u64, key: &[u8]) -> [u8; 8] {
         .chain_update(epoch.to_le_bytes())
         .chain_update(key)
         .finalize();
+    first_eight(&digest)
+}
+
+/// The first 8 bytes of a SHA-256 digest: the journal's checks.
+fn first_eight(digest: &[u8]) -> [u8; 8] {
     let mut out = [0u8; 8];
     out.copy_from_slice(&digest[..8]);
     out
@@ -452,9 +457,7 @@ fn check(key: &[u8], length: u32, epoch: u64, member: &MemberId, bulletin: &[u8]
         .chain_update(member.as_bytes())
         .chain_update(bulletin)
         .finalize();
-    let mut out = [0u8; 8];
-    out.copy_from_slice(&digest[..8]);
-    out
+    first_eight(&digest)
 }
 
 fn encode_record(out: &mut Vec<u8>, key: &[u8], epoch: u64, member: &MemberId, bulletin: &SignedBulletin) {

@@ -208,13 +208,7 @@ mod tests {
     use super::*;
 
     fn dial(gate: &mut PeerGate, peer: PeerId) -> bool {
-        gate.handle_pending_outbound_connection(
-            ConnectionId::new_unchecked(0),
-            Some(peer),
-            &[],
-            Endpoint::Dialer,
-        )
-        .is_ok()
+        dial_as(gate, peer, 0)
     }
 
     fn dial_as(gate: &mut PeerGate, peer: PeerId, connection: usize) -> bool {
@@ -228,12 +222,24 @@ mod tests {
     }
 
     fn connect(gate: &mut PeerGate, peer: PeerId, endpoint: &ConnectedPoint) {
+        connect_as(gate, peer, endpoint, 1);
+    }
+
+    fn connect_as(gate: &mut PeerGate, peer: PeerId, endpoint: &ConnectedPoint, connection: usize) {
         gate.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
             peer_id: peer,
-            connection_id: ConnectionId::new_unchecked(1),
+            connection_id: ConnectionId::new_unchecked(connection),
             endpoint,
             failed_addresses: &[],
             other_established: 0,
+        }));
+    }
+
+    fn dial_failed(gate: &mut PeerGate, peer: PeerId, connection: usize) {
+        gate.on_swarm_event(FromSwarm::DialFailure(DialFailure {
+            peer_id: Some(peer),
+            error: &libp2p::swarm::DialError::Aborted,
+            connection_id: ConnectionId::new_unchecked(connection),
         }));
     }
 
@@ -266,11 +272,7 @@ mod tests {
         );
         gate.want(bootstrap);
         assert!(dial(&mut gate, c), "below the target, discovery dials pass");
-        gate.on_swarm_event(FromSwarm::DialFailure(DialFailure {
-            peer_id: Some(c),
-            error: &libp2p::swarm::DialError::Aborted,
-            connection_id: ConnectionId::new_unchecked(0),
-        }));
+        dial_failed(&mut gate, c, 0);
         connect(&mut gate, a, &endpoint);
         connect(&mut gate, b, &endpoint);
         assert!(!gate.wants_more());
@@ -331,19 +333,9 @@ mod tests {
             !dial_as(&mut gate, c, 12),
             "two dials under way fill a target of two, though nothing is connected yet"
         );
-        gate.on_swarm_event(FromSwarm::DialFailure(DialFailure {
-            peer_id: Some(a),
-            error: &libp2p::swarm::DialError::Aborted,
-            connection_id: ConnectionId::new_unchecked(10),
-        }));
+        dial_failed(&mut gate, a, 10);
         assert!(dial_as(&mut gate, c, 13), "a failed dial frees its place");
-        gate.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
-            peer_id: b,
-            connection_id: ConnectionId::new_unchecked(11),
-            endpoint: &dialer,
-            failed_addresses: &[],
-            other_established: 0,
-        }));
+        connect_as(&mut gate, b, &dialer, 11);
         assert!(
             !dial_as(&mut gate, d, 14),
             "one connected and one under way still fill the target"
