@@ -40,7 +40,9 @@
 //! The epoch key keeps bytes a bulletin carries from ever reading as a record
 //! of a later epoch. When the file is full the store first makes every record
 //! durable in sled, then starts a new epoch by rewriting the header (with a
-//! new key) and syncing: the old records are then read as the end.
+//! new key) and syncing: the old records are then read as the end. That write
+//! changes the header's bytes alone (the rest of its block is written back as
+//! it was), so a crash that tears it leaves the old epoch or the new one.
 
 use std::fs::{File, OpenOptions};
 use std::io::{IoSlice, Read, Seek, SeekFrom, Write};
@@ -282,10 +284,25 @@ impl Journal {
         self.usable()?;
         let epoch = self.epoch.wrapping_add(1);
         let key: [u8; KEY] = rand::random();
-        // With direct I/O the whole first block is written: the header, then
-        // zeros over the start of the old epoch's records (ended either way).
-        let written = self.write_durably(0, &header(epoch, &key));
+        // The first block is written as it is but for the header. A crash
+        // that tears the write leaves the old header or the new one (a
+        // sector is written whole) and the rest of the block unchanged
+        // either way: the old epoch read again (its records are in sled, so
+        // replaying them stores nothing new) or the new one, empty. (Zeros
+        // after the header would let a torn write read as damage: the old
+        // header, its first records zeroed, whole records after them.)
+        let mut first = Box::new(Block::ZERO);
+        let len = (self.size as usize).min(BLOCK);
+        let read = self
+            .file
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| self.file.read_exact(&mut first.0[..len]));
+        self.settle(read)?;
+        first.0[..HEADER as usize].copy_from_slice(&header(epoch, &key));
+        let written = self.write_durably(0, &first.0[..len]);
         self.settle(written)?;
+        // The block holding the new end (the header's), for the next append.
+        *self.tail = *first;
         self.epoch = epoch;
         self.key = key.to_vec();
         self.end = HEADER;
@@ -773,6 +790,34 @@ mod tests {
             hex::encode(&fixed[..20]),
             "0801000007000000000000009ae7f4c9a13473d4"
         );
+    }
+
+    /// Starting an epoch changes the header and nothing else, so a crash
+    /// that tears that write leaves either epoch whole: the old one (the
+    /// file as it was, read again) or the new one, empty.
+    #[test]
+    fn an_epoch_start_changes_only_the_header() {
+        for buffered in [false, true] {
+            let items = signed(3);
+            let dir = journal_with(&items);
+            let before = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+            let (mut j, held) = reopen_as(dir.path(), buffered);
+            assert_eq!(held, items);
+            j.start_epoch().unwrap();
+            drop(j);
+            let after = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+            assert_ne!(after[..HEADER as usize], before[..HEADER as usize]);
+            assert!(
+                after[HEADER as usize..] == before[HEADER as usize..],
+                "buffered: {buffered}"
+            );
+            assert!(reopen(dir.path()).1.is_empty());
+            // Torn with the old header kept: the old epoch, whole.
+            rewrite(dir.path(), |b| {
+                b[..HEADER as usize].copy_from_slice(&before[..HEADER as usize])
+            });
+            assert_eq!(reopen(dir.path()).1, items);
+        }
     }
 
     /// A changed epoch or key in the header would make every record fail its
