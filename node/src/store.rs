@@ -140,7 +140,9 @@ pub enum StoreError {
     #[error("another Herald process is using the store in {0}; stop it or choose another data directory")]
     Locked(std::path::PathBuf),
     /// A stored value does not decode: the store is damaged.
-    #[error("the store is damaged: {0}")]
+    #[error(
+        "the store is damaged: {0}. Nothing was changed; keep a copy of the node's directory and see docs/OPERATIONS.md, \"A damaged store\""
+    )]
     Corrupt(String),
     /// The node's own chain is exhausted (2^64 bulletins) or inconsistent.
     #[error("cannot extend the local chain: {0}")]

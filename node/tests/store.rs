@@ -425,6 +425,55 @@ fn own_bulletins_outlive_a_full_journal_and_a_close_without_fold() {
     );
 }
 
+/// A damaged store's journal of own bulletins carried into a new store
+/// (docs/OPERATIONS.md, "A damaged store"): the bulletins of its current epoch
+/// come back, and the store will not number a new bulletin while the chain
+/// before them is missing, so it cannot sign a number it used; once sync or a
+/// bundle brings that back, numbering goes on after the last one.
+#[test]
+fn a_journal_carried_into_a_new_store_keeps_numbers_from_being_signed_twice() {
+    let damaged = TempDir::new().unwrap();
+    let signer = key(14);
+    let me = member_of(&signer);
+    let big = |n: u64| {
+        let mut body = Spec::new(1, None, 1_000 + n).body(&signer);
+        body.payload.bytes = vec![b'z'; 200 * 1024];
+        body
+    };
+    // About 20 of these fill the journal: it settles and starts a new epoch.
+    let published: Vec<SignedBulletin> = {
+        let store = open(&damaged);
+        (0..30)
+            .map(|n| store.publish_own(&signer, &me, big(n)).unwrap())
+            .collect()
+    };
+    let fresh = TempDir::new().unwrap();
+    std::fs::copy(
+        damaged.path().join("own-journal"),
+        fresh.path().join("own-journal"),
+    )
+    .unwrap();
+    let store = open(&fresh);
+    // The journal's current epoch: the last bulletins, not the first.
+    let held = store.count().unwrap() as usize;
+    assert!((1..30).contains(&held), "the journal settled once: {held} held");
+    assert_eq!(store.head(&signer.id()).unwrap(), head(0, 30));
+    let (missing, back) = published.split_at(30 - held);
+    for b in back {
+        assert!(store.get_bytes(&b.id()).unwrap().as_deref() == Some(b.as_bytes()));
+    }
+    let refused = store.publish_own(&signer, &me, big(99)).unwrap_err();
+    assert!(refused.to_string().contains("wait for sync"), "{refused}");
+    // What sync would bring: the chain before the journal's epoch.
+    insert(&store, &signer, &missing.iter().collect::<Vec<_>>());
+    assert_eq!(store.head(&signer.id()).unwrap(), head(30, 30));
+    let next = store.publish_own(&signer, &me, big(99)).unwrap();
+    assert_eq!(
+        (next.body().seq, next.body().prev),
+        (Seq(31), Some(published[29].id()))
+    );
+}
+
 /// One group larger than the whole journal: its first part is journaled, the
 /// journal settles mid-group, and the rest follows. Closed without a fold, the
 /// store opens with every bulletin of the group.
