@@ -383,6 +383,14 @@ fn publish_own_refuses_to_sign_over_a_gap() {
     assert_eq!((b.body().seq, b.body().prev), (Seq(4), Some(c[2].id())));
 }
 
+/// A draft of `signer`'s with a 200 KiB payload: about 20 fill the journal
+/// of own bulletins (4 MiB).
+fn big_draft(signer: &SecretKey, n: u64) -> BulletinBody {
+    let mut body = Spec::new(1, None, 1_000 + n).body(signer);
+    body.payload.bytes = vec![b'x'; 200 * 1024];
+    body
+}
+
 /// The journal of own bulletins fills up (large bulletins, never folded): the
 /// store settles it into sled and starts a new epoch, mid-group too. Closed
 /// without a fold, the store opens with the whole chain, and numbering goes on.
@@ -391,11 +399,7 @@ fn own_bulletins_outlive_a_full_journal_and_a_close_without_fold() {
     let dir = TempDir::new().unwrap();
     let signer = key(9);
     let me = member_of(&signer);
-    let big = |n: u64| {
-        let mut body = Spec::new(1, None, 1_000 + n).body(&signer);
-        body.payload.bytes = vec![b'x'; 200 * 1024];
-        body
-    };
+    let big = |n: u64| big_draft(&signer, n);
     let mut published = Vec::new();
     {
         let store = open(&dir);
@@ -435,11 +439,7 @@ fn a_journal_carried_into_a_new_store_keeps_numbers_from_being_signed_twice() {
     let damaged = TempDir::new().unwrap();
     let signer = key(14);
     let me = member_of(&signer);
-    let big = |n: u64| {
-        let mut body = Spec::new(1, None, 1_000 + n).body(&signer);
-        body.payload.bytes = vec![b'z'; 200 * 1024];
-        body
-    };
+    let big = |n: u64| big_draft(&signer, n);
     // About 20 of these fill the journal: it settles and starts a new epoch.
     let published: Vec<SignedBulletin> = {
         let store = open(&damaged);
@@ -482,13 +482,7 @@ fn a_group_larger_than_the_journal_outlives_a_close_without_fold() {
     let dir = TempDir::new().unwrap();
     let signer = key(13);
     let me = member_of(&signer);
-    let drafts: Vec<_> = (0..25u64)
-        .map(|n| {
-            let mut body = Spec::new(1, None, 1_000 + n).body(&signer);
-            body.payload.bytes = vec![b'y'; 200 * 1024];
-            body
-        })
-        .collect();
+    let drafts: Vec<_> = (0..25u64).map(|n| big_draft(&signer, n)).collect();
     let published: Vec<_> = {
         let store = open(&dir);
         // About 20 of these fill 4 MiB.
