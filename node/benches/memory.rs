@@ -240,7 +240,7 @@ fn child_start(fx: &Fixture, dir: &Path) {
             println!("publish_per_s={}", publish as f64 / t.elapsed().as_secs_f64());
             println!("rss_after_publish_kib={}", rss_kib());
             tokio::time::sleep(idle).await;
-            println!("count_after_publish={}", node.store().count().unwrap());
+            println!("count_after_publish={}", node.store().held_count().unwrap());
             println!("rss_after_publish_idle_kib={}", rss_kib());
             let node = Arc::try_unwrap(node).unwrap();
             node.shutdown().await;

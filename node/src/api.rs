@@ -253,7 +253,7 @@ async fn status(State(node): State<Arc<Node>>) -> Result<Json<StatusView>, Failu
         member: node.member(),
         network: node.network().to_string(),
         registry_version,
-        bulletins: node.store().count().map_err(internal)?,
+        bulletins: node.store().held_count().map_err(internal)?,
         connected_peers: node
             .connected_peers()
             .await

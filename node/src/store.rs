@@ -673,6 +673,22 @@ impl Store {
         self.staged().items.len()
     }
 
+    /// How many bulletins are held: folded or staged, each once (what
+    /// `list` can show). Read between two folds; a staged bulletin already
+    /// stored (the node's own, when its journal was settled) is not counted
+    /// again.
+    pub fn held_count(&self) -> Result<u64, StoreError> {
+        let _fold = self.fold_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let ids: Vec<BulletinId> = self.staged().items.keys().copied().collect();
+        let mut held = self.count()?;
+        for id in ids {
+            if !self.bulletins.contains_key(data_key(&id))? {
+                held += 1;
+            }
+        }
+        Ok(held)
+    }
+
     /// Folds the first `limit` staged bulletins into the chains and indexes,
     /// in one atomic batch, and then lets go of them. Not durable until
     /// [`Store::flush`]. Returns what happened to each. If the batch fails they
@@ -786,7 +802,8 @@ impl Store {
             .collect())
     }
 
-    /// How many bulletins are held.
+    /// How many bulletins are folded into the store. Staged ones count from
+    /// their fold; [`Store::held_count`] counts them too.
     pub fn count(&self) -> Result<u64, StoreError> {
         match self.bulletins.get([prefix::COUNT])? {
             None => Ok(0),

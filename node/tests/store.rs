@@ -429,6 +429,42 @@ fn own_bulletins_outlive_a_full_journal_and_a_close_without_fold() {
     );
 }
 
+/// `held_count` counts what `list` can show, each bulletin once: staged ones
+/// before their fold, and the node's own that a full journal stored in sled
+/// while they were still staged.
+#[test]
+fn held_count_counts_staged_bulletins_once() {
+    let dir = TempDir::new().unwrap();
+    let signer = key(15);
+    let me = member_of(&signer);
+    let store = open(&dir);
+    let small = store
+        .publish_own_group(&signer, &me, vec![Spec::new(1, None, 10).body(&signer)])
+        .unwrap();
+    assert!(small[0].is_ok());
+    assert_eq!((store.count().unwrap(), store.held_count().unwrap()), (0, 1));
+    // About 20 fill the journal: it settles the staged ones into sled.
+    for n in 0..29 {
+        store.publish_own(&signer, &me, big_draft(&signer, n)).unwrap();
+    }
+    let folded = store.count().unwrap();
+    assert!(
+        (1..30).contains(&folded),
+        "the journal settled once: {folded} in sled"
+    );
+    assert_eq!(store.staged_count(), 30);
+    assert_eq!(store.held_count().unwrap(), 30);
+    store.fold_staged(1024).unwrap();
+    assert_eq!(
+        (
+            store.count().unwrap(),
+            store.staged_count(),
+            store.held_count().unwrap()
+        ),
+        (30, 0, 30)
+    );
+}
+
 /// A damaged store's journal of own bulletins carried into a new store
 /// (docs/OPERATIONS.md, "A damaged store"): the bulletins of its current epoch
 /// come back, and the store will not number a new bulletin while the chain
