@@ -293,6 +293,7 @@ impl Journal {
         // replaying them stores nothing new) or the new one, empty. (Zeros
         // after the header would let a torn write read as damage: the old
         // header, its first records zeroed, whole records after them.)
+        //
         // Read as it is on the disk: with direct I/O through the direct
         // handle, so that no copy the page cache might keep is written back.
         // A failed read changes nothing, so the journal stays usable.

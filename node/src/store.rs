@@ -141,7 +141,7 @@ pub enum StoreError {
     Locked(std::path::PathBuf),
     /// A stored value does not decode: the store is damaged.
     #[error(
-        "the store is damaged: {0}. Nothing was changed; keep a copy of the node's directory and see docs/OPERATIONS.md, \"A damaged store\""
+        "the store is damaged: {0}. Keep a copy of the node's directory and see docs/OPERATIONS.md, \"A damaged store\""
     )]
     Corrupt(String),
     /// The node's own chain is exhausted (2^64 bulletins) or inconsistent.
