@@ -16,34 +16,43 @@
 //! the next record. Layout (integers little-endian; docs/PROTOCOL.md, section 12B):
 //!
 //! ```text
-//! header:  magic "HRLDJNL2" (8) | epoch (u64) | epoch key (8, random) | header check (8)
-//! record:  length n (u32) | epoch (u64) | check (8) | member (32) | signed bulletin (n - 32)
+//! header:  magic "HRLDJNL3" (8) | epoch (u64) | epoch key (8, random) | header check (8)
+//! record:  length n (u32) | epoch (u64) | group (u32) | check (8) | member (32) | signed bulletin (n - 32)
 //! header check: the first 8 bytes of SHA-256(magic | epoch | epoch key)
-//! check:   the first 8 bytes of SHA-256(epoch key | length | epoch | member | signed bulletin)
+//! check:   the first 8 bytes of SHA-256(epoch key | length | epoch | group | member | signed bulletin)
 //! ```
+//!
+//! `group` is the byte where the write that carried the record starts: the
+//! offset of the first record of its group.
 //!
 //! A header whose check fails is damage, and is refused: read with a changed
 //! epoch or key, every record would fail its check and the journal would read
-//! as empty. Journals written by the first builds with a journal (magic
-//! "HRLDJNL1": a 16-byte epoch key and no header check) are read too; their
-//! records are taken and checked as written, and the next epoch is written in
+//! as empty. Journals written by earlier builds (magic "HRLDJNL1": a 16-byte
+//! epoch key and no header check; "HRLDJNL2": records without `group`) are
+//! read too, and their next epoch, started as the store opens, is written in
 //! the layout above.
 //!
 //! Records follow the header back to back. Reading stops at the first record
 //! that is not whole: its length is out of bounds, its epoch is not the
-//! header's, it runs past the end of the file, or its check fails. That is
-//! the zeros after the last record, a record left from an earlier epoch, or a
-//! record torn by a crash while it was written (never acknowledged: the sync
-//! comes after the write). If a whole record of the epoch lies further on,
-//! the journal is damaged, not ended, and is refused (the records after the
-//! damage were acknowledged; numbering on from before them would equivocate).
-//! The epoch key keeps bytes a bulletin carries from ever reading as a record
-//! of a later epoch. When the file is full the store first makes every record
-//! durable in sled, then starts a new epoch by rewriting the header (with a
-//! new key) and syncing: the old records are then read as the end. That write
-//! changes the header's bytes alone (the rest of its block is written back as
-//! it was), so a crash that tears it leaves the old epoch or the new one (on
-//! a disk that writes each sector whole).
+//! header's, it runs past the end of the file, its check fails, or its group
+//! is neither its own offset nor its predecessor's group. That is the zeros
+//! after the last record, a record left from an earlier epoch, or a record
+//! torn by a crash while its write went to the disk (never acknowledged: the
+//! write returns, or the sync comes, after the whole group is on the disk).
+//! A write of several blocks may reach the disk in any order, so whole
+//! records of the same group can follow a torn one: they were not
+//! acknowledged either, and are left. A whole record of the epoch further on
+//! whose group starts after the torn record means that a later write came
+//! after it returned: the journal is damaged, not ended, and is refused (the
+//! records after the damage were acknowledged; numbering on from before them
+//! would equivocate). The epoch key keeps bytes a bulletin carries from ever
+//! reading as a record of a later epoch. When the file is full the store
+//! first makes every record durable in sled, then starts a new epoch by
+//! rewriting the header (with a new key) and syncing: the old records are
+//! then read as the end. That write changes the header's bytes alone (the
+//! rest of its block is written back as it was), so a crash that tears it
+//! leaves the old epoch or the new one (on a disk that writes each sector
+//! whole).
 
 use std::fs::{File, OpenOptions};
 use std::io::{IoSlice, Read, Seek, SeekFrom, Write};
@@ -60,19 +69,42 @@ pub(crate) const JOURNAL_BYTES: u64 = 4 << 20;
 /// The largest journal file read: a bound on what a stray file can make the
 /// node load.
 const MAX_FILE: u64 = 64 << 20;
-const MAGIC: [u8; 8] = *b"HRLDJNL2";
+const MAGIC: [u8; 8] = *b"HRLDJNL3";
+/// The magic of journals whose records carry no group.
+const MAGIC_V2: [u8; 8] = *b"HRLDJNL2";
 /// The magic of journals written by the first builds with one.
 const MAGIC_V1: [u8; 8] = *b"HRLDJNL1";
 const HEADER: u64 = 32;
 /// Bytes of a new epoch's key.
 const KEY: usize = 8;
-/// Length, epoch and check before each record's member and bulletin.
-const RECORD_HEADER: usize = 4 + 8 + 8;
+/// Length, epoch, group and check before each record's member and bulletin.
+const RECORD_HEADER: usize = 4 + 8 + 4 + 8;
 /// The longest record: a member and the largest bulletin allowed.
 const MAX_RECORD: usize = 32 + herald_protocol::MAX_BULLETIN_BYTES;
 /// The unit of direct I/O: offsets, lengths and buffers are multiples of it
 /// (4 KiB covers disks of 512- and 4096-byte sectors).
 const BLOCK: usize = 4096;
+
+/// The layouts a journal file can be in: only the current one is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// `HRLDJNL1`: a 16-byte epoch key, no header check, no group.
+    First,
+    /// `HRLDJNL2`: records without a group.
+    Second,
+    /// `HRLDJNL3`, written by this build.
+    Third,
+}
+
+impl Layout {
+    /// Bytes before a record's member.
+    fn record_header(self) -> usize {
+        match self {
+            Layout::Third => RECORD_HEADER,
+            Layout::First | Layout::Second => 4 + 8 + 8,
+        }
+    }
+}
 
 /// One aligned block, as direct I/O wants its buffers.
 #[derive(Clone, Copy)]
@@ -133,6 +165,8 @@ pub(crate) struct Journal {
     /// The epoch's key, in every record's check ([`KEY`] bytes; 16 in a
     /// journal of the first layout, until its next epoch).
     key: Vec<u8>,
+    /// The file's layout: an earlier one takes no record until the next epoch.
+    layout: Layout,
     /// Where the next record goes.
     end: u64,
     size: u64,
@@ -183,8 +217,10 @@ impl Journal {
         let Parsed {
             epoch,
             key,
+            layout,
             records,
             end,
+            left,
         } = parse(&bytes).map_err(|what| JournalError::Damaged {
             path: path.clone(),
             what,
@@ -201,13 +237,27 @@ impl Journal {
             path,
             epoch,
             key,
+            layout,
             end,
             size,
             tips: Vec::new(),
             failed: None,
         };
+        if left > 0 {
+            tracing::warn!(
+                path = %journal.path.display(),
+                kept = records.len(),
+                left,
+                "the journal's last write was cut short by a crash: {left} whole records of it after the torn one are left (never acknowledged nor gossiped)"
+            );
+        }
         for (bulletin, _) in &records {
             journal.note_tip(bulletin);
+        }
+        // Nothing to carry over: the next epoch can start in this build's
+        // layout now (with records, the store starts it once it holds them).
+        if records.is_empty() && layout != Layout::Third {
+            journal.start_epoch()?;
         }
         Ok((journal, records))
     }
@@ -241,6 +291,12 @@ impl Journal {
         self.end == HEADER
     }
 
+    /// Whether the file is in an earlier layout, read but not written: the
+    /// store starts the next epoch once it holds the records.
+    pub(crate) fn in_earlier_layout(&self) -> bool {
+        self.layout != Layout::Third
+    }
+
     /// The bytes `bulletin` takes in the journal.
     pub(crate) fn record_len(bulletin: &SignedBulletin) -> usize {
         RECORD_HEADER + 32 + bulletin.as_bytes().len()
@@ -260,9 +316,19 @@ impl Journal {
     /// [`Journal::fits`] first. After a failure the journal takes nothing more.
     pub(crate) fn append(&mut self, items: &[(SignedBulletin, MemberId)]) -> Result<(), JournalError> {
         self.usable()?;
+        if self.in_earlier_layout() {
+            // Not reached: the store starts an epoch as it opens such a file.
+            return Err(JournalError::Failed {
+                path: self.path.clone(),
+                what: "it is in an earlier layout, written only from its next epoch".into(),
+            });
+        }
+        // Every record names the offset where this write starts: a record
+        // whole after a torn one of the same write is then known as such.
+        let group = u32::try_from(self.end).unwrap_or(u32::MAX);
         let mut buffer = Vec::with_capacity(items.iter().map(|(b, _)| Self::record_len(b)).sum());
         for (bulletin, member) in items {
-            encode_record(&mut buffer, &self.key, self.epoch, member, bulletin);
+            encode_record(&mut buffer, &self.key, self.epoch, group, member, bulletin);
         }
         if !self.fits(buffer.len()) {
             return Err(JournalError::Failed {
@@ -313,6 +379,7 @@ impl Journal {
         *self.tail = *first;
         self.epoch = epoch;
         self.key = key.to_vec();
+        self.layout = Layout::Third;
         self.end = HEADER;
         // The tips stay: what they name is durable in sled now, and the next
         // publication numbers on from them without reading sled.
@@ -436,13 +503,13 @@ fn header(epoch: u64, key: &[u8; KEY]) -> [u8; HEADER as usize] {
     h[..8].copy_from_slice(&MAGIC);
     h[8..16].copy_from_slice(&epoch.to_le_bytes());
     h[16..24].copy_from_slice(key);
-    h[24..].copy_from_slice(&header_check(epoch, key));
+    h[24..].copy_from_slice(&header_check(MAGIC, epoch, key));
     h
 }
 
-fn header_check(epoch: u64, key: &[u8]) -> [u8; 8] {
+fn header_check(magic: [u8; 8], epoch: u64, key: &[u8]) -> [u8; 8] {
     let digest = Sha256::new()
-        .chain_update(MAGIC)
+        .chain_update(magic)
         .chain_update(epoch.to_le_bytes())
         .chain_update(key)
         .finalize();
@@ -475,24 +542,46 @@ fn create(dir: &Path, path: &Path) -> Result<(), JournalError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
 
-fn check(key: &[u8], length: u32, epoch: u64, member: &MemberId, bulletin: &[u8]) -> [u8; 8] {
-    let digest = Sha256::new()
+/// A record's check: `group` is `None` in the layouts before the third.
+fn check(
+    key: &[u8],
+    length: u32,
+    epoch: u64,
+    group: Option<u32>,
+    member: &MemberId,
+    bulletin: &[u8],
+) -> [u8; 8] {
+    let mut hash = Sha256::new()
         .chain_update(key)
         .chain_update(length.to_le_bytes())
-        .chain_update(epoch.to_le_bytes())
+        .chain_update(epoch.to_le_bytes());
+    if let Some(group) = group {
+        hash.update(group.to_le_bytes());
+    }
+    let digest = hash
         .chain_update(member.as_bytes())
         .chain_update(bulletin)
         .finalize();
     first_eight(&digest)
 }
 
-fn encode_record(out: &mut Vec<u8>, key: &[u8], epoch: u64, member: &MemberId, bulletin: &SignedBulletin) {
+/// Appends the record of `bulletin`, written by a write that starts at byte
+/// `group`, in the current layout.
+fn encode_record(
+    out: &mut Vec<u8>,
+    key: &[u8],
+    epoch: u64,
+    group: u32,
+    member: &MemberId,
+    bulletin: &SignedBulletin,
+) {
     let bytes = bulletin.as_bytes();
     // A bulletin is at most MAX_BULLETIN_BYTES (256 KiB): the length fits.
     let length = u32::try_from(32 + bytes.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&length.to_le_bytes());
     out.extend_from_slice(&epoch.to_le_bytes());
-    out.extend_from_slice(&check(key, length, epoch, member, bytes));
+    out.extend_from_slice(&group.to_le_bytes());
+    out.extend_from_slice(&check(key, length, epoch, Some(group), member, bytes));
     out.extend_from_slice(member.as_bytes());
     out.extend_from_slice(bytes);
 }
@@ -501,10 +590,14 @@ fn encode_record(out: &mut Vec<u8>, key: &[u8], epoch: u64, member: &MemberId, b
 struct Parsed {
     epoch: u64,
     key: Vec<u8>,
+    layout: Layout,
     /// The records of the epoch, oldest first.
     records: Vec<(SignedBulletin, MemberId)>,
     /// Where the next record goes.
     end: u64,
+    /// Whole records of the epoch after the end, left by the last write when
+    /// a crash tore it.
+    left: usize,
 }
 
 fn le_u64(bytes: &[u8], at: usize) -> u64 {
@@ -513,77 +606,117 @@ fn le_u64(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// The member and signed bytes of a whole record of `epoch` at `at`, and
-/// where the next record starts.
+fn le_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+/// A whole record: its check holds.
+struct Record<'a> {
+    member: MemberId,
+    signed: &'a [u8],
+    /// Where its write started (`None` before the third layout).
+    group: Option<u32>,
+    /// Where the next record starts.
+    next: usize,
+}
+
+/// The whole record of `epoch` at `at`, if there is one.
 fn whole_record<'a>(
     bytes: &'a [u8],
     at: usize,
     epoch: u64,
     key: &[u8],
-) -> Option<(MemberId, &'a [u8], usize)> {
-    let start = at.checked_add(RECORD_HEADER)?;
+    layout: Layout,
+) -> Option<Record<'a>> {
+    let start = at.checked_add(layout.record_header())?;
     if start > bytes.len() || le_u64(bytes, at + 4) != epoch {
         return None;
     }
-    let mut l = [0u8; 4];
-    l.copy_from_slice(&bytes[at..at + 4]);
-    let length = u32::from_le_bytes(l);
+    let length = le_u32(bytes, at);
     let n = length as usize;
     if !(32..=MAX_RECORD).contains(&n) || start + n > bytes.len() {
         return None;
     }
+    let group = (layout == Layout::Third).then(|| le_u32(bytes, at + 12));
     let mut member = [0u8; 32];
     member.copy_from_slice(&bytes[start..start + 32]);
     let member = MemberId::from_bytes(member);
     let signed = &bytes[start + 32..start + n];
-    (bytes[at + 12..at + 20] == check(key, length, epoch, &member, signed)).then_some((
+    (bytes[start - 8..start] == check(key, length, epoch, group, &member, signed)).then_some(Record {
         member,
         signed,
-        start + n,
-    ))
+        group,
+        next: start + n,
+    })
 }
 
 /// Reads a journal file: its header, then records of its epoch up to the
 /// first that is not whole, which must be the end.
 fn parse(bytes: &[u8]) -> Result<Parsed, String> {
     let size = bytes.len();
-    let v1 = bytes.get(..8) == Some(&MAGIC_V1[..]);
-    if size < HEADER as usize || !(v1 || bytes[..8] == MAGIC) {
-        return Err("it does not start with a journal header".into());
-    }
+    let layout = match bytes.get(..8) {
+        Some(m) if m == MAGIC => Layout::Third,
+        Some(m) if m == MAGIC_V2 => Layout::Second,
+        Some(m) if m == MAGIC_V1 => Layout::First,
+        _ => return Err("it does not start with a journal header".into()),
+    };
     if size < HEADER as usize + RECORD_HEADER + MAX_RECORD {
         return Err(format!(
             "it is {size} bytes long, too short for the largest bulletin"
         ));
     }
     let epoch = le_u64(bytes, 8);
-    let key = if v1 {
-        // A current header whose magic lost two bits would read as a first
-        // layout one with no record under its key: refuse that instead.
-        if bytes[24..32] == header_check(epoch, &bytes[16..24]) {
-            return Err("its magic is damaged (a current header marked as the first layout)".into());
+    let key = match layout {
+        Layout::First => {
+            // A later header whose magic lost bits would read as a first
+            // layout one with no record under its key: refuse that instead.
+            if [MAGIC, MAGIC_V2]
+                .iter()
+                .any(|&m| bytes[24..32] == header_check(m, epoch, &bytes[16..24]))
+            {
+                return Err("its magic is damaged (a later header marked as the first layout)".into());
+            }
+            bytes[16..32].to_vec()
         }
-        bytes[16..32].to_vec()
-    } else {
-        let key = bytes[16..24].to_vec();
-        if bytes[24..32] != header_check(epoch, &key) {
-            return Err("its header's check fails (a changed epoch or key would make every record read as not written)".into());
+        Layout::Second | Layout::Third => {
+            let key = bytes[16..24].to_vec();
+            let magic = if layout == Layout::Third { MAGIC } else { MAGIC_V2 };
+            if bytes[24..32] != header_check(magic, epoch, &key) {
+                return Err("its header's check fails (a changed epoch or key would make every record read as not written)".into());
+            }
+            key
         }
-        key
     };
     let mut records = Vec::new();
     let mut at = HEADER as usize;
-    while let Some((member, signed, next)) = whole_record(bytes, at, epoch, &key) {
+    // The group of the record before: the next one starts a write of its own
+    // (its group is its offset) or belongs to the same.
+    let mut group = None;
+    while let Some(record) = whole_record(bytes, at, epoch, &key, layout) {
+        if let Some(g) = record.group {
+            if g as usize != at && Some(g) != group {
+                // Left from a torn write of this epoch that later writes
+                // went over (or bytes that copy a record): not in sequence.
+                break;
+            }
+            group = Some(g);
+        }
         // Checked, so written whole by a Herald: a record that does not
         // decode is not a torn write.
-        let bulletin = SignedBulletin::from_bytes(signed)
+        let bulletin = SignedBulletin::from_bytes(record.signed)
             .map_err(|e| format!("the record at byte {at} does not decode ({e})"))?;
-        records.push((bulletin, member));
-        at = next;
+        records.push((bulletin, record.member));
+        at = record.next;
     }
-    // A torn record is the last one written: nothing of the epoch follows it.
-    // (Candidates are where the epoch's bytes stand; few but records are.)
+    // A torn record belongs to the last write: nothing of the epoch written
+    // after it follows. Whole records of that write may (a write of several
+    // blocks reaches the disk in any order); a record of a later write, one
+    // whose group starts after `at`, means damage. (Candidates are where the
+    // epoch's bytes stand; few but records are.)
     let pattern = epoch.to_le_bytes();
+    let mut left = 0;
     let later = bytes
         .get(at + 5..)
         .unwrap_or_default()
@@ -591,8 +724,15 @@ fn parse(bytes: &[u8]) -> Result<Parsed, String> {
         .enumerate()
         .filter(|(_, window)| *window == pattern)
         .map(|(i, _)| at + 1 + i)
-        .find(|&later| whole_record(bytes, later, epoch, &key).is_some());
-    if let Some(later) = later {
+        .filter_map(|later| Some((later, whole_record(bytes, later, epoch, &key, layout)?.group)))
+        .find(|&(_, g)| match g {
+            Some(g) if g as usize <= at => {
+                left += 1;
+                false
+            }
+            _ => true,
+        });
+    if let Some((later, _)) = later {
         return Err(format!(
             "the record at byte {at} is not whole, but a record written after it at byte {later} is"
         ));
@@ -600,8 +740,10 @@ fn parse(bytes: &[u8]) -> Result<Parsed, String> {
     Ok(Parsed {
         epoch,
         key,
+        layout,
         records,
         end: at as u64,
+        left,
     })
 }
 
@@ -616,6 +758,40 @@ mod tests {
         let net = one_member();
         let member = net.member_id();
         net.chain(n as u64).into_iter().map(|b| (b, member)).collect()
+    }
+
+    /// A record in the layouts before the third (no group).
+    fn encode_earlier(out: &mut Vec<u8>, key: &[u8], epoch: u64, member: &MemberId, bulletin: &[u8]) {
+        let length = (32 + bulletin.len()) as u32;
+        out.extend_from_slice(&length.to_le_bytes());
+        out.extend_from_slice(&epoch.to_le_bytes());
+        out.extend_from_slice(&check(key, length, epoch, None, member, bulletin));
+        out.extend_from_slice(member.as_bytes());
+        out.extend_from_slice(bulletin);
+    }
+
+    /// A journal file of an earlier layout, epoch 9, holding `items`.
+    fn earlier_journal(dir: &Path, layout: Layout, items: &[(SignedBulletin, MemberId)]) {
+        let mut bytes = vec![0u8; JOURNAL_BYTES as usize];
+        let key: Vec<u8> = match layout {
+            Layout::First => {
+                bytes[..8].copy_from_slice(&MAGIC_V1);
+                vec![0x5a; 16]
+            }
+            _ => {
+                bytes[..8].copy_from_slice(&MAGIC_V2);
+                bytes[24..32].copy_from_slice(&header_check(MAGIC_V2, 9, &[0x5a; KEY]));
+                vec![0x5a; KEY]
+            }
+        };
+        bytes[8..16].copy_from_slice(&9u64.to_le_bytes());
+        bytes[16..16 + key.len()].copy_from_slice(&key);
+        let mut records = Vec::new();
+        for (bulletin, member) in items {
+            encode_earlier(&mut records, &key, 9, member, bulletin.as_bytes());
+        }
+        bytes[HEADER as usize..HEADER as usize + records.len()].copy_from_slice(&records);
+        std::fs::write(dir.join(FILE_NAME), &bytes).unwrap();
     }
 
     fn reopen(dir: &Path) -> (Journal, Vec<(SignedBulletin, MemberId)>) {
@@ -759,10 +935,12 @@ mod tests {
             let key = bytes[16..24].to_vec();
             let junk = b"not a bulletin";
             let length = (32 + junk.len()) as u32;
+            let group = HEADER as u32;
             let mut record = Vec::new();
             record.extend_from_slice(&length.to_le_bytes());
             record.extend_from_slice(&1u64.to_le_bytes());
-            record.extend_from_slice(&check(&key, length, 1, &member, junk));
+            record.extend_from_slice(&group.to_le_bytes());
+            record.extend_from_slice(&check(&key, length, 1, Some(group), &member, junk));
             record.extend_from_slice(member.as_bytes());
             record.extend_from_slice(junk);
             bytes[HEADER as usize..HEADER as usize + record.len()].copy_from_slice(&record);
@@ -777,27 +955,29 @@ mod tests {
         let (bulletin, member) = &items[0];
         let key = [0xab; KEY];
         let mut out = Vec::new();
-        encode_record(&mut out, &key, 7, member, bulletin);
+        encode_record(&mut out, &key, 7, 4096, member, bulletin);
         let n = 32 + bulletin.as_bytes().len();
         assert_eq!(out.len(), RECORD_HEADER + n);
         assert_eq!(out[..4], (n as u32).to_le_bytes());
         assert_eq!(out[4..12], 7u64.to_le_bytes());
-        let digest = Sha256::digest([&key[..], &out[..12], member.as_bytes(), bulletin.as_bytes()].concat());
-        assert_eq!(out[12..20], digest[..8]);
-        assert_eq!(&out[20..52], member.as_bytes());
-        assert_eq!(&out[52..], bulletin.as_bytes());
+        assert_eq!(out[12..16], 4096u32.to_le_bytes());
+        let digest = Sha256::digest([&key[..], &out[..16], member.as_bytes(), bulletin.as_bytes()].concat());
+        assert_eq!(out[16..24], digest[..8]);
+        assert_eq!(&out[24..56], member.as_bytes());
+        assert_eq!(&out[56..], bulletin.as_bytes());
         // As printed in docs/PROTOCOL.md, section 12B.
         assert_eq!(
             hex::encode(header(7, &key)),
-            "48524c444a4e4c320700000000000000abababababababab218994a687fead65"
+            "48524c444a4e4c330700000000000000abababababababab004141ccfd9f4a23"
         );
         // A pinned record head: the test network's first bulletin (fixed
-        // seeds) for member 0x01 x 32, in epoch 7 under key 0xab x 8.
+        // seeds) for member 0x01 x 32, in epoch 7 under key 0xab x 8, in a
+        // write that starts at byte 32.
         let mut fixed = Vec::new();
-        encode_record(&mut fixed, &key, 7, &MemberId::from_bytes([1; 32]), bulletin);
+        encode_record(&mut fixed, &key, 7, 32, &MemberId::from_bytes([1; 32]), bulletin);
         assert_eq!(
-            hex::encode(&fixed[..20]),
-            "0801000007000000000000009ae7f4c9a13473d4"
+            hex::encode(&fixed[..24]),
+            "0801000007000000000000002000000027cf8b72f303cf82"
         );
     }
 
@@ -858,44 +1038,50 @@ mod tests {
         assert!(err.contains("magic is damaged"), "{err}");
     }
 
-    /// A journal in the first layout (a 16-byte key, no header check) is read
-    /// and appended to as it is; its next epoch is in the current layout.
+    /// A journal in an earlier layout is read as it is; its next epoch, in
+    /// the current layout, starts at once if it holds nothing, and otherwise
+    /// once the store holds its records (nothing is appended in between).
     #[test]
-    fn a_journal_of_the_first_layout_is_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let items = signed(3);
-        let key = [0x5a; 16];
-        let mut bytes = vec![0u8; JOURNAL_BYTES as usize];
-        bytes[..8].copy_from_slice(&MAGIC_V1);
-        bytes[8..16].copy_from_slice(&9u64.to_le_bytes());
-        bytes[16..32].copy_from_slice(&key);
-        let mut records = Vec::new();
-        for (bulletin, member) in &items[..2] {
-            encode_record(&mut records, &key, 9, member, bulletin);
-        }
-        bytes[HEADER as usize..HEADER as usize + records.len()].copy_from_slice(&records);
-        std::fs::write(dir.path().join(FILE_NAME), &bytes).unwrap();
+    fn journals_of_earlier_layouts_are_read() {
+        for layout in [Layout::First, Layout::Second] {
+            let dir = tempfile::tempdir().unwrap();
+            let items = signed(3);
+            earlier_journal(dir.path(), layout, &items[..2]);
+            let (mut j, held) = reopen(dir.path());
+            assert_eq!(held, items[..2].to_vec(), "{layout:?}");
+            assert!(j.in_earlier_layout());
+            let err = j.append(&items[2..]).unwrap_err().to_string();
+            assert!(err.contains("earlier layout"), "{err}");
+            j.start_epoch().unwrap();
+            j.append(&items[2..]).unwrap();
+            drop(j);
+            let bytes = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+            assert_eq!(bytes[..8], MAGIC);
+            assert_eq!(bytes[8..16], 10u64.to_le_bytes());
+            assert_eq!(reopen(dir.path()).1, items[2..].to_vec(), "{layout:?}");
 
-        let (mut j, held) = reopen(dir.path());
-        assert_eq!(held, items[..2].to_vec());
-        j.append(&items[2..]).unwrap();
-        drop(j);
-        let (mut j, held) = reopen(dir.path());
-        assert_eq!(held, items);
-        j.start_epoch().unwrap();
-        drop(j);
-        let bytes = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
-        assert_eq!(bytes[..8], MAGIC);
-        assert_eq!(bytes[8..16], 10u64.to_le_bytes());
-        assert!(reopen(dir.path()).1.is_empty());
+            // Empty: the current layout from the open on.
+            earlier_journal(dir.path(), layout, &[]);
+            let (mut j, held) = reopen(dir.path());
+            assert!(held.is_empty() && !j.in_earlier_layout());
+            j.append(&items[..1]).unwrap();
+            drop(j);
+            assert_eq!(std::fs::read(dir.path().join(FILE_NAME)).unwrap()[..8], MAGIC);
+            assert_eq!(reopen(dir.path()).1, items[..1].to_vec(), "{layout:?}");
+        }
     }
 
-    /// A damaged record followed by a whole one of the same epoch is damage,
-    /// not the end: the later records were acknowledged.
+    /// A damaged record followed by a whole one of a later write is damage,
+    /// not the end: the later write was acknowledged, so was the damaged one.
     #[test]
-    fn a_damaged_record_before_whole_ones_is_refused() {
+    fn a_damaged_record_before_a_later_write_is_refused() {
         let items = signed(3);
-        let dir = journal_with(&items);
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = reopen(dir.path());
+        for item in &items {
+            j.append(std::slice::from_ref(item)).unwrap();
+        }
+        drop(j);
         // A byte of the second record's bulletin changes.
         let second = HEADER as usize + Journal::record_len(&items[0].0);
         rewrite(dir.path(), |b| b[second + RECORD_HEADER + 40] ^= 1);
@@ -911,6 +1097,66 @@ mod tests {
             b[third + RECORD_HEADER + 40] ^= 1;
         });
         assert_eq!(reopen(dir.path()).1, items[..2].to_vec());
+    }
+
+    /// A write of several blocks torn by a crash: some of its blocks reached
+    /// the disk and some did not, so whole records of it follow a torn one.
+    /// That is the end, not damage: the records before the tear are read,
+    /// the rest are left, and later writes go over them. A tear in an
+    /// earlier write, with a later write whole, stays damage.
+    #[test]
+    fn a_write_torn_across_blocks_is_the_end() {
+        let net = one_member();
+        let member = net.member_id();
+        // About 300 bytes each: the second write spans blocks 0 to 3.
+        let items: Vec<_> = net.chain(60).into_iter().map(|b| (b, member)).collect();
+        for buffered in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut j, _) = reopen_as(dir.path(), buffered);
+            j.append(&items[..2]).unwrap();
+            let second_write = j.end as usize;
+            j.append(&items[2..50]).unwrap();
+            let end = j.end as usize;
+            drop(j);
+            assert!(end > 3 * BLOCK);
+            let written = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+            let starts: Vec<usize> = items[..50]
+                .iter()
+                .scan(HEADER as usize, |at, (b, _)| {
+                    let start = *at;
+                    *at += Journal::record_len(b);
+                    Some(start)
+                })
+                .collect();
+            // Block 1 never reached the disk (zeros, as the file was made).
+            rewrite(dir.path(), |b| b[BLOCK..2 * BLOCK].fill(0));
+            let torn = starts
+                .iter()
+                .position(|&s| s + Journal::record_len(&items[0].0) > BLOCK)
+                .unwrap();
+            let (mut j, held) = reopen_as(dir.path(), buffered);
+            assert_eq!(held, items[..torn].to_vec(), "buffered: {buffered}");
+            assert_eq!(j.end as usize, starts[torn]);
+            // The next write goes over the torn one up to a record the tear
+            // left whole (in block 2), which is not read after it: its
+            // group is neither its own offset nor that of the write before.
+            let k = starts.iter().position(|&s| s >= 2 * BLOCK).unwrap();
+            j.append(&items[torn..k]).unwrap();
+            drop(j);
+            let (mut j, held) = reopen_as(dir.path(), buffered);
+            assert_eq!(held, items[..k].to_vec(), "buffered: {buffered}");
+            j.append(&items[k..k + 2]).unwrap();
+            drop(j);
+            assert_eq!(reopen(dir.path()).1, items[..k + 2].to_vec());
+
+            // A tear in the first write under a whole second one: damage.
+            std::fs::write(dir.path().join(FILE_NAME), &written).unwrap();
+            assert_eq!(reopen(dir.path()).1, items[..50].to_vec());
+            let first_bulletin = HEADER as usize + RECORD_HEADER + 40;
+            rewrite(dir.path(), |b| b[first_bulletin] ^= 1);
+            let err = Journal::open(dir.path()).unwrap_err().to_string();
+            assert!(err.contains(&format!("byte {second_write} is")), "{err}");
+        }
     }
 
     /// Random damage (bytes changed, zeroed, cut short, garbage written after
