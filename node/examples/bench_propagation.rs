@@ -85,7 +85,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use herald_keys::{Founder, Registry, SecretKey, founding_genesis};
 use herald_node::validate::{Verdict, validate_bulletin};
-use herald_node::{Draft, GossipTiming, Node, NodeEvent, NodeSettings, Store};
+use herald_node::{Draft, GossipTiming, KeyPast, Node, NodeEvent, NodeSettings, Store};
 use herald_protocol::{
     BulletinBody, BulletinId, Kind, MemberId, NetworkId, Payload, Seq, Severity, SignedRegistryUpdate,
     Timestamp, Tlp,
@@ -783,6 +783,7 @@ async fn child_herald(args: &ChildArgs) -> Result<()> {
         bootstrap: Vec::new(),
         mdns: false,
         timing: args.timing.gossip(),
+        key_past: KeyPast::New,
     };
     let node = Node::start(settings).await?;
     let mut events = node.subscribe();

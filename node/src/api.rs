@@ -112,6 +112,15 @@ pub struct Published {
     pub seq: u64,
 }
 
+/// Options of `POST /v1/bulletins`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct PublishParams {
+    /// The operator's word that the signing key has never published, so its
+    /// chain may start without a sync session first ([`Node::confirm_new_chain`]).
+    #[serde(default)]
+    pub new_chain: bool,
+}
+
 /// Filters of `GET /v1/bulletins`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct ListParams {
@@ -269,7 +278,14 @@ async fn status(State(node): State<Arc<Node>>) -> Result<Json<StatusView>, Failu
     }))
 }
 
-async fn publish(State(node): State<Arc<Node>>, Json(draft): Json<Draft>) -> Result<Response, Failure> {
+async fn publish(
+    State(node): State<Arc<Node>>,
+    QueryParams(params): QueryParams<PublishParams>,
+    Json(draft): Json<Draft>,
+) -> Result<Response, Failure> {
+    if params.new_chain {
+        node.confirm_new_chain();
+    }
     match node.publish(draft).await {
         Ok(b) => Ok((
             StatusCode::CREATED,
@@ -280,6 +296,7 @@ async fn publish(State(node): State<Arc<Node>>, Json(draft): Json<Draft>) -> Res
         )
             .into_response()),
         Err(PublishError::Invalid(m)) => Err(Failure(StatusCode::BAD_REQUEST, m)),
+        Err(e @ PublishError::ChainUnchecked(_)) => Err(Failure(StatusCode::CONFLICT, e.to_string())),
         Err(PublishError::Stopped) => Err(Failure(
             StatusCode::SERVICE_UNAVAILABLE,
             "the node is stopping".into(),

@@ -297,6 +297,11 @@ pub(crate) struct PublishArgs {
     /// A member id the bulletin is meant for (repeatable; default: all members).
     #[arg(long = "audience")]
     pub(crate) audience: Vec<String>,
+    /// The signing key has never published: let its chain start without
+    /// checking with a peer first (only needed while the node holds no
+    /// bulletin of its key and no peer is reachable).
+    #[arg(long)]
+    pub(crate) new_chain: bool,
 }
 
 #[derive(Debug, Args)]

@@ -13,7 +13,7 @@ use libp2p::multiaddr::Protocol;
 
 use crate::events::NodeEvent;
 use crate::network::GossipTiming;
-use crate::node::{Draft, Node, NodeSettings, StartError};
+use crate::node::{Draft, KeyPast, Node, NodeSettings, StartError};
 
 /// How long to wait for the nodes to listen and connect.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -86,6 +86,8 @@ impl Devnet {
                 bootstrap: Vec::new(),
                 mdns: false,
                 timing: GossipTiming::fast(),
+                // Keys made for this devnet: they have signed nothing.
+                key_past: KeyPast::New,
             };
             let node = Node::start(settings)
                 .await

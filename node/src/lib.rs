@@ -47,5 +47,5 @@ mod writer;
 
 pub use events::{NodeEvent, Origin};
 pub use network::GossipTiming;
-pub use node::{Draft, Node, NodeSettings, PublishError, StartError};
+pub use node::{Draft, KeyPast, Node, NodeSettings, PublishError, StartError};
 pub use store::{Query, Store, StoreError, Stored};

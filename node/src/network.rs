@@ -57,6 +57,9 @@ pub struct GossipTiming {
     pub heartbeat_interval: Duration,
     /// Interval between catch-up syncs with a random connected peer.
     pub sync_interval: Duration,
+    /// How long the first publication of a node that holds no bulletin of its
+    /// signing key waits for a sync session ([`crate::KeyPast`]).
+    pub first_sync_wait: Duration,
 }
 
 impl Default for GossipTiming {
@@ -65,6 +68,7 @@ impl Default for GossipTiming {
             heartbeat_initial_delay: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(1),
             sync_interval: crate::sync::DEFAULT_SYNC_INTERVAL,
+            first_sync_wait: Duration::from_secs(10),
         }
     }
 }
@@ -76,6 +80,7 @@ impl GossipTiming {
             heartbeat_initial_delay: Duration::from_millis(100),
             heartbeat_interval: Duration::from_millis(250),
             sync_interval: Duration::from_secs(5),
+            first_sync_wait: Duration::from_secs(2),
         }
     }
 }

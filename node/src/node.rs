@@ -13,7 +13,7 @@ use herald_protocol::{
 };
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::events::NodeEvent;
 use crate::indexer::{Indexer, Signal};
@@ -23,6 +23,27 @@ use crate::writer::{WRITER_CAPACITY, WriteRequest, Writer};
 
 /// Events buffered per subscriber before a slow one starts missing some.
 const EVENT_CAPACITY: usize = 4096;
+
+/// What a node knows of its signing key's past: whether its chain may start
+/// at number 1 at once.
+///
+/// When the store holds no bulletin of the key and the key is not known to
+/// be unused, the node numbers nothing until it has checked with the
+/// network: its first publication waits (at most
+/// [`GossipTiming::first_sync_wait`], 10 s by default) for a
+/// sync session with a peer, which brings back a chain the key signed before
+/// the store was lost, or is refused ([`PublishError::ChainUnchecked`],
+/// [`Node::confirm_new_chain`]). Otherwise a lost store would have the key
+/// sign its numbers a second time: equivocation.
+#[derive(Debug, Clone)]
+pub enum KeyPast {
+    /// Made for this run (a devnet, a test): it has signed nothing.
+    New,
+    /// Unused while this file exists. `herald init` writes it beside the key
+    /// it makes ([`crate::setup::unused_key_marker`]); the node removes it
+    /// once it holds a bulletin of the key.
+    Marked(PathBuf),
+}
 
 /// What a node needs to start.
 #[derive(Debug)]
@@ -45,6 +66,8 @@ pub struct NodeSettings {
     pub mdns: bool,
     /// Gossip heartbeat timing.
     pub timing: GossipTiming,
+    /// Whether the signing key has signed before.
+    pub key_past: KeyPast,
 }
 
 /// Why a node could not start.
@@ -91,6 +114,13 @@ pub enum PublishError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     Stopped,
+    /// The store holds no bulletin of the signing key, which is not known to
+    /// be unused, and no sync session has checked the network ([`KeyPast`]).
+    #[error(
+        "this node holds no bulletin of its signing key and could not check with a peer (no sync session completed within {} s): if the key has published before, with a store since lost, publishing now would sign its numbers a second time. Connect the node to a peer and try again; or, if the key has never published, publish with --new-chain",
+        .0.as_secs_f64()
+    )]
+    ChainUnchecked(std::time::Duration),
 }
 
 /// What an author writes; the node fills in the network, signer, number,
@@ -178,6 +208,13 @@ pub struct Node {
     writer_thread: std::thread::JoinHandle<()>,
     indexer: std::sync::mpsc::SyncSender<Signal>,
     indexer_thread: std::thread::JoinHandle<()>,
+    /// Whether the node may number bulletins of its key: the key is new, its
+    /// chain is held, or a sync session checked the network.
+    chain_checked: watch::Sender<bool>,
+    /// The file that says the key is unused, until the node publishes.
+    unused_marker: std::sync::Mutex<Option<PathBuf>>,
+    /// [`GossipTiming::first_sync_wait`].
+    first_sync_wait: std::time::Duration,
 }
 
 impl std::fmt::Debug for Node {
@@ -211,6 +248,33 @@ impl Node {
         let (commands, command_rx) = mpsc::channel(network::COMMAND_CAPACITY);
         let (writer, writer_rx) = mpsc::channel(WRITER_CAPACITY);
         let own_key = settings.signing_key.id();
+        let first_sync_wait = settings.timing.first_sync_wait;
+        let chain_held = store.head(&own_key)?.highest.0 > 0;
+        let (unused, mut unused_marker) = match settings.key_past {
+            KeyPast::New => (true, None),
+            KeyPast::Marked(path) => (path.exists(), Some(path)),
+        };
+        if chain_held {
+            remove_unused_marker(&mut unused_marker);
+        }
+        let (chain_checked, _) = watch::channel(unused || chain_held);
+        if !*chain_checked.borrow() {
+            // Subscribed before the network starts: no session is missed.
+            let mut seen = events.subscribe();
+            let checked = chain_checked.clone();
+            tokio::spawn(async move {
+                loop {
+                    match seen.recv().await {
+                        Ok(NodeEvent::SyncCompleted { .. }) => {
+                            checked.send_replace(true);
+                            return;
+                        }
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            });
+        }
         let (indexer, indexer_thread) = crate::indexer::spawn(Indexer {
             store: store.clone(),
             events: events.clone(),
@@ -262,7 +326,27 @@ impl Node {
             writer_thread,
             indexer,
             indexer_thread,
+            chain_checked,
+            unused_marker: std::sync::Mutex::new(unused_marker),
+            first_sync_wait,
         })
+    }
+
+    /// The operator's word that the signing key has never published: its
+    /// chain may start at number 1 without a sync session first.
+    pub fn confirm_new_chain(&self) {
+        self.chain_checked.send_replace(true);
+    }
+
+    /// Waits until the node may number bulletins of its key
+    /// ([`NodeSettings::new_signing_key`]).
+    async fn chain_checked(&self) -> Result<(), PublishError> {
+        let mut checked = self.chain_checked.subscribe();
+        match tokio::time::timeout(self.first_sync_wait, checked.wait_for(|c| *c)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(PublishError::Stopped),
+            Err(_) => Err(PublishError::ChainUnchecked(self.first_sync_wait)),
+        }
     }
 
     /// This node's member.
@@ -317,6 +401,7 @@ impl Node {
                 )));
             }
         }
+        self.chain_checked().await?;
         // The writer fills in the signer, the number and the link.
         let body = draft.into_body(
             self.network(),
@@ -333,7 +418,10 @@ impl Node {
             .await
             .map_err(|_| PublishError::Stopped)?;
         match response.await {
-            Ok(Ok(bulletin)) => Ok(bulletin),
+            Ok(Ok(bulletin)) => {
+                remove_unused_marker(&mut self.unused_marker.lock().unwrap_or_else(|e| e.into_inner()));
+                Ok(bulletin)
+            }
             Ok(Err(StoreError::Sign(e))) => Err(PublishError::Invalid(e.to_string())),
             Ok(Err(e)) => Err(PublishError::Store(e)),
             Err(_) => Err(PublishError::Stopped),
@@ -512,6 +600,24 @@ impl Node {
             tracing::error!(error = %e, "cannot empty the journal of own bulletins on stop");
         }
         tracing::info!("node stopped");
+    }
+}
+
+/// Removes the file that says the signing key is unused (if there is one and
+/// it was not removed yet): the key has signed now.
+fn remove_unused_marker(marker: &mut Option<PathBuf>) {
+    let Some(path) = marker.take() else {
+        return;
+    };
+    match std::fs::remove_file(&path) {
+        Ok(()) => {
+            tracing::debug!(path = %path.display(), "the signing key has signed: its unused mark is removed")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove the signing key's unused mark; remove it by hand: it must not outlive the key's first bulletin");
+            *marker = Some(path);
+        }
     }
 }
 

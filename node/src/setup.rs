@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{CONFIG_FILE, Config, ConfigError};
 use crate::network::{GossipTiming, peer_id_of};
-use crate::node::NodeSettings;
+use crate::node::{KeyPast, NodeSettings};
 
 /// The public descriptor a member sends to the other founders.
 pub const DESCRIPTOR_FILE: &str = "member.json";
@@ -184,6 +184,7 @@ pub fn init_node_dir(dir: &Path, options: &InitOptions) -> Result<MemberDescript
         None,
     )?;
     keyfile::write_key_file(&dir.join(&config.keys.node), &node_key, KeyRole::Node, None)?;
+    write_file(&unused_key_marker(&dir.join(&config.keys.signing)), UNUSED_MARK)?;
     let peer = peer_id_of(&node_key.public().node_id());
     let descriptor = MemberDescriptor {
         name: options.member.clone(),
@@ -199,6 +200,19 @@ pub fn init_node_dir(dir: &Path, options: &InitOptions) -> Result<MemberDescript
     write_file(&dir.join(CONFIG_FILE), config.to_commented_toml().as_bytes())?;
     Ok(descriptor)
 }
+
+/// The file beside a signing key that says it has signed nothing yet
+/// ([`KeyPast::Marked`]): the key's path with `.unused` added.
+pub fn unused_key_marker(signing_key: &Path) -> PathBuf {
+    let mut name = signing_key.as_os_str().to_owned();
+    name.push(".unused");
+    PathBuf::from(name)
+}
+
+const UNUSED_MARK: &[u8] =
+    b"This signing key has signed no bulletin yet, so the node may start its chain at\n\
+number 1 without checking with a peer. The node removes this file once it holds a\n\
+bulletin of the key. Never copy it into a node directory restored from a backup.\n";
 
 fn descriptor_json(d: &MemberDescriptor) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(d).unwrap_or_default();
@@ -362,6 +376,7 @@ pub fn load_node_settings(dir: &Path) -> Result<(Config, NodeSettings), SetupErr
         bootstrap: parse("bootstrap address", &config.node.bootstrap)?,
         mdns: config.node.mdns,
         timing: GossipTiming::default(),
+        key_past: KeyPast::Marked(unused_key_marker(&dir.join(&config.keys.signing))),
     };
     Ok((config, settings))
 }

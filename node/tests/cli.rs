@@ -212,6 +212,12 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
     let one = tmp.path().join("member-1");
     let two = tmp.path().join("member-2");
     let (one_s, two_s) = (one.to_str().unwrap(), two.to_str().unwrap());
+    // Each new signing key is marked unused: its chain may start with no peer.
+    let mark = |dir: &Path| dir.join("keys/signing.key.unused");
+    assert!(mark(&one).exists() && mark(&two).exists());
+    // As after a lost node directory restored without the mark: the second
+    // node checks with a peer, or is told the key is new, before numbering.
+    std::fs::remove_file(mark(&two)).unwrap();
 
     // No node runs yet: publishing says so and what to do.
     let refused = herald(&[
@@ -259,6 +265,7 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
     assert!(published.status.success(), "{}", stderr(&published));
     let id = stdout(&published).trim().to_string();
     assert_eq!(id.len(), 64, "publish prints the id: {id:?}");
+    assert!(!mark(&one).exists(), "the mark outlived the key's first bulletin");
 
     // The second process stores it (its log says so), then serves it.
     second.wait_for(&["stored", &id[..10]]);
@@ -272,6 +279,22 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
         view["payload"].as_str().unwrap().as_bytes(),
         std::fs::read(csaf).unwrap()
     );
+    let confirmed = herald(&[
+        "publish",
+        "--dir",
+        two_s,
+        "--kind",
+        "outreach",
+        "--title",
+        "from a key its operator says is new",
+        "--severity",
+        "low",
+        "--tlp",
+        "clear",
+        "--new-chain",
+    ]);
+    assert!(confirmed.status.success(), "{}", stderr(&confirmed));
+    first.wait_for(&["stored", &stdout(&confirmed).trim()[..10]]);
 
     first.stop();
     second.stop();
@@ -307,12 +330,16 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
     ]);
     assert!(audited.status.success(), "{}", stderr(&audited));
     assert!(
-        stdout(&audited).contains("Verified 1 bulletins"),
+        stdout(&audited).contains("Verified 2 bulletins"),
         "{}",
         stdout(&audited)
     );
     let lines = std::fs::read_to_string(&provenance).unwrap();
-    let record: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    let record: serde_json::Value = lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["id"].as_str() == Some(id.as_str()))
+        .expect("the advisory's provenance");
     assert_eq!(
         (record["id"].as_str(), record["member_name"].as_str()),
         (Some(id.as_str()), Some("member-1"))

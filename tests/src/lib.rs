@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald_keys::{Registry, RegistryError, SecretKey, SignError};
-use herald_node::{Draft, GossipTiming, Node, NodeEvent, NodeSettings, StartError};
+use herald_node::{Draft, GossipTiming, KeyPast, Node, NodeEvent, NodeSettings, StartError};
 use herald_protocol::{
     AdvisoryStatus, BulletinBody, BulletinId, DecodeError, Kind, MemberEntry, MemberId, NetworkId, Payload,
     RegistryHash, RegistryOp, RegistryUpdate, RegistryVersion, Seq, Severity, SignedBulletin,
@@ -308,6 +308,8 @@ impl TestRegistry {
             bootstrap: Vec::new(),
             mdns: false,
             timing: self.timing,
+            // Keys made for the test: they have signed nothing.
+            key_past: KeyPast::New,
         }
     }
 }
@@ -506,9 +508,21 @@ impl TestNode {
     /// closed just before: sled's background threads release the lock a moment after the last
     /// handle is dropped.
     pub async fn start_in(registry: &TestRegistry, index: usize, dir: TempDir) -> Result<Self, HarnessError> {
+        Self::start_in_with(registry, index, dir, |_| {}).await
+    }
+
+    /// [`TestNode::start_in`] with settings changed by `adjust` first.
+    pub async fn start_in_with(
+        registry: &TestRegistry,
+        index: usize,
+        dir: TempDir,
+        adjust: impl Fn(&mut NodeSettings),
+    ) -> Result<Self, HarnessError> {
         let deadline = tokio::time::Instant::now() + STORE_RELEASE;
         let node = loop {
-            match Node::start(registry.settings(index, dir.path())).await {
+            let mut settings = registry.settings(index, dir.path());
+            adjust(&mut settings);
+            match Node::start(settings).await {
                 Ok(node) => break node,
                 Err(e) if is_store_locked(&e) && tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(10)).await;

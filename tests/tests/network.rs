@@ -1,7 +1,8 @@
 //! End-to-end network tests: real nodes on loopback TCP in one process. A bulletin crossing a line
 //! of nodes; hostile input from members rejected at the first hop and never forwarded; a member
 //! that keeps sending invalid input disconnected; its gossip score below zero after one rejection; a
-//! non-member refused at the connection; a restart that keeps the store and continues the chain.
+//! non-member refused at the connection; a restart that keeps the store and continues the chain; a
+//! node that lost its store numbering nothing before a peer gives its chain back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use herald_keys::SecretKey;
-use herald_node::{Node, NodeEvent, Origin, Query};
+use herald_node::{KeyPast, Node, NodeEvent, Origin, PublishError, Query};
 use herald_protocol::{
     BulletinId, KeyId, MAX_BULLETIN_BYTES, RegistryOp, RegistryVersion, RevocationPoint, Seq, Timestamp,
 };
@@ -604,6 +605,105 @@ async fn restart_keeps_the_store_and_continues_the_chain() {
             Some(next.as_bytes())
         );
 
+        stop_all(vec![a, b]).await;
+    })
+    .await;
+}
+
+/// A node whose store was lost (its keys kept, no mark that the key is unused) numbers nothing
+/// on its own: alone, its publication waits for a sync session and is refused, changing nothing.
+/// Once a peer has given its chain back, its next bulletin continues that chain instead of
+/// signing number 1 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_lost_its_store_numbers_nothing_before_a_peer_gives_its_chain_back() {
+    within(async {
+        let registry = TestRegistry::new(2);
+        let a = TestNode::start(&registry, 0).await.expect("start A");
+        let b = TestNode::start(&registry, 1).await.expect("start B");
+        connect(&a, &b).await.expect("connect");
+        let mut own = Vec::new();
+        for i in 1..=2 {
+            let bulletin = a
+                .node
+                .publish(sample_draft(&format!("before the loss, {i}")))
+                .await
+                .expect("publish");
+            b.wait_stored(bulletin.id()).await.expect("B gets it");
+            own.push(bulletin);
+        }
+        let a_id = a.peer_id();
+        let b_mark = b.events.len();
+        drop(a.stop().await);
+        b.wait_disconnected(a_id, b_mark).await.expect("B sees A go");
+
+        // The store is lost: a new, empty directory, and no unused mark.
+        let dir = tempfile::tempdir().unwrap();
+        let mark = dir.path().join("signing.key.unused");
+        let a = TestNode::start_in_with(&registry, 0, dir, |s| s.key_past = KeyPast::Marked(mark.clone()))
+            .await
+            .expect("start A on an empty store");
+        let refused = a
+            .node
+            .publish(sample_draft("alone"))
+            .await
+            .expect_err("numbered with no chain checked");
+        assert!(matches!(refused, PublishError::ChainUnchecked(_)), "{refused}");
+        assert!(refused.to_string().contains("--new-chain"), "{refused}");
+        assert_eq!(a.node.store().held_count().unwrap(), 0, "nothing stored");
+
+        connect(&a, &b).await.expect("connect again");
+        let next = a
+            .node
+            .publish(sample_draft("after the loss"))
+            .await
+            .expect("publish");
+        assert_eq!(
+            (next.body().seq, next.body().prev),
+            (Seq(3), Some(own[1].id())),
+            "the chain the peer gave back continues"
+        );
+        b.wait_stored(next.id()).await.expect("B gets it");
+        assert!(b.node.store().equivocations().unwrap().is_empty());
+        stop_all(vec![a, b]).await;
+    })
+    .await;
+}
+
+/// A key marked unused (as `herald init` leaves a key it makes) starts its chain at once, with no
+/// peer; the mark goes with its first bulletin. Without the mark, the operator's word that the
+/// key never published does the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_key_starts_its_chain_alone_when_marked_or_confirmed() {
+    within(async {
+        let registry = TestRegistry::new(2);
+        let dir = tempfile::tempdir().unwrap();
+        let mark = dir.path().join("signing.key.unused");
+        std::fs::write(&mark, "unused").unwrap();
+        let a = TestNode::start_in_with(&registry, 0, dir, |s| s.key_past = KeyPast::Marked(mark.clone()))
+            .await
+            .expect("start A");
+        let first = a
+            .node
+            .publish(sample_draft("first"))
+            .await
+            .expect("publish alone");
+        assert_eq!((first.body().seq, first.body().prev), (Seq(1), None));
+        assert!(!mark.exists(), "the mark outlived the key's first bulletin");
+
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("signing.key.unused");
+        let b = TestNode::start_in_with(&registry, 1, dir, |s| {
+            s.key_past = KeyPast::Marked(missing.clone())
+        })
+        .await
+        .expect("start B");
+        b.node.confirm_new_chain();
+        let first = b
+            .node
+            .publish(sample_draft("first of B"))
+            .await
+            .expect("publish alone");
+        assert_eq!(first.body().seq, Seq(1));
         stop_all(vec![a, b]).await;
     })
     .await;

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use herald_keys::{Founder, Registry, SecretKey, founding_genesis, sign_bulletin};
-use herald_node::{GossipTiming, NodeSettings};
+use herald_node::{GossipTiming, KeyPast, NodeSettings};
 use herald_protocol::{
     AdvisoryStatus, BulletinBody, BulletinId, IncidentPhase, Kind, MemberId, NetworkId, Payload, Seq,
     Severity, SignedBulletin, SignedRegistryUpdate, Timestamp, Tlp, UpdateStage,
@@ -118,6 +118,7 @@ impl Fixture {
             bootstrap: Vec::new(),
             mdns: false,
             timing: GossipTiming::default(),
+            key_past: KeyPast::New,
         }
     }
 }

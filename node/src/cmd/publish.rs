@@ -20,7 +20,12 @@ pub(crate) fn run(args: PublishArgs) -> Result<()> {
     let config = Config::load(&args.dir)?;
     let draft = draft_from(&args)?;
     let client = Client::new(config.api.listen, &args.dir);
-    let published: Published = client.post("/v1/bulletins", &draft)?;
+    let path = if args.new_chain {
+        "/v1/bulletins?new_chain=true"
+    } else {
+        "/v1/bulletins"
+    };
+    let published: Published = client.post(path, &draft)?;
     println!("{}", published.id);
     Ok(())
 }
