@@ -117,7 +117,7 @@ pub enum PublishError {
     /// The store holds no bulletin of the signing key, which is not known to
     /// be unused, and no sync session has checked the network ([`KeyPast`]).
     #[error(
-        "this node holds no bulletin of its signing key and could not check with a peer (no sync session completed within {} s): if the key has published before, with a store since lost, publishing now would sign its numbers a second time. Connect the node to a peer and try again; or, if the key has never published, publish with --new-chain",
+        "this node holds no bulletin of its signing key and could not check with a peer (no sync session completed within {} s): if the key has published before, with a store since lost, publishing now would sign its numbers a second time. Connect the node to a peer and try again; or, if the key has never published, say so: herald publish --new-chain (API: POST /v1/bulletins?new_chain=true)",
         .0.as_secs_f64()
     )]
     ChainUnchecked(std::time::Duration),
