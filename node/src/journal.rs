@@ -41,7 +41,10 @@
 //! write returns, or the sync comes, after the whole group is on the disk).
 //! A write of several blocks may reach the disk in any order, so whole
 //! records of the same group can follow a torn one: they were not
-//! acknowledged either, and are left. A whole record of the epoch further on
+//! acknowledged either, and are dropped; the epoch then takes no record
+//! until the next one starts (at once if nothing before the tear was read,
+//! else once the store holds what was), so that no later write can take
+//! them in as its own. A whole record of the epoch further on
 //! whose group starts after the torn record means that a later write came
 //! after it returned: the journal is damaged, not ended, and is refused (the
 //! records after the damage were acknowledged; numbering on from before them
@@ -167,6 +170,10 @@ pub(crate) struct Journal {
     key: Vec<u8>,
     /// The file's layout: an earlier one takes no record until the next epoch.
     layout: Layout,
+    /// Whole records of a torn write lie after the end: the epoch takes no
+    /// record until the next one, so that none of them can read as following
+    /// a later write of the same group offset.
+    torn: bool,
     /// Where the next record goes.
     end: u64,
     size: u64,
@@ -238,25 +245,27 @@ impl Journal {
             epoch,
             key,
             layout,
+            torn: left > 0,
             end,
             size,
             tips: Vec::new(),
             failed: None,
         };
         if left > 0 {
-            tracing::warn!(
+            tracing::error!(
                 path = %journal.path.display(),
                 kept = records.len(),
                 left,
-                "the journal's last write was cut short by a crash: {left} whole records of it after the torn one are left (never acknowledged nor gossiped)"
+                "the journal's last write is cut short: a record of it is torn and {left} whole records follow it, which are dropped. After a crash or a power cut that is expected (none of that write was acknowledged or gossiped); otherwise the disk damaged it, and numbers it held may be signed again"
             );
         }
         for (bulletin, _) in &records {
             journal.note_tip(bulletin);
         }
-        // Nothing to carry over: the next epoch can start in this build's
-        // layout now (with records, the store starts it once it holds them).
-        if records.is_empty() && layout != Layout::Third {
+        // Nothing to carry over: the next epoch can start now, in this build's
+        // layout and clear of a torn write's leftovers (with records, the
+        // store starts it once it holds them).
+        if records.is_empty() && journal.needs_new_epoch() {
             journal.start_epoch()?;
         }
         Ok((journal, records))
@@ -291,10 +300,11 @@ impl Journal {
         self.end == HEADER
     }
 
-    /// Whether the file is in an earlier layout, read but not written: the
-    /// store starts the next epoch once it holds the records.
-    pub(crate) fn in_earlier_layout(&self) -> bool {
-        self.layout != Layout::Third
+    /// Whether the epoch takes no record (an earlier layout, or a torn
+    /// write's leftovers after the end): the store starts the next epoch once
+    /// it holds the records.
+    pub(crate) fn needs_new_epoch(&self) -> bool {
+        self.layout != Layout::Third || self.torn
     }
 
     /// The bytes `bulletin` takes in the journal.
@@ -316,11 +326,11 @@ impl Journal {
     /// [`Journal::fits`] first. After a failure the journal takes nothing more.
     pub(crate) fn append(&mut self, items: &[(SignedBulletin, MemberId)]) -> Result<(), JournalError> {
         self.usable()?;
-        if self.in_earlier_layout() {
+        if self.needs_new_epoch() {
             // Not reached: the store starts an epoch as it opens such a file.
             return Err(JournalError::Failed {
                 path: self.path.clone(),
-                what: "it is in an earlier layout, written only from its next epoch".into(),
+                what: "it is in an earlier layout, or holds a torn write's leftovers: it takes records from its next epoch".into(),
             });
         }
         // Every record names the offset where this write starts: a record
@@ -380,6 +390,7 @@ impl Journal {
         self.epoch = epoch;
         self.key = key.to_vec();
         self.layout = Layout::Third;
+        self.torn = false;
         self.end = HEADER;
         // The tips stay: what they name is durable in sled now, and the next
         // publication numbers on from them without reading sled.
@@ -662,7 +673,7 @@ fn parse(bytes: &[u8]) -> Result<Parsed, String> {
         Some(m) if m == MAGIC_V1 => Layout::First,
         _ => return Err("it does not start with a journal header".into()),
     };
-    if size < HEADER as usize + RECORD_HEADER + MAX_RECORD {
+    if size < HEADER as usize + layout.record_header() + MAX_RECORD {
         return Err(format!(
             "it is {size} bytes long, too short for the largest bulletin"
         ));
@@ -1028,14 +1039,20 @@ mod tests {
         assert_eq!(reopen(dir.path()).1, items);
     }
 
-    /// A current header whose magic reads as the first layout's is refused,
-    /// not read as a first-layout journal with no records.
+    /// A later header (current, or of the second layout) whose magic reads
+    /// as the first layout's is refused, not read as a first-layout journal
+    /// with no records.
     #[test]
-    fn a_current_header_marked_as_the_first_layout_is_refused() {
-        let dir = journal_with(&signed(1));
-        rewrite(dir.path(), |b| b[..8].copy_from_slice(&MAGIC_V1));
-        let err = Journal::open(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("magic is damaged"), "{err}");
+    fn a_later_header_marked_as_the_first_layout_is_refused() {
+        let items = signed(1);
+        let current = journal_with(&items);
+        let second = tempfile::tempdir().unwrap();
+        earlier_journal(second.path(), Layout::Second, &items);
+        for dir in [current.path(), second.path()] {
+            rewrite(dir, |b| b[..8].copy_from_slice(&MAGIC_V1));
+            let err = Journal::open(dir).unwrap_err().to_string();
+            assert!(err.contains("magic is damaged"), "{err}");
+        }
     }
 
     /// A journal in an earlier layout is read as it is; its next epoch, in
@@ -1049,7 +1066,7 @@ mod tests {
             earlier_journal(dir.path(), layout, &items[..2]);
             let (mut j, held) = reopen(dir.path());
             assert_eq!(held, items[..2].to_vec(), "{layout:?}");
-            assert!(j.in_earlier_layout());
+            assert!(j.needs_new_epoch());
             let err = j.append(&items[2..]).unwrap_err().to_string();
             assert!(err.contains("earlier layout"), "{err}");
             j.start_epoch().unwrap();
@@ -1063,7 +1080,7 @@ mod tests {
             // Empty: the current layout from the open on.
             earlier_journal(dir.path(), layout, &[]);
             let (mut j, held) = reopen(dir.path());
-            assert!(held.is_empty() && !j.in_earlier_layout());
+            assert!(held.is_empty() && !j.needs_new_epoch());
             j.append(&items[..1]).unwrap();
             drop(j);
             assert_eq!(std::fs::read(dir.path().join(FILE_NAME)).unwrap()[..8], MAGIC);
@@ -1137,14 +1154,32 @@ mod tests {
             let (mut j, held) = reopen_as(dir.path(), buffered);
             assert_eq!(held, items[..torn].to_vec(), "buffered: {buffered}");
             assert_eq!(j.end as usize, starts[torn]);
-            // The next write goes over the torn one up to a record the tear
-            // left whole (in block 2), which is not read after it: its
-            // group is neither its own offset nor that of the write before.
+            // Nothing goes after the leftovers: the store starts the next
+            // epoch once it holds the records before the tear.
+            assert!(j.needs_new_epoch());
+            let err = j.append(&items[torn..torn + 1]).unwrap_err().to_string();
+            assert!(err.contains("leftovers"), "{err}");
+            drop(j);
+            let leftovers = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+            let (mut j, _) = reopen_as(dir.path(), buffered);
+            j.start_epoch().unwrap();
+            j.append(&items[torn..torn + 2]).unwrap();
+            drop(j);
+            assert_eq!(reopen(dir.path()).1, items[torn..torn + 2].to_vec());
+
+            // Were a write to go after the leftovers in their epoch, up to a
+            // record the tear left whole (in block 2), that record would
+            // not be read after it: its group is neither its own offset nor
+            // that of the write before.
+            std::fs::write(dir.path().join(FILE_NAME), &leftovers).unwrap();
+            let (mut j, _) = reopen_as(dir.path(), buffered);
+            j.torn = false;
             let k = starts.iter().position(|&s| s >= 2 * BLOCK).unwrap();
             j.append(&items[torn..k]).unwrap();
             drop(j);
             let (mut j, held) = reopen_as(dir.path(), buffered);
             assert_eq!(held, items[..k].to_vec(), "buffered: {buffered}");
+            j.torn = false;
             j.append(&items[k..k + 2]).unwrap();
             drop(j);
             assert_eq!(reopen(dir.path()).1, items[..k + 2].to_vec());
@@ -1156,6 +1191,38 @@ mod tests {
             rewrite(dir.path(), |b| b[first_bulletin] ^= 1);
             let err = Journal::open(dir.path()).unwrap_err().to_string();
             assert!(err.contains(&format!("byte {second_write} is")), "{err}");
+        }
+    }
+
+    /// A write torn at its first record, with whole records of it after: the
+    /// journal reads as empty and starts its next epoch as it opens, so the
+    /// next write, at the same offset, cannot take the leftovers in as its
+    /// own (their group is its group).
+    #[test]
+    fn a_write_torn_at_its_first_record_starts_a_new_epoch() {
+        let net = one_member();
+        let member = net.member_id();
+        let items: Vec<_> = net.chain(30).into_iter().map(|b| (b, member)).collect();
+        for buffered in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut j, _) = reopen_as(dir.path(), buffered);
+            j.append(&items).unwrap();
+            drop(j);
+            // Block 0 never reached the disk: the header, then zeros.
+            rewrite(dir.path(), |b| b[HEADER as usize..BLOCK].fill(0));
+            let (mut j, held) = reopen_as(dir.path(), buffered);
+            assert!(held.is_empty() && !j.needs_new_epoch());
+            assert_eq!(j.epoch, 2, "buffered: {buffered}");
+            // A smaller write at byte 32 that ends where a leftover starts.
+            let mut k = 0;
+            let mut at = HEADER as usize;
+            while at < BLOCK {
+                at += Journal::record_len(&items[k].0);
+                k += 1;
+            }
+            j.append(&items[..k]).unwrap();
+            drop(j);
+            assert_eq!(reopen(dir.path()).1, items[..k].to_vec(), "buffered: {buffered}");
         }
     }
 

@@ -558,6 +558,129 @@ fn a_group_torn_by_a_crash_leaves_a_store_that_opens() {
     assert!(store.equivocations().unwrap().is_empty());
 }
 
+/// A crash that tears a group at its first record, whole records of it after: the store opens
+/// with none of it, and its next group, written at the same offset and ending where a leftover
+/// starts (whole blocks, as direct I/O writes them), is all that is read after another crash.
+/// The leftovers, never acknowledged, are neither held nor numbered on from.
+#[test]
+fn a_group_torn_at_its_first_record_leaves_nothing_to_number_on_from() {
+    let signer = key(16);
+    let me = member_of(&signer);
+    let draft = |n: u64, payload: usize| {
+        let mut body = Spec::new(1, None, 3_000 + n).body(&signer);
+        body.payload.bytes = vec![b'y'; payload];
+        body
+    };
+    // The first two records (24 + member + bulletin each) end at byte 8,192.
+    let trial = TempDir::new().unwrap();
+    let sizes: Vec<usize> = open(&trial)
+        .publish_own_group(&signer, &me, vec![draft(0, 3_000), draft(1, 3_000)])
+        .unwrap()
+        .into_iter()
+        .map(|b| b.unwrap().as_bytes().len())
+        .collect();
+    let short = 8_192 - 32 - 2 * (24 + 32) - sizes[0] - sizes[1];
+    let payloads = [3_000 + short / 2, 3_000 + short - short / 2, 3_000, 3_000];
+    let dir = TempDir::new().unwrap();
+    let first: Vec<SignedBulletin> = {
+        let store = open(&dir);
+        let drafts = (0..4).map(|n| draft(n as u64, payloads[n])).collect();
+        let outcomes = store.publish_own_group(&signer, &me, drafts).unwrap();
+        outcomes.into_iter().map(Result::unwrap).collect()
+    };
+    assert_eq!(
+        first[0].as_bytes().len() + first[1].as_bytes().len(),
+        8_192 - 32 - 2 * 56
+    );
+    // The write's first block never reached the disk.
+    let path = dir.path().join("own-journal");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[32..4096].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let second: Vec<SignedBulletin> = {
+        let store = open(&dir);
+        assert_eq!(store.head(&signer.id()).unwrap(), head(0, 0));
+        let drafts = (10..12).map(|n| draft(n, payloads[n as usize - 10])).collect();
+        let outcomes = store.publish_own_group(&signer, &me, drafts).unwrap();
+        outcomes.into_iter().map(Result::unwrap).collect()
+    };
+    let store = open(&dir);
+    assert_eq!(store.head(&signer.id()).unwrap(), head(2, 2));
+    for b in &first {
+        assert!(
+            store.get_bytes(&b.id()).unwrap().is_none(),
+            "never acknowledged, yet held"
+        );
+    }
+    let next = store.publish_own(&signer, &me, draft(20, 10)).unwrap();
+    assert_eq!(
+        (next.body().seq, next.body().prev),
+        (Seq(3), Some(second[1].id()))
+    );
+    assert!(store.equivocations().unwrap().is_empty());
+}
+
+/// A journal the build before wrote (layout `HRLDJNL2`: records without a group) holding two
+/// bulletins the store lacks: the store takes them in, starts the journal's next epoch in the
+/// current layout, and numbers on after them.
+#[test]
+fn a_journal_of_the_layout_before_is_taken_in_and_numbering_goes_on() {
+    use sha2::{Digest, Sha256};
+    let dir = TempDir::new().unwrap();
+    let signer = key(17);
+    let me = member_of(&signer);
+    drop(open(&dir));
+    let own = chain(&signer, 2, 3_000);
+    let (epoch, journal_key) = (5u64, [7u8; 8]);
+    let mut bytes = vec![0u8; 4 << 20];
+    bytes[..8].copy_from_slice(b"HRLDJNL2");
+    bytes[8..16].copy_from_slice(&epoch.to_le_bytes());
+    bytes[16..24].copy_from_slice(&journal_key);
+    let header_check = Sha256::new()
+        .chain_update(b"HRLDJNL2")
+        .chain_update(epoch.to_le_bytes())
+        .chain_update(journal_key)
+        .finalize();
+    bytes[24..32].copy_from_slice(&header_check[..8]);
+    let mut at = 32;
+    for b in &own {
+        let signed = b.as_bytes();
+        let length = (32 + signed.len()) as u32;
+        let check = Sha256::new()
+            .chain_update(journal_key)
+            .chain_update(length.to_le_bytes())
+            .chain_update(epoch.to_le_bytes())
+            .chain_update(me.as_bytes())
+            .chain_update(signed)
+            .finalize();
+        for part in [
+            &length.to_le_bytes()[..],
+            &epoch.to_le_bytes(),
+            &check[..8],
+            me.as_bytes(),
+            signed,
+        ] {
+            bytes[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+    }
+    std::fs::write(dir.path().join("own-journal"), &bytes).unwrap();
+
+    let store = open(&dir);
+    assert_eq!(store.head(&signer.id()).unwrap(), head(2, 2));
+    assert_eq!(
+        &std::fs::read(dir.path().join("own-journal")).unwrap()[..8],
+        b"HRLDJNL3"
+    );
+    let next = store
+        .publish_own(&signer, &me, Spec::new(1, None, 3_100).body(&signer))
+        .unwrap();
+    assert_eq!((next.body().seq, next.body().prev), (Seq(3), Some(own[1].id())));
+    drop(store);
+    assert_eq!(open(&dir).head(&signer.id()).unwrap(), head(3, 3));
+}
+
 /// One group larger than the whole journal: its first part is journaled, the
 /// journal settles mid-group, and the rest follows. Closed without a fold, the
 /// store opens with every bulletin of the group.
