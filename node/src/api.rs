@@ -116,7 +116,7 @@ pub struct Published {
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct PublishParams {
     /// The operator's word that the signing key has never published, so its
-    /// chain may start without a sync session first ([`Node::confirm_new_chain`]).
+    /// chain may start without a sync session first ([`Node::publish_new_chain`]).
     #[serde(default)]
     pub new_chain: bool,
 }
@@ -283,10 +283,12 @@ async fn publish(
     QueryParams(params): QueryParams<PublishParams>,
     Json(draft): Json<Draft>,
 ) -> Result<Response, Failure> {
-    if params.new_chain {
-        node.confirm_new_chain();
-    }
-    match node.publish(draft).await {
+    let published = if params.new_chain {
+        node.publish_new_chain(draft).await
+    } else {
+        node.publish(draft).await
+    };
+    match published {
         Ok(b) => Ok((
             StatusCode::CREATED,
             Json(Published {
@@ -296,7 +298,7 @@ async fn publish(
         )
             .into_response()),
         Err(PublishError::Invalid(m)) => Err(Failure(StatusCode::BAD_REQUEST, m)),
-        Err(e @ PublishError::ChainUnchecked(_)) => Err(Failure(StatusCode::CONFLICT, e.to_string())),
+        Err(e @ PublishError::ChainUnchecked { .. }) => Err(Failure(StatusCode::CONFLICT, e.to_string())),
         Err(PublishError::Stopped) => Err(Failure(
             StatusCode::SERVICE_UNAVAILABLE,
             "the node is stopping".into(),

@@ -26,6 +26,7 @@
 pub mod api;
 pub mod audit;
 pub mod bundle;
+pub mod chain_check;
 pub mod config;
 pub mod devnet;
 pub mod events;

@@ -17,9 +17,10 @@ use libp2p::{
     identity, kad, mdns, noise, ping, request_response, tcp, yamux,
 };
 use sha2::{Digest, Sha256};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::Instrument;
 
+use crate::chain_check::ChainCheck;
 use crate::events::{NodeEvent, Origin};
 use crate::peer_gate::{PeerGate, TARGET_PEERS};
 use crate::store::Store;
@@ -201,6 +202,8 @@ pub(crate) struct NetworkParts {
     pub(crate) own_key: herald_protocol::KeyId,
     /// A sender to this network's own command queue, for sync sessions.
     pub(crate) commands: mpsc::Sender<Command>,
+    /// Told how far sync sessions have checked for the node's own chain.
+    pub(crate) chain_check: watch::Sender<ChainCheck>,
 }
 
 /// Why the network could not start.
@@ -452,6 +455,8 @@ pub(crate) fn spawn(
         connected: HashSet::new(),
         bootstrap: parts.bootstrap.clone(),
         last_top_up: tokio::time::Instant::now(),
+        chain_check: parts.chain_check,
+        sessions_ended: HashSet::new(),
     };
     let span = tracing::info_span!("network", peer = %short_peer(&local));
     let handle = tokio::spawn(
@@ -513,6 +518,10 @@ struct EventLoop {
     /// Configured bootstrap addresses, dialled again whenever they are not connected.
     bootstrap: Vec<Multiaddr>,
     last_top_up: tokio::time::Instant,
+    /// How far sync sessions have checked for the node's own chain.
+    chain_check: watch::Sender<ChainCheck>,
+    /// Peers with which a sync session ended since start (until the check is done).
+    sessions_ended: HashSet<PeerId>,
 }
 
 impl EventLoop {
@@ -714,6 +723,7 @@ impl EventLoop {
             } if self.connected.remove(&peer_id) => {
                 tracing::info!(peer = %short_peer(&peer_id), "peer disconnected");
                 let _ = self.events.send(NodeEvent::PeerDisconnected(peer_id));
+                self.update_chain_check();
             }
             SwarmEvent::IncomingConnectionError {
                 send_back_addr,
@@ -915,8 +925,35 @@ impl EventLoop {
         }
     }
 
+    /// After a sync session ends or a peer leaves: the node's own chain is
+    /// checked once one session completed and every connected peer has
+    /// ended one ([`crate::KeyPast`]).
+    fn update_chain_check(&mut self) {
+        let now = *self.chain_check.borrow();
+        if now == ChainCheck::Done || now == ChainCheck::Unchecked {
+            return;
+        }
+        if self.connected.iter().all(|p| self.sessions_ended.contains(p)) {
+            self.chain_check.send_replace(ChainCheck::Done);
+            self.sessions_ended = HashSet::new();
+        }
+    }
+
     fn handle_sync_done(&mut self, peer: PeerId, result: Result<SyncReport, crate::sync::SyncError>) {
         self.syncing.remove(&peer);
+        if *self.chain_check.borrow() != ChainCheck::Done {
+            self.sessions_ended.insert(peer);
+            if result.is_ok() {
+                self.chain_check.send_if_modified(|c| {
+                    let first = *c == ChainCheck::Unchecked;
+                    if first {
+                        *c = ChainCheck::OneSession;
+                    }
+                    first
+                });
+            }
+            self.update_chain_check();
+        }
         let at_ms = crate::node::now().0;
         match result {
             Ok(report) => {

@@ -15,6 +15,7 @@ use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use crate::chain_check::ChainCheck;
 use crate::events::NodeEvent;
 use crate::indexer::{Indexer, Signal};
 use crate::network::{self, Command, GossipTiming, NetworkError, NetworkParts};
@@ -25,24 +26,26 @@ use crate::writer::{WRITER_CAPACITY, WriteRequest, Writer};
 const EVENT_CAPACITY: usize = 4096;
 
 /// What a node knows of its signing key's past: whether its chain may start
-/// at number 1 at once.
+/// at number 1 at once (the checks are in [`crate::chain_check`]).
 ///
 /// When the store holds no bulletin of the key and the key is not known to
-/// be unused, the node numbers nothing until it has checked with the
-/// network: its first publication waits (at most
-/// [`GossipTiming::first_sync_wait`], 10 s by default) for a
-/// sync session with a peer, which brings back a chain the key signed before
-/// the store was lost, or is refused ([`PublishError::ChainUnchecked`],
-/// [`Node::confirm_new_chain`]). Otherwise a lost store would have the key
-/// sign its numbers a second time: equivocation.
-#[derive(Debug, Clone)]
+/// be new, the node numbers nothing until it has checked with the network:
+/// its first publication waits (at most [`GossipTiming::first_sync_wait`],
+/// 10 s by default) until every connected peer has ended a catch-up sync
+/// session, one of them completed, which brings back a chain the key signed
+/// before the store was lost. If none completes, it is refused
+/// ([`PublishError::ChainUnchecked`]); [`Node::publish_new_chain`] is the
+/// operator's word that the key never published. Otherwise a lost store
+/// would have the key sign its numbers a second time: equivocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyPast {
     /// Made for this run (a devnet, a test): it has signed nothing.
     New,
-    /// Unused while this file exists. `herald init` writes it beside the key
-    /// it makes ([`crate::setup::unused_key_marker`]); the node removes it
-    /// once it holds a bulletin of the key.
-    Marked(PathBuf),
+    /// New only if the store folder holds the mark `herald init` writes for
+    /// a key it makes ([`crate::chain_check::unused_key_mark`]). The mark
+    /// goes with the store, and the node removes it as it signs the key's
+    /// first bulletin (or at start, if the store holds one already).
+    Marked,
 }
 
 /// What a node needs to start.
@@ -115,12 +118,30 @@ pub enum PublishError {
     #[error("the node is shutting down")]
     Stopped,
     /// The store holds no bulletin of the signing key, which is not known to
-    /// be unused, and no sync session has checked the network ([`KeyPast`]).
+    /// be new, and no sync session has checked the network ([`KeyPast`]).
     #[error(
-        "this node holds no bulletin of its signing key and could not check with a peer (no sync session completed within {} s): if the key has published before, with a store since lost, publishing now would sign its numbers a second time. Connect the node to a peer and try again; or, if the key has never published, say so: herald publish --new-chain (API: POST /v1/bulletins?new_chain=true)",
-        .0.as_secs_f64()
+        "this node holds no bulletin of its signing key and could not check with a peer: no sync session completed within {} s ({peers} peers connected{}). If the key has published before, with a store since lost, publishing now would sign its numbers a second time. Connect the node to a peer and try again; or, if the key has never published, say so: herald publish --new-chain (API: POST /v1/bulletins?new_chain=true)",
+        waited.as_secs_f64(),
+        last_sync_error.as_deref().map(|e| format!("; the last sync failed: {e}")).unwrap_or_default()
     )]
-    ChainUnchecked(std::time::Duration),
+    ChainUnchecked {
+        /// How long the publication waited.
+        waited: std::time::Duration,
+        /// Peers connected when it gave up.
+        peers: usize,
+        /// Why the last sync session failed, if it did.
+        last_sync_error: Option<String>,
+    },
+    /// The mark saying the key is new could not be removed before signing.
+    #[error(
+        "cannot remove {path} before signing the key's first bulletin ({reason}); nothing was published. Fix the store folder's permissions, or remove the file by hand"
+    )]
+    Mark {
+        /// The mark.
+        path: PathBuf,
+        /// What the system said.
+        reason: String,
+    },
 }
 
 /// What an author writes; the node fills in the network, signer, number,
@@ -208,11 +229,15 @@ pub struct Node {
     writer_thread: std::thread::JoinHandle<()>,
     indexer: std::sync::mpsc::SyncSender<Signal>,
     indexer_thread: std::thread::JoinHandle<()>,
-    /// Whether the node may number bulletins of its key: the key is new, its
-    /// chain is held, or a sync session checked the network.
-    chain_checked: watch::Sender<bool>,
-    /// The file that says the key is unused, until the node publishes.
-    unused_marker: std::sync::Mutex<Option<PathBuf>>,
+    /// The signing key's id.
+    own_key: herald_protocol::KeyId,
+    /// How far the network was checked for the key's chain (set by the
+    /// network's sync sessions).
+    chain_check: watch::Sender<ChainCheck>,
+    /// The mark saying the key is new, until the node removes it as it signs
+    /// the first bulletin. The lock also keeps two first publications from
+    /// racing past it.
+    unused_mark: tokio::sync::Mutex<Option<PathBuf>>,
     /// [`GossipTiming::first_sync_wait`].
     first_sync_wait: std::time::Duration,
 }
@@ -250,31 +275,24 @@ impl Node {
         let own_key = settings.signing_key.id();
         let first_sync_wait = settings.timing.first_sync_wait;
         let chain_held = store.head(&own_key)?.highest.0 > 0;
-        let (unused, mut unused_marker) = match settings.key_past {
-            KeyPast::New => (true, None),
-            KeyPast::Marked(path) => (path.exists(), Some(path)),
-        };
-        if chain_held {
-            remove_unused_marker(&mut unused_marker);
+        let mark = crate::chain_check::unused_key_mark(&settings.data_dir, &own_key);
+        let marked = settings.key_past == KeyPast::Marked && mark.exists();
+        if chain_held && marked {
+            // Left by a crash between the first bulletin and the removal.
+            crate::chain_check::remove_mark(&mark).map_err(|e| {
+                StartError::Resources(format!(
+                    "removal of {} (the key has signed; remove the file by hand): {e}",
+                    mark.display()
+                ))
+            })?;
         }
-        let (chain_checked, _) = watch::channel(unused || chain_held);
-        if !*chain_checked.borrow() {
-            // Subscribed before the network starts: no session is missed.
-            let mut seen = events.subscribe();
-            let checked = chain_checked.clone();
-            tokio::spawn(async move {
-                loop {
-                    match seen.recv().await {
-                        Ok(NodeEvent::SyncCompleted { .. }) => {
-                            checked.send_replace(true);
-                            return;
-                        }
-                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    }
-                }
-            });
-        }
+        let new_key = settings.key_past == KeyPast::New || marked;
+        let (chain_check, _) = watch::channel(if new_key || chain_held {
+            ChainCheck::Done
+        } else {
+            ChainCheck::Unchecked
+        });
+        let unused_mark = (marked && !chain_held).then_some(mark);
         let (indexer, indexer_thread) = crate::indexer::spawn(Indexer {
             store: store.clone(),
             events: events.clone(),
@@ -308,6 +326,7 @@ impl Node {
             indexer: indexer.clone(),
             own_key,
             commands: commands.clone(),
+            chain_check: chain_check.clone(),
         };
         let (local, network_task, validation) = network::spawn(parts, command_rx, shutdown.subscribe())?;
         debug_assert_eq!(local, peer_id);
@@ -326,27 +345,42 @@ impl Node {
             writer_thread,
             indexer,
             indexer_thread,
-            chain_checked,
-            unused_marker: std::sync::Mutex::new(unused_marker),
+            own_key,
+            chain_check,
+            unused_mark: tokio::sync::Mutex::new(unused_mark),
             first_sync_wait,
         })
     }
 
-    /// The operator's word that the signing key has never published: its
-    /// chain may start at number 1 without a sync session first.
-    pub fn confirm_new_chain(&self) {
-        self.chain_checked.send_replace(true);
-    }
-
-    /// Waits until the node may number bulletins of its key
-    /// ([`NodeSettings::new_signing_key`]).
+    /// Waits until the node may number bulletins of its key ([`KeyPast`]):
+    /// at once if the store holds a bulletin of it (by sync or a bundle, say);
+    /// else until every connected peer has ended a sync session, one of them
+    /// completed; at the end of the wait, one completed session will do.
     async fn chain_checked(&self) -> Result<(), PublishError> {
-        let mut checked = self.chain_checked.subscribe();
-        match tokio::time::timeout(self.first_sync_wait, checked.wait_for(|c| *c)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(PublishError::Stopped),
-            Err(_) => Err(PublishError::ChainUnchecked(self.first_sync_wait)),
+        if *self.chain_check.borrow() == ChainCheck::Done {
+            return Ok(());
         }
+        if self.store.head(&self.own_key)?.highest.0 > 0 {
+            self.chain_check.send_replace(ChainCheck::Done);
+            return Ok(());
+        }
+        let mut check = self.chain_check.subscribe();
+        // The `Ref` wait_for returns is not `Send`: dropped at once.
+        let waited = tokio::time::timeout(self.first_sync_wait, check.wait_for(|c| *c == ChainCheck::Done))
+            .await
+            .map(|done| done.map(drop));
+        match waited {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(_)) => return Err(PublishError::Stopped),
+            Err(_) if *self.chain_check.borrow() == ChainCheck::OneSession => return Ok(()),
+            Err(_) => {}
+        }
+        let status = self.network_status().await;
+        Err(PublishError::ChainUnchecked {
+            waited: self.first_sync_wait,
+            peers: self.connected_peers().await.len(),
+            last_sync_error: status.last_sync.and_then(|s| s.error),
+        })
     }
 
     /// This node's member.
@@ -381,8 +415,20 @@ impl Node {
 
     /// Publishes a bulletin: numbers and signs it, makes it durable (the
     /// journal of own bulletins, synced), then gossips it. Returns once it is
-    /// on disk.
+    /// on disk. While the store holds no bulletin of the key, first checks
+    /// the network for its chain ([`KeyPast`]).
     pub async fn publish(&self, draft: Draft) -> Result<SignedBulletin, PublishError> {
+        self.publish_checked(draft, false).await
+    }
+
+    /// [`Node::publish`] on the operator's word that the signing key has
+    /// never published: its chain may start at number 1 without checking
+    /// with the network first. Nothing else changes.
+    pub async fn publish_new_chain(&self, draft: Draft) -> Result<SignedBulletin, PublishError> {
+        self.publish_checked(draft, true).await
+    }
+
+    async fn publish_checked(&self, draft: Draft, new_chain: bool) -> Result<SignedBulletin, PublishError> {
         for (what, id) in [
             ("supersedes", draft.supersedes),
             (
@@ -401,7 +447,19 @@ impl Node {
                 )));
             }
         }
-        self.chain_checked().await?;
+        if !new_chain {
+            self.chain_checked().await?;
+        }
+        // Held until the writer has the draft: a first publication removes
+        // the mark before anything is signed (if it fails, nothing is).
+        let mut mark = self.unused_mark.lock().await;
+        if let Some(path) = mark.as_ref() {
+            crate::chain_check::remove_mark(path).map_err(|e| PublishError::Mark {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            *mark = None;
+        }
         // The writer fills in the signer, the number and the link.
         let body = draft.into_body(
             self.network(),
@@ -417,11 +475,9 @@ impl Node {
             })
             .await
             .map_err(|_| PublishError::Stopped)?;
+        drop(mark);
         match response.await {
-            Ok(Ok(bulletin)) => {
-                remove_unused_marker(&mut self.unused_marker.lock().unwrap_or_else(|e| e.into_inner()));
-                Ok(bulletin)
-            }
+            Ok(Ok(bulletin)) => Ok(bulletin),
             Ok(Err(StoreError::Sign(e))) => Err(PublishError::Invalid(e.to_string())),
             Ok(Err(e)) => Err(PublishError::Store(e)),
             Err(_) => Err(PublishError::Stopped),
@@ -600,24 +656,6 @@ impl Node {
             tracing::error!(error = %e, "cannot empty the journal of own bulletins on stop");
         }
         tracing::info!("node stopped");
-    }
-}
-
-/// Removes the file that says the signing key is unused (if there is one and
-/// it was not removed yet): the key has signed now.
-fn remove_unused_marker(marker: &mut Option<PathBuf>) {
-    let Some(path) = marker.take() else {
-        return;
-    };
-    match std::fs::remove_file(&path) {
-        Ok(()) => {
-            tracing::debug!(path = %path.display(), "the signing key has signed: its unused mark is removed")
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot remove the signing key's unused mark; remove it by hand: it must not outlive the key's first bulletin");
-            *marker = Some(path);
-        }
     }
 }
 

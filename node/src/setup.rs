@@ -184,7 +184,8 @@ pub fn init_node_dir(dir: &Path, options: &InitOptions) -> Result<MemberDescript
         None,
     )?;
     keyfile::write_key_file(&dir.join(&config.keys.node), &node_key, KeyRole::Node, None)?;
-    write_file(&unused_key_marker(&dir.join(&config.keys.signing)), UNUSED_MARK)?;
+    let store_dir = dir.join(&config.node.data);
+    crate::chain_check::mark_key_unused(&store_dir, &signing_key.id()).map_err(io_err(&store_dir))?;
     let peer = peer_id_of(&node_key.public().node_id());
     let descriptor = MemberDescriptor {
         name: options.member.clone(),
@@ -200,19 +201,6 @@ pub fn init_node_dir(dir: &Path, options: &InitOptions) -> Result<MemberDescript
     write_file(&dir.join(CONFIG_FILE), config.to_commented_toml().as_bytes())?;
     Ok(descriptor)
 }
-
-/// The file beside a signing key that says it has signed nothing yet
-/// ([`KeyPast::Marked`]): the key's path with `.unused` added.
-pub fn unused_key_marker(signing_key: &Path) -> PathBuf {
-    let mut name = signing_key.as_os_str().to_owned();
-    name.push(".unused");
-    PathBuf::from(name)
-}
-
-const UNUSED_MARK: &[u8] =
-    b"This signing key has signed no bulletin yet, so the node may start its chain at\n\
-number 1 without checking with a peer. The node removes this file once it holds a\n\
-bulletin of the key. Never copy it into a node directory restored from a backup.\n";
 
 fn descriptor_json(d: &MemberDescriptor) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(d).unwrap_or_default();
@@ -376,7 +364,7 @@ pub fn load_node_settings(dir: &Path) -> Result<(Config, NodeSettings), SetupErr
         bootstrap: parse("bootstrap address", &config.node.bootstrap)?,
         mdns: config.node.mdns,
         timing: GossipTiming::default(),
-        key_past: KeyPast::Marked(unused_key_marker(&dir.join(&config.keys.signing))),
+        key_past: KeyPast::Marked,
     };
     Ok((config, settings))
 }

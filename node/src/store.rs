@@ -1105,7 +1105,10 @@ impl Store {
     ///
     /// Numbering continues from the last bulletin of `key` journaled, or the
     /// chain as folded if that is further on. One thread at a time publishes
-    /// (the journal's lock is held throughout).
+    /// (the journal's lock is held throughout). A store that holds no bulletin
+    /// of `key` numbers from 1: the check that the key is new, or that peers
+    /// gave its chain back, is the node's ([`crate::KeyPast`]), made before
+    /// it calls this.
     pub fn publish_own_group(
         &self,
         key: &SecretKey,

@@ -212,12 +212,23 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
     let one = tmp.path().join("member-1");
     let two = tmp.path().join("member-2");
     let (one_s, two_s) = (one.to_str().unwrap(), two.to_str().unwrap());
-    // Each new signing key is marked unused: its chain may start with no peer.
-    let mark = |dir: &Path| dir.join("keys/signing.key.unused");
-    assert!(mark(&one).exists() && mark(&two).exists());
-    // As after a lost node directory restored without the mark: the second
-    // node checks with a peer, or is told the key is new, before numbering.
-    std::fs::remove_file(mark(&two)).unwrap();
+    // Each new signing key is marked new in its store folder: its chain may
+    // start with no peer.
+    let mark = |dir: &Path| {
+        std::fs::read_dir(dir.join("store"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("unused-key-")
+            })
+    };
+    assert!(mark(&one).is_some() && mark(&two).is_some());
+    // As for a store lost and made again: the first node checks with a peer,
+    // or is told the key is new, before numbering.
+    std::fs::remove_file(mark(&one).unwrap()).unwrap();
 
     // No node runs yet: publishing says so and what to do.
     let refused = herald(&[
@@ -239,8 +250,27 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
     let first = RunningNode::start(&one);
     first.wait_for(&["herald is running"]);
     api_refuses_requests_without_its_token(&one, base + 101);
-    let second = RunningNode::start(&two);
-    second.wait_for(&["herald is running"]);
+    // Alone (the second node is not running yet), with no chain to check.
+    let unchecked = herald(&[
+        "publish",
+        "--dir",
+        one_s,
+        "--kind",
+        "outreach",
+        "--title",
+        "t",
+        "--severity",
+        "low",
+        "--tlp",
+        "clear",
+    ]);
+    assert!(!unchecked.status.success());
+    assert!(
+        stderr(&unchecked).contains("could not check with a peer")
+            && stderr(&unchecked).contains("--new-chain"),
+        "{}",
+        stderr(&unchecked)
+    );
 
     let csaf = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/bsi-2022-0001.json");
     let published = herald(&[
@@ -261,13 +291,16 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
         "CVE-2021-44228",
         "--body-file",
         csaf,
+        "--new-chain",
     ]);
     assert!(published.status.success(), "{}", stderr(&published));
     let id = stdout(&published).trim().to_string();
     assert_eq!(id.len(), 64, "publish prints the id: {id:?}");
-    assert!(!mark(&one).exists(), "the mark outlived the key's first bulletin");
 
-    // The second process stores it (its log says so), then serves it.
+    // The second process gets it by sync as it connects (its log says so),
+    // then serves it.
+    let second = RunningNode::start(&two);
+    second.wait_for(&["herald is running"]);
     second.wait_for(&["stored", &id[..10]]);
     let shown = herald(&["show", "--dir", two_s, &id, "--json"]);
     assert!(shown.status.success(), "{}", stderr(&shown));
@@ -286,14 +319,14 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
         "--kind",
         "outreach",
         "--title",
-        "from a key its operator says is new",
+        "from a key marked new",
         "--severity",
         "low",
         "--tlp",
         "clear",
-        "--new-chain",
     ]);
     assert!(confirmed.status.success(), "{}", stderr(&confirmed));
+    assert!(mark(&two).is_none(), "the mark outlived the key's first bulletin");
     first.wait_for(&["stored", &stdout(&confirmed).trim()[..10]]);
 
     first.stop();

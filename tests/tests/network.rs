@@ -610,10 +610,10 @@ async fn restart_keeps_the_store_and_continues_the_chain() {
     .await;
 }
 
-/// A node whose store was lost (its keys kept, no mark that the key is unused) numbers nothing
-/// on its own: alone, its publication waits for a sync session and is refused, changing nothing.
-/// Once a peer has given its chain back, its next bulletin continues that chain instead of
-/// signing number 1 again.
+/// A node whose store was lost (its keys kept, no mark that the key is new) numbers nothing on its
+/// own: alone, its publication waits for a sync session and is refused, changing nothing. A
+/// publication made before it connects waits for the session, and continues the chain the peer
+/// gave back instead of signing number 1 again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_that_lost_its_store_numbers_nothing_before_a_peer_gives_its_chain_back() {
     within(async {
@@ -636,27 +636,35 @@ async fn a_node_that_lost_its_store_numbers_nothing_before_a_peer_gives_its_chai
         drop(a.stop().await);
         b.wait_disconnected(a_id, b_mark).await.expect("B sees A go");
 
-        // The store is lost: a new, empty directory, and no unused mark.
-        let dir = tempfile::tempdir().unwrap();
-        let mark = dir.path().join("signing.key.unused");
-        let a = TestNode::start_in_with(&registry, 0, dir, |s| s.key_past = KeyPast::Marked(mark.clone()))
-            .await
-            .expect("start A on an empty store");
+        // The store is lost: a new, empty directory with no mark.
+        let a = TestNode::start_in_with(&registry, 0, tempfile::tempdir().unwrap(), |s| {
+            s.key_past = KeyPast::Marked;
+        })
+        .await
+        .expect("start A on an empty store");
         let refused = a
             .node
             .publish(sample_draft("alone"))
             .await
             .expect_err("numbered with no chain checked");
-        assert!(matches!(refused, PublishError::ChainUnchecked(_)), "{refused}");
+        assert!(
+            matches!(refused, PublishError::ChainUnchecked { peers: 0, .. }),
+            "{refused}"
+        );
         assert!(refused.to_string().contains("--new-chain"), "{refused}");
         assert_eq!(a.node.store().held_count().unwrap(), 0, "nothing stored");
+        let dir = a.stop().await;
 
-        connect(&a, &b).await.expect("connect again");
-        let next = a
-            .node
-            .publish(sample_draft("after the loss"))
-            .await
-            .expect("publish");
+        // Published, then connected: the publication waits for the session.
+        let a = TestNode::start_in_with(&registry, 0, dir, |s| {
+            s.key_past = KeyPast::Marked;
+            s.timing.first_sync_wait = WAIT;
+        })
+        .await
+        .expect("restart A");
+        let (next, connected) = tokio::join!(a.node.publish(sample_draft("after the loss")), connect(&a, &b));
+        connected.expect("connect again");
+        let next = next.expect("publish");
         assert_eq!(
             (next.body().seq, next.body().prev),
             (Seq(3), Some(own[1].id())),
@@ -669,19 +677,23 @@ async fn a_node_that_lost_its_store_numbers_nothing_before_a_peer_gives_its_chai
     .await;
 }
 
-/// A key marked unused (as `herald init` leaves a key it makes) starts its chain at once, with no
-/// peer; the mark goes with its first bulletin. Without the mark, the operator's word that the
-/// key never published does the same.
+/// A key marked new in its store folder (as `herald init` leaves a key it makes) starts its chain
+/// at once, with no peer; the mark goes as the key signs its first bulletin, and a mark left beside
+/// a chain already held goes at start. Without the mark, the operator's word that the key never
+/// published does the same for one publication.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_key_starts_its_chain_alone_when_marked_or_confirmed() {
     within(async {
         let registry = TestRegistry::new(2);
         let dir = tempfile::tempdir().unwrap();
-        let mark = dir.path().join("signing.key.unused");
-        std::fs::write(&mark, "unused").unwrap();
-        let a = TestNode::start_in_with(&registry, 0, dir, |s| s.key_past = KeyPast::Marked(mark.clone()))
+        let key = registry.member(0).signing_key.id();
+        let mark = herald_node::chain_check::unused_key_mark(dir.path(), &key);
+        herald_node::chain_check::mark_key_unused(dir.path(), &key).unwrap();
+        let marked = |s: &mut herald_node::NodeSettings| s.key_past = KeyPast::Marked;
+        let a = TestNode::start_in_with(&registry, 0, dir, marked)
             .await
             .expect("start A");
+        assert!(mark.exists());
         let first = a
             .node
             .publish(sample_draft("first"))
@@ -690,17 +702,20 @@ async fn a_new_key_starts_its_chain_alone_when_marked_or_confirmed() {
         assert_eq!((first.body().seq, first.body().prev), (Seq(1), None));
         assert!(!mark.exists(), "the mark outlived the key's first bulletin");
 
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("signing.key.unused");
-        let b = TestNode::start_in_with(&registry, 1, dir, |s| {
-            s.key_past = KeyPast::Marked(missing.clone())
-        })
-        .await
-        .expect("start B");
-        b.node.confirm_new_chain();
+        // A mark beside a chain already held (a crash between the two) goes at start.
+        let dir = a.stop().await;
+        herald_node::chain_check::mark_key_unused(dir.path(), &key).unwrap();
+        let a = TestNode::start_in_with(&registry, 0, dir, marked)
+            .await
+            .expect("restart A");
+        assert!(!mark.exists(), "a stale mark was kept");
+
+        let b = TestNode::start_in_with(&registry, 1, tempfile::tempdir().unwrap(), marked)
+            .await
+            .expect("start B");
         let first = b
             .node
-            .publish(sample_draft("first of B"))
+            .publish_new_chain(sample_draft("first of B"))
             .await
             .expect("publish alone");
         assert_eq!(first.body().seq, Seq(1));

@@ -132,6 +132,10 @@ fn propose(args: ProposeArgs) -> Result<()> {
     if let Some(path) = &args.new_signing_key {
         let key = SecretKey::generate().map_err(|e| anyhow!("cannot generate a key: {e}"))?;
         keyfile::write_key_file(path, &key, KeyRole::Signing, None)?;
+        // A new key has signed nothing: its chain may start at once.
+        let store_dir = args.dir.join(&config.node.data);
+        herald_node::chain_check::mark_key_unused(&store_dir, &key.id())
+            .with_context(|| format!("marking the new key unused in {}", store_dir.display()))?;
         ops.push(RegistryOp::AddSigningKey {
             member: own,
             key: key.id(),

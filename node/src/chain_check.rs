@@ -1,0 +1,60 @@
+//! Whether a node may number bulletins of its signing key. A store that holds
+//! no bulletin of the key cannot tell a new key from one whose bulletins were
+//! lost with an earlier store; numbering from 1 with the second would sign
+//! numbers the network already holds (equivocation). So until the key is
+//! known to be new (a mark `herald init` leaves in the store folder, or the
+//! operator's word) or the store holds a bulletin of it, the node first
+//! checks with the network: catch-up sync sessions with its peers bring back
+//! whatever chain they hold for the key.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use herald_protocol::KeyId;
+
+/// How far the node has checked the network for its own chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum ChainCheck {
+    /// No sync session has completed since the node started.
+    Unchecked,
+    /// One has, but not every connected peer has ended one yet.
+    OneSession,
+    /// Every connected peer has ended a session (one of them completed), or
+    /// there is nothing to check: the key is new or its chain is held.
+    Done,
+}
+
+/// The mark in the store folder `store_dir` saying that `key` has signed
+/// nothing yet.
+pub fn unused_key_mark(store_dir: &Path, key: &KeyId) -> PathBuf {
+    store_dir.join(format!("unused-key-{}", hex::encode(key.as_bytes())))
+}
+
+const MARK_TEXT: &str = "This signing key (named in the file name) has signed no bulletin yet, so the\n\
+node may start its chain at number 1 without checking with a peer. The node\n\
+removes this file as it signs the key's first bulletin. It lives in the store\n\
+folder so that it goes with the store: never copy it into another store.\n";
+
+/// Writes the mark that `key` has signed nothing yet into `store_dir`
+/// (created if need be), durably.
+pub fn mark_key_unused(store_dir: &Path, key: &KeyId) -> std::io::Result<()> {
+    fs::create_dir_all(store_dir)?;
+    let path = unused_key_mark(store_dir, key);
+    let mut file = File::create(&path)?;
+    file.write_all(MARK_TEXT.as_bytes())?;
+    file.sync_all()?;
+    File::open(store_dir)?.sync_all()
+}
+
+/// Removes the mark at `path` durably; nothing to do if there is none.
+pub(crate) fn remove_mark(path: &Path) -> std::io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => match path.parent() {
+            Some(dir) => File::open(dir)?.sync_all(),
+            None => Ok(()),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
