@@ -99,6 +99,17 @@ pub enum StartError {
     /// The network could not start.
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// The mark saying the signing key is new lies beside a chain of it and
+    /// could not be removed.
+    #[error(
+        "the store holds bulletins of the signing key, but the mark {path} says it has signed nothing, and it cannot be removed ({reason}). Fix the store folder's permissions, or remove the file by hand"
+    )]
+    Mark {
+        /// The mark.
+        path: PathBuf,
+        /// What the system said.
+        reason: String,
+    },
     /// The system refused a thread the node needs.
     #[error("cannot start the node's {0}; the system may be out of threads or memory")]
     Resources(String),
@@ -279,11 +290,9 @@ impl Node {
         let marked = settings.key_past == KeyPast::Marked && mark.exists();
         if chain_held && marked {
             // Left by a crash between the first bulletin and the removal.
-            crate::chain_check::remove_mark(&mark).map_err(|e| {
-                StartError::Resources(format!(
-                    "removal of {} (the key has signed; remove the file by hand): {e}",
-                    mark.display()
-                ))
+            crate::chain_check::remove_mark(&mark).map_err(|e| StartError::Mark {
+                path: mark.clone(),
+                reason: e.to_string(),
             })?;
         }
         let new_key = settings.key_past == KeyPast::New || marked;
