@@ -13,16 +13,33 @@ use std::path::{Path, PathBuf};
 
 use herald_protocol::KeyId;
 
-/// How far the node has checked the network for its own chain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum ChainCheck {
-    /// No sync session has completed since the node started.
-    Unchecked,
-    /// One has, but not every connected peer has ended one yet.
-    OneSession,
-    /// Every connected peer has ended a session (one of them completed), or
-    /// there is nothing to check: the key is new or its chain is held.
-    Done,
+/// How far the node has checked the network for its own chain, as its
+/// catch-up sync sessions go (kept by the network).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ChainCheck {
+    /// Nothing (more) to check: the key is new, its chain is held, or every
+    /// connected peer has completed a session.
+    pub(crate) done: bool,
+    /// Sessions completed since the node started.
+    pub(crate) completed: usize,
+    /// Sessions under way.
+    pub(crate) running: usize,
+}
+
+impl ChainCheck {
+    /// Nothing to check.
+    pub(crate) const DONE: ChainCheck = ChainCheck {
+        done: true,
+        completed: 0,
+        running: 0,
+    };
+
+    /// Whether a publication that has waited its time may go on: a session
+    /// completed and none is under way (a peer whose session failed has
+    /// nothing to bring back for now).
+    pub(crate) fn settled(&self) -> bool {
+        self.done || (self.completed > 0 && self.running == 0)
+    }
 }
 
 /// The mark in the store folder `store_dir` saying that `key` has signed

@@ -456,7 +456,7 @@ pub(crate) fn spawn(
         bootstrap: parts.bootstrap.clone(),
         last_top_up: tokio::time::Instant::now(),
         chain_check: parts.chain_check,
-        sessions_ended: HashSet::new(),
+        sessions_completed: HashSet::new(),
     };
     let span = tracing::info_span!("network", peer = %short_peer(&local));
     let handle = tokio::spawn(
@@ -520,8 +520,9 @@ struct EventLoop {
     last_top_up: tokio::time::Instant,
     /// How far sync sessions have checked for the node's own chain.
     chain_check: watch::Sender<ChainCheck>,
-    /// Peers with which a sync session ended since start (until the check is done).
-    sessions_ended: HashSet<PeerId>,
+    /// Peers with which a sync session completed since start (until the
+    /// check is done).
+    sessions_completed: HashSet<PeerId>,
 }
 
 impl EventLoop {
@@ -902,6 +903,7 @@ impl EventLoop {
             self.resync.insert(peer);
             return;
         }
+        self.update_chain_check();
         let ctx = self.session.clone();
         let done = self.session.commands.clone();
         tokio::spawn(async move {
@@ -925,35 +927,35 @@ impl EventLoop {
         }
     }
 
-    /// After a sync session ends or a peer leaves: the node's own chain is
-    /// checked once one session completed and every connected peer has
-    /// ended one ([`crate::KeyPast`]).
+    /// After a sync session starts or ends, or a peer leaves: the node's own
+    /// chain is checked once every connected peer has completed a session
+    /// ([`crate::KeyPast`]).
     fn update_chain_check(&mut self) {
-        let now = *self.chain_check.borrow();
-        if now == ChainCheck::Done || now == ChainCheck::Unchecked {
+        if self.chain_check.borrow().done {
             return;
         }
-        if self.connected.iter().all(|p| self.sessions_ended.contains(p)) {
-            self.chain_check.send_replace(ChainCheck::Done);
-            self.sessions_ended = HashSet::new();
+        let completed = self.sessions_completed.len();
+        let check = ChainCheck {
+            done: completed > 0 && self.connected.iter().all(|p| self.sessions_completed.contains(p)),
+            completed,
+            running: self.syncing.len(),
+        };
+        self.chain_check.send_if_modified(|c| {
+            let changed = *c != check;
+            *c = check;
+            changed
+        });
+        if check.done {
+            self.sessions_completed = HashSet::new();
         }
     }
 
     fn handle_sync_done(&mut self, peer: PeerId, result: Result<SyncReport, crate::sync::SyncError>) {
         self.syncing.remove(&peer);
-        if *self.chain_check.borrow() != ChainCheck::Done {
-            self.sessions_ended.insert(peer);
-            if result.is_ok() {
-                self.chain_check.send_if_modified(|c| {
-                    let first = *c == ChainCheck::Unchecked;
-                    if first {
-                        *c = ChainCheck::OneSession;
-                    }
-                    first
-                });
-            }
-            self.update_chain_check();
+        if result.is_ok() && !self.chain_check.borrow().done {
+            self.sessions_completed.insert(peer);
         }
+        self.update_chain_check();
         let at_ms = crate::node::now().0;
         match result {
             Ok(report) => {

@@ -26,24 +26,28 @@ use crate::writer::{WRITER_CAPACITY, WriteRequest, Writer};
 const EVENT_CAPACITY: usize = 4096;
 
 /// What a node knows of its signing key's past: whether its chain may start
-/// at number 1 at once (the checks are in [`crate::chain_check`]).
+/// at number 1 (the checks are in [`crate::chain_check`]).
 ///
 /// When the store holds no bulletin of the key and the key is not known to
 /// be new, the node numbers nothing until it has checked with the network:
 /// its first publication waits (at most [`GossipTiming::first_sync_wait`],
-/// 10 s by default) until every connected peer has ended a catch-up sync
-/// session, one of them completed, which brings back a chain the key signed
-/// before the store was lost. If none completes, it is refused
-/// ([`PublishError::ChainUnchecked`]); [`Node::publish_new_chain`] is the
-/// operator's word that the key never published. Otherwise a lost store
-/// would have the key sign its numbers a second time: equivocation.
+/// 10 s by default) until every connected peer has completed a catch-up sync
+/// session, which brings back a chain the key signed before the store was
+/// lost. At the end of the wait one completed session will do if none is
+/// still under way; otherwise the publication is refused
+/// ([`PublishError::ChainUnchecked`]). [`Node::publish_new_chain`] is the
+/// operator's word that the key never published. Without this check a lost
+/// store would have the key sign its numbers a second time: equivocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyPast {
     /// Made for this run (a devnet, a test): it has signed nothing.
     New,
-    /// New only if the store folder holds the mark `herald init` writes for
-    /// a key it makes ([`crate::chain_check::unused_key_mark`]). The mark
-    /// goes with the store, and the node removes it as it signs the key's
+    /// New if the store folder holds the mark `herald init` writes for a key
+    /// it makes ([`crate::chain_check::unused_key_mark`]). Even so the first
+    /// publication asks the connected peers first (a mark can come back with
+    /// a store restored from a backup); the mark only lets it go ahead when
+    /// no peer answers within the wait, or at once when the registry lists
+    /// no other node. The node removes the mark before it signs the key's
     /// first bulletin (or at start, if the store holds one already).
     Marked,
 }
@@ -131,7 +135,7 @@ pub enum PublishError {
     /// The store holds no bulletin of the signing key, which is not known to
     /// be new, and no sync session has checked the network ([`KeyPast`]).
     #[error(
-        "this node holds no bulletin of its signing key and could not check with a peer: no sync session completed within {} s ({peers} peers connected{}). If the key has published before, with a store since lost, publishing now would sign its numbers a second time. Connect the node to a peer and try again; or, if the key has never published, say so: herald publish --new-chain (API: POST /v1/bulletins?new_chain=true)",
+        "this node holds no bulletin of its signing key and could not check with its peers within {} s ({peers} peers connected, {running} sync sessions still under way{}). If the key has published before, with a store since lost, publishing now would sign its numbers a second time. Connect the node to a peer (or let its sessions end) and try again; or, if the key has never published, say so: herald publish --new-chain (API: POST /v1/bulletins?new_chain=true)",
         waited.as_secs_f64(),
         last_sync_error.as_deref().map(|e| format!("; the last sync failed: {e}")).unwrap_or_default()
     )]
@@ -140,6 +144,8 @@ pub enum PublishError {
         waited: std::time::Duration,
         /// Peers connected when it gave up.
         peers: usize,
+        /// Sync sessions still under way.
+        running: usize,
         /// Why the last sync session failed, if it did.
         last_sync_error: Option<String>,
     },
@@ -242,6 +248,8 @@ pub struct Node {
     indexer_thread: std::thread::JoinHandle<()>,
     /// The signing key's id.
     own_key: herald_protocol::KeyId,
+    /// The store folder.
+    data_dir: PathBuf,
     /// How far the network was checked for the key's chain (set by the
     /// network's sync sessions).
     chain_check: watch::Sender<ChainCheck>,
@@ -285,6 +293,7 @@ impl Node {
         let (writer, writer_rx) = mpsc::channel(WRITER_CAPACITY);
         let own_key = settings.signing_key.id();
         let first_sync_wait = settings.timing.first_sync_wait;
+        let data_dir = settings.data_dir.clone();
         let chain_held = store.head(&own_key)?.highest.0 > 0;
         let mark = crate::chain_check::unused_key_mark(&settings.data_dir, &own_key);
         let marked = settings.key_past == KeyPast::Marked && mark.exists();
@@ -295,11 +304,10 @@ impl Node {
                 reason: e.to_string(),
             })?;
         }
-        let new_key = settings.key_past == KeyPast::New || marked;
-        let (chain_check, _) = watch::channel(if new_key || chain_held {
-            ChainCheck::Done
+        let (chain_check, _) = watch::channel(if settings.key_past == KeyPast::New || chain_held {
+            ChainCheck::DONE
         } else {
-            ChainCheck::Unchecked
+            ChainCheck::default()
         });
         let unused_mark = (marked && !chain_held).then_some(mark);
         let (indexer, indexer_thread) = crate::indexer::spawn(Indexer {
@@ -355,6 +363,7 @@ impl Node {
             indexer,
             indexer_thread,
             own_key,
+            data_dir,
             chain_check,
             unused_mark: tokio::sync::Mutex::new(unused_mark),
             first_sync_wait,
@@ -362,34 +371,64 @@ impl Node {
     }
 
     /// Waits until the node may number bulletins of its key ([`KeyPast`]):
-    /// at once if the store holds a bulletin of it (by sync or a bundle, say);
-    /// else until every connected peer has ended a sync session, one of them
-    /// completed; at the end of the wait, one completed session will do.
-    async fn chain_checked(&self) -> Result<(), PublishError> {
-        if *self.chain_check.borrow() == ChainCheck::Done {
+    /// at once if the store holds a bulletin of it (by sync or a bundle,
+    /// say); else until every connected peer has completed a sync session.
+    /// At the end of the wait, with no session under way, one completed
+    /// session will do, and so will none if the key is marked new (`marked`).
+    async fn chain_checked(&self, marked: bool) -> Result<(), PublishError> {
+        if self.chain_check.borrow().done {
             return Ok(());
         }
-        if self.store.head(&self.own_key)?.highest.0 > 0 {
-            self.chain_check.send_replace(ChainCheck::Done);
+        if self.own_chain_held()? {
+            return Ok(());
+        }
+        // With no other node in the registry there is no one to ask.
+        let alone = {
+            let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
+            !registry
+                .current()
+                .allowed_nodes()
+                .any(|(_, n)| network::peer_id_of(n) != Some(self.peer_id))
+        };
+        if alone && marked {
             return Ok(());
         }
         let mut check = self.chain_check.subscribe();
         // The `Ref` wait_for returns is not `Send`: dropped at once.
-        let waited = tokio::time::timeout(self.first_sync_wait, check.wait_for(|c| *c == ChainCheck::Done))
+        let wait = if alone {
+            std::time::Duration::ZERO
+        } else {
+            self.first_sync_wait
+        };
+        let waited = tokio::time::timeout(wait, check.wait_for(|c| c.done))
             .await
             .map(|done| done.map(drop));
         match waited {
-            Ok(Ok(_)) => return Ok(()),
+            Ok(Ok(())) => return Ok(()),
             Ok(Err(_)) => return Err(PublishError::Stopped),
-            Err(_) if *self.chain_check.borrow() == ChainCheck::OneSession => return Ok(()),
             Err(_) => {}
+        }
+        let now = *self.chain_check.borrow();
+        if now.settled() || (marked && now.running == 0) || self.own_chain_held()? {
+            return Ok(());
         }
         let status = self.network_status().await;
         Err(PublishError::ChainUnchecked {
-            waited: self.first_sync_wait,
+            waited: wait,
             peers: self.connected_peers().await.len(),
+            running: now.running,
             last_sync_error: status.last_sync.and_then(|s| s.error),
         })
+    }
+
+    /// Whether the store holds a bulletin of the signing key (from then on
+    /// there is nothing to check).
+    fn own_chain_held(&self) -> Result<bool, PublishError> {
+        let held = self.store.head(&self.own_key)?.highest.0 > 0;
+        if held {
+            self.chain_check.send_replace(ChainCheck::DONE);
+        }
+        Ok(held)
     }
 
     /// This node's member.
@@ -457,18 +496,26 @@ impl Node {
             }
         }
         if !new_chain {
-            self.chain_checked().await?;
+            let marked = self.unused_mark.lock().await.is_some();
+            self.chain_checked(marked).await?;
         }
-        // Held until the writer has the draft: a first publication removes
-        // the mark before anything is signed (if it fails, nothing is).
+        // A first publication removes the mark before anything is signed (if
+        // it cannot, nothing is), and writes it back if the writer signs
+        // nothing (a draft that breaks a rule). The lock is held until then,
+        // so that no other publication goes past the mark meanwhile.
         let mut mark = self.unused_mark.lock().await;
-        if let Some(path) = mark.as_ref() {
-            crate::chain_check::remove_mark(path).map_err(|e| PublishError::Mark {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            *mark = None;
-        }
+        let removed = match mark.take() {
+            Some(path) => match crate::chain_check::remove_mark(&path) {
+                Ok(()) => Some(path),
+                Err(e) => {
+                    let reason = e.to_string();
+                    *mark = Some(path.clone());
+                    return Err(PublishError::Mark { path, reason });
+                }
+            },
+            None => None,
+        };
+        let mark = removed.is_some().then_some(mark);
         // The writer fills in the signer, the number and the link.
         let body = draft.into_body(
             self.network(),
@@ -484,13 +531,25 @@ impl Node {
             })
             .await
             .map_err(|_| PublishError::Stopped)?;
-        drop(mark);
-        match response.await {
-            Ok(Ok(bulletin)) => Ok(bulletin),
-            Ok(Err(StoreError::Sign(e))) => Err(PublishError::Invalid(e.to_string())),
-            Ok(Err(e)) => Err(PublishError::Store(e)),
-            Err(_) => Err(PublishError::Stopped),
-        }
+        let result = match response.await {
+            Ok(Ok(bulletin)) => {
+                // Numbering goes on from it: nothing more to check.
+                self.chain_check.send_replace(ChainCheck::DONE);
+                return Ok(bulletin);
+            }
+            Ok(Err(StoreError::Sign(e))) => {
+                // Refused before signing: the key is as new as it was.
+                if let (Some(path), Some(mut mark)) = (removed, mark)
+                    && crate::chain_check::mark_key_unused(&self.data_dir, &self.own_key).is_ok()
+                {
+                    *mark = Some(path);
+                }
+                return Err(PublishError::Invalid(e.to_string()));
+            }
+            Ok(Err(e)) => PublishError::Store(e),
+            Err(_) => PublishError::Stopped,
+        };
+        Err(result)
     }
 
     /// Dials an address (with `/p2p/<peer id>` for a known member).

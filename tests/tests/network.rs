@@ -678,9 +678,10 @@ async fn a_node_that_lost_its_store_numbers_nothing_before_a_peer_gives_its_chai
 }
 
 /// A key marked new in its store folder (as `herald init` leaves a key it makes) starts its chain
-/// at once, with no peer; the mark goes as the key signs its first bulletin, and a mark left beside
-/// a chain already held goes at start. Without the mark, the operator's word that the key never
-/// published does the same for one publication.
+/// with no peer (once the wait for one is over); a draft refused before signing leaves the mark,
+/// which goes as the key signs its first bulletin, and a mark left beside a chain already held
+/// goes at start. Without the mark, the operator's word that the key never published does the
+/// same, and numbering goes on from that bulletin at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_key_starts_its_chain_alone_when_marked_or_confirmed() {
     within(async {
@@ -693,7 +694,13 @@ async fn a_new_key_starts_its_chain_alone_when_marked_or_confirmed() {
         let a = TestNode::start_in_with(&registry, 0, dir, marked)
             .await
             .expect("start A");
-        assert!(mark.exists());
+        let refused = a
+            .node
+            .publish(sample_draft(&"a title far too long ".repeat(20)))
+            .await
+            .expect_err("a 400-byte title");
+        assert!(matches!(refused, PublishError::Invalid(_)), "{refused}");
+        assert!(mark.exists(), "a draft refused before signing took the mark");
         let first = a
             .node
             .publish(sample_draft("first"))
@@ -719,6 +726,16 @@ async fn a_new_key_starts_its_chain_alone_when_marked_or_confirmed() {
             .await
             .expect("publish alone");
         assert_eq!(first.body().seq, Seq(1));
+        // Numbered on from it at once, though not folded yet.
+        let second = b
+            .node
+            .publish(sample_draft("second of B"))
+            .await
+            .expect("publish");
+        assert_eq!(
+            (second.body().seq, second.body().prev),
+            (Seq(2), Some(first.id()))
+        );
         stop_all(vec![a, b]).await;
     })
     .await;
