@@ -34,6 +34,20 @@ impl ChainCheck {
         running: 0,
     };
 
+    /// The check as sessions stand: done once a session completed with every
+    /// connected peer (a failed session counts for nothing).
+    pub(crate) fn from_sessions<P: Eq + std::hash::Hash>(
+        completed: &std::collections::HashSet<P>,
+        connected: &std::collections::HashSet<P>,
+        running: usize,
+    ) -> ChainCheck {
+        ChainCheck {
+            done: !completed.is_empty() && connected.iter().all(|p| completed.contains(p)),
+            completed: completed.len(),
+            running,
+        }
+    }
+
     /// Whether a publication that has waited its time may go on: a session
     /// completed and none is under way (a peer whose session failed has
     /// nothing to bring back for now).
@@ -73,5 +87,32 @@ pub(crate) fn remove_mark(path: &Path) -> std::io::Result<()> {
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn only_completed_sessions_with_every_connected_peer_end_the_check() {
+        let set = |peers: &[u8]| peers.iter().copied().collect::<HashSet<u8>>();
+        // Nothing completed: not done, not settled (alone, or sessions failed).
+        let none = ChainCheck::from_sessions(&set(&[]), &set(&[1, 2]), 0);
+        assert!(!none.done && !none.settled());
+        // One of two connected peers completed, the other's session failed:
+        // not done; settled once nothing is under way.
+        let one = ChainCheck::from_sessions(&set(&[1]), &set(&[1, 2]), 0);
+        assert!(!one.done && one.settled());
+        let running = ChainCheck::from_sessions(&set(&[1]), &set(&[1, 2]), 1);
+        assert!(!running.done && !running.settled());
+        // Every connected peer completed (one that left no longer counts).
+        let all = ChainCheck::from_sessions(&set(&[1, 3]), &set(&[1, 3]), 0);
+        assert!(all.done && all.settled());
+        let left = ChainCheck::from_sessions(&set(&[1]), &set(&[1]), 1);
+        assert!(left.done);
+        assert!(ChainCheck::DONE.settled());
     }
 }

@@ -934,12 +934,7 @@ impl EventLoop {
         if self.chain_check.borrow().done {
             return;
         }
-        let completed = self.sessions_completed.len();
-        let check = ChainCheck {
-            done: completed > 0 && self.connected.iter().all(|p| self.sessions_completed.contains(p)),
-            completed,
-            running: self.syncing.len(),
-        };
+        let check = ChainCheck::from_sessions(&self.sessions_completed, &self.connected, self.syncing.len());
         self.chain_check.send_if_modified(|c| {
             let changed = *c != check;
             *c = check;
