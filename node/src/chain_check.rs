@@ -35,14 +35,17 @@ impl ChainCheck {
     };
 
     /// The check as sessions stand: done once a session completed with every
-    /// connected peer (a failed session counts for nothing).
+    /// connected peer (a failed session counts for nothing), and once every
+    /// bootstrap peer's first dial has connected or failed (`dialling`), so
+    /// that the first peer up does not decide alone.
     pub(crate) fn from_sessions<P: Eq + std::hash::Hash>(
         completed: &std::collections::HashSet<P>,
         connected: &std::collections::HashSet<P>,
         running: usize,
+        dialling: bool,
     ) -> ChainCheck {
         ChainCheck {
-            done: !completed.is_empty() && connected.iter().all(|p| completed.contains(p)),
+            done: !dialling && !completed.is_empty() && connected.iter().all(|p| completed.contains(p)),
             completed: completed.len(),
             running,
         }
@@ -100,19 +103,22 @@ mod tests {
     fn only_completed_sessions_with_every_connected_peer_end_the_check() {
         let set = |peers: &[u8]| peers.iter().copied().collect::<HashSet<u8>>();
         // Nothing completed: not done, not settled (alone, or sessions failed).
-        let none = ChainCheck::from_sessions(&set(&[]), &set(&[1, 2]), 0);
+        let none = ChainCheck::from_sessions(&set(&[]), &set(&[1, 2]), 0, false);
         assert!(!none.done && !none.settled());
         // One of two connected peers completed, the other's session failed:
         // not done; settled once nothing is under way.
-        let one = ChainCheck::from_sessions(&set(&[1]), &set(&[1, 2]), 0);
+        let one = ChainCheck::from_sessions(&set(&[1]), &set(&[1, 2]), 0, false);
         assert!(!one.done && one.settled());
-        let running = ChainCheck::from_sessions(&set(&[1]), &set(&[1, 2]), 1);
+        let running = ChainCheck::from_sessions(&set(&[1]), &set(&[1, 2]), 1, false);
         assert!(!running.done && !running.settled());
         // Every connected peer completed (one that left no longer counts).
-        let all = ChainCheck::from_sessions(&set(&[1, 3]), &set(&[1, 3]), 0);
+        let all = ChainCheck::from_sessions(&set(&[1, 3]), &set(&[1, 3]), 0, false);
         assert!(all.done && all.settled());
-        let left = ChainCheck::from_sessions(&set(&[1]), &set(&[1]), 1);
+        let left = ChainCheck::from_sessions(&set(&[1]), &set(&[1]), 1, false);
         assert!(left.done);
+        // A bootstrap peer still being dialled: not done, though settled.
+        let dialling = ChainCheck::from_sessions(&set(&[1]), &set(&[1]), 0, true);
+        assert!(!dialling.done && dialling.settled());
         assert!(ChainCheck::DONE.settled());
     }
 }

@@ -400,15 +400,19 @@ pub(crate) fn spawn(
             reason: e.to_string(),
         })?;
     }
+    let local = *swarm.local_peer_id();
+    // Bootstrap peers whose first dial has neither connected nor failed: the
+    // check for the node's own chain waits for them too.
+    let mut bootstrap_pending = HashSet::new();
     for addr in &parts.bootstrap {
         if let Some(peer) = peer_in(addr) {
             swarm.behaviour_mut().gate.want(peer);
         }
-        if let Err(e) = swarm.dial(addr.clone()) {
-            tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
+        match swarm.dial(addr.clone()) {
+            Ok(()) => bootstrap_pending.extend(peer_in(addr).filter(|p| *p != local)),
+            Err(e) => tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer"),
         }
     }
-    let local = *swarm.local_peer_id();
     let (validated_tx, validated) = mpsc::channel(VALIDATED_CAPACITY);
     let (validators, validation) = crate::validators::new(crate::validators::Context {
         registry: Arc::clone(&parts.registry),
@@ -457,6 +461,7 @@ pub(crate) fn spawn(
         last_top_up: tokio::time::Instant::now(),
         chain_check: parts.chain_check,
         sessions_completed: HashSet::new(),
+        bootstrap_pending,
     };
     let span = tracing::info_span!("network", peer = %short_peer(&local));
     let handle = tokio::spawn(
@@ -523,6 +528,8 @@ struct EventLoop {
     /// Peers with which a sync session completed since start (until the
     /// check is done).
     sessions_completed: HashSet<PeerId>,
+    /// Bootstrap peers whose first dial has neither connected nor failed.
+    bootstrap_pending: HashSet<PeerId>,
 }
 
 impl EventLoop {
@@ -712,9 +719,12 @@ impl EventLoop {
             } if self.connected.insert(peer_id) => {
                 tracing::info!(peer = %short_peer(&peer_id), addr = %endpoint.get_remote_address(), "peer connected");
                 let _ = self.events.send(NodeEvent::PeerConnected(peer_id));
+                self.bootstrap_pending.remove(&peer_id);
                 // Catch up with every member's node as it (re)connects.
                 if self.is_member_node(&peer_id) {
                     self.start_sync(peer_id);
+                } else {
+                    self.update_chain_check();
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -735,6 +745,11 @@ impl EventLoop {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(peer = ?peer_id.map(|p| short_peer(&p)), error = %error, "outgoing connection failed");
+                if let Some(peer) = peer_id
+                    && self.bootstrap_pending.remove(&peer)
+                {
+                    self.update_chain_check();
+                }
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Gossipsub(event)) => self.handle_gossip(event),
             SwarmEvent::Behaviour(NodeBehaviourEvent::Sync(event)) => self.handle_sync_event(event),
@@ -934,7 +949,12 @@ impl EventLoop {
         if self.chain_check.borrow().done {
             return;
         }
-        let check = ChainCheck::from_sessions(&self.sessions_completed, &self.connected, self.syncing.len());
+        let check = ChainCheck::from_sessions(
+            &self.sessions_completed,
+            &self.connected,
+            self.syncing.len(),
+            !self.bootstrap_pending.is_empty(),
+        );
         self.chain_check.send_if_modified(|c| {
             let changed = *c != check;
             *c = check;

@@ -740,3 +740,58 @@ async fn a_new_key_starts_its_chain_alone_when_marked_or_confirmed() {
     })
     .await;
 }
+
+/// A node that lost its store, started with two bootstrap peers, one of which missed its last
+/// bulletin: the check waits for both peers' sessions (not only the first peer up), so the node
+/// numbers after the last bulletin the network holds. On loopback both peers connect before the
+/// first session ends, so this does not isolate the wait for bootstrap dials (the unit test of
+/// `ChainCheck::from_sessions` does); taking one completed session as enough fails it about one
+/// run in four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_lost_its_store_waits_for_every_bootstrap_peer() {
+    within(async {
+        let registry = TestRegistry::new(3);
+        let a = TestNode::start(&registry, 0).await.expect("start A");
+        let b = TestNode::start(&registry, 1).await.expect("start B");
+        let c = TestNode::start(&registry, 2).await.expect("start C");
+        connect(&a, &b).await.expect("connect A and B");
+        connect(&a, &c).await.expect("connect A and C");
+        let first = a.node.publish(sample_draft("first")).await.expect("publish");
+        b.wait_stored(first.id()).await.expect("B gets it");
+        c.wait_stored(first.id()).await.expect("C gets it");
+        // C goes away; the second bulletin reaches B only.
+        let c_dir = c.stop().await;
+        let second = a.node.publish(sample_draft("second")).await.expect("publish");
+        b.wait_stored(second.id()).await.expect("B gets it");
+        drop(a.stop().await);
+        let c = TestNode::start_in(&registry, 2, c_dir).await.expect("restart C");
+        assert!(c.node.store().get_bytes(&second.id()).unwrap().is_none());
+
+        // A's store is lost; it starts with C and B as bootstrap peers, C first.
+        let bootstrap = vec![
+            c.dial_addr().await.expect("C's address"),
+            b.dial_addr().await.expect("B's address"),
+        ];
+        let a = TestNode::start_in_with(&registry, 0, tempfile::tempdir().unwrap(), |s| {
+            s.key_past = KeyPast::Marked;
+            s.timing.first_sync_wait = WAIT;
+            s.bootstrap = bootstrap.clone();
+        })
+        .await
+        .expect("start A on an empty store");
+        let next = a
+            .node
+            .publish(sample_draft("after the loss"))
+            .await
+            .expect("publish");
+        assert_eq!(
+            (next.body().seq, next.body().prev),
+            (Seq(3), Some(second.id())),
+            "numbered after what B holds, not what C holds"
+        );
+        b.wait_stored(next.id()).await.expect("B gets it");
+        assert!(b.node.store().equivocations().unwrap().is_empty());
+        stop_all(vec![a, b, c]).await;
+    })
+    .await;
+}
