@@ -149,6 +149,12 @@ pub enum PublishError {
         /// Why the last sync session failed, if it did.
         last_sync_error: Option<String>,
     },
+    /// As [`PublishError::ChainUnchecked`], in a network whose registry lists
+    /// no other node to ask.
+    #[error(
+        "this node holds no bulletin of its signing key, and the registry lists no other node that could hold its chain. If the key has published before, with a store since lost, publishing now would sign its numbers a second time (import its chain from a bundle first: herald import); if it has never published, say so: herald publish --new-chain (API: POST /v1/bulletins?new_chain=true)"
+    )]
+    NoOneToAsk,
     /// The mark saying the key is new could not be removed before signing.
     #[error(
         "cannot remove {path} before signing the key's first bulletin ({reason}); nothing was published. Fix the store folder's permissions, or remove the file by hand"
@@ -390,16 +396,14 @@ impl Node {
                 .allowed_nodes()
                 .any(|(_, n)| network::peer_id_of(n) != Some(self.peer_id))
         };
-        if alone && marked {
-            return Ok(());
+        match (alone, marked) {
+            (true, true) => return Ok(()),
+            (true, false) => return Err(PublishError::NoOneToAsk),
+            (false, _) => {}
         }
         let mut check = self.chain_check.subscribe();
+        let wait = self.first_sync_wait;
         // The `Ref` wait_for returns is not `Send`: dropped at once.
-        let wait = if alone {
-            std::time::Duration::ZERO
-        } else {
-            self.first_sync_wait
-        };
         let waited = tokio::time::timeout(wait, check.wait_for(|c| c.done))
             .await
             .map(|done| done.map(drop));

@@ -795,3 +795,34 @@ async fn a_node_that_lost_its_store_waits_for_every_bootstrap_peer() {
     })
     .await;
 }
+
+/// In a network of one node there is no one to ask for a lost chain: an unmarked key is refused
+/// at once, saying what to do, and a marked one publishes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lone_network_has_no_one_to_ask() {
+    within(async {
+        let registry = TestRegistry::new(1);
+        let marked = |s: &mut herald_node::NodeSettings| s.key_past = KeyPast::Marked;
+        let dir = tempfile::tempdir().unwrap();
+        let a = TestNode::start_in_with(&registry, 0, dir, marked)
+            .await
+            .expect("start");
+        let refused = a
+            .node
+            .publish(sample_draft("alone"))
+            .await
+            .expect_err("unchecked");
+        assert!(matches!(refused, PublishError::NoOneToAsk), "{refused}");
+        assert!(refused.to_string().contains("herald import"), "{refused}");
+        let dir = a.stop().await;
+        let key = registry.member(0).signing_key.id();
+        herald_node::chain_check::mark_key_unused(dir.path(), &key).unwrap();
+        let a = TestNode::start_in_with(&registry, 0, dir, marked)
+            .await
+            .expect("restart");
+        let first = a.node.publish(sample_draft("first")).await.expect("publish");
+        assert_eq!(first.body().seq, Seq(1));
+        stop_all(vec![a]).await;
+    })
+    .await;
+}
