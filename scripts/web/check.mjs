@@ -88,9 +88,11 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
 // Publishing sends the draft the API expects and shows the new id.
 {
   let posted = null;
+  const paths = [];
   const { w, d } = page((path, options) => {
     if (options.method === "POST") {
       posted = JSON.parse(options.body);
+      paths.push(path);
       return [201, { id: "c0ffee", seq: 7 }];
     }
     if (path === "/v1/status") return [200, status];
@@ -117,6 +119,13 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
     payload: { content_type: "text/markdown", bytes: "c3bc" },
   });
   assert.match(d.getElementById("p-result").textContent, /c0ffee/);
+  // The operator's word that the key never published goes with that one publication.
+  d.getElementById("p-title").value = "First of a new key";
+  d.getElementById("p-new-chain").checked = true;
+  d.getElementById("publish-form").dispatchEvent(new w.Event("submit", { cancelable: true }));
+  await settle();
+  assert.deepEqual(paths, ["/v1/bulletins", "/v1/bulletins?new_chain=true"]);
+  assert.equal(d.getElementById("p-new-chain").checked, false);
   w.close();
 }
 

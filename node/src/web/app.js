@@ -221,13 +221,17 @@ async function publish(event) {
     references: cves.map((value) => ({ type: "cve", value })),
     payload: { content_type: "text/markdown", bytes: hex($("p-body").value) },
   };
-  if (!window.confirm("Sign and publish \"" + draft.title + "\" in your organisation's name, to every member? It cannot be taken back, only withdrawn by a later bulletin.")) {
+  const newChain = $("p-new-chain").checked;
+  const question = "Sign and publish \"" + draft.title + "\" in your organisation's name, to every member? It cannot be taken back, only withdrawn by a later bulletin." +
+    (newChain ? " You say this key has never published: if it has, with a store since lost, this signs one of its numbers a second time." : "");
+  if (!window.confirm(question)) {
     return;
   }
   result.className = "";
   text(result, "Publishing...");
   try {
-    const published = await api("/v1/bulletins", draft);
+    const published = await api(newChain ? "/v1/bulletins?new_chain=true" : "/v1/bulletins", draft);
+    $("p-new-chain").checked = false;
     result.className = "ok";
     text(result, "Published " + published.id + " (number " + published.seq + " of this node's chain): on disk, and on its way to the other members.");
     for (const id of ["p-title", "p-cves", "p-body", "p-counts", "p-on", "p-of", "p-reason"]) {
