@@ -317,6 +317,11 @@ fn build_swarm(parts: &NetworkParts, network: NetworkId) -> Result<Swarm<NodeBeh
 
 /// A command for the event loop.
 pub(crate) enum Command {
+    /// A sync session holds all `peer` has of the node's own chain.
+    OwnChainFetched {
+        /// The peer.
+        peer: PeerId,
+    },
     /// Gossip the bytes of a bulletin this node holds durably (its own:
     /// journaled and synced; others': stored and flushed).
     Gossip(Vec<u8>),
@@ -425,6 +430,7 @@ pub(crate) fn spawn(
         writer: parts.writer.clone(),
         store: parts.store.clone(),
         registry: Arc::clone(&parts.registry),
+        own_key: parts.own_key,
     };
     let (served_tx, served) = mpsc::channel(VALIDATED_CAPACITY);
     let sync_interval = parts.timing.sync_interval;
@@ -525,8 +531,8 @@ struct EventLoop {
     last_top_up: tokio::time::Instant,
     /// How far sync sessions have checked for the node's own chain.
     chain_check: watch::Sender<ChainCheck>,
-    /// Peers with which a sync session completed since start (until the
-    /// check is done).
+    /// Peers whose sync session since start has brought back all they hold
+    /// of the node's own chain, or completed (until the check is done).
     sessions_completed: HashSet<PeerId>,
     /// Bootstrap peers whose first dial has neither connected nor failed.
     bootstrap_pending: HashSet<PeerId>,
@@ -599,6 +605,12 @@ impl EventLoop {
             }
             Command::SyncWith(peer) => self.start_sync(peer),
             Command::SyncDone { peer, result } => self.handle_sync_done(peer, result),
+            Command::OwnChainFetched { peer } => {
+                if !self.chain_check.borrow().done {
+                    self.sessions_completed.insert(peer);
+                    self.update_chain_check();
+                }
+            }
             Command::RegistryChanged => {
                 self.refresh_allowed_peers();
                 let version = self.registry.read().unwrap_or_else(|e| e.into_inner()).version();

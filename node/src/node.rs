@@ -31,9 +31,9 @@ const EVENT_CAPACITY: usize = 4096;
 /// When the store holds no bulletin of the key and the key is not known to
 /// be new, the node numbers nothing until it has checked with the network:
 /// its first publication waits (at most [`GossipTiming::first_sync_wait`],
-/// 10 s by default) until every connected peer has completed a catch-up sync
-/// session, which brings back a chain the key signed before the store was
-/// lost. At the end of the wait one completed session will do if none is
+/// 10 s by default) until every connected peer's catch-up sync session has
+/// brought back what the peer holds of the key's chain (fetched first), the
+/// chain the key signed before the store was lost. At the end of the wait one completed session will do if none is
 /// still under way; otherwise the publication is refused
 /// ([`PublishError::ChainUnchecked`]). [`Node::publish_new_chain`] is the
 /// operator's word that the key never published. Without this check a lost

@@ -246,6 +246,14 @@ pub trait SyncLink: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Stored>, SyncError>> + Send;
     /// The registry advanced (who may connect may have changed).
     fn registry_changed(&self) {}
+    /// A chain to fetch before the others: the node's own, whose bulletins it
+    /// must hold before it numbers more of them ([`crate::KeyPast`]).
+    fn first_chain(&self) -> Option<KeyId> {
+        None
+    }
+    /// The session holds all the peer has of [`SyncLink::first_chain`].
+    /// Called at most once a session.
+    fn first_chain_fetched(&self) {}
 }
 
 /// A session over the network, for one peer.
@@ -255,6 +263,8 @@ pub(crate) struct SessionContext {
     pub(crate) writer: mpsc::Sender<WriteRequest>,
     pub(crate) store: Store,
     pub(crate) registry: Arc<RwLock<Registry>>,
+    /// The node's own signing key: its chain is fetched first.
+    pub(crate) own_key: KeyId,
 }
 
 /// [`SessionContext`] bound to one peer.
@@ -300,6 +310,18 @@ impl SyncLink for NetworkLink {
 
     fn registry_changed(&self) {
         let _ = self.ctx.commands.try_send(Command::RegistryChanged);
+    }
+
+    fn first_chain(&self) -> Option<KeyId> {
+        Some(self.ctx.own_key)
+    }
+
+    fn first_chain_fetched(&self) {
+        // If the queue is full, the end of the session tells the same.
+        let _ = self
+            .ctx
+            .commands
+            .try_send(Command::OwnChainFetched { peer: self.peer });
     }
 }
 
@@ -378,6 +400,10 @@ pub async fn pull<L: SyncLink>(
     let (their_version, chains) = match answer {
         SyncResponse::InStep => {
             report.in_step = true;
+            // The same state: nothing of any chain to fetch.
+            if link.first_chain().is_some() {
+                link.first_chain_fetched();
+            }
             return Ok(report);
         }
         SyncResponse::Summary {
@@ -480,6 +506,20 @@ pub async fn pull<L: SyncLink>(
     })
     .await??;
     report.behind = wanted_count(&wants);
+    // The first chain goes to the front: it is asked for, and stored, first.
+    let first = link.first_chain();
+    if let Some(i) = first.and_then(|k| wants.iter().position(|w| w.key == k)) {
+        let want = wants.remove(i);
+        wants.insert(0, want);
+    }
+    let mut first_pending = first.is_some();
+    let mut first_done = |wants: &[Want]| {
+        if first_pending && !wants.iter().any(|w| Some(w.key) == first) {
+            first_pending = false;
+            link.first_chain_fetched();
+        }
+    };
+    first_done(&wants);
     let mut received: BTreeMap<KeyId, Vec<Seq>> = BTreeMap::new();
     for _ in 0..MAX_PAGES_PER_SESSION {
         if wants.is_empty() {
@@ -521,6 +561,7 @@ pub async fn pull<L: SyncLink>(
             // The peer sent all it holds of what this request asked for.
             wants = without_asked(wants, &request_wants);
         }
+        first_done(&wants);
     }
     Ok(report)
 }

@@ -341,3 +341,105 @@ async fn a_peer_that_cannot_page_is_synced_from_its_first_page() {
     assert_eq!(report.new_bulletins, 0);
     assert_eq!(padded.asked.lock().unwrap().clone(), ["hello", "chains"]);
 }
+
+/// A link that names a chain to fetch first and logs the session: each fetch's first chain, and
+/// when the first chain was all fetched.
+struct FirstChainLink {
+    inner: InProcessLink,
+    first: KeyId,
+    log: std::sync::Mutex<Vec<String>>,
+}
+
+impl SyncLink for FirstChainLink {
+    async fn request(&self, request: SyncRequest) -> Result<SyncResponse, SyncError> {
+        if let SyncRequest::Fetch { wants } = &request {
+            let first = wants.first().map(|w| w.key == self.first);
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("fetch, own chain first: {first:?}"));
+        }
+        self.inner.request(request).await
+    }
+
+    async fn store(&self, items: Vec<(SignedBulletin, MemberId)>) -> Result<Vec<Stored>, SyncError> {
+        self.inner.store(items).await
+    }
+
+    fn first_chain(&self) -> Option<KeyId> {
+        Some(self.first)
+    }
+
+    fn first_chain_fetched(&self) {
+        let held = self.inner.local_store.head(&self.first).unwrap().highest;
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("own chain fetched, held to {}", held.0));
+    }
+}
+
+/// A node catching up on a long chain of another member and a short one of its own (last in key
+/// order) fetches its own first, and says so while the rest is still to come: a node that lost
+/// its store numbers on from its chain without waiting for the whole catch-up.
+#[tokio::test]
+async fn the_own_chain_is_fetched_first_and_reported_before_the_rest() {
+    let net = network(2);
+    let mut signers: Vec<_> = net.signers.iter().collect();
+    signers.sort_by_key(|(key, ..)| key.id());
+    let [(other, other_member, _), (own, own_member, _)] = signers[..] else {
+        unreachable!()
+    };
+    let mut items = Vec::new();
+    // More than one page of the other chain (4 MiB a page at most).
+    for (key, member, n) in [(other, other_member, 240), (own, own_member, 30)] {
+        let mut prev = None;
+        for seq in 1..=n {
+            let mut body = outreach(net.registry.network(), key, seq, prev, "b");
+            body.payload.bytes = vec![b'x'; 20_000];
+            let b = sign_bulletin(key, &body).unwrap();
+            prev = Some(b.id());
+            items.push((b, *member));
+        }
+    }
+    let (_a, a) = store_with(&net, &items);
+    let (_b, b) = store_with(&net, &[]);
+    let link = FirstChainLink {
+        inner: InProcessLink {
+            peer_store: a.clone(),
+            peer_registry: Arc::new(RwLock::new(net.registry.clone())),
+            local_store: b.clone(),
+            sent: Default::default(),
+            received: Default::default(),
+        },
+        first: own.id(),
+        log: Default::default(),
+    };
+    let registry = Arc::new(RwLock::new(net.registry.clone()));
+    let report = pull(&link, &b, &registry).await.unwrap();
+    assert_eq!(report.new_bulletins, 270);
+    let log = link.log.into_inner().unwrap();
+    assert_eq!(
+        log,
+        [
+            "fetch, own chain first: Some(true)",
+            "own chain fetched, held to 30",
+            "fetch, own chain first: Some(false)",
+        ],
+        "{log:?}"
+    );
+    // A node in step with its peer has nothing to fetch: reported at once.
+    let link = FirstChainLink {
+        inner: InProcessLink {
+            peer_store: a.clone(),
+            peer_registry: Arc::new(RwLock::new(net.registry.clone())),
+            local_store: b.clone(),
+            sent: Default::default(),
+            received: Default::default(),
+        },
+        first: own.id(),
+        log: Default::default(),
+    };
+    pull(&link, &b, &registry).await.unwrap();
+    assert_eq!(link.log.into_inner().unwrap(), ["own chain fetched, held to 30"]);
+}
