@@ -499,7 +499,7 @@ impl Node {
                 )));
             }
         }
-        if !new_chain {
+        if !new_chain && !self.chain_check.borrow().done {
             let marked = self.unused_mark.lock().await.is_some();
             self.chain_checked(marked).await?;
         }
