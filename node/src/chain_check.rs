@@ -17,10 +17,11 @@ use herald_protocol::KeyId;
 /// catch-up sync sessions go (kept by the network).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ChainCheck {
-    /// Nothing (more) to check: the key is new, its chain is held, or every
-    /// connected peer has completed a session.
+    /// Nothing (more) to check: the key is new, its chain is held (and was
+    /// checked), or every connected peer's session has brought back all that
+    /// peer holds of it.
     pub(crate) done: bool,
-    /// Sessions completed since the node started.
+    /// Peers whose session has done so since the node started.
     pub(crate) completed: usize,
     /// Sessions under way.
     pub(crate) running: usize,
@@ -34,8 +35,9 @@ impl ChainCheck {
         running: 0,
     };
 
-    /// The check as sessions stand: done once a session completed with every
-    /// connected peer (a failed session counts for nothing), and once every
+    /// The check as sessions stand: done once every connected peer's session
+    /// has brought back all it holds of the chain (`completed`; a failed
+    /// session counts for nothing), and once every
     /// bootstrap peer's first dial has connected or failed (`dialling`), so
     /// that the first peer up does not decide alone.
     pub(crate) fn from_sessions<P: Eq + std::hash::Hash>(
@@ -51,9 +53,9 @@ impl ChainCheck {
         }
     }
 
-    /// Whether a publication that has waited its time may go on: a session
-    /// completed and none is under way (a peer whose session failed has
-    /// nothing to bring back for now).
+    /// Whether a publication that has waited its time may go on: one peer's
+    /// session brought the chain back and none is under way (a peer whose
+    /// session failed has nothing to bring back for now).
     pub(crate) fn settled(&self) -> bool {
         self.done || (self.completed > 0 && self.running == 0)
     }
@@ -65,6 +67,24 @@ pub fn unused_key_mark(store_dir: &Path, key: &KeyId) -> PathBuf {
     store_dir.join(format!("unused-key-{}", hex::encode(key.as_bytes())))
 }
 
+/// The mark in the store folder `store_dir` saying that the node has not
+/// yet checked with the network for `key`'s chain: written when a node starts
+/// with no bulletin of the key and no mark that it is new, removed once the
+/// check has passed. While it is there, bulletins of the key in the store
+/// (a catch-up cut short, say) do not end the check at the next start.
+pub fn unchecked_key_mark(store_dir: &Path, key: &KeyId) -> PathBuf {
+    store_dir.join(format!("unchecked-key-{}", hex::encode(key.as_bytes())))
+}
+
+const UNCHECKED_TEXT: &str = "The node has not yet checked with its peers for the chain of this signing key\n\
+(named in the file name): it held no bulletin of it when it started. The node\n\
+removes this file once the check has passed, before it signs a bulletin of the key.\n";
+
+/// Writes the mark that the node has not checked `key`'s chain yet, durably.
+pub fn mark_key_unchecked(store_dir: &Path, key: &KeyId) -> std::io::Result<()> {
+    write_mark(store_dir, &unchecked_key_mark(store_dir, key), UNCHECKED_TEXT)
+}
+
 const MARK_TEXT: &str = "This signing key (named in the file name) has signed no bulletin yet, so the\n\
 node may start its chain at number 1 without checking with a peer. The node\n\
 removes this file as it signs the key's first bulletin. It lives in the store\n\
@@ -73,10 +93,13 @@ folder so that it goes with the store: never copy it into another store.\n";
 /// Writes the mark that `key` has signed nothing yet into `store_dir`
 /// (created if need be), durably.
 pub fn mark_key_unused(store_dir: &Path, key: &KeyId) -> std::io::Result<()> {
+    write_mark(store_dir, &unused_key_mark(store_dir, key), MARK_TEXT)
+}
+
+fn write_mark(store_dir: &Path, path: &Path, text: &str) -> std::io::Result<()> {
     fs::create_dir_all(store_dir)?;
-    let path = unused_key_mark(store_dir, key);
-    let mut file = File::create(&path)?;
-    file.write_all(MARK_TEXT.as_bytes())?;
+    let mut file = File::create(path)?;
+    file.write_all(text.as_bytes())?;
     file.sync_all()?;
     File::open(store_dir)?.sync_all()
 }

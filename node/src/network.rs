@@ -954,9 +954,10 @@ impl EventLoop {
         }
     }
 
-    /// After a sync session starts or ends, or a peer leaves: the node's own
-    /// chain is checked once every connected peer has completed a session
-    /// ([`crate::KeyPast`]).
+    /// After a sync session starts, reaches the end of the node's own chain,
+    /// or ends, a peer connects or leaves, or a bootstrap dial fails: the
+    /// node's own chain is checked once every connected peer's session has
+    /// brought back all the peer holds of it ([`crate::KeyPast`]).
     fn update_chain_check(&mut self) {
         if self.chain_check.borrow().done {
             return;
@@ -979,7 +980,9 @@ impl EventLoop {
 
     fn handle_sync_done(&mut self, peer: PeerId, result: Result<SyncReport, crate::sync::SyncError>) {
         self.syncing.remove(&peer);
-        if result.is_ok() && !self.chain_check.borrow().done {
+        // A session counts for the node's own chain once it holds all the
+        // peer has of it (told early by `OwnChainFetched` as well).
+        if result.as_ref().is_ok_and(|r| r.first_chain_fetched) && !self.chain_check.borrow().done {
             self.sessions_completed.insert(peer);
         }
         self.update_chain_check();

@@ -33,8 +33,13 @@ const EVENT_CAPACITY: usize = 4096;
 /// its first publication waits (at most [`GossipTiming::first_sync_wait`],
 /// 10 s by default) until every connected peer's catch-up sync session has
 /// brought back what the peer holds of the key's chain (fetched first), the
-/// chain the key signed before the store was lost. At the end of the wait one completed session will do if none is
-/// still under way; otherwise the publication is refused
+/// chain the key signed before the store was lost. Bulletins of the key in
+/// the store do not end the check (a catch-up under way holds the first
+/// pages of the chain before the last); a mark in the store folder keeps a
+/// restart from taking a chain cut short for a checked one
+/// ([`crate::chain_check::unchecked_key_mark`]). At the end of the wait one
+/// peer's chain will do if no session is still under way; otherwise the
+/// publication is refused
 /// ([`PublishError::ChainUnchecked`]). [`Node::publish_new_chain`] is the
 /// operator's word that the key never published. Without this check a lost
 /// store would have the key sign its numbers a second time: equivocation.
@@ -103,10 +108,11 @@ pub enum StartError {
     /// The network could not start.
     #[error(transparent)]
     Network(#[from] NetworkError),
-    /// The mark saying the signing key is new lies beside a chain of it and
-    /// could not be removed.
+    /// A mark in the store folder about the signing key's chain (that the key
+    /// is new, beside a chain of it; or that the chain is not checked yet)
+    /// could not be removed or written.
     #[error(
-        "the store holds bulletins of the signing key, but the mark {path} says it has signed nothing, and it cannot be removed ({reason}). Fix the store folder's permissions, or remove the file by hand"
+        "cannot update {path}, the store folder's record of the signing key's chain ({reason}); nothing was started. Fix the store folder's permissions"
     )]
     Mark {
         /// The mark.
@@ -310,7 +316,20 @@ impl Node {
                 reason: e.to_string(),
             })?;
         }
-        let (chain_check, _) = watch::channel(if settings.key_past == KeyPast::New || chain_held {
+        // A start with no bulletin of the key (and no mark that it is new)
+        // leaves a mark until the check passes: a catch-up cut short by a
+        // crash must not count as the chain held at the next start.
+        let unchecked = crate::chain_check::unchecked_key_mark(&settings.data_dir, &own_key);
+        if settings.key_past == KeyPast::Marked && !chain_held && !marked {
+            crate::chain_check::mark_key_unchecked(&settings.data_dir, &own_key).map_err(|e| {
+                StartError::Mark {
+                    path: unchecked.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+        }
+        let checked = settings.key_past == KeyPast::New || (chain_held && !unchecked.exists());
+        let (chain_check, _) = watch::channel(if checked {
             ChainCheck::DONE
         } else {
             ChainCheck::default()
@@ -377,17 +396,15 @@ impl Node {
     }
 
     /// Waits until the node may number bulletins of its key ([`KeyPast`]):
-    /// at once if the store holds a bulletin of it (by sync or a bundle,
-    /// say); else until every connected peer has completed a sync session.
-    /// At the end of the wait, with no session under way, one completed
-    /// session will do, and so will none if the key is marked new (`marked`).
+    /// until every connected peer's session has brought back all it holds
+    /// of the chain. At the end of the wait, with no session under way, one
+    /// peer's will do, and so will none if the key is marked new (`marked`).
     async fn chain_checked(&self, marked: bool) -> Result<(), PublishError> {
         if self.chain_check.borrow().done {
             return Ok(());
         }
-        if self.own_chain_held()? {
-            return Ok(());
-        }
+        // Bulletins of the key in the store do not end the check: a catch-up
+        // under way holds the first pages of the chain before the last.
         // With no other node in the registry there is no one to ask.
         let alone = {
             let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
@@ -413,7 +430,7 @@ impl Node {
             Err(_) => {}
         }
         let now = *self.chain_check.borrow();
-        if now.settled() || (marked && now.running == 0) || self.own_chain_held()? {
+        if now.settled() || (marked && now.running == 0) {
             return Ok(());
         }
         let status = self.network_status().await;
@@ -425,14 +442,16 @@ impl Node {
         })
     }
 
-    /// Whether the store holds a bulletin of the signing key (from then on
-    /// there is nothing to check).
-    fn own_chain_held(&self) -> Result<bool, PublishError> {
-        let held = self.store.head(&self.own_key)?.highest.0 > 0;
-        if held {
-            self.chain_check.send_replace(ChainCheck::DONE);
+    /// The check has passed (or the operator vouched for the chain): from
+    /// now on the node numbers on from what it holds, and a restart does not
+    /// check again.
+    fn chain_check_passed(&self) {
+        self.chain_check.send_replace(ChainCheck::DONE);
+        let mark = crate::chain_check::unchecked_key_mark(&self.data_dir, &self.own_key);
+        if let Err(e) = crate::chain_check::remove_mark(&mark) {
+            // Kept: the next start checks again, which is safe.
+            tracing::warn!(path = %mark.display(), error = %e, "cannot remove the mark that the chain is unchecked");
         }
-        Ok(held)
     }
 
     /// This node's member.
@@ -499,9 +518,12 @@ impl Node {
                 )));
             }
         }
-        if !new_chain && !self.chain_check.borrow().done {
-            let marked = self.unused_mark.lock().await.is_some();
-            self.chain_checked(marked).await?;
+        if !self.chain_check.borrow().done {
+            if !new_chain {
+                let marked = self.unused_mark.lock().await.is_some();
+                self.chain_checked(marked).await?;
+            }
+            self.chain_check_passed();
         }
         // A first publication removes the mark before anything is signed (if
         // it cannot, nothing is), and writes it back if the writer signs
@@ -536,11 +558,7 @@ impl Node {
             .await
             .map_err(|_| PublishError::Stopped)?;
         let result = match response.await {
-            Ok(Ok(bulletin)) => {
-                // Numbering goes on from it: nothing more to check.
-                self.chain_check.send_replace(ChainCheck::DONE);
-                return Ok(bulletin);
-            }
+            Ok(Ok(bulletin)) => return Ok(bulletin),
             Ok(Err(StoreError::Sign(e))) => {
                 // Refused before signing: the key is as new as it was.
                 if let (Some(path), Some(mut mark)) = (removed, mark)
@@ -612,6 +630,7 @@ impl Node {
         let store = self.store.clone();
         let registry = Arc::clone(&self.registry);
         let writer = self.writer.clone();
+        let own_before = self.store.head(&self.own_key)?.highest;
         let report = tokio::task::spawn_blocking(move || {
             let mut sink =
                 |items: Vec<(SignedBulletin, MemberId)>| -> Result<Vec<crate::store::Stored>, StoreError> {
@@ -635,6 +654,10 @@ impl Node {
         .map_err(|e| StoreError::Corrupt(format!("import task failed: {e}")))??;
         if report.registry_applied > 0 {
             let _ = self.commands.send(Command::RegistryChanged).await;
+        }
+        // The operator brought the key's chain back: numbering goes on from it.
+        if self.store.head(&self.own_key)?.highest > own_before && !self.chain_check.borrow().done {
+            self.chain_check_passed();
         }
         Ok(report)
     }

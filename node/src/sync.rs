@@ -198,6 +198,9 @@ pub struct SyncReport {
     pub behind: u64,
     /// Whether the two nodes were already in step.
     pub in_step: bool,
+    /// Whether the session holds all the peer has of
+    /// [`SyncLink::first_chain`] (false when there is none).
+    pub first_chain_fetched: bool,
     /// Bytes of requests sent, as framed on the wire.
     pub bytes_sent: u64,
     /// Bytes of responses received, as framed on the wire.
@@ -317,11 +320,11 @@ impl SyncLink for NetworkLink {
     }
 
     fn first_chain_fetched(&self) {
-        // If the queue is full, the end of the session tells the same.
-        let _ = self
-            .ctx
-            .commands
-            .try_send(Command::OwnChainFetched { peer: self.peer });
+        // Not `try_send`: the queue may be full of the page's gossip.
+        let (commands, peer) = (self.ctx.commands.clone(), self.peer);
+        tokio::spawn(async move {
+            let _ = commands.send(Command::OwnChainFetched { peer }).await;
+        });
     }
 }
 
@@ -402,6 +405,7 @@ pub async fn pull<L: SyncLink>(
             report.in_step = true;
             // The same state: nothing of any chain to fetch.
             if link.first_chain().is_some() {
+                report.first_chain_fetched = true;
                 link.first_chain_fetched();
             }
             return Ok(report);
@@ -460,10 +464,13 @@ pub async fn pull<L: SyncLink>(
     let mut page_len = chains.len();
     let mut chains = known(chains);
     let mut pages = 1;
+    // The last key of a summary cut short: chains above it were not read.
+    let mut cut_after = None;
     while let Some(last) = after
         && page_len == sync::MAX_CHAINS
     {
         if pages == MAX_SUMMARY_PAGES {
+            cut_after = Some(last);
             tracing::warn!(
                 pages,
                 "the peer's summary goes on past {MAX_SUMMARY_PAGES} pages; syncing the chains read so far"
@@ -482,6 +489,7 @@ pub async fn pull<L: SyncLink>(
             // request: sync what its first page listed.
             Err(SyncError::Request(reason)) => {
                 tracing::info!(%reason, "the peer did not answer for more chains; syncing the chains read so far");
+                cut_after = Some(last);
                 break;
             }
             Err(e) => return Err(e),
@@ -512,14 +520,17 @@ pub async fn pull<L: SyncLink>(
         let want = wants.remove(i);
         wants.insert(0, want);
     }
-    let mut first_pending = first.is_some();
-    let mut first_done = |wants: &[Want]| {
+    // Unless the summary was cut short before the chain's key: what the peer
+    // holds of it is not known.
+    let mut first_pending = first.is_some_and(|k| cut_after.is_none_or(|last| k <= last));
+    let mut first_done = |wants: &[Want], report: &mut SyncReport| {
         if first_pending && !wants.iter().any(|w| Some(w.key) == first) {
             first_pending = false;
+            report.first_chain_fetched = true;
             link.first_chain_fetched();
         }
     };
-    first_done(&wants);
+    first_done(&wants, &mut report);
     let mut received: BTreeMap<KeyId, Vec<Seq>> = BTreeMap::new();
     for _ in 0..MAX_PAGES_PER_SESSION {
         if wants.is_empty() {
@@ -561,7 +572,7 @@ pub async fn pull<L: SyncLink>(
             // The peer sent all it holds of what this request asked for.
             wants = without_asked(wants, &request_wants);
         }
-        first_done(&wants);
+        first_done(&wants, &mut report);
     }
     Ok(report)
 }

@@ -379,9 +379,10 @@ impl SyncLink for FirstChainLink {
     }
 }
 
-/// A node catching up on a long chain of another member and a short one of its own (last in key
-/// order) fetches its own first, and says so while the rest is still to come: a node that lost
-/// its store numbers on from its chain without waiting for the whole catch-up.
+/// A node catching up on its own chain (last in key order, longer than a page) and another
+/// member's fetches its own first, and says so once it holds all of it, while the rest is still
+/// to come: a node that lost its store numbers on from its chain without waiting for the whole
+/// catch-up, and never from part of it. A peer with none of its chain says so before any fetch.
 #[tokio::test]
 async fn the_own_chain_is_fetched_first_and_reported_before_the_rest() {
     let net = network(2);
@@ -390,25 +391,26 @@ async fn the_own_chain_is_fetched_first_and_reported_before_the_rest() {
     let [(other, other_member, _), (own, own_member, _)] = signers[..] else {
         unreachable!()
     };
-    let mut items = Vec::new();
-    // More than one page of the other chain (4 MiB a page at most).
-    for (key, member, n) in [(other, other_member, 240), (own, own_member, 30)] {
+    let chain_of = |key: &herald_keys::SecretKey, member: &MemberId, n: u64| {
         let mut prev = None;
-        for seq in 1..=n {
-            let mut body = outreach(net.registry.network(), key, seq, prev, "b");
-            body.payload.bytes = vec![b'x'; 20_000];
-            let b = sign_bulletin(key, &body).unwrap();
-            prev = Some(b.id());
-            items.push((b, *member));
-        }
-    }
-    let (_a, a) = store_with(&net, &items);
-    let (_b, b) = store_with(&net, &[]);
-    let link = FirstChainLink {
+        (1..=n)
+            .map(|seq| {
+                let mut body = outreach(net.registry.network(), key, seq, prev, "b");
+                body.payload.bytes = vec![b'x'; 20_000];
+                let b = sign_bulletin(key, &body).unwrap();
+                prev = Some(b.id());
+                (b, *member)
+            })
+            .collect::<Vec<_>>()
+    };
+    // About 6 MB of the own chain and 3 MB of the other: pages hold 4 MiB.
+    let own_chain = chain_of(own, own_member, 300);
+    let other_chain = chain_of(other, other_member, 150);
+    let link_to = |peer: &Store, local: &Store| FirstChainLink {
         inner: InProcessLink {
-            peer_store: a.clone(),
+            peer_store: peer.clone(),
             peer_registry: Arc::new(RwLock::new(net.registry.clone())),
-            local_store: b.clone(),
+            local_store: local.clone(),
             sent: Default::default(),
             received: Default::default(),
         },
@@ -416,30 +418,32 @@ async fn the_own_chain_is_fetched_first_and_reported_before_the_rest() {
         log: Default::default(),
     };
     let registry = Arc::new(RwLock::new(net.registry.clone()));
+    let (_a, a) = store_with(&net, &[own_chain.clone(), other_chain.clone()].concat());
+    let (_b, b) = store_with(&net, &[]);
+    let link = link_to(&a, &b);
     let report = pull(&link, &b, &registry).await.unwrap();
-    assert_eq!(report.new_bulletins, 270);
+    assert_eq!(report.new_bulletins, 450);
+    assert!(report.first_chain_fetched);
     let log = link.log.into_inner().unwrap();
     assert_eq!(
         log,
         [
             "fetch, own chain first: Some(true)",
-            "own chain fetched, held to 30",
+            "fetch, own chain first: Some(true)",
+            "own chain fetched, held to 300",
             "fetch, own chain first: Some(false)",
         ],
         "{log:?}"
     );
-    // A node in step with its peer has nothing to fetch: reported at once.
-    let link = FirstChainLink {
-        inner: InProcessLink {
-            peer_store: a.clone(),
-            peer_registry: Arc::new(RwLock::new(net.registry.clone())),
-            local_store: b.clone(),
-            sent: Default::default(),
-            received: Default::default(),
-        },
-        first: own.id(),
-        log: Default::default(),
-    };
+    // In step with its peer: nothing to fetch, reported at once.
+    let link = link_to(&a, &b);
     pull(&link, &b, &registry).await.unwrap();
-    assert_eq!(link.log.into_inner().unwrap(), ["own chain fetched, held to 30"]);
+    assert_eq!(link.log.into_inner().unwrap(), ["own chain fetched, held to 300"]);
+    // A peer with none of the own chain: reported before any fetch.
+    let (_c, c) = store_with(&net, &other_chain);
+    let (_d, d) = store_with(&net, &[]);
+    let link = link_to(&c, &d);
+    pull(&link, &d, &registry).await.unwrap();
+    let log = link.log.into_inner().unwrap();
+    assert_eq!(log[0], "own chain fetched, held to 0", "{log:?}");
 }

@@ -826,3 +826,72 @@ async fn a_lone_network_has_no_one_to_ask() {
     })
     .await;
 }
+
+/// A node that lost its store catches up on a chain of its own longer than a sync page: a
+/// publication made as soon as the first page is stored waits for the rest, and numbers after the
+/// last bulletin, not after the first page. Restarted on a store that a crash left with part of the
+/// chain, the node checks again before numbering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_catch_up_under_way_does_not_end_the_chain_check() {
+    within(async {
+        let registry = TestRegistry::new(2);
+        let a = TestNode::start(&registry, 0).await.expect("start A");
+        let b = TestNode::start(&registry, 1).await.expect("start B");
+        connect(&a, &b).await.expect("connect");
+        // 24 bulletins of 200 KB: 4.8 MB, two pages (4 MiB a page).
+        let mut last = None;
+        for i in 0..24 {
+            let mut draft = sample_draft(&format!("large {i}"));
+            draft.payload.bytes = vec![b'x'; 200_000];
+            let bulletin = a.node.publish(draft).await.expect("publish");
+            b.wait_stored(bulletin.id()).await.expect("B gets it");
+            last = Some(bulletin);
+        }
+        let last = last.unwrap();
+        drop(a.stop().await);
+
+        let key = registry.member(0).signing_key.id();
+        let a = TestNode::start_in_with(&registry, 0, tempfile::tempdir().unwrap(), |s| {
+            s.key_past = KeyPast::Marked;
+            s.timing.first_sync_wait = WAIT;
+        })
+        .await
+        .expect("start A on an empty store");
+        let mark = a.events.len();
+        // Dialled, not `connect`ed: that would wait for the catch-up to end.
+        a.node.dial(b.dial_addr().await.expect("B's address")).await;
+        // Published as soon as the catch-up has stored a bulletin of A's.
+        a.events
+            .wait_for_from("A to store one of its own", mark, WAIT, |e| match e {
+                NodeEvent::BulletinStored { signer, .. } if *signer == key => Some(()),
+                _ => None,
+            })
+            .await
+            .expect("the catch-up stores A's chain");
+        let next = a
+            .node
+            .publish(sample_draft("after the loss"))
+            .await
+            .expect("publish");
+        assert_eq!((next.body().seq, next.body().prev), (Seq(25), Some(last.id())));
+        let dir = a.stop().await;
+
+        // A store that a crash left with part of the chain and the mark that
+        // the check has not passed: the node checks again (alone: refused).
+        herald_node::chain_check::mark_key_unchecked(dir.path(), &key).unwrap();
+        let a = TestNode::start_in_with(&registry, 0, dir, |s| s.key_past = KeyPast::Marked)
+            .await
+            .expect("restart A");
+        let refused = a
+            .node
+            .publish(sample_draft("alone"))
+            .await
+            .expect_err("a chain not checked taken as checked");
+        assert!(
+            matches!(refused, PublishError::ChainUnchecked { .. }),
+            "{refused}"
+        );
+        stop_all(vec![a, b]).await;
+    })
+    .await;
+}
