@@ -115,8 +115,9 @@ pub struct Published {
 /// Options of `POST /v1/bulletins`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct PublishParams {
-    /// The operator's word that the signing key has never published, so its
-    /// chain may start without a sync session first ([`Node::publish_new_chain`]).
+    /// The operator's word that the store holds the signing key's whole chain
+    /// (none, for a key that never published), so that the node numbers on
+    /// without checking with its peers first ([`Node::publish_new_chain`]).
     #[serde(default)]
     pub new_chain: bool,
 }

@@ -23,7 +23,7 @@ pub(crate) struct ChainCheck {
     pub(crate) done: bool,
     /// Peers whose session has done so since the node started.
     pub(crate) completed: usize,
-    /// Sessions under way.
+    /// Sessions under way that have not yet brought the chain back.
     pub(crate) running: usize,
 }
 

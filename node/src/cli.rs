@@ -297,9 +297,10 @@ pub(crate) struct PublishArgs {
     /// A member id the bulletin is meant for (repeatable; default: all members).
     #[arg(long = "audience")]
     pub(crate) audience: Vec<String>,
-    /// The signing key has never published: let its chain start without
-    /// checking with a peer first (only needed while the node holds no
-    /// bulletin of its key and no peer is reachable).
+    /// The store already holds the signing key's whole chain (restored from a
+    /// bundle, say), or the key has never published: number on from what the
+    /// store holds without checking with the peers first (only needed while
+    /// the node has not checked its chain and no peer answers).
     #[arg(long)]
     pub(crate) new_chain: bool,
 }

@@ -962,15 +962,25 @@ impl EventLoop {
         if self.chain_check.borrow().done {
             return;
         }
+        // Sessions still fetching the chain: those that have it may go on
+        // with the rest of a long catch-up.
+        let running = self
+            .syncing
+            .iter()
+            .filter(|p| !self.sessions_completed.contains(p))
+            .count();
         let check = ChainCheck::from_sessions(
             &self.sessions_completed,
             &self.connected,
-            self.syncing.len(),
+            running,
             !self.bootstrap_pending.is_empty(),
         );
         self.chain_check.send_if_modified(|c| {
-            let changed = *c != check;
-            *c = check;
+            // Never undoes a check the node ended meanwhile.
+            let changed = !c.done && *c != check;
+            if changed {
+                *c = check;
+            }
             changed
         });
         if check.done {

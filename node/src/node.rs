@@ -141,7 +141,7 @@ pub enum PublishError {
     /// The store holds no bulletin of the signing key, which is not known to
     /// be new, and no sync session has checked the network ([`KeyPast`]).
     #[error(
-        "this node holds no bulletin of its signing key and could not check with its peers within {} s ({peers} peers connected, {running} sync sessions still under way{}). If the key has published before, with a store since lost, publishing now would sign its numbers a second time. Connect the node to a peer (or let its sessions end) and try again; or, if the key has never published, say so: herald publish --new-chain (API: POST /v1/bulletins?new_chain=true)",
+        "this node could not check its signing key's chain with its peers within {} s ({peers} peers connected, {running} sync sessions still fetching it{}); it holds none of the chain, or only what a catch-up not yet checked brought. If the key has published before, with a store since lost, publishing now could sign its numbers a second time. Connect the node to a peer (or let its sessions end) and try again; or, once the store holds the whole chain, or if the key has never published, say so: herald publish --new-chain (API: POST /v1/bulletins?new_chain=true)",
         waited.as_secs_f64(),
         last_sync_error.as_deref().map(|e| format!("; the last sync failed: {e}")).unwrap_or_default()
     )]
@@ -158,7 +158,7 @@ pub enum PublishError {
     /// As [`PublishError::ChainUnchecked`], in a network whose registry lists
     /// no other node to ask.
     #[error(
-        "this node holds no bulletin of its signing key, and the registry lists no other node that could hold its chain. If the key has published before, with a store since lost, publishing now would sign its numbers a second time (import its chain from a bundle first: herald import); if it has never published, say so: herald publish --new-chain (API: POST /v1/bulletins?new_chain=true)"
+        "this node has not checked its signing key's chain with another node, and the registry lists no other node to ask. If the key has published before, with a store since lost, publishing now could sign its numbers a second time: import its whole chain from a bundle first (herald import). Once the store holds the whole chain, or if the key has never published, say so: herald publish --new-chain (API: POST /v1/bulletins?new_chain=true)"
     )]
     NoOneToAsk,
     /// The mark saying the key is new could not be removed before signing.
@@ -309,24 +309,26 @@ impl Node {
         let chain_held = store.head(&own_key)?.highest.0 > 0;
         let mark = crate::chain_check::unused_key_mark(&settings.data_dir, &own_key);
         let marked = settings.key_past == KeyPast::Marked && mark.exists();
-        if chain_held && marked {
-            // Left by a crash between the first bulletin and the removal.
-            crate::chain_check::remove_mark(&mark).map_err(|e| StartError::Mark {
-                path: mark.clone(),
-                reason: e.to_string(),
-            })?;
-        }
-        // A start with no bulletin of the key (and no mark that it is new)
-        // leaves a mark until the check passes: a catch-up cut short by a
-        // crash must not count as the chain held at the next start.
         let unchecked = crate::chain_check::unchecked_key_mark(&settings.data_dir, &own_key);
-        if settings.key_past == KeyPast::Marked && !chain_held && !marked {
-            crate::chain_check::mark_key_unchecked(&settings.data_dir, &own_key).map_err(|e| {
-                StartError::Mark {
-                    path: unchecked.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
+        let mark_failed = |path: &PathBuf| {
+            let path = path.clone();
+            move |e: std::io::Error| StartError::Mark {
+                path,
+                reason: e.to_string(),
+            }
+        };
+        // Until the check passes, a mark says it has not: a catch-up cut
+        // short by a crash must not count as a checked chain at the next
+        // start. Written at every start with no chain of the key, and when a
+        // chain lies beside a mark that the key is new: that mark goes before
+        // the key's first bulletin is signed, so the chain came from peers or
+        // a bundle, and the mark is stale (restored from a backup, say).
+        if settings.key_past == KeyPast::Marked && (!chain_held || marked) {
+            crate::chain_check::mark_key_unchecked(&settings.data_dir, &own_key)
+                .map_err(mark_failed(&unchecked))?;
+        }
+        if chain_held && marked {
+            crate::chain_check::remove_mark(&mark).map_err(mark_failed(&mark))?;
         }
         let checked = settings.key_past == KeyPast::New || (chain_held && !unchecked.exists());
         let (chain_check, _) = watch::channel(if checked {
@@ -334,6 +336,19 @@ impl Node {
         } else {
             ChainCheck::default()
         });
+        if unchecked.exists() {
+            // Removed once the check passes, however it does.
+            let mut check = chain_check.subscribe();
+            let path = unchecked.clone();
+            tokio::spawn(async move {
+                if check.wait_for(|c| c.done).await.is_ok()
+                    && let Err(e) = crate::chain_check::remove_mark(&path)
+                {
+                    // Kept: the next start checks again, which is safe.
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove the mark that the chain is unchecked");
+                }
+            });
+        }
         let unused_mark = (marked && !chain_held).then_some(mark);
         let (indexer, indexer_thread) = crate::indexer::spawn(Indexer {
             store: store.clone(),
@@ -442,18 +457,6 @@ impl Node {
         })
     }
 
-    /// The check has passed (or the operator vouched for the chain): from
-    /// now on the node numbers on from what it holds, and a restart does not
-    /// check again.
-    fn chain_check_passed(&self) {
-        self.chain_check.send_replace(ChainCheck::DONE);
-        let mark = crate::chain_check::unchecked_key_mark(&self.data_dir, &self.own_key);
-        if let Err(e) = crate::chain_check::remove_mark(&mark) {
-            // Kept: the next start checks again, which is safe.
-            tracing::warn!(path = %mark.display(), error = %e, "cannot remove the mark that the chain is unchecked");
-        }
-    }
-
     /// This node's member.
     pub fn member(&self) -> MemberId {
         self.member
@@ -492,9 +495,10 @@ impl Node {
         self.publish_checked(draft, false).await
     }
 
-    /// [`Node::publish`] on the operator's word that the signing key has
-    /// never published: its chain may start at number 1 without checking
-    /// with the network first. Nothing else changes.
+    /// [`Node::publish`] on the operator's word that the store holds the
+    /// signing key's whole chain (none, for a key that never published): the
+    /// node numbers on from what it holds without checking with the network
+    /// first. Nothing else changes.
     pub async fn publish_new_chain(&self, draft: Draft) -> Result<SignedBulletin, PublishError> {
         self.publish_checked(draft, true).await
     }
@@ -518,12 +522,10 @@ impl Node {
                 )));
             }
         }
-        if !self.chain_check.borrow().done {
-            if !new_chain {
-                let marked = self.unused_mark.lock().await.is_some();
-                self.chain_checked(marked).await?;
-            }
-            self.chain_check_passed();
+        if !new_chain && !self.chain_check.borrow().done {
+            let marked = self.unused_mark.lock().await.is_some();
+            self.chain_checked(marked).await?;
+            self.chain_check.send_replace(ChainCheck::DONE);
         }
         // A first publication removes the mark before anything is signed (if
         // it cannot, nothing is), and writes it back if the writer signs
@@ -558,7 +560,19 @@ impl Node {
             .await
             .map_err(|_| PublishError::Stopped)?;
         let result = match response.await {
-            Ok(Ok(bulletin)) => return Ok(bulletin),
+            Ok(Ok(bulletin)) => {
+                // Numbered on from what the store held: nothing more to check
+                // (after `--new-chain`, the operator's word), at the next
+                // start either.
+                self.chain_check.send_replace(ChainCheck::DONE);
+                let unchecked = crate::chain_check::unchecked_key_mark(&self.data_dir, &self.own_key);
+                if unchecked.exists()
+                    && let Err(e) = crate::chain_check::remove_mark(&unchecked)
+                {
+                    tracing::warn!(path = %unchecked.display(), error = %e, "cannot remove the mark that the chain is unchecked");
+                }
+                return Ok(bulletin);
+            }
             Ok(Err(StoreError::Sign(e))) => {
                 // Refused before signing: the key is as new as it was.
                 if let (Some(path), Some(mut mark)) = (removed, mark)
@@ -630,7 +644,6 @@ impl Node {
         let store = self.store.clone();
         let registry = Arc::clone(&self.registry);
         let writer = self.writer.clone();
-        let own_before = self.store.head(&self.own_key)?.highest;
         let report = tokio::task::spawn_blocking(move || {
             let mut sink =
                 |items: Vec<(SignedBulletin, MemberId)>| -> Result<Vec<crate::store::Stored>, StoreError> {
@@ -654,10 +667,6 @@ impl Node {
         .map_err(|e| StoreError::Corrupt(format!("import task failed: {e}")))??;
         if report.registry_applied > 0 {
             let _ = self.commands.send(Command::RegistryChanged).await;
-        }
-        // The operator brought the key's chain back: numbering goes on from it.
-        if self.store.head(&self.own_key)?.highest > own_before && !self.chain_check.borrow().done {
-            self.chain_check_passed();
         }
         Ok(report)
     }

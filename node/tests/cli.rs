@@ -266,7 +266,7 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
     ]);
     assert!(!unchecked.status.success());
     assert!(
-        stderr(&unchecked).contains("could not check with its peers")
+        stderr(&unchecked).contains("could not check its signing key's chain")
             && stderr(&unchecked).contains("--new-chain"),
         "{}",
         stderr(&unchecked)

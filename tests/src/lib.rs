@@ -54,6 +54,26 @@ fn is_store_locked(e: &StartError) -> bool {
     matches!(e, StartError::Store(_)) && e.to_string().contains("could not acquire lock")
 }
 
+/// Opens the store in `dir` once a node stopped just before has released it (at most
+/// [`STORE_RELEASE`]; see [`TestNode::start_in`]).
+pub async fn open_store_when_free(
+    dir: &std::path::Path,
+    network: NetworkId,
+) -> Result<herald_node::Store, herald_node::StoreError> {
+    let deadline = tokio::time::Instant::now() + STORE_RELEASE;
+    loop {
+        match herald_node::Store::open(dir, network) {
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// 2026-01-01T00:00:00Z, the genesis time of test registries.
 pub const GENESIS_TIME: Timestamp = Timestamp(1_767_225_600_000);
 

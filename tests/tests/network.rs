@@ -829,8 +829,7 @@ async fn a_lone_network_has_no_one_to_ask() {
 
 /// A node that lost its store catches up on a chain of its own longer than a sync page: a
 /// publication made as soon as the first page is stored waits for the rest, and numbers after the
-/// last bulletin, not after the first page. Restarted on a store that a crash left with part of the
-/// chain, the node checks again before numbering.
+/// last bulletin, not after the first page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_catch_up_under_way_does_not_end_the_chain_check() {
     within(async {
@@ -874,24 +873,90 @@ async fn a_catch_up_under_way_does_not_end_the_chain_check() {
             .await
             .expect("publish");
         assert_eq!((next.body().seq, next.body().prev), (Seq(25), Some(last.id())));
-        let dir = a.stop().await;
+        stop_all(vec![a, b]).await;
+    })
+    .await;
+}
 
-        // A store that a crash left with part of the chain and the mark that
-        // the check has not passed: the node checks again (alone: refused).
-        herald_node::chain_check::mark_key_unchecked(dir.path(), &key).unwrap();
-        let a = TestNode::start_in_with(&registry, 0, dir, |s| s.key_past = KeyPast::Marked)
+/// The marks that keep the check across restarts. A node that starts on an empty store beside a
+/// stale mark that its key is new (restored from a backup), and is stopped with part of its chain
+/// (as a catch-up cut short leaves it), checks again at the next start: alone, it is refused and
+/// numbers nothing. A check that passed, with a bulletin numbered on, is not made again: alone
+/// after a restart, the node publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chain_cut_short_is_checked_again_after_a_restart() {
+    within(async {
+        let registry = TestRegistry::new(2);
+        let a = TestNode::start(&registry, 0).await.expect("start A");
+        let b = TestNode::start(&registry, 1).await.expect("start B");
+        connect(&a, &b).await.expect("connect");
+        let mut own = Vec::new();
+        for i in 1..=3 {
+            let bulletin = a
+                .node
+                .publish(sample_draft(&format!("own {i}")))
+                .await
+                .expect("publish");
+            b.wait_stored(bulletin.id()).await.expect("B gets it");
+            own.push(bulletin);
+        }
+        drop(a.stop().await);
+        let key = registry.member(0).signing_key.id();
+        let marked = |s: &mut herald_node::NodeSettings| s.key_past = KeyPast::Marked;
+
+        // A new store beside a stale mark that the key is new.
+        let dir = tempfile::tempdir().unwrap();
+        herald_node::chain_check::mark_key_unused(dir.path(), &key).unwrap();
+        let a = TestNode::start_in_with(&registry, 0, dir, marked)
             .await
-            .expect("restart A");
+            .expect("start A");
+        let dir = a.stop().await;
+        // What a catch-up cut short leaves: the first two of three.
+        let items: Vec<_> = own[..2]
+            .iter()
+            .map(|b| (b.clone(), registry.member(0).id()))
+            .collect();
+        let store = herald_tests::open_store_when_free(dir.path(), registry.network())
+            .await
+            .expect("open A's store");
+        store.insert_verified(&items).unwrap();
+        store.flush().unwrap();
+        drop(store);
+        let a = TestNode::start_in_with(&registry, 0, dir, marked)
+            .await
+            .expect("restart A alone");
+        assert!(
+            !herald_node::chain_check::unused_key_mark(a.dir.path(), &key).exists(),
+            "a mark that the key is new, beside a chain of it, is stale"
+        );
         let refused = a
             .node
             .publish(sample_draft("alone"))
             .await
-            .expect_err("a chain not checked taken as checked");
+            .expect_err("a chain cut short taken as checked");
         assert!(
             matches!(refused, PublishError::ChainUnchecked { .. }),
             "{refused}"
         );
-        stop_all(vec![a, b]).await;
+
+        // Checked with B and numbered on: not checked again after a restart.
+        connect(&a, &b).await.expect("connect");
+        let next = a.node.publish(sample_draft("checked")).await.expect("publish");
+        assert_eq!((next.body().seq, next.body().prev), (Seq(4), Some(own[2].id())));
+        let dir = a.stop().await;
+        let b_id = b.peer_id();
+        drop(b.stop().await);
+        let a = TestNode::start_in_with(&registry, 0, dir, marked)
+            .await
+            .expect("restart A alone");
+        assert!(!a.node.connected_peers().await.contains(&b_id));
+        let alone = a
+            .node
+            .publish(sample_draft("alone, checked"))
+            .await
+            .expect("publish alone");
+        assert_eq!(alone.body().seq, Seq(5));
+        stop_all(vec![a]).await;
     })
     .await;
 }

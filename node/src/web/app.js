@@ -223,7 +223,7 @@ async function publish(event) {
   };
   const newChain = $("p-new-chain").checked;
   const question = "Sign and publish \"" + draft.title + "\" in your organisation's name, to every member? It cannot be taken back, only withdrawn by a later bulletin." +
-    (newChain ? " You say this key has never published: if it has, with a store since lost, this signs one of its numbers a second time." : "");
+    (newChain ? " You say this node holds its key's whole chain, or the key has never published: if not, this signs one of its numbers a second time." : "");
   if (!window.confirm(question)) {
     return;
   }
