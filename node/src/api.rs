@@ -299,9 +299,11 @@ async fn publish(
         )
             .into_response()),
         Err(PublishError::Invalid(m)) => Err(Failure(StatusCode::BAD_REQUEST, m)),
-        Err(e @ (PublishError::ChainUnchecked { .. } | PublishError::NoOneToAsk)) => {
-            Err(Failure(StatusCode::CONFLICT, e.to_string()))
-        }
+        Err(
+            e @ (PublishError::ChainUnchecked { .. }
+            | PublishError::NoOneToAsk
+            | PublishError::ChainBehind { .. }),
+        ) => Err(Failure(StatusCode::CONFLICT, e.to_string())),
         Err(PublishError::Stopped) => Err(Failure(
             StatusCode::SERVICE_UNAVAILABLE,
             "the node is stopping".into(),

@@ -155,6 +155,17 @@ pub enum PublishError {
         /// Why the last sync session failed, if it did.
         last_sync_error: Option<String>,
     },
+    /// A peer listed more of the signing key's chain than this node holds,
+    /// and its session has not brought it back yet.
+    #[error(
+        "a peer listed number {claimed} of this node's signing key, and this node holds up to {held}: its catch-up is bringing the rest (see herald status). Publish again once it has; publishing now would sign those numbers a second time. If the peer is wrong and the store holds the whole chain, say so: herald publish --new-chain (API: POST /v1/bulletins?new_chain=true)"
+    )]
+    ChainBehind {
+        /// The highest number this node holds.
+        held: Seq,
+        /// The highest number a peer listed.
+        claimed: Seq,
+    },
     /// As [`PublishError::ChainUnchecked`], in a network whose registry lists
     /// no other node to ask.
     #[error(
@@ -526,6 +537,17 @@ impl Node {
             let marked = self.unused_mark.lock().await.is_some();
             self.chain_checked(marked).await?;
             self.chain_check.send_replace(ChainCheck::DONE);
+        }
+        // Whatever the check said: numbers a peer has listed and not yet
+        // brought back are not signed again.
+        if new_chain {
+            self.store.clear_chain_claims(&self.own_key, None)?;
+        } else {
+            let claimed = self.store.chain_claimed(&self.own_key)?;
+            let held = self.store.numbered_up_to(&self.own_key)?;
+            if claimed > held {
+                return Err(PublishError::ChainBehind { held, claimed });
+            }
         }
         // A first publication removes the mark before anything is signed (if
         // it cannot, nothing is), and writes it back if the writer signs

@@ -49,6 +49,9 @@ pub mod trees {
     pub const REGISTRY: &str = "registry/v1";
     /// Node metadata: schema version, network.
     pub const META: &str = "meta";
+    /// Numbers of a key's chain that a peer listed and this node lacked:
+    /// key (32) || peer (its id's bytes) -> highest number listed (u64).
+    pub const CLAIMS: &str = "chain-claims/v1";
 }
 
 /// Key prefixes inside [`trees::BULLETINS`]. Integers are big-endian so that
@@ -208,6 +211,8 @@ pub struct Store {
     db: sled::Db,
     bulletins: sled::Tree,
     registry: sled::Tree,
+    /// [`trees::CLAIMS`].
+    claims: sled::Tree,
     /// Bulletins staged: verified, readable, not yet folded.
     staged: Arc<Mutex<Staged>>,
     /// Held by a fold from its look at the staged set until it lets go of
@@ -477,6 +482,7 @@ impl Store {
         let store = Self {
             bulletins,
             registry: db.open_tree(trees::REGISTRY)?,
+            claims: db.open_tree(trees::CLAIMS)?,
             db,
             staged: Arc::new(Mutex::new(Staged::default())),
             fold_lock: Arc::new(Mutex::new(())),
@@ -774,6 +780,59 @@ impl Store {
             .get(chain_key(key, seq))?
             .map(|v| id_from(&v))
             .transpose()
+    }
+
+    /// The highest number of `key`'s chain this node holds or has journaled
+    /// (its own bulletins are journaled before they are folded).
+    pub fn numbered_up_to(&self, key: &KeyId) -> Result<Seq, StoreError> {
+        let folded = self.head(key)?.highest;
+        let journaled = self.journal().tip(key).map_or(Seq(0), |(seq, _)| seq);
+        Ok(folded.max(journaled))
+    }
+
+    /// Records, durably, that `peer` listed `key`'s chain up to `highest`,
+    /// above what this node holds: until that peer's session has brought
+    /// back all it holds of the chain, the node numbers nothing of `key`
+    /// ([`Store::chain_claimed`]).
+    pub fn note_chain_claim(&self, key: &KeyId, peer: &[u8], highest: Seq) -> Result<(), StoreError> {
+        let claims = &self.claims;
+        claims.insert([key.as_bytes(), peer].concat(), &highest.0.to_be_bytes())?;
+        claims.flush()?;
+        Ok(())
+    }
+
+    /// Forgets `peer`'s claim on `key`'s chain (its session brought back all
+    /// it holds), or every peer's with `peer` `None`.
+    pub fn clear_chain_claims(&self, key: &KeyId, peer: Option<&[u8]>) -> Result<(), StoreError> {
+        let claims = &self.claims;
+        match peer {
+            Some(peer) => {
+                claims.remove([key.as_bytes(), peer].concat())?;
+            }
+            None => {
+                for entry in claims.scan_prefix(key.as_bytes()) {
+                    claims.remove(entry?.0)?;
+                }
+            }
+        }
+        claims.flush()?;
+        Ok(())
+    }
+
+    /// The highest number of `key`'s chain a peer listed that the node has
+    /// not yet brought back from it (0 if none).
+    pub fn chain_claimed(&self, key: &KeyId) -> Result<Seq, StoreError> {
+        let claims = &self.claims;
+        let mut highest = Seq(0);
+        for entry in claims.scan_prefix(key.as_bytes()) {
+            let (_, value) = entry?;
+            let bytes: [u8; 8] = value
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("a chain claim is not 8 bytes".into()))?;
+            highest = highest.max(Seq(u64::from_be_bytes(bytes)));
+        }
+        Ok(highest)
     }
 
     /// What is held of `key`'s chain.

@@ -257,6 +257,12 @@ pub trait SyncLink: Send + Sync {
     /// The session holds all the peer has of [`SyncLink::first_chain`].
     /// Called at most once a session.
     fn first_chain_fetched(&self) {}
+    /// The peer lists [`SyncLink::first_chain`] up to `highest`, above what
+    /// this node holds: recorded durably before anything of it is fetched.
+    fn first_chain_claimed(&self, highest: Seq) -> impl Future<Output = Result<(), SyncError>> + Send {
+        let _ = highest;
+        async { Ok(()) }
+    }
 }
 
 /// A session over the network, for one peer.
@@ -322,9 +328,22 @@ impl SyncLink for NetworkLink {
     fn first_chain_fetched(&self) {
         // Not `try_send`: the queue may be full of the page's gossip.
         let (commands, peer) = (self.ctx.commands.clone(), self.peer);
+        let (store, key) = (self.ctx.store.clone(), self.ctx.own_key);
         tokio::spawn(async move {
+            // All the peer holds of the chain is here: its claim is met.
+            let cleared =
+                tokio::task::spawn_blocking(move || store.clear_chain_claims(&key, Some(&peer.to_bytes())));
+            if let Ok(Err(e)) = cleared.await {
+                tracing::warn!(error = %e, "cannot clear a peer's claim on the node's chain");
+            }
             let _ = commands.send(Command::OwnChainFetched { peer }).await;
         });
+    }
+
+    async fn first_chain_claimed(&self, highest: Seq) -> Result<(), SyncError> {
+        let (store, key, peer) = (self.ctx.store.clone(), self.ctx.own_key, self.peer.to_bytes());
+        blocking(move || store.note_chain_claim(&key, &peer, highest)).await??;
+        Ok(())
     }
 }
 
@@ -500,6 +519,18 @@ pub async fn pull<L: SyncLink>(
         after = page.last().map(|c| c.key);
         chains.extend(known(page));
     }
+    // The first chain: a peer listing more of it than this node holds says
+    // so before any of it is stored, so that a session cut short is not
+    // taken for the whole.
+    let first = link.first_chain();
+    if let Some(k) = first
+        && let Some(listed) = chains.iter().find(|c| c.key == k).map(|c| c.highest)
+    {
+        let store = local_store.clone();
+        if listed > blocking(move || store.numbered_up_to(&k)).await?? {
+            link.first_chain_claimed(listed).await?;
+        }
+    }
     let store = local_store.clone();
     let mut wants = blocking(move || -> Result<Vec<Want>, StoreError> {
         let ours = store.summaries()?;
@@ -515,7 +546,6 @@ pub async fn pull<L: SyncLink>(
     .await??;
     report.behind = wanted_count(&wants);
     // The first chain goes to the front: it is asked for, and stored, first.
-    let first = link.first_chain();
     if let Some(i) = first.and_then(|k| wants.iter().position(|w| w.key == k)) {
         let want = wants.remove(i);
         wants.insert(0, want);

@@ -377,6 +377,15 @@ impl SyncLink for FirstChainLink {
             .unwrap()
             .push(format!("own chain fetched, held to {}", held.0));
     }
+
+    async fn first_chain_claimed(&self, highest: Seq) -> Result<(), SyncError> {
+        let held = self.inner.local_store.head(&self.first).unwrap().highest;
+        self.log.lock().unwrap().push(format!(
+            "peer lists own chain to {}, held to {}",
+            highest.0, held.0
+        ));
+        Ok(())
+    }
 }
 
 /// A node catching up on its own chain (last in key order, longer than a page) and another
@@ -428,6 +437,7 @@ async fn the_own_chain_is_fetched_first_and_reported_before_the_rest() {
     assert_eq!(
         log,
         [
+            "peer lists own chain to 300, held to 0",
             "fetch, own chain first: Some(true)",
             "fetch, own chain first: Some(true)",
             "own chain fetched, held to 300",

@@ -960,3 +960,96 @@ async fn a_chain_cut_short_is_checked_again_after_a_restart() {
     })
     .await;
 }
+
+/// After the check has passed with a peer that holds none of the node's chain, a peer that holds
+/// it connects and a catch-up brings it: a publication during that catch-up is refused (a peer
+/// listed numbers the node lacks), never numbered inside the chain, and once the catch-up is done
+/// the chain goes on. A claim a session left unmet (as one cut short by a crash leaves it) holds
+/// across a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn numbers_a_peer_has_listed_are_not_signed_again() {
+    within(async {
+        let registry = TestRegistry::new(3);
+        let a = TestNode::start(&registry, 0).await.expect("start A");
+        let b = TestNode::start(&registry, 1).await.expect("start B");
+        connect(&a, &b).await.expect("connect");
+        // 24 bulletins of 200 KB: two pages or more of A's chain.
+        let mut own = Vec::new();
+        for i in 0..24 {
+            let mut draft = sample_draft(&format!("large {i}"));
+            draft.payload.bytes = vec![b'x'; 200_000];
+            let bulletin = a.node.publish(draft).await.expect("publish");
+            b.wait_stored(bulletin.id()).await.expect("B gets it");
+            own.push(bulletin);
+        }
+        drop(a.stop().await);
+        let c = TestNode::start(&registry, 2).await.expect("start C");
+        let key = registry.member(0).signing_key.id();
+        let marked = |s: &mut herald_node::NodeSettings| s.key_past = KeyPast::Marked;
+
+        // A's store is lost; it checks with C, which holds none of A's chain.
+        let a = TestNode::start_in_with(&registry, 0, tempfile::tempdir().unwrap(), marked)
+            .await
+            .expect("start A on an empty store");
+        connect(&a, &c).await.expect("connect A and C");
+        // Then B, which holds all of it, connects: published once the
+        // catch-up has stored one of A's.
+        let mark = a.events.len();
+        a.node.dial(b.dial_addr().await.expect("B's address")).await;
+        let own_stored = |e: &NodeEvent, seq: u64| match e {
+            NodeEvent::BulletinStored { signer, seq: s, .. } if *signer == key && s.0 >= seq => Some(()),
+            _ => None,
+        };
+        a.events
+            .wait_for_from("A to store one of its own", mark, WAIT, |e| own_stored(e, 1))
+            .await
+            .expect("the catch-up stores A's chain");
+        match a.node.publish(sample_draft("during the catch-up")).await {
+            Err(PublishError::ChainBehind { claimed, .. }) => assert_eq!(claimed, Seq(24)),
+            Ok(b) => panic!("numbered {} while B's chain of 24 was coming", b.body().seq),
+            Err(e) => panic!("{e}"),
+        }
+        a.events
+            .wait_for_from("A to store its 24th", mark, WAIT, |e| own_stored(e, 24))
+            .await
+            .expect("the catch-up ends");
+        let next = a.node.publish(sample_draft("after it")).await.expect("publish");
+        assert_eq!((next.body().seq, next.body().prev), (Seq(25), Some(own[23].id())));
+        drop(a.stop().await);
+
+        // A claim left unmet holds across a restart: a store with the first
+        // two of A's chain and B's claim to 24, started alone.
+        let dir = tempfile::tempdir().unwrap();
+        let store = herald_tests::open_store_when_free(dir.path(), registry.network())
+            .await
+            .expect("open a store");
+        let items: Vec<_> = own[..2]
+            .iter()
+            .map(|b| (b.clone(), registry.member(0).id()))
+            .collect();
+        store.insert_verified(&items).unwrap();
+        store
+            .note_chain_claim(&key, &b.peer_id().to_bytes(), Seq(24))
+            .unwrap();
+        store.flush().unwrap();
+        drop(store);
+        let a = TestNode::start_in_with(&registry, 0, dir, |s| s.key_past = KeyPast::New)
+            .await
+            .expect("start A alone");
+        let refused = a
+            .node
+            .publish(sample_draft("alone"))
+            .await
+            .expect_err("numbered inside B's chain");
+        assert!(matches!(refused, PublishError::ChainBehind { .. }), "{refused}");
+        // The operator's word overrides it.
+        let forced = a
+            .node
+            .publish_new_chain(sample_draft("the operator's word"))
+            .await
+            .expect("publish");
+        assert_eq!(forced.body().seq, Seq(3));
+        stop_all(vec![a, b, c]).await;
+    })
+    .await;
+}
