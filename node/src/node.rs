@@ -543,10 +543,14 @@ impl Node {
         if new_chain {
             self.store.clear_chain_claims(&self.own_key, None)?;
         } else {
+            // (Rarely any claim: what is held is looked up, under the
+            // journal's lock, only then.)
             let claimed = self.store.chain_claimed(&self.own_key)?;
-            let held = self.store.numbered_up_to(&self.own_key)?;
-            if claimed > held {
-                return Err(PublishError::ChainBehind { held, claimed });
+            if claimed > Seq(0) {
+                let held = self.store.numbered_up_to(&self.own_key)?;
+                if claimed > held {
+                    return Err(PublishError::ChainBehind { held, claimed });
+                }
             }
         }
         // A first publication removes the mark before anything is signed (if
