@@ -280,6 +280,11 @@ pub struct Node {
     /// the first bulletin. The lock also keeps two first publications from
     /// racing past it.
     unused_mark: tokio::sync::Mutex<Option<PathBuf>>,
+    /// Whether `unused_mark` may hold a mark (spares the lock otherwise).
+    mark_pending: std::sync::atomic::AtomicBool,
+    /// Whether the mark that the chain is unchecked may be in the store
+    /// folder (removed with the first bulletin numbered, if not before).
+    unchecked_pending: std::sync::atomic::AtomicBool,
     /// [`GossipTiming::first_sync_wait`].
     first_sync_wait: std::time::Duration,
 }
@@ -347,7 +352,8 @@ impl Node {
         } else {
             ChainCheck::default()
         });
-        if unchecked.exists() {
+        let unchecked_pending = unchecked.exists();
+        if unchecked_pending {
             // Removed once the check passes, however it does.
             let mut check = chain_check.subscribe();
             let path = unchecked.clone();
@@ -416,7 +422,9 @@ impl Node {
             own_key,
             data_dir,
             chain_check,
+            mark_pending: std::sync::atomic::AtomicBool::new(unused_mark.is_some()),
             unused_mark: tokio::sync::Mutex::new(unused_mark),
+            unchecked_pending: std::sync::atomic::AtomicBool::new(unchecked_pending),
             first_sync_wait,
         })
     }
@@ -534,7 +542,8 @@ impl Node {
             }
         }
         if !new_chain && !self.chain_check.borrow().done {
-            let marked = self.unused_mark.lock().await.is_some();
+            let marked = self.mark_pending.load(std::sync::atomic::Ordering::Acquire)
+                && self.unused_mark.lock().await.is_some();
             self.chain_checked(marked).await?;
             self.chain_check.send_replace(ChainCheck::DONE);
         }
@@ -557,19 +566,25 @@ impl Node {
         // it cannot, nothing is), and writes it back if the writer signs
         // nothing (a draft that breaks a rule). The lock is held until then,
         // so that no other publication goes past the mark meanwhile.
-        let mut mark = self.unused_mark.lock().await;
-        let removed = match mark.take() {
-            Some(path) => match crate::chain_check::remove_mark(&path) {
-                Ok(()) => Some(path),
-                Err(e) => {
-                    let reason = e.to_string();
-                    *mark = Some(path.clone());
-                    return Err(PublishError::Mark { path, reason });
-                }
-            },
-            None => None,
+        use std::sync::atomic::Ordering;
+        let (removed, mark) = if self.mark_pending.load(Ordering::Acquire) {
+            let mut mark = self.unused_mark.lock().await;
+            let removed = match mark.take() {
+                Some(path) => match crate::chain_check::remove_mark(&path) {
+                    Ok(()) => Some(path),
+                    Err(e) => {
+                        let reason = e.to_string();
+                        *mark = Some(path.clone());
+                        return Err(PublishError::Mark { path, reason });
+                    }
+                },
+                None => None,
+            };
+            self.mark_pending.store(false, Ordering::Release);
+            (removed.clone(), removed.is_some().then_some(mark))
+        } else {
+            (None, None)
         };
-        let mark = removed.is_some().then_some(mark);
         // The writer fills in the signer, the number and the link.
         let body = draft.into_body(
             self.network(),
@@ -590,12 +605,14 @@ impl Node {
                 // Numbered on from what the store held: nothing more to check
                 // (after `--new-chain`, the operator's word), at the next
                 // start either.
-                self.chain_check.send_replace(ChainCheck::DONE);
-                let unchecked = crate::chain_check::unchecked_key_mark(&self.data_dir, &self.own_key);
-                if unchecked.exists()
-                    && let Err(e) = crate::chain_check::remove_mark(&unchecked)
-                {
-                    tracing::warn!(path = %unchecked.display(), error = %e, "cannot remove the mark that the chain is unchecked");
+                if !self.chain_check.borrow().done {
+                    self.chain_check.send_replace(ChainCheck::DONE);
+                }
+                if self.unchecked_pending.swap(false, Ordering::AcqRel) {
+                    let unchecked = crate::chain_check::unchecked_key_mark(&self.data_dir, &self.own_key);
+                    if let Err(e) = crate::chain_check::remove_mark(&unchecked) {
+                        tracing::warn!(path = %unchecked.display(), error = %e, "cannot remove the mark that the chain is unchecked");
+                    }
                 }
                 return Ok(bulletin);
             }
@@ -605,6 +622,7 @@ impl Node {
                     && crate::chain_check::mark_key_unused(&self.data_dir, &self.own_key).is_ok()
                 {
                     *mark = Some(path);
+                    self.mark_pending.store(true, Ordering::Release);
                 }
                 return Err(PublishError::Invalid(e.to_string()));
             }

@@ -213,6 +213,10 @@ pub struct Store {
     registry: sled::Tree,
     /// [`trees::CLAIMS`].
     claims: sled::Tree,
+    /// Whether `claims` may hold any (spares a scan on every publication).
+    claims_present: Arc<std::sync::atomic::AtomicBool>,
+    /// Held while the claims change, so that `claims_present` follows them.
+    claims_lock: Arc<Mutex<()>>,
     /// Bulletins staged: verified, readable, not yet folded.
     staged: Arc<Mutex<Staged>>,
     /// Held by a fold from its look at the staged set until it lets go of
@@ -483,6 +487,10 @@ impl Store {
             bulletins,
             registry: db.open_tree(trees::REGISTRY)?,
             claims: db.open_tree(trees::CLAIMS)?,
+            claims_present: Arc::new(std::sync::atomic::AtomicBool::new(
+                !db.open_tree(trees::CLAIMS)?.is_empty(),
+            )),
+            claims_lock: Arc::new(Mutex::new(())),
             db,
             staged: Arc::new(Mutex::new(Staged::default())),
             fold_lock: Arc::new(Mutex::new(())),
@@ -796,6 +804,9 @@ impl Store {
     /// ([`Store::chain_claimed`]).
     pub fn note_chain_claim(&self, key: &KeyId, peer: &[u8], highest: Seq) -> Result<(), StoreError> {
         let claims = &self.claims;
+        let _changing = self.claims_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.claims_present
+            .store(true, std::sync::atomic::Ordering::Release);
         claims.insert([key.as_bytes(), peer].concat(), &highest.0.to_be_bytes())?;
         claims.flush()?;
         Ok(())
@@ -805,6 +816,7 @@ impl Store {
     /// it holds), or every peer's with `peer` `None`.
     pub fn clear_chain_claims(&self, key: &KeyId, peer: Option<&[u8]>) -> Result<(), StoreError> {
         let claims = &self.claims;
+        let _changing = self.claims_lock.lock().unwrap_or_else(|e| e.into_inner());
         match peer {
             Some(peer) => {
                 claims.remove([key.as_bytes(), peer].concat())?;
@@ -816,6 +828,10 @@ impl Store {
             }
         }
         claims.flush()?;
+        if claims.is_empty() {
+            self.claims_present
+                .store(false, std::sync::atomic::Ordering::Release);
+        }
         Ok(())
     }
 
@@ -824,6 +840,9 @@ impl Store {
     pub fn chain_claimed(&self, key: &KeyId) -> Result<Seq, StoreError> {
         let claims = &self.claims;
         let mut highest = Seq(0);
+        if !self.claims_present.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(highest);
+        }
         for entry in claims.scan_prefix(key.as_bytes()) {
             let (_, value) = entry?;
             let bytes: [u8; 8] = value
