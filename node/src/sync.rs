@@ -586,7 +586,14 @@ pub async fn pull<L: SyncLink>(
         };
         let accepted = verify_page(local_registry, pages, request_wants.clone()).await?;
         if accepted.is_empty() {
-            // A page with nothing wanted: the peer has nothing more (or stalls).
+            // A page with nothing wanted: the peer has nothing more (or
+            // stalls). Marked complete, it holds nothing more of what was
+            // asked: the first chain may be all here (a peer listing more
+            // than it serves must not keep its claim alive).
+            if complete {
+                wants = without_asked(wants, &request_wants);
+                first_done(&wants, &mut report);
+            }
             break;
         }
         for (bulletin, _) in &accepted {

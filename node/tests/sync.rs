@@ -348,6 +348,9 @@ struct FirstChainLink {
     inner: InProcessLink,
     first: KeyId,
     log: std::sync::Mutex<Vec<String>>,
+    /// Lists the first chain up to this number in the peer's summaries, as a
+    /// peer listing more than it holds would.
+    inflate: Option<u64>,
 }
 
 impl SyncLink for FirstChainLink {
@@ -359,7 +362,13 @@ impl SyncLink for FirstChainLink {
                 .unwrap()
                 .push(format!("fetch, own chain first: {first:?}"));
         }
-        self.inner.request(request).await
+        let mut response = self.inner.request(request).await?;
+        if let (Some(highest), SyncResponse::Summary { chains, .. }) = (self.inflate, &mut response) {
+            for chain in chains.iter_mut().filter(|c| c.key == self.first) {
+                chain.highest = Seq(highest);
+            }
+        }
+        Ok(response)
     }
 
     async fn store(&self, items: Vec<(SignedBulletin, MemberId)>) -> Result<Vec<Stored>, SyncError> {
@@ -425,6 +434,7 @@ async fn the_own_chain_is_fetched_first_and_reported_before_the_rest() {
         },
         first: own.id(),
         log: Default::default(),
+        inflate: None,
     };
     let registry = Arc::new(RwLock::new(net.registry.clone()));
     let (_a, a) = store_with(&net, &[own_chain.clone(), other_chain.clone()].concat());
@@ -456,4 +466,22 @@ async fn the_own_chain_is_fetched_first_and_reported_before_the_rest() {
     pull(&link, &d, &registry).await.unwrap();
     let log = link.log.into_inner().unwrap();
     assert_eq!(log[0], "own chain fetched, held to 0", "{log:?}");
+
+    // A peer listing more of the chain than it serves (an empty page marked
+    // complete): the session still ends the fetch of the chain, so that the
+    // peer's claim does not stay.
+    let (_e, e) = store_with(&net, &own_chain[..3]);
+    let (_f, f) = store_with(&net, &[&own_chain[..3], &other_chain[..2]].concat());
+    let mut link = link_to(&e, &f);
+    link.inflate = Some(5);
+    let report = pull(&link, &f, &registry).await.unwrap();
+    assert!(report.first_chain_fetched);
+    assert_eq!(
+        link.log.into_inner().unwrap(),
+        [
+            "peer lists own chain to 5, held to 3",
+            "fetch, own chain first: Some(true)",
+            "own chain fetched, held to 3",
+        ]
+    );
 }
