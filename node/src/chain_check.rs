@@ -78,7 +78,7 @@ pub fn unchecked_key_mark(store_dir: &Path, key: &KeyId) -> PathBuf {
 
 const UNCHECKED_TEXT: &str = "The node has not yet checked with its peers for the chain of this signing key\n\
 (named in the file name): it held no bulletin of it when it started. The node\n\
-removes this file once the check has passed, before it signs a bulletin of the key.\n";
+removes this file once the check has passed, or as it numbers a bulletin of the key.\n";
 
 /// Writes the mark that the node has not checked `key`'s chain yet, durably.
 pub fn mark_key_unchecked(store_dir: &Path, key: &KeyId) -> std::io::Result<()> {

@@ -771,6 +771,18 @@ mod tests {
         net.chain(n as u64).into_iter().map(|b| (b, member)).collect()
     }
 
+    /// Where each of `items` starts, written back to back from the header.
+    fn record_starts(items: &[(SignedBulletin, MemberId)]) -> Vec<usize> {
+        items
+            .iter()
+            .scan(HEADER as usize, |at, (b, _)| {
+                let start = *at;
+                *at += Journal::record_len(b);
+                Some(start)
+            })
+            .collect()
+    }
+
     /// A record in the layouts before the third (no group).
     fn encode_earlier(out: &mut Vec<u8>, key: &[u8], epoch: u64, member: &MemberId, bulletin: &[u8]) {
         let length = (32 + bulletin.len()) as u32;
@@ -1137,14 +1149,7 @@ mod tests {
             drop(j);
             assert!(end > 3 * BLOCK);
             let written = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
-            let starts: Vec<usize> = items[..50]
-                .iter()
-                .scan(HEADER as usize, |at, (b, _)| {
-                    let start = *at;
-                    *at += Journal::record_len(b);
-                    Some(start)
-                })
-                .collect();
+            let starts = record_starts(&items[..50]);
             // Block 1 never reached the disk (zeros, as the file was made).
             rewrite(dir.path(), |b| b[BLOCK..2 * BLOCK].fill(0));
             let torn = starts
@@ -1342,14 +1347,7 @@ mod tests {
         let mut written = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
         written.truncate(smallest + BLOCK);
         let first_changed = |bytes: &[u8]| written.iter().zip(bytes).position(|(a, b)| a != b);
-        let starts: Vec<usize> = items
-            .iter()
-            .scan(HEADER as usize, |at, (b, _)| {
-                let start = *at;
-                *at += Journal::record_len(b);
-                Some(start)
-            })
-            .collect();
+        let starts = record_starts(&items);
 
         let mut rng = StdRng::seed_from_u64(20_261_126);
         for round in 0..1500 {

@@ -346,13 +346,13 @@ impl Node {
         if chain_held && marked {
             crate::chain_check::remove_mark(&mark).map_err(mark_failed(&mark))?;
         }
-        let checked = settings.key_past == KeyPast::New || (chain_held && !unchecked.exists());
+        let unchecked_pending = unchecked.exists();
+        let checked = settings.key_past == KeyPast::New || (chain_held && !unchecked_pending);
         let (chain_check, _) = watch::channel(if checked {
             ChainCheck::DONE
         } else {
             ChainCheck::default()
         });
-        let unchecked_pending = unchecked.exists();
         if unchecked_pending {
             // Removed once the check passes, however it does.
             let mut check = chain_check.subscribe();

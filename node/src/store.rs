@@ -483,13 +483,12 @@ impl Store {
                 head_entry(&k, &v).map(|s| (s.key, s))
             })
             .collect::<Result<BTreeMap<_, _>, StoreError>>()?;
+        let claims = db.open_tree(trees::CLAIMS)?;
         let store = Self {
             bulletins,
             registry: db.open_tree(trees::REGISTRY)?,
-            claims: db.open_tree(trees::CLAIMS)?,
-            claims_present: Arc::new(std::sync::atomic::AtomicBool::new(
-                !db.open_tree(trees::CLAIMS)?.is_empty(),
-            )),
+            claims_present: Arc::new(std::sync::atomic::AtomicBool::new(!claims.is_empty())),
+            claims,
             claims_lock: Arc::new(Mutex::new(())),
             db,
             staged: Arc::new(Mutex::new(Staged::default())),

@@ -24,6 +24,23 @@ fn herald(args: &[&str]) -> Output {
         .expect("run herald")
 }
 
+/// `herald publish` of a low, TLP:CLEAR outreach bulletin titled `title`.
+fn publish_outreach(dir: &str, title: &str) -> Output {
+    herald(&[
+        "publish",
+        "--dir",
+        dir,
+        "--kind",
+        "outreach",
+        "--title",
+        title,
+        "--severity",
+        "low",
+        "--tlp",
+        "clear",
+    ])
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -231,19 +248,7 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
     std::fs::remove_file(mark(&one).unwrap()).unwrap();
 
     // No node runs yet: publishing says so and what to do.
-    let refused = herald(&[
-        "publish",
-        "--dir",
-        one_s,
-        "--kind",
-        "outreach",
-        "--title",
-        "t",
-        "--severity",
-        "low",
-        "--tlp",
-        "clear",
-    ]);
+    let refused = publish_outreach(one_s, "t");
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("herald run"), "{}", stderr(&refused));
 
@@ -251,19 +256,7 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
     first.wait_for(&["herald is running"]);
     api_refuses_requests_without_its_token(&one, base + 101);
     // Alone (the second node is not running yet), with no chain to check.
-    let unchecked = herald(&[
-        "publish",
-        "--dir",
-        one_s,
-        "--kind",
-        "outreach",
-        "--title",
-        "t",
-        "--severity",
-        "low",
-        "--tlp",
-        "clear",
-    ]);
+    let unchecked = publish_outreach(one_s, "t");
     assert!(!unchecked.status.success());
     assert!(
         stderr(&unchecked).contains("could not check its signing key's chain")
@@ -312,19 +305,7 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
         view["payload"].as_str().unwrap().as_bytes(),
         std::fs::read(csaf).unwrap()
     );
-    let confirmed = herald(&[
-        "publish",
-        "--dir",
-        two_s,
-        "--kind",
-        "outreach",
-        "--title",
-        "from a key marked new",
-        "--severity",
-        "low",
-        "--tlp",
-        "clear",
-    ]);
+    let confirmed = publish_outreach(two_s, "from a key marked new");
     assert!(confirmed.status.success(), "{}", stderr(&confirmed));
     assert!(mark(&two).is_none(), "the mark outlived the key's first bulletin");
     first.wait_for(&["stored", &stdout(&confirmed).trim()[..10]]);

@@ -386,8 +386,13 @@ fn publish_own_refuses_to_sign_over_a_gap() {
 /// A draft of `signer`'s with a 200 KiB payload: about 20 fill the journal
 /// of own bulletins (4 MiB).
 fn big_draft(signer: &SecretKey, n: u64) -> BulletinBody {
-    let mut body = Spec::new(1, None, 1_000 + n).body(signer);
-    body.payload.bytes = vec![b'x'; 200 * 1024];
+    sized_draft(signer, 1_000 + n, 200 * 1024)
+}
+
+/// A draft of `signer`'s created at `created`, with a payload of `bytes` bytes.
+fn sized_draft(signer: &SecretKey, created: u64, bytes: usize) -> BulletinBody {
+    let mut body = Spec::new(1, None, created).body(signer);
+    body.payload.bytes = vec![b'x'; bytes];
     body
 }
 
@@ -520,11 +525,7 @@ fn a_group_torn_by_a_crash_leaves_a_store_that_opens() {
     let signer = key(15);
     let me = member_of(&signer);
     // About 3.3 KiB each: the group spans the journal's blocks 0 to 3.
-    let draft = |n: u64| {
-        let mut body = Spec::new(1, None, 2_000 + n).body(&signer);
-        body.payload.bytes = vec![b'y'; 3_000];
-        body
-    };
+    let draft = |n: u64| sized_draft(&signer, 2_000 + n, 3_000);
     let published: Vec<SignedBulletin> = {
         let store = open(&dir);
         let outcomes = store
@@ -566,11 +567,7 @@ fn a_group_torn_by_a_crash_leaves_a_store_that_opens() {
 fn a_group_torn_at_its_first_record_leaves_nothing_to_number_on_from() {
     let signer = key(16);
     let me = member_of(&signer);
-    let draft = |n: u64, payload: usize| {
-        let mut body = Spec::new(1, None, 3_000 + n).body(&signer);
-        body.payload.bytes = vec![b'y'; payload];
-        body
-    };
+    let draft = |n: u64, payload: usize| sized_draft(&signer, 3_000 + n, payload);
     // The first two records (24 + member + bulletin each) end at byte 8,192.
     let trial = TempDir::new().unwrap();
     let sizes: Vec<usize> = open(&trial)

@@ -12,7 +12,8 @@ use futures::StreamExt;
 use herald_keys::SecretKey;
 use herald_node::{KeyPast, Node, NodeEvent, Origin, PublishError, Query};
 use herald_protocol::{
-    BulletinId, KeyId, MAX_BULLETIN_BYTES, RegistryOp, RegistryVersion, RevocationPoint, Seq, Timestamp,
+    BulletinId, KeyId, MAX_BULLETIN_BYTES, RegistryOp, RegistryVersion, RevocationPoint, Seq, SignedBulletin,
+    Timestamp,
 };
 use herald_tests::{
     GENESIS_TIME, TestNode, TestRegistry, WAIT, connect, connect_line, line_neighbours, origin_peer,
@@ -610,6 +611,39 @@ async fn restart_keeps_the_store_and_continues_the_chain() {
     .await;
 }
 
+/// `n` bulletins published by `from` (of `payload` bytes each if given), each waited for at `to`.
+async fn publish_seen_by(
+    from: &TestNode,
+    to: &TestNode,
+    n: usize,
+    payload: Option<usize>,
+) -> Vec<SignedBulletin> {
+    let mut published = Vec::with_capacity(n);
+    for i in 1..=n {
+        let mut draft = sample_draft(&format!("own {i}"));
+        if let Some(bytes) = payload {
+            draft.payload.bytes = vec![b'x'; bytes];
+        }
+        let bulletin = from.node.publish(draft).await.expect("publish");
+        to.wait_stored(bulletin.id()).await.expect("the peer gets it");
+        published.push(bulletin);
+    }
+    published
+}
+
+/// A node whose key's past is known from its store folder only (as `herald run` starts one).
+fn marked(settings: &mut herald_node::NodeSettings) {
+    settings.key_past = KeyPast::Marked;
+}
+
+/// Matches the store of a bulletin of `key` numbered `seq` or above.
+fn own_stored(key: KeyId, seq: u64) -> impl Fn(&NodeEvent) -> Option<()> {
+    move |e| match e {
+        NodeEvent::BulletinStored { signer, seq: s, .. } if *signer == key && s.0 >= seq => Some(()),
+        _ => None,
+    }
+}
+
 /// A node whose store was lost (its keys kept, no mark that the key is new) numbers nothing on its
 /// own: alone, its publication waits for a sync session and is refused, changing nothing. A
 /// publication made before it connects waits for the session, and continues the chain the peer
@@ -621,27 +655,16 @@ async fn a_node_that_lost_its_store_numbers_nothing_before_a_peer_gives_its_chai
         let a = TestNode::start(&registry, 0).await.expect("start A");
         let b = TestNode::start(&registry, 1).await.expect("start B");
         connect(&a, &b).await.expect("connect");
-        let mut own = Vec::new();
-        for i in 1..=2 {
-            let bulletin = a
-                .node
-                .publish(sample_draft(&format!("before the loss, {i}")))
-                .await
-                .expect("publish");
-            b.wait_stored(bulletin.id()).await.expect("B gets it");
-            own.push(bulletin);
-        }
+        let own = publish_seen_by(&a, &b, 2, None).await;
         let a_id = a.peer_id();
         let b_mark = b.events.len();
         drop(a.stop().await);
         b.wait_disconnected(a_id, b_mark).await.expect("B sees A go");
 
         // The store is lost: a new, empty directory with no mark.
-        let a = TestNode::start_in_with(&registry, 0, tempfile::tempdir().unwrap(), |s| {
-            s.key_past = KeyPast::Marked;
-        })
-        .await
-        .expect("start A on an empty store");
+        let a = TestNode::start_in_with(&registry, 0, tempfile::tempdir().unwrap(), marked)
+            .await
+            .expect("start A on an empty store");
         let refused = a
             .node
             .publish(sample_draft("alone"))
@@ -690,7 +713,6 @@ async fn a_new_key_starts_its_chain_alone_when_marked_or_confirmed() {
         let key = registry.member(0).signing_key.id();
         let mark = herald_node::chain_check::unused_key_mark(dir.path(), &key);
         herald_node::chain_check::mark_key_unused(dir.path(), &key).unwrap();
-        let marked = |s: &mut herald_node::NodeSettings| s.key_past = KeyPast::Marked;
         let a = TestNode::start_in_with(&registry, 0, dir, marked)
             .await
             .expect("start A");
@@ -802,7 +824,6 @@ async fn a_node_that_lost_its_store_waits_for_every_bootstrap_peer() {
 async fn a_lone_network_has_no_one_to_ask() {
     within(async {
         let registry = TestRegistry::new(1);
-        let marked = |s: &mut herald_node::NodeSettings| s.key_past = KeyPast::Marked;
         let dir = tempfile::tempdir().unwrap();
         let a = TestNode::start_in_with(&registry, 0, dir, marked)
             .await
@@ -838,15 +859,7 @@ async fn a_catch_up_under_way_does_not_end_the_chain_check() {
         let b = TestNode::start(&registry, 1).await.expect("start B");
         connect(&a, &b).await.expect("connect");
         // 24 bulletins of 200 KB: 4.8 MB, two pages (4 MiB a page).
-        let mut last = None;
-        for i in 0..24 {
-            let mut draft = sample_draft(&format!("large {i}"));
-            draft.payload.bytes = vec![b'x'; 200_000];
-            let bulletin = a.node.publish(draft).await.expect("publish");
-            b.wait_stored(bulletin.id()).await.expect("B gets it");
-            last = Some(bulletin);
-        }
-        let last = last.unwrap();
+        let last = publish_seen_by(&a, &b, 24, Some(200_000)).await.pop().unwrap();
         drop(a.stop().await);
 
         let key = registry.member(0).signing_key.id();
@@ -861,10 +874,7 @@ async fn a_catch_up_under_way_does_not_end_the_chain_check() {
         a.node.dial(b.dial_addr().await.expect("B's address")).await;
         // Published as soon as the catch-up has stored a bulletin of A's.
         a.events
-            .wait_for_from("A to store one of its own", mark, WAIT, |e| match e {
-                NodeEvent::BulletinStored { signer, .. } if *signer == key => Some(()),
-                _ => None,
-            })
+            .wait_for_from("A to store one of its own", mark, WAIT, own_stored(key, 1))
             .await
             .expect("the catch-up stores A's chain");
         let next = a
@@ -890,19 +900,9 @@ async fn a_chain_cut_short_is_checked_again_after_a_restart() {
         let a = TestNode::start(&registry, 0).await.expect("start A");
         let b = TestNode::start(&registry, 1).await.expect("start B");
         connect(&a, &b).await.expect("connect");
-        let mut own = Vec::new();
-        for i in 1..=3 {
-            let bulletin = a
-                .node
-                .publish(sample_draft(&format!("own {i}")))
-                .await
-                .expect("publish");
-            b.wait_stored(bulletin.id()).await.expect("B gets it");
-            own.push(bulletin);
-        }
+        let own = publish_seen_by(&a, &b, 3, None).await;
         drop(a.stop().await);
         let key = registry.member(0).signing_key.id();
-        let marked = |s: &mut herald_node::NodeSettings| s.key_past = KeyPast::Marked;
 
         // A new store beside a stale mark that the key is new.
         let dir = tempfile::tempdir().unwrap();
@@ -974,18 +974,10 @@ async fn numbers_a_peer_has_listed_are_not_signed_again() {
         let b = TestNode::start(&registry, 1).await.expect("start B");
         connect(&a, &b).await.expect("connect");
         // 24 bulletins of 200 KB: two pages or more of A's chain.
-        let mut own = Vec::new();
-        for i in 0..24 {
-            let mut draft = sample_draft(&format!("large {i}"));
-            draft.payload.bytes = vec![b'x'; 200_000];
-            let bulletin = a.node.publish(draft).await.expect("publish");
-            b.wait_stored(bulletin.id()).await.expect("B gets it");
-            own.push(bulletin);
-        }
+        let own = publish_seen_by(&a, &b, 24, Some(200_000)).await;
         drop(a.stop().await);
         let c = TestNode::start(&registry, 2).await.expect("start C");
         let key = registry.member(0).signing_key.id();
-        let marked = |s: &mut herald_node::NodeSettings| s.key_past = KeyPast::Marked;
 
         // A's store is lost; it checks with C, which holds none of A's chain.
         let a = TestNode::start_in_with(&registry, 0, tempfile::tempdir().unwrap(), marked)
@@ -996,12 +988,8 @@ async fn numbers_a_peer_has_listed_are_not_signed_again() {
         // catch-up has stored one of A's.
         let mark = a.events.len();
         a.node.dial(b.dial_addr().await.expect("B's address")).await;
-        let own_stored = |e: &NodeEvent, seq: u64| match e {
-            NodeEvent::BulletinStored { signer, seq: s, .. } if *signer == key && s.0 >= seq => Some(()),
-            _ => None,
-        };
         a.events
-            .wait_for_from("A to store one of its own", mark, WAIT, |e| own_stored(e, 1))
+            .wait_for_from("A to store one of its own", mark, WAIT, own_stored(key, 1))
             .await
             .expect("the catch-up stores A's chain");
         match a.node.publish(sample_draft("during the catch-up")).await {
@@ -1010,7 +998,7 @@ async fn numbers_a_peer_has_listed_are_not_signed_again() {
             Err(e) => panic!("{e}"),
         }
         a.events
-            .wait_for_from("A to store its 24th", mark, WAIT, |e| own_stored(e, 24))
+            .wait_for_from("A to store its 24th", mark, WAIT, own_stored(key, 24))
             .await
             .expect("the catch-up ends");
         let next = a.node.publish(sample_draft("after it")).await.expect("publish");
