@@ -43,6 +43,12 @@ const EVENT_CAPACITY: usize = 4096;
 /// ([`PublishError::ChainUnchecked`]). [`Node::publish_new_chain`] is the
 /// operator's word that the key never published. Without this check a lost
 /// store would have the key sign its numbers a second time: equivocation.
+///
+/// A node whose store holds a chain of the key, checked before, asks the
+/// same at every start: its first publication waits the same way (a store
+/// restored from a backup lacks the key's last bulletins, which the peers
+/// bring back), but numbers on from what it holds if no peer answers within
+/// the wait, or at once when the registry lists no other node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyPast {
     /// Made for this run (a devnet, a test): it has signed nothing.
@@ -138,10 +144,12 @@ pub enum PublishError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     Stopped,
-    /// The store holds no bulletin of the signing key, which is not known to
-    /// be new, and no sync session has checked the network ([`KeyPast`]).
+    /// The node could not check the signing key's chain with its peers
+    /// since it started, and what its store holds will not do alone: no
+    /// bulletin of a key not known to be new, or a chain a catch-up not yet
+    /// checked brought ([`KeyPast`]).
     #[error(
-        "this node could not check its signing key's chain with its peers within {} s ({peers} peers connected, {running} sync sessions still fetching it{}); it holds none of the chain, or only what a catch-up not yet checked brought. If the key has published before, with a store since lost, publishing now could sign its numbers a second time. Connect the node to a peer (or let its sessions end) and try again; or, once the store holds the whole chain, or if the key has never published, say so: herald publish --new-chain (API: POST /v1/bulletins?new_chain=true)",
+        "this node could not check its signing key's chain with its peers within {} s ({peers} peers connected, {running} sync sessions still fetching it{}). It numbers bulletins of the key only after its peers have brought back what they hold of the chain: if its store was lost, cut short, or restored from a backup, publishing now could sign numbers of the key a second time. Connect the node to a peer (or let its sessions end) and try again; or, once the store holds the whole chain, or if the key has never published, say so: herald publish --new-chain (API: POST /v1/bulletins?new_chain=true)",
         waited.as_secs_f64(),
         last_sync_error.as_deref().map(|e| format!("; the last sync failed: {e}")).unwrap_or_default()
     )]
@@ -285,6 +293,9 @@ pub struct Node {
     /// Whether the mark that the chain is unchecked may be in the store
     /// folder (removed with the first bulletin numbered, if not before).
     unchecked_pending: std::sync::atomic::AtomicBool,
+    /// Whether the store held a chain of the key, checked before, when the
+    /// node started: what it numbers on from if no peer answers.
+    held_checked: bool,
     /// [`GossipTiming::first_sync_wait`].
     first_sync_wait: std::time::Duration,
 }
@@ -347,7 +358,11 @@ impl Node {
             crate::chain_check::remove_mark(&mark).map_err(mark_failed(&mark))?;
         }
         let unchecked_pending = unchecked.exists();
-        let checked = settings.key_past == KeyPast::New || (chain_held && !unchecked_pending);
+        // A chain held and checked before is asked about again at every
+        // start (a store restored from a backup lacks the last bulletins),
+        // but numbers on from what it holds if no peer answers.
+        let checked = settings.key_past == KeyPast::New;
+        let held_checked = chain_held && !unchecked_pending;
         let (chain_check, _) = watch::channel(if checked {
             ChainCheck::DONE
         } else {
@@ -425,6 +440,7 @@ impl Node {
             mark_pending: std::sync::atomic::AtomicBool::new(unused_mark.is_some()),
             unused_mark: tokio::sync::Mutex::new(unused_mark),
             unchecked_pending: std::sync::atomic::AtomicBool::new(unchecked_pending),
+            held_checked,
             first_sync_wait,
         })
     }
@@ -432,8 +448,9 @@ impl Node {
     /// Waits until the node may number bulletins of its key ([`KeyPast`]):
     /// until every connected peer's session has brought back all it holds
     /// of the chain. At the end of the wait, with no session under way, one
-    /// peer's will do, and so will none if the key is marked new (`marked`).
-    async fn chain_checked(&self, marked: bool) -> Result<(), PublishError> {
+    /// peer's will do, and so will none if what the store holds will
+    /// (`fallback`: the key is marked new, or its chain was checked before).
+    async fn chain_checked(&self, fallback: bool) -> Result<(), PublishError> {
         if self.chain_check.borrow().done {
             return Ok(());
         }
@@ -447,7 +464,7 @@ impl Node {
                 .allowed_nodes()
                 .any(|(_, n)| network::peer_id_of(n) != Some(self.peer_id))
         };
-        match (alone, marked) {
+        match (alone, fallback) {
             (true, true) => return Ok(()),
             (true, false) => return Err(PublishError::NoOneToAsk),
             (false, _) => {}
@@ -464,7 +481,13 @@ impl Node {
             Err(_) => {}
         }
         let now = *self.chain_check.borrow();
-        if now.settled() || (marked && now.running == 0) {
+        if now.settled() || (fallback && now.running == 0) {
+            if !now.settled() {
+                tracing::info!(
+                    waited_s = wait.as_secs_f64(),
+                    "no peer brought back this node's chain in time: numbering on from what the store holds"
+                );
+            }
             return Ok(());
         }
         let status = self.network_status().await;
@@ -544,7 +567,7 @@ impl Node {
         if !new_chain && !self.chain_check.borrow().done {
             let marked = self.mark_pending.load(std::sync::atomic::Ordering::Acquire)
                 && self.unused_mark.lock().await.is_some();
-            self.chain_checked(marked).await?;
+            self.chain_checked(marked || self.held_checked).await?;
             self.chain_check.send_replace(ChainCheck::DONE);
         }
         // Whatever the check said: numbers a peer has listed and not yet

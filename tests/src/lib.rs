@@ -74,6 +74,22 @@ pub async fn open_store_when_free(
     }
 }
 
+/// Copies the directory `from`, with everything under it, into `to` (created if need be): a
+/// backup of a stopped node's store.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
 /// 2026-01-01T00:00:00Z, the genesis time of test registries.
 pub const GENESIS_TIME: Timestamp = Timestamp(1_767_225_600_000);
 

@@ -961,6 +961,79 @@ async fn a_chain_cut_short_is_checked_again_after_a_restart() {
     .await;
 }
 
+/// A store restored from a backup holds the chain as it was then. Started with a peer that
+/// holds the key's later bulletins, the node's first publication waits for the peer's session and
+/// numbers after them, rather than signing their numbers a second time; started alone, it numbers
+/// on from what it holds once the wait is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_restored_from_a_backup_numbers_after_the_chain_its_peers_hold() {
+    within(async {
+        let registry = TestRegistry::new(2);
+        let a = TestNode::start(&registry, 0).await.expect("start A");
+        let b = TestNode::start(&registry, 1).await.expect("start B");
+        connect(&a, &b).await.expect("connect");
+        let older = publish_seen_by(&a, &b, 2, None).await;
+        let dir = a.stop().await;
+        // The backup: the stopped node's directory, copied whole.
+        drop(
+            herald_tests::open_store_when_free(dir.path(), registry.network())
+                .await
+                .expect("A's store is released"),
+        );
+        let backup = tempfile::tempdir().unwrap();
+        herald_tests::copy_dir(dir.path(), backup.path()).expect("back up A's store");
+        let a = TestNode::start_in(&registry, 0, dir).await.expect("restart A");
+        connect(&a, &b).await.expect("connect again");
+        let later = publish_seen_by(&a, &b, 2, None).await;
+        drop(a.stop().await);
+
+        // Restored from the backup, published as it starts, then connected.
+        let a = TestNode::start_in_with(&registry, 0, backup, |s| {
+            s.key_past = KeyPast::Marked;
+            s.timing.first_sync_wait = WAIT;
+        })
+        .await
+        .expect("start A on the restored store");
+        assert_eq!(
+            a.node
+                .store()
+                .head(&registry.member(0).signing_key.id())
+                .unwrap()
+                .highest,
+            Seq(2)
+        );
+        let (next, connected) =
+            tokio::join!(a.node.publish(sample_draft("after the restore")), connect(&a, &b));
+        connected.expect("connect A and B");
+        let next = next.expect("publish");
+        assert_eq!(
+            (next.body().seq, next.body().prev),
+            (Seq(5), Some(later[1].id())),
+            "numbered after the bulletins the backup lacks (the first two: {:?})",
+            older.iter().map(|b| b.id()).collect::<Vec<_>>()
+        );
+        b.wait_stored(next.id()).await.expect("B gets it");
+        assert!(b.node.store().equivocations().unwrap().is_empty());
+        let dir = a.stop().await;
+
+        // Alone, a chain checked before will do once the wait is over.
+        let b_id = b.peer_id();
+        drop(b.stop().await);
+        let a = TestNode::start_in_with(&registry, 0, dir, marked)
+            .await
+            .expect("restart A alone");
+        assert!(!a.node.connected_peers().await.contains(&b_id));
+        let alone = a
+            .node
+            .publish(sample_draft("alone"))
+            .await
+            .expect("publish alone");
+        assert_eq!((alone.body().seq, alone.body().prev), (Seq(6), Some(next.id())));
+        stop_all(vec![a]).await;
+    })
+    .await;
+}
+
 /// After the check has passed with a peer that holds none of the node's chain, a peer that holds
 /// it connects and a catch-up brings it: a publication during that catch-up is refused (a peer
 /// listed numbers the node lacks), never numbered inside the chain, and once the catch-up is done
