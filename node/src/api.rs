@@ -276,6 +276,7 @@ async fn status(State(node): State<Arc<Node>>) -> Result<Json<StatusView>, Failu
         syncing: network_status.syncing,
         last_sync: network_status.last_sync,
         behind: network_status.behind,
+        own_chain: node.own_chain().map_err(internal)?,
     }))
 }
 

@@ -655,6 +655,26 @@ impl Node {
         Err(result)
     }
 
+    /// Where the node's own chain stands: the number it would go on from,
+    /// whether it has checked the chain with its peers since it started, and
+    /// peers' claims not yet brought back.
+    pub fn own_chain(&self) -> Result<crate::view::OwnChainView, StoreError> {
+        let claims = self
+            .store
+            .chain_claims(&self.own_key)?
+            .into_iter()
+            .map(|(peer, up_to)| crate::view::ChainClaimView {
+                peer: PeerId::from_bytes(&peer).map_or_else(|_| hex::encode(&peer), |p| p.to_string()),
+                up_to: up_to.0,
+            })
+            .collect();
+        Ok(crate::view::OwnChainView {
+            numbered_up_to: self.store.numbered_up_to(&self.own_key)?.0,
+            checked: self.chain_check.borrow().done,
+            claims,
+        })
+    }
+
     /// Dials an address (with `/p2p/<peer id>` for a known member).
     pub async fn dial(&self, addr: Multiaddr) {
         let _ = self.commands.send(Command::Dial(addr)).await;

@@ -837,20 +837,31 @@ impl Store {
     /// The highest number of `key`'s chain a peer listed that the node has
     /// not yet brought back from it (0 if none).
     pub fn chain_claimed(&self, key: &KeyId) -> Result<Seq, StoreError> {
-        let claims = &self.claims;
-        let mut highest = Seq(0);
+        Ok(self
+            .chain_claims(key)?
+            .into_iter()
+            .map(|(_, highest)| highest)
+            .max()
+            .unwrap_or(Seq(0)))
+    }
+
+    /// The claims on `key`'s chain not yet brought back: each peer (its id's
+    /// bytes, as noted) with the highest number it listed.
+    pub fn chain_claims(&self, key: &KeyId) -> Result<Vec<(Vec<u8>, Seq)>, StoreError> {
         if !self.claims_present.load(std::sync::atomic::Ordering::Acquire) {
-            return Ok(highest);
+            return Ok(Vec::new());
         }
-        for entry in claims.scan_prefix(key.as_bytes()) {
-            let (_, value) = entry?;
+        let mut claims = Vec::new();
+        for entry in self.claims.scan_prefix(key.as_bytes()) {
+            let (k, value) = entry?;
             let bytes: [u8; 8] = value
                 .as_ref()
                 .try_into()
                 .map_err(|_| StoreError::Corrupt("a chain claim is not 8 bytes".into()))?;
-            highest = highest.max(Seq(u64::from_be_bytes(bytes)));
+            let peer = k.get(key.as_bytes().len()..).unwrap_or_default().to_vec();
+            claims.push((peer, Seq(u64::from_be_bytes(bytes))));
         }
-        Ok(highest)
+        Ok(claims)
     }
 
     /// What is held of `key`'s chain.

@@ -138,6 +138,34 @@ pub struct StatusView {
     pub last_sync: Option<crate::network::LastSync>,
     /// Bulletins the last sync peer held that this node still lacks.
     pub behind: u64,
+    /// Where this node's own chain stands.
+    pub own_chain: OwnChainView,
+}
+
+/// Where a node's own chain stands: what it would number on from, and what
+/// holds its next publication back ([`crate::KeyPast`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OwnChainView {
+    /// The highest number of the signing key's chain the node holds (0 for
+    /// none): the next publication is numbered after it.
+    pub numbered_up_to: u64,
+    /// Whether the node has checked the chain with its peers since it started
+    /// (or needs not: a key made for this run). Until then the first
+    /// publication waits for their sessions.
+    pub checked: bool,
+    /// Peers that listed more of the chain than the node holds, and have not
+    /// brought it back yet: publishing is refused until they have (or
+    /// `--new-chain` says the node holds the whole chain).
+    pub claims: Vec<ChainClaimView>,
+}
+
+/// A peer's claim on the node's own chain.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChainClaimView {
+    /// The peer's id.
+    pub peer: String,
+    /// The highest number it listed.
+    pub up_to: u64,
 }
 
 /// The registry as shown to people and scripts.

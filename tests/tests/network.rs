@@ -994,14 +994,8 @@ async fn a_store_restored_from_a_backup_numbers_after_the_chain_its_peers_hold()
         })
         .await
         .expect("start A on the restored store");
-        assert_eq!(
-            a.node
-                .store()
-                .head(&registry.member(0).signing_key.id())
-                .unwrap()
-                .highest,
-            Seq(2)
-        );
+        let own_chain = a.node.own_chain().unwrap();
+        assert_eq!((own_chain.numbered_up_to, own_chain.checked), (2, false));
         let (next, connected) =
             tokio::join!(a.node.publish(sample_draft("after the restore")), connect(&a, &b));
         connected.expect("connect A and B");
@@ -1103,6 +1097,16 @@ async fn numbers_a_peer_has_listed_are_not_signed_again() {
             .await
             .expect_err("numbered inside B's chain");
         assert!(matches!(refused, PublishError::ChainBehind { .. }), "{refused}");
+        // `herald status` shows why.
+        let own_chain = a.node.own_chain().unwrap();
+        assert_eq!(own_chain.numbered_up_to, 2);
+        assert_eq!(
+            own_chain.claims,
+            vec![herald_node::view::ChainClaimView {
+                peer: b.peer_id().to_string(),
+                up_to: 24
+            }]
+        );
         // The operator's word overrides it.
         let forced = a
             .node
@@ -1110,6 +1114,8 @@ async fn numbers_a_peer_has_listed_are_not_signed_again() {
             .await
             .expect("publish");
         assert_eq!(forced.body().seq, Seq(3));
+        let own_chain = a.node.own_chain().unwrap();
+        assert_eq!((own_chain.numbered_up_to, own_chain.claims.len()), (3, 0));
         stop_all(vec![a, b, c]).await;
     })
     .await;

@@ -64,6 +64,13 @@ async function refreshStatus() {
       (s.behind ? ", still " + s.behind + " behind" : "")
     : "none yet");
   text($("s-equivocations"), s.equivocations);
+  const own = s.own_chain;
+  const claimed = own.claims.reduce((max, c) => Math.max(max, c.up_to), 0);
+  text($("s-own-chain"), "numbered up to " + own.numbered_up_to +
+    (own.checked ? "" : ", not yet checked with peers") +
+    (claimed > own.numbered_up_to
+      ? "; peers list it up to " + claimed + ": publishing waits for the catch-up"
+      : ""));
 }
 
 async function refreshList() {
