@@ -243,6 +243,10 @@ struct Staged {
     /// Ids in the order they were staged.
     order: VecDeque<BulletinId>,
     items: HashMap<BulletinId, StagedItem>,
+    /// The highest number staged per key among bulletins received (not
+    /// signed here): a publication of the key does not number past the chain
+    /// before they are folded.
+    received: HashMap<KeyId, Seq>,
 }
 
 struct StagedItem {
@@ -659,6 +663,10 @@ impl Store {
                 from: from.to_vec(),
                 own,
             };
+            if !own {
+                let highest = staged.received.entry(bulletin.body().signer).or_insert(Seq(0));
+                *highest = (*highest).max(bulletin.body().seq);
+            }
             if staged.items.insert(id, item).is_none() {
                 staged.order.push_back(id);
             }
@@ -727,9 +735,19 @@ impl Store {
             // one at a time, removes. Each id is in `order` once while it is
             // in `items`.
             let mut staged = self.staged();
-            let Staged { order, items: held } = &mut *staged;
+            let Staged {
+                order,
+                items: held,
+                received,
+            } = &mut *staged;
             for id in order.drain(..items.len().min(order.len())) {
                 held.remove(&id);
+            }
+            received.clear();
+            for item in held.values().filter(|i| !i.own) {
+                let body = item.bulletin.body();
+                let highest = received.entry(body.signer).or_insert(Seq(0));
+                *highest = (*highest).max(body.seq);
             }
         }
         Ok(folded(items, from, outcomes))
@@ -1224,6 +1242,16 @@ impl Store {
                 ),
             },
         };
+        // A bulletin of the key received by gossip and not yet folded (the
+        // node's own chain coming back after its store was lost, or another
+        // node running the same key) is not numbered over.
+        if let Some(&received) = self.staged().received.get(&key.id())
+            && received > seq
+        {
+            return Err(StoreError::Chain(format!(
+                "number {received} of this signing key arrived from a peer and is being stored, and this node holds up to {seq}: publish again in a moment, once it is. If this keeps happening, another node runs this key: give each node its own"
+            )));
+        }
         let mut outcomes = Vec::with_capacity(drafts.len());
         let mut signed = Vec::with_capacity(drafts.len());
         for mut draft in drafts {
