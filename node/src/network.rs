@@ -1105,13 +1105,27 @@ impl EventLoop {
         let store = self.store.clone();
         let registry = Arc::clone(&self.registry);
         let reply = self.served_tx.clone();
+        let indexer = self.indexer.clone();
         tokio::spawn(async move {
-            let response =
-                tokio::task::spawn_blocking(move || crate::sync::answer(request, &store, &registry))
-                    .await
-                    .unwrap_or_else(|_| herald_protocol::sync::SyncResponse::Refused {
-                        reason: "internal error".into(),
-                    });
+            let response = tokio::task::spawn_blocking(move || {
+                // Summaries list folded chains: what was received in the last
+                // second is folded first, so that a peer checking its own
+                // chain (after losing its store) learns of its last bulletins.
+                use herald_protocol::sync::SyncRequest;
+                if matches!(request, SyncRequest::Hello { .. } | SyncRequest::Chains { .. })
+                    && store.staged_count() > 0
+                {
+                    let (done, folded) = std::sync::mpsc::sync_channel(1);
+                    if indexer.send(crate::indexer::Signal::FoldNow(done)).is_ok() {
+                        let _ = folded.recv();
+                    }
+                }
+                crate::sync::answer(request, &store, &registry)
+            })
+            .await
+            .unwrap_or_else(|_| herald_protocol::sync::SyncResponse::Refused {
+                reason: "internal error".into(),
+            });
             let _ = reply.send(Served { channel, response }).await;
         });
     }

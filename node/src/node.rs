@@ -608,6 +608,12 @@ impl Node {
         } else {
             (None, None)
         };
+        // The node's own chain coming back by gossip (its store lost, say) is
+        // folded into the chain first, and numbered after. (The writer
+        // refuses, changing nothing, if more arrives meanwhile.)
+        if self.store.chain_arriving(&self.own_key)? {
+            self.fold_now().await;
+        }
         // The writer fills in the signer, the number and the link.
         let body = draft.into_body(
             self.network(),
@@ -653,6 +659,18 @@ impl Node {
             Err(_) => PublishError::Stopped,
         };
         Err(result)
+    }
+
+    /// Folds what is staged into the chains and indexes now, and waits for it.
+    async fn fold_now(&self) {
+        let indexer = self.indexer.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let (done, folded) = std::sync::mpsc::sync_channel(1);
+            if indexer.send(Signal::FoldNow(done)).is_ok() {
+                let _ = folded.recv();
+            }
+        })
+        .await;
     }
 
     /// Where the node's own chain stands: the number it would go on from,
@@ -766,16 +784,12 @@ impl Node {
         path: PathBuf,
         filter: crate::bundle::ExportFilter,
     ) -> Result<crate::bundle::ExportReport, crate::bundle::BundleError> {
+        // What was received in the last second is still staged: fold it
+        // first, so that the bundle holds everything `list` shows.
+        self.fold_now().await;
         let store = self.store.clone();
         let registry = Arc::clone(&self.registry);
-        let indexer = self.indexer.clone();
         tokio::task::spawn_blocking(move || {
-            // What was received in the last second is still staged: fold it
-            // first, so that the bundle holds everything `list` shows.
-            let (done, folded) = std::sync::mpsc::sync_channel(1);
-            if indexer.send(Signal::FoldNow(done)).is_ok() {
-                let _ = folded.recv();
-            }
             // The registry as it is now, after the fold: it verifies every
             // bulletin the fold brought.
             let registry = registry.read().unwrap_or_else(|e| e.into_inner()).clone();

@@ -150,6 +150,18 @@ pub enum StoreError {
     /// The node's own chain is exhausted (2^64 bulletins) or inconsistent.
     #[error("cannot extend the local chain: {0}")]
     Chain(String),
+    /// Bulletins of the node's own signing key came from a peer (by gossip)
+    /// further along the chain than the node has stored: it numbers nothing
+    /// until they are folded into the chain (within [`FOLD_DELAY`]).
+    #[error(
+        "number {received} of this node's signing key arrived from a peer and is being stored, and this node holds up to {held}: publish again in a moment, once it is. If this keeps happening, another node runs this key: give each node its own"
+    )]
+    OwnChainArriving {
+        /// The highest number received.
+        received: Seq,
+        /// The highest number stored or journaled.
+        held: Seq,
+    },
     /// Signing failed (the draft breaks a rule of the format).
     #[error("cannot sign the bulletin: {0}")]
     Sign(#[from] herald_keys::SignError),
@@ -815,6 +827,17 @@ impl Store {
         Ok(folded.max(journaled))
     }
 
+    /// Whether bulletins of `key` received by gossip, not yet folded, go
+    /// further along its chain than the store holds: a publication of `key`
+    /// is refused until they are folded ([`StoreError::OwnChainArriving`]).
+    pub fn chain_arriving(&self, key: &KeyId) -> Result<bool, StoreError> {
+        let received = self.staged().received.get(key).copied();
+        match received {
+            Some(received) => Ok(received > self.numbered_up_to(key)?),
+            None => Ok(false),
+        }
+    }
+
     /// Records, durably, that `peer` listed `key`'s chain up to `highest`,
     /// above what this node holds: until that peer's session has brought
     /// back all it holds of the chain, the node numbers nothing of `key`
@@ -1248,9 +1271,7 @@ impl Store {
         if let Some(&received) = self.staged().received.get(&key.id())
             && received > seq
         {
-            return Err(StoreError::Chain(format!(
-                "number {received} of this signing key arrived from a peer and is being stored, and this node holds up to {seq}: publish again in a moment, once it is. If this keeps happening, another node runs this key: give each node its own"
-            )));
+            return Err(StoreError::OwnChainArriving { received, held: seq });
         }
         let mut outcomes = Vec::with_capacity(drafts.len());
         let mut signed = Vec::with_capacity(drafts.len());

@@ -397,10 +397,10 @@ fn publish_own_does_not_number_over_its_own_chain_received_and_not_yet_folded() 
     }
     assert_eq!(store.numbered_up_to(&signer.id()).unwrap(), Seq(0));
     match store.publish_own(&signer, &me, Spec::new(1, None, 200).body(&signer)) {
-        Err(StoreError::Chain(message)) => {
+        Err(e @ StoreError::OwnChainArriving { .. }) => {
             assert!(
-                message.contains("number 2") && message.contains("again"),
-                "{message}"
+                e.to_string().contains("number 2") && e.to_string().contains("again"),
+                "{e}"
             )
         }
         other => panic!("numbered over a staged chain: {other:?}"),
