@@ -752,6 +752,54 @@ async fn a_store_lost_just_after_publishing_numbers_after_its_last_bulletin() {
     .await;
 }
 
+/// A peer whose catch-up sessions fail brings nothing back. A node that holds no chain of its
+/// key is refused at the end of the wait, saying why the sync failed, and stores nothing; a node
+/// whose chain was checked before numbers on from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_sessions_bring_no_chain_back() {
+    within(async {
+        let registry = TestRegistry::new(2);
+        let a = TestNode::start(&registry, 0).await.expect("start A");
+        let b = TestNode::start(&registry, 1).await.expect("start B");
+        connect(&a, &b).await.expect("connect");
+        let first = publish_seen_by(&a, &b, 1, None).await.pop().unwrap();
+        let dir = a.stop().await;
+        let refusal = herald_protocol::sync::SyncResponse::Refused {
+            reason: "busy for the test".into(),
+        };
+        b.node.hostile_sync_answers(vec![refusal; 16]).await;
+        let bootstrap = vec![b.dial_addr().await.expect("B's address")];
+        let settings = |s: &mut herald_node::NodeSettings| {
+            s.key_past = KeyPast::Marked;
+            s.timing.first_sync_wait = Duration::from_secs(1);
+            s.bootstrap = bootstrap.clone();
+        };
+
+        let lost = TestNode::start_in_with(&registry, 0, tempfile::tempdir().unwrap(), settings)
+            .await
+            .expect("start A on an empty store");
+        match lost.node.publish(sample_draft("lost")).await {
+            Err(PublishError::ChainUnchecked {
+                peers: 1,
+                running: 0,
+                last_sync_error: Some(error),
+                ..
+            }) => assert!(error.contains("busy for the test"), "{error}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(lost.node.store().held_count().unwrap(), 0, "nothing stored");
+        drop(lost.stop().await);
+
+        let a = TestNode::start_in_with(&registry, 0, dir, settings)
+            .await
+            .expect("restart A");
+        let next = a.node.publish(sample_draft("held")).await.expect("publish");
+        assert_eq!((next.body().seq, next.body().prev), (Seq(2), Some(first.id())));
+        stop_all(vec![a, b]).await;
+    })
+    .await;
+}
+
 /// A key marked new in its store folder (as `herald init` leaves a key it makes) starts its chain
 /// with no peer (once the wait for one is over); a draft refused before signing leaves the mark,
 /// which goes as the key signs its first bulletin, and a mark left beside a chain already held
