@@ -18,7 +18,7 @@ use herald_protocol::{BulletinId, MemberId, Severity, Timestamp, Tlp};
 use serde::{Deserialize, Serialize};
 
 use crate::node::{Draft, Node, PublishError};
-use crate::store::{Query, StoreError};
+use crate::store::Query;
 use crate::view::{BulletinView, StatusView};
 
 /// Largest request body accepted: a largest bulletin as hex JSON, with room.
@@ -303,8 +303,7 @@ async fn publish(
         Err(
             e @ (PublishError::ChainUnchecked { .. }
             | PublishError::NoOneToAsk
-            | PublishError::ChainBehind { .. }
-            | PublishError::Store(StoreError::Chain(_) | StoreError::OwnChainArriving { .. })),
+            | PublishError::ChainBehind { .. }),
         ) => Err(Failure(StatusCode::CONFLICT, e.to_string())),
         Err(PublishError::Stopped) => Err(Failure(
             StatusCode::SERVICE_UNAVAILABLE,

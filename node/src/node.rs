@@ -296,6 +296,10 @@ pub struct Node {
     /// Whether the store held a chain of the key, checked before, when the
     /// node started: what it numbers on from if no peer answers.
     held_checked: bool,
+    /// Whether a publication may number without waiting for the check: it
+    /// has passed, or a publication went ahead (the store's chain would
+    /// do), or one was numbered.
+    may_number: std::sync::atomic::AtomicBool,
     /// [`GossipTiming::first_sync_wait`].
     first_sync_wait: std::time::Duration,
 }
@@ -441,6 +445,7 @@ impl Node {
             unused_mark: tokio::sync::Mutex::new(unused_mark),
             unchecked_pending: std::sync::atomic::AtomicBool::new(unchecked_pending),
             held_checked,
+            may_number: std::sync::atomic::AtomicBool::new(checked),
             first_sync_wait,
         })
     }
@@ -564,11 +569,14 @@ impl Node {
                 )));
             }
         }
-        if !new_chain && !self.chain_check.borrow().done {
+        if !new_chain
+            && !self.may_number.load(std::sync::atomic::Ordering::Acquire)
+            && !self.chain_check.borrow().done
+        {
             let marked = self.mark_pending.load(std::sync::atomic::Ordering::Acquire)
                 && self.unused_mark.lock().await.is_some();
             self.chain_checked(marked || self.held_checked).await?;
-            self.chain_check.send_replace(ChainCheck::DONE);
+            self.may_number.store(true, std::sync::atomic::Ordering::Release);
         }
         // Whatever the check said: numbers a peer has listed and not yet
         // brought back are not signed again.
@@ -608,12 +616,6 @@ impl Node {
         } else {
             (None, None)
         };
-        // The node's own chain coming back by gossip (its store lost, say) is
-        // folded into the chain first, and numbered after. (The writer
-        // refuses, changing nothing, if more arrives meanwhile.)
-        if self.store.chain_arriving(&self.own_key)? {
-            self.fold_now().await;
-        }
         // The writer fills in the signer, the number and the link.
         let body = draft.into_body(
             self.network(),
@@ -631,12 +633,11 @@ impl Node {
             .map_err(|_| PublishError::Stopped)?;
         let result = match response.await {
             Ok(Ok(bulletin)) => {
-                // Numbered on from what the store held: nothing more to check
-                // (after `--new-chain`, the operator's word), at the next
-                // start either.
-                if !self.chain_check.borrow().done {
-                    self.chain_check.send_replace(ChainCheck::DONE);
-                }
+                // Numbered on from what the store held: nothing more to wait
+                // for (after `--new-chain`, the operator's word), at the next
+                // start either. (Whether peers have checked the chain is still
+                // shown: `own_chain`.)
+                self.may_number.store(true, Ordering::Release);
                 if self.unchecked_pending.swap(false, Ordering::AcqRel) {
                     let unchecked = crate::chain_check::unchecked_key_mark(&self.data_dir, &self.own_key);
                     if let Err(e) = crate::chain_check::remove_mark(&unchecked) {

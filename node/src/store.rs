@@ -150,18 +150,6 @@ pub enum StoreError {
     /// The node's own chain is exhausted (2^64 bulletins) or inconsistent.
     #[error("cannot extend the local chain: {0}")]
     Chain(String),
-    /// Bulletins of the node's own signing key came from a peer (by gossip)
-    /// further along the chain than the node has stored: it numbers nothing
-    /// until they are folded into the chain (within [`FOLD_DELAY`]).
-    #[error(
-        "number {received} of this node's signing key arrived from a peer and is being stored, and this node holds up to {held}: publish again in a moment, once it is. If this keeps happening, another node runs this key: give each node its own"
-    )]
-    OwnChainArriving {
-        /// The highest number received.
-        received: Seq,
-        /// The highest number stored or journaled.
-        held: Seq,
-    },
     /// Signing failed (the draft breaks a rule of the format).
     #[error("cannot sign the bulletin: {0}")]
     Sign(#[from] herald_keys::SignError),
@@ -255,10 +243,6 @@ struct Staged {
     /// Ids in the order they were staged.
     order: VecDeque<BulletinId>,
     items: HashMap<BulletinId, StagedItem>,
-    /// The highest number staged per key among bulletins received (not
-    /// signed here): a publication of the key does not number past the chain
-    /// before they are folded.
-    received: HashMap<KeyId, Seq>,
 }
 
 struct StagedItem {
@@ -675,10 +659,6 @@ impl Store {
                 from: from.to_vec(),
                 own,
             };
-            if !own {
-                let highest = staged.received.entry(bulletin.body().signer).or_insert(Seq(0));
-                *highest = (*highest).max(bulletin.body().seq);
-            }
             if staged.items.insert(id, item).is_none() {
                 staged.order.push_back(id);
             }
@@ -747,19 +727,9 @@ impl Store {
             // one at a time, removes. Each id is in `order` once while it is
             // in `items`.
             let mut staged = self.staged();
-            let Staged {
-                order,
-                items: held,
-                received,
-            } = &mut *staged;
+            let Staged { order, items: held } = &mut *staged;
             for id in order.drain(..items.len().min(order.len())) {
                 held.remove(&id);
-            }
-            received.clear();
-            for item in held.values().filter(|i| !i.own) {
-                let body = item.bulletin.body();
-                let highest = received.entry(body.signer).or_insert(Seq(0));
-                *highest = (*highest).max(body.seq);
             }
         }
         Ok(folded(items, from, outcomes))
@@ -825,17 +795,6 @@ impl Store {
         let folded = self.head(key)?.highest;
         let journaled = self.journal().tip(key).map_or(Seq(0), |(seq, _)| seq);
         Ok(folded.max(journaled))
-    }
-
-    /// Whether bulletins of `key` received by gossip, not yet folded, go
-    /// further along its chain than the store holds: a publication of `key`
-    /// is refused until they are folded ([`StoreError::OwnChainArriving`]).
-    pub fn chain_arriving(&self, key: &KeyId) -> Result<bool, StoreError> {
-        let received = self.staged().received.get(key).copied();
-        match received {
-            Some(received) => Ok(received > self.numbered_up_to(key)?),
-            None => Ok(false),
-        }
     }
 
     /// Records, durably, that `peer` listed `key`'s chain up to `highest`,
@@ -1265,14 +1224,6 @@ impl Store {
                 ),
             },
         };
-        // A bulletin of the key received by gossip and not yet folded (the
-        // node's own chain coming back after its store was lost, or another
-        // node running the same key) is not numbered over.
-        if let Some(&received) = self.staged().received.get(&key.id())
-            && received > seq
-        {
-            return Err(StoreError::OwnChainArriving { received, held: seq });
-        }
         let mut outcomes = Vec::with_capacity(drafts.len());
         let mut signed = Vec::with_capacity(drafts.len());
         for mut draft in drafts {

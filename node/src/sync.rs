@@ -400,6 +400,26 @@ pub(crate) async fn run_session(peer: PeerId, ctx: SessionContext) -> Result<Syn
     pull(&NetworkLink { peer, ctx }, &store, &registry).await
 }
 
+/// The first chain: a peer listing more of it than this node holds says so
+/// before any of it is stored, so that a session cut short (or failed) is not
+/// taken for the whole. Whether `chains` lists it.
+async fn note_first_chain_claim<L: SyncLink>(
+    link: &L,
+    local_store: &Store,
+    chains: &[ChainSummary],
+) -> Result<bool, SyncError> {
+    if let Some(k) = link.first_chain()
+        && let Some(listed) = chains.iter().find(|c| c.key == k).map(|c| c.highest)
+    {
+        let store = local_store.clone();
+        if listed > blocking(move || store.numbered_up_to(&k)).await?? {
+            link.first_chain_claimed(listed).await?;
+        }
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// Pulls from the peer behind `link` what this node lacks: registry updates,
 /// then bulletins in pages, each verified like gossip.
 pub async fn pull<L: SyncLink>(
@@ -442,6 +462,9 @@ pub async fn pull<L: SyncLink>(
         }
     };
     check_key_order(&chains, None)?;
+    // The first chain, if the first page lists it: noted before the registry
+    // step, which may fail.
+    let first_listed = note_first_chain_claim(link, local_store, &chains).await?;
     // Registry first: bulletins may be signed by keys only newer versions admit.
     for _ in 0..MAX_REGISTRY_ROUNDS {
         let ours = local_registry.read().unwrap_or_else(|e| e.into_inner()).version();
@@ -519,18 +542,11 @@ pub async fn pull<L: SyncLink>(
         after = page.last().map(|c| c.key);
         chains.extend(known(page));
     }
-    // The first chain: a peer listing more of it than this node holds says
-    // so before any of it is stored, so that a session cut short is not
-    // taken for the whole.
-    let first = link.first_chain();
-    if let Some(k) = first
-        && let Some(listed) = chains.iter().find(|c| c.key == k).map(|c| c.highest)
-    {
-        let store = local_store.clone();
-        if listed > blocking(move || store.numbered_up_to(&k)).await?? {
-            link.first_chain_claimed(listed).await?;
-        }
+    // The first chain, if a later page listed it.
+    if !first_listed {
+        note_first_chain_claim(link, local_store, &chains).await?;
     }
+    let first = link.first_chain();
     let store = local_store.clone();
     let mut wants = blocking(move || -> Result<Vec<Want>, StoreError> {
         let ours = store.summaries()?;

@@ -383,48 +383,6 @@ fn publish_own_refuses_to_sign_over_a_gap() {
     assert_eq!((b.body().seq, b.body().prev), (Seq(4), Some(c[2].id())));
 }
 
-#[test]
-fn publish_own_does_not_number_over_its_own_chain_received_and_not_yet_folded() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    let signer = key(10);
-    let me = member_of(&signer);
-    let c = chain(&signer, 2, 100);
-    // The node's own 1 and 2 come back by gossip (a store lost, or another
-    // node running the key): staged, not yet in the chain.
-    for b in &c {
-        store.stage(b, &me, b"peer");
-    }
-    assert_eq!(store.numbered_up_to(&signer.id()).unwrap(), Seq(0));
-    match store.publish_own(&signer, &me, Spec::new(1, None, 200).body(&signer)) {
-        Err(e @ StoreError::OwnChainArriving { .. }) => {
-            assert!(
-                e.to_string().contains("number 2") && e.to_string().contains("again"),
-                "{e}"
-            )
-        }
-        other => panic!("numbered over a staged chain: {other:?}"),
-    }
-    assert_eq!(store.staged_count(), 2, "the refusal changed what is held");
-    // Once folded, the next number is 3, linked to 2; the refusal does not outlive the fold.
-    store.fold_staged(1).unwrap();
-    assert!(
-        store
-            .publish_own(&signer, &me, Spec::new(1, None, 201).body(&signer))
-            .is_err()
-    );
-    store.fold_staged(1024).unwrap();
-    let b = store
-        .publish_own(&signer, &me, Spec::new(1, None, 202).body(&signer))
-        .unwrap();
-    assert_eq!((b.body().seq, b.body().prev), (Seq(3), Some(c[1].id())));
-    // Its own, staged as it is published, do not hold back the next one.
-    let next = store
-        .publish_own(&signer, &me, Spec::new(1, None, 203).body(&signer))
-        .unwrap();
-    assert_eq!(next.body().seq, Seq(4));
-}
-
 /// A draft of `signer`'s with a 200 KiB payload: about 20 fill the journal
 /// of own bulletins (4 MiB).
 fn big_draft(signer: &SecretKey, n: u64) -> BulletinBody {

@@ -351,6 +351,9 @@ struct FirstChainLink {
     /// Lists the first chain up to this number in the peer's summaries, as a
     /// peer listing more than it holds would.
     inflate: Option<u64>,
+    /// Lists a newer registry version in the peer's summaries, and fails the
+    /// requests for it.
+    registry_fails: bool,
 }
 
 impl SyncLink for FirstChainLink {
@@ -362,11 +365,17 @@ impl SyncLink for FirstChainLink {
                 .unwrap()
                 .push(format!("fetch, own chain first: {first:?}"));
         }
+        if self.registry_fails && matches!(request, SyncRequest::Registry { .. }) {
+            return Err(SyncError::Request("the registry is unavailable".into()));
+        }
         let mut response = self.inner.request(request).await?;
         if let (Some(highest), SyncResponse::Summary { chains, .. }) = (self.inflate, &mut response) {
             for chain in chains.iter_mut().filter(|c| c.key == self.first) {
                 chain.highest = Seq(highest);
             }
+        }
+        if let (true, SyncResponse::Summary { registry_version, .. }) = (self.registry_fails, &mut response) {
+            registry_version.0 += 1;
         }
         Ok(response)
     }
@@ -435,6 +444,7 @@ async fn the_own_chain_is_fetched_first_and_reported_before_the_rest() {
         first: own.id(),
         log: Default::default(),
         inflate: None,
+        registry_fails: false,
     };
     let registry = Arc::new(RwLock::new(net.registry.clone()));
     let (_a, a) = store_with(&net, &[own_chain.clone(), other_chain.clone()].concat());
@@ -483,5 +493,17 @@ async fn the_own_chain_is_fetched_first_and_reported_before_the_rest() {
             "fetch, own chain first: Some(true)",
             "own chain fetched, held to 3",
         ]
+    );
+
+    // A session that fails at the registry step, before any fetch: the peer's claim is noted
+    // first, so that the failed session is not taken for a peer with nothing more.
+    let mut link = link_to(&e, &f);
+    link.inflate = Some(5);
+    link.registry_fails = true;
+    let failed = pull(&link, &f, &registry).await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(
+        link.log.into_inner().unwrap(),
+        ["peer lists own chain to 5, held to 3"]
     );
 }
