@@ -47,8 +47,10 @@ const EVENT_CAPACITY: usize = 4096;
 /// A node whose store holds a chain of the key, checked before, asks the
 /// same at every start: its first publication waits the same way (a store
 /// restored from a backup lacks the key's last bulletins, which the peers
-/// bring back), but numbers on from what it holds if no peer answers within
-/// the wait, or at once when the registry lists no other node.
+/// bring back), but numbers on from what it holds if no peer brings its
+/// chain back within the wait (none connected, or their sessions failed; a
+/// session still under way refuses, as above), or at once when the registry
+/// lists no other node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyPast {
     /// Made for this run (a devnet, a test): it has signed nothing.
@@ -145,11 +147,12 @@ pub enum PublishError {
     #[error("the node is shutting down")]
     Stopped,
     /// The node could not check the signing key's chain with its peers
-    /// since it started, and what its store holds will not do alone: no
-    /// bulletin of a key not known to be new, or a chain a catch-up not yet
-    /// checked brought ([`KeyPast`]).
+    /// since it started, and what its store holds will not do: no bulletin
+    /// of a key not known to be new, a chain a catch-up not yet checked
+    /// brought, or any chain while a peer's session is still fetching it
+    /// ([`KeyPast`]).
     #[error(
-        "this node could not check its signing key's chain with its peers within {} s ({peers} peers connected, {running} sync sessions still fetching it{}). It numbers bulletins of the key only after its peers have brought back what they hold of the chain: if its store was lost, cut short, or restored from a backup, publishing now could sign numbers of the key a second time. Connect the node to a peer (or let its sessions end) and try again; or, once the store holds the whole chain, or if the key has never published, say so: herald publish --new-chain (API: POST /v1/bulletins?new_chain=true)",
+        "this node could not check its signing key's chain with its peers within {} s ({peers} peers connected, {running} sync sessions still fetching it{}). It holds the chain up to number {held}, and numbers bulletins of the key only after its peers have brought back what they hold of it: if its store was lost, cut short, or restored from a backup, publishing now could sign numbers of the key a second time. Connect the node to a peer (or let its sessions end) and try again; or, once the store holds the whole chain, or if the key has never published, say so: herald publish --new-chain (API: POST /v1/bulletins?new_chain=true)",
         waited.as_secs_f64(),
         last_sync_error.as_deref().map(|e| format!("; the last sync failed: {e}")).unwrap_or_default()
     )]
@@ -162,6 +165,8 @@ pub enum PublishError {
         running: usize,
         /// Why the last sync session failed, if it did.
         last_sync_error: Option<String>,
+        /// The highest number of the chain the node holds (0 for none).
+        held: Seq,
     },
     /// A peer listed more of the signing key's chain than this node holds,
     /// and its session has not brought it back yet.
@@ -501,6 +506,7 @@ impl Node {
             peers: self.connected_peers().await.len(),
             running: now.running,
             last_sync_error: status.last_sync.and_then(|s| s.error),
+            held: self.store.numbered_up_to(&self.own_key)?,
         })
     }
 

@@ -149,9 +149,10 @@ pub struct OwnChainView {
     /// The highest number of the signing key's chain the node holds (0 for
     /// none): the next publication is numbered after it.
     pub numbered_up_to: u64,
-    /// Whether the node has checked the chain with its peers since it started
-    /// (or needs not: a key made for this run). Until then the first
-    /// publication waits for their sessions.
+    /// Whether the node's peers have brought back what they hold of the chain
+    /// since it started (or need not: a key made for this run). Until then
+    /// the first publication waits for their sessions; one that went ahead
+    /// without them (no peer answered) leaves this false.
     pub checked: bool,
     /// Peers that listed more of the chain than the node holds, and have not
     /// brought it back yet: publishing is refused until they have (or

@@ -795,6 +795,7 @@ async fn failed_sessions_bring_no_chain_back() {
             .expect("restart A");
         let next = a.node.publish(sample_draft("held")).await.expect("publish");
         assert_eq!((next.body().seq, next.body().prev), (Seq(2), Some(first.id())));
+        assert!(!a.node.own_chain().unwrap().checked, "shown as checked by peers");
         stop_all(vec![a, b]).await;
     })
     .await;
@@ -1108,6 +1109,7 @@ async fn a_store_restored_from_a_backup_numbers_after_the_chain_its_peers_hold()
         );
         b.wait_stored(next.id()).await.expect("B gets it");
         assert!(b.node.store().equivocations().unwrap().is_empty());
+        assert!(a.node.own_chain().unwrap().checked);
         let dir = a.stop().await;
 
         // Alone, a chain checked before will do once the wait is over.
@@ -1123,6 +1125,7 @@ async fn a_store_restored_from_a_backup_numbers_after_the_chain_its_peers_hold()
             .await
             .expect("publish alone");
         assert_eq!((alone.body().seq, alone.body().prev), (Seq(6), Some(next.id())));
+        assert!(!a.node.own_chain().unwrap().checked, "shown as checked by peers");
         stop_all(vec![a]).await;
     })
     .await;
