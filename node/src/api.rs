@@ -18,7 +18,7 @@ use herald_protocol::{BulletinId, MemberId, Severity, Timestamp, Tlp};
 use serde::{Deserialize, Serialize};
 
 use crate::node::{Draft, Node, PublishError};
-use crate::store::Query;
+use crate::store::{IdLookupError, Query};
 use crate::view::{BulletinView, StatusView};
 
 /// Largest request body accepted: a largest bulletin as hex JSON, with room.
@@ -348,9 +348,15 @@ async fn list(
 }
 
 async fn show(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Result<Json<BulletinView>, Failure> {
-    let id: BulletinId = id
-        .parse()
-        .map_err(|e: herald_protocol::ids::ParseIdError| Failure(StatusCode::BAD_REQUEST, e.to_string()))?;
+    // The id, or the start of it (as `herald list` shows it).
+    let id = node.store().resolve_id(&id).map_err(|e| {
+        let code = match e {
+            IdLookupError::NotHeld(_) => StatusCode::NOT_FOUND,
+            IdLookupError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Failure(code, e.to_string())
+    })?;
     let bulletin = node
         .store()
         .get(&id)

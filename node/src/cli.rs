@@ -316,7 +316,7 @@ pub(crate) struct ListArgs {
     /// Only this kind (advisory, update, incident, metrics, emergency, product, outreach, follow-up, withdrawal).
     #[arg(long)]
     pub(crate) kind: Option<String>,
-    /// Only this member (member id).
+    /// Only this member (its name, or its member id).
     #[arg(long)]
     pub(crate) member: Option<String>,
     /// Only this TLP label.

@@ -26,7 +26,7 @@
 //! fetches again. (Earlier builds staged in sled under the `s` prefix;
 //! opening a store folds whatever they left there.)
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -156,6 +156,28 @@ pub enum StoreError {
     /// The journal of own bulletins cannot be read or written.
     #[error(transparent)]
     Journal(#[from] JournalError),
+}
+
+/// The shortest start of a bulletin id [`Store::resolve_id`] looks up.
+pub const MIN_ID_PREFIX: usize = 8;
+
+/// Why a bulletin could not be looked up by its id or the start of it.
+#[derive(Debug, thiserror::Error)]
+pub enum IdLookupError {
+    /// Not an id, nor the start of one.
+    #[error(
+        "{0:?} is not a bulletin id: give its 64 hexadecimal characters, or at least the first {MIN_ID_PREFIX} (herald list shows the first 10)"
+    )]
+    Invalid(String),
+    /// No bulletin held has an id that starts so.
+    #[error("no bulletin whose id starts with {0} is held here")]
+    NotHeld(String),
+    /// More than one does.
+    #[error("more than one bulletin held has an id that starts with {0}: give more of it")]
+    Ambiguous(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// What happened to one bulletin offered to the store.
@@ -616,6 +638,45 @@ impl Store {
 
     fn chains(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<KeyId, ChainSummary>> {
         self.chains.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The id of the bulletin held whose id is `text` (64 hexadecimal
+    /// characters) or starts with it (at least [`MIN_ID_PREFIX`]: `herald
+    /// list` shows the first ten). A full id is returned whether it is held
+    /// or not.
+    pub fn resolve_id(&self, text: &str) -> Result<BulletinId, IdLookupError> {
+        let text = text.trim().to_ascii_lowercase();
+        if let Ok(id) = text.parse::<BulletinId>() {
+            return Ok(id);
+        }
+        if text.len() < MIN_ID_PREFIX || text.len() > 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(IdLookupError::Invalid(text));
+        }
+        let whole = hex::decode(&text[..text.len() - text.len() % 2])
+            .map_err(|_| IdLookupError::Invalid(text.clone()))?;
+        let mut found: BTreeSet<BulletinId> = self
+            .staged()
+            .items
+            .keys()
+            .filter(|id| hex::encode(id.as_bytes()).starts_with(&text))
+            .copied()
+            .collect();
+        for entry in self.bulletins.scan_prefix(key_of(&[&[prefix::DATA], &whole])) {
+            let (key, _) = entry.map_err(StoreError::from)?;
+            let id = id_from(key.get(1..).unwrap_or_default())?;
+            if hex::encode(id.as_bytes()).starts_with(&text) {
+                found.insert(id);
+            }
+            if found.len() > 1 {
+                break;
+            }
+        }
+        let mut found = found.into_iter();
+        match (found.next(), found.next()) {
+            (Some(id), None) => Ok(id),
+            (None, _) => Err(IdLookupError::NotHeld(text)),
+            (Some(_), Some(_)) => Err(IdLookupError::Ambiguous(text)),
+        }
     }
 
     /// The bulletin with this id, if held (staged or folded).

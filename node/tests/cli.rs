@@ -252,6 +252,15 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("herald run"), "{}", stderr(&refused));
 
+    // Nor has any run yet: reading works (the installed genesis), finding nothing.
+    let empty = herald(&["list", "--dir", one_s]);
+    assert!(empty.status.success(), "{}", stderr(&empty));
+    assert!(
+        stdout(&empty).contains("No bulletins match"),
+        "{}",
+        stdout(&empty)
+    );
+
     let first = RunningNode::start(&one);
     first.wait_for(&["herald is running"]);
     api_refuses_requests_without_its_token(&one, base + 101);
@@ -305,6 +314,10 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
         view["payload"].as_str().unwrap().as_bytes(),
         std::fs::read(csaf).unwrap()
     );
+    // By the start of its id, as `list` shows it, through the API.
+    let by_prefix = herald(&["show", "--dir", two_s, &id[..10]]);
+    assert!(by_prefix.status.success(), "{}", stderr(&by_prefix));
+    assert!(stdout(&by_prefix).contains(&id), "{}", stdout(&by_prefix));
     let confirmed = publish_outreach(two_s, "from a key marked new");
     assert!(confirmed.status.success(), "{}", stderr(&confirmed));
     assert!(mark(&two).is_none(), "the mark outlived the key's first bulletin");
@@ -322,6 +335,30 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
     let missing = herald(&["show", "--dir", two_s, &"00".repeat(32)]);
     assert!(!missing.status.success());
     assert!(stderr(&missing).contains("no bulletin"), "{}", stderr(&missing));
+    let by_prefix = herald(&["show", "--dir", two_s, &id[..9].to_uppercase(), "--json"]);
+    assert!(by_prefix.status.success(), "{}", stderr(&by_prefix));
+    let view: serde_json::Value = serde_json::from_slice(&by_prefix.stdout).unwrap();
+    assert_eq!(view["id"], id);
+    // A member by its name.
+    let named = herald(&["list", "--dir", two_s, "--json", "--member", "MEMBER-1"]);
+    assert!(named.status.success(), "{}", stderr(&named));
+    let views: serde_json::Value = serde_json::from_slice(&named.stdout).unwrap();
+    assert!(
+        views.as_array().unwrap().iter().any(|v| v["id"] == id)
+            && views
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|v| v["member_name"] == "member-1"),
+        "{views}"
+    );
+    let nobody = herald(&["list", "--dir", two_s, "--member", "nobody"]);
+    assert!(!nobody.status.success());
+    assert!(
+        stderr(&nobody).contains("no member has this name") && stderr(&nobody).contains("member-2"),
+        "{}",
+        stderr(&nobody)
+    );
 
     // An auditor with the bundle and the genesis hash alone.
     let bundle = tmp.path().join("audit.hbundle");
@@ -393,6 +430,13 @@ fn bad_command_line_input_gets_a_clear_error() {
     let no_genesis = herald(&["run", "--dir", dir]);
     assert!(!no_genesis.status.success());
     assert!(stderr(&no_genesis).contains("genesis"), "{}", stderr(&no_genesis));
+    let no_genesis = herald(&["list", "--dir", dir]);
+    assert!(!no_genesis.status.success());
+    assert!(
+        stderr(&no_genesis).contains("herald genesis install"),
+        "{}",
+        stderr(&no_genesis)
+    );
 
     let bad_id = herald(&["show", "--dir", dir, "not-an-id"]);
     assert!(!bad_id.status.success());

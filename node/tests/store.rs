@@ -383,6 +383,40 @@ fn publish_own_refuses_to_sign_over_a_gap() {
     assert_eq!((b.body().seq, b.body().prev), (Seq(4), Some(c[2].id())));
 }
 
+#[test]
+fn bulletins_are_found_by_the_start_of_their_id() {
+    use herald_node::store::IdLookupError;
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let signer = key(11);
+    let c = chain(&signer, 3, 100);
+    insert(&store, &signer, &[&c[0], &c[1]]);
+    // The third is staged (received, not yet folded).
+    store.stage(&c[2], &member_of(&signer), b"peer");
+    for b in &c {
+        let hex = b.id().to_string();
+        for text in [
+            hex.clone(),
+            hex[..10].to_string(),
+            hex[..9].to_uppercase(),
+            hex[..8].to_string(),
+        ] {
+            assert_eq!(store.resolve_id(&text).unwrap(), b.id(), "{text}");
+        }
+    }
+    let absent = "f".repeat(12);
+    assert!(c.iter().all(|b| !b.id().to_string().starts_with(&absent)));
+    assert!(matches!(
+        store.resolve_id(&absent),
+        Err(IdLookupError::NotHeld(_))
+    ));
+    for bad in ["", "abc1234", "not-an-id", &"0".repeat(65)] {
+        let e = store.resolve_id(bad).unwrap_err();
+        assert!(matches!(e, IdLookupError::Invalid(_)), "{bad}: {e}");
+        assert!(e.to_string().contains("at least the first 8"), "{e}");
+    }
+}
+
 /// A draft of `signer`'s with a 200 KiB payload: about 20 fill the journal
 /// of own bulletins (4 MiB).
 fn big_draft(signer: &SecretKey, n: u64) -> BulletinBody {

@@ -8,7 +8,7 @@ use herald_keys::Registry;
 use herald_node::config::Config;
 use herald_node::view::{BulletinView, StatusView};
 use herald_node::{Query, Store};
-use herald_protocol::{BulletinId, MemberId, NetworkId, RegistryHash, Timestamp};
+use herald_protocol::{MemberId, NetworkId, RegistryHash, Timestamp};
 
 use crate::cli::{DirArgs, ListArgs, ShowArgs};
 use crate::client::Client;
@@ -16,6 +16,12 @@ use crate::cmd::publish::{severity, tlp};
 
 /// The store and registry of a node that is not running.
 pub(crate) fn open_offline(dir: &Path, config: &Config) -> Result<(Store, Registry)> {
+    if config.registry.genesis_hash.is_empty() {
+        return Err(herald_node::setup::SetupError::NoGenesisHash(
+            dir.join(herald_node::config::CONFIG_FILE),
+        )
+        .into());
+    }
     let hash: RegistryHash = config
         .registry
         .genesis_hash
@@ -23,7 +29,14 @@ pub(crate) fn open_offline(dir: &Path, config: &Config) -> Result<(Store, Regist
         .map_err(|e| anyhow!("genesis_hash in config.toml: {e}"))?;
     let store = Store::open(&dir.join(&config.node.data), NetworkId::from_genesis(hash))
         .context("cannot open the store (if a node is running, check its [api] listen address)")?;
-    let registry = Registry::from_history(store.registry_history()?, hash).context("the stored registry")?;
+    let history = store.registry_history()?;
+    let registry = if history.is_empty() {
+        // The node has not run yet: the genesis installed beside the config.
+        let genesis = herald_node::setup::read_update(&dir.join(&config.registry.genesis_file))?;
+        Registry::from_genesis(genesis, hash).context("the installed genesis")?
+    } else {
+        Registry::from_history(history, hash).context("the stored registry")?
+    };
     Ok((store, registry))
 }
 
@@ -48,13 +61,37 @@ pub(crate) fn list(args: ListArgs) -> Result<()> {
         ),
         None => None,
     };
-    let member = args
-        .member
-        .as_deref()
-        .map(|m| m.parse::<MemberId>().with_context(|| format!("--member {m:?}")))
-        .transpose()?;
     let client = Client::new(config.api.listen, &args.dir);
-    let views: Vec<BulletinView> = if client.is_up() {
+    let up = client.is_up();
+    let offline = if up {
+        None
+    } else {
+        Some(open_offline(&args.dir, &config)?)
+    };
+    let member = match args.member.as_deref() {
+        None => None,
+        Some(text) => Some(match text.parse::<MemberId>() {
+            Ok(id) => id,
+            // A name: looked up in the registry.
+            Err(_) => {
+                let members: Vec<(MemberId, String)> = match &offline {
+                    Some((_, registry)) => registry
+                        .current()
+                        .members()
+                        .map(|m| (m.id, m.name.clone()))
+                        .collect(),
+                    None => client
+                        .get::<herald_node::view::RegistryView>("/v1/registry", &[])?
+                        .members
+                        .into_iter()
+                        .map(|m| (m.id, m.name))
+                        .collect(),
+                };
+                member_named(text, &members)?
+            }
+        }),
+    };
+    let views: Vec<BulletinView> = if up {
         let mut q: Vec<(&str, String)> = vec![("limit", args.limit.to_string())];
         if let Some(k) = &args.kind {
             q.push(("kind", k.clone()));
@@ -73,7 +110,7 @@ pub(crate) fn list(args: ListArgs) -> Result<()> {
         }
         client.get("/v1/bulletins", &q)?
     } else {
-        let (store, registry) = open_offline(&args.dir, &config)?;
+        let (store, registry) = offline.ok_or_else(|| anyhow!("the store is not open"))?;
         let query = Query {
             kind: args.kind.clone(),
             member,
@@ -101,17 +138,41 @@ pub(crate) fn list(args: ListArgs) -> Result<()> {
     Ok(())
 }
 
+/// The member `--member` names: by its name (any case), among `members`.
+fn member_named(name: &str, members: &[(MemberId, String)]) -> Result<MemberId> {
+    let named: Vec<MemberId> = members
+        .iter()
+        .filter(|(_, n)| n.eq_ignore_ascii_case(name))
+        .map(|(id, _)| *id)
+        .collect();
+    match named[..] {
+        [id] => Ok(id),
+        [] => {
+            let names: Vec<&str> = members.iter().map(|(_, n)| n.as_str()).collect();
+            Err(anyhow!(
+                "--member {name:?}: no member has this name, and it is not a member id (64 hexadecimal characters); the members are: {}",
+                names.join(", ")
+            ))
+        }
+        _ => Err(anyhow!(
+            "--member {name:?}: more than one member has this name; give the member id (herald registry show)"
+        )),
+    }
+}
+
 pub(crate) fn show(args: ShowArgs) -> Result<()> {
     let config = Config::load(&args.dir)?;
-    let id: BulletinId = args
-        .id
-        .parse()
-        .with_context(|| format!("bulletin id {:?}", args.id))?;
+    // The id, or the start of it (as `list` shows it): looked up by the store.
+    let text = args.id.trim().to_ascii_lowercase();
+    if text.is_empty() || text.len() > 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(herald_node::store::IdLookupError::Invalid(text).into());
+    }
     let client = Client::new(config.api.listen, &args.dir);
     let v: BulletinView = if client.is_up() {
-        client.get(&format!("/v1/bulletins/{id}"), &[])?
+        client.get(&format!("/v1/bulletins/{text}"), &[])?
     } else {
         let (store, registry) = open_offline(&args.dir, &config)?;
+        let id = store.resolve_id(&text)?;
         let b = store
             .get(&id)?
             .ok_or_else(|| anyhow!("no bulletin {id} is held here"))?;
