@@ -142,7 +142,9 @@ pub enum KeyFileError {
         found: KeyRole,
     },
     /// The file is sealed and no passphrase was given.
-    #[error("{0}: the key file is protected by a passphrase; provide it")]
+    #[error(
+        "{0}: the key file is protected by a passphrase; put it in an environment variable and name that variable with --passphrase-env (for example HERALD_MEMBER_PASSPHRASE)"
+    )]
     PassphraseRequired(PathBuf),
     /// The passphrase does not open the file.
     #[error("{0}: wrong passphrase")]

@@ -29,7 +29,7 @@ pub(crate) enum Command {
     Genesis(GenesisCommand),
     /// Create a whole local test network in one step (directories, keys, genesis).
     Testnet(TestnetArgs),
-    /// Run the node in DIR until Ctrl-C.
+    /// Run the node in DIR until Ctrl-C (SIGINT) or SIGTERM.
     Run(DirArgs),
     /// Publish a bulletin through the running node; prints its id.
     Publish(Box<PublishArgs>),

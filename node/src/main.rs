@@ -28,6 +28,7 @@ fn main() -> ExitCode {
     });
     match cmd::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if cmd::Output::reader_gone(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
             for cause in error.chain().skip(1) {
@@ -44,5 +45,7 @@ fn init_logging(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours for a terminal only, not for a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

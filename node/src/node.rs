@@ -493,9 +493,9 @@ impl Node {
         let now = *self.chain_check.borrow();
         if now.settled() || (fallback && now.running == 0) {
             if !now.settled() {
-                tracing::info!(
+                tracing::warn!(
                     waited_s = wait.as_secs_f64(),
-                    "no peer brought back this node's chain in time: numbering on from what the store holds"
+                    "no peer brought back this node's chain in time: numbering on from what the store holds (if it was restored from a backup, it may lack the key's last bulletins)"
                 );
             }
             return Ok(());

@@ -438,6 +438,19 @@ fn bad_command_line_input_gets_a_clear_error() {
         stderr(&no_genesis)
     );
 
+    // Output to a reader that has gone (`| head`): the command ends quietly.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let other = tmp.path().join("other");
+    let closed = Command::new(HERALD)
+        .args(["init", "--dir", other.to_str().unwrap(), "--member", "CERT-Y"])
+        .stdout(writer)
+        .output()
+        .expect("run herald");
+    assert!(closed.status.success(), "{}", stderr(&closed));
+    assert!(stderr(&closed).is_empty(), "{}", stderr(&closed));
+    assert!(other.join("member.json").exists());
+
     let bad_id = herald(&["show", "--dir", dir, "not-an-id"]);
     assert!(!bad_id.status.success());
     assert!(stderr(&bad_id).contains("bulletin id"), "{}", stderr(&bad_id));

@@ -58,9 +58,9 @@ pub(crate) fn run(args: AuditArgs) -> Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_text(&args, &report);
+        print_text(&args, &report)?;
     }
     if !report.clean() {
         bail!(
@@ -93,15 +93,15 @@ fn explain(error: AuditError, args: &AuditArgs) -> anyhow::Error {
     }
 }
 
-fn print_text(args: &AuditArgs, report: &AuditReport) {
-    println!(
+fn print_text(args: &AuditArgs, report: &AuditReport) -> Result<()> {
+    out!(
         "{}: network {}; its registry reaches version {} from the genesis given ({} registry updates applied).",
         args.file.display(),
         report.network,
         report.registry_version,
         report.registry_updates
     );
-    println!(
+    out!(
         "Verified {} bulletins on {} chains; {} rejected, {} equivocations, {} broken links; {} numbers missing (a filtered export leaves gaps).",
         report.verified,
         report.chains,
@@ -111,24 +111,25 @@ fn print_text(args: &AuditArgs, report: &AuditReport) {
         report.missing_numbers
     );
     match (&report.registry_not_reached, &args.registry_hash) {
-        (Some(problem), _) => println!("  registry: {problem}"),
-        (None, Some(_)) => println!("The bundle's registry includes the registry you named."),
-        (None, None) => println!(
+        (Some(problem), _) => out!("  registry: {problem}"),
+        (None, Some(_)) => out!("The bundle's registry includes the registry you named."),
+        (None, None) => out!(
             "Registry version {} has hash {}: if the network has gone past it, this bundle leaves out later updates (a revocation would not be seen). Check with --registry-hash.",
-            report.registry_version, report.registry_hash
+            report.registry_version,
+            report.registry_hash
         ),
     }
     if let Some(path) = &args.provenance {
-        println!(
+        out!(
             "Provenance of each verified bulletin: {} (JSON Lines).",
             path.display()
         );
     }
     for (position, reason) in report.rejected.iter().take(LISTED) {
-        println!("  rejected: item {position}: {reason}");
+        out!("  rejected: item {position}: {reason}");
     }
     for e in report.equivocations.iter().take(LISTED) {
-        println!(
+        out!(
             "  equivocation: key {} number {}: {}",
             e.key,
             e.seq,
@@ -136,7 +137,7 @@ fn print_text(args: &AuditArgs, report: &AuditReport) {
         );
     }
     for b in report.broken_links.iter().take(LISTED) {
-        println!(
+        out!(
             "  broken link: {} (key {} number {}) names {} as the bulletin before it",
             b.id,
             b.key,
@@ -148,6 +149,7 @@ fn print_text(args: &AuditArgs, report: &AuditReport) {
         + report.equivocations.len().saturating_sub(LISTED)
         + report.broken_links.len().saturating_sub(LISTED);
     if more > 0 {
-        println!("  ... and {more} more (--json lists them all)");
+        out!("  ... and {more} more (--json lists them all)");
     }
+    Ok(())
 }

@@ -57,7 +57,7 @@ pub(crate) fn export(args: ExportArgs) -> Result<()> {
         let (store, registry) = open_offline(&args.dir, &config)?;
         bundle::export(&path, &store, &registry, &filter, progress("exported"))?
     };
-    println!(
+    out!(
         "Wrote {} bulletins and {} registry updates ({} bytes) to {}.",
         report.bulletins,
         report.registry_updates,
@@ -83,7 +83,7 @@ pub(crate) fn import(args: ImportArgs) -> Result<()> {
         };
         bundle::import(&path, &store, &registry, &mut sink, progress("imported"))?
     };
-    println!(
+    out!(
         "Imported: {} new, {} already held, {} equivocation evidence, {} rejected; registry: {} applied, {} already held.",
         report.new,
         report.already_held,
@@ -93,10 +93,10 @@ pub(crate) fn import(args: ImportArgs) -> Result<()> {
         report.registry_held
     );
     for (position, reason) in report.rejected.iter().take(20) {
-        println!("  item {position}: {reason}");
+        out!("  item {position}: {reason}");
     }
     if report.rejected.len() > 20 {
-        println!("  ... and {} more", report.rejected.len() - 20);
+        out!("  ... and {} more", report.rejected.len() - 20);
     }
     Ok(())
 }

@@ -24,20 +24,20 @@ struct Tracked {
 pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     super::runtime()?.block_on(async move {
         let n = usize::from(args.nodes);
-        println!("Starting {n} Herald nodes on 127.0.0.1 with a new registry...");
+        out!("Starting {n} Herald nodes on 127.0.0.1 with a new registry...");
         let devnet = Devnet::start(n).await?;
-        println!("network {}", devnet.nodes[0].network());
+        out!("network {}", devnet.nodes[0].network());
         for (node, name) in devnet.nodes.iter().zip(&devnet.names) {
             let addrs = node.listen_addrs().await;
             let addr = addrs.first().map(|a| a.to_string()).unwrap_or_default();
-            println!("  {name:<10} {}  {addr}", node.peer_id());
+            out!("  {name:<10} {}  {addr}", node.peer_id());
         }
-        println!(
+        out!(
             "Publishing a sample bulletin every {} ms from each member in turn. Ctrl-C to stop.\n",
             args.interval_ms
         );
         let result = live_view(&devnet, &args).await;
-        println!("\nStopping...");
+        out!("\nStopping...");
         devnet.shutdown().await;
         result
     })
@@ -105,7 +105,7 @@ async fn live_view(devnet: &Devnet, args: &DevnetArgs) -> Result<()> {
                 match devnet.nodes[publisher].publish(draft).await {
                     Ok(b) => {
                         let body = b.body();
-                        println!(
+                        out!(
                             "[{:>7.2}s] {} published {} #{} {} {:?} \"{}\"  id {}",
                             start.elapsed().as_secs_f64(),
                             devnet.names[publisher],
@@ -121,7 +121,7 @@ async fn live_view(devnet: &Devnet, args: &DevnetArgs) -> Result<()> {
                         last = Some((publisher, b.id()));
                         published += 1;
                     }
-                    Err(e) => println!("  {} could not publish: {e}", devnet.names[publisher]),
+                    Err(e) => out!("  {} could not publish: {e}", devnet.names[publisher]),
                 }
             }
             Some((index, event)) = events.recv() => match event {
@@ -132,19 +132,19 @@ async fn live_view(devnet: &Devnet, args: &DevnetArgs) -> Result<()> {
                         continue;
                     }
                     let ms = at.duration_since(t.sent).unwrap_or_default().as_secs_f64() * 1000.0;
-                    println!("            {} -> {:<10} {:>7.1} ms  ({}/{})", id.fmt_short(), devnet.names[index], ms, t.reached.len() + 1, n);
+                    out!("            {} -> {:<10} {:>7.1} ms  ({}/{})", id.fmt_short(), devnet.names[index], ms, t.reached.len() + 1, n);
                     if t.reached.len() + 1 == n {
-                        println!("            {} reached all {n} nodes in {ms:.1} ms", id.fmt_short());
+                        out!("            {} reached all {n} nodes in {ms:.1} ms", id.fmt_short());
                         tracked.remove(&id);
                         complete += 1;
                         if args.count > 0 && complete >= args.count {
-                            println!("\n{complete} bulletins reached every node.");
+                            out!("\n{complete} bulletins reached every node.");
                             return Ok(());
                         }
                     }
                 }
-                NodeEvent::Rejected { peer, reason } => println!("  {} rejected input from {peer}: {reason}", devnet.names[index]),
-                NodeEvent::Equivocation { signer, seq, .. } => println!("  {} saw EQUIVOCATION by {} at #{seq}", devnet.names[index], signer.fmt_short()),
+                NodeEvent::Rejected { peer, reason } => out!("  {} rejected input from {peer}: {reason}", devnet.names[index]),
+                NodeEvent::Equivocation { signer, seq, .. } => out!("  {} saw EQUIVOCATION by {} at #{seq}", devnet.names[index], signer.fmt_short()),
                 _ => {}
             },
         }

@@ -20,13 +20,13 @@ pub(crate) fn run(command: GenesisCommand) -> Result<()> {
                 .collect::<Result<Vec<_>, _>>()?;
             let proposal = setup::propose_genesis(&descriptors, threshold, herald_node::node::now())?;
             setup::write_file(&out, &proposal.to_bytes())?;
-            println!(
+            out!(
                 "Wrote the genesis proposal for {} members (threshold {threshold}) to {}.",
                 descriptors.len(),
                 out.display()
             );
-            println!(
-                "Each founder now runs: herald genesis approve --dir THEIR_DIR {}",
+            out!(
+                "Each founder now runs: herald genesis approve --dir THEIR_DIR --passphrase-env HERALD_MEMBER_PASSPHRASE {}",
                 out.display()
             );
         }
@@ -44,33 +44,33 @@ pub(crate) fn run(command: GenesisCommand) -> Result<()> {
             let mut update = setup::read_update(&file)?;
             let added = setup::approve_with_dir(&mut update, &dir, passphrase.as_deref())?;
             setup::write_file(&file, &update.to_bytes())?;
-            println!("Added {added} approvals; {} in all.", update.approvals().len());
+            out!("Added {added} approvals; {} in all.", update.approvals().len());
             match Registry::from_genesis(update.clone(), update.hash()) {
-                Ok(_) => println!(
+                Ok(_) => out!(
                     "The genesis is complete: herald genesis verify {}",
                     file.display()
                 ),
-                Err(e) => println!("Still needed: {e}"),
+                Err(e) => out!("Still needed: {e}"),
             }
         }
         GenesisCommand::Verify { file } => {
             let update = setup::read_update(&file)?;
             let registry = Registry::from_genesis(update.clone(), update.hash())
                 .context("the genesis is not complete or not valid")?;
-            println!(
+            out!(
                 "Genesis is valid: {} members, threshold {}.",
                 registry.current().members().count(),
                 registry.current().threshold()
             );
             for m in registry.current().members() {
-                println!("  {:<24} {}", m.name, m.id);
+                out!("  {:<24} {}", m.name, m.id);
             }
-            println!("genesis_hash = \"{}\"", update.hash());
+            out!("genesis_hash = \"{}\"", update.hash());
         }
         GenesisCommand::Install { dir, file } => {
             let update = setup::read_update(&file)?;
             let hash = setup::install_genesis(&dir, &update)?;
-            println!("Installed the genesis {hash} into {}.", dir.display());
+            out!("Installed the genesis {hash} into {}.", dir.display());
         }
     }
     Ok(())

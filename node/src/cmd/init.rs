@@ -20,16 +20,25 @@ pub(crate) fn init(args: InitArgs) -> Result<()> {
         member_passphrase: passphrase,
     };
     let descriptor = setup::init_node_dir(&args.dir, &options)?;
-    println!("Created node directory {}", args.dir.display());
-    println!("  member key  {}", descriptor.member_key);
+    out!("Created node directory {}", args.dir.display());
+    out!("  member key  {}", descriptor.member_key);
     for key in &descriptor.signing_keys {
-        println!("  signing key {key}");
+        out!("  signing key {key}");
     }
     for addr in &descriptor.addresses {
-        println!("  address     {addr}");
+        out!("  address     {addr}");
     }
-    println!();
-    println!(
+    if descriptor
+        .addresses
+        .iter()
+        .any(|a| a.starts_with("/ip4/0.0.0.0/") || a.starts_with("/ip6/::/"))
+    {
+        out!(
+            "  (0.0.0.0 listens on every interface: others dial this host's reachable address in its place)"
+        );
+    }
+    out!();
+    out!(
         "Send {} to the other founders; then propose and approve the genesis with `herald genesis`.",
         args.dir.join(setup::DESCRIPTOR_FILE).display()
     );
@@ -38,9 +47,9 @@ pub(crate) fn init(args: InitArgs) -> Result<()> {
 
 pub(crate) fn testnet(args: TestnetArgs) -> Result<()> {
     let dirs = setup::create_local_network(&args.dir, usize::from(args.nodes), args.base_port)?;
-    println!("Created a local network of {} members:", dirs.len());
+    out!("Created a local network of {} members:", dirs.len());
     for dir in &dirs {
-        println!("  herald run --dir {}", dir.display());
+        out!("  herald run --dir {}", dir.display());
     }
     Ok(())
 }

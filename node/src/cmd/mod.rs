@@ -1,5 +1,29 @@
 //! One module per subcommand; [`run()`] dispatches.
 
+/// `println!` that returns the write's error (`?`) instead of panicking, so
+/// that output piped into a reader that stops early (`| head`) ends the
+/// command quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err($crate::cmd::Output)?
+    }};
+}
+
+/// Writing to standard output failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write to standard output: {0}")]
+pub(crate) struct Output(pub(crate) std::io::Error);
+
+impl Output {
+    /// Whether the reader of the output went away (`| head`): not a failure.
+    pub(crate) fn reader_gone(error: &anyhow::Error) -> bool {
+        error
+            .downcast_ref::<Output>()
+            .is_some_and(|o| o.0.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+}
+
 mod audit;
 mod bundle;
 mod devnet;

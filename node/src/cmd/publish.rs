@@ -25,8 +25,23 @@ pub(crate) fn run(args: PublishArgs) -> Result<()> {
     } else {
         "/v1/bulletins"
     };
-    let published: Published = client.post(path, &draft)?;
-    println!("{}", published.id);
+    // The first publication after the node starts may wait (up to 10 s) for
+    // its peers to bring back its chain: say so rather than hang silently.
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let notice = std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            finished.recv_timeout(std::time::Duration::from_secs(1))
+        {
+            eprintln!(
+                "Waiting for the node: after it starts, its first publication waits (up to 10 s) for its peers to bring back what they hold of its chain."
+            );
+        }
+    });
+    let published = client.post::<_, Published>(path, &draft);
+    drop(done);
+    let _ = notice.join();
+    let published = published?;
+    out!("{}", published.id);
     Ok(())
 }
 

@@ -127,12 +127,12 @@ pub(crate) fn list(args: ListArgs) -> Result<()> {
             .collect::<Result<_>>()?
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&views)?);
+        out!("{}", serde_json::to_string_pretty(&views)?);
     } else if views.is_empty() {
-        println!("No bulletins match.");
+        out!("No bulletins match.");
     } else {
         for v in &views {
-            println!("{}", v.summary_line());
+            out!("{}", v.summary_line());
         }
     }
     Ok(())
@@ -179,34 +179,34 @@ pub(crate) fn show(args: ShowArgs) -> Result<()> {
         view(&store, &registry, &b, true)?
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{}", v.title);
-    println!("  id          {}", v.id);
-    println!(
+    out!("{}", v.title);
+    out!("  id          {}", v.id);
+    out!(
         "  from        {} ({})",
         v.member_name.as_deref().unwrap_or("?"),
         v.member.map(|m| m.to_string()).unwrap_or_default()
     );
-    println!("  signer      {} #{}", v.signer, v.seq);
-    println!("  created     {}", v.created);
-    println!("  kind        {}", serde_json::to_string(&v.kind)?);
-    println!("  tlp         {}", v.tlp);
-    println!("  severity    {:?}", v.severity);
+    out!("  signer      {} #{}", v.signer, v.seq);
+    out!("  created     {}", v.created);
+    out!("  kind        {}", serde_json::to_string(&v.kind)?);
+    out!("  tlp         {}", v.tlp);
+    out!("  severity    {:?}", v.severity);
     for r in &v.references {
-        println!("  reference   {}", serde_json::to_string(r)?);
+        out!("  reference   {}", serde_json::to_string(r)?);
     }
     if let Some(s) = v.supersedes {
-        println!("  supersedes  {s}");
+        out!("  supersedes  {s}");
     }
     if let Some(e) = &v.expires {
-        println!("  expires     {e}");
+        out!("  expires     {e}");
     }
-    println!("  content     {} ({} bytes)", v.content_type, v.payload_bytes);
+    out!("  content     {} ({} bytes)", v.content_type, v.payload_bytes);
     if let (Some(p), Some("utf-8")) = (&v.payload, v.payload_encoding.as_deref()) {
-        println!();
-        println!("{p}");
+        out!();
+        out!("{p}");
     }
     Ok(())
 }
@@ -214,6 +214,6 @@ pub(crate) fn show(args: ShowArgs) -> Result<()> {
 pub(crate) fn status(args: DirArgs) -> Result<()> {
     let config = Config::load(&args.dir)?;
     let s: StatusView = Client::new(config.api.listen, &args.dir).get("/v1/status", &[])?;
-    println!("{}", serde_json::to_string_pretty(&s)?);
+    out!("{}", serde_json::to_string_pretty(&s)?);
     Ok(())
 }

@@ -46,12 +46,14 @@ fn current(dir: &std::path::Path) -> Result<RegistryView> {
 fn show(dir: &std::path::Path, json: bool) -> Result<()> {
     let view = current(dir)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&view)?);
+        out!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(());
     }
-    println!(
+    out!(
         "registry version {} ({}), threshold {}",
-        view.version, view.hash, view.threshold
+        view.version,
+        view.hash,
+        view.threshold
     );
     for m in &view.members {
         let removed = m
@@ -59,20 +61,20 @@ fn show(dir: &std::path::Path, json: bool) -> Result<()> {
             .as_deref()
             .map(|t| format!("  REMOVED at {t}"))
             .unwrap_or_default();
-        println!("  {}  {}{removed}", m.name, m.id);
-        println!("    member key   {}", m.member_key);
+        out!("  {}  {}{removed}", m.name, m.id);
+        out!("    member key   {}", m.member_key);
         for (k, revoked) in &m.signing_keys {
-            println!(
+            out!(
                 "    signing key  {k}{}",
                 revoked.as_deref().map(|r| format!("  ({r})")).unwrap_or_default()
             );
         }
         for n in &m.node_ids {
-            println!("    node         {n}");
+            out!("    node         {n}");
         }
     }
     if view.forks > 0 {
-        println!("WARNING: {} registry forks seen", view.forks);
+        out!("WARNING: {} registry forks seen", view.forks);
     }
     Ok(())
 }
@@ -159,13 +161,13 @@ fn propose(args: ProposeArgs) -> Result<()> {
         update.push_approval(approval)?;
     }
     setup::write_file(&args.out, &update.to_bytes())?;
-    println!(
+    out!(
         "Wrote the proposal for registry version {} to {}.",
         body.version,
         args.out.display()
     );
-    println!(
-        "Members approve it with: herald registry approve --dir THEIR_DIR {}",
+    out!(
+        "Members approve it with: herald registry approve --dir THEIR_DIR --passphrase-env HERALD_MEMBER_PASSPHRASE {}",
         args.out.display()
     );
     Ok(())
@@ -195,7 +197,7 @@ fn approve(
         }
     }
     setup::write_file(file, &update.to_bytes())?;
-    println!("Added {added} approvals; {} in all.", update.approvals().len());
+    out!("Added {added} approvals; {} in all.", update.approvals().len());
     Ok(())
 }
 
@@ -210,7 +212,7 @@ fn submit(dir: &std::path::Path, file: &std::path::Path) -> Result<()> {
                 update: hex::encode(update.to_bytes()),
             },
         )?;
-        println!(
+        out!(
             "The registry is at version {}; the change spreads by gossip and sync.",
             done.version
         );
@@ -226,9 +228,9 @@ fn submit(dir: &std::path::Path, file: &std::path::Path) -> Result<()> {
         Ok(herald_keys::Applied::Advanced(version)) => {
             store.save_registry_update(&update)?;
             store.flush()?;
-            println!("The registry is at version {version}; it spreads when the node runs.");
+            out!("The registry is at version {version}; it spreads when the node runs.");
         }
-        Ok(herald_keys::Applied::AlreadyHeld) => println!("This update is already held."),
+        Ok(herald_keys::Applied::AlreadyHeld) => out!("This update is already held."),
         Err(e) => bail!("the update is refused: {e}"),
     }
     Ok(())
