@@ -584,20 +584,12 @@ impl Node {
             self.chain_checked(marked || self.held_checked).await?;
             self.may_number.store(true, std::sync::atomic::Ordering::Release);
         }
-        // Whatever the check said: numbers a peer has listed and not yet
-        // brought back are not signed again.
+        // Whatever the check said, numbers a peer has listed and not yet
+        // brought back are not signed again: the store refuses them as it
+        // numbers (`StoreError::ChainClaimed`). The operator's word clears
+        // the claims.
         if new_chain {
             self.store.clear_chain_claims(&self.own_key, None)?;
-        } else {
-            // (Rarely any claim: what is held is looked up, under the
-            // journal's lock, only then.)
-            let claimed = self.store.chain_claimed(&self.own_key)?;
-            if claimed > Seq(0) {
-                let held = self.store.numbered_up_to(&self.own_key)?;
-                if claimed > held {
-                    return Err(PublishError::ChainBehind { held, claimed });
-                }
-            }
         }
         // A first publication removes the mark before anything is signed (if
         // it cannot, nothing is), and writes it back if the writer signs
@@ -661,6 +653,9 @@ impl Node {
                     self.mark_pending.store(true, Ordering::Release);
                 }
                 return Err(PublishError::Invalid(e.to_string()));
+            }
+            Ok(Err(StoreError::ChainClaimed { held, claimed })) => {
+                PublishError::ChainBehind { held, claimed }
             }
             Ok(Err(e)) => PublishError::Store(e),
             Err(_) => PublishError::Stopped,

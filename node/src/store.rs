@@ -150,6 +150,16 @@ pub enum StoreError {
     /// The node's own chain is exhausted (2^64 bulletins) or inconsistent.
     #[error("cannot extend the local chain: {0}")]
     Chain(String),
+    /// A peer listed more of the signing key's chain than the node holds,
+    /// and has not brought it back yet ([`Store::note_chain_claim`]): the
+    /// node numbers nothing of the key meanwhile.
+    #[error("a peer listed number {claimed} of this node's signing key, and this node holds up to {held}")]
+    ChainClaimed {
+        /// The highest number held.
+        held: Seq,
+        /// The highest number a peer listed.
+        claimed: Seq,
+    },
     /// Signing failed (the draft breaks a rule of the format).
     #[error("cannot sign the bulletin: {0}")]
     Sign(#[from] herald_keys::SignError),
@@ -864,6 +874,8 @@ impl Store {
     /// ([`Store::chain_claimed`]).
     pub fn note_chain_claim(&self, key: &KeyId, peer: &[u8], highest: Seq) -> Result<(), StoreError> {
         let claims = &self.claims;
+        // Not while a publication numbers (it holds the journal's lock).
+        let _numbering = self.journal();
         let _changing = self.claims_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.claims_present
             .store(true, std::sync::atomic::Ordering::Release);
@@ -1271,6 +1283,16 @@ impl Store {
                 "the local chain has a gap after {}; wait for sync to repair it",
                 head.contiguous
             )));
+        }
+        // Numbers a peer has listed and not brought back yet are not signed
+        // again. (Claims are noted under the journal's lock: none lands
+        // between this look and the numbering.)
+        let claimed = self.chain_claimed(&key.id())?;
+        let held = journal
+            .tip(&key.id())
+            .map_or(head.highest, |(seq, _)| seq.max(head.highest));
+        if claimed > held {
+            return Err(StoreError::ChainClaimed { held, claimed });
         }
         let (mut seq, mut prev) = match journal.tip(&key.id()) {
             Some((seq, id)) if seq >= head.highest => (seq, Some(id)),

@@ -204,7 +204,12 @@ impl Writer {
                 tracing::error!(error = %e, "cannot publish");
                 let message = e.to_string();
                 for reply in replies {
-                    let _ = reply.send(Err(StoreError::Chain(message.clone())));
+                    let _ = reply.send(Err(match e {
+                        StoreError::ChainClaimed { held, claimed } => {
+                            StoreError::ChainClaimed { held, claimed }
+                        }
+                        _ => StoreError::Chain(message.clone()),
+                    }));
                 }
             }
         }

@@ -417,6 +417,40 @@ fn bulletins_are_found_by_the_start_of_their_id() {
     }
 }
 
+#[test]
+fn publish_own_signs_no_number_a_peer_has_listed() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let signer = key(12);
+    let me = member_of(&signer);
+    let c = chain(&signer, 3, 100);
+    insert(&store, &signer, &[&c[0], &c[1], &c[2]]);
+    // A peer listed the chain up to 5, and has not brought 4 and 5 back yet.
+    store.note_chain_claim(&signer.id(), b"peer", Seq(5)).unwrap();
+    match store.publish_own(&signer, &me, Spec::new(1, None, 200).body(&signer)) {
+        Err(StoreError::ChainClaimed { held, claimed }) => assert_eq!((held, claimed), (Seq(3), Seq(5))),
+        other => panic!("numbered inside a chain a peer listed: {other:?}"),
+    }
+    assert_eq!(store.count().unwrap(), 3, "the refusal stored something");
+    // A claim at or below what is held does not stop it; nor does a cleared one.
+    store.note_chain_claim(&signer.id(), b"peer", Seq(3)).unwrap();
+    let b = store
+        .publish_own(&signer, &me, Spec::new(1, None, 201).body(&signer))
+        .unwrap();
+    assert_eq!(b.body().seq, Seq(4));
+    store.note_chain_claim(&signer.id(), b"other", Seq(9)).unwrap();
+    assert!(
+        store
+            .publish_own(&signer, &me, Spec::new(1, None, 202).body(&signer))
+            .is_err()
+    );
+    store.clear_chain_claims(&signer.id(), Some(b"other")).unwrap();
+    let b = store
+        .publish_own(&signer, &me, Spec::new(1, None, 203).body(&signer))
+        .unwrap();
+    assert_eq!(b.body().seq, Seq(5));
+}
+
 /// A draft of `signer`'s with a 200 KiB payload: about 20 fill the journal
 /// of own bulletins (4 MiB).
 fn big_draft(signer: &SecretKey, n: u64) -> BulletinBody {
