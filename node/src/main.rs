@@ -28,7 +28,8 @@ fn main() -> ExitCode {
     });
     match cmd::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) if cmd::Output::reader_gone(&error) => ExitCode::SUCCESS,
+        // As a command stopped by SIGPIPE: 128 + 13, and nothing printed.
+        Err(error) if cmd::Output::reader_gone(&error) => ExitCode::from(141),
         Err(error) => {
             eprintln!("error: {error}");
             for cause in error.chain().skip(1) {

@@ -592,9 +592,10 @@ impl Node {
             self.store.clear_chain_claims(&self.own_key, None)?;
         }
         // A first publication removes the mark before anything is signed (if
-        // it cannot, nothing is), and writes it back if the writer signs
-        // nothing (a draft that breaks a rule). The lock is held until then,
-        // so that no other publication goes past the mark meanwhile.
+        // it cannot, nothing is), and writes it back if the writer refuses
+        // the draft before signing (it breaks a rule). Not after a refusal
+        // for a peer's claim: the key has a chain. The lock is held until
+        // then, so that no other publication goes past the mark meanwhile.
         use std::sync::atomic::Ordering;
         let (removed, mark) = if self.mark_pending.load(Ordering::Acquire) {
             let mut mark = self.unused_mark.lock().await;

@@ -201,7 +201,11 @@ impl Writer {
                 let _ = self.indexer.try_send(crate::indexer::Signal::Staged);
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot publish");
+                match e {
+                    // Refused, as it should be, until the catch-up ends.
+                    StoreError::ChainClaimed { .. } => tracing::warn!(error = %e, "not publishing yet"),
+                    _ => tracing::error!(error = %e, "cannot publish"),
+                }
                 let message = e.to_string();
                 for reply in replies {
                     let _ = reply.send(Err(match e {

@@ -438,7 +438,8 @@ fn bad_command_line_input_gets_a_clear_error() {
         stderr(&no_genesis)
     );
 
-    // Output to a reader that has gone (`| head`): the command ends quietly.
+    // Output to a reader that has gone (`| head`): the command ends quietly, with the status of
+    // a command stopped by SIGPIPE.
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
     let other = tmp.path().join("other");
@@ -447,7 +448,7 @@ fn bad_command_line_input_gets_a_clear_error() {
         .stdout(writer)
         .output()
         .expect("run herald");
-    assert!(closed.status.success(), "{}", stderr(&closed));
+    assert_eq!(closed.status.code(), Some(141), "{}", stderr(&closed));
     assert!(stderr(&closed).is_empty(), "{}", stderr(&closed));
     assert!(other.join("member.json").exists());
 
@@ -564,6 +565,55 @@ fn nothing_acknowledged_is_lost_when_the_node_is_killed() {
         let expected: Vec<u64> = (1..=numbers.len() as u64).collect();
         assert_eq!(numbers, expected, "round {round}: the node's chain");
     }
+}
+
+/// Before a node's first run, a registry change submitted there is stored after the installed
+/// genesis: every command reads the store after it, and the node starts on it.
+#[test]
+fn a_change_submitted_before_the_first_run_leaves_a_store_that_opens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = free_base_port(2);
+    let made = herald(&[
+        "testnet",
+        "--dir",
+        tmp.path().to_str().unwrap(),
+        "--nodes",
+        "2",
+        "--base-port",
+        &base.to_string(),
+    ]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let dir = tmp.path().join("member-1");
+    let one = dir.to_str().unwrap();
+    let update = tmp.path().join("rotation.update");
+    let u = update.to_str().unwrap();
+    let new_key = dir.join("keys/signing-2.key");
+    for args in [
+        vec![
+            "registry",
+            "propose",
+            "--dir",
+            one,
+            "--new-signing-key",
+            new_key.to_str().unwrap(),
+            "-o",
+            u,
+        ],
+        vec!["registry", "approve", "--dir", one, u],
+        vec!["registry", "submit", "--dir", one, u],
+    ] {
+        let done = herald(&args);
+        assert!(done.status.success(), "{args:?}: {}", stderr(&done));
+    }
+    let listed = herald(&["list", "--dir", one]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let shown = herald(&["registry", "show", "--dir", one, "--json"]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let view: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(view["version"], 2);
+    let node = RunningNode::start(&dir);
+    node.wait_for(&["herald is running"]);
+    node.stop();
 }
 
 /// The members change the registry together: a member adds a signing key on

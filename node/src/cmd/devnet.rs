@@ -37,9 +37,13 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
             args.interval_ms
         );
         let result = live_view(&devnet, &args).await;
-        out!("\nStopping...");
+        // Stopped whatever becomes of the output.
+        let said = (|| -> Result<()> {
+            out!("\nStopping...");
+            Ok(())
+        })();
         devnet.shutdown().await;
-        result
+        result.and(said)
     })
 }
 

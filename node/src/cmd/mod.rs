@@ -2,7 +2,7 @@
 
 /// `println!` that returns the write's error (`?`) instead of panicking, so
 /// that output piped into a reader that stops early (`| head`) ends the
-/// command quietly.
+/// command quietly, with the exit status of a command stopped by SIGPIPE.
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
@@ -16,7 +16,9 @@ macro_rules! out {
 pub(crate) struct Output(pub(crate) std::io::Error);
 
 impl Output {
-    /// Whether the reader of the output went away (`| head`): not a failure.
+    /// Whether the reader of the output went away (`| head`): nothing to
+    /// report, but not a success (the output, or the verdict after it, was
+    /// lost).
     pub(crate) fn reader_gone(error: &anyhow::Error) -> bool {
         error
             .downcast_ref::<Output>()

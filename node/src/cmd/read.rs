@@ -31,9 +31,14 @@ pub(crate) fn open_offline(dir: &Path, config: &Config) -> Result<(Store, Regist
         .context("cannot open the store (if a node is running, check its [api] listen address)")?;
     let history = store.registry_history()?;
     let registry = if history.is_empty() {
-        // The node has not run yet: the genesis installed beside the config.
+        // The node has not run yet: the genesis installed beside the config,
+        // stored as the node stores it at its first start, so that what a
+        // command then writes (an import, a registry update) follows it.
         let genesis = herald_node::setup::read_update(&dir.join(&config.registry.genesis_file))?;
-        Registry::from_genesis(genesis, hash).context("the installed genesis")?
+        let registry = Registry::from_genesis(genesis.clone(), hash).context("the installed genesis")?;
+        store.save_registry_update(&genesis)?;
+        store.flush()?;
+        registry
     } else {
         Registry::from_history(history, hash).context("the stored registry")?
     };
