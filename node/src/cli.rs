@@ -38,7 +38,7 @@ pub(crate) enum Command {
     /// Show one bulletin.
     Show(ShowArgs),
     /// Show the running node's status: peers, pending gossip, last sync.
-    Status(DirArgs),
+    Status(StatusArgs),
     /// Show or change the member registry (changes need the members' approvals).
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -107,6 +107,16 @@ pub(crate) struct DirArgs {
     /// The node directory.
     #[arg(long, default_value = ".")]
     pub(crate) dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// The node directory.
+    #[arg(long, default_value = ".")]
+    pub(crate) dir: PathBuf,
+    /// Print JSON (the API's `/v1/status`) instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]

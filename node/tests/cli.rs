@@ -314,6 +314,21 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
         view["payload"].as_str().unwrap().as_bytes(),
         std::fs::read(csaf).unwrap()
     );
+    // The node's status, as text and as JSON.
+    let status = herald(&["status", "--dir", two_s]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let text = stdout(&status);
+    assert!(
+        text.contains("member       member-2 (")
+            && text.contains("peers        1 connected")
+            && text.contains("own chain    numbered up to 0, "),
+        "{text}"
+    );
+    let status = herald(&["status", "--dir", two_s, "--json"]);
+    let view: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(view["own_chain"]["numbered_up_to"], 0, "{view}");
+    assert!(view["bulletins"].as_u64().unwrap() >= 1, "{view}");
+
     // By the start of its id, as `list` shows it, through the API.
     let by_prefix = herald(&["show", "--dir", two_s, &id[..10]]);
     assert!(by_prefix.status.success(), "{}", stderr(&by_prefix));

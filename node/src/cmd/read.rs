@@ -10,7 +10,7 @@ use herald_node::view::{BulletinView, StatusView};
 use herald_node::{Query, Store};
 use herald_protocol::{MemberId, NetworkId, RegistryHash, Timestamp};
 
-use crate::cli::{DirArgs, ListArgs, ShowArgs};
+use crate::cli::{ListArgs, ShowArgs, StatusArgs};
 use crate::client::Client;
 use crate::cmd::publish::{severity, tlp};
 
@@ -216,9 +216,89 @@ pub(crate) fn show(args: ShowArgs) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn status(args: DirArgs) -> Result<()> {
+pub(crate) fn status(args: StatusArgs) -> Result<()> {
     let config = Config::load(&args.dir)?;
-    let s: StatusView = Client::new(config.api.listen, &args.dir).get("/v1/status", &[])?;
-    out!("{}", serde_json::to_string_pretty(&s)?);
+    let client = Client::new(config.api.listen, &args.dir);
+    let s: StatusView = client.get("/v1/status", &[])?;
+    if args.json {
+        out!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    let registry: herald_node::view::RegistryView = client.get("/v1/registry", &[])?;
+    let name = registry
+        .members
+        .iter()
+        .find(|m| m.id == s.member)
+        .map_or("?", |m| m.name.as_str());
+    out!("node         {}", s.peer_id);
+    out!("member       {name} ({})", s.member);
+    out!(
+        "network      {}, registry version {}",
+        s.network,
+        s.registry_version
+    );
+    for addr in &s.listen {
+        out!("listening    {addr}");
+    }
+    out!("peers        {} connected", s.connected_peers.len());
+    for peer in &s.connected_peers {
+        out!("             {peer}");
+    }
+    out!(
+        "bulletins    {} held, {} equivocations",
+        s.bulletins,
+        s.equivocations
+    );
+    out!("own chain    {}", own_chain_line(&s.own_chain));
+    for claim in &s.own_chain.claims {
+        out!("             peer {} lists it up to {}", claim.peer, claim.up_to);
+    }
+    out!(
+        "waiting      {} own bulletins for a peer to gossip to",
+        s.pending_gossip
+    );
+    let sync = match &s.last_sync {
+        None => "none yet".to_string(),
+        Some(l) => format!(
+            "{} with {}: {}{}",
+            Timestamp(l.at_ms),
+            l.peer,
+            l.error
+                .as_ref()
+                .map_or_else(|| format!("{} new", l.new_bulletins), |e| format!("failed: {e}")),
+            if s.behind > 0 {
+                format!(", still {} behind", s.behind)
+            } else {
+                String::new()
+            }
+        ),
+    };
+    out!(
+        "last sync    {sync}{}",
+        if s.syncing > 0 {
+            format!(" ({} running)", s.syncing)
+        } else {
+            String::new()
+        }
+    );
     Ok(())
+}
+
+/// The own chain as `herald status` prints it.
+fn own_chain_line(own: &herald_node::view::OwnChainView) -> String {
+    let claimed = own.claims.iter().map(|c| c.up_to).max().unwrap_or(0);
+    format!(
+        "numbered up to {}{}{}",
+        own.numbered_up_to,
+        if own.checked {
+            ", checked with peers since the start"
+        } else {
+            ", not yet checked with peers since the start"
+        },
+        if claimed > own.numbered_up_to {
+            "; publishing waits for the catch-up"
+        } else {
+            ""
+        }
+    )
 }
