@@ -333,6 +333,11 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
     let by_prefix = herald(&["show", "--dir", two_s, &id[..10]]);
     assert!(by_prefix.status.success(), "{}", stderr(&by_prefix));
     assert!(stdout(&by_prefix).contains(&id), "{}", stdout(&by_prefix));
+    assert!(
+        stdout(&by_prefix).contains("  kind        vulnerability-advisory, status confirmed\n"),
+        "{}",
+        stdout(&by_prefix)
+    );
     let confirmed = publish_outreach(two_s, "from a key marked new");
     assert!(confirmed.status.success(), "{}", stderr(&confirmed));
     assert!(mark(&two).is_none(), "the mark outlived the key's first bulletin");

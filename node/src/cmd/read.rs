@@ -196,7 +196,7 @@ pub(crate) fn show(args: ShowArgs) -> Result<()> {
     );
     out!("  signer      {} #{}", v.signer, v.seq);
     out!("  created     {}", v.created);
-    out!("  kind        {}", serde_json::to_string(&v.kind)?);
+    out!("  kind        {}", kind_text(&serde_json::to_value(&v.kind)?));
     out!("  tlp         {}", v.tlp);
     out!("  severity    {:?}", v.severity);
     for r in &v.references {
@@ -282,6 +282,27 @@ pub(crate) fn status(args: StatusArgs) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// A bulletin's kind as `show` prints it: its name, then its fields
+/// (`advisory, status confirmed`); JSON for whatever is not plain.
+fn kind_text(kind: &serde_json::Value) -> String {
+    let Some(fields) = kind.as_object() else {
+        return kind.to_string();
+    };
+    let mut text = fields
+        .get("type")
+        .and_then(|t| t.as_str())
+        .unwrap_or("?")
+        .to_string();
+    for (name, value) in fields.iter().filter(|(name, _)| *name != "type") {
+        let value = match value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        text.push_str(&format!(", {} {value}", name.replace('_', " ")));
+    }
+    text
 }
 
 /// The own chain as `herald status` prints it.
