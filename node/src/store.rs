@@ -884,23 +884,14 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets `peer`'s claim on `key`'s chain if it reaches no higher than
-    /// `up_to` (a session brought back all the peer holds, having seen it
-    /// list the chain up to `up_to`; a higher claim a later session noted
-    /// stays), or every peer's with `peer` `None`.
-    pub fn clear_chain_claims(&self, key: &KeyId, peer: Option<(&[u8], Seq)>) -> Result<(), StoreError> {
+    /// Forgets `peer`'s claim on `key`'s chain (its session brought back all
+    /// it holds), or every peer's with `peer` `None`.
+    pub fn clear_chain_claims(&self, key: &KeyId, peer: Option<&[u8]>) -> Result<(), StoreError> {
         let claims = &self.claims;
         let _changing = self.claims_lock.lock().unwrap_or_else(|e| e.into_inner());
         match peer {
-            Some((peer, up_to)) => {
-                let entry = [key.as_bytes(), peer].concat();
-                let met = claims
-                    .get(&entry)?
-                    .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-                    .is_none_or(|v| Seq(u64::from_be_bytes(v)) <= up_to);
-                if met {
-                    claims.remove(entry)?;
-                }
+            Some(peer) => {
+                claims.remove([key.as_bytes(), peer].concat())?;
             }
             None => {
                 for entry in claims.scan_prefix(key.as_bytes()) {

@@ -254,12 +254,9 @@ pub trait SyncLink: Send + Sync {
     fn first_chain(&self) -> Option<KeyId> {
         None
     }
-    /// The session holds all the peer has of [`SyncLink::first_chain`],
-    /// which it listed up to `listed` (0 if not at all). Called at most once
-    /// a session.
-    fn first_chain_fetched(&self, listed: Seq) {
-        let _ = listed;
-    }
+    /// The session holds all the peer has of [`SyncLink::first_chain`].
+    /// Called at most once a session.
+    fn first_chain_fetched(&self) {}
     /// The peer lists [`SyncLink::first_chain`] up to `highest`, above what
     /// this node holds: recorded durably before anything of it is fetched.
     fn first_chain_claimed(&self, highest: Seq) -> impl Future<Output = Result<(), SyncError>> + Send {
@@ -328,16 +325,14 @@ impl SyncLink for NetworkLink {
         Some(self.ctx.own_key)
     }
 
-    fn first_chain_fetched(&self, listed: Seq) {
+    fn first_chain_fetched(&self) {
         // Not `try_send`: the queue may be full of the page's gossip.
         let (commands, peer) = (self.ctx.commands.clone(), self.peer);
         let (store, key) = (self.ctx.store.clone(), self.ctx.own_key);
         tokio::spawn(async move {
-            // All the peer holds of the chain is here: its claim is met (not
-            // a higher one a later session noted meanwhile).
-            let cleared = tokio::task::spawn_blocking(move || {
-                store.clear_chain_claims(&key, Some((&peer.to_bytes(), listed)))
-            });
+            // All the peer holds of the chain is here: its claim is met.
+            let cleared =
+                tokio::task::spawn_blocking(move || store.clear_chain_claims(&key, Some(&peer.to_bytes())));
             if let Ok(Err(e)) = cleared.await {
                 tracing::warn!(error = %e, "cannot clear a peer's claim on the node's chain");
             }
@@ -407,12 +402,12 @@ pub(crate) async fn run_session(peer: PeerId, ctx: SessionContext) -> Result<Syn
 
 /// The first chain: a peer listing more of it than this node holds says so
 /// before any of it is stored, so that a session cut short (or failed) is not
-/// taken for the whole. How far `chains` lists it, if at all.
+/// taken for the whole. Whether `chains` lists it.
 async fn note_first_chain_claim<L: SyncLink>(
     link: &L,
     local_store: &Store,
     chains: &[ChainSummary],
-) -> Result<Option<Seq>, SyncError> {
+) -> Result<bool, SyncError> {
     if let Some(k) = link.first_chain()
         && let Some(listed) = chains.iter().find(|c| c.key == k).map(|c| c.highest)
     {
@@ -420,9 +415,9 @@ async fn note_first_chain_claim<L: SyncLink>(
         if listed > blocking(move || store.numbered_up_to(&k)).await?? {
             link.first_chain_claimed(listed).await?;
         }
-        return Ok(Some(listed));
+        return Ok(true);
     }
-    Ok(None)
+    Ok(false)
 }
 
 /// Pulls from the peer behind `link` what this node lacks: registry updates,
@@ -447,13 +442,10 @@ pub async fn pull<L: SyncLink>(
     let (their_version, chains) = match answer {
         SyncResponse::InStep => {
             report.in_step = true;
-            // The same state: nothing of any chain to fetch; the peer holds
-            // the first chain as far as this node does.
-            if let Some(k) = link.first_chain() {
-                let store = local_store.clone();
-                let held = blocking(move || store.numbered_up_to(&k)).await??;
+            // The same state: nothing of any chain to fetch.
+            if link.first_chain().is_some() {
                 report.first_chain_fetched = true;
-                link.first_chain_fetched(held);
+                link.first_chain_fetched();
             }
             return Ok(report);
         }
@@ -472,7 +464,7 @@ pub async fn pull<L: SyncLink>(
     check_key_order(&chains, None)?;
     // The first chain, if the first page lists it: noted before the registry
     // step, which may fail.
-    let mut first_listed = note_first_chain_claim(link, local_store, &chains).await?;
+    let first_listed = note_first_chain_claim(link, local_store, &chains).await?;
     // Registry first: bulletins may be signed by keys only newer versions admit.
     for _ in 0..MAX_REGISTRY_ROUNDS {
         let ours = local_registry.read().unwrap_or_else(|e| e.into_inner()).version();
@@ -551,10 +543,9 @@ pub async fn pull<L: SyncLink>(
         chains.extend(known(page));
     }
     // The first chain, if a later page listed it.
-    if first_listed.is_none() {
-        first_listed = note_first_chain_claim(link, local_store, &chains).await?;
+    if !first_listed {
+        note_first_chain_claim(link, local_store, &chains).await?;
     }
-    let listed = first_listed.unwrap_or(Seq(0));
     let first = link.first_chain();
     let store = local_store.clone();
     let mut wants = blocking(move || -> Result<Vec<Want>, StoreError> {
@@ -582,7 +573,7 @@ pub async fn pull<L: SyncLink>(
         if first_pending && !wants.iter().any(|w| Some(w.key) == first) {
             first_pending = false;
             report.first_chain_fetched = true;
-            link.first_chain_fetched(listed);
+            link.first_chain_fetched();
         }
     };
     first_done(&wants, &mut report);
