@@ -255,8 +255,10 @@ pub trait SyncLink: Send + Sync {
         None
     }
     /// The session holds all the peer has of [`SyncLink::first_chain`].
-    /// Called at most once a session.
-    fn first_chain_fetched(&self) {}
+    /// Called at most once a session, and awaited before the session goes on.
+    fn first_chain_fetched(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
     /// The peer lists [`SyncLink::first_chain`] up to `highest`, above what
     /// this node holds: recorded durably before anything of it is fetched.
     fn first_chain_claimed(&self, highest: Seq) -> impl Future<Output = Result<(), SyncError>> + Send {
@@ -325,19 +327,17 @@ impl SyncLink for NetworkLink {
         Some(self.ctx.own_key)
     }
 
-    fn first_chain_fetched(&self) {
+    async fn first_chain_fetched(&self) {
+        // All the peer holds of the chain is here: its claim is met. Cleared
+        // within the session (sessions with one peer never overlap), so that
+        // no clear outlives it and erases a claim a later session noted.
+        let (store, key, peer) = (self.ctx.store.clone(), self.ctx.own_key, self.peer);
+        let cleared = blocking(move || store.clear_chain_claims(&key, Some(&peer.to_bytes()))).await;
+        if let Err(e) = cleared.and_then(|r| r.map_err(SyncError::from)) {
+            tracing::warn!(error = %e, "cannot clear a peer's claim on the node's chain");
+        }
         // Not `try_send`: the queue may be full of the page's gossip.
-        let (commands, peer) = (self.ctx.commands.clone(), self.peer);
-        let (store, key) = (self.ctx.store.clone(), self.ctx.own_key);
-        tokio::spawn(async move {
-            // All the peer holds of the chain is here: its claim is met.
-            let cleared =
-                tokio::task::spawn_blocking(move || store.clear_chain_claims(&key, Some(&peer.to_bytes())));
-            if let Ok(Err(e)) = cleared.await {
-                tracing::warn!(error = %e, "cannot clear a peer's claim on the node's chain");
-            }
-            let _ = commands.send(Command::OwnChainFetched { peer }).await;
-        });
+        let _ = self.ctx.commands.send(Command::OwnChainFetched { peer }).await;
     }
 
     async fn first_chain_claimed(&self, highest: Seq) -> Result<(), SyncError> {
@@ -445,7 +445,7 @@ pub async fn pull<L: SyncLink>(
             // The same state: nothing of any chain to fetch.
             if link.first_chain().is_some() {
                 report.first_chain_fetched = true;
-                link.first_chain_fetched();
+                link.first_chain_fetched().await;
             }
             return Ok(report);
         }
@@ -569,14 +569,18 @@ pub async fn pull<L: SyncLink>(
     // Unless the summary was cut short before the chain's key: what the peer
     // holds of it is not known.
     let mut first_pending = first.is_some_and(|k| cut_after.is_none_or(|last| k <= last));
+    // Whether the first chain is all fetched now (reported once).
     let mut first_done = |wants: &[Want], report: &mut SyncReport| {
-        if first_pending && !wants.iter().any(|w| Some(w.key) == first) {
+        let done = first_pending && !wants.iter().any(|w| Some(w.key) == first);
+        if done {
             first_pending = false;
             report.first_chain_fetched = true;
-            link.first_chain_fetched();
         }
+        done
     };
-    first_done(&wants, &mut report);
+    if first_done(&wants, &mut report) {
+        link.first_chain_fetched().await;
+    }
     let mut received: BTreeMap<KeyId, Vec<Seq>> = BTreeMap::new();
     for _ in 0..MAX_PAGES_PER_SESSION {
         if wants.is_empty() {
@@ -608,7 +612,9 @@ pub async fn pull<L: SyncLink>(
             // than it serves must not keep its claim alive).
             if complete {
                 wants = without_asked(wants, &request_wants);
-                first_done(&wants, &mut report);
+                if first_done(&wants, &mut report) {
+                    link.first_chain_fetched().await;
+                }
             }
             break;
         }
@@ -625,7 +631,9 @@ pub async fn pull<L: SyncLink>(
             // The peer sent all it holds of what this request asked for.
             wants = without_asked(wants, &request_wants);
         }
-        first_done(&wants, &mut report);
+        if first_done(&wants, &mut report) {
+            link.first_chain_fetched().await;
+        }
     }
     Ok(report)
 }

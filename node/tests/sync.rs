@@ -388,7 +388,7 @@ impl SyncLink for FirstChainLink {
         Some(self.first)
     }
 
-    fn first_chain_fetched(&self) {
+    async fn first_chain_fetched(&self) {
         let held = self.inner.local_store.head(&self.first).unwrap().highest;
         self.log
             .lock()

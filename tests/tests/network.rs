@@ -801,6 +801,46 @@ async fn failed_sessions_bring_no_chain_back() {
     .await;
 }
 
+/// A claim its peer no longer backs (the peer lists less of the node's chain than it once
+/// claimed, or claimed more than it held) is cleared by that peer's next session, before the
+/// session ends: publishing goes on after it, and is refused before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claim_its_peer_no_longer_backs_is_cleared_by_its_next_session() {
+    within(async {
+        let registry = TestRegistry::new(2);
+        let a = TestNode::start(&registry, 0).await.expect("start A");
+        let b = TestNode::start(&registry, 1).await.expect("start B");
+        connect(&a, &b).await.expect("connect");
+        let own = publish_seen_by(&a, &b, 2, None).await;
+        let dir = a.stop().await;
+        let key = registry.member(0).signing_key.id();
+        let store = herald_tests::open_store_when_free(dir.path(), registry.network())
+            .await
+            .expect("open A's store");
+        store
+            .note_chain_claim(&key, &b.peer_id().to_bytes(), Seq(9))
+            .unwrap();
+        store.flush().unwrap();
+        drop(store);
+        let a = TestNode::start_in(&registry, 0, dir).await.expect("restart A");
+        let refused = a
+            .node
+            .publish(sample_draft("claimed"))
+            .await
+            .expect_err("numbered inside a claim");
+        assert!(matches!(refused, PublishError::ChainBehind { .. }), "{refused}");
+        connect(&a, &b).await.expect("connect again");
+        assert!(
+            a.node.own_chain().unwrap().claims.is_empty(),
+            "the claim outlived B's session"
+        );
+        let next = a.node.publish(sample_draft("after")).await.expect("publish");
+        assert_eq!((next.body().seq, next.body().prev), (Seq(3), Some(own[1].id())));
+        stop_all(vec![a, b]).await;
+    })
+    .await;
+}
+
 /// A key marked new in its store folder (as `herald init` leaves a key it makes) starts its chain
 /// with no peer (once the wait for one is over); a draft refused before signing leaves the mark,
 /// which goes as the key signs its first bulletin, and a mark left beside a chain already held
