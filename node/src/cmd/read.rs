@@ -224,10 +224,13 @@ pub(crate) fn status(args: StatusArgs) -> Result<()> {
         out!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
     }
-    let registry: herald_node::view::RegistryView = client.get("/v1/registry", &[])?;
+    // The member's name, if the registry can be read.
+    let registry = client
+        .get::<herald_node::view::RegistryView>("/v1/registry", &[])
+        .ok();
     let name = registry
-        .members
         .iter()
+        .flat_map(|r| r.members.iter())
         .find(|m| m.id == s.member)
         .map_or("?", |m| m.name.as_str());
     out!("node         {}", s.peer_id);
@@ -250,7 +253,13 @@ pub(crate) fn status(args: StatusArgs) -> Result<()> {
         s.equivocations
     );
     out!("own chain    {}", own_chain_line(&s.own_chain));
-    for claim in &s.own_chain.claims {
+    // Claims met but not yet cleared hold nothing back.
+    for claim in s
+        .own_chain
+        .claims
+        .iter()
+        .filter(|c| c.up_to > s.own_chain.numbered_up_to)
+    {
         out!("             peer {} lists it up to {}", claim.peer, claim.up_to);
     }
     out!(
@@ -260,16 +269,13 @@ pub(crate) fn status(args: StatusArgs) -> Result<()> {
     let sync = match &s.last_sync {
         None => "none yet".to_string(),
         Some(l) => format!(
-            "{} with {}: {}{}",
+            "{} with {}: {}",
             Timestamp(l.at_ms),
             l.peer,
-            l.error
-                .as_ref()
-                .map_or_else(|| format!("{} new", l.new_bulletins), |e| format!("failed: {e}")),
-            if s.behind > 0 {
-                format!(", still {} behind", s.behind)
-            } else {
-                String::new()
+            match &l.error {
+                None if s.behind > 0 => format!("{} new, still {} behind", l.new_bulletins, s.behind),
+                None => format!("{} new", l.new_bulletins),
+                Some(e) => format!("failed: {e}"),
             }
         ),
     };

@@ -60,8 +60,8 @@ async function refreshStatus() {
   const sync = s.last_sync;
   text($("s-sync"), sync
     ? new Date(sync.at_ms).toISOString().replace("T", " ").slice(0, 19) + " with " + sync.peer.slice(-8) +
-      ": " + (sync.error ? "failed: " + sync.error : sync.new_bulletins + " new") +
-      (s.behind ? ", still " + s.behind + " behind" : "")
+      ": " + (sync.error ? "failed: " + sync.error
+        : sync.new_bulletins + " new" + (s.behind ? ", still " + s.behind + " behind" : ""))
     : "none yet");
   text($("s-equivocations"), s.equivocations);
   const own = s.own_chain;
