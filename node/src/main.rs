@@ -24,7 +24,9 @@ fn main() -> ExitCode {
     init_logging(if quiet {
         "warn"
     } else {
-        "info,libp2p=warn,sled=warn"
+        // Kademlia warns every 5 minutes that it cannot look for peers while
+        // the node knows none: noise for a node meant to work offline.
+        "info,libp2p=warn,libp2p_kad=error,sled=warn"
     });
     match cmd::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
