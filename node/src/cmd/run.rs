@@ -10,6 +10,10 @@ use crate::cli::DirArgs;
 pub(crate) fn run(args: DirArgs) -> Result<()> {
     let (config, settings) = setup::load_node_settings(&args.dir)?;
     super::runtime()?.block_on(async move {
+        // Listening for the signals before anything starts: one that comes
+        // while the node starts stops it cleanly once started, rather than
+        // killing the process mid-way.
+        let signals = Signals::listen()?;
         let node = Arc::new(Node::start(settings).await?);
         let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
         let token = api::write_token(&args.dir).with_context(|| {
@@ -35,7 +39,7 @@ pub(crate) fn run(args: DirArgs) -> Result<()> {
             page = %format!("http://{addr}/"),
             "herald is running; Ctrl-C to stop"
         );
-        wait_for_signal().await?;
+        signals.wait().await;
         tracing::info!("stopping");
         let _ = stop_api.send(());
         let _ = api_task.await;
@@ -47,11 +51,26 @@ pub(crate) fn run(args: DirArgs) -> Result<()> {
     })
 }
 
-async fn wait_for_signal() -> Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
+/// Ctrl-C (SIGINT) and SIGTERM, listened for from creation on.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?,
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        })
     }
-    Ok(())
+
+    /// Until either comes (or came since [`Signals::listen`]).
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }
