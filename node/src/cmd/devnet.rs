@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use herald_node::devnet::{Devnet, sample_draft};
 use herald_node::{NodeEvent, Origin};
 use herald_protocol::BulletinId;
@@ -23,6 +23,10 @@ struct Tracked {
 
 pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     super::runtime()?.block_on(async move {
+        // Ctrl-C from now on: one pressed while the nodes start, or between
+        // two bulletins, stops the devnet cleanly (its stores removed).
+        let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("cannot listen for Ctrl-C")?;
         let n = usize::from(args.nodes);
         out!("Starting {n} Herald nodes on 127.0.0.1 with a new registry...");
         let devnet = Devnet::start(n).await?;
@@ -36,7 +40,7 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
             "Publishing a sample bulletin every {} ms from each member in turn. Ctrl-C to stop.\n",
             args.interval_ms
         );
-        let result = live_view(&devnet, &args).await;
+        let result = live_view(&devnet, &args, &mut interrupt).await;
         // Stopped whatever becomes of the output.
         let said = (|| -> Result<()> {
             out!("\nStopping...");
@@ -63,7 +67,11 @@ fn arrival(event: &NodeEvent) -> Option<(BulletinId, SystemTime)> {
     }
 }
 
-async fn live_view(devnet: &Devnet, args: &DevnetArgs) -> Result<()> {
+async fn live_view(
+    devnet: &Devnet,
+    args: &DevnetArgs,
+    interrupt: &mut tokio::signal::unix::Signal,
+) -> Result<()> {
     let n = devnet.nodes.len();
     let (tx, mut events) = mpsc::channel::<(usize, NodeEvent)>(VIEW_CAPACITY);
     for (index, node) in devnet.nodes.iter().enumerate() {
@@ -97,7 +105,7 @@ async fn live_view(devnet: &Devnet, args: &DevnetArgs) -> Result<()> {
     let (mut published, mut complete) = (0u64, 0u64);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = interrupt.recv() => return Ok(()),
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                 bail!("only {complete} of {} bulletins reached every node in time", args.count);
             }
