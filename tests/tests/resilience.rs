@@ -1218,7 +1218,7 @@ async fn hostile_sync_peers_are_refused_and_banned() {
 
         // Nothing hostile stored; the legitimate data is intact.
         assert_eq!(ids_of(&h.node), legit);
-        assert_eq!(h.node.store().count().unwrap(), 2);
+        assert_eq!(h.node.store().held_count().unwrap(), 2);
         for id in [forged.0, unasked.id()] {
             assert!(!h.node.store().contains(&id).unwrap());
         }
