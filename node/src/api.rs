@@ -276,7 +276,15 @@ async fn status(State(node): State<Arc<Node>>) -> Result<Json<StatusView>, Failu
         syncing: network_status.syncing,
         last_sync: network_status.last_sync,
         behind: network_status.behind,
-        own_chain: node.own_chain().map_err(internal)?,
+        // (It reads under the journal's lock, which a publication holds
+        // across its disk write: off the async workers.)
+        own_chain: {
+            let node = Arc::clone(&node);
+            tokio::task::spawn_blocking(move || node.own_chain())
+                .await
+                .map_err(internal)?
+                .map_err(internal)?
+        },
     }))
 }
 
