@@ -212,6 +212,16 @@ impl RunningNode {
     }
 }
 
+impl Drop for RunningNode {
+    /// A test that fails before it stops its nodes leaves none running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 #[test]
 fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
     let tmp = tempfile::tempdir().unwrap();
