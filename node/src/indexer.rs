@@ -81,6 +81,15 @@ impl Due {
     }
 }
 
+/// Has the indexer fold what is staged now, and waits until it has (or has
+/// stopped). Blocks: for a blocking thread.
+pub(crate) fn fold_now(signals: &SyncSender<Signal>) {
+    let (done, folded) = std::sync::mpsc::sync_channel(1);
+    if signals.send(Signal::FoldNow(done)).is_ok() {
+        let _ = folded.recv();
+    }
+}
+
 /// Starts the indexer thread; it stops on [`Signal::Stop`] or when every
 /// sender is dropped, after a last fold and a flush.
 pub(crate) fn spawn(indexer: Indexer) -> std::io::Result<(SyncSender<Signal>, std::thread::JoinHandle<()>)> {

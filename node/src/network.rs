@@ -1115,10 +1115,7 @@ impl EventLoop {
                 if matches!(request, SyncRequest::Hello { .. } | SyncRequest::Chains { .. })
                     && store.staged_count() > 0
                 {
-                    let (done, folded) = std::sync::mpsc::sync_channel(1);
-                    if indexer.send(crate::indexer::Signal::FoldNow(done)).is_ok() {
-                        let _ = folded.recv();
-                    }
+                    crate::indexer::fold_now(&indexer);
                 }
                 crate::sync::answer(request, &store, &registry)
             })

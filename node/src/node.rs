@@ -667,13 +667,7 @@ impl Node {
     /// Folds what is staged into the chains and indexes now, and waits for it.
     async fn fold_now(&self) {
         let indexer = self.indexer.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let (done, folded) = std::sync::mpsc::sync_channel(1);
-            if indexer.send(Signal::FoldNow(done)).is_ok() {
-                let _ = folded.recv();
-            }
-        })
-        .await;
+        let _ = tokio::task::spawn_blocking(move || crate::indexer::fold_now(&indexer)).await;
     }
 
     /// Where the node's own chain stands: the number it would go on from,

@@ -24,6 +24,22 @@ fn herald(args: &[&str]) -> Output {
         .expect("run herald")
 }
 
+/// `herald testnet` of `nodes` member directories in `dir`, on free ports; returns the base port.
+fn testnet(dir: &Path, nodes: u16) -> u16 {
+    let base = free_base_port(nodes);
+    let made = herald(&[
+        "testnet",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--nodes",
+        &nodes.to_string(),
+        "--base-port",
+        &base.to_string(),
+    ]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    base
+}
+
 /// `herald publish` of a low, TLP:CLEAR outreach bulletin titled `title`.
 fn publish_outreach(dir: &str, title: &str) -> Output {
     herald(&[
@@ -225,17 +241,7 @@ impl Drop for RunningNode {
 #[test]
 fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
     let tmp = tempfile::tempdir().unwrap();
-    let base = free_base_port(2);
-    let made = herald(&[
-        "testnet",
-        "--dir",
-        tmp.path().to_str().unwrap(),
-        "--nodes",
-        "2",
-        "--base-port",
-        &base.to_string(),
-    ]);
-    assert!(made.status.success(), "{}", stderr(&made));
+    let base = testnet(tmp.path(), 2);
     let one = tmp.path().join("member-1");
     let two = tmp.path().join("member-2");
     let (one_s, two_s) = (one.to_str().unwrap(), two.to_str().unwrap());
@@ -495,17 +501,7 @@ fn bad_command_line_input_gets_a_clear_error() {
 fn nothing_acknowledged_is_lost_when_the_node_is_killed() {
     use std::sync::{Arc, Mutex};
     let tmp = tempfile::tempdir().unwrap();
-    let base = free_base_port(1);
-    let made = herald(&[
-        "testnet",
-        "--dir",
-        tmp.path().to_str().unwrap(),
-        "--nodes",
-        "1",
-        "--base-port",
-        &base.to_string(),
-    ]);
-    assert!(made.status.success(), "{}", stderr(&made));
+    let base = testnet(tmp.path(), 1);
     let dir = tmp.path().join("member-1");
     let api = format!("http://127.0.0.1:{}/v1/bulletins", base + 101);
     for round in 0..3 {
@@ -602,17 +598,7 @@ fn nothing_acknowledged_is_lost_when_the_node_is_killed() {
 #[test]
 fn a_change_submitted_before_the_first_run_leaves_a_store_that_opens() {
     let tmp = tempfile::tempdir().unwrap();
-    let base = free_base_port(2);
-    let made = herald(&[
-        "testnet",
-        "--dir",
-        tmp.path().to_str().unwrap(),
-        "--nodes",
-        "2",
-        "--base-port",
-        &base.to_string(),
-    ]);
-    assert!(made.status.success(), "{}", stderr(&made));
+    testnet(tmp.path(), 2);
     let dir = tmp.path().join("member-1");
     let one = dir.to_str().unwrap();
     let update = tmp.path().join("rotation.update");
@@ -652,17 +638,7 @@ fn a_change_submitted_before_the_first_run_leaves_a_store_that_opens() {
 #[test]
 fn members_change_the_registry_and_the_change_spreads() {
     let tmp = tempfile::tempdir().unwrap();
-    let base = free_base_port(3);
-    let made = herald(&[
-        "testnet",
-        "--dir",
-        tmp.path().to_str().unwrap(),
-        "--nodes",
-        "3",
-        "--base-port",
-        &base.to_string(),
-    ]);
-    assert!(made.status.success(), "{}", stderr(&made));
+    testnet(tmp.path(), 3);
     let dir = |i: u32| tmp.path().join(format!("member-{i}"));
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let (one, two, three) = (s(&dir(1)), s(&dir(2)), s(&dir(3)));

@@ -550,9 +550,7 @@ fn held(node: &Node) -> Held {
 async fn restart_keeps_the_store_and_continues_the_chain() {
     within(async {
         let registry = TestRegistry::new(2);
-        let a = TestNode::start(&registry, 0).await.expect("start A");
-        let b = TestNode::start(&registry, 1).await.expect("start B");
-        connect(&a, &b).await.expect("connect");
+        let (a, b) = connected_pair(&registry).await;
 
         let mut own = Vec::new();
         for i in 1..=3 {
@@ -612,6 +610,14 @@ async fn restart_keeps_the_store_and_continues_the_chain() {
     .await;
 }
 
+/// Members 0 and 1's nodes (A and B), started and connected.
+async fn connected_pair(registry: &TestRegistry) -> (TestNode, TestNode) {
+    let a = TestNode::start(registry, 0).await.expect("start A");
+    let b = TestNode::start(registry, 1).await.expect("start B");
+    connect(&a, &b).await.expect("connect");
+    (a, b)
+}
+
 /// `n` bulletins published by `from` (of `payload` bytes each if given), each waited for at `to`.
 async fn publish_seen_by(
     from: &TestNode,
@@ -653,9 +659,7 @@ fn own_stored(key: KeyId, seq: u64) -> impl Fn(&NodeEvent) -> Option<()> {
 async fn a_node_that_lost_its_store_numbers_nothing_before_a_peer_gives_its_chain_back() {
     within(async {
         let registry = TestRegistry::new(2);
-        let a = TestNode::start(&registry, 0).await.expect("start A");
-        let b = TestNode::start(&registry, 1).await.expect("start B");
-        connect(&a, &b).await.expect("connect");
+        let (a, b) = connected_pair(&registry).await;
         let own = publish_seen_by(&a, &b, 2, None).await;
         let a_id = a.peer_id();
         let b_mark = b.events.len();
@@ -710,9 +714,7 @@ async fn a_node_that_lost_its_store_numbers_nothing_before_a_peer_gives_its_chai
 async fn a_store_lost_just_after_publishing_numbers_after_its_last_bulletin() {
     within(async {
         let registry = TestRegistry::new(2);
-        let a = TestNode::start(&registry, 0).await.expect("start A");
-        let b = TestNode::start(&registry, 1).await.expect("start B");
-        connect(&a, &b).await.expect("connect");
+        let (a, b) = connected_pair(&registry).await;
         let first = publish_seen_by(&a, &b, 1, None).await.pop().unwrap();
         let mark = b.events.len();
         let last = a.node.publish(sample_draft("last")).await.expect("publish");
@@ -760,9 +762,7 @@ async fn a_store_lost_just_after_publishing_numbers_after_its_last_bulletin() {
 async fn failed_sessions_bring_no_chain_back() {
     within(async {
         let registry = TestRegistry::new(2);
-        let a = TestNode::start(&registry, 0).await.expect("start A");
-        let b = TestNode::start(&registry, 1).await.expect("start B");
-        connect(&a, &b).await.expect("connect");
+        let (a, b) = connected_pair(&registry).await;
         let first = publish_seen_by(&a, &b, 1, None).await.pop().unwrap();
         let dir = a.stop().await;
         let refusal = herald_protocol::sync::SyncResponse::Refused {
@@ -809,9 +809,7 @@ async fn failed_sessions_bring_no_chain_back() {
 async fn a_claim_its_peer_no_longer_backs_is_cleared_by_its_next_session() {
     within(async {
         let registry = TestRegistry::new(2);
-        let a = TestNode::start(&registry, 0).await.expect("start A");
-        let b = TestNode::start(&registry, 1).await.expect("start B");
-        connect(&a, &b).await.expect("connect");
+        let (a, b) = connected_pair(&registry).await;
         let own = publish_seen_by(&a, &b, 2, None).await;
         let dir = a.stop().await;
         let key = registry.member(0).signing_key.id();
@@ -997,9 +995,7 @@ async fn a_lone_network_has_no_one_to_ask() {
 async fn a_catch_up_under_way_does_not_end_the_chain_check() {
     within(async {
         let registry = TestRegistry::new(2);
-        let a = TestNode::start(&registry, 0).await.expect("start A");
-        let b = TestNode::start(&registry, 1).await.expect("start B");
-        connect(&a, &b).await.expect("connect");
+        let (a, b) = connected_pair(&registry).await;
         // 24 bulletins of 200 KB: 4.8 MB, two pages (4 MiB a page).
         let last = publish_seen_by(&a, &b, 24, Some(200_000)).await.pop().unwrap();
         drop(a.stop().await);
@@ -1039,9 +1035,7 @@ async fn a_catch_up_under_way_does_not_end_the_chain_check() {
 async fn a_chain_cut_short_is_checked_again_after_a_restart() {
     within(async {
         let registry = TestRegistry::new(2);
-        let a = TestNode::start(&registry, 0).await.expect("start A");
-        let b = TestNode::start(&registry, 1).await.expect("start B");
-        connect(&a, &b).await.expect("connect");
+        let (a, b) = connected_pair(&registry).await;
         let own = publish_seen_by(&a, &b, 3, None).await;
         drop(a.stop().await);
         let key = registry.member(0).signing_key.id();
@@ -1111,9 +1105,7 @@ async fn a_chain_cut_short_is_checked_again_after_a_restart() {
 async fn a_store_restored_from_a_backup_numbers_after_the_chain_its_peers_hold() {
     within(async {
         let registry = TestRegistry::new(2);
-        let a = TestNode::start(&registry, 0).await.expect("start A");
-        let b = TestNode::start(&registry, 1).await.expect("start B");
-        connect(&a, &b).await.expect("connect");
+        let (a, b) = connected_pair(&registry).await;
         let older = publish_seen_by(&a, &b, 2, None).await;
         let dir = a.stop().await;
         // The backup: the stopped node's directory, copied whole.
@@ -1181,9 +1173,7 @@ async fn a_store_restored_from_a_backup_numbers_after_the_chain_its_peers_hold()
 async fn numbers_a_peer_has_listed_are_not_signed_again() {
     within(async {
         let registry = TestRegistry::new(3);
-        let a = TestNode::start(&registry, 0).await.expect("start A");
-        let b = TestNode::start(&registry, 1).await.expect("start B");
-        connect(&a, &b).await.expect("connect");
+        let (a, b) = connected_pair(&registry).await;
         // 24 bulletins of 200 KB: two pages or more of A's chain.
         let own = publish_seen_by(&a, &b, 24, Some(200_000)).await;
         drop(a.stop().await);
