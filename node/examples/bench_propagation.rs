@@ -84,6 +84,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use herald_keys::{Founder, Registry, SecretKey, founding_genesis};
+use herald_node::push::{Push, PushEvent};
+use herald_node::tree::TreeConfig;
 use herald_node::validate::{Verdict, validate_bulletin};
 use herald_node::{Draft, GossipTiming, KeyPast, Node, NodeEvent, NodeSettings, Store};
 use herald_protocol::{
@@ -150,6 +152,11 @@ enum System {
     GossipsubCheck,
     /// Raw libp2p gossipsub with message signing, no application check.
     Gossipsub,
+    /// Diagnostic: Herald's tree dissemination (`herald_node::push`, eager and
+    /// lazy push over libp2p streams) carrying the `gossipsub-check` payload:
+    /// each receiver checks the application signature, and forwards only what
+    /// passes; no storage.
+    TreeCheck,
     /// Diagnostic: gossipsub configured as in Herald (anonymous, content ids,
     /// application validation, scoring), messages are signed Herald bulletins
     /// validated with `validate_bulletin` inline on the swarm loop; no storage.
@@ -176,6 +183,7 @@ impl System {
             System::HeraldShm => "herald-shm",
             System::GossipsubCheck => "gossipsub-check",
             System::Gossipsub => "gossipsub",
+            System::TreeCheck => "tree-check",
             System::AppvalInline => "appval-inline",
             System::AppvalOffloop => "appval-offloop",
             System::AppvalStore => "appval-store",
@@ -730,6 +738,8 @@ fn child(args: &ChildArgs) -> Result<()> {
         tokio::time::timeout(Duration::from_secs(600), async {
             if args.system.is_herald() {
                 child_herald(args).await
+            } else if args.system == System::TreeCheck {
+                child_tree(args).await
             } else {
                 child_gossipsub(args).await
             }
@@ -1274,6 +1284,130 @@ async fn child_gossipsub(args: &ChildArgs) -> Result<()> {
     }
 }
 
+/// The tree's timings: the defaults, or `TREE_IHAVE_MS` and `TREE_GRAFT_MS`
+/// from the environment (to compare settings).
+fn tree_config() -> TreeConfig {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let mut config = TreeConfig::default();
+    if let Some(v) = var("TREE_IHAVE_MS") {
+        config.ihave_interval = Duration::from_millis(v);
+    }
+    if let Some(v) = var("TREE_GRAFT_MS") {
+        config.graft_timeout = Duration::from_millis(v);
+    }
+    config
+}
+
+/// The `tree-check` child: the same transport as the baseline, the tree
+/// dissemination in place of gossipsub, the application check before forwarding.
+async fn child_tree(args: &ChildArgs) -> Result<()> {
+    let mut secret = derived_seed(args.seed, args.index, 3);
+    let keypair = identity::Keypair::ed25519_from_bytes(&mut secret)?;
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )?
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let (push, mut pushed) = Push::start(
+        swarm.behaviour().new_control(),
+        libp2p::StreamProtocol::new("/herald-bench/push/1"),
+        tree_config(),
+        64 * 1024,
+    )
+    .map_err(|e| anyhow!(e))?;
+    swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
+    let peer_id = *swarm.local_peer_id();
+    let mut orders = stdin_orders();
+    let app_keys: Vec<herald_keys::PublicKey> =
+        (0..args.nodes).map(|i| app_key(args.seed, i).public()).collect();
+    let own_app_key = app_key(args.seed, args.index);
+
+    let mut linked = HashSet::new();
+    let mut degree: Option<usize> = None;
+    let mut ready_sent = false;
+    let mut schedule: Option<Schedule> = None;
+    let mut records = Records::default();
+
+    loop {
+        let next_publish = schedule.as_ref().and_then(Schedule::next);
+        let publish_at = next_publish.map_or_else(far_future, |(_, at)| at);
+        let end_at = schedule.as_ref().map_or_else(far_future, |s| s.end);
+        let start_at = schedule.as_ref().map_or_else(far_future, |s| s.start);
+        tokio::select! {
+            Some(event) = pushed.recv() => match event {
+                PushEvent::Message { from, id, data } => match check_signed_payload(&data, &app_keys) {
+                    Ok((sent, k)) => {
+                        records.lines.push(Report::Recv { k, sent, recv: now_us() });
+                        push.accept(from, id, data);
+                    }
+                    Err(msg) => {
+                        push.drop_message(id);
+                        records.lines.push(Report::Error { msg });
+                    }
+                },
+                PushEvent::Malformed { reason, .. } => records.lines.push(Report::Error { msg: reason }),
+            },
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                    push.add_peer(peer_id);
+                    linked.insert(peer_id);
+                }
+                SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                    push.remove_peer(peer_id);
+                    linked.remove(&peer_id);
+                }
+                SwarmEvent::NewListenAddr { address, .. } => {
+                    emit(&Report::Listen { addr: address.with(Protocol::P2p(peer_id)).to_string() });
+                }
+                _ => {}
+            },
+            order = orders.recv() => match order {
+                Some(Order::Dial { addrs, degree: d }) => {
+                    for a in addrs {
+                        swarm.dial(a.parse::<Multiaddr>()?)?;
+                    }
+                    degree = Some(d);
+                }
+                Some(Order::Start { t0, interval, messages, end }) => {
+                    records.cpu_order = cpu_snapshot();
+                    schedule = Some(Schedule::new(args.index, args.nodes, t0, interval, messages, end));
+                }
+                None => bail!("orders closed"),
+            },
+            () = tokio::time::sleep_until(publish_at), if next_publish.is_some() => {
+                let (k, _) = next_publish.expect("checked");
+                if let Some(s) = schedule.as_mut() {
+                    s.next += s.step;
+                }
+                let sent = now_us();
+                let data = signed_payload(&own_app_key, k, args.index, sent);
+                if !push.publish(Arc::from(data)) {
+                    bail!("publish {k}: no peer linked");
+                }
+                records.lines.push(Report::Pub { k, sent, acked: now_us() });
+            }
+            () = tokio::time::sleep_until(start_at), if schedule.is_some() && records.cpu_start.is_none() => {
+                records.cpu_start = Some(cpu_snapshot());
+            }
+            () = tokio::time::sleep_until(end_at), if schedule.is_some() => {
+                if std::env::var_os("TREE_STATS").is_some() {
+                    eprintln!("tree {}: {:?}", args.index, push.stats());
+                }
+                records.print_and_exit(swarm.connected_peers().count());
+            }
+        }
+        if !ready_sent && degree.is_some_and(|d| linked.len() >= d) {
+            emit(&Report::Ready);
+            ready_sent = true;
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Coordinator
 // ---------------------------------------------------------------------------
@@ -1459,6 +1593,7 @@ fn run_once(args: &CoordinatorArgs, system: System, n: usize, deadline: Instant)
         System::Herald
         | System::GossipsubCheck
         | System::Gossipsub
+        | System::TreeCheck
         | System::AppvalStore
         | System::AppvalStoreNoflush => args.dir.clone().unwrap_or_else(std::env::temp_dir),
     };

@@ -29,7 +29,8 @@ pub enum NodeEvent {
     PeerConnected(PeerId),
     /// A member's node disconnected.
     PeerDisconnected(PeerId),
-    /// A remote peer subscribed to the bulletin topic.
+    /// A member's node is linked for bulletins: the node pushes them to it
+    /// from now on (the tree dissemination, `push`).
     PeerSubscribed(PeerId),
     /// A bulletin new to this node arrived by gossip, passed validation and
     /// is staged in the store: readable with [`crate::Store::get`] and listed

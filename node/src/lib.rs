@@ -4,6 +4,8 @@
 //! - [`validate`]: the cheap-to-dear decision on each bulletin from the network.
 //! - [`network`]: libp2p behaviour (member-only connections, gossip with
 //!   application validation, discovery) and the event loop that owns the swarm.
+//! - [`tree`] and [`push`]: tree dissemination of bulletins (eager and lazy
+//!   push) over libp2p streams.
 //! - [`sync`]: catch-up sync after outages and partitions.
 //! - `validators`: the tasks that check gossip beside the network's loop and
 //!   stage what passes.
@@ -35,11 +37,13 @@ mod journal;
 pub mod network;
 pub mod node;
 mod peer_gate;
+pub mod push;
 pub mod setup;
 pub mod store;
 pub mod sync;
 #[cfg(test)]
 mod test_network;
+pub mod tree;
 pub mod validate;
 mod validators;
 pub mod view;

@@ -23,10 +23,11 @@ use tracing::Instrument;
 use crate::chain_check::ChainCheck;
 use crate::events::{NodeEvent, Origin};
 use crate::peer_gate::{PeerGate, TARGET_PEERS};
+use crate::push::{Push, PushEvent};
 use crate::store::Store;
 use crate::sync::{SessionContext, SyncCodec, SyncReport, run_session};
 use crate::validate::Verdict;
-use crate::validators::{Job, Validated, Validators};
+use crate::validators::{Carrier, Job, Validated, Validators};
 use crate::writer::WriteRequest;
 
 /// Commands queued to the event loop.
@@ -47,6 +48,14 @@ const MAX_OUTGOING: u32 = 8;
 const TOP_UP_EVERY: Duration = Duration::from_secs(30);
 /// Gossip frame limit: one whole bulletin plus protobuf framing headroom.
 const MAX_TRANSMIT_SIZE: usize = MAX_BULLETIN_BYTES + 16 * 1024;
+/// What a rejected message takes off its sender's score.
+const REJECTION_PENALTY: f64 = 100.0;
+
+/// The stream protocol of the tree dissemination of bulletins.
+pub fn push_protocol(network: NetworkId) -> Result<StreamProtocol, String> {
+    StreamProtocol::try_from_owned(format!("/herald/{}/push/1", network.fmt_short()))
+        .map_err(|e| e.to_string())
+}
 
 /// Gossip timing. Production uses the defaults; tests and the devnet use
 /// shorter heartbeats so that meshes form quickly.
@@ -61,6 +70,8 @@ pub struct GossipTiming {
     /// How long the first publication of a node that holds no bulletin of its
     /// signing key waits for a sync session ([`crate::KeyPast`]).
     pub first_sync_wait: Duration,
+    /// The tree dissemination's settings.
+    pub tree: crate::tree::TreeConfig,
 }
 
 impl Default for GossipTiming {
@@ -70,6 +81,7 @@ impl Default for GossipTiming {
             heartbeat_interval: Duration::from_secs(1),
             sync_interval: crate::sync::DEFAULT_SYNC_INTERVAL,
             first_sync_wait: Duration::from_secs(10),
+            tree: crate::tree::TreeConfig::default(),
         }
     }
 }
@@ -82,6 +94,7 @@ impl GossipTiming {
             heartbeat_interval: Duration::from_millis(250),
             sync_interval: Duration::from_secs(5),
             first_sync_wait: Duration::from_secs(2),
+            tree: crate::tree::TreeConfig::default(),
         }
     }
 }
@@ -94,6 +107,8 @@ pub(crate) struct NodeBehaviour {
     limits: connection_limits::Behaviour,
     gate: PeerGate,
     gossipsub: gossipsub::Behaviour,
+    /// Streams for the tree dissemination of bulletins (`push`).
+    push: libp2p_stream::Behaviour,
     sync: request_response::Behaviour<SyncCodec>,
     kad: kad::Behaviour<kad::store::MemoryStore>,
     identify: identify::Behaviour,
@@ -265,7 +280,6 @@ fn build_swarm(parts: &NetworkParts, network: NetworkId) -> Result<Swarm<NodeBeh
             );
             let topic = bulletin_topic(network);
             let mut gossipsub = build_gossipsub(timing, &topic)?;
-            gossipsub.subscribe(&topic).map_err(|e| e.to_string())?;
             gossipsub
                 .subscribe(&registry_topic(network))
                 .map_err(|e| e.to_string())?;
@@ -302,6 +316,7 @@ fn build_swarm(parts: &NetworkParts, network: NetworkId) -> Result<Swarm<NodeBeh
                 limits,
                 gate: PeerGate::new(TARGET_PEERS),
                 gossipsub,
+                push: libp2p_stream::Behaviour::new(),
                 sync,
                 kad,
                 identify,
@@ -375,6 +390,21 @@ pub struct NetworkStatus {
     pub last_sync: Option<LastSync>,
     /// Bulletins the last session's peer held that this node lacked when it began.
     pub behind: u64,
+    /// The tree dissemination of bulletins.
+    pub tree: TreeStatus,
+}
+
+/// How the node's links carry bulletins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TreeStatus {
+    /// Links on the tree: bulletins go both ways in full.
+    pub eager: usize,
+    /// Links off the tree: bulletin ids only.
+    pub lazy: usize,
+    /// Bulletins received in full more than once, since start.
+    pub duplicates: u64,
+    /// Bulletin ids asked for by graft since start (the tree mending).
+    pub grafted: u64,
 }
 
 /// The last finished catch-up session.
@@ -406,6 +436,16 @@ pub(crate) fn spawn(
         })?;
     }
     let local = *swarm.local_peer_id();
+    let protocol = push_protocol(network).map_err(NetworkError::Build)?;
+    let (push, pushed) = Push::start(
+        swarm.behaviour().push.new_control(),
+        protocol,
+        parts.timing.tree,
+        // Larger than a bulletin, so that an oversize one reaches the check
+        // and is refused with its reason.
+        MAX_TRANSMIT_SIZE,
+    )
+    .map_err(NetworkError::Build)?;
     // Bootstrap peers whose first dial has neither connected nor failed: the
     // check for the node's own chain waits for them too.
     let mut bootstrap_pending = HashSet::new();
@@ -447,7 +487,8 @@ pub(crate) fn spawn(
         behind: 0,
         #[cfg(feature = "test-hooks")]
         hostile_answers: VecDeque::new(),
-        topic: bulletin_topic(network),
+        push,
+        pushed,
         registry_topic: registry_topic(network),
         commands,
         validated,
@@ -510,7 +551,10 @@ struct EventLoop {
     behind: u64,
     #[cfg(feature = "test-hooks")]
     hostile_answers: VecDeque<herald_protocol::sync::SyncResponse>,
-    topic: gossipsub::IdentTopic,
+    /// The tree dissemination of bulletins.
+    push: Push,
+    /// Bulletins new to the node, from the tree.
+    pushed: mpsc::Receiver<PushEvent>,
     commands: mpsc::Receiver<Command>,
     validated: mpsc::Receiver<Validated>,
     validators: Validators,
@@ -552,6 +596,7 @@ impl EventLoop {
                     None => return,
                 },
                 Some(validated) = self.validated.recv() => self.handle_validated(validated),
+                Some(pushed) = self.pushed.recv() => self.handle_push(pushed),
                 Some(served) = self.served.recv() => self.handle_served(served),
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 _ = retry.tick() => self.handle_tick(),
@@ -597,7 +642,9 @@ impl EventLoop {
                 let _ = reply.send(self.connected.iter().copied().collect());
             }
             Command::PeerScore(peer, reply) => {
-                let _ = reply.send(self.swarm.behaviour().gossipsub.peer_score(&peer));
+                let rejected = self.invalid_counts.get(&peer).copied().unwrap_or(0);
+                let score = self.swarm.behaviour().gossipsub.peer_score(&peer);
+                let _ = reply.send(score.map(|s| s - REJECTION_PENALTY * f64::from(rejected)));
             }
             Command::SyncRequest { peer, request, reply } => {
                 let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
@@ -623,44 +670,36 @@ impl EventLoop {
                     syncing: self.syncing.len(),
                     last_sync: self.last_sync.clone(),
                     behind: self.behind,
+                    tree: {
+                        let stats = self.push.stats();
+                        TreeStatus {
+                            eager: stats.eager,
+                            lazy: stats.lazy,
+                            duplicates: stats.counts.duplicates,
+                            grafted: stats.counts.grafted,
+                        }
+                    },
                 });
             }
             #[cfg(feature = "test-hooks")]
             Command::HostileSyncAnswers(answers) => self.hostile_answers.extend(answers),
             #[cfg(feature = "test-hooks")]
             Command::InjectUnchecked(bytes) => {
-                if let Err(e) = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .publish(self.topic.clone(), bytes)
-                {
-                    tracing::warn!(error = %e, "unchecked publish failed");
+                if !self.push.publish(Arc::from(bytes)) {
+                    tracing::warn!("unchecked publish failed: no peer linked");
                 }
             }
         }
     }
 
-    /// Publishes queued own bulletins; keeps them queued while no peer is
-    /// subscribed yet.
+    /// Sends queued own bulletins; keeps them queued while no peer is
+    /// linked yet.
     fn flush_pending(&mut self) {
         while let Some(bytes) = self.pending_publish.front() {
-            match self
-                .swarm
-                .behaviour_mut()
-                .gossipsub
-                .publish(self.topic.clone(), bytes.clone())
-            {
-                Ok(_) | Err(gossipsub::PublishError::Duplicate) => {
-                    self.pending_publish.pop_front();
-                }
-                Err(gossipsub::PublishError::NoPeersSubscribedToTopic)
-                | Err(gossipsub::PublishError::AllQueuesFull(_)) => return,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot gossip a bulletin; it stays on disk for sync");
-                    self.pending_publish.pop_front();
-                }
+            if !self.push.publish(Arc::from(bytes.as_slice())) {
+                return;
             }
+            self.pending_publish.pop_front();
         }
     }
 
@@ -734,6 +773,9 @@ impl EventLoop {
                 self.bootstrap_pending.remove(&peer_id);
                 // Catch up with every member's node as it (re)connects.
                 if self.is_member_node(&peer_id) {
+                    self.push.add_peer(peer_id);
+                    let _ = self.events.send(NodeEvent::PeerSubscribed(peer_id));
+                    self.flush_pending();
                     self.start_sync(peer_id);
                 } else {
                     self.update_chain_check();
@@ -745,6 +787,7 @@ impl EventLoop {
                 ..
             } if self.connected.remove(&peer_id) => {
                 tracing::info!(peer = %short_peer(&peer_id), "peer disconnected");
+                self.push.remove_peer(peer_id);
                 let _ = self.events.send(NodeEvent::PeerDisconnected(peer_id));
                 self.update_chain_check();
             }
@@ -787,20 +830,62 @@ impl EventLoop {
     }
 
     fn handle_gossip(&mut self, event: gossipsub::Event) {
-        match event {
-            gossipsub::Event::Message {
+        let gossipsub::Event::Message {
+            propagation_source,
+            message_id,
+            message,
+        } = event
+        else {
+            return;
+        };
+        if message.topic == self.registry_topic.hash() {
+            self.validate_off_loop(
                 propagation_source,
-                message_id,
-                message,
-            } => {
-                let is_registry = message.topic == self.registry_topic.hash();
-                self.validate_off_loop(propagation_source, message_id, message.data, is_registry)
+                Carrier::Gossip(message_id),
+                message.data,
+                true,
+            );
+            return;
+        }
+        // Bulletins travel by the tree; the node subscribes to no other topic.
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(
+                &message_id,
+                &propagation_source,
+                gossipsub::MessageAcceptance::Reject,
+            );
+        self.penalise(
+            propagation_source,
+            "a message on a topic the node does not take".into(),
+        );
+    }
+
+    fn handle_push(&mut self, event: PushEvent) {
+        match event {
+            PushEvent::Message { from, id, data } => {
+                let bytes = data.to_vec();
+                self.validate_off_loop(from, Carrier::Push(id, data), bytes, false);
             }
-            gossipsub::Event::Subscribed { peer_id, topic } if topic == self.topic.hash() => {
-                let _ = self.events.send(NodeEvent::PeerSubscribed(peer_id));
-                self.flush_pending();
+            PushEvent::Malformed { from, reason } => self.penalise(from, reason),
+        }
+    }
+
+    /// Reports a verdict the way the message came: gossipsub forwards or
+    /// drops it, the tree forwards an accepted bulletin to its peers.
+    fn report(&mut self, carrier: &Carrier, source: &PeerId, acceptance: gossipsub::MessageAcceptance) {
+        match carrier {
+            Carrier::Gossip(message_id) => {
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(message_id, source, acceptance);
             }
-            _ => {}
+            Carrier::Push(id, data) => match acceptance {
+                gossipsub::MessageAcceptance::Accept => self.push.accept(*source, *id, data.clone()),
+                _ => self.push.drop_message(*id),
+            },
         }
     }
 
@@ -812,16 +897,10 @@ impl EventLoop {
     /// verdict comes back, so it is held (readable by id) before it is
     /// forwarded, with no write and no hand-off to the writer (the indexer
     /// folds staged bulletins in groups).
-    fn validate_off_loop(
-        &mut self,
-        source: PeerId,
-        message_id: gossipsub::MessageId,
-        data: Vec<u8>,
-        is_registry: bool,
-    ) {
+    fn validate_off_loop(&mut self, source: PeerId, carrier: Carrier, data: Vec<u8>, is_registry: bool) {
         let job = Job {
             source,
-            message_id,
+            carrier,
             data,
             is_registry,
         };
@@ -838,14 +917,7 @@ impl EventLoop {
             );
         }
         // Not forwarded, and the sender is not blamed for our backlog.
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .report_message_validation_result(
-                &job.message_id,
-                &job.source,
-                gossipsub::MessageAcceptance::Ignore,
-            );
+        self.report(&job.carrier, &job.source, gossipsub::MessageAcceptance::Ignore);
     }
 
     fn handle_validated(&mut self, v: Validated) {
@@ -872,10 +944,7 @@ impl EventLoop {
             }
             verdict => Some(verdict),
         };
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .report_message_validation_result(&v.message_id, &v.source, acceptance);
+        self.report(&v.carrier, &v.source, acceptance);
         let Some(verdict) = verdict else {
             // The first staged since a fold wakes the indexer, and so does a
             // full group. If its queue is full it is awake already.
@@ -1179,6 +1248,7 @@ impl EventLoop {
         if *count >= MAX_INVALID_BEFORE_BAN {
             tracing::warn!(peer = %short_peer(&peer), "disconnecting a peer that keeps sending invalid input");
             self.swarm.behaviour_mut().allow.disallow_peer(peer);
+            self.push.remove_peer(peer);
             let _ = self.swarm.disconnect_peer_id(peer);
             self.banned
                 .insert(peer, tokio::time::Instant::now() + BAN_DURATION);

@@ -34,18 +34,27 @@ pub(crate) const MAX_IN_FLIGHT: usize = 2048;
 /// Registry updates being checked at once, at most (within `MAX_IN_FLIGHT`).
 pub(crate) const MAX_REGISTRY_IN_FLIGHT: usize = 2;
 
-/// A gossiped message to check.
+/// How a message came, to report its verdict the same way.
+#[derive(Debug, Clone)]
+pub(crate) enum Carrier {
+    /// By gossipsub (registry updates): its message id.
+    Gossip(gossipsub::MessageId),
+    /// By the tree (bulletins): its id and bytes, forwarded if accepted.
+    Push(crate::tree::MessageId, Arc<[u8]>),
+}
+
+/// A message from the network to check.
 #[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) source: PeerId,
-    pub(crate) message_id: gossipsub::MessageId,
+    pub(crate) carrier: Carrier,
     pub(crate) data: Vec<u8>,
     pub(crate) is_registry: bool,
 }
 
 /// A verdict on its way back to the loop.
 pub(crate) struct Validated {
-    pub(crate) message_id: gossipsub::MessageId,
+    pub(crate) carrier: Carrier,
     pub(crate) source: PeerId,
     pub(crate) verdict: Verdict,
     /// For a bulletin staged here: whether it was the first staged since the
@@ -145,7 +154,7 @@ fn run(context: &Context, job: Job) -> Validated {
     let (verdict, staged) =
         checked.unwrap_or_else(|_| (Verdict::Reject("validation failed on this input".into()), None));
     Validated {
-        message_id: job.message_id,
+        carrier: job.carrier,
         source: job.source,
         verdict,
         staged,
@@ -248,7 +257,7 @@ mod tests {
     fn job(data: Vec<u8>, n: u8) -> Job {
         Job {
             source: PeerId::random(),
-            message_id: gossipsub::MessageId::from(vec![n]),
+            carrier: Carrier::Gossip(gossipsub::MessageId::from(vec![n])),
             data,
             is_registry: false,
         }
@@ -267,7 +276,7 @@ mod tests {
         let good = bulletin();
         f.validators.submit(job(good.clone(), 1)).unwrap();
         let v = next(&mut f).await;
-        assert_eq!(v.message_id, gossipsub::MessageId::from(vec![1]));
+        assert!(matches!(v.carrier, Carrier::Gossip(id) if id == gossipsub::MessageId::from(vec![1])));
         assert!(matches!(v.verdict, Verdict::Accept(..)));
         assert_eq!(v.staged, Some(true), "first staged since the last fold");
         assert_eq!(f.store.staged_count(), 1);

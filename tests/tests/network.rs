@@ -2,7 +2,8 @@
 //! of nodes; hostile input from members rejected at the first hop and never forwarded; a member
 //! that keeps sending invalid input disconnected; its gossip score below zero after one rejection; a
 //! non-member refused at the connection; a restart that keeps the store and continues the chain; a
-//! node that lost its store numbering nothing before a peer gives its chain back.
+//! node that lost its store numbering nothing before a peer gives its chain back; a ring whose
+//! links settle into a tree, which mends when a node on it stops.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
@@ -16,8 +17,9 @@ use herald_protocol::{
     Timestamp,
 };
 use herald_tests::{
-    GENESIS_TIME, TestNode, TestRegistry, WAIT, connect, connect_line, line_neighbours, origin_peer,
-    sample_draft, signed_sample, start_line, stop_all,
+    GENESIS_TIME, TestNode, TestRegistry, WAIT, connect, connect_edges, connect_line,
+    fast_timing_with_sync_every, line_neighbours, origin_peer, sample_draft, signed_sample, start_line,
+    stop_all,
 };
 use libp2p::swarm::SwarmEvent;
 use libp2p::{PeerId, noise, ping, tcp, yamux};
@@ -1251,6 +1253,119 @@ async fn numbers_a_peer_has_listed_are_not_signed_again() {
         let own_chain = a.node.own_chain().unwrap();
         assert_eq!((own_chain.numbered_up_to, own_chain.claims.len()), (3, 0));
         stop_all(vec![a, b, c]).await;
+    })
+    .await;
+}
+
+/// A ring of six: the first bulletin reaches the node opposite its publisher by both sides, and
+/// that node prunes one of the two links, so the links carrying bulletins in full form a line.
+/// When a node on that line stops, a bulletin from one end of what is left crosses the pruned
+/// link once its far side asks for it (graft), by gossip alone: periodic sync is off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ring_settles_into_a_tree_that_mends_when_a_node_on_it_stops() {
+    within(async {
+        const N: usize = 6;
+        let registry =
+            TestRegistry::new(N).with_timing(fast_timing_with_sync_every(Duration::from_secs(3600)));
+        // Each node may connect only with its two neighbours around the ring.
+        let mut nodes = Vec::new();
+        for i in 0..N {
+            let around = [(i + N - 1) % N, (i + 1) % N];
+            nodes.push(
+                TestNode::start_allowing(&registry, i, &around)
+                    .await
+                    .expect("start"),
+            );
+        }
+        let ring: Vec<(usize, usize)> = (0..N).map(|i| (i, (i + 1) % N)).collect();
+        connect_edges(&nodes, &ring).await.expect("connect the ring");
+
+        let first = nodes[0]
+            .node
+            .publish(sample_draft("around the ring"))
+            .await
+            .expect("publish");
+        for node in &nodes {
+            node.wait_stored(first.id()).await.expect("every node has it");
+        }
+        // The prune reaches the other end of the link a moment after the duplicate: wait for it.
+        let mut lazy = Vec::new();
+        for _ in 0..100 {
+            lazy = Vec::new();
+            for (i, node) in nodes.iter().enumerate() {
+                if node.node.network_status().await.tree.lazy == 1 {
+                    lazy.push(i);
+                }
+            }
+            if lazy.len() == 2 {
+                break;
+            }
+            // Polling a status the node gives no event for; bounded.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(lazy.len(), 2, "one link is pruned, at both its ends: {lazy:?}");
+        let (a, b) = (lazy[0], lazy[1]);
+        for node in &nodes {
+            assert_eq!(
+                node.node.connected_peers().await.len(),
+                2,
+                "a ring: two links each"
+            );
+        }
+        assert!(
+            (a + 1) % N == b || (b + 1) % N == a,
+            "the pruned link joins neighbours: {a}, {b}"
+        );
+        // The pruned link is (low, low + 1) around the ring.
+        let low = if (a + 1) % N == b { a } else { b };
+
+        // Stop the node opposite the pruned link: what is left is a line with the pruned link in
+        // its middle, and the tree is cut in two.
+        let stopped = (low + 3) % N;
+        let (left, right) = ((stopped + N - 1) % N, (stopped + 1) % N);
+        let stopped_peer = nodes[stopped].peer_id();
+        let marks = (nodes[left].events.len(), nodes[right].events.len());
+        nodes.remove(stopped).stop().await;
+        let at = |i: usize| if i > stopped { i - 1 } else { i };
+        nodes[at(left)]
+            .wait_disconnected(stopped_peer, marks.0)
+            .await
+            .expect("left lets it go");
+        nodes[at(right)]
+            .wait_disconnected(stopped_peer, marks.1)
+            .await
+            .expect("right lets it go");
+
+        // From one end of the line to the other, across the pruned link.
+        let across = nodes[at(right)]
+            .node
+            .publish(sample_draft("across the pruned link"))
+            .await
+            .expect("publish");
+        for node in &nodes {
+            let origin = node
+                .wait_stored(across.id())
+                .await
+                .expect("every node left has it");
+            assert!(
+                matches!(origin, Origin::Gossip(_) | Origin::Local),
+                "it came by gossip, not by catch-up: {origin:?}"
+            );
+        }
+        let mut grafted = 0;
+        for i in [low, (low + 1) % N] {
+            grafted += nodes[at(i)].node.network_status().await.tree.grafted;
+        }
+        let mut trees = Vec::new();
+        for node in &nodes {
+            let status = node.node.network_status().await;
+            trees.push((node.index, status.connected.len(), status.tree));
+        }
+        assert!(
+            grafted >= 1,
+            "the pruned link's far end asked for the bulletin: low {low}, stopped {stopped}, {trees:?}"
+        );
+        stop_all(nodes).await;
     })
     .await;
 }

@@ -1,0 +1,442 @@
+//! Tree dissemination over libp2p streams: one long-lived stream each way
+//! between two linked nodes, carrying the frames of [`crate::tree`]. Frames
+//! are read and written by tasks of their own, off the swarm's polling loop;
+//! what arrives new goes to the node to be checked, and it is forwarded only
+//! when the node accepts it.
+//!
+//! Frame layout (integers little-endian; docs/PROTOCOL.md, section 11B):
+//!
+//! ```text
+//! frame:  length n (u32, of what follows) | tag (u8) | payload (n - 1)
+//! tag 0   Push:  the message
+//! tag 1   IHave: 1 to 1024 message ids (32 bytes each, SHA-256 of the message)
+//! tag 2   Prune: empty
+//! tag 3   Graft: 1 to 1024 message ids
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Instant;
+
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::{PeerId, Stream, StreamProtocol};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::tree::{Arrival, Frame, MAX_IDS_PER_FRAME, MessageId, Sends, Tree, TreeConfig};
+
+/// Frames queued for one peer at most; beyond it frames are dropped (the
+/// sync protocol brings back what a slow peer missed).
+const LINK_QUEUE: usize = 1024;
+
+/// Bytes gathered into one write at most.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// What the links report to the node.
+#[derive(Debug)]
+pub enum PushEvent {
+    /// A message seen for the first time: check it, then call
+    /// [`Push::accept`] or [`Push::drop_message`].
+    Message {
+        /// The peer that sent it.
+        from: PeerId,
+        /// Its id.
+        id: MessageId,
+        /// The message.
+        data: Arc<[u8]>,
+    },
+    /// A peer sent a frame that breaks the layout; its stream is closed.
+    Malformed {
+        /// The peer.
+        from: PeerId,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// The id of a message.
+pub fn message_id(data: &[u8]) -> MessageId {
+    Sha256::digest(data).into()
+}
+
+struct Link {
+    queue: mpsc::Sender<Frame>,
+    /// Tells apart a link from the one that replaced it.
+    generation: u64,
+}
+
+struct Inner {
+    tree: Tree<PeerId>,
+    links: HashMap<PeerId, Link>,
+    next_generation: u64,
+    dropped_frames: u64,
+}
+
+impl Inner {
+    fn dispatch(&mut self, sends: Sends<PeerId>) {
+        for (peer, frame) in sends {
+            if let Some(link) = self.links.get(&peer)
+                && link.queue.try_send(frame).is_err()
+            {
+                self.dropped_frames += 1;
+                tracing::debug!(peer = %crate::network::short_peer(&peer), "push queue full: frame dropped");
+            }
+        }
+    }
+}
+
+fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    // A panic while the lock was held leaves the tree's state as it was
+    // between two whole operations: use it.
+    inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The tree dissemination of one node.
+pub struct Push {
+    inner: Arc<Mutex<Inner>>,
+    control: libp2p_stream::Control,
+    protocol: StreamProtocol,
+}
+
+/// Counts for status and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PushStats {
+    /// Peers on the tree: they get messages in full.
+    pub eager: usize,
+    /// Peers that get ids only.
+    pub lazy: usize,
+    /// Frames dropped because a peer's queue was full.
+    pub dropped_frames: u64,
+    /// What the tree has done.
+    pub counts: crate::tree::TreeCounts,
+}
+
+impl Push {
+    /// Starts accepting `protocol` streams from peers; returns the handle and
+    /// the node's receiver of [`PushEvent`]s. Must run inside a tokio runtime.
+    pub fn start(
+        mut control: libp2p_stream::Control,
+        protocol: StreamProtocol,
+        config: TreeConfig,
+        max_message: usize,
+    ) -> Result<(Push, mpsc::Receiver<PushEvent>), String> {
+        let (events_tx, events) = mpsc::channel(4096);
+        let inner = Arc::new(Mutex::new(Inner {
+            tree: Tree::new(config),
+            links: HashMap::new(),
+            next_generation: 0,
+            dropped_frames: 0,
+        }));
+        let mut incoming = control
+            .accept(protocol.clone())
+            .map_err(|_| format!("the stream protocol {protocol} is already in use"))?;
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            while let Some((peer, stream)) = incoming.next().await {
+                let Some(inner) = weak.upgrade() else { break };
+                tokio::spawn(read_loop(inner, peer, stream, events_tx.clone(), max_message));
+            }
+        });
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(tick_loop(weak, config));
+        Ok((
+            Push {
+                inner,
+                control,
+                protocol,
+            },
+            events,
+        ))
+    }
+
+    /// Links a peer (a member's node, connected): opens the stream to it.
+    pub fn add_peer(&self, peer: PeerId) {
+        let mut inner = lock(&self.inner);
+        if inner.links.contains_key(&peer) {
+            return;
+        }
+        let (queue, frames) = mpsc::channel(LINK_QUEUE);
+        let generation = inner.next_generation;
+        inner.next_generation += 1;
+        inner.links.insert(peer, Link { queue, generation });
+        inner.tree.peer_up(peer);
+        tokio::spawn(write_loop(
+            Arc::downgrade(&self.inner),
+            self.control.clone(),
+            self.protocol.clone(),
+            peer,
+            generation,
+            frames,
+        ));
+    }
+
+    /// Unlinks a peer (disconnected or banned).
+    pub fn remove_peer(&self, peer: PeerId) {
+        let mut inner = lock(&self.inner);
+        inner.links.remove(&peer);
+        inner.tree.peer_down(peer);
+    }
+
+    /// Sends the node's own message. Returns false, sending nothing, when no
+    /// peer is linked: the caller keeps it and publishes again later.
+    pub fn publish(&self, data: Arc<[u8]>) -> bool {
+        let id = message_id(&data);
+        let mut inner = lock(&self.inner);
+        if !inner.tree.has_peers() {
+            return false;
+        }
+        let sends = inner.tree.accept(id, data, None, Instant::now());
+        inner.dispatch(sends);
+        true
+    }
+
+    /// The node accepted a message it received: forward it.
+    pub fn accept(&self, from: PeerId, id: MessageId, data: Arc<[u8]>) {
+        let mut inner = lock(&self.inner);
+        let sends = inner.tree.accept(id, data, Some(from), Instant::now());
+        inner.dispatch(sends);
+    }
+
+    /// The node refused or ignored a message: it goes no further.
+    pub fn drop_message(&self, id: MessageId) {
+        lock(&self.inner).tree.drop_message(id, Instant::now());
+    }
+
+    /// Counts.
+    pub fn stats(&self) -> PushStats {
+        let inner = lock(&self.inner);
+        let (eager, lazy) = inner.tree.degrees();
+        PushStats {
+            eager,
+            lazy,
+            dropped_frames: inner.dropped_frames,
+            counts: inner.tree.counts(),
+        }
+    }
+}
+
+async fn tick_loop(inner: Weak<Mutex<Inner>>, config: TreeConfig) {
+    let mut interval = tokio::time::interval(config.ihave_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let mut inner = lock(&inner);
+        let sends = inner.tree.tick(Instant::now());
+        inner.dispatch(sends);
+    }
+}
+
+/// Pause before opening a link's stream again after it failed, first and most.
+const REOPEN_FIRST: std::time::Duration = std::time::Duration::from_millis(50);
+const REOPEN_MOST: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn write_loop(
+    inner: Weak<Mutex<Inner>>,
+    mut control: libp2p_stream::Control,
+    protocol: StreamProtocol,
+    peer: PeerId,
+    generation: u64,
+    mut frames: mpsc::Receiver<Frame>,
+) {
+    let linked = || {
+        inner.upgrade().is_some_and(|inner| {
+            lock(&inner)
+                .links
+                .get(&peer)
+                .is_some_and(|l| l.generation == generation)
+        })
+    };
+    let mut pause = REOPEN_FIRST;
+    let mut buf = Vec::with_capacity(WRITE_BATCH);
+    // A stream fails when the peer drops it (its node was busy when it came,
+    // or it restarted): open another while the peer is linked. Frames queued
+    // meanwhile wait; frames lost with the stream come back by sync.
+    loop {
+        let reason = match control.open_stream(peer, protocol.clone()).await {
+            Ok(mut stream) => {
+                pause = REOPEN_FIRST;
+                loop {
+                    let Some(frame) = frames.recv().await else { return };
+                    buf.clear();
+                    encode(&frame, &mut buf);
+                    while buf.len() < WRITE_BATCH {
+                        match frames.try_recv() {
+                            Ok(frame) => encode(&frame, &mut buf),
+                            Err(_) => break,
+                        }
+                    }
+                    let written = async {
+                        stream.write_all(&buf).await?;
+                        stream.flush().await
+                    };
+                    if let Err(e) = written.await {
+                        break e.to_string();
+                    }
+                }
+            }
+            Err(e) => e.to_string(),
+        };
+        tracing::debug!(peer = %crate::network::short_peer(&peer), %reason, "push stream closed");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(REOPEN_MOST);
+        if !linked() {
+            return;
+        }
+    }
+}
+
+async fn read_loop(
+    inner: Arc<Mutex<Inner>>,
+    peer: PeerId,
+    mut stream: Stream,
+    events: mpsc::Sender<PushEvent>,
+    max_message: usize,
+) {
+    loop {
+        let frame = match read_frame(&mut stream, max_message).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(ReadError::Io(_)) => return,
+            Err(ReadError::Malformed(reason)) => {
+                let _ = events.send(PushEvent::Malformed { from: peer, reason }).await;
+                return;
+            }
+        };
+        let now = Instant::now();
+        match frame {
+            Frame::Push(data) => {
+                let id = message_id(&data);
+                let arrival = {
+                    let mut inner = lock(&inner);
+                    let (arrival, sends) = inner.tree.receive_push(peer, id, now);
+                    inner.dispatch(sends);
+                    arrival
+                };
+                if arrival == Arrival::New
+                    && events
+                        .send(PushEvent::Message { from: peer, id, data })
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+            }
+            Frame::IHave(ids) => lock(&inner).tree.receive_ihave(peer, &ids, now),
+            Frame::Prune => lock(&inner).tree.receive_prune(peer),
+            Frame::Graft(ids) => {
+                let mut inner = lock(&inner);
+                let sends = inner.tree.receive_graft(peer, &ids);
+                inner.dispatch(sends);
+            }
+        }
+    }
+}
+
+/// Appends a frame's bytes.
+pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
+    let (tag, payload): (u8, &[u8]) = match frame {
+        Frame::Push(data) => (0, data),
+        Frame::IHave(ids) => (1, ids.as_flattened()),
+        Frame::Prune => (2, &[]),
+        Frame::Graft(ids) => (3, ids.as_flattened()),
+    };
+    // Frames are built from messages of at most the node's size limit and
+    // from at most MAX_IDS_PER_FRAME ids: far below u32::MAX.
+    let len = u32::try_from(payload.len() + 1).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.push(tag);
+    out.extend_from_slice(payload);
+}
+
+/// Why a frame could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The stream failed or ended inside a frame.
+    Io(std::io::Error),
+    /// The bytes break the layout.
+    Malformed(String),
+}
+
+/// Decodes a frame's tag and payload.
+pub fn decode(tag: u8, payload: Vec<u8>) -> Result<Frame, String> {
+    let ids = |payload: &[u8]| -> Result<Vec<MessageId>, String> {
+        if payload.is_empty() || !payload.len().is_multiple_of(32) || payload.len() / 32 > MAX_IDS_PER_FRAME {
+            return Err(format!(
+                "an id list of {} bytes (1 to {MAX_IDS_PER_FRAME} ids of 32 bytes)",
+                payload.len()
+            ));
+        }
+        Ok(payload
+            .chunks_exact(32)
+            .map(|c| {
+                let mut id = [0u8; 32];
+                id.copy_from_slice(c);
+                id
+            })
+            .collect())
+    };
+    match tag {
+        0 if payload.is_empty() => Err("an empty message".into()),
+        0 => Ok(Frame::Push(Arc::from(payload))),
+        1 => Ok(Frame::IHave(ids(&payload)?)),
+        2 if payload.is_empty() => Ok(Frame::Prune),
+        2 => Err("a prune with a payload".into()),
+        3 => Ok(Frame::Graft(ids(&payload)?)),
+        other => Err(format!("unknown frame tag {other}")),
+    }
+}
+
+/// Reads one frame; `None` at a clean end of the stream.
+async fn read_frame(stream: &mut Stream, max_message: usize) -> Result<Option<Frame>, ReadError> {
+    let mut len = [0u8; 4];
+    match stream.read_exact(&mut len).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(ReadError::Io(e)),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    let max = max_message.max(MAX_IDS_PER_FRAME * 32) + 1;
+    if len == 0 || len > max {
+        return Err(ReadError::Malformed(format!(
+            "a frame of {len} bytes (1 to {max})"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await.map_err(ReadError::Io)?;
+    let tag = body[0];
+    body.remove(0);
+    decode(tag, body).map(Some).map_err(ReadError::Malformed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_decode_to_what_was_encoded() {
+        let frames = [
+            Frame::Push(Arc::from(vec![1u8, 2, 3])),
+            Frame::IHave(vec![[7u8; 32], [8u8; 32]]),
+            Frame::Prune,
+            Frame::Graft(vec![[9u8; 32]]),
+        ];
+        for frame in frames {
+            let mut buf = Vec::new();
+            encode(&frame, &mut buf);
+            let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            assert_eq!(len, buf.len() - 4);
+            assert_eq!(decode(buf[4], buf[5..].to_vec()), Ok(frame));
+        }
+    }
+
+    #[test]
+    fn malformed_frames_are_refused() {
+        assert!(decode(0, vec![]).is_err());
+        assert!(decode(1, vec![0; 31]).is_err());
+        assert!(decode(1, vec![]).is_err());
+        assert!(decode(3, vec![0; 32 * (MAX_IDS_PER_FRAME + 1)]).is_err());
+        assert!(decode(2, vec![1]).is_err());
+        assert!(decode(4, vec![1]).is_err());
+    }
+}
