@@ -809,7 +809,9 @@ impl Node {
         let _ = self.commands.send(Command::HostileSyncAnswers(answers)).await;
     }
 
-    /// Gossipsub's score for a peer.
+    /// The node's score for a connected peer: gossipsub's (registry topic)
+    /// less 100 for each message it sent that the node rejected (bulletins,
+    /// tree frames, registry updates, sync pages), counted until a ban ends.
     pub async fn peer_score(&self, peer: PeerId) -> Option<f64> {
         self.ask(|reply| Command::PeerScore(peer, reply)).await.flatten()
     }

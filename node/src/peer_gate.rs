@@ -8,7 +8,7 @@
 //! fewer than 20 entries, and every bootstrap query dials the peers it learns.
 //! In a network of tens of members that connects every node to nearly every
 //! other one: a noise handshake, identify exchange and sync session per pair,
-//! for connections the gossip mesh (6 peers) does not need. The routing table
+//! for connections the bulletins' tree does not need. The routing table
 //! stays fully populated; only the dials are held back. Dials the node makes on
 //! purpose (configured bootstrap peers, `Node::dial`) always pass, and so do
 //! dials by address alone (mDNS finds on the LAN). Connections to those wanted
@@ -32,16 +32,15 @@ use libp2p::swarm::{
 };
 
 /// Connections a node seeks through discovery: enough that it stays connected
-/// when any three of its peers go away. Every connection carries a copy of
-/// each message, so more of them cost CPU on every message without making
-/// delivery faster; the gossip mesh (6) fills from these and from the members
-/// that dial in.
+/// when any three of its peers go away. Links beyond it cost heartbeats,
+/// announcements and sync sessions without making delivery faster; members
+/// that dial in add to them.
 pub(crate) const TARGET_PEERS: usize = 4;
 
 /// Why a dial was held back.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "the node has {connected} connections and {underway} discovery dials under way, enough for its gossip mesh; discovery dials wait"
+    "the node has {connected} connections and {underway} discovery dials under way, enough for gossip; discovery dials wait"
 )]
 pub(crate) struct EnoughPeers {
     connected: usize,
