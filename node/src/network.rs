@@ -397,10 +397,12 @@ pub struct NetworkStatus {
 /// How the node's links carry bulletins.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TreeStatus {
-    /// Links on the tree: bulletins go both ways in full.
-    pub eager: usize,
-    /// Links off the tree: bulletin ids only.
-    pub lazy: usize,
+    /// Peers the node pushes bulletins to in full.
+    pub pushes_to: usize,
+    /// Peers the node tells of bulletin ids only (they pruned it).
+    pub announces_to: usize,
+    /// Peers that push bulletins to the node in full.
+    pub receives_from: usize,
     /// Bulletins received in full more than once, since start.
     pub duplicates: u64,
     /// Bulletin ids asked for by graft since start (the tree mending).
@@ -673,8 +675,9 @@ impl EventLoop {
                     tree: {
                         let stats = self.push.stats();
                         TreeStatus {
-                            eager: stats.eager,
-                            lazy: stats.lazy,
+                            pushes_to: stats.eager,
+                            announces_to: stats.lazy,
+                            receives_from: stats.inbound,
                             duplicates: stats.counts.duplicates,
                             grafted: stats.counts.grafted,
                         }

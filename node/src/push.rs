@@ -101,10 +101,12 @@ pub struct Push {
 /// Counts for status and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PushStats {
-    /// Peers on the tree: they get messages in full.
+    /// Peers the node pushes to in full.
     pub eager: usize,
     /// Peers that get ids only.
     pub lazy: usize,
+    /// Peers that push to the node in full.
+    pub inbound: usize,
     /// Frames dropped because a peer's queue was full.
     pub dropped_frames: u64,
     /// What the tree has done.
@@ -205,10 +207,11 @@ impl Push {
     /// Counts.
     pub fn stats(&self) -> PushStats {
         let inner = lock(&self.inner);
-        let (eager, lazy) = inner.tree.degrees();
+        let (eager, lazy, inbound) = inner.tree.degrees();
         PushStats {
             eager,
             lazy,
+            inbound,
             dropped_frames: inner.dropped_frames,
             counts: inner.tree.counts(),
         }

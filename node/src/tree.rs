@@ -2,19 +2,20 @@
 //! which peers get a message in full at once and which only hear of its id,
 //! with no I/O. `push` drives it over libp2p streams.
 //!
-//! Every link starts eager: a new message goes in full to every eager peer
-//! but the one it came from. A copy that arrives again over a link turns that
-//! link lazy at both ends (`Prune`): the copy came by another path, so the
-//! eager links settle into a spanning tree and each node receives each
-//! message about once. A message that arrives first over a lazy link turns it
-//! eager again. Lazy peers are told the ids of the messages a node accepts, in
-//! batches (`IHave`); a node that hears of an id it does not get in full
-//! within the graft timeout asks the announcer for it (`Graft`), which turns
-//! that link eager: the tree mends itself when a node or a link on it fails.
-//! Links are eager or lazy at both ends alike, so the eager links of the whole
-//! network stay connected: a link is pruned only when both its ends were
-//! reached by other eager links. A message is forwarded only after the node
-//! has accepted it.
+//! Each direction of a link is eager or lazy on its own, and the receiving
+//! end decides: every link starts eager, and a node asks a peer to stop
+//! pushing to it (`Prune`) once that peer's last [`PRUNE_AFTER`] messages
+//! all came second, as long as at least [`TreeConfig::min_inbound`] peers
+//! still push to it. So each node receives each message about that many
+//! times, whatever the number of its links; the peers it keeps are the ones
+//! that bring some messages first, which keeps paths into a group of nodes
+//! that mostly hear each other first; and a node or link that fails does not
+//! cut it off. A node pushes its own messages in full to every peer, so that
+//! the first hop reaches them all at once. Peers that do not get a message in
+//! full are told its id, in batches (`IHave`); a node that hears of an id it
+//! does not get in full within the graft timeout asks the announcer for it
+//! (`Graft`), which makes that peer push to it again: the tree mends itself.
+//! A message is forwarded only after the node has accepted it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
@@ -29,6 +30,8 @@ pub const MAX_IDS_PER_FRAME: usize = 1024;
 /// Most ids heard of and not received that the node waits for at once;
 /// announcements beyond it are not followed (sync fetches what they name).
 pub const MAX_MISSING: usize = 16 * 1024;
+/// Copies in a row that came second from a peer before the node prunes it.
+pub const PRUNE_AFTER: u32 = 4;
 /// Most bytes of accepted messages kept to answer grafts; beyond it the
 /// oldest are let go first (their ids are still remembered).
 pub const MAX_HELD_BYTES: usize = 64 * 1024 * 1024;
@@ -44,6 +47,9 @@ pub struct TreeConfig {
     /// How long ids are remembered (duplicates are recognised) and accepted
     /// messages kept to answer grafts.
     pub remember: Duration,
+    /// Peers that keep pushing to the node in full, at least (while it has
+    /// that many links).
+    pub min_inbound: usize,
 }
 
 impl Default for TreeConfig {
@@ -52,6 +58,7 @@ impl Default for TreeConfig {
             ihave_interval: Duration::from_millis(100),
             graft_timeout: Duration::from_millis(400),
             remember: Duration::from_secs(120),
+            min_inbound: 2,
         }
     }
 }
@@ -118,10 +125,13 @@ pub type Sends<P> = Vec<(P, Frame)>;
 #[derive(Debug)]
 pub struct Tree<P> {
     config: TreeConfig,
-    /// Peers on the tree: messages go to them in full.
+    /// Peers the node pushes to in full (they have not pruned it).
     eager: HashSet<P>,
-    /// Peers off the tree: they are told of ids only.
+    /// Peers the node tells of ids only (they pruned it).
     lazy: HashSet<P>,
+    /// Peers that push to the node in full (it has not pruned them), with the
+    /// copies in a row each brought second.
+    inbound: HashMap<P, u32>,
     seen: HashMap<MessageId, Seen>,
     /// When each id was first seen, oldest first, to forget them.
     seen_order: VecDeque<(Instant, MessageId)>,
@@ -141,6 +151,7 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
             config,
             eager: HashSet::new(),
             lazy: HashSet::new(),
+            inbound: HashMap::new(),
             seen: HashMap::new(),
             seen_order: VecDeque::new(),
             announce: HashMap::new(),
@@ -165,12 +176,14 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
     pub fn peer_up(&mut self, peer: P) {
         self.lazy.remove(&peer);
         self.eager.insert(peer);
+        self.inbound.insert(peer, 0);
     }
 
     /// A peer's link is gone.
     pub fn peer_down(&mut self, peer: P) {
         self.eager.remove(&peer);
         self.lazy.remove(&peer);
+        self.inbound.remove(&peer);
         self.announce.remove(&peer);
         for m in self.missing.values_mut() {
             m.announcers.retain(|p| *p != peer);
@@ -187,26 +200,20 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
         self.eager.contains(peer) || self.lazy.contains(peer)
     }
 
-    /// (eager, lazy) peer counts: peers on the tree, peers off it.
-    pub fn degrees(&self) -> (usize, usize) {
-        (self.eager.len(), self.lazy.len())
+    /// (eager, lazy, inbound) peer counts: peers the node pushes to in full,
+    /// peers it tells of ids, peers that push to it in full.
+    pub fn degrees(&self) -> (usize, usize, usize) {
+        (self.eager.len(), self.lazy.len(), self.inbound.len())
     }
 
-    /// Whether the link to `peer` is on the tree.
+    /// Whether the node pushes to `peer` in full.
     pub fn is_eager(&self, peer: &P) -> bool {
         self.eager.contains(peer)
     }
 
-    fn make_eager(&mut self, peer: P) {
-        if self.lazy.remove(&peer) {
-            self.eager.insert(peer);
-        }
-    }
-
-    fn make_lazy(&mut self, peer: P) {
-        if self.eager.remove(&peer) {
-            self.lazy.insert(peer);
-        }
+    /// Whether `peer` pushes to the node in full.
+    pub fn is_inbound(&self, peer: &P) -> bool {
+        self.inbound.contains_key(peer)
     }
 
     /// Whether the message is known (being checked, held or dropped).
@@ -230,40 +237,43 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
 
     /// A message arrived in full from `from`.
     pub fn receive_push(&mut self, from: P, id: MessageId, now: Instant) -> (Arrival, Sends<P>) {
-        if !self.is_linked(&from) {
-            // A stream can outlive its link by a moment: take the message,
-            // change nothing.
-            return match self.seen.contains_key(&id) {
-                true => (Arrival::Duplicate, Vec::new()),
-                false => {
-                    self.remember(id, Seen::Checking, now);
-                    (Arrival::New, Vec::new())
-                }
-            };
-        }
         if self.seen.contains_key(&id) {
             self.counts.duplicates += 1;
-            // Another path brought it first: this link need not carry
-            // messages in full.
-            self.make_lazy(from);
-            self.counts.prunes += 1;
-            return (Arrival::Duplicate, vec![(from, Frame::Prune)]);
+            let keep = self.config.min_inbound;
+            let pushing = self.inbound.len();
+            if let Some(second) = self.inbound.get_mut(&from) {
+                *second += 1;
+                if *second >= PRUNE_AFTER && pushing > keep {
+                    // Its copies keep coming after others': it need not push.
+                    self.inbound.remove(&from);
+                    self.counts.prunes += 1;
+                    return (Arrival::Duplicate, vec![(from, Frame::Prune)]);
+                }
+            }
+            return (Arrival::Duplicate, Vec::new());
         }
         self.counts.new += 1;
         self.remember(id, Seen::Checking, now);
         self.missing.remove(&id);
-        // It came first by this link: the link is on the tree.
-        self.make_eager(from);
+        if let Some(second) = self.inbound.get_mut(&from) {
+            *second = 0;
+        }
         (Arrival::New, Vec::new())
     }
 
     /// The node accepted a message (received from `from`, or its own when
-    /// `from` is `None`): push it to the eager peers, announce it to the lazy.
+    /// `from` is `None`): push it to the eager peers, announce it to the
+    /// lazy. The node's own messages go in full to every linked peer.
     pub fn accept(&mut self, id: MessageId, data: Arc<[u8]>, from: Option<P>, now: Instant) -> Sends<P> {
-        for p in self.lazy.iter().copied().filter(|p| Some(*p) != from) {
-            self.announce.entry(p).or_default().push(id);
-        }
-        let mut to: Vec<P> = self.eager.iter().copied().filter(|p| Some(*p) != from).collect();
+        let mut to: Vec<P> = match from {
+            None => self.eager.iter().chain(self.lazy.iter()).copied().collect(),
+            Some(from) => {
+                for p in self.lazy.iter().copied().filter(|p| *p != from) {
+                    self.announce.entry(p).or_default().push(id);
+                }
+                self.eager.iter().copied().filter(|p| *p != from).collect()
+            }
+        };
         to.sort();
         let sends = to.into_iter().map(|p| (p, Frame::Push(data.clone()))).collect();
         self.missing.remove(&id);
@@ -331,7 +341,9 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
 
     /// A peer asked to be told of ids only.
     pub fn receive_prune(&mut self, from: P) {
-        self.make_lazy(from);
+        if self.eager.remove(&from) {
+            self.lazy.insert(from);
+        }
     }
 
     /// A peer asked to get messages in full again, starting with `ids`.
@@ -339,7 +351,8 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
         if !self.is_linked(&from) {
             return Vec::new();
         }
-        self.make_eager(from);
+        self.lazy.remove(&from);
+        self.eager.insert(from);
         let mut ids = ids.to_vec();
         ids.sort_unstable();
         ids.dedup();
@@ -386,7 +399,7 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
             if !self.is_linked(&peer) {
                 continue;
             }
-            self.make_eager(peer);
+            self.inbound.insert(peer, 0);
             self.counts.grafted += ids.len() as u64;
             for chunk in ids.chunks(MAX_IDS_PER_FRAME) {
                 sends.push((peer, Frame::Graft(chunk.to_vec())));
@@ -437,35 +450,64 @@ mod tests {
         assert_eq!(sends, vec![(2, Frame::Push(data(9))), (3, Frame::Push(data(9)))]);
     }
 
-    #[test]
-    fn a_duplicate_prunes_the_link_it_came_on() {
-        let now = Instant::now();
-        let mut t = tree(&[1, 2, 3]);
-        t.receive_push(1, id(9), now);
-        assert_eq!(
-            t.receive_push(2, id(9), now),
-            (Arrival::Duplicate, vec![(2, Frame::Prune)])
-        );
-        assert!(!t.is_eager(&2));
-        // Lazy peers hear of accepted messages at the next tick, once.
-        t.accept(id(9), data(9), Some(1), now);
-        assert_eq!(t.tick(now), vec![(2, Frame::IHave(vec![id(9)]))]);
-        assert_eq!(t.tick(now), vec![]);
-        assert_eq!(t.degrees(), (2, 1));
+    /// Copies of messages `first..first + n`, each first from `1` then from `from`.
+    fn seconds(t: &mut Tree<u8>, from: u8, first: u8, n: u8, now: Instant) -> Vec<Sends<u8>> {
+        (first..first + n)
+            .map(|k| {
+                t.receive_push(1, id(k), now);
+                t.receive_push(from, id(k), now).1
+            })
+            .collect()
     }
 
     #[test]
-    fn a_prune_takes_the_link_off_the_tree_and_a_first_copy_puts_it_back() {
+    fn a_peer_whose_copies_keep_coming_second_is_pruned_while_enough_others_push() {
+        let now = Instant::now();
+        let mut t = tree(&[1, 2, 3, 4]);
+        let sends = seconds(&mut t, 2, 0, PRUNE_AFTER as u8, now);
+        assert!(sends[..sends.len() - 1].iter().all(Vec::is_empty));
+        assert_eq!(sends.last(), Some(&vec![(2, Frame::Prune)]));
+        assert!(!t.is_inbound(&2));
+        // The node still pushes to 2 until 2 prunes it.
+        assert!(t.is_eager(&2));
+        assert!(seconds(&mut t, 3, 10, PRUNE_AFTER as u8, now).last() == Some(&vec![(3, Frame::Prune)]));
+        // Two peers (1 and 4) still push to it: the minimum.
+        assert!(
+            seconds(&mut t, 4, 20, 2 * PRUNE_AFTER as u8, now)
+                .iter()
+                .all(Vec::is_empty)
+        );
+        assert_eq!(t.degrees(), (4, 0, 2));
+    }
+
+    #[test]
+    fn a_peer_that_brings_a_message_first_now_and_then_is_kept() {
+        let now = Instant::now();
+        let mut t = tree(&[1, 2, 3]);
+        for round in 0..4u8 {
+            assert!(
+                seconds(&mut t, 2, round * 10, PRUNE_AFTER as u8 - 1, now)
+                    .iter()
+                    .all(Vec::is_empty)
+            );
+            t.receive_push(2, id(round * 10 + 9), now);
+        }
+        assert!(t.is_inbound(&2));
+    }
+
+    #[test]
+    fn peers_that_pruned_the_node_hear_of_what_it_forwards_and_get_its_own_in_full() {
         let now = Instant::now();
         let mut t = tree(&[1, 2]);
         t.receive_prune(2);
         assert!(!t.is_eager(&2));
-        assert_eq!(
-            t.accept(id(1), data(1), None, now),
-            vec![(1, Frame::Push(data(1)))]
-        );
-        t.receive_push(2, id(2), now);
-        assert!(t.is_eager(&2));
+        t.receive_push(1, id(9), now);
+        assert_eq!(t.accept(id(9), data(9), Some(1), now), vec![]);
+        assert_eq!(t.tick(now), vec![(2, Frame::IHave(vec![id(9)]))]);
+        assert_eq!(t.tick(now), vec![]);
+        let own = t.accept(id(8), data(8), None, now);
+        assert_eq!(own, vec![(1, Frame::Push(data(8))), (2, Frame::Push(data(8)))]);
+        assert_eq!(t.tick(now), vec![]);
     }
 
     #[test]
@@ -479,7 +521,7 @@ mod tests {
         assert_eq!(t.tick(now), vec![]);
         let later = now + t.config().graft_timeout;
         assert_eq!(t.tick(later), vec![(1, Frame::Graft(vec![id(7)]))]);
-        assert!(t.is_eager(&1));
+        assert!(t.is_inbound(&1));
         let later2 = later + t.config().graft_timeout;
         assert_eq!(t.tick(later2), vec![(2, Frame::Graft(vec![id(7)]))]);
         assert_eq!(t.tick(later2 + t.config().graft_timeout), vec![]);
@@ -522,15 +564,6 @@ mod tests {
         assert_eq!(t.tick(now + Duration::from_secs(1)), vec![]);
         assert_eq!(t.receive_push(2, id(3), now).0, Arrival::Duplicate);
         assert_eq!(t.receive_graft(2, &[id(3)]), vec![]);
-    }
-
-    #[test]
-    fn a_stream_that_outlives_its_link_changes_nothing() {
-        let now = Instant::now();
-        let mut t = tree(&[1]);
-        assert_eq!(t.receive_push(5, id(1), now), (Arrival::New, vec![]));
-        assert_eq!(t.receive_push(5, id(1), now), (Arrival::Duplicate, vec![]));
-        assert!(!t.is_linked(&5));
     }
 
     #[test]
