@@ -1313,11 +1313,16 @@ async fn child_tree(args: &ChildArgs) -> Result<()> {
         .with_behaviour(|_| libp2p_stream::Behaviour::new())?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
+    // New messages come to this loop to be checked, as in `gossipsub-check`.
+    let (new_tx, mut new_messages) = mpsc::channel(4096);
+    let sink: herald_node::push::Sink =
+        Arc::new(move |from, id, data, forwarder| new_tx.try_send((from, id, data, forwarder)).is_ok());
     let (push, mut pushed) = Push::start(
         swarm.behaviour().new_control(),
         libp2p::StreamProtocol::new("/herald-bench/push/1"),
         tree_config(),
         64 * 1024,
+        sink,
     )
     .map_err(|e| anyhow!(e))?;
     swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
@@ -1339,19 +1344,17 @@ async fn child_tree(args: &ChildArgs) -> Result<()> {
         let end_at = schedule.as_ref().map_or_else(far_future, |s| s.end);
         let start_at = schedule.as_ref().map_or_else(far_future, |s| s.start);
         tokio::select! {
-            Some(event) = pushed.recv() => match event {
-                PushEvent::Message { from, id, data } => match check_signed_payload(&data, &app_keys) {
-                    Ok((sent, k)) => {
-                        records.lines.push(Report::Recv { k, sent, recv: now_us() });
-                        push.accept(from, id, data);
-                    }
-                    Err(msg) => {
-                        push.drop_message(id);
-                        records.lines.push(Report::Error { msg });
-                    }
-                },
-                PushEvent::Malformed { reason, .. } => records.lines.push(Report::Error { msg: reason }),
+            Some((from, id, data, forwarder)) = new_messages.recv() => match check_signed_payload(&data, &app_keys) {
+                Ok((sent, k)) => {
+                    records.lines.push(Report::Recv { k, sent, recv: now_us() });
+                    forwarder.accept(from, id, data);
+                }
+                Err(msg) => {
+                    forwarder.drop_message(id);
+                    records.lines.push(Report::Error { msg });
+                }
             },
+            Some(PushEvent::Malformed { reason, .. }) = pushed.recv() => records.lines.push(Report::Error { msg: reason }),
             event = swarm.select_next_some() => match event {
                 SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                     push.add_peer(peer_id);

@@ -438,16 +438,6 @@ pub(crate) fn spawn(
         })?;
     }
     let local = *swarm.local_peer_id();
-    let protocol = push_protocol(network).map_err(NetworkError::Build)?;
-    let (push, pushed) = Push::start(
-        swarm.behaviour().push.new_control(),
-        protocol,
-        parts.timing.tree,
-        // Larger than a bulletin, so that an oversize one reaches the check
-        // and is refused with its reason.
-        MAX_TRANSMIT_SIZE,
-    )
-    .map_err(NetworkError::Build)?;
     // Bootstrap peers whose first dial has neither connected nor failed: the
     // check for the node's own chain waits for them too.
     let mut bootstrap_pending = HashSet::new();
@@ -467,6 +457,29 @@ pub(crate) fn spawn(
         own_key: parts.own_key,
         verdicts: validated_tx,
     });
+    // Bulletins from the tree go from the task that read them to a check.
+    let sink: crate::push::Sink = {
+        let validators = validators.clone();
+        Arc::new(move |source, id, data: Arc<[u8]>, forwarder| {
+            let job = Job {
+                source,
+                data: data.to_vec(),
+                carrier: Carrier::Push(id, data, forwarder),
+                is_registry: false,
+            };
+            validators.submit(job).is_ok()
+        })
+    };
+    let (push, pushed) = Push::start(
+        swarm.behaviour().push.new_control(),
+        push_protocol(network).map_err(NetworkError::Build)?,
+        parts.timing.tree,
+        // Larger than a bulletin, so that an oversize one reaches the check
+        // and is refused with its reason.
+        MAX_TRANSMIT_SIZE,
+        sink,
+    )
+    .map_err(NetworkError::Build)?;
     let session = SessionContext {
         commands: parts.commands.clone(),
         writer: parts.writer.clone(),
@@ -867,10 +880,6 @@ impl EventLoop {
 
     fn handle_push(&mut self, event: PushEvent) {
         match event {
-            PushEvent::Message { from, id, data } => {
-                let bytes = data.to_vec();
-                self.validate_off_loop(from, Carrier::Push(id, data), bytes, false);
-            }
             PushEvent::Malformed { from, reason } => self.penalise(from, reason),
         }
     }
@@ -885,10 +894,8 @@ impl EventLoop {
                     .gossipsub
                     .report_message_validation_result(message_id, source, acceptance);
             }
-            Carrier::Push(id, data) => match acceptance {
-                gossipsub::MessageAcceptance::Accept => self.push.accept(*source, *id, data.clone()),
-                _ => self.push.drop_message(*id),
-            },
+            // The check reported it to the tree itself.
+            Carrier::Push(..) => {}
         }
     }
 
@@ -931,17 +938,16 @@ impl EventLoop {
             Verdict::Duplicate | Verdict::Behind => gossipsub::MessageAcceptance::Ignore,
             Verdict::Reject(_) => gossipsub::MessageAcceptance::Reject,
         };
-        // A bulletin staged by its check is held: subscribers are told before
-        // it is forwarded. On a runtime with one thread the forward wakes a
-        // task per peer, and a subscriber woken after them would hear of the
-        // bulletin only once every copy had been sent.
+        // A bulletin staged by its check is held from then on (the tree's
+        // have been forwarded by the check already): subscribers are told
+        // when, and before a registry update's forward.
         let verdict = match v.verdict {
             Verdict::Accept(bulletin, member) if v.staged.is_some() => {
                 let _ = self.events.send(NodeEvent::BulletinReceived {
                     bulletin: Arc::from(bulletin),
                     member,
                     from: v.source,
-                    held_at: std::time::SystemTime::now(),
+                    held_at: v.held_at,
                 });
                 None
             }

@@ -1,8 +1,9 @@
 //! Tree dissemination over libp2p streams: one long-lived stream each way
 //! between two linked nodes, carrying the frames of [`crate::tree`]. Frames
-//! are read and written by tasks of their own, off the swarm's polling loop;
-//! what arrives new goes to the node to be checked, and it is forwarded only
-//! when the node accepts it.
+//! are read and written by tasks of their own, off the swarm's polling loop:
+//! what arrives new goes from the task that read it straight to the node's
+//! check (the [`Sink`]), whose verdict forwards it ([`Forwarder`]), so a hop
+//! never waits for the swarm's loop.
 //!
 //! Frame layout (integers little-endian; docs/PROTOCOL.md, section 11B):
 //!
@@ -35,16 +36,6 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// What the links report to the node.
 #[derive(Debug)]
 pub enum PushEvent {
-    /// A message seen for the first time: check it, then call
-    /// [`Push::accept`] or [`Push::drop_message`].
-    Message {
-        /// The peer that sent it.
-        from: PeerId,
-        /// Its id.
-        id: MessageId,
-        /// The message.
-        data: Arc<[u8]>,
-    },
     /// A peer sent a frame that breaks the layout; its stream is closed.
     Malformed {
         /// The peer.
@@ -52,6 +43,43 @@ pub enum PushEvent {
         /// What was wrong.
         reason: String,
     },
+}
+
+/// A message seen for the first time, handed to the node's check: the peer
+/// that sent it, its id, its bytes, and the handle that reports the verdict
+/// ([`Forwarder::accept`] or [`Forwarder::drop_message`]). Returns false if
+/// the node cannot check it now; the message is then dropped (not
+/// forwarded; sync fetches it later if it was good).
+pub type Sink = Arc<dyn Fn(PeerId, MessageId, Arc<[u8]>, Forwarder) -> bool + Send + Sync>;
+
+/// Reports the node's verdict on a message to the tree.
+#[derive(Clone)]
+pub struct Forwarder {
+    inner: Weak<Mutex<Inner>>,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Forwarder")
+    }
+}
+
+impl Forwarder {
+    /// The node accepted the message from `from`: forward it.
+    pub fn accept(&self, from: PeerId, id: MessageId, data: Arc<[u8]>) {
+        if let Some(inner) = self.inner.upgrade() {
+            let mut inner = lock(&inner);
+            let sends = inner.tree.accept(id, data, Some(from), Instant::now());
+            inner.dispatch(sends);
+        }
+    }
+
+    /// The node refused or ignored the message: it goes no further.
+    pub fn drop_message(&self, id: MessageId) {
+        if let Some(inner) = self.inner.upgrade() {
+            lock(&inner).tree.drop_message(id, Instant::now());
+        }
+    }
 }
 
 /// The id of a message.
@@ -70,6 +98,8 @@ struct Inner {
     links: HashMap<PeerId, Link>,
     next_generation: u64,
     dropped_frames: u64,
+    /// Messages the node could not check (its checks were all busy).
+    unchecked: u64,
 }
 
 impl Inner {
@@ -109,25 +139,30 @@ pub struct PushStats {
     pub inbound: usize,
     /// Frames dropped because a peer's queue was full.
     pub dropped_frames: u64,
+    /// Messages dropped because the node's checks were all busy.
+    pub unchecked: u64,
     /// What the tree has done.
     pub counts: crate::tree::TreeCounts,
 }
 
 impl Push {
-    /// Starts accepting `protocol` streams from peers; returns the handle and
-    /// the node's receiver of [`PushEvent`]s. Must run inside a tokio runtime.
+    /// Starts accepting `protocol` streams from peers; new messages go to
+    /// `sink`. Returns the handle and the node's receiver of [`PushEvent`]s.
+    /// Must run inside a tokio runtime.
     pub fn start(
         mut control: libp2p_stream::Control,
         protocol: StreamProtocol,
         config: TreeConfig,
         max_message: usize,
+        sink: Sink,
     ) -> Result<(Push, mpsc::Receiver<PushEvent>), String> {
-        let (events_tx, events) = mpsc::channel(4096);
+        let (events_tx, events) = mpsc::channel(64);
         let inner = Arc::new(Mutex::new(Inner {
             tree: Tree::new(config),
             links: HashMap::new(),
             next_generation: 0,
             dropped_frames: 0,
+            unchecked: 0,
         }));
         let mut incoming = control
             .accept(protocol.clone())
@@ -136,7 +171,14 @@ impl Push {
         tokio::spawn(async move {
             while let Some((peer, stream)) = incoming.next().await {
                 let Some(inner) = weak.upgrade() else { break };
-                tokio::spawn(read_loop(inner, peer, stream, events_tx.clone(), max_message));
+                tokio::spawn(read_loop(
+                    inner,
+                    peer,
+                    stream,
+                    events_tx.clone(),
+                    sink.clone(),
+                    max_message,
+                ));
             }
         });
         let weak = Arc::downgrade(&inner);
@@ -192,16 +234,11 @@ impl Push {
         true
     }
 
-    /// The node accepted a message it received: forward it.
-    pub fn accept(&self, from: PeerId, id: MessageId, data: Arc<[u8]>) {
-        let mut inner = lock(&self.inner);
-        let sends = inner.tree.accept(id, data, Some(from), Instant::now());
-        inner.dispatch(sends);
-    }
-
-    /// The node refused or ignored a message: it goes no further.
-    pub fn drop_message(&self, id: MessageId) {
-        lock(&self.inner).tree.drop_message(id, Instant::now());
+    /// A handle that reports verdicts to the tree.
+    pub fn forwarder(&self) -> Forwarder {
+        Forwarder {
+            inner: Arc::downgrade(&self.inner),
+        }
     }
 
     /// Counts.
@@ -213,6 +250,7 @@ impl Push {
             lazy,
             inbound,
             dropped_frames: inner.dropped_frames,
+            unchecked: inner.unchecked,
             counts: inner.tree.counts(),
         }
     }
@@ -294,8 +332,12 @@ async fn read_loop(
     peer: PeerId,
     mut stream: Stream,
     events: mpsc::Sender<PushEvent>,
+    sink: Sink,
     max_message: usize,
 ) {
+    let forwarder = Forwarder {
+        inner: Arc::downgrade(&inner),
+    };
     loop {
         let frame = match read_frame(&mut stream, max_message).await {
             Ok(Some(frame)) => frame,
@@ -316,13 +358,18 @@ async fn read_loop(
                     inner.dispatch(sends);
                     arrival
                 };
-                if arrival == Arrival::New
-                    && events
-                        .send(PushEvent::Message { from: peer, id, data })
-                        .await
-                        .is_err()
-                {
-                    return;
+                if arrival == Arrival::New && !sink(peer, id, data, forwarder.clone()) {
+                    let mut inner = lock(&inner);
+                    inner.tree.drop_message(id, now);
+                    inner.unchecked += 1;
+                    // Logged at the 1st, 2nd, 4th, 8th... so that a flood does not flood the log.
+                    if inner.unchecked.is_power_of_two() {
+                        tracing::warn!(
+                            peer = %crate::network::short_peer(&peer),
+                            ignored = inner.unchecked,
+                            "too many messages being checked; message ignored (sync fetches it later)"
+                        );
+                    }
                 }
             }
             Frame::IHave(ids) => lock(&inner).tree.receive_ihave(peer, &ids, now),

@@ -39,8 +39,9 @@ pub(crate) const MAX_REGISTRY_IN_FLIGHT: usize = 2;
 pub(crate) enum Carrier {
     /// By gossipsub (registry updates): its message id.
     Gossip(gossipsub::MessageId),
-    /// By the tree (bulletins): its id and bytes, forwarded if accepted.
-    Push(crate::tree::MessageId, Arc<[u8]>),
+    /// By the tree (bulletins): its id and bytes, and the handle that
+    /// forwards it once the check accepts it (from the check's task).
+    Push(crate::tree::MessageId, Arc<[u8]>, crate::push::Forwarder),
 }
 
 /// A message from the network to check.
@@ -60,6 +61,8 @@ pub(crate) struct Validated {
     /// For a bulletin staged here: whether it was the first staged since the
     /// last fold.
     pub(crate) staged: Option<bool>,
+    /// When it was staged (held: readable by id).
+    pub(crate) held_at: std::time::SystemTime,
 }
 
 /// What a check needs.
@@ -70,7 +73,8 @@ pub(crate) struct Context {
     pub(crate) verdicts: mpsc::Sender<Validated>,
 }
 
-/// Starts checks; owned by the loop.
+/// Starts checks; the loop and the tree's readers hold one each.
+#[derive(Clone)]
 pub(crate) struct Validators {
     context: Arc<Context>,
     slots: Arc<Semaphore>,
@@ -153,7 +157,17 @@ fn run(context: &Context, job: Job) -> Validated {
     }));
     let (verdict, staged) =
         checked.unwrap_or_else(|_| (Verdict::Reject("validation failed on this input".into()), None));
+    let held_at = std::time::SystemTime::now();
+    // A bulletin that came by the tree goes on from here, without waiting
+    // for the network's loop.
+    if let Carrier::Push(id, data, forwarder) = &job.carrier {
+        match verdict {
+            Verdict::Accept(..) => forwarder.accept(job.source, *id, data.clone()),
+            _ => forwarder.drop_message(*id),
+        }
+    }
     Validated {
+        held_at,
         carrier: job.carrier,
         source: job.source,
         verdict,
