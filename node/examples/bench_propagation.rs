@@ -792,7 +792,10 @@ async fn child_herald(args: &ChildArgs) -> Result<()> {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
         bootstrap: Vec::new(),
         mdns: false,
-        timing: args.timing.gossip(),
+        timing: GossipTiming {
+            tree: tree_config(),
+            ..args.timing.gossip()
+        },
         key_past: KeyPast::New,
     };
     let node = Node::start(settings).await?;
@@ -875,6 +878,9 @@ async fn child_herald(args: &ChildArgs) -> Result<()> {
                 records.cpu_start = Some(cpu_snapshot());
             }
             () = tokio::time::sleep_until(end_at), if schedule.is_some() => {
+                if std::env::var_os("TREE_STATS").is_some() {
+                    eprintln!("herald tree {}: {:?}", args.index, node.network_status().await.tree);
+                }
                 records.print_and_exit(node.connected_peers().await.len());
             }
         }
@@ -1284,11 +1290,14 @@ async fn child_gossipsub(args: &ChildArgs) -> Result<()> {
     }
 }
 
-/// The tree's timings: the defaults, or `TREE_IHAVE_MS` and `TREE_GRAFT_MS`
-/// from the environment (to compare settings).
+/// The tree's settings: the defaults, or `TREE_MIN_INBOUND`, `TREE_IHAVE_MS`
+/// and `TREE_GRAFT_MS` from the environment (to compare settings).
 fn tree_config() -> TreeConfig {
     let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     let mut config = TreeConfig::default();
+    if let Some(v) = var("TREE_MIN_INBOUND") {
+        config.min_inbound = usize::try_from(v).unwrap_or(usize::MAX);
+    }
     if let Some(v) = var("TREE_IHAVE_MS") {
         config.ihave_interval = Duration::from_millis(v);
     }
