@@ -131,7 +131,7 @@ impl Devnet {
         for i in 0..links {
             self.nodes[i].dial(addrs[(i + 1) % n].clone()).await;
         }
-        // Every node hears at least one peer subscribe to the bulletin topic.
+        // Every node links at least one peer for bulletins.
         for events in &mut subscribed {
             while let Ok(e) = events.recv().await {
                 if matches!(e, NodeEvent::PeerSubscribed(_)) {

@@ -34,7 +34,7 @@ use crate::writer::WriteRequest;
 pub(crate) const COMMAND_CAPACITY: usize = 4096;
 /// Validation results queued back to the event loop.
 const VALIDATED_CAPACITY: usize = 1024;
-/// Own bulletins waiting for a subscribed peer before they can be gossiped.
+/// Own bulletins waiting for a linked peer before they can be sent.
 const MAX_PENDING_PUBLISH: usize = 10_000;
 /// Invalid messages after which a peer is disconnected.
 const MAX_INVALID_BEFORE_BAN: u32 = 3;
@@ -348,7 +348,7 @@ pub(crate) enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     /// Peers with an open connection.
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
-    /// Gossipsub's score of a peer.
+    /// The node's score of a peer ([`crate::Node::peer_score`]).
     PeerScore(PeerId, oneshot::Sender<Option<f64>>),
     /// Send a sync request; the answer (or why none came) goes to `reply`.
     SyncRequest {
@@ -382,7 +382,7 @@ pub(crate) enum Command {
 pub struct NetworkStatus {
     /// Connected peers.
     pub connected: Vec<String>,
-    /// Own bulletins stored but not yet gossiped (no peer subscribed yet).
+    /// Own bulletins stored but not yet sent (no peer linked yet).
     pub pending_gossip: usize,
     /// Catch-up sessions running.
     pub syncing: usize,

@@ -834,9 +834,9 @@ impl Node {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(());
         let _ = self.network_task.await;
-        // The loop is gone, and no check starts after it; those still running
-        // finish (their verdicts go nowhere), so nothing is staged after the
-        // indexer's last fold.
+        // The loop is gone (and with it the tree, whose tasks end); the checks
+        // still running finish (their verdicts go nowhere) and the drain then
+        // closes the slots, so nothing is staged after the indexer's last fold.
         self.validation.wait().await;
         drop(self.commands);
         drop(self.writer);

@@ -22,7 +22,7 @@ use std::time::Instant;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::tree::{Arrival, Frame, MAX_IDS_PER_FRAME, MessageId, Sends, Tree, TreeConfig};
 
@@ -32,6 +32,10 @@ const LINK_QUEUE: usize = 1024;
 
 /// Bytes gathered into one write at most.
 const WRITE_BATCH: usize = 64 * 1024;
+
+/// Streams from one peer read at once, at most (one is the protocol; a
+/// second covers a reconnection whose old stream has not ended yet).
+const MAX_STREAMS_PER_PEER: usize = 2;
 
 /// What the links report to the node.
 #[derive(Debug)]
@@ -100,6 +104,8 @@ struct Inner {
     dropped_frames: u64,
     /// Messages the node could not check (its checks were all busy).
     unchecked: u64,
+    /// Streams being read, by peer.
+    reading: HashMap<PeerId, usize>,
 }
 
 impl Inner {
@@ -116,16 +122,34 @@ impl Inner {
 }
 
 fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
-    // A panic while the lock was held leaves the tree's state as it was
-    // between two whole operations: use it.
+    // Nothing here panics while holding the lock; if something did, the
+    // state is still a set of peers and ids that later operations keep
+    // usable: go on with it rather than stop disseminating.
     inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The tree dissemination of one node.
+/// The tree dissemination of one node. Dropping it ends its tasks.
 pub struct Push {
     inner: Arc<Mutex<Inner>>,
     control: libp2p_stream::Control,
     protocol: StreamProtocol,
+    /// Set when the handle is dropped: every task of the tree ends.
+    closed: watch::Sender<bool>,
+}
+
+impl Drop for Push {
+    fn drop(&mut self) {
+        self.closed.send_replace(true);
+    }
+}
+
+/// Runs `task` until the tree is closed.
+async fn until_closed(task: impl std::future::Future<Output = ()>, mut closed: watch::Receiver<bool>) {
+    tokio::select! {
+        () = task => {}
+        // An error means the sender is gone: closed too.
+        _ = closed.wait_for(|c| *c) => {}
+    }
 }
 
 /// Counts for status and benchmarks.
@@ -163,31 +187,38 @@ impl Push {
             next_generation: 0,
             dropped_frames: 0,
             unchecked: 0,
+            reading: HashMap::new(),
         }));
         let mut incoming = control
             .accept(protocol.clone())
             .map_err(|_| format!("the stream protocol {protocol} is already in use"))?;
+        let (closed, closed_rx) = watch::channel(false);
         let weak = Arc::downgrade(&inner);
-        tokio::spawn(async move {
+        let readers_closed = closed_rx.clone();
+        let accept = async move {
             while let Some((peer, stream)) = incoming.next().await {
                 let Some(inner) = weak.upgrade() else { break };
-                tokio::spawn(read_loop(
-                    inner,
-                    peer,
-                    stream,
-                    events_tx.clone(),
-                    sink.clone(),
-                    max_message,
-                ));
+                {
+                    let mut state = lock(&inner);
+                    let reading = state.reading.entry(peer).or_insert(0);
+                    if *reading >= MAX_STREAMS_PER_PEER {
+                        tracing::debug!(peer = %crate::network::short_peer(&peer), "push stream refused: too many from this peer");
+                        continue;
+                    }
+                    *reading += 1;
+                }
+                let reader = read_loop(inner, peer, stream, events_tx.clone(), sink.clone(), max_message);
+                tokio::spawn(until_closed(reader, readers_closed.clone()));
             }
-        });
-        let weak = Arc::downgrade(&inner);
-        tokio::spawn(tick_loop(weak, config));
+        };
+        tokio::spawn(until_closed(accept, closed_rx.clone()));
+        tokio::spawn(until_closed(tick_loop(Arc::downgrade(&inner), config), closed_rx));
         Ok((
             Push {
                 inner,
                 control,
                 protocol,
+                closed,
             },
             events,
         ))
@@ -204,14 +235,15 @@ impl Push {
         inner.next_generation += 1;
         inner.links.insert(peer, Link { queue, generation });
         inner.tree.peer_up(peer);
-        tokio::spawn(write_loop(
+        let writer = write_loop(
             Arc::downgrade(&self.inner),
             self.control.clone(),
             self.protocol.clone(),
             peer,
             generation,
             frames,
-        ));
+        );
+        tokio::spawn(until_closed(writer, self.closed.subscribe()));
     }
 
     /// Unlinks a peer (disconnected or banned).
@@ -257,7 +289,8 @@ impl Push {
 }
 
 async fn tick_loop(inner: Weak<Mutex<Inner>>, config: TreeConfig) {
-    let mut interval = tokio::time::interval(config.ihave_interval);
+    let period = config.ihave_interval.max(std::time::Duration::from_millis(1));
+    let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
@@ -295,6 +328,18 @@ async fn write_loop(
     // meanwhile wait; frames lost with the stream come back by sync.
     loop {
         let reason = match control.open_stream(peer, protocol.clone()).await {
+            Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => {
+                // A node that does not speak the protocol cannot be on the tree.
+                tracing::warn!(peer = %crate::network::short_peer(&peer), "peer does not take bulletins by the tree; it gets them by sync");
+                if let Some(inner) = inner.upgrade() {
+                    let mut inner = lock(&inner);
+                    if inner.links.get(&peer).is_some_and(|l| l.generation == generation) {
+                        inner.links.remove(&peer);
+                        inner.tree.peer_down(peer);
+                    }
+                }
+                return;
+            }
             Ok(mut stream) => {
                 pause = REOPEN_FIRST;
                 loop {
@@ -327,6 +372,26 @@ async fn write_loop(
     }
 }
 
+/// Counts a stream being read from a peer, while it lives.
+struct Reading {
+    inner: Weak<Mutex<Inner>>,
+    peer: PeerId,
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.upgrade() {
+            let mut state = lock(&inner);
+            if let Some(reading) = state.reading.get_mut(&self.peer) {
+                *reading = reading.saturating_sub(1);
+                if *reading == 0 {
+                    state.reading.remove(&self.peer);
+                }
+            }
+        }
+    }
+}
+
 async fn read_loop(
     inner: Arc<Mutex<Inner>>,
     peer: PeerId,
@@ -337,6 +402,10 @@ async fn read_loop(
 ) {
     let forwarder = Forwarder {
         inner: Arc::downgrade(&inner),
+    };
+    let _reading = Reading {
+        inner: Arc::downgrade(&inner),
+        peer,
     };
     loop {
         let frame = match read_frame(&mut stream, max_message).await {
@@ -360,7 +429,7 @@ async fn read_loop(
                 };
                 if arrival == Arrival::New && !sink(peer, id, data, forwarder.clone()) {
                     let mut inner = lock(&inner);
-                    inner.tree.drop_message(id, now);
+                    inner.tree.forget(id);
                     inner.unchecked += 1;
                     // Logged at the 1st, 2nd, 4th, 8th... so that a flood does not flood the log.
                     if inner.unchecked.is_power_of_two() {
@@ -452,11 +521,21 @@ async fn read_frame(stream: &mut Stream, max_message: usize) -> Result<Option<Fr
             "a frame of {len} bytes (1 to {max})"
         )));
     }
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await.map_err(ReadError::Io)?;
-    let tag = body[0];
-    body.remove(0);
-    decode(tag, body).map(Some).map_err(ReadError::Malformed)
+    // Read as the bytes come: a peer that announces a large frame and stalls
+    // holds no more memory than it has sent.
+    let mut tag = [0u8; 1];
+    stream.read_exact(&mut tag).await.map_err(ReadError::Io)?;
+    let want = (len - 1) as u64;
+    let mut payload = Vec::new();
+    let got = (&mut *stream)
+        .take(want)
+        .read_to_end(&mut payload)
+        .await
+        .map_err(ReadError::Io)?;
+    if got as u64 != want {
+        return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    decode(tag[0], payload).map(Some).map_err(ReadError::Malformed)
 }
 
 #[cfg(test)]

@@ -245,14 +245,21 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
             self.counts.duplicates += 1;
             let keep = self.config.min_inbound;
             let pushing = self.inbound.len();
-            if let Some(second) = self.inbound.get_mut(&from) {
-                *second += 1;
-                if *second >= PRUNE_AFTER && pushing > keep {
-                    // Its copies keep coming after others': it need not push.
-                    self.inbound.remove(&from);
-                    self.counts.prunes += 1;
-                    return (Arrival::Duplicate, vec![(from, Frame::Prune)]);
+            let linked = self.is_linked(&from);
+            match self.inbound.get_mut(&from) {
+                Some(second) => {
+                    *second += 1;
+                    if *second >= PRUNE_AFTER && pushing > keep {
+                        // Its copies keep coming after others': it need not push.
+                        self.inbound.remove(&from);
+                        self.counts.prunes += 1;
+                        return (Arrival::Duplicate, vec![(from, Frame::Prune)]);
+                    }
                 }
+                // Pruned, and still pushing: the prune was lost (a full
+                // queue, a stream that failed). Say it again.
+                None if linked => return (Arrival::Duplicate, vec![(from, Frame::Prune)]),
+                None => {}
             }
             return (Arrival::Duplicate, Vec::new());
         }
@@ -343,6 +350,14 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
         }
     }
 
+    /// The node could not check a message (no free slot): forget it, so that
+    /// a later copy or announcement is taken as new.
+    pub fn forget(&mut self, id: MessageId) {
+        if matches!(self.seen.get(&id), Some(Seen::Checking)) {
+            self.seen.remove(&id);
+        }
+    }
+
     /// A peer asked to be told of ids only.
     pub fn receive_prune(&mut self, from: P) {
         if self.eager.remove(&from) {
@@ -373,7 +388,9 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
         let mut announce: Vec<(P, Vec<MessageId>)> = self.announce.drain().collect();
         announce.sort_by_key(|a| a.0);
         for (peer, ids) in announce {
-            if !self.lazy.contains(&peer) {
+            // A peer that asked for messages in full again since still gets
+            // the ids of those accepted before.
+            if !self.is_linked(&peer) {
                 continue;
             }
             for chunk in ids.chunks(MAX_IDS_PER_FRAME) {
@@ -487,7 +504,7 @@ mod tests {
     #[test]
     fn a_peer_that_brings_a_message_first_now_and_then_is_kept() {
         let now = Instant::now();
-        let mut t = tree(&[1, 2, 3]);
+        let mut t = tree(&[1, 2, 3, 4, 5]);
         for round in 0..4u8 {
             assert!(
                 seconds(&mut t, 2, round * 10, PRUNE_AFTER as u8 - 1, now)
@@ -512,6 +529,22 @@ mod tests {
         let own = t.accept(id(8), data(8), None, now);
         assert_eq!(own, vec![(1, Frame::Push(data(8))), (2, Frame::Push(data(8)))]);
         assert_eq!(t.tick(now), vec![]);
+    }
+
+    #[test]
+    fn a_pruned_peer_still_pushing_is_told_again_and_an_unchecked_message_is_forgotten() {
+        let now = Instant::now();
+        let mut t = tree(&[1, 2, 3, 4, 5]);
+        seconds(&mut t, 2, 0, PRUNE_AFTER as u8, now);
+        assert!(!t.is_inbound(&2));
+        assert_eq!(t.receive_push(1, id(50), now).0, Arrival::New);
+        assert_eq!(
+            t.receive_push(2, id(50), now),
+            (Arrival::Duplicate, vec![(2, Frame::Prune)])
+        );
+        t.forget(id(50));
+        assert!(!t.knows(&id(50)));
+        assert_eq!(t.receive_push(3, id(50), now).0, Arrival::New);
     }
 
     #[test]

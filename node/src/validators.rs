@@ -88,10 +88,20 @@ pub(crate) struct Drain {
 }
 
 impl Drain {
-    /// Returns once no check runs: nothing is staged after it returns (the
-    /// loop, the only one to start checks, must have stopped).
+    /// Returns once no check runs, and closes the slots: nothing is checked
+    /// or staged after it returns, whoever still holds a [`Validators`] (the
+    /// tree's reader tasks end a moment after the network's loop).
     pub(crate) async fn wait(&self) {
-        // Never closed: nothing closes it.
+        // Closed only here.
+        if let Ok(all) = self.slots.acquire_many(self.all).await {
+            all.forget();
+        }
+        self.slots.close();
+    }
+
+    /// Returns once no check runs, leaving the slots open.
+    #[cfg(test)]
+    async fn idle(&self) {
         let _ = self.slots.acquire_many(self.all).await;
     }
 }
@@ -348,7 +358,7 @@ mod tests {
             }
         }
         assert_eq!(duplicates, MAX_REGISTRY_IN_FLIGHT);
-        tokio::time::timeout(WAIT, f.drain.wait()).await.unwrap();
+        tokio::time::timeout(WAIT, f.drain.idle()).await.unwrap();
         // Slots free again: garbage on the registry topic is rejected.
         f.validators
             .submit(Job {
@@ -369,5 +379,9 @@ mod tests {
         tokio::time::timeout(WAIT, f.drain.wait()).await.unwrap();
         assert_eq!(f.store.staged_count(), 1);
         assert!(matches!(next(&mut f).await.verdict, Verdict::Accept(..)));
+        // A check submitted after the drain (a tree reader still running) is refused.
+        let other = crate::test_network::one_member().chain(2).remove(1).to_bytes();
+        assert!(f.validators.submit(job(other, 2)).is_err());
+        assert_eq!(f.store.staged_count(), 1);
     }
 }

@@ -661,7 +661,7 @@ impl TestNode {
     }
 
     /// Waits until this node reports, at or after event cursor `from`, that `peer` connected and
-    /// subscribed to the bulletin topic.
+    /// is linked for bulletins (the tree's link).
     pub async fn wait_peer_ready(&self, peer: PeerId, from: usize) -> Result<(), HarnessError> {
         let short = herald_node::network::short_peer(&peer);
         self.events
@@ -696,13 +696,13 @@ impl TestNode {
             .await
     }
 
-    /// Waits until this node reports, at or after event cursor `from`, that `peer` subscribed to
-    /// the bulletin topic.
+    /// Waits until this node reports, at or after event cursor `from`, that `peer` is linked for
+    /// bulletins (`NodeEvent::PeerSubscribed`: the tree pushes bulletins to it from then on).
     pub async fn wait_subscribed(&self, peer: PeerId, from: usize) -> Result<(), HarnessError> {
         let short = herald_node::network::short_peer(&peer);
         self.events
             .wait_for_from(
-                &format!("node {} to see {short} subscribed", self.index),
+                &format!("node {} to link {short} for bulletins", self.index),
                 from,
                 WAIT,
                 |e| matches!(e, NodeEvent::PeerSubscribed(p) if *p == peer).then_some(()),
@@ -733,8 +733,8 @@ pub fn origin_peer(origin: herald_node::Origin) -> Option<PeerId> {
     }
 }
 
-/// Dials `to` from `from` and waits until each sees the other connected and subscribed, so that
-/// gossip flows both ways. If discovery connected them already, waits for the subscriptions only.
+/// Dials `to` from `from` and waits until each sees the other connected and linked, so that
+/// gossip flows both ways. If discovery connected them already, waits for the links only.
 pub async fn connect(from: &TestNode, to: &TestNode) -> Result<(), HarnessError> {
     // Cursors first: whatever connects them from here on is seen by the waits below.
     let (from_mark, to_mark) = (from.events.len(), to.events.len());
