@@ -136,6 +136,9 @@ pub struct Tree<P> {
     /// Peers that push to the node in full (it has not pruned them), with the
     /// copies in a row each brought second.
     inbound: HashMap<P, u32>,
+    /// Peers asked by graft to push again, until their first message comes:
+    /// a peer that announces and never delivers takes no pusher's place.
+    grafted: HashSet<P>,
     seen: HashMap<MessageId, Seen>,
     /// When each id was first seen, oldest first, to forget them.
     seen_order: VecDeque<(Instant, MessageId)>,
@@ -156,6 +159,7 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
             eager: HashSet::new(),
             lazy: HashSet::new(),
             inbound: HashMap::new(),
+            grafted: HashSet::new(),
             seen: HashMap::new(),
             seen_order: VecDeque::new(),
             announce: HashMap::new(),
@@ -188,6 +192,7 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
         self.eager.remove(&peer);
         self.lazy.remove(&peer);
         self.inbound.remove(&peer);
+        self.grafted.remove(&peer);
         self.announce.remove(&peer);
         for m in self.missing.values_mut() {
             m.announcers.retain(|p| *p != peer);
@@ -258,6 +263,11 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
                 }
                 // Pruned, and still pushing: the prune was lost (a full
                 // queue, a stream that failed). Say it again.
+                // Asked by graft, and pushing: it counts as pushing again,
+                // and is pruned like the others if its copies keep coming second.
+                None if self.grafted.remove(&from) => {
+                    self.inbound.insert(from, 1);
+                }
                 None if linked => return (Arrival::Duplicate, vec![(from, Frame::Prune)]),
                 None => {}
             }
@@ -268,6 +278,9 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
         self.missing.remove(&id);
         if let Some(second) = self.inbound.get_mut(&from) {
             *second = 0;
+        } else if self.grafted.remove(&from) {
+            // It answered the graft: it pushes to the node again.
+            self.inbound.insert(from, 0);
         }
         (Arrival::New, Vec::new())
     }
@@ -420,7 +433,9 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
             if !self.is_linked(&peer) {
                 continue;
             }
-            self.inbound.insert(peer, 0);
+            if !self.inbound.contains_key(&peer) {
+                self.grafted.insert(peer);
+            }
             self.counts.grafted += ids.len() as u64;
             for chunk in ids.chunks(MAX_IDS_PER_FRAME) {
                 sends.push((peer, Frame::Graft(chunk.to_vec())));
@@ -550,18 +565,25 @@ mod tests {
     #[test]
     fn a_message_heard_of_and_not_received_is_grafted_from_each_announcer_in_turn() {
         let now = Instant::now();
-        let mut t = tree(&[1, 2]);
-        t.receive_prune(1);
-        t.receive_prune(2);
-        t.receive_ihave(1, &[id(7)], now);
-        t.receive_ihave(2, &[id(7)], now);
+        let mut t = tree(&[1, 2, 3, 4, 5]);
+        // 2 and 3 no longer push to the node.
+        seconds(&mut t, 2, 0, PRUNE_AFTER as u8, now);
+        seconds(&mut t, 3, 10, PRUNE_AFTER as u8, now);
+        t.receive_ihave(2, &[id(70)], now);
+        t.receive_ihave(3, &[id(70)], now);
         assert_eq!(t.tick(now), vec![]);
         let later = now + t.config().graft_timeout;
-        assert_eq!(t.tick(later), vec![(1, Frame::Graft(vec![id(7)]))]);
-        assert!(t.is_inbound(&1));
+        assert_eq!(t.tick(later), vec![(2, Frame::Graft(vec![id(70)]))]);
+        // Asked, but not counted as pushing until it delivers.
+        assert!(!t.is_inbound(&2));
         let later2 = later + t.config().graft_timeout;
-        assert_eq!(t.tick(later2), vec![(2, Frame::Graft(vec![id(7)]))]);
+        assert_eq!(t.tick(later2), vec![(3, Frame::Graft(vec![id(70)]))]);
         assert_eq!(t.tick(later2 + t.config().graft_timeout), vec![]);
+        assert_eq!(t.receive_push(3, id(70), later2).0, Arrival::New);
+        assert!(t.is_inbound(&3) && !t.is_inbound(&2));
+        // The graft's answer from 2, coming second, makes it a pusher again.
+        assert_eq!(t.receive_push(2, id(70), later2), (Arrival::Duplicate, vec![]));
+        assert!(t.is_inbound(&2));
     }
 
     #[test]
