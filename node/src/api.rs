@@ -276,6 +276,7 @@ async fn status(State(node): State<Arc<Node>>) -> Result<Json<StatusView>, Failu
         syncing: network_status.syncing,
         last_sync: network_status.last_sync,
         behind: network_status.behind,
+        tree: network_status.tree,
         // (It reads under the journal's lock, which a publication holds
         // across its disk write: off the async workers.)
         own_chain: {

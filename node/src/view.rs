@@ -140,6 +140,9 @@ pub struct StatusView {
     pub behind: u64,
     /// Where this node's own chain stands.
     pub own_chain: OwnChainView,
+    /// How the node's links carry bulletins (the tree).
+    #[serde(default)]
+    pub tree: crate::network::TreeStatus,
 }
 
 /// Where a node's own chain stands: what it would number on from, and what

@@ -337,12 +337,14 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
     assert!(
         text.contains("member       member-2 (")
             && text.contains("peers        1 connected")
-            && text.contains("own chain    numbered up to 0, "),
+            && text.contains("own chain    numbered up to 0, ")
+            && text.contains("tree         sends to 1 peers in full and 0 by id; 1 send to it in full"),
         "{text}"
     );
     let status = herald(&["status", "--dir", two_s, "--json"]);
     let view: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(view["own_chain"]["numbered_up_to"], 0, "{view}");
+    assert_eq!(view["tree"]["receives_from"], 1, "{view}");
     assert!(view["bulletins"].as_u64().unwrap() >= 1, "{view}");
 
     // By the start of its id, as `list` shows it, through the API.

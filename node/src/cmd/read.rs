@@ -266,6 +266,14 @@ pub(crate) fn status(args: StatusArgs) -> Result<()> {
         "waiting      {} own bulletins for a peer to gossip to",
         s.pending_gossip
     );
+    out!(
+        "tree         sends to {} peers in full and {} by id; {} send to it in full ({} duplicates, {} grafted)",
+        s.tree.pushes_to,
+        s.tree.announces_to,
+        s.tree.receives_from,
+        s.tree.duplicates,
+        s.tree.grafted
+    );
     let sync = match &s.last_sync {
         None => "none yet".to_string(),
         Some(l) => format!(
