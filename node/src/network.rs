@@ -371,6 +371,9 @@ pub(crate) enum Command {
     /// member would.
     #[cfg(feature = "test-hooks")]
     InjectUnchecked(Vec<u8>),
+    /// Test hook: write raw bytes to every linked peer as tree frames.
+    #[cfg(feature = "test-hooks")]
+    InjectFrames(Vec<u8>),
     /// Test hook: answer sync requests with these raw responses, in order, as a
     /// hostile member would.
     #[cfg(feature = "test-hooks")]
@@ -463,8 +466,8 @@ pub(crate) fn spawn(
         Arc::new(move |source, id, data: Arc<[u8]>, forwarder| {
             let job = Job {
                 source,
-                data: data.to_vec(),
-                carrier: Carrier::Push(id, data, forwarder),
+                data,
+                carrier: Carrier::Push(id, forwarder),
                 is_registry: false,
             };
             validators.submit(job).is_ok()
@@ -705,6 +708,8 @@ impl EventLoop {
                     tracing::warn!("unchecked publish failed: no peer linked");
                 }
             }
+            #[cfg(feature = "test-hooks")]
+            Command::InjectFrames(bytes) => self.push.send_raw(bytes),
         }
     }
 
@@ -855,12 +860,7 @@ impl EventLoop {
             return;
         };
         if message.topic == self.registry_topic.hash() {
-            self.validate_off_loop(
-                propagation_source,
-                Carrier::Gossip(message_id),
-                message.data,
-                true,
-            );
+            self.validate_off_loop(propagation_source, message_id, message.data);
             return;
         }
         // Bulletins travel by the tree; the node subscribes to no other topic.
@@ -880,7 +880,9 @@ impl EventLoop {
 
     fn handle_push(&mut self, event: PushEvent) {
         match event {
-            PushEvent::Malformed { from, reason } => self.penalise(from, reason),
+            PushEvent::Malformed { from, reason } => {
+                self.penalise(from, format!("a malformed tree frame: {reason}"))
+            }
         }
     }
 
@@ -907,12 +909,12 @@ impl EventLoop {
     /// verdict comes back, so it is held (readable by id) before it is
     /// forwarded, with no write and no hand-off to the writer (the indexer
     /// folds staged bulletins in groups).
-    fn validate_off_loop(&mut self, source: PeerId, carrier: Carrier, data: Vec<u8>, is_registry: bool) {
+    fn validate_off_loop(&mut self, source: PeerId, message_id: gossipsub::MessageId, data: Vec<u8>) {
         let job = Job {
             source,
-            carrier,
-            data,
-            is_registry,
+            carrier: Carrier::Gossip(message_id),
+            data: Arc::from(data),
+            is_registry: true,
         };
         let Err(job) = self.validators.submit(job) else {
             return;

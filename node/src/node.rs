@@ -822,6 +822,13 @@ impl Node {
         let _ = self.commands.send(Command::InjectUnchecked(bytes)).await;
     }
 
+    /// Test hook: writes raw bytes to every linked peer, on a stream of their
+    /// own, as if they were tree frames (docs/PROTOCOL.md, section 11B).
+    #[cfg(feature = "test-hooks")]
+    pub async fn inject_frames(&self, bytes: Vec<u8>) {
+        let _ = self.commands.send(Command::InjectFrames(bytes)).await;
+    }
+
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
         let (tx, rx) = oneshot::channel();
         self.commands.send(make(tx)).await.ok()?;

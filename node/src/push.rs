@@ -16,19 +16,32 @@
 //! ```
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures::{AsyncRead, AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
 use crate::tree::{Arrival, Frame, MAX_IDS_PER_FRAME, MessageId, Sends, Tree, TreeConfig};
 
-/// Frames queued for one peer at most; beyond it frames are dropped (the
-/// sync protocol brings back what a slow peer missed).
+/// Frames queued for one peer at most, and their bytes at most; beyond
+/// either, frames are dropped (the sync protocol brings back what a slow
+/// peer missed).
 const LINK_QUEUE: usize = 1024;
+const LINK_QUEUE_BYTES: usize = 8 * 1024 * 1024;
+
+/// How long one batch of frames may take to write. A peer that stops
+/// reading has its stream dropped after it, and another opened; meanwhile
+/// its queue fills and frames for it are dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the rest of a frame may take to come once its length has: a
+/// peer cannot hold one of its two reading slots with a frame it never ends.
+/// Between frames a stream may stay idle for as long as its connection lives.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Bytes gathered into one write at most.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -93,8 +106,19 @@ pub fn message_id(data: &[u8]) -> MessageId {
 
 struct Link {
     queue: mpsc::Sender<Frame>,
+    /// Bytes of the frames in `queue`.
+    queued: Arc<AtomicUsize>,
     /// Tells apart a link from the one that replaced it.
     generation: u64,
+}
+
+/// The bytes a frame takes on the wire.
+fn wire_len(frame: &Frame) -> usize {
+    5 + match frame {
+        Frame::Push(data) => data.len(),
+        Frame::IHave(ids) | Frame::Graft(ids) => ids.len() * 32,
+        Frame::Prune => 0,
+    }
 }
 
 struct Inner {
@@ -111,9 +135,14 @@ struct Inner {
 impl Inner {
     fn dispatch(&mut self, sends: Sends<PeerId>) {
         for (peer, frame) in sends {
-            if let Some(link) = self.links.get(&peer)
-                && link.queue.try_send(frame).is_err()
-            {
+            let Some(link) = self.links.get(&peer) else {
+                continue;
+            };
+            let size = wire_len(&frame);
+            let room = link.queued.load(Ordering::Relaxed) + size <= LINK_QUEUE_BYTES;
+            if room && link.queue.try_send(frame).is_ok() {
+                link.queued.fetch_add(size, Ordering::Relaxed);
+            } else {
                 self.dropped_frames += 1;
                 tracing::debug!(peer = %crate::network::short_peer(&peer), "push queue full: frame dropped");
             }
@@ -231,9 +260,17 @@ impl Push {
             return;
         }
         let (queue, frames) = mpsc::channel(LINK_QUEUE);
+        let queued = Arc::new(AtomicUsize::new(0));
         let generation = inner.next_generation;
         inner.next_generation += 1;
-        inner.links.insert(peer, Link { queue, generation });
+        inner.links.insert(
+            peer,
+            Link {
+                queue,
+                queued: Arc::clone(&queued),
+                generation,
+            },
+        );
         inner.tree.peer_up(peer);
         let writer = write_loop(
             Arc::downgrade(&self.inner),
@@ -241,7 +278,7 @@ impl Push {
             self.protocol.clone(),
             peer,
             generation,
-            frames,
+            Queue { frames, queued },
         );
         tokio::spawn(until_closed(writer, self.closed.subscribe()));
     }
@@ -264,6 +301,24 @@ impl Push {
         let sends = inner.tree.accept(id, data, None, Instant::now());
         inner.dispatch(sends);
         true
+    }
+
+    /// Test hook: writes raw bytes to every linked peer, on a stream of their
+    /// own, as if they were frames.
+    #[cfg(feature = "test-hooks")]
+    pub fn send_raw(&self, bytes: Vec<u8>) {
+        let peers: Vec<PeerId> = lock(&self.inner).links.keys().copied().collect();
+        for peer in peers {
+            let mut control = self.control.clone();
+            let protocol = self.protocol.clone();
+            let bytes = bytes.clone();
+            tokio::spawn(async move {
+                if let Ok(mut stream) = control.open_stream(peer, protocol).await {
+                    let _ = stream.write_all(&bytes).await;
+                    let _ = stream.close().await;
+                }
+            });
+        }
     }
 
     /// A handle that reports verdicts to the tree.
@@ -305,13 +360,25 @@ async fn tick_loop(inner: Weak<Mutex<Inner>>, config: TreeConfig) {
 const REOPEN_FIRST: std::time::Duration = std::time::Duration::from_millis(50);
 const REOPEN_MOST: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// A link's queue, as its writer sees it.
+struct Queue {
+    frames: mpsc::Receiver<Frame>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    fn took(&self, frame: &Frame) {
+        self.queued.fetch_sub(wire_len(frame), Ordering::Relaxed);
+    }
+}
+
 async fn write_loop(
     inner: Weak<Mutex<Inner>>,
     mut control: libp2p_stream::Control,
     protocol: StreamProtocol,
     peer: PeerId,
     generation: u64,
-    mut frames: mpsc::Receiver<Frame>,
+    mut queue: Queue,
 ) {
     let linked = || {
         inner.upgrade().is_some_and(|inner| {
@@ -343,12 +410,18 @@ async fn write_loop(
             Ok(mut stream) => {
                 pause = REOPEN_FIRST;
                 loop {
-                    let Some(frame) = frames.recv().await else { return };
+                    let Some(frame) = queue.frames.recv().await else {
+                        return;
+                    };
+                    queue.took(&frame);
                     buf.clear();
                     encode(&frame, &mut buf);
                     while buf.len() < WRITE_BATCH {
-                        match frames.try_recv() {
-                            Ok(frame) => encode(&frame, &mut buf),
+                        match queue.frames.try_recv() {
+                            Ok(frame) => {
+                                queue.took(&frame);
+                                encode(&frame, &mut buf);
+                            }
                             Err(_) => break,
                         }
                     }
@@ -356,8 +429,10 @@ async fn write_loop(
                         stream.write_all(&buf).await?;
                         stream.flush().await
                     };
-                    if let Err(e) = written.await {
-                        break e.to_string();
+                    match tokio::time::timeout(WRITE_TIMEOUT, written).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => break e.to_string(),
+                        Err(_) => break format!("a write took over {} s", WRITE_TIMEOUT.as_secs()),
                     }
                 }
             }
@@ -408,7 +483,7 @@ async fn read_loop(
         peer,
     };
     loop {
-        let frame = match read_frame(&mut stream, max_message).await {
+        let frame = match read_frame(&mut stream, max_message, FRAME_TIMEOUT).await {
             Ok(Some(frame)) => frame,
             Ok(None) => return,
             Err(ReadError::Io(_)) => return,
@@ -445,7 +520,7 @@ async fn read_loop(
             Frame::Prune => lock(&inner).tree.receive_prune(peer),
             Frame::Graft(ids) => {
                 let mut inner = lock(&inner);
-                let sends = inner.tree.receive_graft(peer, &ids);
+                let sends = inner.tree.receive_graft(peer, &ids, now);
                 inner.dispatch(sends);
             }
         }
@@ -506,13 +581,21 @@ pub fn decode(tag: u8, payload: Vec<u8>) -> Result<Frame, String> {
     }
 }
 
-/// Reads one frame; `None` at a clean end of the stream.
-async fn read_frame(stream: &mut Stream, max_message: usize) -> Result<Option<Frame>, ReadError> {
+/// Reads one frame; `None` at a clean end of the stream. Once its length
+/// has come, the rest must come within `timeout`.
+async fn read_frame<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    max_message: usize,
+    timeout: Duration,
+) -> Result<Option<Frame>, ReadError> {
     let mut len = [0u8; 4];
-    match stream.read_exact(&mut len).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(ReadError::Io(e)),
+    let mut got = 0;
+    while got < len.len() {
+        match stream.read(&mut len[got..]).await.map_err(ReadError::Io)? {
+            0 if got == 0 => return Ok(None),
+            0 => return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+            n => got += n,
+        }
     }
     let len = u32::from_le_bytes(len) as usize;
     let max = max_message.max(MAX_IDS_PER_FRAME * 32) + 1;
@@ -523,19 +606,22 @@ async fn read_frame(stream: &mut Stream, max_message: usize) -> Result<Option<Fr
     }
     // Read as the bytes come: a peer that announces a large frame and stalls
     // holds no more memory than it has sent.
-    let mut tag = [0u8; 1];
-    stream.read_exact(&mut tag).await.map_err(ReadError::Io)?;
-    let want = (len - 1) as u64;
-    let mut payload = Vec::new();
-    let got = (&mut *stream)
-        .take(want)
-        .read_to_end(&mut payload)
-        .await
-        .map_err(ReadError::Io)?;
-    if got as u64 != want {
-        return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-    }
-    decode(tag[0], payload).map(Some).map_err(ReadError::Malformed)
+    let rest = async {
+        let mut tag = [0u8; 1];
+        stream.read_exact(&mut tag).await?;
+        let want = (len - 1) as u64;
+        let mut payload = Vec::new();
+        let got = (&mut *stream).take(want).read_to_end(&mut payload).await?;
+        if got as u64 != want {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok((tag[0], payload))
+    };
+    let (tag, payload) = match tokio::time::timeout(timeout, rest).await {
+        Ok(read) => read.map_err(ReadError::Io)?,
+        Err(_) => return Err(ReadError::Io(std::io::ErrorKind::TimedOut.into())),
+    };
+    decode(tag, payload).map(Some).map_err(ReadError::Malformed)
 }
 
 #[cfg(test)]
@@ -567,5 +653,85 @@ mod tests {
         assert!(decode(3, vec![0; 32 * (MAX_IDS_PER_FRAME + 1)]).is_err());
         assert!(decode(2, vec![1]).is_err());
         assert!(decode(4, vec![1]).is_err());
+    }
+
+    /// A stream that has sent what it had and sends nothing more.
+    struct Stall;
+
+    impl AsyncRead for Stall {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut [u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    const T: Duration = Duration::from_secs(5);
+
+    async fn read(bytes: Vec<u8>, max_message: usize) -> Result<Option<Frame>, ReadError> {
+        read_frame(&mut futures::io::Cursor::new(bytes), max_message, T).await
+    }
+
+    fn length(n: u32) -> Vec<u8> {
+        n.to_le_bytes().to_vec()
+    }
+
+    #[tokio::test]
+    async fn frames_are_read_within_their_limits() {
+        let max = 1000;
+        let mut bytes = Vec::new();
+        encode(&Frame::Push(Arc::from(vec![1u8; max])), &mut bytes);
+        // The largest id list: 1,024 ids (above the message limit here).
+        let ids = Frame::IHave(vec![[2u8; 32]; MAX_IDS_PER_FRAME]);
+        encode(&ids, &mut bytes);
+        encode(&Frame::Prune, &mut bytes);
+        let mut stream = futures::io::Cursor::new(bytes);
+        let mut next = async || read_frame(&mut stream, max, T).await;
+        assert!(matches!(next().await, Ok(Some(Frame::Push(d))) if d.len() == max));
+        assert!(matches!(next().await, Ok(Some(f)) if f == ids));
+        assert!(matches!(next().await, Ok(Some(Frame::Prune))));
+        assert!(matches!(next().await, Ok(None)), "a clean end");
+
+        // An empty frame, and one longer than the limit (refused from its
+        // length alone: nothing follows it).
+        assert!(matches!(read(length(0), max).await, Err(ReadError::Malformed(_))));
+        let limit = (MAX_IDS_PER_FRAME * 32 + 1) as u32;
+        match read(length(limit + 1), max).await {
+            Err(ReadError::Malformed(reason)) => {
+                assert!(reason.contains(&format!("{}", limit + 1)), "{reason}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // A stream that ends inside a frame, or inside its length.
+        let mut cut = length(10);
+        cut.extend_from_slice(&[0, 1, 2, 3]);
+        assert!(matches!(read(cut, max).await, Err(ReadError::Io(_))));
+        assert!(matches!(read(vec![5, 0], max).await, Err(ReadError::Io(_))));
+        // A bad tag once the frame is whole.
+        let mut tagged = length(2);
+        tagged.extend_from_slice(&[9, 0]);
+        assert!(matches!(read(tagged, max).await, Err(ReadError::Malformed(r)) if r.contains("tag 9")));
+    }
+
+    #[tokio::test]
+    async fn a_frame_whose_rest_never_comes_times_out() {
+        let mut started = length(10);
+        started.push(0);
+        let mut stream = futures::io::Cursor::new(started).chain(Stall);
+        let read = read_frame(&mut stream, 1000, Duration::from_millis(50));
+        match tokio::time::timeout(T, read).await {
+            Ok(Err(ReadError::Io(e))) => assert_eq!(e.kind(), std::io::ErrorKind::TimedOut),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        // Idle between frames is no error: the wait for a length has no limit.
+        let mut idle = futures::io::Cursor::new(Vec::new()).chain(Stall);
+        let waiting = read_frame(&mut idle, 1000, Duration::from_millis(50));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), waiting)
+                .await
+                .is_err()
+        );
     }
 }

@@ -31,6 +31,20 @@ pub const MAX_IDS_PER_FRAME: usize = 1024;
 /// Most ids heard of and not received that the node waits for at once;
 /// announcements beyond it are not followed (sync fetches what they name).
 pub const MAX_MISSING: usize = 16 * 1024;
+/// Most of those ids one peer may have announced: a member that announces
+/// ids it never sends cannot take the room honest peers' announcements need.
+pub const MAX_MISSING_PER_PEER: usize = MAX_MISSING / 8;
+/// Most ids remembered at once (about 120 bytes each); beyond it the oldest
+/// are forgotten first. A copy of a forgotten message is checked again and
+/// found already stored.
+pub const MAX_SEEN: usize = 256 * 1024;
+/// Bytes of held messages the node sends one peer in answer to its grafts:
+/// at most this many at once, refilled at this many per second. A graft is a
+/// few bytes asking for up to 1,024 messages; without a bound a member could
+/// ask for the same ones again and again. What a graft does not get, sync
+/// fetches.
+pub const GRAFT_BURST_BYTES: usize = 8 * 1024 * 1024;
+pub const GRAFT_BYTES_PER_SECOND: usize = 2 * 1024 * 1024;
 /// Copies in a row that came second from a peer before the node prunes it.
 pub const PRUNE_AFTER: u32 = 4;
 /// Most bytes of accepted messages kept to answer grafts; beyond it the
@@ -120,6 +134,19 @@ pub struct TreeCounts {
     pub grafted: u64,
     /// `IHave` frames sent.
     pub ihaves: u64,
+    /// Announced ids not followed: the node awaited too many, or too many from
+    /// that peer.
+    pub ihaves_ignored: u64,
+    /// Held messages not sent in answer to a graft: the peer had used its
+    /// graft allowance.
+    pub grafts_refused: u64,
+}
+
+/// What a peer may still be sent in answer to its grafts.
+#[derive(Debug, Clone, Copy)]
+struct Allowance {
+    bytes: f64,
+    at: Instant,
 }
 
 /// Frames to send: (peer, frame).
@@ -145,6 +172,10 @@ pub struct Tree<P> {
     /// Ids to announce to each lazy peer.
     announce: HashMap<P, Vec<MessageId>>,
     missing: HashMap<MessageId, Missing<P>>,
+    /// How many of the missing ids each peer is an announcer of.
+    announced: HashMap<P, usize>,
+    /// Each peer's graft allowance.
+    allowance: HashMap<P, Allowance>,
     /// Ids whose bytes are held, oldest first, and their total size.
     held_order: VecDeque<MessageId>,
     held_bytes: usize,
@@ -164,6 +195,8 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
             seen_order: VecDeque::new(),
             announce: HashMap::new(),
             missing: HashMap::new(),
+            announced: HashMap::new(),
+            allowance: HashMap::new(),
             held_order: VecDeque::new(),
             held_bytes: 0,
             counts: TreeCounts::default(),
@@ -194,8 +227,29 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
         self.inbound.remove(&peer);
         self.grafted.remove(&peer);
         self.announce.remove(&peer);
-        for m in self.missing.values_mut() {
-            m.announcers.retain(|p| *p != peer);
+        self.allowance.remove(&peer);
+        if self.announced.remove(&peer).is_some() {
+            for m in self.missing.values_mut() {
+                m.announcers.retain(|p| *p != peer);
+            }
+        }
+    }
+
+    /// No longer waits for `id`.
+    fn unmiss(&mut self, id: &MessageId) {
+        if let Some(m) = self.missing.remove(id) {
+            for p in m.announcers {
+                self.unannounce(p);
+            }
+        }
+    }
+
+    fn unannounce(&mut self, peer: P) {
+        if let Some(n) = self.announced.get_mut(&peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.announced.remove(&peer);
+            }
         }
     }
 
@@ -242,6 +296,13 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
         if self.seen.insert(id, state).is_none() {
             self.seen_order.push_back((now, id));
         }
+        while self.seen.len() > MAX_SEEN {
+            let Some((_, old)) = self.seen_order.pop_front() else {
+                break;
+            };
+            self.let_go(&old);
+            self.seen.remove(&old);
+        }
     }
 
     /// A message arrived in full from `from`.
@@ -275,7 +336,7 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
         }
         self.counts.new += 1;
         self.remember(id, Seen::Checking, now);
-        self.missing.remove(&id);
+        self.unmiss(&id);
         if let Some(second) = self.inbound.get_mut(&from) {
             *second = 0;
         } else if self.grafted.remove(&from) {
@@ -300,7 +361,7 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
         };
         to.sort();
         let sends = to.into_iter().map(|p| (p, Frame::Push(data.clone()))).collect();
-        self.missing.remove(&id);
+        self.unmiss(&id);
         if matches!(self.seen.get(&id), Some(Seen::Held(_))) {
             return sends;
         }
@@ -332,7 +393,7 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
     /// The node refused or ignored a message: it is not forwarded, and
     /// copies of it are duplicates.
     pub fn drop_message(&mut self, id: MessageId, now: Instant) {
-        self.missing.remove(&id);
+        self.unmiss(&id);
         if let Some(state) = self.seen.get_mut(&id) {
             *state = Seen::Dropped;
         } else {
@@ -350,7 +411,11 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
             if self.seen.contains_key(id) {
                 continue;
             }
-            if self.missing.len() >= MAX_MISSING && !self.missing.contains_key(id) {
+            let by_peer = self.announced.get(&from).copied().unwrap_or(0);
+            let room = by_peer < MAX_MISSING_PER_PEER
+                && (self.missing.len() < MAX_MISSING || self.missing.contains_key(id));
+            if !room {
+                self.counts.ihaves_ignored += 1;
                 continue;
             }
             let m = self.missing.entry(*id).or_insert_with(|| Missing {
@@ -359,6 +424,7 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
             });
             if !m.announcers.contains(&from) {
                 m.announcers.push_back(from);
+                *self.announced.entry(from).or_insert(0) += 1;
             }
         }
     }
@@ -378,8 +444,10 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
         }
     }
 
-    /// A peer asked to get messages in full again, starting with `ids`.
-    pub fn receive_graft(&mut self, from: P, ids: &[MessageId]) -> Sends<P> {
+    /// A peer asked to get messages in full again, starting with `ids`, of
+    /// which it is sent those held, within its allowance
+    /// ([`GRAFT_BURST_BYTES`], [`GRAFT_BYTES_PER_SECOND`]).
+    pub fn receive_graft(&mut self, from: P, ids: &[MessageId], now: Instant) -> Sends<P> {
         if !self.is_linked(&from) {
             return Vec::new();
         }
@@ -388,10 +456,32 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
         let mut ids = ids.to_vec();
         ids.sort_unstable();
         ids.dedup();
-        ids.iter()
-            .filter_map(|id| self.held(id))
-            .map(|data| (from, Frame::Push(data)))
-            .collect()
+        let burst = GRAFT_BURST_BYTES as f64;
+        let allowance = self.allowance.entry(from).or_insert(Allowance {
+            bytes: burst,
+            at: now,
+        });
+        let refill =
+            now.saturating_duration_since(allowance.at).as_secs_f64() * GRAFT_BYTES_PER_SECOND as f64;
+        allowance.bytes = (allowance.bytes + refill).min(burst);
+        allowance.at = now;
+        let mut left = allowance.bytes;
+        let mut sends = Vec::new();
+        let mut refused = 0;
+        for id in &ids {
+            let Some(data) = self.held(id) else { continue };
+            if data.len() as f64 > left {
+                refused += 1;
+                continue;
+            }
+            left -= data.len() as f64;
+            sends.push((from, Frame::Push(data)));
+        }
+        if let Some(allowance) = self.allowance.get_mut(&from) {
+            allowance.bytes = left;
+        }
+        self.counts.grafts_refused += refused;
+        sends
     }
 
     /// Periodic work: announce ids to lazy peers, ask for messages heard of
@@ -427,6 +517,12 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
                 None => false,
             }
         });
+        // Each peer asked is no longer an announcer of what it was asked for.
+        for (peer, ids) in &grafts {
+            for _ in ids {
+                self.unannounce(*peer);
+            }
+        }
         let mut grafts: Vec<(P, Vec<MessageId>)> = grafts.into_iter().collect();
         grafts.sort_by_key(|a| a.0);
         for (peer, ids) in grafts {
@@ -604,12 +700,12 @@ mod tests {
         t.receive_push(1, id(3), now);
         t.accept(id(3), data(3), Some(1), now);
         assert_eq!(
-            t.receive_graft(2, &[id(3), id(4)]),
+            t.receive_graft(2, &[id(3), id(4)], now),
             vec![(2, Frame::Push(data(3)))]
         );
         assert!(t.is_eager(&2));
         // An unlinked peer's graft does nothing.
-        assert_eq!(t.receive_graft(5, &[id(3)]), vec![]);
+        assert_eq!(t.receive_graft(5, &[id(3)], now), vec![]);
         assert!(!t.is_linked(&5));
     }
 
@@ -622,7 +718,7 @@ mod tests {
         t.receive_ihave(2, &[id(3)], now);
         assert_eq!(t.tick(now + Duration::from_secs(1)), vec![]);
         assert_eq!(t.receive_push(2, id(3), now).0, Arrival::Duplicate);
-        assert_eq!(t.receive_graft(2, &[id(3)]), vec![]);
+        assert_eq!(t.receive_graft(2, &[id(3)], now), vec![]);
     }
 
     #[test]
@@ -640,21 +736,89 @@ mod tests {
         assert!(t.held_bytes <= MAX_HELD_BYTES);
     }
 
-    #[test]
-    fn announcements_beyond_the_bound_are_not_followed() {
-        let now = Instant::now();
-        let mut t = tree(&[1]);
-        let ids: Vec<MessageId> = (0..MAX_MISSING as u32 + 10)
+    fn many_ids(from: u32, n: usize) -> Vec<MessageId> {
+        (from..from + n as u32)
             .map(|n| {
                 let mut id = [0u8; 32];
                 id[..4].copy_from_slice(&n.to_le_bytes());
                 id
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn announcements_beyond_the_bounds_are_not_followed() {
+        let now = Instant::now();
+        let peers: Vec<u8> = (1..=9).collect();
+        let mut t = tree(&peers);
+        // One peer fills its share and no more.
+        let ids = many_ids(0, MAX_MISSING_PER_PEER + 10);
         for chunk in ids.chunks(MAX_IDS_PER_FRAME) {
             t.receive_ihave(1, chunk, now);
         }
+        assert_eq!(t.missing.len(), MAX_MISSING_PER_PEER);
+        assert_eq!(t.counts().ihaves_ignored, 10);
+        // Others still have room, up to the node's bound.
+        for (k, peer) in peers.iter().enumerate().skip(1) {
+            let ids = many_ids(100_000 * (k as u32 + 1), MAX_MISSING_PER_PEER);
+            for chunk in ids.chunks(MAX_IDS_PER_FRAME) {
+                t.receive_ihave(*peer, chunk, now);
+            }
+        }
         assert_eq!(t.missing.len(), MAX_MISSING);
+        // A message received frees its announcer's share.
+        t.receive_push(2, ids[0], now);
+        t.receive_push(2, ids[1], now);
+        assert_eq!(t.announced[&1], MAX_MISSING_PER_PEER - 2);
+        t.receive_ihave(1, &many_ids(900_000, 1), now);
+        assert_eq!(t.announced[&1], MAX_MISSING_PER_PEER - 1);
+        // A peer gone frees its share; asking a peer (a graft) frees it too.
+        t.peer_down(3);
+        assert!(!t.announced.contains_key(&3));
+        assert_eq!(t.announced[&4], MAX_MISSING_PER_PEER);
+        let asked = t.tick(now + t.config().graft_timeout);
+        assert!(asked.iter().any(|(p, f)| *p == 1 && matches!(f, Frame::Graft(_))));
+        assert!(!asked.iter().any(|(p, _)| *p == 3));
+        assert!(t.announced.is_empty());
+        assert_eq!(t.missing.len(), MAX_MISSING - MAX_MISSING_PER_PEER - 2 + 1);
+    }
+
+    #[test]
+    fn grafts_are_answered_within_each_peers_allowance() {
+        let now = Instant::now();
+        let mut t = tree(&[1, 2]);
+        t.receive_prune(2);
+        let size = 1024 * 1024;
+        let ids = many_ids(0, 10);
+        for (n, id) in ids.iter().enumerate() {
+            t.accept(*id, Arc::from(vec![n as u8; size]), Some(1), now);
+        }
+        let fits = GRAFT_BURST_BYTES / size;
+        assert_eq!(t.receive_graft(2, &ids, now).len(), fits);
+        assert_eq!(t.counts().grafts_refused, (10 - fits) as u64);
+        // Asking again at once gets nothing more...
+        assert_eq!(t.receive_graft(2, &ids, now), vec![]);
+        // ...and a second later, what a second's refill allows.
+        let later = now + Duration::from_secs(1);
+        assert_eq!(
+            t.receive_graft(2, &ids, later).len(),
+            GRAFT_BYTES_PER_SECOND / size
+        );
+        // Another peer has an allowance of its own.
+        assert_eq!(t.receive_graft(1, &ids, later).len(), fits);
+    }
+
+    #[test]
+    fn ids_beyond_the_bound_are_forgotten_oldest_first() {
+        let now = Instant::now();
+        let mut t = tree(&[1]);
+        let ids = many_ids(0, MAX_SEEN + 1);
+        for id in &ids {
+            t.receive_push(1, *id, now);
+        }
+        assert_eq!(t.seen.len(), MAX_SEEN);
+        assert!(!t.knows(&ids[0]));
+        assert!(t.knows(&ids[1]) && t.knows(&ids[MAX_SEEN]));
     }
 
     #[test]

@@ -39,9 +39,9 @@ pub(crate) const MAX_REGISTRY_IN_FLIGHT: usize = 2;
 pub(crate) enum Carrier {
     /// By gossipsub (registry updates): its message id.
     Gossip(gossipsub::MessageId),
-    /// By the tree (bulletins): its id and bytes, and the handle that
-    /// forwards it once the check accepts it (from the check's task).
-    Push(crate::tree::MessageId, Arc<[u8]>, crate::push::Forwarder),
+    /// By the tree (bulletins): its id, and the handle that forwards it once
+    /// the check accepts it (from the check's task).
+    Push(crate::tree::MessageId, crate::push::Forwarder),
 }
 
 /// A message from the network to check.
@@ -49,7 +49,8 @@ pub(crate) enum Carrier {
 pub(crate) struct Job {
     pub(crate) source: PeerId,
     pub(crate) carrier: Carrier,
-    pub(crate) data: Vec<u8>,
+    /// Shared with the tree, which forwards these same bytes.
+    pub(crate) data: Arc<[u8]>,
     pub(crate) is_registry: bool,
 }
 
@@ -170,9 +171,9 @@ fn run(context: &Context, job: Job) -> Validated {
     let held_at = std::time::SystemTime::now();
     // A bulletin that came by the tree goes on from here, without waiting
     // for the network's loop.
-    if let Carrier::Push(id, data, forwarder) = &job.carrier {
+    if let Carrier::Push(id, forwarder) = &job.carrier {
         match verdict {
-            Verdict::Accept(..) => forwarder.accept(job.source, *id, data.clone()),
+            Verdict::Accept(..) => forwarder.accept(job.source, *id, Arc::clone(&job.data)),
             _ => forwarder.drop_message(*id),
         }
     }
@@ -282,7 +283,7 @@ mod tests {
         Job {
             source: PeerId::random(),
             carrier: Carrier::Gossip(gossipsub::MessageId::from(vec![n])),
-            data,
+            data: Arc::from(data),
             is_registry: false,
         }
     }
@@ -321,7 +322,7 @@ mod tests {
         // this task yields, so it holds the only slot.
         f.validators.submit(job(vec![1], 1)).unwrap();
         let back = f.validators.submit(job(vec![2], 2)).unwrap_err();
-        assert_eq!(back.data, vec![2]);
+        assert_eq!(&*back.data, &[2]);
         assert!(matches!(next(&mut f).await.verdict, Verdict::Reject(_)));
         // The slot is free again.
         f.validators.submit(job(vec![3], 3)).unwrap();

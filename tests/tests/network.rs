@@ -430,6 +430,64 @@ async fn a_rejection_makes_the_senders_score_negative() {
     .await;
 }
 
+/// Frames that break the tree's layout (docs/PROTOCOL.md, 11B) count against the member that
+/// sent them, like invalid bulletins: each is refused with its reason, and the third gets the
+/// sender banned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_tree_frames_count_against_their_sender() {
+    within(async {
+        let registry = TestRegistry::new(2);
+        let nodes = start_line(&registry, 2).await.expect("start");
+        connect_line(&nodes).await.expect("connect");
+        let (a, b) = (&nodes[0], &nodes[1]);
+        let a_id = a.peer_id();
+        b.wait_subscribed(a_id, 0).await.expect("B links A");
+        let frame = |len: u32, rest: &[u8]| [&len.to_le_bytes()[..], rest].concat();
+        let cases = [
+            ("an unknown tag", frame(2, &[9, 0]), "unknown frame tag 9"),
+            (
+                "an id list of 31 bytes",
+                frame(32, &[1; 32]),
+                "an id list of 31 bytes",
+            ),
+            (
+                "a length beyond the limit",
+                frame(u32::MAX, &[0]),
+                "a frame of 4294967295 bytes",
+            ),
+        ];
+        for (what, bytes, reason) in cases {
+            let mark = b.events.len();
+            a.node.inject_frames(bytes).await;
+            let got = b
+                .events
+                .wait_for_from(&format!("{what} to be refused"), mark, WAIT, |e| match e {
+                    NodeEvent::Rejected { peer, reason } if *peer == a_id => Some(reason.clone()),
+                    _ => None,
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                got.contains("malformed tree frame") && got.contains(reason),
+                "{what} was refused for {got:?}"
+            );
+            let score = b.node.peer_score(a_id).await;
+            assert!(
+                score.is_none_or(|s| s < 0.0),
+                "B's score for A after {what}: {score:?}"
+            );
+        }
+        b.events
+            .wait_for("B to ban A", WAIT, |e| {
+                matches!(e, NodeEvent::PeerBanned(p) if *p == a_id).then_some(())
+            })
+            .await
+            .expect("the third malformed frame bans its sender");
+        stop_all(nodes).await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_peer_not_in_the_registry_cannot_connect() {
     within(async {
