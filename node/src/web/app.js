@@ -56,6 +56,9 @@ async function refreshStatus() {
   text($("s-registry"), s.registry_version);
   text($("s-bulletins"), s.bulletins);
   text($("s-peers"), s.connected_peers.length);
+  const t = s.tree;
+  text($("s-tree"), "sends to " + t.pushes_to + " peers in full and " + t.announces_to + " by id; " +
+    t.receives_from + " send to it in full (" + t.duplicates + " duplicates, " + t.grafted + " grafted)");
   text($("s-pending"), s.pending_gossip);
   const sync = s.last_sync;
   text($("s-sync"), sync
