@@ -1398,9 +1398,11 @@ async fn child_tree(args: &ChildArgs) -> Result<()> {
                 }
                 let sent = now_us();
                 let data = signed_payload(&own_app_key, k, args.index, sent);
-                if !push.publish(Arc::from(data)) {
+                let linked = push.stats();
+                if linked.eager + linked.lazy == 0 {
                     bail!("publish {k}: no peer linked");
                 }
+                push.publish(Arc::from(data));
                 records.lines.push(Report::Pub { k, sent, acked: now_us() });
             }
             () = tokio::time::sleep_until(start_at), if schedule.is_some() && records.cpu_start.is_none() => {

@@ -3,7 +3,7 @@
 //! swarm. The rest of the node talks to it through `Command`s and hears from
 //! it through [`NodeEvent`]s; it never sees libp2p's own event types.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -34,8 +34,6 @@ use crate::writer::WriteRequest;
 pub(crate) const COMMAND_CAPACITY: usize = 4096;
 /// Validation results queued back to the event loop.
 const VALIDATED_CAPACITY: usize = 1024;
-/// Own bulletins waiting for a linked peer before they can be sent.
-const MAX_PENDING_PUBLISH: usize = 10_000;
 /// Invalid messages after which a peer is disconnected.
 const MAX_INVALID_BEFORE_BAN: u32 = 3;
 /// How long a disconnected offender stays refused.
@@ -219,7 +217,13 @@ pub(crate) struct NetworkParts {
     pub(crate) commands: mpsc::Sender<Command>,
     /// Told how far sync sessions have checked for the node's own chain.
     pub(crate) chain_check: watch::Sender<ChainCheck>,
+    /// Set here, once the tree runs: the writer publishes through it.
+    pub(crate) outbox: Outbox,
 }
+
+/// Where the store's writer sends the node's own bulletins: straight to the
+/// tree once it runs, with no hop through the event loop.
+pub(crate) type Outbox = Arc<std::sync::OnceLock<crate::push::Publisher>>;
 
 /// Why the network could not start.
 #[derive(Debug, thiserror::Error)]
@@ -483,6 +487,7 @@ pub(crate) fn spawn(
         sink,
     )
     .map_err(NetworkError::Build)?;
+    let _ = parts.outbox.set(push.publisher());
     let session = SessionContext {
         commands: parts.commands.clone(),
         writer: parts.writer.clone(),
@@ -504,7 +509,7 @@ pub(crate) fn spawn(
         last_sync: None,
         behind: 0,
         #[cfg(feature = "test-hooks")]
-        hostile_answers: VecDeque::new(),
+        hostile_answers: std::collections::VecDeque::new(),
         push,
         pushed,
         registry_topic: registry_topic(network),
@@ -517,7 +522,6 @@ pub(crate) fn spawn(
         events: parts.events,
         writer: parts.writer,
         indexer: parts.indexer,
-        pending_publish: VecDeque::new(),
         invalid_counts: HashMap::new(),
         banned: HashMap::new(),
         listen_addrs: Vec::new(),
@@ -568,7 +572,7 @@ struct EventLoop {
     last_sync: Option<LastSync>,
     behind: u64,
     #[cfg(feature = "test-hooks")]
-    hostile_answers: VecDeque<herald_protocol::sync::SyncResponse>,
+    hostile_answers: std::collections::VecDeque<herald_protocol::sync::SyncResponse>,
     /// The tree dissemination of bulletins.
     push: Push,
     /// Bulletins new to the node, from the tree.
@@ -583,7 +587,6 @@ struct EventLoop {
     events: broadcast::Sender<NodeEvent>,
     writer: mpsc::Sender<WriteRequest>,
     indexer: std::sync::mpsc::SyncSender<crate::indexer::Signal>,
-    pending_publish: VecDeque<Vec<u8>>,
     invalid_counts: HashMap<PeerId, u32>,
     banned: HashMap<PeerId, tokio::time::Instant>,
     listen_addrs: Vec<Multiaddr>,
@@ -625,15 +628,8 @@ impl EventLoop {
 
     fn handle_command(&mut self, command: Command) {
         match command {
-            Command::Gossip(bytes) => {
-                self.pending_publish.push_back(bytes);
-                if self.pending_publish.len() > MAX_PENDING_PUBLISH {
-                    // Still on disk; catch-up sync delivers what gossip could not.
-                    self.pending_publish.pop_front();
-                    tracing::warn!("publish queue full; the oldest queued bulletin waits for sync");
-                }
-                self.flush_pending();
-            }
+            // Sent at once, or kept by the tree until a peer is linked.
+            Command::Gossip(bytes) => self.push.publish(Arc::from(bytes)),
             Command::GossipRegistry(bytes) => {
                 // Peers that miss it get it by sync, registry first.
                 if let Err(e) = self
@@ -682,14 +678,14 @@ impl EventLoop {
                 let _ = self.events.send(NodeEvent::RegistryAdvanced(version));
             }
             Command::Status(reply) => {
+                let stats = self.push.stats();
                 let _ = reply.send(NetworkStatus {
                     connected: self.connected.iter().map(|p| p.to_string()).collect(),
-                    pending_gossip: self.pending_publish.len(),
+                    pending_gossip: stats.pending,
                     syncing: self.syncing.len(),
                     last_sync: self.last_sync.clone(),
                     behind: self.behind,
                     tree: {
-                        let stats = self.push.stats();
                         TreeStatus {
                             pushes_to: stats.eager,
                             announces_to: stats.lazy,
@@ -703,29 +699,13 @@ impl EventLoop {
             #[cfg(feature = "test-hooks")]
             Command::HostileSyncAnswers(answers) => self.hostile_answers.extend(answers),
             #[cfg(feature = "test-hooks")]
-            Command::InjectUnchecked(bytes) => {
-                if !self.push.publish(Arc::from(bytes)) {
-                    tracing::warn!("unchecked publish failed: no peer linked");
-                }
-            }
+            Command::InjectUnchecked(bytes) => self.push.publish(Arc::from(bytes)),
             #[cfg(feature = "test-hooks")]
             Command::InjectFrames(bytes) => self.push.send_raw(bytes),
         }
     }
 
-    /// Sends queued own bulletins; keeps them queued while no peer is
-    /// linked yet.
-    fn flush_pending(&mut self) {
-        while let Some(bytes) = self.pending_publish.front() {
-            if !self.push.publish(Arc::from(bytes.as_slice())) {
-                return;
-            }
-            self.pending_publish.pop_front();
-        }
-    }
-
     fn handle_tick(&mut self) {
-        self.flush_pending();
         self.top_up();
         let now = tokio::time::Instant::now();
         let expired: Vec<PeerId> = self
@@ -794,9 +774,9 @@ impl EventLoop {
                 self.bootstrap_pending.remove(&peer_id);
                 // Catch up with every member's node as it (re)connects.
                 if self.is_member_node(&peer_id) {
+                    // Also sends what the node published while no peer was linked.
                     self.push.add_peer(peer_id);
                     let _ = self.events.send(NodeEvent::PeerSubscribed(peer_id));
-                    self.flush_pending();
                     self.start_sync(peer_id);
                 } else {
                     self.update_chain_check();

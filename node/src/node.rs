@@ -397,8 +397,10 @@ impl Node {
             network: commands.clone(),
         })
         .map_err(|e| StartError::Resources(format!("store indexer thread: {e}")))?;
+        let outbox = network::Outbox::default();
         let writer_thread = {
             let w = Writer {
+                outbox: Arc::clone(&outbox),
                 store: store.clone(),
                 signing_key: settings.signing_key,
                 member,
@@ -425,6 +427,7 @@ impl Node {
             own_key,
             commands: commands.clone(),
             chain_check: chain_check.clone(),
+            outbox,
         };
         let (local, network_task, validation) = network::spawn(parts, command_rx, shutdown.subscribe())?;
         debug_assert_eq!(local, peer_id);

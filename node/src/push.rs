@@ -15,7 +15,7 @@
 //! tag 3   Graft: 1 to 1024 message ids
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -45,6 +45,10 @@ const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Bytes gathered into one write at most.
 const WRITE_BATCH: usize = 64 * 1024;
+
+/// The node's own messages kept while no peer is linked, at most; beyond
+/// it the oldest is let go (it is stored, and travels by sync).
+const MAX_PENDING: usize = 10_000;
 
 /// Streams from one peer read at once, at most (one is the protocol; a
 /// second covers a reconnection whose old stream has not ended yet).
@@ -99,6 +103,28 @@ impl Forwarder {
     }
 }
 
+/// Publishes the node's own messages ([`Push::publisher`]).
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Weak<Mutex<Inner>>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Publisher")
+    }
+}
+
+impl Publisher {
+    /// [`Push::publish`]; does nothing once the tree has stopped (the
+    /// message is stored and travels by sync).
+    pub fn publish(&self, data: Arc<[u8]>) {
+        if let Some(inner) = self.inner.upgrade() {
+            lock(&inner).publish(data);
+        }
+    }
+}
+
 /// The id of a message.
 pub fn message_id(data: &[u8]) -> MessageId {
     Sha256::digest(data).into()
@@ -130,9 +156,25 @@ struct Inner {
     unchecked: u64,
     /// Streams being read, by peer.
     reading: HashMap<PeerId, usize>,
+    /// Own messages waiting for a linked peer, oldest first.
+    pending: VecDeque<Arc<[u8]>>,
 }
 
 impl Inner {
+    /// Sends the node's own message, or keeps it until a peer is linked.
+    fn publish(&mut self, data: Arc<[u8]>) {
+        if !self.tree.has_peers() {
+            self.pending.push_back(data);
+            if self.pending.len() > MAX_PENDING {
+                self.pending.pop_front();
+                tracing::warn!("publish queue full; the oldest queued bulletin waits for sync");
+            }
+            return;
+        }
+        let sends = self.tree.accept(message_id(&data), data, None, Instant::now());
+        self.dispatch(sends);
+    }
+
     fn dispatch(&mut self, sends: Sends<PeerId>) {
         for (peer, frame) in sends {
             let Some(link) = self.links.get(&peer) else {
@@ -194,6 +236,8 @@ pub struct PushStats {
     pub dropped_frames: u64,
     /// Messages dropped because the node's checks were all busy.
     pub unchecked: u64,
+    /// Own messages waiting for a linked peer.
+    pub pending: usize,
     /// What the tree has done.
     pub counts: crate::tree::TreeCounts,
 }
@@ -217,6 +261,7 @@ impl Push {
             dropped_frames: 0,
             unchecked: 0,
             reading: HashMap::new(),
+            pending: VecDeque::new(),
         }));
         let mut incoming = control
             .accept(protocol.clone())
@@ -272,6 +317,10 @@ impl Push {
             },
         );
         inner.tree.peer_up(peer);
+        let pending = std::mem::take(&mut inner.pending);
+        for data in pending {
+            inner.publish(data);
+        }
         let writer = write_loop(
             Arc::downgrade(&self.inner),
             self.control.clone(),
@@ -290,17 +339,18 @@ impl Push {
         inner.tree.peer_down(peer);
     }
 
-    /// Sends the node's own message. Returns false, sending nothing, when no
-    /// peer is linked: the caller keeps it and publishes again later.
-    pub fn publish(&self, data: Arc<[u8]>) -> bool {
-        let id = message_id(&data);
-        let mut inner = lock(&self.inner);
-        if !inner.tree.has_peers() {
-            return false;
+    /// Sends the node's own message to every linked peer; while none is,
+    /// keeps it (up to [`MAX_PENDING`]) and sends it to the first linked.
+    pub fn publish(&self, data: Arc<[u8]>) {
+        lock(&self.inner).publish(data);
+    }
+
+    /// A handle that publishes from any thread (the store's writer), without
+    /// a hop through the swarm's loop.
+    pub fn publisher(&self) -> Publisher {
+        Publisher {
+            inner: Arc::downgrade(&self.inner),
         }
-        let sends = inner.tree.accept(id, data, None, Instant::now());
-        inner.dispatch(sends);
-        true
     }
 
     /// Test hook: writes raw bytes to every linked peer, on a stream of their
@@ -338,6 +388,7 @@ impl Push {
             inbound,
             dropped_frames: inner.dropped_frames,
             unchecked: inner.unchecked,
+            pending: inner.pending.len(),
             counts: inner.tree.counts(),
         }
     }

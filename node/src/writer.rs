@@ -52,6 +52,8 @@ pub(crate) struct Writer {
     pub(crate) member: MemberId,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     pub(crate) network: mpsc::Sender<Command>,
+    /// The tree, once it runs: own bulletins go to it directly.
+    pub(crate) outbox: crate::network::Outbox,
     /// Told when own bulletins are staged, to fold them.
     pub(crate) indexer: std::sync::mpsc::SyncSender<crate::indexer::Signal>,
 }
@@ -111,7 +113,7 @@ impl Writer {
             // travels by sync alone.
             let fresh = now.0.saturating_sub(bulletin.body().created.0) <= REGOSSIP_AGE.as_millis() as u64;
             if *outcome != Stored::AlreadyHeld && fresh {
-                let _ = self.network.try_send(Command::Gossip(bulletin.to_bytes()));
+                self.gossip(bulletin);
             }
         }
         Ok(outcomes)
@@ -170,6 +172,21 @@ impl Writer {
         origins.clear();
     }
 
+    /// Sends a stored bulletin on: straight to the tree (which keeps it while
+    /// no peer is linked), or through the network's loop until the tree runs.
+    fn gossip(&self, bulletin: &SignedBulletin) {
+        let bytes = bulletin.to_bytes();
+        match self.outbox.get() {
+            Some(publisher) => publisher.publish(std::sync::Arc::from(bytes)),
+            // Not waited for: the writer never blocks on the loop.
+            None => {
+                if self.network.try_send(Command::Gossip(bytes)).is_err() {
+                    tracing::warn!("network busy or stopped; the bulletin is stored and will travel by sync");
+                }
+            }
+        }
+    }
+
     /// Numbers, signs and journals the node's own drafts as one group (one
     /// sync); then gossips and acknowledges each, and has the indexer fold
     /// them.
@@ -186,13 +203,7 @@ impl Writer {
                     if let Ok(bulletin) = &outcome {
                         // On disk and synced: now it may leave the node.
                         report(&self.events, bulletin, self.member, Origin::Local, Stored::New);
-                        if self
-                            .network
-                            .blocking_send(Command::Gossip(bulletin.to_bytes()))
-                            .is_err()
-                        {
-                            tracing::warn!("network stopped; the bulletin is stored and will travel by sync");
-                        }
+                        self.gossip(bulletin);
                     }
                     let _ = reply.send(outcome);
                 }
