@@ -414,6 +414,13 @@ pub struct TreeStatus {
     pub duplicates: u64,
     /// Bulletin ids asked for by graft since start (the tree mending).
     pub grafted: u64,
+    /// Frames dropped since start because a peer's queue was full (a slow or
+    /// stalled peer; it gets what it missed by sync).
+    pub frames_dropped: u64,
+    /// Since start: announced ids not followed and held bulletins not sent
+    /// for grafts, by the bounds a peer may use (PROTOCOL.md, 11B). Growing
+    /// fast, it points at a member's node that misbehaves.
+    pub held_back: u64,
 }
 
 /// The last finished catch-up session.
@@ -692,6 +699,8 @@ impl EventLoop {
                             receives_from: stats.inbound,
                             duplicates: stats.counts.duplicates,
                             grafted: stats.counts.grafted,
+                            frames_dropped: stats.dropped_frames,
+                            held_back: stats.counts.ihaves_ignored + stats.counts.grafts_refused,
                         }
                     },
                 });

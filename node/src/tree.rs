@@ -182,7 +182,7 @@ pub struct Tree<P> {
     counts: TreeCounts,
 }
 
-impl<P: Copy + Eq + Hash + Ord> Tree<P> {
+impl<P: Copy + Eq + Hash + Ord + std::fmt::Debug> Tree<P> {
     /// An empty tree.
     pub fn new(config: TreeConfig) -> Self {
         Tree {
@@ -416,6 +416,10 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
                 && (self.missing.len() < MAX_MISSING || self.missing.contains_key(id));
             if !room {
                 self.counts.ihaves_ignored += 1;
+                // Logged at the 1st, 2nd, 4th, 8th...: a flood does not flood the log.
+                if self.counts.ihaves_ignored.is_power_of_two() {
+                    tracing::warn!(peer = ?from, ignored = self.counts.ihaves_ignored, "announced ids not followed: too many awaited (from this peer, or in all)");
+                }
                 continue;
             }
             let m = self.missing.entry(*id).or_insert_with(|| Missing {
@@ -480,7 +484,14 @@ impl<P: Copy + Eq + Hash + Ord> Tree<P> {
         if let Some(allowance) = self.allowance.get_mut(&from) {
             allowance.bytes = left;
         }
-        self.counts.grafts_refused += refused;
+        if refused > 0 {
+            let before = self.counts.grafts_refused;
+            self.counts.grafts_refused += refused;
+            // Logged each time the count passes a power of two.
+            if before.checked_next_power_of_two() != self.counts.grafts_refused.checked_next_power_of_two() {
+                tracing::warn!(peer = ?from, refused = self.counts.grafts_refused, "graft answers held back: the peer asked for more than its allowance");
+            }
+        }
         sends
     }
 

@@ -21,7 +21,7 @@ const status = {
   bulletins: 2, connected_peers: ["a", "b"], listen: [], equivocations: 0, pending_gossip: 1, syncing: 0,
   last_sync: { peer: "12D3KooWpeer0001", at_ms: 1795702134141, new_bulletins: 3, error: null }, behind: 0,
   own_chain: { numbered_up_to: 4, checked: false, claims: [{ peer: "12D3KooWpeer0001", up_to: 9 }] },
-  tree: { pushes_to: 2, announces_to: 1, receives_from: 2, duplicates: 17, grafted: 0 },
+  tree: { pushes_to: 2, announces_to: 1, receives_from: 2, duplicates: 17, grafted: 0, frames_dropped: 3, held_back: 5 },
 };
 const bulletin = (id, title) => ({
   id, member: "3a55", member_name: hostile, signer: "5ef9", seq: 1, prev: null,
@@ -64,7 +64,7 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
   assert.equal(d.getElementById("login").hidden, true);
   assert.equal(d.getElementById("s-peers").textContent, "2");
   assert.equal(d.getElementById("s-tree").textContent,
-    "sends to 2 peers in full and 1 by id; 2 send to it in full (17 duplicates, 0 grafted)");
+    "sends to 2 peers in full and 1 by id; 2 send to it in full (17 duplicates, 0 grafted, 3 frames dropped, 5 held back by limits)");
   assert.equal(
     d.getElementById("s-own-chain").textContent,
     "numbered up to 4, not yet checked with peers; peers list it up to 9: publishing waits for the catch-up",

@@ -267,12 +267,14 @@ pub(crate) fn status(args: StatusArgs) -> Result<()> {
         s.pending_gossip
     );
     out!(
-        "tree         sends to {} peers in full and {} by id; {} send to it in full ({} duplicates, {} grafted)",
+        "tree         sends to {} peers in full and {} by id; {} send to it in full ({} duplicates, {} grafted, {} frames dropped, {} held back by limits)",
         s.tree.pushes_to,
         s.tree.announces_to,
         s.tree.receives_from,
         s.tree.duplicates,
-        s.tree.grafted
+        s.tree.grafted,
+        s.tree.frames_dropped,
+        s.tree.held_back
     );
     let sync = match &s.last_sync {
         None => "none yet".to_string(),

@@ -58,7 +58,8 @@ async function refreshStatus() {
   text($("s-peers"), s.connected_peers.length);
   const t = s.tree;
   text($("s-tree"), "sends to " + t.pushes_to + " peers in full and " + t.announces_to + " by id; " +
-    t.receives_from + " send to it in full (" + t.duplicates + " duplicates, " + t.grafted + " grafted)");
+    t.receives_from + " send to it in full (" + t.duplicates + " duplicates, " + t.grafted + " grafted, " +
+    t.frames_dropped + " frames dropped, " + t.held_back + " held back by limits)");
   text($("s-pending"), s.pending_gossip);
   const sync = s.last_sync;
   text($("s-sync"), sync
