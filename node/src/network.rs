@@ -417,9 +417,10 @@ pub struct TreeStatus {
     /// Frames dropped since start because a peer's queue was full (a slow or
     /// stalled peer; it gets what it missed by sync).
     pub frames_dropped: u64,
-    /// Since start: announced ids not followed and held bulletins not sent
-    /// for grafts, by the bounds a peer may use (PROTOCOL.md, 11B). Growing
-    /// fast, it points at a member's node that misbehaves.
+    /// Since start: announced ids not followed, held bulletins not sent for
+    /// grafts, and `IHave` and `Graft` frames skipped, by the bounds a peer
+    /// may use (PROTOCOL.md, 11B). Growing fast, it points at a member's node
+    /// that misbehaves.
     pub held_back: u64,
 }
 
@@ -700,7 +701,9 @@ impl EventLoop {
                             duplicates: stats.counts.duplicates,
                             grafted: stats.counts.grafted,
                             frames_dropped: stats.dropped_frames,
-                            held_back: stats.counts.ihaves_ignored + stats.counts.grafts_refused,
+                            held_back: stats.counts.ihaves_ignored
+                                + stats.counts.grafts_refused
+                                + stats.skipped_control,
                         }
                     },
                 });

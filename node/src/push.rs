@@ -39,16 +39,32 @@ const LINK_QUEUE_BYTES: usize = 8 * 1024 * 1024;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long the rest of a frame may take to come once its length has: a
-/// peer cannot hold one of its two reading slots with a frame it never ends.
-/// Between frames a stream may stay idle for as long as its connection lives.
+/// frame cannot stay half-read, holding what has come of it. (Between
+/// frames, and within the four bytes of a length, a stream may wait for as
+/// long as its connection lives; it holds one of its peer's two reading
+/// slots, not another's.)
 const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Ids in `IHave` and `Graft` frames taken from one stream at once, at most,
+/// and per second after: frames beyond are skipped unread by the tree, so a
+/// member flooding them costs the node little more than reading the bytes.
+/// Honest peers announce what they forward, far below this.
+const CONTROL_IDS_BURST: f64 = 16_384.0;
+const CONTROL_IDS_PER_SECOND: f64 = 16_384.0;
+
+/// Own messages sent from the queue of those kept while no peer was linked,
+/// at most, at each tick (and when a peer is linked); the rest wait while
+/// a link's queue is more than half full.
+const PENDING_BATCH: usize = 256;
 
 /// Bytes gathered into one write at most.
 const WRITE_BATCH: usize = 64 * 1024;
 
-/// The node's own messages kept while no peer is linked, at most; beyond
-/// it the oldest is let go (it is stored, and travels by sync).
+/// The node's own messages kept while no peer is linked, at most, and their
+/// bytes at most; beyond either the oldest is let go (it is stored, and
+/// travels by sync).
 const MAX_PENDING: usize = 10_000;
+const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
 
 /// Streams from one peer read at once, at most (one is the protocol; a
 /// second covers a reconnection whose old stream has not ended yet).
@@ -120,7 +136,8 @@ impl Publisher {
     /// message is stored and travels by sync).
     pub fn publish(&self, data: Arc<[u8]>) {
         if let Some(inner) = self.inner.upgrade() {
-            lock(&inner).publish(data);
+            let id = message_id(&data);
+            lock(&inner).publish(id, data);
         }
     }
 }
@@ -156,23 +173,53 @@ struct Inner {
     unchecked: u64,
     /// Streams being read, by peer.
     reading: HashMap<PeerId, usize>,
-    /// Own messages waiting for a linked peer, oldest first.
-    pending: VecDeque<Arc<[u8]>>,
+    /// Own messages waiting for a linked peer (or for room in the links'
+    /// queues), oldest first, and their bytes.
+    pending: VecDeque<(MessageId, Arc<[u8]>)>,
+    pending_bytes: usize,
+    /// Control frames skipped: their sender was over its budget.
+    skipped_control: u64,
 }
 
 impl Inner {
-    /// Sends the node's own message, or keeps it until a peer is linked.
-    fn publish(&mut self, data: Arc<[u8]>) {
-        if !self.tree.has_peers() {
-            self.pending.push_back(data);
-            if self.pending.len() > MAX_PENDING {
-                self.pending.pop_front();
-                tracing::warn!("publish queue full; the oldest queued bulletin waits for sync");
-            }
+    /// Sends the node's own message, after those still waiting; keeps it
+    /// while no peer is linked.
+    fn publish(&mut self, id: MessageId, data: Arc<[u8]>) {
+        if self.pending.is_empty() && self.tree.has_peers() {
+            let sends = self.tree.accept(id, data, None, Instant::now());
+            self.dispatch(sends);
             return;
         }
-        let sends = self.tree.accept(message_id(&data), data, None, Instant::now());
-        self.dispatch(sends);
+        self.pending_bytes += data.len();
+        self.pending.push_back((id, data));
+        while self.pending.len() > MAX_PENDING || self.pending_bytes > MAX_PENDING_BYTES {
+            let Some((_, old)) = self.pending.pop_front() else {
+                break;
+            };
+            self.pending_bytes -= old.len();
+            tracing::warn!("publish queue full; the oldest queued bulletin waits for sync");
+        }
+        self.send_pending();
+    }
+
+    /// Sends a batch of the messages waiting, while every link's queue is at
+    /// most half full.
+    fn send_pending(&mut self) {
+        for _ in 0..PENDING_BATCH {
+            let roomy = self.links.values().all(|l| {
+                l.queued.load(Ordering::Relaxed) <= LINK_QUEUE_BYTES / 2
+                    && l.queue.capacity() >= LINK_QUEUE / 2
+            });
+            if !self.tree.has_peers() || !roomy {
+                return;
+            }
+            let Some((id, data)) = self.pending.pop_front() else {
+                return;
+            };
+            self.pending_bytes -= data.len();
+            let sends = self.tree.accept(id, data, None, Instant::now());
+            self.dispatch(sends);
+        }
     }
 
     fn dispatch(&mut self, sends: Sends<PeerId>) {
@@ -181,10 +228,10 @@ impl Inner {
                 continue;
             };
             let size = wire_len(&frame);
-            let room = link.queued.load(Ordering::Relaxed) + size <= LINK_QUEUE_BYTES;
-            if room && link.queue.try_send(frame).is_ok() {
-                link.queued.fetch_add(size, Ordering::Relaxed);
-            } else {
+            // Counted before the writer can take it, and given back if it is not queued.
+            let before = link.queued.fetch_add(size, Ordering::Relaxed);
+            if before + size > LINK_QUEUE_BYTES || link.queue.try_send(frame).is_err() {
+                link.queued.fetch_sub(size, Ordering::Relaxed);
                 self.dropped_frames += 1;
                 tracing::debug!(peer = %crate::network::short_peer(&peer), "push queue full: frame dropped");
             }
@@ -238,6 +285,8 @@ pub struct PushStats {
     pub unchecked: u64,
     /// Own messages waiting for a linked peer.
     pub pending: usize,
+    /// `IHave` and `Graft` frames skipped: their sender was over its budget.
+    pub skipped_control: u64,
     /// What the tree has done.
     pub counts: crate::tree::TreeCounts,
 }
@@ -262,6 +311,8 @@ impl Push {
             unchecked: 0,
             reading: HashMap::new(),
             pending: VecDeque::new(),
+            pending_bytes: 0,
+            skipped_control: 0,
         }));
         let mut incoming = control
             .accept(protocol.clone())
@@ -317,10 +368,7 @@ impl Push {
             },
         );
         inner.tree.peer_up(peer);
-        let pending = std::mem::take(&mut inner.pending);
-        for data in pending {
-            inner.publish(data);
-        }
+        inner.send_pending();
         let writer = write_loop(
             Arc::downgrade(&self.inner),
             self.control.clone(),
@@ -342,7 +390,8 @@ impl Push {
     /// Sends the node's own message to every linked peer; while none is,
     /// keeps it (up to [`MAX_PENDING`]) and sends it to the first linked.
     pub fn publish(&self, data: Arc<[u8]>) {
-        lock(&self.inner).publish(data);
+        let id = message_id(&data);
+        lock(&self.inner).publish(id, data);
     }
 
     /// A handle that publishes from any thread (the store's writer), without
@@ -389,6 +438,7 @@ impl Push {
             dropped_frames: inner.dropped_frames,
             unchecked: inner.unchecked,
             pending: inner.pending.len(),
+            skipped_control: inner.skipped_control,
             counts: inner.tree.counts(),
         }
     }
@@ -404,6 +454,7 @@ async fn tick_loop(inner: Weak<Mutex<Inner>>, config: TreeConfig) {
         let mut inner = lock(&inner);
         let sends = inner.tree.tick(Instant::now());
         inner.dispatch(sends);
+        inner.send_pending();
     }
 }
 
@@ -533,6 +584,7 @@ async fn read_loop(
         inner: Arc::downgrade(&inner),
         peer,
     };
+    let mut budget = Budget::new(Instant::now());
     loop {
         let frame = match read_frame(&mut stream, max_message, FRAME_TIMEOUT).await {
             Ok(Some(frame)) => frame,
@@ -567,6 +619,18 @@ async fn read_loop(
                     }
                 }
             }
+            Frame::IHave(ids) | Frame::Graft(ids) if !budget.take(ids.len(), now) => {
+                let mut inner = lock(&inner);
+                inner.skipped_control += 1;
+                // Logged at the 1st, 2nd, 4th, 8th... so that a flood does not flood the log.
+                if inner.skipped_control.is_power_of_two() {
+                    tracing::warn!(
+                        peer = %crate::network::short_peer(&peer),
+                        skipped = inner.skipped_control,
+                        "announcements and grafts beyond the peer's budget skipped"
+                    );
+                }
+            }
             Frame::IHave(ids) => lock(&inner).tree.receive_ihave(peer, &ids, now),
             Frame::Prune => lock(&inner).tree.receive_prune(peer),
             Frame::Graft(ids) => {
@@ -575,6 +639,34 @@ async fn read_loop(
                 inner.dispatch(sends);
             }
         }
+    }
+}
+
+/// What a stream may still send of ids in control frames.
+struct Budget {
+    ids: f64,
+    at: Instant,
+}
+
+impl Budget {
+    fn new(now: Instant) -> Budget {
+        Budget {
+            ids: CONTROL_IDS_BURST,
+            at: now,
+        }
+    }
+
+    /// Takes `n` ids from the budget if it holds them.
+    fn take(&mut self, n: usize, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * CONTROL_IDS_PER_SECOND;
+        self.ids = (self.ids + refill).min(CONTROL_IDS_BURST);
+        self.at = now;
+        let n = n as f64;
+        if n > self.ids {
+            return false;
+        }
+        self.ids -= n;
+        true
     }
 }
 
@@ -764,6 +856,24 @@ mod tests {
         let mut tagged = length(2);
         tagged.extend_from_slice(&[9, 0]);
         assert!(matches!(read(tagged, max).await, Err(ReadError::Malformed(r)) if r.contains("tag 9")));
+    }
+
+    #[test]
+    fn control_frames_beyond_the_budget_are_refused_until_it_refills() {
+        let now = Instant::now();
+        let mut budget = Budget::new(now);
+        let burst = CONTROL_IDS_BURST as usize;
+        assert!(budget.take(burst - MAX_IDS_PER_FRAME, now));
+        assert!(budget.take(MAX_IDS_PER_FRAME, now));
+        assert!(!budget.take(1, now), "spent");
+        let half = now + Duration::from_millis(500);
+        let refilled = (CONTROL_IDS_PER_SECOND / 2.0) as usize;
+        assert!(!budget.take(refilled + 1, half));
+        assert!(budget.take(refilled, half));
+        // Never more than the burst, however long the stream was quiet.
+        let later = half + Duration::from_secs(3600);
+        assert!(!budget.take(burst + 1, later));
+        assert!(budget.take(burst, later));
     }
 
     #[tokio::test]

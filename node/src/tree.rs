@@ -111,12 +111,17 @@ enum Seen {
     Held(Option<Arc<[u8]>>),
     /// Refused or ignored: not forwarded, not asked for again.
     Dropped,
+    /// Received, and not checked (no free slot): taken as new if it comes again.
+    Forgotten,
 }
 
 #[derive(Debug)]
 struct Missing<P> {
     /// Peers that announced it, in order; the first is asked next.
     announcers: VecDeque<P>,
+    /// The peer asked for it last; it still counts as an announcer (its
+    /// share of awaited ids) until the next is asked or the id is done.
+    asked: Option<P>,
     /// When to ask.
     deadline: Instant,
 }
@@ -172,7 +177,8 @@ pub struct Tree<P> {
     /// Ids to announce to each lazy peer.
     announce: HashMap<P, Vec<MessageId>>,
     missing: HashMap<MessageId, Missing<P>>,
-    /// How many of the missing ids each peer is an announcer of.
+    /// How many of the missing ids each peer is an announcer of (or was
+    /// asked for last).
     announced: HashMap<P, usize>,
     /// Each peer's graft allowance.
     allowance: HashMap<P, Allowance>,
@@ -231,6 +237,9 @@ impl<P: Copy + Eq + Hash + Ord + std::fmt::Debug> Tree<P> {
         if self.announced.remove(&peer).is_some() {
             for m in self.missing.values_mut() {
                 m.announcers.retain(|p| *p != peer);
+                if m.asked == Some(peer) {
+                    m.asked = None;
+                }
             }
         }
     }
@@ -238,7 +247,7 @@ impl<P: Copy + Eq + Hash + Ord + std::fmt::Debug> Tree<P> {
     /// No longer waits for `id`.
     fn unmiss(&mut self, id: &MessageId) {
         if let Some(m) = self.missing.remove(id) {
-            for p in m.announcers {
+            for p in m.announcers.into_iter().chain(m.asked) {
                 self.unannounce(p);
             }
         }
@@ -281,7 +290,7 @@ impl<P: Copy + Eq + Hash + Ord + std::fmt::Debug> Tree<P> {
 
     /// Whether the message is known (being checked, held or dropped).
     pub fn knows(&self, id: &MessageId) -> bool {
-        self.seen.contains_key(id)
+        self.seen.get(id).is_some_and(|s| !matches!(s, Seen::Forgotten))
     }
 
     /// A message held, to answer a graft.
@@ -307,7 +316,7 @@ impl<P: Copy + Eq + Hash + Ord + std::fmt::Debug> Tree<P> {
 
     /// A message arrived in full from `from`.
     pub fn receive_push(&mut self, from: P, id: MessageId, now: Instant) -> (Arrival, Sends<P>) {
-        if self.seen.contains_key(&id) {
+        if self.knows(&id) {
             self.counts.duplicates += 1;
             let keep = self.config.min_inbound;
             let pushing = self.inbound.len();
@@ -408,7 +417,7 @@ impl<P: Copy + Eq + Hash + Ord + std::fmt::Debug> Tree<P> {
         }
         let deadline = now + self.config.graft_timeout;
         for id in ids {
-            if self.seen.contains_key(id) {
+            if self.knows(id) {
                 continue;
             }
             let by_peer = self.announced.get(&from).copied().unwrap_or(0);
@@ -424,9 +433,10 @@ impl<P: Copy + Eq + Hash + Ord + std::fmt::Debug> Tree<P> {
             }
             let m = self.missing.entry(*id).or_insert_with(|| Missing {
                 announcers: VecDeque::new(),
+                asked: None,
                 deadline,
             });
-            if !m.announcers.contains(&from) {
+            if !m.announcers.contains(&from) && m.asked != Some(from) {
                 m.announcers.push_back(from);
                 *self.announced.entry(from).or_insert(0) += 1;
             }
@@ -436,8 +446,8 @@ impl<P: Copy + Eq + Hash + Ord + std::fmt::Debug> Tree<P> {
     /// The node could not check a message (no free slot): forget it, so that
     /// a later copy or announcement is taken as new.
     pub fn forget(&mut self, id: MessageId) {
-        if matches!(self.seen.get(&id), Some(Seen::Checking)) {
-            self.seen.remove(&id);
+        if let Some(state @ Seen::Checking) = self.seen.get_mut(&id) {
+            *state = Seen::Forgotten;
         }
     }
 
@@ -515,24 +525,25 @@ impl<P: Copy + Eq + Hash + Ord + std::fmt::Debug> Tree<P> {
 
         let mut grafts: HashMap<P, Vec<MessageId>> = HashMap::new();
         let timeout = self.config.graft_timeout;
+        // Peers asked before, whose time is up: they no longer count.
+        let mut done: Vec<P> = Vec::new();
         self.missing.retain(|id, m| {
             if m.deadline > now {
                 return true;
             }
+            done.extend(m.asked.take());
             match m.announcers.pop_front() {
                 Some(peer) => {
                     grafts.entry(peer).or_default().push(*id);
+                    m.asked = Some(peer);
                     m.deadline = now + timeout;
                     true
                 }
                 None => false,
             }
         });
-        // Each peer asked is no longer an announcer of what it was asked for.
-        for (peer, ids) in &grafts {
-            for _ in ids {
-                self.unannounce(*peer);
-            }
+        for peer in done {
+            self.unannounce(peer);
         }
         let mut grafts: Vec<(P, Vec<MessageId>)> = grafts.into_iter().collect();
         grafts.sort_by_key(|a| a.0);
@@ -666,7 +677,13 @@ mod tests {
         );
         t.forget(id(50));
         assert!(!t.knows(&id(50)));
+        t.receive_ihave(3, &[id(50)], now);
+        assert!(
+            t.missing.contains_key(&id(50)),
+            "an announcement of it is followed"
+        );
         assert_eq!(t.receive_push(3, id(50), now).0, Arrival::New);
+        assert_eq!(t.seen_order.len(), t.seen.len(), "seen once, remembered once");
     }
 
     #[test]
@@ -783,15 +800,28 @@ mod tests {
         assert_eq!(t.announced[&1], MAX_MISSING_PER_PEER - 2);
         t.receive_ihave(1, &many_ids(900_000, 1), now);
         assert_eq!(t.announced[&1], MAX_MISSING_PER_PEER - 1);
-        // A peer gone frees its share; asking a peer (a graft) frees it too.
+        // A peer gone frees its share at once.
         t.peer_down(3);
         assert!(!t.announced.contains_key(&3));
         assert_eq!(t.announced[&4], MAX_MISSING_PER_PEER);
-        let asked = t.tick(now + t.config().graft_timeout);
+        // A peer asked by graft keeps its share until the time to deliver is
+        // up: one that never delivers cannot refill it sooner.
+        let first = now + t.config().graft_timeout;
+        let asked = t.tick(first);
         assert!(asked.iter().any(|(p, f)| *p == 1 && matches!(f, Frame::Graft(_))));
         assert!(!asked.iter().any(|(p, _)| *p == 3));
-        assert!(t.announced.is_empty());
+        assert_eq!(t.announced[&1], MAX_MISSING_PER_PEER - 1);
         assert_eq!(t.missing.len(), MAX_MISSING - MAX_MISSING_PER_PEER - 2 + 1);
+        t.receive_ihave(1, &many_ids(950_000, 2), first);
+        assert_eq!(t.announced[&1], MAX_MISSING_PER_PEER, "one more fits, not two");
+        // The time is up with no one else to ask: the ids are given up, the shares freed.
+        t.tick(first + t.config().graft_timeout);
+        assert_eq!(
+            t.announced.get(&1),
+            Some(&1),
+            "the id announced last is now asked for"
+        );
+        assert_eq!(t.missing.len(), 1);
     }
 
     #[test]
