@@ -54,7 +54,7 @@ const CONTROL_IDS_PER_SECOND: f64 = 16_384.0;
 
 /// Own messages sent from the queue of those kept while no peer was linked,
 /// at most, at each tick (and when a peer is linked); the rest wait while
-/// a link's queue is more than half full.
+/// every link's queue is more than half full.
 const PENDING_BATCH: usize = 256;
 
 /// Bytes gathered into one write at most.
@@ -202,11 +202,12 @@ impl Inner {
         self.send_pending();
     }
 
-    /// Sends a batch of the messages waiting, while every link's queue is at
-    /// most half full.
+    /// Sends a batch of the messages waiting, while some link's queue is at
+    /// most half full (a stalled peer does not hold the others back: frames
+    /// for it are dropped, as for any message, and it gets them by sync).
     fn send_pending(&mut self) {
         for _ in 0..PENDING_BATCH {
-            let roomy = self.links.values().all(|l| {
+            let roomy = self.links.values().any(|l| {
                 l.queued.load(Ordering::Relaxed) <= LINK_QUEUE_BYTES / 2
                     && l.queue.capacity() >= LINK_QUEUE / 2
             });

@@ -1344,6 +1344,47 @@ async fn a_node_alone_publishes_and_delivers_when_it_connects() {
     .await;
 }
 
+/// A long queue of own bulletins kept while alone (more than the tree sends at once: 256) goes
+/// out in batches once a peer is linked: the queue empties, and the peer holds them all (by the
+/// tree or by its catch-up, whichever comes first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_queue_kept_while_alone_goes_out_in_batches() {
+    within(async {
+        const QUEUED: usize = 600;
+        let registry = TestRegistry::new(2).with_timing(fast_timing_with_sync_every(NEVER));
+        let a = TestNode::start(&registry, 0).await.expect("start A");
+        let mut ids = BTreeSet::new();
+        for i in 0..QUEUED {
+            let b = a
+                .node
+                .publish(sample_draft(&format!("queued {i}")))
+                .await
+                .expect("publish alone");
+            ids.insert(b.id());
+        }
+        assert_eq!(a.node.network_status().await.pending_gossip, QUEUED);
+
+        let b = TestNode::start(&registry, 1).await.expect("start B");
+        connect(&b, &a).await.expect("connect");
+        wait_all_stored(&b, &ids, CONVERGE).await;
+        // The queue empties within a few of the tree's ticks (100 ms each); no event marks it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let pending = a.node.network_status().await.pending_gossip;
+            if pending == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{pending} own bulletins still queued"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop_all(vec![a, b]).await;
+    })
+    .await;
+}
+
 /// A member may number a bulletin u64::MAX (the format allows any number from 1): a valid chain
 /// entry at the very top of the range must not break catch-up. H and Y both hold member 2's
 /// bulletin u64::MAX (from bundles; a member can as well gossip it to everyone), and Y also holds
