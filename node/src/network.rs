@@ -389,7 +389,8 @@ pub(crate) enum Command {
 pub struct NetworkStatus {
     /// Connected peers.
     pub connected: Vec<String>,
-    /// Own bulletins stored but not yet sent (no peer linked yet).
+    /// Own bulletins stored but not yet sent (no peer linked yet, or the
+    /// links' queues full).
     pub pending_gossip: usize,
     /// Catch-up sessions running.
     pub syncing: usize,

@@ -284,7 +284,7 @@ pub struct PushStats {
     pub dropped_frames: u64,
     /// Messages dropped because the node's checks were all busy.
     pub unchecked: u64,
-    /// Own messages waiting for a linked peer.
+    /// Own messages waiting for a linked peer, or for room in the links' queues.
     pub pending: usize,
     /// `IHave` and `Graft` frames skipped: their sender was over its budget.
     pub skipped_control: u64,
@@ -389,7 +389,8 @@ impl Push {
     }
 
     /// Sends the node's own message to every linked peer; while none is,
-    /// keeps it (up to [`MAX_PENDING`]) and sends it to the first linked.
+    /// keeps it (up to [`MAX_PENDING`] and [`MAX_PENDING_BYTES`]) and sends it,
+    /// in order, once a peer is linked.
     pub fn publish(&self, data: Arc<[u8]>) {
         let id = message_id(&data);
         lock(&self.inner).publish(id, data);
