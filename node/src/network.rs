@@ -217,13 +217,7 @@ pub(crate) struct NetworkParts {
     pub(crate) commands: mpsc::Sender<Command>,
     /// Told how far sync sessions have checked for the node's own chain.
     pub(crate) chain_check: watch::Sender<ChainCheck>,
-    /// Set here, once the tree runs: the writer publishes through it.
-    pub(crate) outbox: Outbox,
 }
-
-/// Where the store's writer sends the node's own bulletins: straight to the
-/// tree once it runs, with no hop through the event loop.
-pub(crate) type Outbox = Arc<std::sync::OnceLock<crate::push::Publisher>>;
 
 /// Why the network could not start.
 #[derive(Debug, thiserror::Error)]
@@ -341,9 +335,6 @@ pub(crate) enum Command {
         /// The peer.
         peer: PeerId,
     },
-    /// Gossip the bytes of a bulletin this node holds durably (its own:
-    /// journaled and synced; others': stored and flushed).
-    Gossip(Vec<u8>),
     /// Gossip a registry update this node has applied and saved.
     GossipRegistry(Vec<u8>),
     /// Dial an address.
@@ -438,13 +429,23 @@ pub struct LastSync {
     pub error: Option<String>,
 }
 
+/// The running network: its peer id, the event loop's task, the drain of its
+/// checks, and the handle through which the store's writer sends the node's
+/// own bulletins (straight to the tree, with no hop through the loop).
+pub(crate) type Spawned = (
+    PeerId,
+    tokio::task::JoinHandle<()>,
+    crate::validators::Drain,
+    crate::push::Publisher,
+);
+
 /// Starts the network: binds the listen addresses, dials bootstrap peers and
 /// spawns the event loop, which serves `commands` until shutdown.
 pub(crate) fn spawn(
     parts: NetworkParts,
     commands: mpsc::Receiver<Command>,
     mut shutdown: broadcast::Receiver<()>,
-) -> Result<(PeerId, tokio::task::JoinHandle<()>, crate::validators::Drain), NetworkError> {
+) -> Result<Spawned, NetworkError> {
     let network = parts.registry.read().unwrap_or_else(|e| e.into_inner()).network();
     let mut swarm = build_swarm(&parts, network)?;
     for addr in &parts.listen {
@@ -496,7 +497,7 @@ pub(crate) fn spawn(
         sink,
     )
     .map_err(NetworkError::Build)?;
-    let _ = parts.outbox.set(push.publisher());
+    let publisher = push.publisher();
     let session = SessionContext {
         commands: parts.commands.clone(),
         writer: parts.writer.clone(),
@@ -551,7 +552,7 @@ pub(crate) fn spawn(
         }
         .instrument(span),
     );
-    Ok((local, handle, validation))
+    Ok((local, handle, validation, publisher))
 }
 
 /// The last 8 characters of a peer id, for logs.
@@ -637,8 +638,6 @@ impl EventLoop {
 
     fn handle_command(&mut self, command: Command) {
         match command {
-            // Sent at once, or kept by the tree until a peer is linked.
-            Command::Gossip(bytes) => self.push.publish(Arc::from(bytes)),
             Command::GossipRegistry(bytes) => {
                 // Peers that miss it get it by sync, registry first.
                 if let Err(e) = self

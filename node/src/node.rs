@@ -397,22 +397,6 @@ impl Node {
             network: commands.clone(),
         })
         .map_err(|e| StartError::Resources(format!("store indexer thread: {e}")))?;
-        let outbox = network::Outbox::default();
-        let writer_thread = {
-            let w = Writer {
-                outbox: Arc::clone(&outbox),
-                store: store.clone(),
-                signing_key: settings.signing_key,
-                member,
-                events: events.clone(),
-                network: commands.clone(),
-                indexer: indexer.clone(),
-            };
-            std::thread::Builder::new()
-                .name("herald-store-writer".into())
-                .spawn(move || w.run(writer_rx))
-                .map_err(|e| StartError::Resources(format!("store writer thread: {e}")))?
-        };
         let parts = NetworkParts {
             node_key: settings.node_key,
             listen: settings.listen,
@@ -427,9 +411,26 @@ impl Node {
             own_key,
             commands: commands.clone(),
             chain_check: chain_check.clone(),
-            outbox,
         };
-        let (local, network_task, validation) = network::spawn(parts, command_rx, shutdown.subscribe())?;
+        let (local, network_task, validation, publisher) =
+            network::spawn(parts, command_rx, shutdown.subscribe())?;
+        // After the network: what the writer makes durable goes straight to
+        // the tree. (Requests sent meanwhile wait in its channel.)
+        let writer_thread = {
+            let w = Writer {
+                publisher,
+                store: store.clone(),
+                signing_key: settings.signing_key,
+                member,
+                events: events.clone(),
+                network: commands.clone(),
+                indexer: indexer.clone(),
+            };
+            std::thread::Builder::new()
+                .name("herald-store-writer".into())
+                .spawn(move || w.run(writer_rx))
+                .map_err(|e| StartError::Resources(format!("store writer thread: {e}")))?
+        };
         debug_assert_eq!(local, peer_id);
         tracing::info!(peer = %local, member = %member.fmt_short(), "node started");
         Ok(Node {

@@ -52,8 +52,8 @@ pub(crate) struct Writer {
     pub(crate) member: MemberId,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     pub(crate) network: mpsc::Sender<Command>,
-    /// The tree, once it runs: own bulletins go to it directly.
-    pub(crate) outbox: crate::network::Outbox,
+    /// The tree: bulletins to send on go to it directly.
+    pub(crate) publisher: crate::push::Publisher,
     /// Told when own bulletins are staged, to fold them.
     pub(crate) indexer: std::sync::mpsc::SyncSender<crate::indexer::Signal>,
 }
@@ -172,19 +172,10 @@ impl Writer {
         origins.clear();
     }
 
-    /// Sends a stored bulletin on: straight to the tree (which keeps it while
-    /// no peer is linked), or through the network's loop until the tree runs.
+    /// Sends a bulletin held durably on to the tree, which keeps it while no
+    /// peer is linked.
     fn gossip(&self, bulletin: &SignedBulletin) {
-        let bytes = bulletin.to_bytes();
-        match self.outbox.get() {
-            Some(publisher) => publisher.publish(std::sync::Arc::from(bytes)),
-            // Not waited for: the writer never blocks on the loop.
-            None => {
-                if self.network.try_send(Command::Gossip(bytes)).is_err() {
-                    tracing::warn!("network busy or stopped; the bulletin is stored and will travel by sync");
-                }
-            }
-        }
+        self.publisher.publish(std::sync::Arc::from(bulletin.to_bytes()));
     }
 
     /// Numbers, signs and journals the node's own drafts as one group (one
