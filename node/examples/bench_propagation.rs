@@ -729,6 +729,106 @@ fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(3600)
 }
 
+/// What every child's loop shares: the coordinator's orders, the publication
+/// schedule, the records, and when to report ready.
+struct Driver {
+    index: usize,
+    nodes: usize,
+    degree: Option<usize>,
+    ready_sent: bool,
+    schedule: Option<Schedule>,
+    records: Records,
+}
+
+/// The driver's timers for one turn of a child's loop.
+struct Timers {
+    /// The next publication, if one is left.
+    next: Option<u64>,
+    publish_at: tokio::time::Instant,
+    /// When the measured window starts, while it has not.
+    start_at: Option<tokio::time::Instant>,
+    /// When the run ends, once started.
+    end_at: Option<tokio::time::Instant>,
+}
+
+impl Timers {
+    fn start_at(&self) -> tokio::time::Instant {
+        self.start_at.unwrap_or_else(far_future)
+    }
+
+    fn end_at(&self) -> tokio::time::Instant {
+        self.end_at.unwrap_or_else(far_future)
+    }
+}
+
+impl Driver {
+    fn new(args: &ChildArgs) -> Self {
+        Driver {
+            index: args.index,
+            nodes: args.nodes,
+            degree: None,
+            ready_sent: false,
+            schedule: None,
+            records: Records::default(),
+        }
+    }
+
+    fn timers(&self) -> Timers {
+        let next = self.schedule.as_ref().and_then(Schedule::next);
+        Timers {
+            next: next.map(|(k, _)| k),
+            publish_at: next.map_or_else(far_future, |(_, at)| at),
+            start_at: self
+                .schedule
+                .as_ref()
+                .filter(|_| self.records.cpu_start.is_none())
+                .map(|s| s.start),
+            end_at: self.schedule.as_ref().map(|s| s.end),
+        }
+    }
+
+    /// Takes an order from the coordinator; returns the addresses to dial.
+    fn order(&mut self, order: Option<Order>) -> Result<Vec<Multiaddr>> {
+        match order {
+            Some(Order::Dial { addrs, degree }) => {
+                self.degree = Some(degree);
+                addrs.iter().map(|a| Ok(a.parse::<Multiaddr>()?)).collect()
+            }
+            Some(Order::Start {
+                t0,
+                interval,
+                messages,
+                end,
+            }) => {
+                self.records.cpu_order = cpu_snapshot();
+                self.schedule = Some(Schedule::new(self.index, self.nodes, t0, interval, messages, end));
+                Ok(Vec::new())
+            }
+            None => bail!("orders closed"),
+        }
+    }
+
+    /// Moves past the publication now due.
+    fn published(&mut self) {
+        if let Some(s) = self.schedule.as_mut() {
+            s.next += s.step;
+        }
+    }
+
+    /// The measured window starts.
+    fn window_started(&mut self) {
+        self.records.cpu_start = Some(cpu_snapshot());
+    }
+
+    /// Reports ready once the node has as many peers as it dialled and was dialled by.
+    fn ready_when(&mut self, linked: usize) {
+        if !self.ready_sent && self.degree.is_some_and(|d| linked >= d) {
+            emit(&Report::Ready);
+            self.ready_sent = true;
+        }
+    }
+}
+
 fn child(args: &ChildArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -804,20 +904,14 @@ async fn child_herald(args: &ChildArgs) -> Result<()> {
     let peer_id = node.peer_id();
 
     let mut subscribed = HashSet::new();
-    let mut degree: Option<usize> = None;
-    let mut ready_sent = false;
     let mut listen_sent = false;
-    let mut schedule: Option<Schedule> = None;
-    let mut records = Records::default();
+    let mut driver = Driver::new(args);
     let mut publishing = FuturesUnordered::new();
     // Ask for the listen address until the listener is up.
     let mut poll_listen = tokio::time::interval(Duration::from_millis(20));
 
     loop {
-        let next_publish = schedule.as_ref().and_then(Schedule::next);
-        let publish_at = next_publish.map_or_else(far_future, |(_, at)| at);
-        let end_at = schedule.as_ref().map_or_else(far_future, |s| s.end);
-        let start_at = schedule.as_ref().map_or_else(far_future, |s| s.start);
+        let t = driver.timers();
         tokio::select! {
             event = events.recv() => match event {
                 Ok(NodeEvent::BulletinReceived { bulletin, held_at, .. }) => {
@@ -828,15 +922,15 @@ async fn child_herald(args: &ChildArgs) -> Result<()> {
                         .duration_since(UNIX_EPOCH)
                         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
                     match decode_payload(&bulletin.body().payload.bytes) {
-                        Some((sent, k)) => records.lines.push(Report::Recv { k, sent, recv }),
-                        None => records.lagged += 1,
+                        Some((sent, k)) => driver.records.lines.push(Report::Recv { k, sent, recv }),
+                        None => driver.records.lagged += 1,
                     }
                 }
                 Ok(NodeEvent::PeerSubscribed(peer)) => {
                     subscribed.insert(peer);
                 }
                 Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => records.lagged += n,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => driver.records.lagged += n,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => bail!("node stopped"),
             },
             _ = poll_listen.tick(), if !listen_sent => {
@@ -845,49 +939,32 @@ async fn child_herald(args: &ChildArgs) -> Result<()> {
                     listen_sent = true;
                 }
             }
-            order = orders.recv() => match order {
-                Some(Order::Dial { addrs, degree: d }) => {
-                    for a in addrs {
-                        node.dial(a.parse()?).await;
-                    }
-                    degree = Some(d);
-                }
-                Some(Order::Start { t0, interval, messages, end }) => {
-                    records.cpu_order = cpu_snapshot();
-                    schedule = Some(Schedule::new(args.index, args.nodes, t0, interval, messages, end));
-                }
-                None => bail!("orders closed"),
+            order = orders.recv() => for a in driver.order(order)? {
+                node.dial(a).await;
             },
             Some((k, sent, result)) = publishing.next(), if !publishing.is_empty() => {
                 let acked = now_us();
                 let result: Result<_, herald_node::PublishError> = result;
                 result.map_err(|e| anyhow!("publish {k}: {e}"))?;
-                records.lines.push(Report::Pub { k, sent, acked });
+                driver.records.lines.push(Report::Pub { k, sent, acked });
             }
-            () = tokio::time::sleep_until(publish_at), if next_publish.is_some() => {
-                let (k, _) = next_publish.expect("checked");
-                if let Some(s) = schedule.as_mut() {
-                    s.next += s.step;
-                }
+            () = tokio::time::sleep_until(t.publish_at), if t.next.is_some() => {
+                let k = t.next.expect("checked");
+                driver.published();
                 let sent = now_us();
                 let draft = herald_draft(k, args.index, sent);
                 let node = &node;
                 publishing.push(async move { (k, sent, node.publish(draft).await) });
             }
-            () = tokio::time::sleep_until(start_at), if schedule.is_some() && records.cpu_start.is_none() => {
-                records.cpu_start = Some(cpu_snapshot());
-            }
-            () = tokio::time::sleep_until(end_at), if schedule.is_some() => {
+            () = tokio::time::sleep_until(t.start_at()), if t.start_at.is_some() => driver.window_started(),
+            () = tokio::time::sleep_until(t.end_at()), if t.end_at.is_some() => {
                 if std::env::var_os("TREE_STATS").is_some() {
                     eprintln!("herald tree {}: {:?}", args.index, node.network_status().await.tree);
                 }
-                records.print_and_exit(node.connected_peers().await.len());
+                driver.records.print_and_exit(node.connected_peers().await.len());
             }
         }
-        if !ready_sent && degree.is_some_and(|d| subscribed.len() >= d) {
-            emit(&Report::Ready);
-            ready_sent = true;
-        }
+        driver.ready_when(subscribed.len());
     }
 }
 
@@ -1192,26 +1269,20 @@ async fn child_gossipsub(args: &ChildArgs) -> Result<()> {
     let own_app_key = app_key(args.seed, args.index);
 
     let mut subscribed = HashSet::new();
-    let mut degree: Option<usize> = None;
-    let mut ready_sent = false;
-    let mut schedule: Option<Schedule> = None;
-    let mut records = Records::default();
+    let mut driver = Driver::new(args);
 
     loop {
-        let next_publish = schedule.as_ref().and_then(Schedule::next);
-        let publish_at = next_publish.map_or_else(far_future, |(_, at)| at);
-        let end_at = schedule.as_ref().map_or_else(far_future, |s| s.end);
-        let start_at = schedule.as_ref().map_or_else(far_future, |s| s.start);
+        let t = driver.timers();
         tokio::select! {
             Some((message_id, source, verdict)) = verdicts.recv() => {
                 let writer = appval.as_ref().and_then(|v| v.writer.as_ref());
-                settle(&mut swarm, &mut records, writer, &message_id, &source, verdict);
+                settle(&mut swarm, &mut driver.records, writer, &message_id, &source, verdict);
             }
             Some(w) = written.recv() => match w {
-                Written::Stored { k, sent } => records.lines.push(Report::Recv { k, sent, recv: now_us() }),
+                Written::Stored { k, sent } => driver.records.lines.push(Report::Recv { k, sent, recv: now_us() }),
                 Written::Published { k, sent, bytes } => {
                     swarm.behaviour_mut().publish(topic.clone(), bytes).map_err(|e| anyhow!("publish {k}: {e}"))?;
-                    records.lines.push(Report::Pub { k, sent, acked: now_us() });
+                    driver.records.lines.push(Report::Pub { k, sent, acked: now_us() });
                 }
             },
             event = swarm.select_next_some() => match event {
@@ -1219,19 +1290,19 @@ async fn child_gossipsub(args: &ChildArgs) -> Result<()> {
                     match (&appval, args.system) {
                         (Some(v), System::AppvalInline) => {
                             let verdict = v.validate_inline(&message.data);
-                            settle(&mut swarm, &mut records, None, &message_id, &propagation_source, verdict);
+                            settle(&mut swarm, &mut driver.records, None, &message_id, &propagation_source, verdict);
                         }
                         (Some(v), _) => v.validate_off_loop(propagation_source, message_id, message.data),
                         (None, System::GossipsubCheck) => match check_signed_payload(&message.data, &app_keys) {
                             // Received once the application has checked it.
-                            Ok((sent, k)) => records.lines.push(Report::Recv { k, sent, recv: now_us() }),
-                            Err(msg) => records.lines.push(Report::Error { msg }),
+                            Ok((sent, k)) => driver.records.lines.push(Report::Recv { k, sent, recv: now_us() }),
+                            Err(msg) => driver.records.lines.push(Report::Error { msg }),
                         },
                         (None, _) => {
                             let recv = now_us();
                             match decode_payload(&message.data) {
-                                Some((sent, k)) => records.lines.push(Report::Recv { k, sent, recv }),
-                                None => records.lagged += 1,
+                                Some((sent, k)) => driver.records.lines.push(Report::Recv { k, sent, recv }),
+                                None => driver.records.lagged += 1,
                             }
                         }
                     }
@@ -1244,24 +1315,12 @@ async fn child_gossipsub(args: &ChildArgs) -> Result<()> {
                 }
                 _ => {}
             },
-            order = orders.recv() => match order {
-                Some(Order::Dial { addrs, degree: d }) => {
-                    for a in addrs {
-                        swarm.dial(a.parse::<Multiaddr>()?)?;
-                    }
-                    degree = Some(d);
-                }
-                Some(Order::Start { t0, interval, messages, end }) => {
-                    records.cpu_order = cpu_snapshot();
-                    schedule = Some(Schedule::new(args.index, args.nodes, t0, interval, messages, end));
-                }
-                None => bail!("orders closed"),
+            order = orders.recv() => for a in driver.order(order)? {
+                swarm.dial(a)?;
             },
-            () = tokio::time::sleep_until(publish_at), if next_publish.is_some() => {
-                let (k, _) = next_publish.expect("checked");
-                if let Some(s) = schedule.as_mut() {
-                    s.next += s.step;
-                }
+            () = tokio::time::sleep_until(t.publish_at), if t.next.is_some() => {
+                let k = t.next.expect("checked");
+                driver.published();
                 let sent = now_us();
                 if let Some(w) = appval.as_ref().and_then(|v| v.writer.as_ref()) {
                     let body = Box::new(appval.as_ref().expect("checked").body(k, args.index, sent));
@@ -1274,19 +1333,14 @@ async fn child_gossipsub(args: &ChildArgs) -> Result<()> {
                     None => payload(k, args.index, sent),
                 };
                 swarm.behaviour_mut().publish(topic.clone(), data).map_err(|e| anyhow!("publish {k}: {e}"))?;
-                records.lines.push(Report::Pub { k, sent, acked: now_us() });
+                driver.records.lines.push(Report::Pub { k, sent, acked: now_us() });
             }
-            () = tokio::time::sleep_until(start_at), if schedule.is_some() && records.cpu_start.is_none() => {
-                records.cpu_start = Some(cpu_snapshot());
-            }
-            () = tokio::time::sleep_until(end_at), if schedule.is_some() => {
-                records.print_and_exit(swarm.connected_peers().count());
+            () = tokio::time::sleep_until(t.start_at()), if t.start_at.is_some() => driver.window_started(),
+            () = tokio::time::sleep_until(t.end_at()), if t.end_at.is_some() => {
+                driver.records.print_and_exit(swarm.connected_peers().count());
             }
         }
-        if !ready_sent && degree.is_some_and(|d| subscribed.len() >= d) {
-            emit(&Report::Ready);
-            ready_sent = true;
-        }
+        driver.ready_when(subscribed.len());
     }
 }
 
@@ -1342,28 +1396,22 @@ async fn child_tree(args: &ChildArgs) -> Result<()> {
     let own_app_key = app_key(args.seed, args.index);
 
     let mut linked = HashSet::new();
-    let mut degree: Option<usize> = None;
-    let mut ready_sent = false;
-    let mut schedule: Option<Schedule> = None;
-    let mut records = Records::default();
+    let mut driver = Driver::new(args);
 
     loop {
-        let next_publish = schedule.as_ref().and_then(Schedule::next);
-        let publish_at = next_publish.map_or_else(far_future, |(_, at)| at);
-        let end_at = schedule.as_ref().map_or_else(far_future, |s| s.end);
-        let start_at = schedule.as_ref().map_or_else(far_future, |s| s.start);
+        let t = driver.timers();
         tokio::select! {
             Some((from, id, data, forwarder)) = new_messages.recv() => match check_signed_payload(&data, &app_keys) {
                 Ok((sent, k)) => {
-                    records.lines.push(Report::Recv { k, sent, recv: now_us() });
+                    driver.records.lines.push(Report::Recv { k, sent, recv: now_us() });
                     forwarder.accept(from, id, data);
                 }
                 Err(msg) => {
                     forwarder.drop_message(id);
-                    records.lines.push(Report::Error { msg });
+                    driver.records.lines.push(Report::Error { msg });
                 }
             },
-            Some(PushEvent::Malformed { reason, .. }) = pushed.recv() => records.lines.push(Report::Error { msg: reason }),
+            Some(PushEvent::Malformed { reason, .. }) = pushed.recv() => driver.records.lines.push(Report::Error { msg: reason }),
             event = swarm.select_next_some() => match event {
                 SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                     push.add_peer(peer_id);
@@ -1378,24 +1426,12 @@ async fn child_tree(args: &ChildArgs) -> Result<()> {
                 }
                 _ => {}
             },
-            order = orders.recv() => match order {
-                Some(Order::Dial { addrs, degree: d }) => {
-                    for a in addrs {
-                        swarm.dial(a.parse::<Multiaddr>()?)?;
-                    }
-                    degree = Some(d);
-                }
-                Some(Order::Start { t0, interval, messages, end }) => {
-                    records.cpu_order = cpu_snapshot();
-                    schedule = Some(Schedule::new(args.index, args.nodes, t0, interval, messages, end));
-                }
-                None => bail!("orders closed"),
+            order = orders.recv() => for a in driver.order(order)? {
+                swarm.dial(a)?;
             },
-            () = tokio::time::sleep_until(publish_at), if next_publish.is_some() => {
-                let (k, _) = next_publish.expect("checked");
-                if let Some(s) = schedule.as_mut() {
-                    s.next += s.step;
-                }
+            () = tokio::time::sleep_until(t.publish_at), if t.next.is_some() => {
+                let k = t.next.expect("checked");
+                driver.published();
                 let sent = now_us();
                 let data = signed_payload(&own_app_key, k, args.index, sent);
                 let linked = push.stats();
@@ -1403,22 +1439,17 @@ async fn child_tree(args: &ChildArgs) -> Result<()> {
                     bail!("publish {k}: no peer linked");
                 }
                 push.publish(Arc::from(data));
-                records.lines.push(Report::Pub { k, sent, acked: now_us() });
+                driver.records.lines.push(Report::Pub { k, sent, acked: now_us() });
             }
-            () = tokio::time::sleep_until(start_at), if schedule.is_some() && records.cpu_start.is_none() => {
-                records.cpu_start = Some(cpu_snapshot());
-            }
-            () = tokio::time::sleep_until(end_at), if schedule.is_some() => {
+            () = tokio::time::sleep_until(t.start_at()), if t.start_at.is_some() => driver.window_started(),
+            () = tokio::time::sleep_until(t.end_at()), if t.end_at.is_some() => {
                 if std::env::var_os("TREE_STATS").is_some() {
                     eprintln!("tree {}: {:?}", args.index, push.stats());
                 }
-                records.print_and_exit(swarm.connected_peers().count());
+                driver.records.print_and_exit(swarm.connected_peers().count());
             }
         }
-        if !ready_sent && degree.is_some_and(|d| linked.len() >= d) {
-            emit(&Report::Ready);
-            ready_sent = true;
-        }
+        driver.ready_when(linked.len());
     }
 }
 
