@@ -182,6 +182,41 @@ struct Inner {
 }
 
 impl Inner {
+    fn new(config: TreeConfig) -> Self {
+        Inner {
+            tree: Tree::new(config),
+            links: HashMap::new(),
+            next_generation: 0,
+            dropped_frames: 0,
+            unchecked: 0,
+            reading: HashMap::new(),
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            skipped_control: 0,
+        }
+    }
+
+    /// Links a peer: its queue, and its place in the tree; sends it what
+    /// waits. Returns the link's generation and the queue's receiving end,
+    /// for its writer.
+    fn link(&mut self, peer: PeerId) -> (u64, Queue) {
+        let (queue, frames) = mpsc::channel(LINK_QUEUE);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.links.insert(
+            peer,
+            Link {
+                queue,
+                queued: Arc::clone(&queued),
+                generation,
+            },
+        );
+        self.tree.peer_up(peer);
+        self.send_pending();
+        (generation, Queue { frames, queued })
+    }
+
     /// Sends the node's own message, after those still waiting; keeps it
     /// while no peer is linked.
     fn publish(&mut self, id: MessageId, data: Arc<[u8]>) {
@@ -304,17 +339,7 @@ impl Push {
         sink: Sink,
     ) -> Result<(Push, mpsc::Receiver<PushEvent>), String> {
         let (events_tx, events) = mpsc::channel(64);
-        let inner = Arc::new(Mutex::new(Inner {
-            tree: Tree::new(config),
-            links: HashMap::new(),
-            next_generation: 0,
-            dropped_frames: 0,
-            unchecked: 0,
-            reading: HashMap::new(),
-            pending: VecDeque::new(),
-            pending_bytes: 0,
-            skipped_control: 0,
-        }));
+        let inner = Arc::new(Mutex::new(Inner::new(config)));
         let mut incoming = control
             .accept(protocol.clone())
             .map_err(|_| format!("the stream protocol {protocol} is already in use"))?;
@@ -356,27 +381,14 @@ impl Push {
         if inner.links.contains_key(&peer) {
             return;
         }
-        let (queue, frames) = mpsc::channel(LINK_QUEUE);
-        let queued = Arc::new(AtomicUsize::new(0));
-        let generation = inner.next_generation;
-        inner.next_generation += 1;
-        inner.links.insert(
-            peer,
-            Link {
-                queue,
-                queued: Arc::clone(&queued),
-                generation,
-            },
-        );
-        inner.tree.peer_up(peer);
-        inner.send_pending();
+        let (generation, queue) = inner.link(peer);
         let writer = write_loop(
             Arc::downgrade(&self.inner),
             self.control.clone(),
             self.protocol.clone(),
             peer,
             generation,
-            Queue { frames, queued },
+            queue,
         );
         tokio::spawn(until_closed(writer, self.closed.subscribe()));
     }
@@ -876,6 +888,91 @@ mod tests {
         let later = half + Duration::from_secs(3600);
         assert!(!budget.take(burst + 1, later));
         assert!(budget.take(burst, later));
+    }
+
+    /// Takes what a link's writer would, now.
+    fn drain(queue: &mut Queue) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        while let Ok(frame) = queue.frames.try_recv() {
+            queue.took(&frame);
+            frames.push(frame);
+        }
+        frames
+    }
+
+    fn own(inner: &mut Inner, data: Vec<u8>) {
+        let data: Arc<[u8]> = Arc::from(data);
+        inner.publish(message_id(&data), data);
+    }
+
+    #[test]
+    fn a_links_queue_is_bounded_in_bytes() {
+        let mut inner = Inner::new(TreeConfig::default());
+        let (_, mut queue) = inner.link(PeerId::random());
+        // Frames of 1 MiB on the wire: eight fill the queue's bytes.
+        let size = 1024 * 1024 - 5;
+        for n in 0..10u8 {
+            own(&mut inner, vec![n; size]);
+        }
+        assert_eq!(inner.dropped_frames, 2);
+        assert_eq!(queue.queued.load(Ordering::Relaxed), LINK_QUEUE_BYTES);
+        let sent = drain(&mut queue);
+        assert_eq!(sent.len(), 8);
+        assert_eq!(
+            queue.queued.load(Ordering::Relaxed),
+            0,
+            "what the writer took is counted out"
+        );
+        own(&mut inner, vec![10; size]);
+        assert_eq!(drain(&mut queue).len(), 1);
+        assert_eq!(inner.dropped_frames, 2);
+    }
+
+    #[test]
+    fn own_messages_kept_while_alone_go_out_in_order_while_some_link_has_room() {
+        let mut inner = Inner::new(TreeConfig::default());
+        let all = 600u32;
+        for n in 0..all {
+            own(&mut inner, n.to_le_bytes().to_vec());
+        }
+        assert_eq!(inner.pending.len(), all as usize);
+        let (_, mut stalled) = inner.link(PeerId::random());
+        // Linked: one batch at once.
+        assert_eq!(inner.pending.len(), all as usize - PENDING_BATCH);
+        // The next goes to the end of the queue, not ahead of those waiting.
+        own(&mut inner, all.to_le_bytes().to_vec());
+        assert_eq!(inner.pending.len(), all as usize + 1 - 2 * PENDING_BATCH);
+        // A link more than half full holds the rest back while it is the only one.
+        inner.send_pending();
+        let held_back = LINK_QUEUE / 2 + 1;
+        assert_eq!(stalled.frames.len(), held_back);
+        inner.send_pending();
+        assert_eq!(stalled.frames.len(), held_back);
+        // A second link with room lets the rest go, to both (the first still
+        // has room for them in its queue).
+        let (_, open) = inner.link(PeerId::random());
+        assert!(inner.pending.is_empty());
+        let numbers = |queue: &mut Queue| -> Vec<u32> {
+            drain(queue)
+                .into_iter()
+                .map(|f| match f {
+                    Frame::Push(d) => u32::from_le_bytes([d[0], d[1], d[2], d[3]]),
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        let mut open = open;
+        assert_eq!(
+            numbers(&mut stalled),
+            (0..=all).collect::<Vec<_>>(),
+            "all of them, in order"
+        );
+        assert_eq!(
+            numbers(&mut open),
+            (held_back as u32..=all).collect::<Vec<_>>(),
+            "the rest, in order"
+        );
+        assert_eq!(inner.pending_bytes, 0);
     }
 
     #[tokio::test]
