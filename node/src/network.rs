@@ -380,8 +380,8 @@ pub(crate) enum Command {
 pub struct NetworkStatus {
     /// Connected peers.
     pub connected: Vec<String>,
-    /// Own bulletins stored but not yet sent (no peer linked yet, or the
-    /// links' queues full).
+    /// Own bulletins stored but not yet sent (no peer linked yet, or every
+    /// link's queue more than half full).
     pub pending_gossip: usize,
     /// Catch-up sessions running.
     pub syncing: usize,

@@ -426,10 +426,20 @@ impl Node {
                 network: commands.clone(),
                 indexer: indexer.clone(),
             };
-            std::thread::Builder::new()
+            match std::thread::Builder::new()
                 .name("herald-store-writer".into())
                 .spawn(move || w.run(writer_rx))
-                .map_err(|e| StartError::Resources(format!("store writer thread: {e}")))?
+            {
+                Ok(thread) => thread,
+                Err(e) => {
+                    // The network runs already: stop it and wait, so that a
+                    // start tried again finds its ports and store free.
+                    let _ = shutdown.send(());
+                    let _ = network_task.await;
+                    validation.wait().await;
+                    return Err(StartError::Resources(format!("store writer thread: {e}")));
+                }
+            }
         };
         debug_assert_eq!(local, peer_id);
         tracing::info!(peer = %local, member = %member.fmt_short(), "node started");

@@ -52,9 +52,11 @@ const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
 const CONTROL_IDS_BURST: f64 = 16_384.0;
 const CONTROL_IDS_PER_SECOND: f64 = 16_384.0;
 
-/// Own messages sent from the queue of those kept while no peer was linked,
-/// at most, at each tick (and when a peer is linked); the rest wait while
-/// every link's queue is more than half full.
+/// Messages sent from the queue of those kept while no peer was linked, at
+/// most, at each tick of the tree (100 ms), when a peer is linked, and with
+/// each new one; the rest wait while every link's queue is more than half
+/// full. The queue holds the node's own bulletins and fresh ones it took in
+/// by sync or from a bundle, in the order they came.
 const PENDING_BATCH: usize = 256;
 
 /// Bytes gathered into one write at most.

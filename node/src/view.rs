@@ -130,7 +130,8 @@ pub struct StatusView {
     pub listen: Vec<String>,
     /// (key, seq) pairs with more than one body held.
     pub equivocations: usize,
-    /// Own bulletins stored but not yet gossiped (no peer reachable yet).
+    /// Own bulletins stored but not yet sent (no peer linked yet, or every
+    /// link's queue more than half full).
     pub pending_gossip: usize,
     /// Catch-up sessions running.
     pub syncing: usize,

@@ -1380,6 +1380,11 @@ async fn a_long_queue_kept_while_alone_goes_out_in_batches() {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // Every bulletin taken from the queue went into the link's queue. (B may have got them
+        // first by its catch-up: this test does not tell which; push.rs's unit tests check the
+        // batches and their order.)
+        let tree = a.node.network_status().await.tree;
+        assert_eq!(tree.frames_dropped, 0, "{tree:?}");
         stop_all(vec![a, b]).await;
     })
     .await;
