@@ -482,7 +482,6 @@ pub(crate) fn spawn(
                 source,
                 data,
                 carrier: Carrier::Push(id, forwarder),
-                is_registry: false,
             };
             validators.submit(job).is_ok()
         })
@@ -906,7 +905,6 @@ impl EventLoop {
             source,
             carrier: Carrier::Gossip(message_id),
             data: Arc::from(data),
-            is_registry: true,
         };
         let Err(job) = self.validators.submit(job) else {
             return;
@@ -932,9 +930,9 @@ impl EventLoop {
             Verdict::Duplicate | Verdict::Behind => gossipsub::MessageAcceptance::Ignore,
             Verdict::Reject(_) => gossipsub::MessageAcceptance::Reject,
         };
-        // A bulletin staged by its check is held from then on (the tree's
-        // have been forwarded by the check already): subscribers are told
-        // when, and before a registry update's forward.
+        // A bulletin staged by its check is held from then on (one from the
+        // tree was forwarded by its check already): subscribers are told when,
+        // and before a registry update's forward.
         let verdict = match v.verdict {
             Verdict::Accept(bulletin, member) if v.staged.is_some() => {
                 let _ = self.events.send(NodeEvent::BulletinReceived {

@@ -104,6 +104,12 @@ impl std::fmt::Debug for Forwarder {
 }
 
 impl Forwarder {
+    /// A handle tied to no tree: its reports go nowhere.
+    #[cfg(test)]
+    pub(crate) fn detached() -> Forwarder {
+        Forwarder { inner: Weak::new() }
+    }
+
     /// The node accepted the message from `from`: forward it.
     pub fn accept(&self, from: PeerId, id: MessageId, data: Arc<[u8]>) {
         if let Some(inner) = self.inner.upgrade() {

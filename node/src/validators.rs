@@ -51,7 +51,13 @@ pub(crate) struct Job {
     pub(crate) carrier: Carrier,
     /// Shared with the tree, which forwards these same bytes.
     pub(crate) data: Arc<[u8]>,
-    pub(crate) is_registry: bool,
+}
+
+impl Job {
+    /// Registry updates come by gossipsub, bulletins by the tree.
+    pub(crate) fn is_registry(&self) -> bool {
+        matches!(self.carrier, Carrier::Gossip(_))
+    }
 }
 
 /// A verdict on its way back to the loop.
@@ -131,7 +137,7 @@ impl Validators {
             return Err(Box::new(job));
         };
         let context = Arc::clone(&self.context);
-        if job.is_registry {
+        if job.is_registry() {
             let Ok(registry_permit) = Arc::clone(&self.registry_slots).try_acquire_owned() else {
                 return Err(Box::new(job));
             };
@@ -160,7 +166,7 @@ fn run(context: &Context, job: Job) -> Validated {
         check_and_stage(
             job.source,
             &job.data,
-            job.is_registry,
+            job.is_registry(),
             &context.registry,
             &context.store,
             context.own_key,
@@ -282,9 +288,8 @@ mod tests {
     fn job(data: Vec<u8>, n: u8) -> Job {
         Job {
             source: PeerId::random(),
-            carrier: Carrier::Gossip(gossipsub::MessageId::from(vec![n])),
+            carrier: Carrier::Push([n; 32], crate::push::Forwarder::detached()),
             data: Arc::from(data),
-            is_registry: false,
         }
     }
 
@@ -301,7 +306,7 @@ mod tests {
         let good = bulletin();
         f.validators.submit(job(good.clone(), 1)).unwrap();
         let v = next(&mut f).await;
-        assert!(matches!(v.carrier, Carrier::Gossip(id) if id == gossipsub::MessageId::from(vec![1])));
+        assert!(matches!(v.carrier, Carrier::Push(id, _) if id == [1; 32]));
         assert!(matches!(v.verdict, Verdict::Accept(..)));
         assert_eq!(v.staged, Some(true), "first staged since the last fold");
         assert_eq!(f.store.staged_count(), 1);
@@ -335,7 +340,7 @@ mod tests {
         // The genesis again: it decodes, then waits for the write lock, and is
         // a duplicate.
         let registry = |f: &Fixture, n: u8| Job {
-            is_registry: true,
+            carrier: Carrier::Gossip(gossipsub::MessageId::from(vec![n])),
             ..job(f.genesis.clone(), n)
         };
         // Held back by this read lock, the registry checks below keep their
@@ -348,7 +353,7 @@ mod tests {
         f.validators.submit(job(vec![1], 100)).unwrap();
         // ...but another registry update does not, until a check is done.
         let back = f.validators.submit(registry(&f, 99)).unwrap_err();
-        assert!(back.is_registry);
+        assert!(back.is_registry());
         drop(reading);
         let mut duplicates = 0;
         for _ in 0..=MAX_REGISTRY_IN_FLIGHT {
@@ -363,7 +368,7 @@ mod tests {
         // Slots free again: garbage on the registry topic is rejected.
         f.validators
             .submit(Job {
-                is_registry: true,
+                carrier: Carrier::Gossip(gossipsub::MessageId::from(vec![98])),
                 ..job(vec![0xee; 40], 98)
             })
             .unwrap();
