@@ -266,7 +266,18 @@ impl Inner {
         }
     }
 
-    fn dispatch(&mut self, sends: Sends<PeerId>) {
+    /// Answers a peer's graft; answers its queue had no room for cost it
+    /// nothing of its allowance.
+    fn graft(&mut self, peer: PeerId, ids: &[MessageId], now: Instant) {
+        let sends = self.tree.receive_graft(peer, ids, now);
+        let dropped = self.dispatch(sends);
+        self.tree.refund_graft(peer, dropped);
+    }
+
+    /// Queues each frame for its peer. Returns the bytes of the messages
+    /// dropped for want of room.
+    fn dispatch(&mut self, sends: Sends<PeerId>) -> usize {
+        let mut dropped = 0;
         for (peer, frame) in sends {
             let Some(link) = self.links.get(&peer) else {
                 continue;
@@ -274,12 +285,21 @@ impl Inner {
             let size = wire_len(&frame);
             // Counted before the writer can take it, and given back if it is not queued.
             let before = link.queued.fetch_add(size, Ordering::Relaxed);
-            if before + size > LINK_QUEUE_BYTES || link.queue.try_send(frame).is_err() {
+            let refused = if before + size > LINK_QUEUE_BYTES {
+                Some(frame)
+            } else {
+                link.queue.try_send(frame).err().map(|e| e.into_inner())
+            };
+            if let Some(frame) = refused {
                 link.queued.fetch_sub(size, Ordering::Relaxed);
                 self.dropped_frames += 1;
+                if let Frame::Push(data) = frame {
+                    dropped += data.len();
+                }
                 tracing::debug!(peer = %crate::network::short_peer(&peer), "push queue full: frame dropped");
             }
         }
+        dropped
     }
 }
 
@@ -655,11 +675,7 @@ async fn read_loop(
             }
             Frame::IHave(ids) => lock(&inner).tree.receive_ihave(peer, &ids, now),
             Frame::Prune => lock(&inner).tree.receive_prune(peer),
-            Frame::Graft(ids) => {
-                let mut inner = lock(&inner);
-                let sends = inner.tree.receive_graft(peer, &ids, now);
-                inner.dispatch(sends);
-            }
+            Frame::Graft(ids) => lock(&inner).graft(peer, &ids, now),
         }
     }
 }
@@ -934,6 +950,38 @@ mod tests {
         own(&mut inner, vec![10; size]);
         assert_eq!(drain(&mut queue).len(), 1);
         assert_eq!(inner.dropped_frames, 2);
+    }
+
+    #[test]
+    fn graft_answers_dropped_for_want_of_room_cost_no_allowance() {
+        let mut inner = Inner::new(TreeConfig::default());
+        let peer = PeerId::random();
+        let (_, mut queue) = inner.link(peer);
+        // Messages of 1 MiB on the wire: the allowance (8 MiB) pays for eight
+        // answers, and eight fill the queue's bytes.
+        let size = 1024 * 1024 - 5;
+        let mut ids = Vec::new();
+        for n in 0..12u8 {
+            let data: Arc<[u8]> = Arc::from(vec![n; size]);
+            ids.push(message_id(&data));
+            inner.publish(message_id(&data), data);
+            drain(&mut queue);
+        }
+        let now = Instant::now();
+        inner.graft(peer, &ids[..4], now);
+        assert_eq!(drain(&mut queue).len(), 4, "half the allowance spent");
+        // The queue fills with other messages: the next answers find no room.
+        for n in 12..20u8 {
+            own(&mut inner, vec![n; size]);
+        }
+        inner.graft(peer, &ids[4..8], now);
+        assert_eq!(inner.dropped_frames, 4);
+        assert_eq!(drain(&mut queue).len(), 8, "the other messages only");
+        // The dropped answers were paid back: the other half is still there.
+        inner.graft(peer, &ids[4..8], now);
+        assert_eq!(drain(&mut queue).len(), 4);
+        inner.graft(peer, &ids[8..12], now);
+        assert_eq!(drain(&mut queue).len(), 0, "the allowance is spent");
     }
 
     #[test]

@@ -505,6 +505,15 @@ impl<P: Copy + Eq + Hash + Ord + std::fmt::Debug> Tree<P> {
         sends
     }
 
+    /// Gives back to `peer`'s graft allowance the bytes of answers that were
+    /// not sent after all (its queue had no room): the allowance pays for
+    /// what reaches the peer.
+    pub fn refund_graft(&mut self, peer: P, bytes: usize) {
+        if let Some(allowance) = self.allowance.get_mut(&peer) {
+            allowance.bytes = (allowance.bytes + bytes as f64).min(GRAFT_BURST_BYTES as f64);
+        }
+    }
+
     /// Periodic work: announce ids to lazy peers, ask for messages heard of
     /// and not received, forget old ids.
     pub fn tick(&mut self, now: Instant) -> Sends<P> {
@@ -847,6 +856,28 @@ mod tests {
         );
         // Another peer has an allowance of its own.
         assert_eq!(t.receive_graft(1, &ids, later).len(), fits);
+    }
+
+    #[test]
+    fn graft_answers_not_sent_are_given_back_up_to_the_burst() {
+        let now = Instant::now();
+        let mut t = tree(&[1, 2]);
+        let size = 1024 * 1024;
+        let ids = many_ids(0, 10);
+        for (n, id) in ids.iter().enumerate() {
+            t.accept(*id, Arc::from(vec![n as u8; size]), Some(1), now);
+        }
+        let fits = GRAFT_BURST_BYTES / size;
+        assert_eq!(t.receive_graft(2, &ids, now).len(), fits);
+        // Two answers found no room in the peer's queue: they are paid back.
+        t.refund_graft(2, 2 * size);
+        assert_eq!(t.receive_graft(2, &ids, now).len(), 2);
+        // A refund never lifts the allowance above the burst.
+        t.refund_graft(2, 10 * GRAFT_BURST_BYTES);
+        assert_eq!(t.receive_graft(2, &ids, now).len(), fits);
+        // A peer that never grafted has nothing to be paid back.
+        t.refund_graft(1, size);
+        assert_eq!(t.receive_graft(1, &ids, now).len(), fits);
     }
 
     #[test]
