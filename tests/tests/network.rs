@@ -1,7 +1,7 @@
 //! End-to-end network tests: real nodes on loopback TCP in one process. A bulletin crossing a line
 //! of nodes; hostile input from members rejected at the first hop and never forwarded; a member
 //! that keeps sending invalid input disconnected; its gossip score below zero after one rejection; a
-//! non-member refused at the connection; a restart that keeps the store and continues the chain; a
+//! flood of tree announcements and grafts held to its bounds without an offence; a non-member refused at the connection; a restart that keeps the store and continues the chain; a
 //! node that lost its store numbering nothing before a peer gives its chain back; a ring whose
 //! links settle into a tree, which mends when a node on it stops.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -486,6 +486,94 @@ async fn malformed_tree_frames_count_against_their_sender() {
             })
             .await
             .expect("the third malformed frame bans its sender");
+        stop_all(nodes).await;
+    })
+    .await;
+}
+
+/// A member's node that floods `IHave` and `Graft` frames with ids of bulletins that do not exist
+/// is held to its bounds (docs/PROTOCOL.md, 11B): frames beyond its budget are skipped, and of the
+/// ids it announces the node follows its share alone. Floods are counted, not penalised (an honest
+/// burst can look the same): the sender stays connected, with no offence against it, and the node
+/// goes on taking its bulletins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_announcements_and_grafts_is_held_to_its_bounds() {
+    within(async {
+        /// Ids per frame, and ids from one stream at once (PROTOCOL 11B).
+        const PER_FRAME: usize = 1024;
+        const BUDGET: usize = 16_384;
+        /// Announced ids followed for one peer at most.
+        const SHARE: usize = 2048;
+        let registry = TestRegistry::new(2);
+        let nodes = start_line(&registry, 2).await.expect("start");
+        connect_line(&nodes).await.expect("connect");
+        let (a, b) = (&nodes[0], &nodes[1]);
+        let a_id = a.peer_id();
+        b.wait_subscribed(a_id, 0).await.expect("B links A");
+        let frame = |tag: u8, first: usize| {
+            let mut bytes = ((1 + PER_FRAME * 32) as u32).to_le_bytes().to_vec();
+            bytes.push(tag);
+            for n in first..first + PER_FRAME {
+                let mut id = [0xf1; 32];
+                id[..8].copy_from_slice(&(n as u64).to_le_bytes());
+                bytes.extend_from_slice(&id);
+            }
+            bytes
+        };
+        // 24 IHave frames and 8 Graft frames, twice the budget, on one stream.
+        let frames = 32;
+        let flood: Vec<u8> = (0..frames)
+            .flat_map(|f| frame(if f < 24 { 1 } else { 3 }, f * PER_FRAME))
+            .collect();
+        let before = b.node.network_status().await.tree;
+        a.node.inject_frames(flood).await;
+
+        // The first 16 frames (the budget, all IHave) are read: of their ids, those beyond A's
+        // share are not followed (each counted). Frames beyond the budget are skipped (each
+        // counted); the budget refills at 16,384 ids a second, so a slow read may let one or two
+        // more through, which adds to what is not followed or, for a Graft, asks nothing held.
+        let wanted = (BUDGET - SHARE) as u64 + 1;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let tree = loop {
+            let tree = b.node.network_status().await.tree;
+            let held = tree.held_back - before.held_back;
+            if held >= wanted {
+                break tree;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "B held back only {held} of the flood: {tree:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(
+            tree.grafted - before.grafted <= SHARE as u64,
+            "B followed more of A's announcements than its share: {tree:?}"
+        );
+
+        // No offence: A is still connected, in good standing, and its next bulletin is taken.
+        let score = b.node.peer_score(a_id).await;
+        assert!(
+            score.is_some_and(|s| s >= 0.0),
+            "B's score for A after the flood: {score:?}"
+        );
+        let bulletin = a
+            .node
+            .publish(sample_draft("after the flood"))
+            .await
+            .expect("publish");
+        b.wait_stored(bulletin.id())
+            .await
+            .expect("B still takes A's bulletins");
+        assert!(
+            b.node
+                .network_status()
+                .await
+                .connected
+                .iter()
+                .any(|p| p.contains(&a_id.to_string())),
+            "A stays connected to B"
+        );
         stop_all(nodes).await;
     })
     .await;
