@@ -569,14 +569,8 @@ async fn write_loop(
                             Err(_) => break,
                         }
                     }
-                    let written = async {
-                        stream.write_all(&buf).await?;
-                        stream.flush().await
-                    };
-                    match tokio::time::timeout(WRITE_TIMEOUT, written).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => break e.to_string(),
-                        Err(_) => break format!("a write took over {} s", WRITE_TIMEOUT.as_secs()),
+                    if let Err(reason) = write_batch(&mut stream, &buf, WRITE_TIMEOUT).await {
+                        break reason;
                     }
                 }
             }
@@ -588,6 +582,24 @@ async fn write_loop(
         if !linked() {
             return;
         }
+    }
+}
+
+/// Writes one batch of frames and flushes it, within `limit`; says why not.
+/// (The caller then drops the stream, closing it.)
+async fn write_batch<W: futures::AsyncWrite + Unpin>(
+    stream: &mut W,
+    buf: &[u8],
+    limit: Duration,
+) -> Result<(), String> {
+    let written = async {
+        stream.write_all(buf).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(limit, written).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("a write took over {} ms", limit.as_millis())),
     }
 }
 
@@ -849,7 +861,48 @@ mod tests {
         }
     }
 
+    impl futures::AsyncWrite for Stall {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Pending
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Pending
+        }
+
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
     const T: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn a_write_to_a_peer_that_stopped_reading_times_out() {
+        let mut frames = Vec::new();
+        encode(&Frame::Prune, &mut frames);
+        // A stream that takes the bytes: written.
+        let mut open = futures::io::Cursor::new(Vec::new());
+        assert_eq!(write_batch(&mut open, &frames, T).await, Ok(()));
+        assert_eq!(open.into_inner(), frames);
+        // A stream that takes nothing (the peer stopped reading and its window is full): the
+        // write gives up after its limit, with the reason.
+        let limit = Duration::from_millis(50);
+        match tokio::time::timeout(T, write_batch(&mut Stall, &frames, limit)).await {
+            Ok(Err(reason)) => assert_eq!(reason, "a write took over 50 ms"),
+            other => panic!("expected the write to time out, got {other:?}"),
+        }
+    }
 
     async fn read(bytes: Vec<u8>, max_message: usize) -> Result<Option<Frame>, ReadError> {
         read_frame(&mut futures::io::Cursor::new(bytes), max_message, T).await
