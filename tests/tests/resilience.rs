@@ -1,7 +1,8 @@
 //! Resilience end to end: a partition that heals, an outage caught up by sync, a gap in a chain
 //! filled at once, bundles carried between nodes that never meet (and damaged bundles refused),
-//! hostile sync peers, nodes in step settling in one round trip, publishing while alone, and an
-//! export that holds what gossip brought a moment ago.
+//! hostile sync peers, nodes in step settling in one round trip, publishing while alone, a node
+//! restarting again and again taken back on the tree, and an export that holds what gossip
+//! brought a moment ago.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
@@ -1385,6 +1386,44 @@ async fn a_long_queue_kept_while_alone_goes_out_in_batches() {
         // batches and their order.)
         let tree = a.node.network_status().await.tree;
         assert_eq!(tree.frames_dropped, 0, "{tree:?}");
+        stop_all(vec![a, b]).await;
+    })
+    .await;
+}
+
+/// A node that restarts again and again is taken back on the tree each time: the streams its
+/// earlier runs opened free their reading slots (two per peer) when their connections close, so
+/// the new run's bulletins come pushed by the tree, not by sync (which runs only on connecting
+/// here, before each bulletin is published).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_restarting_again_and_again_is_taken_back_on_the_tree() {
+    within(async {
+        let registry = TestRegistry::new(2).with_timing(fast_timing_with_sync_every(NEVER));
+        let b = TestNode::start(&registry, 1).await.expect("start B");
+        let mut a = TestNode::start(&registry, 0).await.expect("start A");
+        // More runs than a peer has reading slots.
+        for run in 0..4 {
+            let mark = b.events.len();
+            connect(&a, &b).await.expect("connect");
+            b.wait_subscribed(a.peer_id(), mark).await.expect("B links A");
+            let bulletin = a
+                .node
+                .publish(sample_draft(&format!("run {run}")))
+                .await
+                .expect("publish");
+            let origin = b.wait_stored(bulletin.id()).await.expect("B stores it");
+            assert_eq!(
+                origin,
+                Origin::Gossip(a.peer_id()),
+                "run {run}: pushed by the tree"
+            );
+            let mark = b.events.len();
+            let dir = a.stop().await;
+            b.wait_disconnected(registry.peer_id(0).unwrap(), mark)
+                .await
+                .expect("B sees A go");
+            a = TestNode::start_in(&registry, 0, dir).await.expect("restart A");
+        }
         stop_all(vec![a, b]).await;
     })
     .await;
