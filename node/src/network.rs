@@ -414,6 +414,18 @@ pub struct TreeStatus {
     /// may use (PROTOCOL.md, 11B). Growing fast, it points at a member's node
     /// that misbehaves.
     pub held_back: u64,
+    /// Of `held_back`: announced ids not followed (beyond the sender's share,
+    /// or the node's bound on ids awaited).
+    #[serde(default)]
+    pub announcements_ignored: u64,
+    /// Of `held_back`: held bulletins not sent in answer to grafts (beyond the
+    /// asker's allowance).
+    #[serde(default)]
+    pub graft_answers_refused: u64,
+    /// Of `held_back`: `IHave` and `Graft` frames skipped (beyond their
+    /// stream's budget).
+    #[serde(default)]
+    pub control_frames_skipped: u64,
 }
 
 /// The last finished catch-up session.
@@ -703,6 +715,9 @@ impl EventLoop {
                             held_back: stats.counts.ihaves_ignored
                                 + stats.counts.grafts_refused
                                 + stats.skipped_control,
+                            announcements_ignored: stats.counts.ihaves_ignored,
+                            graft_answers_refused: stats.counts.grafts_refused,
+                            control_frames_skipped: stats.skipped_control,
                         }
                     },
                 });

@@ -276,6 +276,14 @@ pub(crate) fn status(args: StatusArgs) -> Result<()> {
         s.tree.frames_dropped,
         s.tree.held_back
     );
+    if s.tree.held_back > 0 {
+        out!(
+            "             held back: {} announced ids not followed, {} graft answers not sent, {} announcement and graft frames skipped",
+            s.tree.announcements_ignored,
+            s.tree.graft_answers_refused,
+            s.tree.control_frames_skipped
+        );
+    }
     let sync = match &s.last_sync {
         None => "none yet".to_string(),
         Some(l) => format!(
