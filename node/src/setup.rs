@@ -74,6 +74,16 @@ pub enum SetupError {
     /// A configuration problem.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The member name cannot enter a registry.
+    #[error(
+        "--member {name:?}: {reason}; choose another name (the one the other members will know this member by)"
+    )]
+    BadMemberName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The directory already holds a node.
     #[error("{0} already holds a Herald node (config.toml exists); choose another directory")]
     AlreadyInitialised(PathBuf),
@@ -156,6 +166,12 @@ pub fn init_node_dir(dir: &Path, options: &InitOptions) -> Result<MemberDescript
     if dir.join(CONFIG_FILE).exists() {
         return Err(SetupError::AlreadyInitialised(dir.to_path_buf()));
     }
+    // Refused here, before anything is written, rather than by the founders'
+    // genesis later.
+    herald_protocol::check_member_name(&options.member).map_err(|e| SetupError::BadMemberName {
+        name: options.member.clone(),
+        reason: e,
+    })?;
     let keys_dir = dir.join("keys");
     fs::create_dir_all(&keys_dir).map_err(io_err(&keys_dir))?;
     set_owner_only_dir(&keys_dir)?;

@@ -459,6 +459,19 @@ fn bad_command_line_input_gets_a_clear_error() {
         stderr(&no_config)
     );
 
+    // A name no registry would take is refused before anything is written.
+    let unnamed = tmp.path().join("unnamed");
+    for name in ["", "CERT\u{202e}X", "X".repeat(129).as_str()] {
+        let refused = herald(&["init", "--dir", unnamed.to_str().unwrap(), "--member", name]);
+        assert!(!refused.status.success(), "{name:?} was taken");
+        assert!(
+            stderr(&refused).contains("member name must be 1 to 128 bytes"),
+            "{}",
+            stderr(&refused)
+        );
+        assert!(!unnamed.exists(), "{name:?}: something was written");
+    }
+
     let made = herald(&["init", "--dir", dir, "--member", "CERT-X"]);
     assert!(made.status.success(), "{}", stderr(&made));
     let again = herald(&["init", "--dir", dir, "--member", "CERT-X"]);

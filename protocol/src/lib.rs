@@ -37,6 +37,6 @@ pub use ids::{
 };
 pub use registry::{
     Approval, MAX_REGISTRY_UPDATE_BYTES, MemberEntry, RegistryOp, RegistryUpdate, RevocationPoint,
-    SignedRegistryUpdate,
+    SignedRegistryUpdate, check_member_name,
 };
 pub use signing::{BULLETIN_DOMAIN, REGISTRY_DOMAIN, Signature, signing_input};

@@ -37,6 +37,22 @@ pub const MAX_KEYS_PER_MEMBER: usize = 64;
 /// Longest member name, in bytes.
 pub const MAX_MEMBER_NAME_BYTES: usize = 128;
 
+/// Whether `name` may name a member: 1 to [`MAX_MEMBER_NAME_BYTES`] bytes,
+/// with no control or bidirectional-control characters. Says why not.
+pub fn check_member_name(name: &str) -> Result<(), String> {
+    let bad = name.is_empty()
+        || name.len() > MAX_MEMBER_NAME_BYTES
+        || name
+            .chars()
+            .any(|c| c.is_control() || crate::bulletin::is_bidi_control(c));
+    match bad {
+        true => Err(format!(
+            "member name must be 1 to {MAX_MEMBER_NAME_BYTES} bytes without control characters"
+        )),
+        false => Ok(()),
+    }
+}
+
 /// A member as admitted to the registry.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Encode, Decode, Serialize, Deserialize)]
 pub struct MemberEntry {
@@ -187,15 +203,8 @@ impl RegistryUpdate {
         }
         for op in &self.ops {
             if let RegistryOp::AddMember(m) = op {
-                if m.name.is_empty()
-                    || m.name.len() > MAX_MEMBER_NAME_BYTES
-                    || m.name
-                        .chars()
-                        .any(|c| c.is_control() || crate::bulletin::is_bidi_control(c))
-                {
-                    return invalid(format!(
-                        "member name must be 1 to {MAX_MEMBER_NAME_BYTES} bytes without control characters"
-                    ));
+                if let Err(e) = check_member_name(&m.name) {
+                    return invalid(e);
                 }
                 if m.signing_keys.len() > MAX_KEYS_PER_MEMBER || m.node_ids.len() > MAX_KEYS_PER_MEMBER {
                     return invalid(format!(
