@@ -77,6 +77,10 @@ impl Client {
         }
         match serde_json::from_slice::<ApiError>(&body) {
             Ok(e) => Err(anyhow!("{}", e.error)),
+            Err(_) if status == ureq::http::StatusCode::PAYLOAD_TOO_LARGE => Err(anyhow!(
+                "the node refused the request as too large (413): a bulletin holds at most {} bytes in all; shorten it",
+                herald_protocol::MAX_BULLETIN_BYTES
+            )),
             Err(_) => Err(anyhow!("the node answered {status}")),
         }
     }

@@ -667,7 +667,14 @@ impl Node {
                     *mark = Some(path);
                     self.mark_pending.store(true, Ordering::Release);
                 }
-                return Err(PublishError::Invalid(e.to_string()));
+                return Err(PublishError::Invalid(match e {
+                    herald_keys::SignError::Invalid(herald_protocol::DecodeError::TooLarge { len, max }) => {
+                        format!(
+                            "the bulletin would be {len} bytes, and one holds at most {max} in all (content, title and the rest): shorten its content, or publish a summary with a link to the full document"
+                        )
+                    }
+                    other => other.to_string(),
+                }));
             }
             Ok(Err(StoreError::ChainClaimed { held, claimed })) => {
                 PublishError::ChainBehind { held, claimed }

@@ -503,6 +503,31 @@ fn bad_command_line_input_gets_a_clear_error() {
     assert!(stderr(&closed).is_empty(), "{}", stderr(&closed));
     assert!(other.join("member.json").exists());
 
+    // A content file too large for any bulletin is refused before the node is asked.
+    let big = tmp.path().join("big.txt");
+    std::fs::write(&big, vec![b'x'; 300_000]).unwrap();
+    let too_big = herald(&[
+        "publish",
+        "--dir",
+        dir,
+        "--kind",
+        "advisory",
+        "--title",
+        "t",
+        "--severity",
+        "high",
+        "--tlp",
+        "clear",
+        "--body-file",
+        big.to_str().unwrap(),
+    ]);
+    assert!(!too_big.status.success());
+    assert!(
+        stderr(&too_big).contains("a bulletin holds at most 262144 bytes"),
+        "{}",
+        stderr(&too_big)
+    );
+
     let bad_id = herald(&["show", "--dir", dir, "not-an-id"]);
     assert!(!bad_id.status.success());
     assert!(stderr(&bad_id).contains("bulletin id"), "{}", stderr(&bad_id));

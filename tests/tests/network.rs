@@ -1016,6 +1016,15 @@ async fn a_new_key_starts_its_chain_alone_when_marked_or_confirmed() {
             .expect_err("a 400-byte title");
         assert!(matches!(refused, PublishError::Invalid(_)), "{refused}");
         assert!(mark.exists(), "a draft refused before signing took the mark");
+        // One too large for a bulletin is refused before signing too, saying what to do.
+        let mut oversize = sample_draft("oversize");
+        oversize.payload.bytes = vec![b'x'; MAX_BULLETIN_BYTES];
+        let refused = a.node.publish(oversize).await.expect_err("an oversize draft");
+        assert!(
+            matches!(&refused, PublishError::Invalid(m) if m.contains("shorten its content")),
+            "{refused}"
+        );
+        assert!(mark.exists(), "an oversize draft took the mark");
         let first = a
             .node
             .publish(sample_draft("first"))
