@@ -99,6 +99,60 @@ impl IntoResponse for Failure {
     }
 }
 
+/// A JSON request body; one that cannot be read or is not what the endpoint
+/// takes is answered with an [`ApiError`], as every other refusal is.
+struct Body<T>(T);
+
+impl<S, T> axum::extract::FromRequest<S> for Body<T>
+where
+    Json<T>: axum::extract::FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = Failure;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Failure> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Body(value)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Failure(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request is over the API's limit of {MAX_REQUEST_BYTES} bytes (a bulletin holds at most {} in all); shorten it",
+                    herald_protocol::MAX_BULLETIN_BYTES
+                ),
+            )),
+            Err(rejection) => Err(Failure(
+                rejection.status(),
+                format!(
+                    "the request body is not what this endpoint takes: {}",
+                    rejection.body_text()
+                ),
+            )),
+        }
+    }
+}
+
+/// A request's query parameters; ones that do not parse are answered with an
+/// [`ApiError`].
+struct Params<T>(T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for Params<T>
+where
+    QueryParams<T>: axum::extract::FromRequestParts<S, Rejection = axum::extract::rejection::QueryRejection>,
+    S: Send + Sync,
+{
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Failure> {
+        match QueryParams::<T>::from_request_parts(parts, state).await {
+            Ok(QueryParams(value)) => Ok(Params(value)),
+            Err(rejection) => Err(Failure(
+                rejection.status(),
+                format!("the query parameters do not parse: {}", rejection.body_text()),
+            )),
+        }
+    }
+}
+
 fn internal(e: impl std::fmt::Display) -> Failure {
     Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
@@ -190,7 +244,7 @@ pub struct RegistrySubmitted {
 
 async fn submit_registry(
     State(node): State<Arc<Node>>,
-    Json(request): Json<SubmitRegistry>,
+    Body(request): Body<SubmitRegistry>,
 ) -> Result<Json<RegistrySubmitted>, Failure> {
     let bytes = hex::decode(&request.update)
         .map_err(|e| Failure(StatusCode::BAD_REQUEST, format!("update is not hex: {e}")))?;
@@ -228,7 +282,7 @@ pub struct ExportRequest {
 
 async fn import(
     State(node): State<Arc<Node>>,
-    Json(request): Json<ImportRequest>,
+    Body(request): Body<ImportRequest>,
 ) -> Result<Json<crate::bundle::ImportReport>, Failure> {
     match node.import_bundle(request.path).await {
         Ok(report) => Ok(Json(report)),
@@ -242,7 +296,7 @@ async fn import(
 
 async fn export(
     State(node): State<Arc<Node>>,
-    Json(request): Json<ExportRequest>,
+    Body(request): Body<ExportRequest>,
 ) -> Result<Json<crate::bundle::ExportReport>, Failure> {
     node.export_bundle(request.path, request.filter)
         .await
@@ -291,8 +345,8 @@ async fn status(State(node): State<Arc<Node>>) -> Result<Json<StatusView>, Failu
 
 async fn publish(
     State(node): State<Arc<Node>>,
-    QueryParams(params): QueryParams<PublishParams>,
-    Json(draft): Json<Draft>,
+    Params(params): Params<PublishParams>,
+    Body(draft): Body<Draft>,
 ) -> Result<Response, Failure> {
     let published = if params.new_chain {
         node.publish_new_chain(draft).await
@@ -332,7 +386,7 @@ fn member_name(node: &Node, member: Option<MemberId>) -> Option<(MemberId, Strin
 
 async fn list(
     State(node): State<Arc<Node>>,
-    QueryParams(params): QueryParams<ListParams>,
+    Params(params): Params<ListParams>,
 ) -> Result<Json<Vec<BulletinView>>, Failure> {
     let query = Query {
         kind: params.kind,

@@ -82,8 +82,9 @@ fn free_base_port(n: u16) -> u16 {
 }
 
 /// The local API of the node in `dir`, on `port`, answers only requests that
-/// carry the token from its directory, which only its owner can read.
-fn api_refuses_requests_without_its_token(dir: &Path, port: u16) {
+/// carry the token from its directory, which only its owner can read, and
+/// refuses those that do not parse in its JSON error form.
+fn api_refuses_bad_requests(dir: &Path, port: u16) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
@@ -125,6 +126,45 @@ fn api_refuses_requests_without_its_token(dir: &Path, port: u16) {
         .call()
         .unwrap();
     assert_eq!(listed.status().as_u16(), 401, "listing needs the token too");
+
+    // Requests that do not parse are refused in the API's own JSON form, saying why.
+    let bearer = format!("Bearer {}", token.trim());
+    let refused = |mut response: ureq::http::Response<ureq::Body>| {
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().unwrap();
+        let error: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+        (status, error["error"].as_str().unwrap_or_default().to_string())
+    };
+    let (status, error) = refused(
+        agent
+            .post(format!("http://127.0.0.1:{port}/v1/bulletins"))
+            .header("Authorization", &bearer)
+            .content_type("application/json")
+            .send("{not json")
+            .unwrap(),
+    );
+    assert_eq!(status, 400, "{error}");
+    assert!(error.contains("not what this endpoint takes"), "{error}");
+    let (status, error) = refused(
+        agent
+            .get(format!("http://127.0.0.1:{port}/v1/bulletins?limit=many"))
+            .header("Authorization", &bearer)
+            .call()
+            .unwrap(),
+    );
+    assert_eq!(status, 400, "{error}");
+    assert!(error.contains("query parameters do not parse"), "{error}");
+    let (status, error) = refused(
+        agent
+            .post(format!("http://127.0.0.1:{port}/v1/bulletins"))
+            .header("Authorization", &bearer)
+            .content_type("application/json")
+            .send(vec![b' '; 2 << 20])
+            .unwrap(),
+    );
+    assert_eq!(status, 413, "{error}");
+    assert!(error.contains("shorten it"), "{error}");
 
     // The web page holds no data: it comes without the token, asks for it,
     // and may run only its own script.
@@ -279,7 +319,7 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
 
     let first = RunningNode::start(&one);
     first.wait_for(&["herald is running"]);
-    api_refuses_requests_without_its_token(&one, base + 101);
+    api_refuses_bad_requests(&one, base + 101);
     // Alone (the second node is not running yet), with no chain to check.
     let unchecked = publish_outreach(one_s, "t");
     assert!(!unchecked.status.success());
