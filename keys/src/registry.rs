@@ -512,6 +512,18 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Checks what a genesis with `ops` would set up, its approvals aside:
+    /// what [`Registry::from_genesis`] checks of its operations (members and
+    /// keys admitted once each, the threshold above half and at most all), so
+    /// that a proposal is refused before it goes round for approvals.
+    pub fn check_genesis_ops(ops: &[RegistryOp]) -> Result<(), RegistryError> {
+        let mut state = RegistryState::empty();
+        for op in ops {
+            state.apply_op(op)?;
+        }
+        state.check_threshold()
+    }
+
     /// Starts a registry from its genesis update, which must hash to `expected`
     /// and be approved by every key it admits.
     pub fn from_genesis(

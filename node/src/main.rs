@@ -34,8 +34,15 @@ fn main() -> ExitCode {
         Err(error) if cmd::Output::reader_gone(&error) => ExitCode::from(141),
         Err(error) => {
             eprintln!("error: {error}");
+            // A cause the message above already says (errors that print
+            // their source) is not repeated.
+            let mut said = error.to_string();
             for cause in error.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                let cause = cause.to_string();
+                if !said.contains(&cause) {
+                    eprintln!("  caused by: {cause}");
+                }
+                said = cause;
             }
             ExitCode::FAILURE
         }

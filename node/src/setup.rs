@@ -262,6 +262,8 @@ pub fn propose_genesis(
 ) -> Result<SignedRegistryUpdate, SetupError> {
     let mut ops: Vec<RegistryOp> = members.iter().map(|m| RegistryOp::AddMember(m.entry())).collect();
     ops.push(RegistryOp::SetThreshold { threshold });
+    // Refused now, not once every founder has approved it.
+    Registry::check_genesis_ops(&ops)?;
     let body = RegistryUpdate {
         format: herald_protocol::registry::REGISTRY_FORMAT,
         version: RegistryVersion::GENESIS,

@@ -543,6 +543,25 @@ fn bad_command_line_input_gets_a_clear_error() {
     assert!(stderr(&closed).is_empty(), "{}", stderr(&closed));
     assert!(other.join("member.json").exists());
 
+    // A genesis the founders' approvals could never make valid is refused at once.
+    let descriptor = tmp.path().join("member.json");
+    let descriptor = descriptor.to_str().unwrap();
+    let proposal = tmp.path().join("genesis.proposal");
+    for (args, says) in [
+        (vec!["--threshold", "0", descriptor], "must be above half"),
+        (
+            vec!["--threshold", "1", descriptor, descriptor],
+            "already in the registry",
+        ),
+    ] {
+        let mut all = vec!["genesis", "propose", "--out", proposal.to_str().unwrap()];
+        all.extend(args);
+        let refused = herald(&all);
+        assert!(!refused.status.success(), "{all:?} was proposed");
+        assert!(stderr(&refused).contains(says), "{}", stderr(&refused));
+        assert!(!proposal.exists(), "{all:?} wrote a proposal");
+    }
+
     // A content file too large for any bulletin is refused before the node is asked.
     let big = tmp.path().join("big.txt");
     std::fs::write(&big, vec![b'x'; 300_000]).unwrap();
@@ -727,6 +746,30 @@ fn members_change_the_registry_and_the_change_spreads() {
     let second = RunningNode::start(&dir(2));
     second.wait_for(&["herald is running"]);
     second.wait_for(&["peer connected"]);
+
+    // A change the registry would refuse is refused before it goes round, with nothing written.
+    let refused_file = tmp.path().join("refused.update");
+    for (change, says) in [
+        (vec!["--threshold", "9"], "must be above half of them"),
+        (vec!["--add-member", "DESCRIPTOR"], "already in the registry"),
+        (
+            vec!["--remove-member", &"ab".repeat(32)],
+            "no current member has this id",
+        ),
+    ] {
+        let descriptor = s(&dir(2).join("member.json"));
+        let change: Vec<&str> = change
+            .into_iter()
+            .map(|a| if a == "DESCRIPTOR" { descriptor.as_str() } else { a })
+            .collect();
+        let refused_path = s(&refused_file);
+        let mut args = vec!["registry", "propose", "--dir", &one, "-o", &refused_path];
+        args.extend(change);
+        let refused = herald(&args);
+        assert!(!refused.status.success(), "{args:?} was proposed");
+        assert!(stderr(&refused).contains(says), "{}", stderr(&refused));
+        assert!(!refused_file.exists(), "{args:?} wrote a proposal");
+    }
 
     // Member 1 adds a second signing key: its own key suffices.
     let rotation = tmp.path().join("rotation.update");

@@ -94,11 +94,32 @@ fn propose(args: ProposeArgs) -> Result<()> {
         .map(|m| m.id)
         .ok_or_else(|| anyhow!("this node's signing key is not in the registry"))?;
     let mut ops = Vec::new();
+    // Members after the change, to check the threshold before the proposal
+    // goes round for approvals (the registry checks it again as it applies).
+    let mut members: Vec<MemberId> = view
+        .members
+        .iter()
+        .filter(|m| m.removed_at.is_none())
+        .map(|m| m.id)
+        .collect();
     for path in &args.add_members {
-        ops.push(RegistryOp::AddMember(setup::read_descriptor(path)?.entry()));
+        let entry = setup::read_descriptor(path)?.entry();
+        if view.members.iter().any(|m| m.id == entry.id) || members.contains(&entry.id) {
+            bail!(
+                "{}: member {} is already in the registry (or given twice)",
+                path.display(),
+                entry.id
+            );
+        }
+        members.push(entry.id);
+        ops.push(RegistryOp::AddMember(entry));
     }
     for id in &args.remove_members {
         let member: MemberId = id.parse().with_context(|| format!("--remove-member {id:?}"))?;
+        if !members.contains(&member) {
+            bail!("--remove-member {id}: no current member has this id (`herald registry show` lists them)");
+        }
+        members.retain(|m| *m != member);
         ops.push(RegistryOp::RemoveMember {
             member,
             at: herald_node::node::now(),
@@ -106,6 +127,13 @@ fn propose(args: ProposeArgs) -> Result<()> {
     }
     if let Some(threshold) = args.threshold {
         ops.push(RegistryOp::SetThreshold { threshold });
+    }
+    let threshold = args.threshold.unwrap_or(view.threshold) as usize;
+    if threshold == 0 || threshold > members.len() || 2 * threshold <= members.len() {
+        bail!(
+            "the change would leave {} members with threshold {threshold}: it must be above half of them and at most all; give --threshold",
+            members.len()
+        );
     }
     if let (Some(key), Some(from)) = (&args.revoke, args.from_seq) {
         let key: KeyId = key
