@@ -298,6 +298,9 @@ async fn export(
     State(node): State<Arc<Node>>,
     Body(request): Body<ExportRequest>,
 ) -> Result<Json<crate::bundle::ExportReport>, Failure> {
+    if let Some(kind) = &request.filter.kind {
+        herald_protocol::Kind::check_name(kind).map_err(|e| Failure(StatusCode::BAD_REQUEST, e))?;
+    }
     node.export_bundle(request.path, request.filter)
         .await
         .map(Json)
@@ -388,6 +391,9 @@ async fn list(
     State(node): State<Arc<Node>>,
     Params(params): Params<ListParams>,
 ) -> Result<Json<Vec<BulletinView>>, Failure> {
+    if let Some(kind) = &params.kind {
+        herald_protocol::Kind::check_name(kind).map_err(|e| Failure(StatusCode::BAD_REQUEST, e))?;
+    }
     let query = Query {
         kind: params.kind,
         member: params.member,

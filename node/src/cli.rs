@@ -83,7 +83,7 @@ pub(crate) struct ExportArgs {
     #[arg(long)]
     pub(crate) since: Option<String>,
     /// Only this kind.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(herald_protocol::Kind::NAMES))]
     pub(crate) kind: Option<String>,
     /// Only this member (member id).
     #[arg(long)]
@@ -323,8 +323,8 @@ pub(crate) struct ListArgs {
     /// Print JSON.
     #[arg(long)]
     pub(crate) json: bool,
-    /// Only this kind (advisory, update, incident, metrics, emergency, product, outreach, follow-up, withdrawal).
-    #[arg(long)]
+    /// Only this kind.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(herald_protocol::Kind::NAMES))]
     pub(crate) kind: Option<String>,
     /// Only this member (its name, or its member id).
     #[arg(long)]

@@ -157,6 +157,15 @@ fn api_refuses_bad_requests(dir: &Path, port: u16) {
     assert!(error.contains("query parameters do not parse"), "{error}");
     let (status, error) = refused(
         agent
+            .get(format!("http://127.0.0.1:{port}/v1/bulletins?kind=advisories"))
+            .header("Authorization", &bearer)
+            .call()
+            .unwrap(),
+    );
+    assert_eq!(status, 400, "{error}");
+    assert!(error.contains("no kind is named \"advisories\""), "{error}");
+    let (status, error) = refused(
+        agent
             .post(format!("http://127.0.0.1:{port}/v1/bulletins"))
             .header("Authorization", &bearer)
             .content_type("application/json")

@@ -211,6 +211,30 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind's [`Kind::name`].
+    pub const NAMES: [&'static str; 9] = [
+        "advisory",
+        "update",
+        "incident",
+        "metrics",
+        "emergency",
+        "product",
+        "outreach",
+        "follow-up",
+        "withdrawal",
+    ];
+
+    /// `name` if it is a kind's [`Kind::name`]; otherwise says which are.
+    pub fn check_name(name: &str) -> Result<(), String> {
+        match Self::NAMES.contains(&name) {
+            true => Ok(()),
+            false => Err(format!(
+                "no kind is named {name:?}; the kinds are {}",
+                Self::NAMES.join(", ")
+            )),
+        }
+    }
+
     /// Short stable name, as used on the command line and in indexes.
     pub fn name(&self) -> &'static str {
         match self {

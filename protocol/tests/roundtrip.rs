@@ -367,3 +367,43 @@ fn assembled_update_with_too_many_approvals_is_refused_when_assembled() {
         assert!(received.as_ref() == Ok(&signed), "{:?}", received.err());
     }
 }
+
+#[test]
+fn the_list_of_kind_names_is_every_kind_in_order() {
+    use herald_protocol::{AdvisoryStatus, FollowUpAction, IncidentPhase, Kind, UpdateStage};
+    let id = BulletinId::from_bytes([1; 32]);
+    let kinds = [
+        Kind::VulnerabilityAdvisory {
+            status: AdvisoryStatus::Confirmed,
+        },
+        Kind::SoftwareUpdate {
+            stage: UpdateStage::Released,
+        },
+        Kind::IncidentReport {
+            phase: IncidentPhase::Ongoing,
+        },
+        Kind::IncidentMetrics {
+            period_start: Timestamp(1),
+            period_end: Timestamp(2),
+            counts: Vec::new(),
+        },
+        Kind::EmergencyAlert,
+        Kind::ProductSecurity,
+        Kind::Outreach,
+        Kind::FollowUp {
+            on: id,
+            action: FollowUpAction::Acknowledge,
+        },
+        Kind::Withdrawal {
+            of: id,
+            reason: String::new(),
+        },
+    ];
+    let names: Vec<&str> = kinds.iter().map(Kind::name).collect();
+    assert_eq!(names, Kind::NAMES);
+    for name in Kind::NAMES {
+        assert_eq!(Kind::check_name(name), Ok(()));
+    }
+    let refused = Kind::check_name("advisories").unwrap_err();
+    assert!(refused.contains("follow-up, withdrawal"), "{refused}");
+}
