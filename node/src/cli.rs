@@ -304,7 +304,8 @@ pub(crate) struct PublishArgs {
     /// Expires after this long (e.g. 30d, 12h).
     #[arg(long)]
     pub(crate) expires_in: Option<String>,
-    /// A member id the bulletin is meant for (repeatable; default: all members).
+    /// A member the bulletin is meant for, by name or member id (repeatable;
+    /// default: all members).
     #[arg(long = "audience")]
     pub(crate) audience: Vec<String>,
     /// The store already holds the signing key's whole chain (restored from a

@@ -571,6 +571,20 @@ impl Node {
     }
 
     async fn publish_checked(&self, draft: Draft, new_chain: bool) -> Result<SignedBulletin, PublishError> {
+        // An audience is named by member id: one no current member has is a
+        // mistake the node can see (a bulletin for nobody).
+        {
+            let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(id) = draft
+                .audience
+                .iter()
+                .find(|id| !registry.current().member(id).is_some_and(|m| m.is_current()))
+            {
+                return Err(PublishError::Invalid(format!(
+                    "audience {id}: no current member has this id (`herald registry show` lists them)"
+                )));
+            }
+        }
         for (what, id) in [
             ("supersedes", draft.supersedes),
             (

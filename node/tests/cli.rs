@@ -358,6 +358,8 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
         "CVE-2021-44228",
         "--body-file",
         csaf,
+        "--audience",
+        "MEMBER-2",
         "--new-chain",
     ]);
     assert!(published.status.success(), "{}", stderr(&published));
@@ -401,7 +403,8 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
     assert!(by_prefix.status.success(), "{}", stderr(&by_prefix));
     assert!(stdout(&by_prefix).contains(&id), "{}", stdout(&by_prefix));
     assert!(
-        stdout(&by_prefix).contains("  kind        vulnerability-advisory, status confirmed\n"),
+        stdout(&by_prefix).contains("  kind        vulnerability-advisory, status confirmed\n")
+            && stdout(&by_prefix).contains("  for         member-2 ("),
         "{}",
         stdout(&by_prefix)
     );

@@ -1025,6 +1025,14 @@ async fn a_new_key_starts_its_chain_alone_when_marked_or_confirmed() {
             "{refused}"
         );
         assert!(mark.exists(), "an oversize draft took the mark");
+        // So is one meant for a member the registry does not list.
+        let mut astray = sample_draft("for nobody");
+        astray.audience = vec![herald_protocol::MemberId::from_bytes([0xab; 32])];
+        let refused = a.node.publish(astray).await.expect_err("an unknown audience");
+        assert!(
+            matches!(&refused, PublishError::Invalid(m) if m.contains("no current member has this id")),
+            "{refused}"
+        );
         let first = a
             .node
             .publish(sample_draft("first"))

@@ -64,6 +64,32 @@ pub(crate) fn run(command: Command) -> Result<()> {
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
+/// The member whose name is `name` (letter case aside), for `flag`; says
+/// which names there are when none is.
+fn member_named(
+    flag: &str,
+    name: &str,
+    members: &[(herald_protocol::MemberId, String)],
+) -> Result<herald_protocol::MemberId> {
+    let named: Vec<herald_protocol::MemberId> = members
+        .iter()
+        .filter(|(_, n)| n.eq_ignore_ascii_case(name))
+        .map(|(id, _)| *id)
+        .collect();
+    match named[..] {
+        [id] => Ok(id),
+        [] => {
+            let names: Vec<&str> = members.iter().map(|(_, n)| n.as_str()).collect();
+            bail!(
+                "{flag} {name:?}: no member has this name, and it is not a member id (64 hexadecimal characters); the members are: {}",
+                names.join(", ")
+            )
+        }
+        _ => bail!(
+            "{flag} {name:?}: more than one member has this name; give the member id (herald registry show)"
+        ),
+    }
+}
 
 /// Parses a duration like `90s`, `30m`, `12h` or `7d`.
 fn parse_duration(text: &str) -> Result<Duration> {

@@ -16,10 +16,25 @@ use serde::de::DeserializeOwned;
 use crate::cli::{KindArg, PublishArgs, SeverityArg, TlpArg};
 use crate::client::Client;
 
-pub(crate) fn run(args: PublishArgs) -> Result<()> {
+pub(crate) fn run(mut args: PublishArgs) -> Result<()> {
     let config = Config::load(&args.dir)?;
-    let draft = draft_from(&args)?;
     let client = Client::new(config.api.listen, &args.dir);
+    // An audience may be named by member name: the node's registry says whose.
+    if args.audience.iter().any(|a| a.parse::<MemberId>().is_err()) {
+        let members: Vec<(MemberId, String)> = client
+            .get::<herald_node::view::RegistryView>("/v1/registry", &[])?
+            .members
+            .into_iter()
+            .filter(|m| m.removed_at.is_none())
+            .map(|m| (m.id, m.name))
+            .collect();
+        for a in &mut args.audience {
+            if a.parse::<MemberId>().is_err() {
+                *a = super::member_named("--audience", a, &members)?.to_string();
+            }
+        }
+    }
+    let draft = draft_from(&args)?;
     let path = if args.new_chain {
         "/v1/bulletins?new_chain=true"
     } else {

@@ -92,7 +92,7 @@ pub(crate) fn list(args: ListArgs) -> Result<()> {
                         .map(|m| (m.id, m.name))
                         .collect(),
                 };
-                member_named(text, &members)?
+                super::member_named("--member", text, &members)?
             }
         }),
     };
@@ -143,28 +143,6 @@ pub(crate) fn list(args: ListArgs) -> Result<()> {
     Ok(())
 }
 
-/// The member `--member` names: by its name (any case), among `members`.
-fn member_named(name: &str, members: &[(MemberId, String)]) -> Result<MemberId> {
-    let named: Vec<MemberId> = members
-        .iter()
-        .filter(|(_, n)| n.eq_ignore_ascii_case(name))
-        .map(|(id, _)| *id)
-        .collect();
-    match named[..] {
-        [id] => Ok(id),
-        [] => {
-            let names: Vec<&str> = members.iter().map(|(_, n)| n.as_str()).collect();
-            Err(anyhow!(
-                "--member {name:?}: no member has this name, and it is not a member id (64 hexadecimal characters); the members are: {}",
-                names.join(", ")
-            ))
-        }
-        _ => Err(anyhow!(
-            "--member {name:?}: more than one member has this name; give the member id (herald registry show)"
-        )),
-    }
-}
-
 pub(crate) fn show(args: ShowArgs) -> Result<()> {
     let config = Config::load(&args.dir)?;
     // The id, or the start of it (as `list` shows it): looked up by the store.
@@ -173,15 +151,31 @@ pub(crate) fn show(args: ShowArgs) -> Result<()> {
         return Err(herald_node::store::IdLookupError::Invalid(text).into());
     }
     let client = Client::new(config.api.listen, &args.dir);
-    let v: BulletinView = if client.is_up() {
-        client.get(&format!("/v1/bulletins/{text}"), &[])?
+    // The bulletin, and the members' names (for its audience).
+    let (v, members): (BulletinView, Vec<(MemberId, String)>) = if client.is_up() {
+        let v: BulletinView = client.get(&format!("/v1/bulletins/{text}"), &[])?;
+        let members = match v.audience.is_empty() {
+            true => Vec::new(),
+            false => client
+                .get::<herald_node::view::RegistryView>("/v1/registry", &[])?
+                .members
+                .into_iter()
+                .map(|m| (m.id, m.name))
+                .collect(),
+        };
+        (v, members)
     } else {
         let (store, registry) = open_offline(&args.dir, &config)?;
         let id = store.resolve_id(&text)?;
         let b = store
             .get(&id)?
             .ok_or_else(|| anyhow!("no bulletin {id} is held here"))?;
-        view(&store, &registry, &b, true)?
+        let members = registry
+            .current()
+            .members()
+            .map(|m| (m.id, m.name.clone()))
+            .collect();
+        (view(&store, &registry, &b, true)?, members)
     };
     if args.json {
         out!("{}", serde_json::to_string_pretty(&v)?);
@@ -207,6 +201,13 @@ pub(crate) fn show(args: ShowArgs) -> Result<()> {
     }
     if let Some(e) = &v.expires {
         out!("  expires     {e}");
+    }
+    for id in &v.audience {
+        let name = members
+            .iter()
+            .find(|(m, _)| m == id)
+            .map_or("?", |(_, n)| n.as_str());
+        out!("  for         {name} ({id})");
     }
     out!("  content     {} ({} bytes)", v.content_type, v.payload_bytes);
     if let (Some(p), Some("utf-8")) = (&v.payload, v.payload_encoding.as_deref()) {
