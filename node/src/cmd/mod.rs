@@ -64,6 +64,21 @@ pub(crate) fn run(command: Command) -> Result<()> {
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
+/// The members the running node's registry lists (`removed` too, or current
+/// ones only), with their names.
+fn members_of(
+    client: &crate::client::Client,
+    removed: bool,
+) -> Result<Vec<(herald_protocol::MemberId, String)>> {
+    Ok(client
+        .get::<herald_node::view::RegistryView>("/v1/registry", &[])?
+        .members
+        .into_iter()
+        .filter(|m| removed || m.removed_at.is_none())
+        .map(|m| (m.id, m.name))
+        .collect())
+}
+
 /// The member whose name is `name` (letter case aside), for `flag`; says
 /// which names there are when none is.
 fn member_named(

@@ -21,13 +21,7 @@ pub(crate) fn run(mut args: PublishArgs) -> Result<()> {
     let client = Client::new(config.api.listen, &args.dir);
     // An audience may be named by member name: the node's registry says whose.
     if args.audience.iter().any(|a| a.parse::<MemberId>().is_err()) {
-        let members: Vec<(MemberId, String)> = client
-            .get::<herald_node::view::RegistryView>("/v1/registry", &[])?
-            .members
-            .into_iter()
-            .filter(|m| m.removed_at.is_none())
-            .map(|m| (m.id, m.name))
-            .collect();
+        let members = super::members_of(&client, false)?;
         for a in &mut args.audience {
             if a.parse::<MemberId>().is_err() {
                 *a = super::member_named("--audience", a, &members)?.to_string();

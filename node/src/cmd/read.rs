@@ -85,12 +85,7 @@ pub(crate) fn list(args: ListArgs) -> Result<()> {
                         .members()
                         .map(|m| (m.id, m.name.clone()))
                         .collect(),
-                    None => client
-                        .get::<herald_node::view::RegistryView>("/v1/registry", &[])?
-                        .members
-                        .into_iter()
-                        .map(|m| (m.id, m.name))
-                        .collect(),
+                    None => super::members_of(&client, true)?,
                 };
                 super::member_named("--member", text, &members)?
             }
@@ -156,12 +151,7 @@ pub(crate) fn show(args: ShowArgs) -> Result<()> {
         let v: BulletinView = client.get(&format!("/v1/bulletins/{text}"), &[])?;
         let members = match v.audience.is_empty() {
             true => Vec::new(),
-            false => client
-                .get::<herald_node::view::RegistryView>("/v1/registry", &[])?
-                .members
-                .into_iter()
-                .map(|m| (m.id, m.name))
-                .collect(),
+            false => super::members_of(&client, true)?,
         };
         (v, members)
     } else {
