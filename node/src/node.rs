@@ -581,7 +581,7 @@ impl Node {
                 .find(|id| !registry.current().member(id).is_some_and(|m| m.is_current()))
             {
                 return Err(PublishError::Invalid(format!(
-                    "audience {id}: no current member has this id (`herald registry show` lists them)"
+                    "audience {id}: no current member has this id (`herald registry show` lists them; a member admitted a moment ago counts once this node has the registry update)"
                 )));
             }
         }

@@ -157,15 +157,17 @@ fn draft_from(args: &PublishArgs) -> Result<Draft> {
     };
     let (bytes, guessed) = match (&args.body_file, &args.body) {
         (Some(path), _) => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            if bytes.len() > herald_protocol::MAX_BULLETIN_BYTES {
+            let size = std::fs::metadata(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .len();
+            if size > herald_protocol::MAX_BULLETIN_BYTES as u64 {
                 bail!(
-                    "{} is {} bytes; a bulletin holds at most {} bytes in all. Publish a shorter summary, with a link to the full document (--url)",
+                    "{} is {size} bytes; a bulletin holds at most {} bytes in all. Publish a shorter summary, with a link to the full document (--url)",
                     path.display(),
-                    bytes.len(),
                     herald_protocol::MAX_BULLETIN_BYTES
                 );
             }
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             let guessed = content_type_for(path, &bytes);
             (bytes, guessed)
         }

@@ -104,11 +104,29 @@ fn propose(args: ProposeArgs) -> Result<()> {
         .collect();
     for path in &args.add_members {
         let entry = setup::read_descriptor(path)?.entry();
-        if view.members.iter().any(|m| m.id == entry.id) || members.contains(&entry.id) {
+        if let Some(held) = view.members.iter().find(|m| m.id == entry.id) {
+            match held.removed_at {
+                Some(_) => bail!(
+                    "{}: member {} was removed, and a member id is never admitted again; the member makes a new member key (`herald init` in a new directory) and sends that descriptor",
+                    path.display(),
+                    entry.id
+                ),
+                None => bail!(
+                    "{}: member {} is already in the registry",
+                    path.display(),
+                    entry.id
+                ),
+            }
+        }
+        if members.contains(&entry.id) {
+            bail!("{}: member {} is given twice", path.display(), entry.id);
+        }
+        herald_protocol::check_member_name(&entry.name).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let max = herald_protocol::registry::MAX_KEYS_PER_MEMBER;
+        if entry.signing_keys.len() > max || entry.node_ids.len() > max {
             bail!(
-                "{}: member {} is already in the registry (or given twice)",
-                path.display(),
-                entry.id
+                "{}: a member holds at most {max} signing keys and {max} nodes",
+                path.display()
             );
         }
         members.push(entry.id);
@@ -130,9 +148,13 @@ fn propose(args: ProposeArgs) -> Result<()> {
     }
     let threshold = args.threshold.unwrap_or(view.threshold) as usize;
     if threshold == 0 || threshold > members.len() || 2 * threshold <= members.len() {
+        let n = members.len();
         bail!(
-            "the change would leave {} members with threshold {threshold}: it must be above half of them and at most all; give --threshold",
-            members.len()
+            "the change would leave {n} members with threshold {threshold}: it must be above half of them and at most all{}",
+            match n {
+                0 => " (a registry needs a member)".to_string(),
+                _ => format!("; give --threshold from {} to {n}", n / 2 + 1),
+            }
         );
     }
     if let (Some(key), Some(from)) = (&args.revoke, args.from_seq) {
@@ -158,19 +180,22 @@ fn propose(args: ProposeArgs) -> Result<()> {
             node,
         });
     }
+    // A new key is made in memory here, and written only once the proposal
+    // is ready (below).
     let mut new_key = None;
     if let Some(path) = &args.new_signing_key {
+        if path.exists() {
+            bail!(
+                "{} already exists; choose another file for the new key",
+                path.display()
+            );
+        }
         let key = SecretKey::generate().map_err(|e| anyhow!("cannot generate a key: {e}"))?;
-        keyfile::write_key_file(path, &key, KeyRole::Signing, None)?;
-        // A new key has signed nothing: its chain may start at once.
-        let store_dir = args.dir.join(&config.node.data);
-        herald_node::chain_check::mark_key_unused(&store_dir, &key.id())
-            .with_context(|| format!("marking the new key unused in {}", store_dir.display()))?;
         ops.push(RegistryOp::AddSigningKey {
             member: own,
             key: key.id(),
         });
-        new_key = Some(key);
+        new_key = Some((path, key));
     }
     if ops.is_empty() {
         bail!("nothing to propose: give at least one change (see `herald registry propose --help`)");
@@ -183,12 +208,35 @@ fn propose(args: ProposeArgs) -> Result<()> {
         ops,
     };
     let mut update = herald_keys::propose_update(&body)?;
-    if let Some(key) = &new_key {
+    if let Some((_, key)) = &new_key {
         // Proof of possession of the key being added.
         let approval = herald_keys::approve(key, &update);
         update.push_approval(approval)?;
     }
-    setup::write_file(&args.out, &update.to_bytes())?;
+    // The new key first (a proposal for a key that was lost is no use), then
+    // its mark, then the proposal; what a failure leaves half done is removed.
+    let written = match &new_key {
+        None => None,
+        Some((path, key)) => {
+            keyfile::write_key_file(path, key, KeyRole::Signing, None)?;
+            // A new key has signed nothing: its chain may start at once.
+            let store_dir = args.dir.join(&config.node.data);
+            let mark = herald_node::chain_check::unused_key_mark(&store_dir, &key.id());
+            if let Err(e) = herald_node::chain_check::mark_key_unused(&store_dir, &key.id()) {
+                let _ = std::fs::remove_file(path);
+                return Err(e)
+                    .with_context(|| format!("marking the new key unused in {}", store_dir.display()));
+            }
+            Some((path, mark))
+        }
+    };
+    if let Err(e) = setup::write_file(&args.out, &update.to_bytes()) {
+        if let Some((path, mark)) = written {
+            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(mark);
+        }
+        return Err(e.into());
+    }
     out!(
         "Wrote the proposal for registry version {} to {}.",
         body.version,
