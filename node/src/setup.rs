@@ -84,6 +84,11 @@ pub enum SetupError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Founders have not approved the genesis yet.
+    #[error(
+        "the genesis is not complete: still to approve it: {0} (each founder runs `herald genesis approve`)"
+    )]
+    GenesisIncomplete(String),
     /// The directory already holds a node.
     #[error("{0} already holds a Herald node (config.toml exists); choose another directory")]
     AlreadyInitialised(PathBuf),
@@ -274,6 +279,41 @@ pub fn propose_genesis(
     Ok(herald_keys::propose_update(&body)?)
 }
 
+/// The founders, by name, whose keys have not all approved `genesis` yet
+/// (every key a genesis admits approves it): who must still run `herald
+/// genesis approve`.
+pub fn genesis_waiting_for(genesis: &SignedRegistryUpdate) -> Vec<String> {
+    let approved: std::collections::HashSet<[u8; 32]> =
+        genesis.approvals().iter().map(|a| *a.key.as_bytes()).collect();
+    genesis
+        .body()
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            RegistryOp::AddMember(m) => {
+                let mut keys = std::iter::once(*m.member_key.as_bytes())
+                    .chain(m.signing_keys.iter().map(|k| *k.as_bytes()))
+                    .chain(m.node_ids.iter().map(|n| *n.as_bytes()));
+                (!keys.all(|k| approved.contains(&k))).then(|| m.name.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Why `genesis` is not complete, saying who must still approve it if that
+/// is what is missing.
+pub fn genesis_incomplete(genesis: &SignedRegistryUpdate, file: &Path, error: &RegistryError) -> String {
+    match genesis_waiting_for(genesis)[..] {
+        [] => error.to_string(),
+        ref names => format!(
+            "still to approve it: {} (each founder runs `herald genesis approve --dir THEIR_DIR {}`)",
+            names.join(", "),
+            file.display()
+        ),
+    }
+}
+
 /// Reads a (possibly partly approved) registry update file.
 pub fn read_update(path: &Path) -> Result<SignedRegistryUpdate, SetupError> {
     let bytes = read_limited(path)?;
@@ -313,6 +353,11 @@ pub fn approve_with_dir(
 /// Sets `genesis_hash` in `DIR/config.toml`, keeping the file's comments.
 pub fn install_genesis(dir: &Path, genesis: &SignedRegistryUpdate) -> Result<RegistryHash, SetupError> {
     let hash = genesis.hash();
+    if !genesis_waiting_for(genesis).is_empty() {
+        return Err(SetupError::GenesisIncomplete(
+            genesis_waiting_for(genesis).join(", "),
+        ));
+    }
     Registry::from_genesis(genesis.clone(), hash)?;
     let config = Config::load(dir)?;
     write_file(&dir.join(&config.registry.genesis_file), &genesis.to_bytes())?;

@@ -601,6 +601,43 @@ fn bad_command_line_input_gets_a_clear_error() {
         stderr(&too_big)
     );
 
+    // A genesis some founders have not approved yet says who they are.
+    let both = tmp.path().join("both.proposal");
+    let both_s = both.to_str().unwrap();
+    let other_descriptor = other.join("member.json");
+    let proposed = herald(&[
+        "genesis",
+        "propose",
+        "--threshold",
+        "2",
+        "--out",
+        both_s,
+        descriptor,
+        other_descriptor.to_str().unwrap(),
+    ]);
+    assert!(proposed.status.success(), "{}", stderr(&proposed));
+    let approved = herald(&["genesis", "approve", "--dir", dir, both_s]);
+    assert!(approved.status.success(), "{}", stderr(&approved));
+    assert!(
+        stdout(&approved).contains("still to approve it: CERT-Y ("),
+        "{}",
+        stdout(&approved)
+    );
+    for verb in ["verify", "install"] {
+        let mut args = vec!["genesis", verb];
+        if verb == "install" {
+            args.extend(["--dir", dir]);
+        }
+        args.push(both_s);
+        let incomplete = herald(&args);
+        assert!(!incomplete.status.success(), "{verb} took an incomplete genesis");
+        assert!(
+            stderr(&incomplete).contains("still to approve it: CERT-Y"),
+            "{verb}: {}",
+            stderr(&incomplete)
+        );
+    }
+
     let bad_id = herald(&["show", "--dir", dir, "not-an-id"]);
     assert!(!bad_id.status.success());
     assert!(stderr(&bad_id).contains("bulletin id"), "{}", stderr(&bad_id));

@@ -50,13 +50,20 @@ pub(crate) fn run(command: GenesisCommand) -> Result<()> {
                     "The genesis is complete: herald genesis verify {}",
                     file.display()
                 ),
-                Err(e) => out!("Still needed: {e}"),
+                Err(e) => out!(
+                    "Not complete yet: {}",
+                    setup::genesis_incomplete(&update, &file, &e)
+                ),
             }
         }
         GenesisCommand::Verify { file } => {
             let update = setup::read_update(&file)?;
-            let registry = Registry::from_genesis(update.clone(), update.hash())
-                .context("the genesis is not complete or not valid")?;
+            let registry = Registry::from_genesis(update.clone(), update.hash()).map_err(|e| {
+                anyhow::anyhow!(
+                    "the genesis is not complete or not valid: {}",
+                    setup::genesis_incomplete(&update, &file, &e)
+                )
+            })?;
             out!(
                 "Genesis is valid: {} members, threshold {}.",
                 registry.current().members().count(),
