@@ -395,8 +395,8 @@ fn keys_added(ops: &[RegistryOp]) -> Vec<[u8; 32]> {
 }
 
 /// The one member whose own keys and nodes every op concerns, if the update is
-/// that kind of self-managed change.
-fn self_managed_by(ops: &[RegistryOp]) -> Option<MemberId> {
+/// that kind of self-managed change (that member's approval is enough).
+pub fn self_managed_by(ops: &[RegistryOp]) -> Option<MemberId> {
     let mut owner = None;
     for op in ops {
         let member = match op {

@@ -279,13 +279,14 @@ pub fn propose_genesis(
     Ok(herald_keys::propose_update(&body)?)
 }
 
-/// The founders, by name, whose keys have not all approved `genesis` yet
-/// (every key a genesis admits approves it): who must still run `herald
-/// genesis approve`.
-pub fn genesis_waiting_for(genesis: &SignedRegistryUpdate) -> Vec<String> {
+/// Who must still approve `update` for the keys it adds (every key added
+/// approves, proving possession): a member admitted, by name, whose keys have
+/// not all approved, and each other key added that has not.
+pub fn possession_waiting(update: &SignedRegistryUpdate) -> Vec<String> {
     let approved: std::collections::HashSet<[u8; 32]> =
-        genesis.approvals().iter().map(|a| *a.key.as_bytes()).collect();
-    genesis
+        update.approvals().iter().map(|a| *a.key.as_bytes()).collect();
+    let missing = |key: &[u8; 32]| !approved.contains(key);
+    update
         .body()
         .ops
         .iter()
@@ -294,7 +295,16 @@ pub fn genesis_waiting_for(genesis: &SignedRegistryUpdate) -> Vec<String> {
                 let mut keys = std::iter::once(*m.member_key.as_bytes())
                     .chain(m.signing_keys.iter().map(|k| *k.as_bytes()))
                     .chain(m.node_ids.iter().map(|n| *n.as_bytes()));
-                (!keys.all(|k| approved.contains(&k))).then(|| m.name.clone())
+                keys.any(|k| missing(&k)).then(|| m.name.clone())
+            }
+            RegistryOp::AddSigningKey { key, .. } => {
+                missing(key.as_bytes()).then(|| format!("the new signing key {key}"))
+            }
+            RegistryOp::AddNode { node, .. } => {
+                missing(node.as_bytes()).then(|| format!("the new node {node}"))
+            }
+            RegistryOp::RotateMemberKey { new_key, .. } => {
+                missing(new_key.as_bytes()).then(|| format!("the new member key {new_key}"))
             }
             _ => None,
         })
@@ -304,7 +314,7 @@ pub fn genesis_waiting_for(genesis: &SignedRegistryUpdate) -> Vec<String> {
 /// Why `genesis` is not complete, saying who must still approve it if that
 /// is what is missing.
 pub fn genesis_incomplete(genesis: &SignedRegistryUpdate, file: &Path, error: &RegistryError) -> String {
-    match genesis_waiting_for(genesis)[..] {
+    match possession_waiting(genesis)[..] {
         [] => error.to_string(),
         ref names => format!(
             "still to approve it: {} (each founder runs `herald genesis approve --dir THEIR_DIR {}`)",
@@ -353,10 +363,9 @@ pub fn approve_with_dir(
 /// Sets `genesis_hash` in `DIR/config.toml`, keeping the file's comments.
 pub fn install_genesis(dir: &Path, genesis: &SignedRegistryUpdate) -> Result<RegistryHash, SetupError> {
     let hash = genesis.hash();
-    if !genesis_waiting_for(genesis).is_empty() {
-        return Err(SetupError::GenesisIncomplete(
-            genesis_waiting_for(genesis).join(", "),
-        ));
+    let waiting = possession_waiting(genesis);
+    if !waiting.is_empty() {
+        return Err(SetupError::GenesisIncomplete(waiting.join(", ")));
     }
     Registry::from_genesis(genesis.clone(), hash)?;
     let config = Config::load(dir)?;

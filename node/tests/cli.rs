@@ -871,6 +871,12 @@ fn members_change_the_registry_and_the_change_spreads() {
     assert!(proposed.status.success(), "{}", stderr(&proposed));
     let approved = herald(&["registry", "approve", "--dir", &one, &r]);
     assert!(approved.status.success(), "{}", stderr(&approved));
+    assert!(
+        stdout(&approved).contains("Members approving so far: member-1 (")
+            && stdout(&approved).contains("Enough to submit"),
+        "{}",
+        stdout(&approved)
+    );
     let submitted = herald(&["registry", "submit", "--dir", &one, &r]);
     assert!(submitted.status.success(), "{}", stderr(&submitted));
     second.wait_for(&["registry advanced"]);
@@ -910,18 +916,22 @@ fn members_change_the_registry_and_the_change_spreads() {
         &v,
     ]);
     assert!(proposed.status.success(), "{}", stderr(&proposed));
+    let first_approval = herald(&["registry", "approve", "--dir", &two, &v]);
+    assert!(first_approval.status.success(), "{}", stderr(&first_approval));
     assert!(
-        herald(&["registry", "approve", "--dir", &two, &v])
-            .status
-            .success()
+        !stdout(&first_approval).contains("Enough to submit"),
+        "{}",
+        stdout(&first_approval)
     );
     let alone = herald(&["registry", "submit", "--dir", &two, &v]);
     assert!(!alone.status.success());
     assert!(stderr(&alone).contains("approved"), "{}", stderr(&alone));
+    let second_approval = herald(&["registry", "approve", "--dir", &three, &v]);
+    assert!(second_approval.status.success(), "{}", stderr(&second_approval));
     assert!(
-        herald(&["registry", "approve", "--dir", &three, &v])
-            .status
-            .success()
+        stdout(&second_approval).contains("Enough to submit"),
+        "{}",
+        stdout(&second_approval)
     );
     let submitted = herald(&["registry", "submit", "--dir", &two, &v]);
     assert!(submitted.status.success(), "{}", stderr(&submitted));

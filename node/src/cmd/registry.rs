@@ -274,6 +274,40 @@ fn approve(
     }
     setup::write_file(file, &update.to_bytes())?;
     out!("Added {added} approvals; {} in all.", update.approvals().len());
+    // Who has approved so far, as the current registry counts members (by
+    // their member keys). The registry checks the signatures as it applies.
+    if let Ok(view) = current(dir) {
+        let approving: Vec<_> = view
+            .members
+            .iter()
+            .filter(|m| m.removed_at.is_none())
+            .filter(|m| update.approvals().iter().any(|a| a.key == m.member_key))
+            .collect();
+        let approved: Vec<&str> = approving.iter().map(|m| m.name.as_str()).collect();
+        let own_change_approved = herald_keys::registry::self_managed_by(&update.body().ops)
+            .is_some_and(|owner| approving.iter().any(|m| m.id == owner));
+        out!(
+            "Members approving so far: {} ({} of the {} the threshold needs; a change to one member's own keys and nodes needs that member alone).",
+            match approved.is_empty() {
+                true => "none".to_string(),
+                false => approved.join(", "),
+            },
+            approved.len(),
+            view.threshold
+        );
+        let waiting = setup::possession_waiting(&update);
+        if !waiting.is_empty() {
+            out!(
+                "Still to approve it for the keys it adds: {} (with `herald registry approve`, --key for a key file).",
+                waiting.join(", ")
+            );
+        } else if approved.len() >= view.threshold as usize || own_change_approved {
+            out!(
+                "Enough to submit: herald registry submit --dir DIR {}",
+                file.display()
+            );
+        }
+    }
     Ok(())
 }
 
