@@ -324,6 +324,18 @@ pub fn genesis_incomplete(genesis: &SignedRegistryUpdate, file: &Path, error: &R
     }
 }
 
+/// Reads the genesis a node directory's configuration names.
+pub fn read_installed_genesis(dir: &Path, config: &Config) -> Result<SignedRegistryUpdate, SetupError> {
+    let path = dir.join(&config.registry.genesis_file);
+    if !path.exists() {
+        return Err(SetupError::BadFile {
+            path,
+            message: "the genesis file is missing; install the network's genesis with `herald genesis install --dir DIR FILE` (any member can send the file; its hash must be the genesis_hash in config.toml)".into(),
+        });
+    }
+    read_update(&path)
+}
+
 /// Reads a (possibly partly approved) registry update file.
 pub fn read_update(path: &Path) -> Result<SignedRegistryUpdate, SetupError> {
     let bytes = read_limited(path)?;
@@ -412,7 +424,7 @@ pub fn load_node_settings(dir: &Path) -> Result<(Config, NodeSettings), SetupErr
                 path: config_path.clone(),
                 message: format!("genesis_hash: {e}"),
             })?;
-    let genesis = read_update(&dir.join(&config.registry.genesis_file))?;
+    let genesis = read_installed_genesis(dir, &config)?;
     let parse = |what: &'static str, list: &[String]| -> Result<Vec<Multiaddr>, SetupError> {
         list.iter()
             .map(|a| {

@@ -34,7 +34,7 @@ pub(crate) fn open_offline(dir: &Path, config: &Config) -> Result<(Store, Regist
         // The node has not run yet: the genesis installed beside the config,
         // stored as the node stores it at its first start, so that what a
         // command then writes (an import, a registry update) follows it.
-        let genesis = herald_node::setup::read_update(&dir.join(&config.registry.genesis_file))?;
+        let genesis = herald_node::setup::read_installed_genesis(dir, config)?;
         let registry = Registry::from_genesis(genesis.clone(), hash).context("the installed genesis")?;
         store.save_registry_update(&genesis)?;
         store.flush()?;
