@@ -571,6 +571,14 @@ impl Node {
     }
 
     async fn publish_checked(&self, draft: Draft, new_chain: bool) -> Result<SignedBulletin, PublishError> {
+        // The format allows any title of 1 to 256 bytes; a blank one is a
+        // mistake this node need not sign (a rule for own bulletins only:
+        // others' are judged by the format).
+        if !draft.title.is_empty() && draft.title.trim().is_empty() {
+            return Err(PublishError::Invalid(
+                "the title is blank; give a line that says what the bulletin is about".into(),
+            ));
+        }
         // An audience is named by member id: one no current member has is a
         // mistake the node can see (a bulletin for nobody).
         {

@@ -1025,6 +1025,16 @@ async fn a_new_key_starts_its_chain_alone_when_marked_or_confirmed() {
             "{refused}"
         );
         assert!(mark.exists(), "an oversize draft took the mark");
+        // So is one with a blank title.
+        let refused = a
+            .node
+            .publish(sample_draft("   "))
+            .await
+            .expect_err("a blank title");
+        assert!(
+            matches!(&refused, PublishError::Invalid(m) if m.contains("the title is blank")),
+            "{refused}"
+        );
         // So is one meant for a member the registry does not list.
         let mut astray = sample_draft("for nobody");
         astray.audience = vec![herald_protocol::MemberId::from_bytes([0xab; 32])];
