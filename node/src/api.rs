@@ -21,8 +21,9 @@ use crate::node::{Draft, Node, PublishError};
 use crate::store::{IdLookupError, Query};
 use crate::view::{BulletinView, StatusView};
 
-/// Largest request body accepted: a largest bulletin as hex JSON, with room.
-const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// Largest request body accepted: a largest registry update as hex JSON
+/// (`POST /v1/registry`), with room; a largest draft is well within it.
+const MAX_REQUEST_BYTES: usize = 2 * herald_protocol::MAX_REGISTRY_UPDATE_BYTES + 64 * 1024;
 
 /// The file in the node directory that holds the API token.
 pub const TOKEN_FILE: &str = "api.token";

@@ -44,8 +44,12 @@ const BAN_DURATION: Duration = Duration::from_secs(600);
 const MAX_OUTGOING: u32 = 8;
 /// How often a node short of peers looks for more.
 const TOP_UP_EVERY: Duration = Duration::from_secs(30);
-/// Gossip frame limit: one whole bulletin plus protobuf framing headroom.
-const MAX_TRANSMIT_SIZE: usize = MAX_BULLETIN_BYTES + 16 * 1024;
+/// Tree message limit: one whole bulletin, and headroom so that an oversize
+/// one reaches the check and is refused with its reason.
+const MAX_TREE_MESSAGE: usize = MAX_BULLETIN_BYTES + 16 * 1024;
+/// Gossipsub frame limit: gossipsub carries registry updates (bulletins go
+/// by the tree), so one whole update, plus protobuf framing headroom.
+const MAX_TRANSMIT_SIZE: usize = herald_protocol::MAX_REGISTRY_UPDATE_BYTES + 16 * 1024;
 /// What a rejected message takes off its sender's score.
 const REJECTION_PENALTY: f64 = 100.0;
 
@@ -502,9 +506,7 @@ pub(crate) fn spawn(
         swarm.behaviour().push.new_control(),
         push_protocol(network).map_err(NetworkError::Build)?,
         parts.timing.tree,
-        // Larger than a bulletin, so that an oversize one reaches the check
-        // and is refused with its reason.
-        MAX_TRANSMIT_SIZE,
+        MAX_TREE_MESSAGE,
         sink,
     )
     .map_err(NetworkError::Build)?;
