@@ -171,7 +171,12 @@ fn api_refuses_bad_requests(dir: &Path, port: u16) {
             .content_type("application/json")
             // Just over the limit: the node refuses it having read most of it, and the rest
             // fits the sockets' buffers, so its answer is read rather than a reset.
-            .send(vec![b' '; 2 * herald_protocol::MAX_REGISTRY_UPDATE_BYTES + 64 * 1024 + 1024])
+            .send(vec![
+                b' ';
+                2 * herald_protocol::MAX_REGISTRY_UPDATE_BYTES
+                    + 64 * 1024
+                    + 1024
+            ])
             .unwrap(),
     );
     assert_eq!(status, 413, "{error}");
