@@ -504,6 +504,43 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
         "{}",
         stderr(&wrong)
     );
+
+    // An audit that cannot finish leaves the provenance file as it was, and
+    // no temporary file beside it.
+    let before = std::fs::read(&provenance).unwrap();
+    let wrong = herald(&[
+        "audit",
+        bundle.to_str().unwrap(),
+        "--genesis-hash",
+        &"11".repeat(32),
+        "--provenance",
+        provenance.to_str().unwrap(),
+    ]);
+    assert!(!wrong.status.success());
+    assert_eq!(std::fs::read(&provenance).unwrap(), before);
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("provenance"))
+        .collect();
+    assert_eq!(names, ["provenance.jsonl"]);
+    // The bundle named as its own provenance file is refused, unchanged.
+    let bundle_bytes = std::fs::read(&bundle).unwrap();
+    let itself = herald(&[
+        "audit",
+        bundle.to_str().unwrap(),
+        "--genesis-hash",
+        genesis,
+        "--provenance",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(!itself.status.success());
+    assert!(
+        stderr(&itself).contains("is the bundle being audited"),
+        "{}",
+        stderr(&itself)
+    );
+    assert_eq!(std::fs::read(&bundle).unwrap(), bundle_bytes);
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! contradict themselves.
 
 use std::io::Write;
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use herald_node::audit::{self, AuditError, AuditReport};
@@ -30,32 +31,23 @@ pub(crate) fn run(args: AuditArgs) -> Result<()> {
         None => None,
     };
     let mut out = match &args.provenance {
-        Some(path) => Some((
-            std::io::BufWriter::new(
-                std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-            ),
-            path,
-        )),
+        Some(path) => Some(Provenance::create(path, &args.file)?),
         None => None,
     };
     let mut write_error = None;
     let report = audit::audit(&args.file, genesis, known, |p| {
-        if let Some((w, _)) = out.as_mut()
+        if let Some(out) = out.as_mut()
             && write_error.is_none()
-            && let Err(e) = serde_json::to_writer(&mut *w, p)
+            && let Err(e) = serde_json::to_writer(&mut out.writer, p)
                 .map_err(std::io::Error::from)
-                .and_then(|()| w.write_all(b"\n"))
+                .and_then(|()| out.writer.write_all(b"\n"))
         {
             write_error = Some(e);
         }
     })
     .map_err(|e| explain(e, &args))?;
-    if let Some((w, path)) = out.as_mut() {
-        if let Some(e) = write_error {
-            bail!("cannot write {}: {e}", path.display());
-        }
-        w.flush()
-            .with_context(|| format!("cannot write {}", path.display()))?;
+    if let Some(out) = out {
+        out.finish(write_error)?;
     }
     if args.json {
         out!("{}", serde_json::to_string_pretty(&report)?);
@@ -76,6 +68,61 @@ pub(crate) fn run(args: AuditArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The provenance file being written: a temporary file beside it, renamed
+/// into place once the audit has gone through the whole bundle. An audit that
+/// cannot finish (a damaged bundle, the wrong network) leaves no file, and an
+/// earlier file of that name as it was.
+struct Provenance<'a> {
+    writer: std::io::BufWriter<std::fs::File>,
+    tmp: std::path::PathBuf,
+    path: &'a Path,
+}
+
+impl<'a> Provenance<'a> {
+    fn create(path: &'a Path, bundle: &Path) -> Result<Self> {
+        // Creating the file would empty the bundle before it is read.
+        if let (Ok(a), Ok(b)) = (path.canonicalize(), bundle.canonicalize())
+            && a == b
+        {
+            bail!(
+                "--provenance {} is the bundle being audited: name another file",
+                path.display()
+            );
+        }
+        let mut name = path
+            .file_name()
+            .map(|n| n.to_os_string())
+            .ok_or_else(|| anyhow::anyhow!("--provenance {} is not a file name", path.display()))?;
+        name.push(format!(".tmp-{}", std::process::id()));
+        let tmp = path.with_file_name(name);
+        let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        Ok(Provenance {
+            writer: std::io::BufWriter::new(file),
+            tmp,
+            path,
+        })
+    }
+
+    /// Renames the file into place, or removes it if anything failed.
+    fn finish(mut self, write_error: Option<std::io::Error>) -> Result<()> {
+        let result = match write_error {
+            Some(e) => Err(e),
+            None => self
+                .writer
+                .flush()
+                .and_then(|()| std::fs::rename(&self.tmp, self.path)),
+        };
+        result.with_context(|| format!("cannot write {}", self.path.display()))
+    }
+}
+
+impl Drop for Provenance<'_> {
+    fn drop(&mut self) {
+        // Gone already once renamed into place.
+        let _ = std::fs::remove_file(&self.tmp);
+    }
 }
 
 /// The import's wording of a bundle error speaks of a node; an auditor has none.
