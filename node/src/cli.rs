@@ -85,12 +85,15 @@ pub(crate) struct ExportArgs {
     /// Only this kind.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(herald_protocol::Kind::NAMES))]
     pub(crate) kind: Option<String>,
-    /// Only this member (member id).
+    /// Only this member (its name, or its member id).
     #[arg(long)]
     pub(crate) member: Option<String>,
     /// The bundle file to write.
     #[arg(long, short)]
     pub(crate) out: PathBuf,
+    /// Replace the bundle file if it exists.
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -461,6 +461,35 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
     let bundle = tmp.path().join("audit.hbundle");
     let exported = herald(&["export", "--dir", two_s, "-o", bundle.to_str().unwrap()]);
     assert!(exported.status.success(), "{}", stderr(&exported));
+    // An existing file is replaced only when asked; a member by its name.
+    let again = herald(&["export", "--dir", two_s, "-o", bundle.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("--force"), "{}", stderr(&again));
+    let again = herald(&[
+        "export",
+        "--dir",
+        two_s,
+        "--force",
+        "-o",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let one_member = tmp.path().join("member-1.hbundle");
+    let by_name = herald(&[
+        "export",
+        "--dir",
+        two_s,
+        "--member",
+        "member-1",
+        "-o",
+        one_member.to_str().unwrap(),
+    ]);
+    assert!(by_name.status.success(), "{}", stderr(&by_name));
+    assert!(
+        stdout(&by_name).starts_with("Wrote 1 bulletins"),
+        "{}",
+        stdout(&by_name)
+    );
     let config = std::fs::read_to_string(two.join("config.toml")).unwrap();
     let genesis = config
         .lines()

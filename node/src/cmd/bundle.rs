@@ -3,11 +3,10 @@
 
 use std::sync::RwLock;
 
-use anyhow::{Context, Result};
+use anyhow::{Result, bail};
 use herald_node::api::{ExportRequest, ImportRequest};
 use herald_node::bundle::{self, ExportFilter, ExportReport, ImportReport};
 use herald_node::config::Config;
-use herald_protocol::MemberId;
 
 use crate::cli::{ExportArgs, ImportArgs};
 use crate::client::Client;
@@ -27,35 +26,45 @@ fn absolute(path: &std::path::Path) -> Result<std::path::PathBuf> {
 
 pub(crate) fn export(args: ExportArgs) -> Result<()> {
     let config = Config::load(&args.dir)?;
+    let path = absolute(&args.out)?;
+    if !args.force && path.exists() {
+        bail!(
+            "{} exists: name another file, or pass --force to replace it",
+            path.display()
+        );
+    }
+    let since = match &args.since {
+        Some(d) => Some(
+            herald_node::node::now()
+                .0
+                .saturating_sub(super::parse_duration(d)?.as_millis() as u64),
+        ),
+        None => None,
+    };
+    let client = Client::new(config.api.listen, &args.dir);
+    let offline = if client.is_up() {
+        None
+    } else {
+        Some(open_offline(&args.dir, &config)?)
+    };
     let filter = ExportFilter {
-        since: match &args.since {
-            Some(d) => Some(
-                herald_node::node::now()
-                    .0
-                    .saturating_sub(super::parse_duration(d)?.as_millis() as u64),
-            ),
-            None => None,
-        },
+        since,
         kind: args.kind.clone(),
         member: args
             .member
             .as_deref()
-            .map(|m| m.parse::<MemberId>().with_context(|| format!("--member {m:?}")))
+            .map(|text| super::member_arg("--member", text, &client, offline.as_ref().map(|(_, r)| r)))
             .transpose()?,
     };
-    let path = absolute(&args.out)?;
-    let client = Client::new(config.api.listen, &args.dir);
-    let report: ExportReport = if client.is_up() {
-        client.post(
+    let report: ExportReport = match offline {
+        None => client.post(
             "/v1/export",
             &ExportRequest {
                 path: path.clone(),
                 filter,
             },
-        )?
-    } else {
-        let (store, registry) = open_offline(&args.dir, &config)?;
-        bundle::export(&path, &store, &registry, &filter, progress("exported"))?
+        )?,
+        Some((store, registry)) => bundle::export(&path, &store, &registry, &filter, progress("exported"))?,
     };
     out!(
         "Wrote {} bulletins and {} registry updates ({} bytes) to {}.",

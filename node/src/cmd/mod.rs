@@ -106,6 +106,29 @@ fn member_named(
     }
 }
 
+/// The member `text` names for `flag`: a member id, or a name looked up in
+/// the registry (the running node's, or `offline`'s when none runs); removed
+/// members count, as their bulletins are still held.
+fn member_arg(
+    flag: &str,
+    text: &str,
+    client: &crate::client::Client,
+    offline: Option<&herald_keys::Registry>,
+) -> Result<herald_protocol::MemberId> {
+    if let Ok(id) = text.parse::<herald_protocol::MemberId>() {
+        return Ok(id);
+    }
+    let members: Vec<(herald_protocol::MemberId, String)> = match offline {
+        Some(registry) => registry
+            .current()
+            .members()
+            .map(|m| (m.id, m.name.clone()))
+            .collect(),
+        None => members_of(client, true)?,
+    };
+    member_named(flag, text, &members)
+}
+
 /// Parses a duration like `90s`, `30m`, `12h` or `7d`.
 fn parse_duration(text: &str) -> Result<Duration> {
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));

@@ -73,24 +73,11 @@ pub(crate) fn list(args: ListArgs) -> Result<()> {
     } else {
         Some(open_offline(&args.dir, &config)?)
     };
-    let member = match args.member.as_deref() {
-        None => None,
-        Some(text) => Some(match text.parse::<MemberId>() {
-            Ok(id) => id,
-            // A name: looked up in the registry.
-            Err(_) => {
-                let members: Vec<(MemberId, String)> = match &offline {
-                    Some((_, registry)) => registry
-                        .current()
-                        .members()
-                        .map(|m| (m.id, m.name.clone()))
-                        .collect(),
-                    None => super::members_of(&client, true)?,
-                };
-                super::member_named("--member", text, &members)?
-            }
-        }),
-    };
+    let member = args
+        .member
+        .as_deref()
+        .map(|text| super::member_arg("--member", text, &client, offline.as_ref().map(|(_, r)| r)))
+        .transpose()?;
     let views: Vec<BulletinView> = if up {
         let mut q: Vec<(&str, String)> = vec![("limit", args.limit.to_string())];
         if let Some(k) = &args.kind {
