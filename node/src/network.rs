@@ -132,6 +132,24 @@ pub fn peer_id_of(node: &NodeId) -> Option<PeerId> {
     Some(identity::PublicKey::from(key).to_peer_id())
 }
 
+/// The node id of a libp2p peer id, if it names an Ed25519 key (as every
+/// member's node's does: its key is inlined in the id).
+pub fn node_id_of(peer: &PeerId) -> Option<NodeId> {
+    let key = identity::PublicKey::try_decode_protobuf(peer.as_ref().digest()).ok()?;
+    Some(NodeId::from_bytes(key.try_into_ed25519().ok()?.to_bytes()))
+}
+
+/// The current member whose nodes include `peer`, if any.
+fn member_of_node(registry: &RwLock<Registry>, peer: &PeerId) -> Option<herald_protocol::MemberId> {
+    let node = node_id_of(peer)?;
+    let registry = registry.read().unwrap_or_else(|e| e.into_inner());
+    registry
+        .current()
+        .allowed_nodes()
+        .find(|(_, n)| **n == node)
+        .map(|(m, _)| m.id)
+}
+
 /// The libp2p identity for a node key.
 pub fn keypair_of(key: &SecretKey) -> Result<identity::Keypair, identity::DecodingError> {
     let mut seed = *key.to_seed();
@@ -1195,12 +1213,16 @@ impl EventLoop {
         let indexer = self.indexer.clone();
         tokio::spawn(async move {
             let response = tokio::task::spawn_blocking(move || {
-                // Summaries list folded chains: what was received in the last
-                // second is folded first, so that a peer checking its own
-                // chain (after losing its store) learns of its last bulletins.
+                // Summaries list folded chains. When the asking node's member
+                // signed bulletins that are still staged (received in the last
+                // second), they are folded first: a node checking its own
+                // chain (after losing its store) must learn of its last
+                // bulletins. Others' wait for the next fold, so that a peer
+                // asking again and again cannot make the node fold for every
+                // bulletin it receives, only for its own member's.
                 use herald_protocol::sync::SyncRequest;
                 if matches!(request, SyncRequest::Hello { .. } | SyncRequest::Chains { .. })
-                    && store.staged_count() > 0
+                    && member_of_node(&registry, &peer).is_some_and(|m| store.stages_from(&m))
                 {
                     crate::indexer::fold_now(&indexer);
                 }
@@ -1272,5 +1294,20 @@ impl EventLoop {
                 .insert(peer, tokio::time::Instant::now() + BAN_DURATION);
             let _ = self.events.send(NodeEvent::PeerBanned(peer));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_node_id_and_its_peer_id_name_each_other() {
+        let node = NodeId::from_bytes(SecretKey::from_seed(&[7; 32]).public().to_bytes());
+        let peer = peer_id_of(&node).unwrap();
+        assert_eq!(node_id_of(&peer), Some(node));
+        // A peer id that inlines no Ed25519 key names no node.
+        assert_eq!(node_id_of(&PeerId::random()), None);
     }
 }

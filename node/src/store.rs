@@ -275,6 +275,8 @@ struct Staged {
     /// Ids in the order they were staged.
     order: VecDeque<BulletinId>,
     items: HashMap<BulletinId, StagedItem>,
+    /// How many of `items` each member signed.
+    by_member: HashMap<MemberId, usize>,
 }
 
 struct StagedItem {
@@ -732,6 +734,7 @@ impl Store {
             };
             if staged.items.insert(id, item).is_none() {
                 staged.order.push_back(id);
+                *staged.by_member.entry(*member).or_default() += 1;
             }
             first
         };
@@ -755,6 +758,11 @@ impl Store {
     /// How many bulletins wait to be folded.
     pub fn staged_count(&self) -> usize {
         self.staged().items.len()
+    }
+
+    /// Whether a bulletin `member` signed is staged.
+    pub fn stages_from(&self, member: &MemberId) -> bool {
+        self.staged().by_member.contains_key(member)
     }
 
     /// How many bulletins are held: folded or staged, each once (what
@@ -798,9 +806,21 @@ impl Store {
             // one at a time, removes. Each id is in `order` once while it is
             // in `items`.
             let mut staged = self.staged();
-            let Staged { order, items: held } = &mut *staged;
+            let Staged {
+                order,
+                items: held,
+                by_member,
+            } = &mut *staged;
             for id in order.drain(..items.len().min(order.len())) {
-                held.remove(&id);
+                if let Some(item) = held.remove(&id)
+                    && let std::collections::hash_map::Entry::Occupied(mut count) =
+                        by_member.entry(item.member)
+                {
+                    *count.get_mut() -= 1;
+                    if *count.get() == 0 {
+                        count.remove();
+                    }
+                }
             }
         }
         Ok(folded(items, from, outcomes))

@@ -1191,7 +1191,11 @@ fn a_staged_bulletin_is_readable_at_once_and_indexed_when_folded() {
         "the first staged says so"
     );
     assert!(!store.stage(&c[1], &member_of(&signer), FROM));
+    // Staging the same bulletin again counts it once.
+    assert!(!store.stage(&c[1], &member_of(&signer), FROM));
     assert_eq!(store.staged_count(), 2);
+    assert!(store.stages_from(&member_of(&signer)));
+    assert!(!store.stages_from(&member_of(&key(2))));
 
     // Held and readable, byte for byte, before any fold.
     assert!(store.contains(&c[1].id()).unwrap());
@@ -1206,6 +1210,7 @@ fn a_staged_bulletin_is_readable_at_once_and_indexed_when_folded() {
     assert_eq!(folded.len(), 2);
     assert!(folded.iter().all(|f| f.outcome == Stored::New && f.from == FROM));
     assert_eq!(store.staged_count(), 0);
+    assert!(!store.stages_from(&member_of(&signer)));
     assert_eq!(store.count().unwrap(), 2);
     assert_eq!(store.head(&signer.id()).unwrap(), head(2, 2));
     assert_eq!(store.query(&Query::default()).unwrap().len(), 2);
