@@ -112,13 +112,23 @@ where
     type Rejection = Failure;
 
     async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Failure> {
+        // What the limit is for, to say so when a body is over it.
+        let largest = match request.uri().path() {
+            "/v1/registry" => format!(
+                "a signed registry update is at most {} bytes",
+                herald_protocol::MAX_REGISTRY_UPDATE_BYTES
+            ),
+            _ => format!(
+                "a bulletin holds at most {} bytes in all",
+                herald_protocol::MAX_BULLETIN_BYTES
+            ),
+        };
         match Json::<T>::from_request(request, state).await {
             Ok(Json(value)) => Ok(Body(value)),
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Failure(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
-                    "the request is over the API's limit of {MAX_REQUEST_BYTES} bytes (a bulletin holds at most {} in all); shorten it",
-                    herald_protocol::MAX_BULLETIN_BYTES
+                    "the request is over the API's limit of {MAX_REQUEST_BYTES} bytes ({largest}); shorten it"
                 ),
             )),
             Err(rejection) => Err(Failure(

@@ -180,7 +180,25 @@ fn api_refuses_bad_requests(dir: &Path, port: u16) {
             .unwrap(),
     );
     assert_eq!(status, 413, "{error}");
-    assert!(error.contains("shorten it"), "{error}");
+    assert!(
+        error.contains("shorten it") && error.contains("a bulletin holds at most"),
+        "{error}"
+    );
+    let (status, error) = refused(
+        agent
+            .post(format!("http://127.0.0.1:{port}/v1/registry"))
+            .header("Authorization", &bearer)
+            .content_type("application/json")
+            .send(vec![
+                b' ';
+                2 * herald_protocol::MAX_REGISTRY_UPDATE_BYTES
+                    + 64 * 1024
+                    + 1024
+            ])
+            .unwrap(),
+    );
+    assert_eq!(status, 413, "{error}");
+    assert!(error.contains("a signed registry update is at most"), "{error}");
 
     // The web page holds no data: it comes without the token, asks for it,
     // and may run only its own script.
