@@ -99,6 +99,12 @@ pub enum NodeEvent {
         /// Why.
         reason: String,
     },
+    /// The node's own bulletins kept while no peer was linked have all been
+    /// sent to its peers: this many.
+    BacklogSent {
+        /// How many.
+        count: usize,
+    },
     /// Two different bulletins with one key and number: both kept as proof.
     Equivocation {
         /// The key.

@@ -909,6 +909,9 @@ impl EventLoop {
             PushEvent::Malformed { from, reason } => {
                 self.penalise(from, format!("a malformed tree frame: {reason}"))
             }
+            PushEvent::BacklogSent { count } => {
+                let _ = self.events.send(NodeEvent::BacklogSent { count });
+            }
         }
     }
 

@@ -82,6 +82,12 @@ pub enum PushEvent {
         /// What was wrong.
         reason: String,
     },
+    /// The node's own messages kept while no peer was linked (or while the
+    /// links' queues had no room) have all gone out: this many.
+    BacklogSent {
+        /// How many went out from the backlog since it was last empty.
+        count: usize,
+    },
 }
 
 /// A message seen for the first time, handed to the node's check: the peer
@@ -185,6 +191,10 @@ struct Inner {
     /// queues), oldest first, and their bytes.
     pending: VecDeque<(MessageId, Arc<[u8]>)>,
     pending_bytes: usize,
+    /// Of those, how many went out since `pending` was last empty.
+    pending_sent: usize,
+    /// Where [`PushEvent::BacklogSent`] goes (none in unit tests).
+    events: Option<mpsc::Sender<PushEvent>>,
     /// Control frames skipped: their sender was over its budget.
     skipped_control: u64,
 }
@@ -200,6 +210,8 @@ impl Inner {
             reading: HashMap::new(),
             pending: VecDeque::new(),
             pending_bytes: 0,
+            pending_sent: 0,
+            events: None,
             skipped_control: 0,
         }
     }
@@ -258,11 +270,20 @@ impl Inner {
                 return;
             }
             let Some((id, data)) = self.pending.pop_front() else {
-                return;
+                break;
             };
             self.pending_bytes -= data.len();
+            self.pending_sent += 1;
             let sends = self.tree.accept(id, data, None, Instant::now());
             self.dispatch(sends);
+        }
+        if self.pending.is_empty() && self.pending_sent > 0 {
+            let count = std::mem::take(&mut self.pending_sent);
+            tracing::info!(count, "own bulletins kept while no peer was linked: all sent");
+            if let Some(events) = &self.events {
+                // Dropped if the node lags 64 events behind: it is a notice.
+                let _ = events.try_send(PushEvent::BacklogSent { count });
+            }
         }
     }
 
@@ -367,7 +388,9 @@ impl Push {
         sink: Sink,
     ) -> Result<(Push, mpsc::Receiver<PushEvent>), String> {
         let (events_tx, events) = mpsc::channel(64);
-        let inner = Arc::new(Mutex::new(Inner::new(config)));
+        let mut state = Inner::new(config);
+        state.events = Some(events_tx.clone());
+        let inner = Arc::new(Mutex::new(state));
         let mut incoming = control
             .accept(protocol.clone())
             .map_err(|_| format!("the stream protocol {protocol} is already in use"))?;
@@ -1040,6 +1063,8 @@ mod tests {
     #[test]
     fn own_messages_kept_while_alone_go_out_in_order_while_some_link_has_room() {
         let mut inner = Inner::new(TreeConfig::default());
+        let (events, mut notices) = mpsc::channel(8);
+        inner.events = Some(events);
         let all = 600u32;
         for n in 0..all {
             own(&mut inner, n.to_le_bytes().to_vec());
@@ -1059,8 +1084,15 @@ mod tests {
         assert_eq!(stalled.frames.len(), held_back);
         // A second link with room lets the rest go, to both (the first still
         // has room for them in its queue).
+        assert!(notices.try_recv().is_err(), "not all sent yet");
         let (_, open) = inner.link(PeerId::random());
         assert!(inner.pending.is_empty());
+        // Told once, with every message the backlog held.
+        assert!(matches!(
+            notices.try_recv(),
+            Ok(PushEvent::BacklogSent { count }) if count == all as usize + 1
+        ));
+        assert!(notices.try_recv().is_err(), "told once");
         let numbers = |queue: &mut Queue| -> Vec<u32> {
             drain(queue)
                 .into_iter()
