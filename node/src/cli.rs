@@ -244,19 +244,22 @@ pub(crate) struct PublishArgs {
     /// The node directory (for the API address).
     #[arg(long, default_value = ".")]
     pub(crate) dir: PathBuf,
-    /// What kind of bulletin.
+    /// What kind of bulletin (for a CSAF document: advisory unless given).
     #[arg(long, value_enum)]
-    pub(crate) kind: KindArg,
-    /// One-line title.
+    pub(crate) kind: Option<KindArg>,
+    /// One-line title (for a CSAF document: its title unless given).
     #[arg(long)]
-    pub(crate) title: String,
-    /// Severity.
+    pub(crate) title: Option<String>,
+    /// Severity (for a CSAF document: from its highest CVSS score, or its
+    /// aggregate severity, unless given).
     #[arg(long, value_enum)]
-    pub(crate) severity: SeverityArg,
-    /// Traffic Light Protocol label.
+    pub(crate) severity: Option<SeverityArg>,
+    /// Traffic Light Protocol label (for a CSAF document: its own label unless
+    /// given; a label less strict than the document's is refused).
     #[arg(long, value_enum)]
-    pub(crate) tlp: TlpArg,
-    /// The content, from a file (a CSAF JSON file is carried byte for byte).
+    pub(crate) tlp: Option<TlpArg>,
+    /// The content, from a file (a CSAF JSON file is carried byte for byte,
+    /// and its CVE ids are added to the references).
     #[arg(long, conflicts_with = "body")]
     pub(crate) body_file: Option<PathBuf>,
     /// The content, inline.

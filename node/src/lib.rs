@@ -30,6 +30,7 @@ pub mod audit;
 pub mod bundle;
 pub mod chain_check;
 pub mod config;
+pub mod csaf;
 pub mod devnet;
 pub mod events;
 mod indexer;

@@ -579,6 +579,10 @@ impl Node {
                 "the title is blank; give a line that says what the bulletin is about".into(),
             ));
         }
+        // A CSAF document is not shared more widely than its own TLP label
+        // allows (own bulletins only, as above).
+        crate::csaf::check_tlp(&draft.payload.bytes, draft.tlp)
+            .map_err(|e| PublishError::Invalid(e.to_string()))?;
         // An audience is named by member id: one no current member has is a
         // mistake the node can see (a bulletin for nobody).
         {

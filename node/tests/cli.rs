@@ -590,6 +590,123 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
     assert_eq!(std::fs::read(&bundle).unwrap(), bundle_bytes);
 }
 
+/// A CSAF document gives its bulletin its title, TLP label, severity and CVE ids unless the
+/// command line gives them, and is never published under a label less strict than its own.
+#[test]
+fn a_csaf_document_names_its_own_title_label_and_severity() {
+    let tmp = tempfile::tempdir().unwrap();
+    testnet(tmp.path(), 1);
+    let dir = tmp.path().join("member-1");
+    let dir_s = dir.to_str().unwrap();
+    let node = RunningNode::start(&dir);
+    node.wait_for(&["herald is running"]);
+    let csaf = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/bsi-2022-0001.json");
+
+    let published = herald(&["publish", "--dir", dir_s, "--body-file", csaf]);
+    assert!(published.status.success(), "{}", stderr(&published));
+    let id = stdout(&published).trim().to_string();
+    let shown = herald(&["show", "--dir", dir_s, &id, "--json"]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let view: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(
+        view["title"], "CVRF-CSAF-Converter: XML External Entities Vulnerability",
+        "{view}"
+    );
+    // The document is TLP:WHITE (CLEAR) and scores 6.1 (CVSS v3: medium).
+    assert_eq!(
+        (&view["tlp"], &view["severity"]),
+        (&"CLEAR".into(), &"medium".into()),
+        "{view}"
+    );
+    assert!(
+        view.to_string().contains("CVE-2022-27193") && view.to_string().contains("vulnerability-advisory"),
+        "{view}"
+    );
+    assert_eq!(
+        view["payload"].as_str().unwrap().as_bytes(),
+        std::fs::read(csaf).unwrap(),
+        "byte for byte"
+    );
+
+    // Marked RED: refused under a wider label, by the command line and by the node's API.
+    let red_text =
+        std::fs::read_to_string(csaf)
+            .unwrap()
+            .replacen("\"label\": \"WHITE\"", "\"label\": \"RED\"", 1);
+    assert!(red_text.contains("\"RED\""), "the sample's label was found");
+    let red = tmp.path().join("red.json");
+    std::fs::write(&red, &red_text).unwrap();
+    let red_s = red.to_str().unwrap();
+    let wider = herald(&["publish", "--dir", dir_s, "--body-file", red_s, "--tlp", "amber"]);
+    assert!(!wider.status.success());
+    assert!(
+        stderr(&wider).contains("marked TLP:RED") && stderr(&wider).contains("more widely"),
+        "{}",
+        stderr(&wider)
+    );
+    // Straight to the API (as the web page's form publishes): the node checks it too.
+    let draft = herald_node::Draft {
+        kind: herald_protocol::Kind::Outreach,
+        tlp: herald_protocol::Tlp::Green,
+        severity: herald_protocol::Severity::Low,
+        title: "t".into(),
+        references: Vec::new(),
+        supersedes: None,
+        expires: None,
+        audience: Vec::new(),
+        payload: herald_protocol::Payload {
+            content_type: "application/json".into(),
+            bytes: red_text.clone().into_bytes(),
+        },
+        created: None,
+    };
+    let token = std::fs::read_to_string(dir.join("api.token")).unwrap();
+    let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+    let api = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("listen = \"127.0.0.1:"))
+        .and_then(|l| l.strip_suffix('"'))
+        .filter(|port| port.parse::<u16>().is_ok_and(|p| p > 0))
+        .expect("the API's listen address");
+    let mut answer = ureq::Agent::from(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build(),
+    )
+    .post(format!("http://127.0.0.1:{api}/v1/bulletins"))
+    .header("Authorization", &format!("Bearer {}", token.trim()))
+    .send_json(&draft)
+    .unwrap();
+    let body = answer.body_mut().read_to_string().unwrap();
+    assert_eq!(answer.status().as_u16(), 400, "{body}");
+    assert!(body.contains("more widely"), "{body}");
+    let as_red = herald(&[
+        "publish",
+        "--dir",
+        dir_s,
+        "--body-file",
+        red_s,
+        "--severity",
+        "critical",
+    ]);
+    assert!(as_red.status.success(), "{}", stderr(&as_red));
+    let view: serde_json::Value =
+        serde_json::from_slice(&herald(&["show", "--dir", dir_s, stdout(&as_red).trim(), "--json"]).stdout)
+            .unwrap();
+    assert_eq!(
+        (&view["tlp"], &view["severity"]),
+        (&"RED".into(), &"critical".into()),
+        "{view}"
+    );
+
+    // Plain content names nothing: the command line asks for what it needs.
+    let bare = herald(&["publish", "--dir", dir_s, "--body", "a note"]);
+    assert!(!bare.status.success());
+    assert!(stderr(&bare).contains("--tlp"), "{}", stderr(&bare));
+    node.stop();
+}
+
 #[test]
 fn bad_command_line_input_gets_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();

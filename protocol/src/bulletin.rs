@@ -418,20 +418,25 @@ pub(crate) fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
+/// Whether `id` is a CVE id as a [`Reference::Cve`] must be: `CVE-`, a year
+/// of four digits, `-`, four digits or more; 32 bytes at most.
+pub fn is_cve_id(id: &str) -> bool {
+    id.len() <= 32
+        && id.strip_prefix("CVE-").is_some_and(|rest| {
+            let mut parts = rest.splitn(2, '-');
+            let year = parts.next().unwrap_or("");
+            let num = parts.next().unwrap_or("");
+            year.len() == 4
+                && year.bytes().all(|b| b.is_ascii_digit())
+                && num.len() >= 4
+                && num.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
 fn check_reference(r: &Reference) -> Result<(), DecodeError> {
     match r {
         Reference::Cve(id) => {
-            let ok = id.len() <= 32
-                && id.strip_prefix("CVE-").is_some_and(|rest| {
-                    let mut parts = rest.splitn(2, '-');
-                    let year = parts.next().unwrap_or("");
-                    let num = parts.next().unwrap_or("");
-                    year.len() == 4
-                        && year.bytes().all(|b| b.is_ascii_digit())
-                        && num.len() >= 4
-                        && num.bytes().all(|b| b.is_ascii_digit())
-                });
-            if !ok {
+            if !is_cve_id(id) {
                 return Err(DecodeError::Invalid(format!(
                     "reference {id:?} is not a CVE id like CVE-2021-44228"
                 )));

@@ -86,7 +86,75 @@ pub(crate) fn tlp(t: TlpArg) -> Tlp {
 
 fn draft_from(args: &PublishArgs) -> Result<Draft> {
     let now = herald_node::node::now();
-    let kind = match args.kind {
+    let (bytes, guessed) = match (&args.body_file, &args.body) {
+        (Some(path), _) => {
+            let size = std::fs::metadata(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .len();
+            if size > herald_protocol::MAX_BULLETIN_BYTES as u64 {
+                bail!(
+                    "{} is {size} bytes; a bulletin holds at most {} bytes in all. Publish a shorter summary, with a link to the full document (--url)",
+                    path.display(),
+                    herald_protocol::MAX_BULLETIN_BYTES
+                );
+            }
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let guessed = content_type_for(path, &bytes);
+            (bytes, guessed)
+        }
+        (None, Some(text)) => (text.clone().into_bytes(), "text/markdown"),
+        (None, None) => (Vec::new(), "text/markdown"),
+    };
+    // A CSAF document names its own title, label, severity and CVE ids.
+    let csaf = herald_node::csaf::read(&bytes);
+    let document_tlp = match csaf.as_ref().map(|c| c.tlp()).transpose() {
+        Ok(label) => label.flatten(),
+        // Nothing is stricter than RED: an unknown label does not matter then.
+        Err(_) if matches!(args.tlp, Some(TlpArg::Red)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let tlp = match (args.tlp.map(tlp), document_tlp) {
+        (Some(given), Some(_)) => {
+            herald_node::csaf::check_tlp(&bytes, given)?;
+            given
+        }
+        (Some(given), None) => given,
+        (None, Some(document)) => document,
+        (None, None) => bail!(match csaf {
+            Some(_) =>
+                "the CSAF document has no TLP label (document.distribution.tlp.label): give one with --tlp",
+            None => "give a TLP label with --tlp (clear, green, amber, amber+strict, red)",
+        }),
+    };
+    let title = match (&args.title, csaf.as_ref().and_then(|c| c.title.clone())) {
+        (Some(given), _) => given.clone(),
+        (None, Some(document)) => document,
+        (None, None) => bail!(match csaf {
+            Some(_) => "the CSAF document has no title (document.title): give one with --title",
+            None => "give a one-line title with --title",
+        }),
+    };
+    let severity = match (
+        args.severity.map(severity),
+        csaf.as_ref().and_then(|c| c.severity),
+    ) {
+        (Some(given), _) => given,
+        (None, Some(document)) => document,
+        (None, None) => bail!(match csaf {
+            Some(_) =>
+                "the CSAF document has no CVSS score or aggregate severity Herald can read: give one with --severity",
+            None => "give a severity with --severity (informational, low, medium, high, critical)",
+        }),
+    };
+    let kind_arg = match (args.kind, &csaf) {
+        (Some(kind), _) => kind,
+        (None, Some(_)) => KindArg::Advisory,
+        (None, None) => bail!(
+            "give the kind of bulletin with --kind ({})",
+            Kind::NAMES.join(", ")
+        ),
+    };
+    let kind = match kind_arg {
         KindArg::Advisory => Kind::VulnerabilityAdvisory {
             status: named::<AdvisoryStatus>(
                 "status",
@@ -155,30 +223,24 @@ fn draft_from(args: &PublishArgs) -> Result<Draft> {
                 .ok_or_else(|| anyhow!("a withdrawal needs --reason TEXT"))?,
         },
     };
-    let (bytes, guessed) = match (&args.body_file, &args.body) {
-        (Some(path), _) => {
-            let size = std::fs::metadata(path)
-                .with_context(|| format!("reading {}", path.display()))?
-                .len();
-            if size > herald_protocol::MAX_BULLETIN_BYTES as u64 {
-                bail!(
-                    "{} is {size} bytes; a bulletin holds at most {} bytes in all. Publish a shorter summary, with a link to the full document (--url)",
-                    path.display(),
-                    herald_protocol::MAX_BULLETIN_BYTES
-                );
-            }
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let guessed = content_type_for(path, &bytes);
-            (bytes, guessed)
-        }
-        (None, Some(text)) => (text.clone().into_bytes(), "text/markdown"),
-        (None, None) => (Vec::new(), "text/markdown"),
-    };
     let mut references: Vec<Reference> = Vec::new();
     references.extend(args.cves.iter().map(|c| Reference::Cve(c.clone())));
     references.extend(args.urls.iter().map(|u| Reference::Url(u.clone())));
     for r in &args.refs {
         references.push(Reference::Bulletin(bulletin_id("--ref", r)?));
+    }
+    // The document's CVE ids, after those given, as many as fit.
+    if let Some(document) = &csaf {
+        let new: Vec<&String> = document.cves.iter().filter(|c| !args.cves.contains(c)).collect();
+        let room = herald_protocol::bulletin::MAX_REFERENCES.saturating_sub(references.len());
+        if new.len() > room {
+            eprintln!(
+                "The CSAF document names {} more CVE ids; a bulletin lists at most {} references, so it lists the first {room} of them. All are in the document.",
+                new.len(),
+                herald_protocol::bulletin::MAX_REFERENCES
+            );
+        }
+        references.extend(new.into_iter().take(room).map(|c| Reference::Cve(c.clone())));
     }
     let mut audience = args
         .audience
@@ -195,9 +257,9 @@ fn draft_from(args: &PublishArgs) -> Result<Draft> {
     };
     Ok(Draft {
         kind,
-        tlp: tlp(args.tlp),
-        severity: severity(args.severity),
-        title: args.title.clone(),
+        tlp,
+        severity,
+        title,
         references,
         supersedes: args
             .supersedes
