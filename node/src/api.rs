@@ -218,6 +218,7 @@ pub async fn serve(
     let bound = listener.local_addr()?;
     let app = Router::new()
         .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
         .route("/v1/bulletins", get(list).post(publish))
         .route("/v1/bulletins/{id}", get(show))
         .route("/v1/registry", get(registry_view).post(submit_registry))
@@ -319,6 +320,26 @@ async fn export(
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Result<Json<StatusView>, Failure> {
+    status_view(node).await.map(Json)
+}
+
+/// `GET /metrics`: the status and the node's event counts in the Prometheus
+/// text format, for a scraper that sends the token (`authorization:
+/// credentials_file: <dir>/api.token`).
+async fn metrics(State(node): State<Arc<Node>>) -> Result<Response, Failure> {
+    let status = status_view(Arc::clone(&node)).await?;
+    let text = crate::metrics::render(&status, node.event_counts());
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+async fn status_view(node: Arc<Node>) -> Result<StatusView, Failure> {
     let network_status = node.network_status().await;
     let registry_version = node
         .registry()
@@ -326,7 +347,7 @@ async fn status(State(node): State<Arc<Node>>) -> Result<Json<StatusView>, Failu
         .unwrap_or_else(|e| e.into_inner())
         .version()
         .0;
-    Ok(Json(StatusView {
+    Ok(StatusView {
         peer_id: node.peer_id().to_string(),
         member: node.member(),
         network: node.network().to_string(),
@@ -354,7 +375,7 @@ async fn status(State(node): State<Arc<Node>>) -> Result<Json<StatusView>, Failu
                 .map_err(internal)?
                 .map_err(internal)?
         },
-    }))
+    })
 }
 
 async fn publish(

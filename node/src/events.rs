@@ -2,9 +2,11 @@
 //! and going, input rejected, equivocation found.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use herald_protocol::{BulletinId, KeyId, MemberId, Seq, SignedBulletin, Timestamp};
 use libp2p::{Multiaddr, PeerId};
+use tokio::sync::broadcast;
 
 /// Where a stored bulletin came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,4 +118,83 @@ pub enum NodeEvent {
         /// The other.
         second: BulletinId,
     },
+}
+
+/// How many of each event that counts a node has sent since it started (the
+/// counters of `GET /metrics`).
+#[derive(Debug, Default)]
+pub struct EventCounts {
+    /// Bulletins stored, by origin: published here, by gossip, by sync, from
+    /// a bundle.
+    pub stored_local: AtomicU64,
+    pub stored_gossip: AtomicU64,
+    pub stored_sync: AtomicU64,
+    pub stored_bundle: AtomicU64,
+    /// Messages or sync answers rejected, each counted against its sender.
+    pub rejected: AtomicU64,
+    /// Peers disconnected for repeated invalid input.
+    pub banned: AtomicU64,
+    /// Catch-up sessions that finished, and that failed.
+    pub sync_completed: AtomicU64,
+    pub sync_failed: AtomicU64,
+    /// Equivocations found.
+    pub equivocations: AtomicU64,
+    /// Registry versions taken in, and forks seen.
+    pub registry_advanced: AtomicU64,
+    pub registry_forks: AtomicU64,
+}
+
+/// The node's events as they are sent: broadcast to every subscriber (one
+/// that falls behind misses some) and counted first, so that the counts miss
+/// none.
+#[derive(Debug, Clone)]
+pub struct Events {
+    sender: broadcast::Sender<NodeEvent>,
+    counts: Arc<EventCounts>,
+}
+
+impl Events {
+    /// Events for subscribers that may fall `capacity` events behind.
+    pub fn new(capacity: usize) -> Self {
+        let (sender, _) = broadcast::channel(capacity);
+        Events {
+            sender,
+            counts: Arc::default(),
+        }
+    }
+
+    /// Counts `event` and sends it to every subscriber (none is fine).
+    pub fn send(&self, event: NodeEvent) {
+        let c = &self.counts;
+        let counter = match &event {
+            NodeEvent::BulletinStored { origin, .. } => Some(match origin {
+                Origin::Local => &c.stored_local,
+                Origin::Gossip(_) => &c.stored_gossip,
+                Origin::Sync(_) => &c.stored_sync,
+                Origin::Bundle => &c.stored_bundle,
+            }),
+            NodeEvent::Rejected { .. } => Some(&c.rejected),
+            NodeEvent::PeerBanned(_) => Some(&c.banned),
+            NodeEvent::SyncCompleted { .. } => Some(&c.sync_completed),
+            NodeEvent::SyncFailed { .. } => Some(&c.sync_failed),
+            NodeEvent::Equivocation { .. } => Some(&c.equivocations),
+            NodeEvent::RegistryAdvanced(_) => Some(&c.registry_advanced),
+            NodeEvent::RegistryFork(_) => Some(&c.registry_forks),
+            _ => None,
+        };
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        let _ = self.sender.send(event);
+    }
+
+    /// A receiver of every event sent from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.sender.subscribe()
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> &EventCounts {
+        &self.counts
+    }
 }

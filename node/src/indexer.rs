@@ -14,9 +14,9 @@
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
-use crate::events::{NodeEvent, Origin};
+use crate::events::Origin;
 use crate::network::Command;
 use crate::store::{FOLD_DELAY, FOLD_GROUP, Folded, Store};
 use crate::writer::{check_gaps, report};
@@ -46,7 +46,7 @@ pub(crate) enum Signal {
 
 pub(crate) struct Indexer {
     pub(crate) store: Store,
-    pub(crate) events: broadcast::Sender<NodeEvent>,
+    pub(crate) events: crate::events::Events,
     pub(crate) network: mpsc::Sender<Command>,
 }
 

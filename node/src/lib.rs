@@ -35,6 +35,7 @@ pub mod devnet;
 pub mod events;
 mod indexer;
 mod journal;
+pub mod metrics;
 pub mod network;
 pub mod node;
 mod peer_gate;

@@ -228,7 +228,7 @@ pub(crate) struct NetworkParts {
     pub(crate) timing: GossipTiming,
     pub(crate) registry: Arc<RwLock<Registry>>,
     pub(crate) store: Store,
-    pub(crate) events: broadcast::Sender<NodeEvent>,
+    pub(crate) events: crate::events::Events,
     pub(crate) writer: mpsc::Sender<WriteRequest>,
     /// Told when bulletins are staged, to fold them.
     pub(crate) indexer: std::sync::mpsc::SyncSender<crate::indexer::Signal>,
@@ -625,7 +625,7 @@ struct EventLoop {
     ignored_busy: u64,
     registry: Arc<RwLock<Registry>>,
     store: Store,
-    events: broadcast::Sender<NodeEvent>,
+    events: crate::events::Events,
     writer: mpsc::Sender<WriteRequest>,
     indexer: std::sync::mpsc::SyncSender<crate::indexer::Signal>,
     invalid_counts: HashMap<PeerId, u32>,
@@ -714,7 +714,7 @@ impl EventLoop {
             Command::RegistryChanged => {
                 self.refresh_allowed_peers();
                 let version = self.registry.read().unwrap_or_else(|e| e.into_inner()).version();
-                let _ = self.events.send(NodeEvent::RegistryAdvanced(version));
+                self.events.send(NodeEvent::RegistryAdvanced(version));
             }
             Command::Status(reply) => {
                 let stats = self.push.stats();
@@ -810,19 +810,19 @@ impl EventLoop {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
                 self.listen_addrs.push(address.clone());
-                let _ = self.events.send(NodeEvent::Listening(address));
+                self.events.send(NodeEvent::Listening(address));
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id, endpoint, ..
             } if self.connected.insert(peer_id) => {
                 tracing::info!(peer = %short_peer(&peer_id), addr = %endpoint.get_remote_address(), "peer connected");
-                let _ = self.events.send(NodeEvent::PeerConnected(peer_id));
+                self.events.send(NodeEvent::PeerConnected(peer_id));
                 self.bootstrap_pending.remove(&peer_id);
                 // Catch up with every member's node as it (re)connects.
                 if self.is_member_node(&peer_id) {
                     // Also sends what the node published while no peer was linked.
                     self.push.add_peer(peer_id);
-                    let _ = self.events.send(NodeEvent::PeerSubscribed(peer_id));
+                    self.events.send(NodeEvent::PeerSubscribed(peer_id));
                     self.start_sync(peer_id);
                 } else {
                     self.update_chain_check();
@@ -835,7 +835,7 @@ impl EventLoop {
             } if self.connected.remove(&peer_id) => {
                 tracing::info!(peer = %short_peer(&peer_id), "peer disconnected");
                 self.push.remove_peer(peer_id);
-                let _ = self.events.send(NodeEvent::PeerDisconnected(peer_id));
+                self.events.send(NodeEvent::PeerDisconnected(peer_id));
                 self.update_chain_check();
             }
             SwarmEvent::IncomingConnectionError {
@@ -910,7 +910,7 @@ impl EventLoop {
                 self.penalise(from, format!("a malformed tree frame: {reason}"))
             }
             PushEvent::BacklogSent { count } => {
-                let _ = self.events.send(NodeEvent::BacklogSent { count });
+                self.events.send(NodeEvent::BacklogSent { count });
             }
         }
     }
@@ -973,7 +973,7 @@ impl EventLoop {
         // and before a registry update's forward.
         let verdict = match v.verdict {
             Verdict::Accept(bulletin, member) if v.staged.is_some() => {
-                let _ = self.events.send(NodeEvent::BulletinReceived {
+                self.events.send(NodeEvent::BulletinReceived {
                     bulletin: Arc::from(bulletin),
                     member,
                     from: v.source,
@@ -1014,14 +1014,13 @@ impl EventLoop {
             }
             Verdict::RegistryAdvanced(update) => {
                 tracing::info!(version = %update.body().version, "registry advanced by gossip");
-                let _ = self
-                    .events
+                self.events
                     .send(NodeEvent::RegistryAdvanced(update.body().version));
                 self.refresh_allowed_peers();
             }
             Verdict::RegistryFork(reason) => {
                 tracing::error!(%reason, "REGISTRY FORK: two approved updates for one version; evidence kept");
-                let _ = self.events.send(NodeEvent::RegistryFork(reason));
+                self.events.send(NodeEvent::RegistryFork(reason));
             }
             Verdict::Behind => self.start_sync(v.source),
             Verdict::Duplicate => {}
@@ -1123,7 +1122,7 @@ impl EventLoop {
                     new_bulletins: report.new_bulletins,
                     error: None,
                 });
-                let _ = self.events.send(NodeEvent::SyncCompleted {
+                self.events.send(NodeEvent::SyncCompleted {
                     peer,
                     new_bulletins: report.new_bulletins,
                     registry_updates: report.registry_updates,
@@ -1139,7 +1138,7 @@ impl EventLoop {
                     new_bulletins: 0,
                     error: Some(e.to_string()),
                 });
-                let _ = self.events.send(NodeEvent::SyncFailed {
+                self.events.send(NodeEvent::SyncFailed {
                     peer,
                     reason: e.to_string(),
                 });
@@ -1287,7 +1286,7 @@ impl EventLoop {
         *count += 1;
         let score = self.swarm.behaviour().gossipsub.peer_score(&peer);
         tracing::warn!(peer = %short_peer(&peer), %reason, invalid = *count, score = ?score, "rejected gossip");
-        let _ = self.events.send(NodeEvent::Rejected { peer, reason });
+        self.events.send(NodeEvent::Rejected { peer, reason });
         if *count >= MAX_INVALID_BEFORE_BAN {
             tracing::warn!(peer = %short_peer(&peer), "disconnecting a peer that keeps sending invalid input");
             self.swarm.behaviour_mut().allow.disallow_peer(peer);
@@ -1295,7 +1294,7 @@ impl EventLoop {
             let _ = self.swarm.disconnect_peer_id(peer);
             self.banned
                 .insert(peer, tokio::time::Instant::now() + BAN_DURATION);
-            let _ = self.events.send(NodeEvent::PeerBanned(peer));
+            self.events.send(NodeEvent::PeerBanned(peer));
         }
     }
 }

@@ -275,7 +275,7 @@ pub struct Node {
     registry: Arc<RwLock<Registry>>,
     commands: mpsc::Sender<Command>,
     writer: mpsc::Sender<WriteRequest>,
-    events: broadcast::Sender<NodeEvent>,
+    events: crate::events::Events,
     shutdown: broadcast::Sender<()>,
     network_task: tokio::task::JoinHandle<()>,
     validation: crate::validators::Drain,
@@ -335,7 +335,7 @@ impl Node {
             return Err(StartError::NodeNotListed(peer_id));
         }
         let registry = Arc::new(RwLock::new(registry));
-        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let events = crate::events::Events::new(EVENT_CAPACITY);
         let (shutdown, _) = broadcast::channel(1);
         let (commands, command_rx) = mpsc::channel(network::COMMAND_CAPACITY);
         let (writer, writer_rx) = mpsc::channel(WRITER_CAPACITY);
@@ -552,6 +552,11 @@ impl Node {
     /// Live events; each subscriber gets every event from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
         self.events.subscribe()
+    }
+
+    /// How many of each counted event the node has sent since it started.
+    pub fn event_counts(&self) -> &crate::events::EventCounts {
+        self.events.counts()
     }
 
     /// Publishes a bulletin: numbers and signs it, makes it durable (the

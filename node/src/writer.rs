@@ -9,7 +9,7 @@
 
 use herald_keys::SecretKey;
 use herald_protocol::{BulletinBody, MemberId, SignedBulletin};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::events::{NodeEvent, Origin};
 use crate::network::Command;
@@ -50,7 +50,7 @@ pub(crate) struct Writer {
     pub(crate) store: Store,
     pub(crate) signing_key: SecretKey,
     pub(crate) member: MemberId,
-    pub(crate) events: broadcast::Sender<NodeEvent>,
+    pub(crate) events: crate::events::Events,
     pub(crate) network: mpsc::Sender<Command>,
     /// The tree: bulletins to send on go to it directly.
     pub(crate) publisher: crate::push::Publisher,
@@ -224,7 +224,7 @@ impl Writer {
 
 /// Reports a stored bulletin (or an equivocation) to the log and subscribers.
 pub(crate) fn report(
-    events: &broadcast::Sender<NodeEvent>,
+    events: &crate::events::Events,
     bulletin: &SignedBulletin,
     member: MemberId,
     origin: Origin,
@@ -234,7 +234,7 @@ pub(crate) fn report(
     match outcome {
         Stored::New => {
             tracing::debug!(id = %bulletin.id().fmt_short(), seq = %body.seq, kind = body.kind.name(), "stored");
-            let _ = events.send(NodeEvent::BulletinStored {
+            events.send(NodeEvent::BulletinStored {
                 id: bulletin.id(),
                 member,
                 signer: body.signer,
@@ -253,7 +253,7 @@ pub(crate) fn report(
                 second = %bulletin.id().fmt_short(),
                 "EQUIVOCATION: two different bulletins with one key and number; both kept as proof"
             );
-            let _ = events.send(NodeEvent::Equivocation {
+            events.send(NodeEvent::Equivocation {
                 signer: body.signer,
                 seq: body.seq,
                 first: other,

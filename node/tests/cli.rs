@@ -126,6 +126,29 @@ fn api_refuses_bad_requests(dir: &Path, port: u16) {
         .call()
         .unwrap();
     assert_eq!(listed.status().as_u16(), 401, "listing needs the token too");
+    // Metrics for a scraper that sends the token.
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    assert_eq!(agent.get(&metrics).call().unwrap().status().as_u16(), 401);
+    let mut scraped = agent
+        .get(&metrics)
+        .header("Authorization", &format!("Bearer {}", token.trim()))
+        .call()
+        .unwrap();
+    assert_eq!(scraped.status().as_u16(), 200);
+    assert!(
+        scraped
+            .headers()
+            .get("content-type")
+            .is_some_and(|t| t.to_str().unwrap().starts_with("text/plain; version=0.0.4")),
+        "{:?}",
+        scraped.headers()
+    );
+    let text = scraped.body_mut().read_to_string().unwrap();
+    assert!(
+        text.contains("\nherald_peers 0\n")
+            && text.contains("herald_bulletins_stored_total{origin=\"local\"}"),
+        "{text}"
+    );
 
     // Requests that do not parse are refused in the API's own JSON form, saying why.
     let bearer = format!("Bearer {}", token.trim());

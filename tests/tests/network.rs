@@ -360,6 +360,10 @@ async fn a_member_that_keeps_sending_invalid_input_is_disconnected() {
             result = banned => result.expect("the attacker is banned"),
             () = attack => unreachable!("the attack loop never ends"),
         }
+        // Counted for metrics as they were reported.
+        let counts = b.node.event_counts();
+        assert_eq!(counts.banned.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert!(counts.rejected.load(std::sync::atomic::Ordering::Relaxed) >= 3);
         b.wait_disconnected(a_id, 0).await.expect("B lets A go");
         a.wait_disconnected(b.peer_id(), 0)
             .await
