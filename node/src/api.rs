@@ -464,9 +464,14 @@ async fn show(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Result<J
         .map_err(internal)?
         .ok_or_else(|| Failure(StatusCode::NOT_FOUND, format!("no bulletin {id} is held here")))?;
     let member = node.store().signer_of(&id).map_err(internal)?;
-    Ok(Json(BulletinView::new(
-        &bulletin,
-        member_name(&node, member),
-        true,
-    )))
+    let mut view = BulletinView::new(&bulletin, member_name(&node, member), true);
+    // A scan of the time index after it: off the async workers.
+    let store = node.store().clone();
+    view.answers = Some(
+        tokio::task::spawn_blocking(move || store.answers_to(&bulletin))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?,
+    );
+    Ok(Json(view))
 }

@@ -233,6 +233,32 @@ pub struct Query {
     pub limit: usize,
 }
 
+/// Most entries of the time index one look for a bulletin's answers reads
+/// ([`Store::answers_to`]).
+pub const ANSWERS_SCAN_LIMIT: usize = 200_000;
+/// How long before a bulletin its answers may say they were created.
+const ANSWER_CLOCK_SLACK_MS: u64 = 24 * 3600 * 1000;
+
+/// The bulletins held that answer one bulletin ([`Store::answers_to`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Answers {
+    /// Its member's bulletins that supersede it.
+    pub superseded_by: Vec<BulletinId>,
+    /// Its member's withdrawals of it.
+    pub withdrawn_by: Vec<BulletinId>,
+    /// Follow-ups on it, from any member.
+    pub follow_ups: Vec<BulletinId>,
+    /// Whether every bulletin that could answer it was looked at.
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Answer {
+    Supersedes,
+    Withdrawal,
+    FollowUp,
+}
+
 /// The node's store. Cheap to clone; reads may happen from any thread.
 /// Batches that change chains and indexes (stores, folds, settling the
 /// journal) take the store's index lock, so each reads the chain summaries and
@@ -1512,6 +1538,96 @@ impl Store {
             }
         }
         Ok(merged)
+    }
+
+    /// The held bulletins that answer `target`: those of its member that
+    /// supersede or withdraw it, and follow-ups on it from any member, oldest
+    /// first. They are looked for among bulletins created from a day before
+    /// `target` (a later answer's clock may run a little behind), reading at
+    /// most [`ANSWERS_SCAN_LIMIT`] entries of the time index (`complete` says
+    /// whether that was enough). No index names answers: this is a scan, for
+    /// one bulletin's details.
+    pub fn answers_to(&self, target: &SignedBulletin) -> Result<Answers, StoreError> {
+        self.answers_reading_at_most(target, ANSWERS_SCAN_LIMIT)
+    }
+
+    /// [`Store::answers_to`], reading at most `entries` of the time index.
+    pub fn answers_reading_at_most(
+        &self,
+        target: &SignedBulletin,
+        entries: usize,
+    ) -> Result<Answers, StoreError> {
+        let id = target.id();
+        let member = self.signer_of(&id)?;
+        // Only the member's own bulletins may supersede or withdraw it (as its
+        // node checks when it publishes them).
+        let answers = |b: &SignedBulletin, by_member: bool| -> Option<Answer> {
+            let body = b.body();
+            match &body.kind {
+                herald_protocol::Kind::FollowUp { on, .. } if *on == id => Some(Answer::FollowUp),
+                herald_protocol::Kind::Withdrawal { of, .. } if *of == id && by_member => {
+                    Some(Answer::Withdrawal)
+                }
+                _ if body.supersedes == Some(id) && by_member => Some(Answer::Supersedes),
+                _ => None,
+            }
+        };
+        let mut out = Answers {
+            complete: true,
+            ..Answers::default()
+        };
+        let mut found: Vec<(Timestamp, BulletinId, Answer)> = Vec::new();
+        let since = target.body().created.0.saturating_sub(ANSWER_CLOCK_SLACK_MS);
+        let low = key_of(&[&[prefix::BY_TIME], &since.to_be_bytes()]);
+        for (read, entry) in self.bulletins.range(low..vec![prefix::BY_TIME + 1]).enumerate() {
+            if read == entries {
+                out.complete = false;
+                break;
+            }
+            let (k, v) = entry?;
+            let [entry_kind, _, _, entry_member @ ..] = v.as_ref() else {
+                return Err(StoreError::Corrupt("time index entry cut short".into()));
+            };
+            let by_member = member.is_some_and(|m| m.as_bytes() == entry_member);
+            if !(by_member || *entry_kind == kind_code("follow-up")) {
+                continue;
+            }
+            let candidate = k
+                .get(1 + 8..)
+                .ok_or_else(|| StoreError::Corrupt("time index key cut short".into()))
+                .and_then(id_from)?;
+            if let Some(b) = self.get(&candidate)?
+                && let Some(answer) = answers(&b, by_member)
+            {
+                found.push((b.body().created, candidate, answer));
+            }
+        }
+        // Staged ones are not in the time index yet.
+        let staged: Vec<(SignedBulletin, bool)> = self
+            .staged()
+            .items
+            .values()
+            .map(|i| (i.bulletin.clone(), member == Some(i.member)))
+            .filter(|(b, by_member)| {
+                *by_member || matches!(b.body().kind, herald_protocol::Kind::FollowUp { .. })
+            })
+            .collect();
+        for (b, by_member) in staged {
+            if let Some(answer) = answers(&b, by_member)
+                && !found.iter().any(|(_, f, _)| *f == b.id())
+            {
+                found.push((b.body().created, b.id(), answer));
+            }
+        }
+        found.sort();
+        for (_, id, answer) in found {
+            match answer {
+                Answer::Supersedes => out.superseded_by.push(id),
+                Answer::Withdrawal => out.withdrawn_by.push(id),
+                Answer::FollowUp => out.follow_ups.push(id),
+            }
+        }
+        Ok(out)
     }
 
     /// The staged bulletins (not yet in the time index) that match `query`.

@@ -53,6 +53,10 @@ pub struct BulletinView {
     pub payload_encoding: Option<String>,
     /// The signature, hex.
     pub signature: String,
+    /// The bulletins held that supersede, withdraw or follow up on it; in a
+    /// single bulletin's view only.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub answers: Option<crate::store::Answers>,
 }
 
 impl BulletinView {
@@ -89,6 +93,7 @@ impl BulletinView {
             payload: text,
             payload_encoding: encoding,
             signature: b.signature().to_string(),
+            answers: None,
         }
     }
 

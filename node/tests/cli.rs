@@ -651,6 +651,40 @@ fn a_csaf_document_names_its_own_title_label_and_severity() {
         "byte for byte"
     );
 
+    // What answers it is shown with it.
+    let follow_up = herald(&[
+        "publish",
+        "--dir",
+        dir_s,
+        "--kind",
+        "follow-up",
+        "--on",
+        &id,
+        "--title",
+        "seen",
+        "--severity",
+        "low",
+        "--tlp",
+        "clear",
+    ]);
+    assert!(follow_up.status.success(), "{}", stderr(&follow_up));
+    let newer = herald(&[
+        "publish",
+        "--dir",
+        dir_s,
+        "--body-file",
+        csaf,
+        "--supersedes",
+        &id,
+    ]);
+    assert!(newer.status.success(), "{}", stderr(&newer));
+    let shown = stdout(&herald(&["show", "--dir", dir_s, &id]));
+    assert!(
+        shown.contains(&format!("  superseded by {}", stdout(&newer).trim()))
+            && shown.contains(&format!("  follow-up   {}", stdout(&follow_up).trim())),
+        "{shown}"
+    );
+
     // Marked RED: refused under a wider label, by the command line and by the node's API.
     let red_text =
         std::fs::read_to_string(csaf)

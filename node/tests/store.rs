@@ -1533,3 +1533,82 @@ fn holes_are_the_missing_numbers_as_ranges() {
     insert(&store, &signer, &rest);
     assert!(store.holes(&id, Seq(1), Seq(12)).unwrap().is_empty());
 }
+
+#[test]
+fn answers_to_a_bulletin_are_found_from_its_member_and_anyone_following_up() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let (author, other) = (key(1), key(2));
+    let day = 24 * 3600 * 1000;
+    let created = 10 * day;
+    let first = Spec::new(1, None, created).sign(&author);
+    let id = first.id();
+    // The author supersedes it, then withdraws it; another member follows up on it (with a clock
+    // an hour behind) and also claims to supersede it, which only the author can.
+    let mut superseding = Spec::new(2, Some(id), created + 10).body(&author);
+    superseding.supersedes = Some(id);
+    let superseding = herald_keys::sign_bulletin(&author, &superseding).unwrap();
+    let withdrawal = Spec::new(3, Some(superseding.id()), created + 20)
+        .kind(Kind::Withdrawal {
+            of: id,
+            reason: "wrong product".into(),
+        })
+        .sign(&author);
+    let follow_up = Spec::new(1, None, created - 3600 * 1000)
+        .kind(Kind::FollowUp {
+            on: id,
+            action: herald_protocol::FollowUpAction::Acknowledge,
+        })
+        .sign(&other);
+    let mut impostor = Spec::new(2, Some(follow_up.id()), created + 30).body(&other);
+    impostor.supersedes = Some(id);
+    let impostor = herald_keys::sign_bulletin(&other, &impostor).unwrap();
+    // Unrelated, and too early to answer it.
+    let unrelated = Spec::new(3, Some(impostor.id()), created + 40).sign(&other);
+    let early = Spec::new(1, None, created - 2 * day)
+        .kind(Kind::FollowUp {
+            on: id,
+            action: herald_protocol::FollowUpAction::Acknowledge,
+        })
+        .sign(&key(3));
+
+    insert(&store, &author, &[&first, &superseding]);
+    insert(&store, &other, &[&follow_up, &impostor, &unrelated]);
+    insert(&store, &key(3), &[&early]);
+    // The withdrawal is staged, not yet folded: it counts too.
+    store.stage(&withdrawal, &member_of(&author), b"peer");
+
+    let answers = store.answers_to(&first).unwrap();
+    assert_eq!(
+        answers,
+        herald_node::store::Answers {
+            superseded_by: vec![superseding.id()],
+            withdrawn_by: vec![withdrawal.id()],
+            follow_ups: vec![follow_up.id()],
+            complete: true,
+        }
+    );
+    // The same once folded.
+    store.fold_staged(1024).unwrap();
+    assert_eq!(store.answers_to(&first).unwrap(), answers);
+    // A look cut short says so: in time order, the follow-up, the bulletin itself and the
+    // superseding one come first.
+    let short = store.answers_reading_at_most(&first, 3).unwrap();
+    assert_eq!(
+        (
+            short.follow_ups.len(),
+            short.superseded_by.len(),
+            short.withdrawn_by.len(),
+            short.complete
+        ),
+        (1, 1, 0, false)
+    );
+    // A bulletin nobody answered.
+    assert_eq!(
+        store.answers_to(&unrelated).unwrap(),
+        herald_node::store::Answers {
+            complete: true,
+            ..Default::default()
+        }
+    );
+}

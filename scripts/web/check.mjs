@@ -56,7 +56,9 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
   const { w, d, calls } = page((path) => {
     if (path === "/v1/status") return [200, status];
     if (path.startsWith("/v1/bulletins?")) return [200, [bulletin("aa", hostile), bulletin("bb", disguised)]];
-    if (path.startsWith("/v1/bulletins/")) return [200, bulletin("aa", hostile)];
+    if (path.startsWith("/v1/bulletins/")) {
+      return [200, { ...bulletin("aa", hostile), answers: { superseded_by: ["cc"], withdrawn_by: [], follow_ups: ["dd", "ee"], complete: true } }];
+    }
     return [404, { error: "no such route" }];
   }, "tok");
   d.dispatchEvent(new w.Event("DOMContentLoaded"));
@@ -77,6 +79,8 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
   await settle();
   assert.equal(d.getElementById("detail").hidden, false);
   assert.equal(d.getElementById("d-payload").textContent, hostile);
+  const facts = d.getElementById("d-facts").textContent;
+  assert.ok(facts.includes("Superseded bycc") && facts.includes("Follow-upsdd, ee") && !facts.includes("WITHDRAWN"), facts);
   assert.equal(d.querySelectorAll("img, main script").length, 0, "hostile markup stays text");
   assert.ok(calls.every((c) => c.options.headers.Authorization === "Bearer tok"), "every request carries the token");
   w.close();

@@ -152,7 +152,9 @@ pub(crate) fn show(args: ShowArgs) -> Result<()> {
             .members()
             .map(|m| (m.id, m.name.clone()))
             .collect();
-        (view(&store, &registry, &b, true)?, members)
+        let mut v = view(&store, &registry, &b, true)?;
+        v.answers = Some(store.answers_to(&b)?);
+        (v, members)
     };
     if args.json {
         out!("{}", serde_json::to_string_pretty(&v)?);
@@ -178,6 +180,23 @@ pub(crate) fn show(args: ShowArgs) -> Result<()> {
     }
     if let Some(e) = &v.expires {
         out!("  expires     {e}");
+    }
+    if let Some(answers) = &v.answers {
+        for id in &answers.superseded_by {
+            out!("  superseded by {id}");
+        }
+        for id in &answers.withdrawn_by {
+            out!("  WITHDRAWN by {id}");
+        }
+        for id in &answers.follow_ups {
+            out!("  follow-up   {id}");
+        }
+        if !answers.complete {
+            out!(
+                "  (answers looked for among the {} bulletins that followed it only)",
+                herald_node::store::ANSWERS_SCAN_LIMIT
+            );
+        }
     }
     for id in &v.audience {
         let name = members

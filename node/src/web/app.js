@@ -104,6 +104,17 @@ async function refreshList() {
   $("bulletins").tBodies[0].replaceChildren(...rows);
 }
 
+// The bulletins held that supersede, withdraw or follow up on the one shown.
+function answerFacts(answers) {
+  if (!answers) return [];
+  const facts = [];
+  if (answers.superseded_by.length) facts.push(["Superseded by", answers.superseded_by.join(", ")]);
+  if (answers.withdrawn_by.length) facts.push(["WITHDRAWN by", answers.withdrawn_by.join(", ")]);
+  if (answers.follow_ups.length) facts.push(["Follow-ups", answers.follow_ups.join(", ")]);
+  if (!answers.complete) facts.push(["Answers", "looked for among the bulletins just after it only"]);
+  return facts;
+}
+
 async function showDetail(id) {
   const b = await api("/v1/bulletins/" + encodeURIComponent(id));
   text($("d-title"), b.title);
@@ -117,6 +128,7 @@ async function showDetail(id) {
     ["TLP, severity", b.tlp + " · " + b.severity],
     ["References", b.references.map((r) => r.value).join(", ") || "none"],
     ["Supersedes", b.supersedes || "nothing"],
+    ...answerFacts(b.answers),
     ["Expires", b.expires || "never"],
     ["Audience", b.audience.length ? b.audience.join(", ") : "all members"],
     ["Content", b.content_type + ", " + b.payload_bytes + " bytes"],
