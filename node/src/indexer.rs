@@ -4,7 +4,7 @@
 //! Forwarding is what the network waits on: a bulletin is verified and staged
 //! (held, readable by id) before it goes on, on every node it crosses. Folding
 //! it into chains and indexes is bookkeeping that may follow within
-//! [`FOLD_DELAY`]. A fold is a sled batch, and while a batch is applied sled
+//! [`FOLD_DELAY`](crate::store::FOLD_DELAY). A fold is a sled batch, and while a batch is applied sled
 //! holds a lock that every other read and write of the process waits for (its
 //! global concurrency control). What a new message waits on reads no sled (the
 //! chain heads are kept in memory), but the fold's CPU competes with it; so a
@@ -18,12 +18,12 @@ use tokio::sync::mpsc;
 
 use crate::events::Origin;
 use crate::network::Command;
-use crate::store::{FOLD_DELAY, FOLD_GROUP, Folded, Store};
+use crate::store::{FOLD_GROUP, Folded, Store};
 use crate::writer::{check_gaps, report};
 
 /// How long nothing must have been staged before a fold starts. Half of
-/// [`FOLD_DELAY`] after the first staged bulletin a fold waits for such a
-/// moment; at [`FOLD_DELAY`] it runs anyway, so a steady stream is folded on
+/// [`FOLD_DELAY`](crate::store::FOLD_DELAY) after the first staged bulletin a fold waits for such a
+/// moment; at [`FOLD_DELAY`](crate::store::FOLD_DELAY) it runs anyway, so a steady stream is folded on
 /// time too.
 pub(crate) const QUIET: Duration = Duration::from_millis(20);
 
@@ -35,7 +35,7 @@ const SIGNAL_CAPACITY: usize = 16;
 #[derive(Debug)]
 pub(crate) enum Signal {
     /// Bulletins were staged (sent with the first after a fold, and whenever
-    /// [`FOLD_GROUP`] or more are waiting): fold them within [`FOLD_DELAY`].
+    /// [`FOLD_GROUP`] or more are waiting): fold them within [`FOLD_DELAY`](crate::store::FOLD_DELAY).
     Staged,
     /// Fold what is staged now, flush, and say so (before an export, which
     /// reads folded bulletins only).
@@ -48,6 +48,8 @@ pub(crate) struct Indexer {
     pub(crate) store: Store,
     pub(crate) events: crate::events::Events,
     pub(crate) network: mpsc::Sender<Command>,
+    /// Longest a staged bulletin waits to be folded ([`FOLD_DELAY`](crate::store::FOLD_DELAY) but in tests).
+    pub(crate) fold_delay: Duration,
 }
 
 /// When a fold is due: from `from` at a quiet moment, at `by` in any case.
@@ -72,11 +74,11 @@ impl Due {
         })
     }
 
-    fn from_now() -> Self {
+    fn from_now(delay: Duration) -> Self {
         let now = Instant::now();
         Due {
-            from: now + FOLD_DELAY / 2,
-            by: now + FOLD_DELAY,
+            from: now + delay / 2,
+            by: now + delay,
         }
     }
 }
@@ -110,7 +112,7 @@ impl Indexer {
             };
             match signal {
                 Ok(Signal::Staged) if self.store.staged_count() < FOLD_GROUP => {
-                    due.get_or_insert_with(Due::from_now);
+                    due.get_or_insert_with(|| Due::from_now(self.fold_delay));
                 }
                 Ok(Signal::Staged) => {
                     self.fold_all();
@@ -143,7 +145,7 @@ impl Indexer {
 
     /// When to fold next, if anything is staged.
     fn next_due(&self) -> Option<Due> {
-        (self.store.staged_count() > 0).then(Due::from_now)
+        (self.store.staged_count() > 0).then(|| Due::from_now(self.fold_delay))
     }
 
     /// Folds every staged bulletin into the chains and indexes, flushes (so

@@ -74,6 +74,10 @@ pub struct GossipTiming {
     pub first_sync_wait: Duration,
     /// The tree dissemination's settings.
     pub tree: crate::tree::TreeConfig,
+    /// Longest a received bulletin stays staged before it is folded into the
+    /// chains and indexes ([`crate::store::FOLD_DELAY`]; tests lengthen it to
+    /// hold bulletins staged).
+    pub fold_delay: Duration,
 }
 
 impl Default for GossipTiming {
@@ -84,6 +88,7 @@ impl Default for GossipTiming {
             sync_interval: crate::sync::DEFAULT_SYNC_INTERVAL,
             first_sync_wait: Duration::from_secs(10),
             tree: crate::tree::TreeConfig::default(),
+            fold_delay: crate::store::FOLD_DELAY,
         }
     }
 }
@@ -97,6 +102,7 @@ impl GossipTiming {
             sync_interval: Duration::from_secs(5),
             first_sync_wait: Duration::from_secs(2),
             tree: crate::tree::TreeConfig::default(),
+            fold_delay: crate::store::FOLD_DELAY,
         }
     }
 }
@@ -1213,18 +1219,23 @@ impl EventLoop {
         let registry = Arc::clone(&self.registry);
         let reply = self.served_tx.clone();
         let indexer = self.indexer.clone();
+        let local = *self.swarm.local_peer_id();
         tokio::spawn(async move {
             let response = tokio::task::spawn_blocking(move || {
-                // Summaries list folded chains. When the asking node's member
-                // signed bulletins that are still staged (received in the last
-                // second), they are folded first: a node checking its own
-                // chain (after losing its store) must learn of its last
-                // bulletins. Others' wait for the next fold, so that a peer
-                // asking again and again cannot make the node fold for every
-                // bulletin it receives, only for its own member's.
+                // Summaries list folded chains. Bulletins still staged (held
+                // for less than a second) are folded first when the asking
+                // node's member or this node's signed some: a node checking
+                // its own chain (after losing its store) must learn of its
+                // last bulletins, and a peer connecting just after this node
+                // published must get them now, not at a later sync (the tree
+                // sends a new link nothing from before). Others' wait for the
+                // next fold, so that a peer asking again and again cannot
+                // make the node fold for every bulletin it receives.
                 use herald_protocol::sync::SyncRequest;
                 if matches!(request, SyncRequest::Hello { .. } | SyncRequest::Chains { .. })
-                    && member_of_node(&registry, &peer).is_some_and(|m| store.stages_from(&m))
+                    && [peer, local]
+                        .iter()
+                        .any(|p| member_of_node(&registry, p).is_some_and(|m| store.stages_from(&m)))
                 {
                     crate::indexer::fold_now(&indexer);
                 }

@@ -395,6 +395,7 @@ impl Node {
             store: store.clone(),
             events: events.clone(),
             network: commands.clone(),
+            fold_delay: settings.timing.fold_delay,
         })
         .map_err(|e| StartError::Resources(format!("store indexer thread: {e}")))?;
         let parts = NetworkParts {

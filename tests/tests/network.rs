@@ -862,30 +862,51 @@ async fn a_node_that_lost_its_store_numbers_nothing_before_a_peer_gives_its_chai
     .await;
 }
 
-/// A node whose store is lost a moment after it published: its peer holds the last bulletin
-/// received, not yet folded into its chains (that takes up to a second). The peer's summary lists
-/// it all the same, so the node numbers after it, not over it. (On loopback the node is back
-/// within that second; should the peer have folded first, the test passes without exercising
-/// the fold before the summary.)
+/// Timing under which nothing received is folded but when a request forces it: received
+/// bulletins stay staged for the length of a test.
+fn folding_only_when_forced() -> herald_node::network::GossipTiming {
+    herald_node::network::GossipTiming {
+        fold_delay: Duration::from_secs(600),
+        ..herald_node::network::GossipTiming::fast()
+    }
+}
+
+/// Waits until `node` has received, by gossip and after cursor `from`, the bulletin `id` (held
+/// staged: under [`folding_only_when_forced`] no `BulletinStored` follows soon).
+async fn wait_received(node: &TestNode, id: BulletinId, from: usize) {
+    node.events
+        .wait_for_from("the bulletin to arrive", from, WAIT, |e| match e {
+            NodeEvent::BulletinReceived { bulletin, .. } if bulletin.id() == id => Some(()),
+            _ => None,
+        })
+        .await
+        .expect("received");
+}
+
+/// A node whose store is lost a moment after it published: its peer holds its last bulletins
+/// received, not yet folded into its chains (held so here for the whole test). The peer folds them
+/// before it answers the node's summary request, so the node numbers after them, not over them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_lost_just_after_publishing_numbers_after_its_last_bulletin() {
     within(async {
-        let registry = TestRegistry::new(2);
+        let registry = TestRegistry::new(2).with_timing(folding_only_when_forced());
         let (a, b) = connected_pair(&registry).await;
-        let first = publish_seen_by(&a, &b, 1, None).await.pop().unwrap();
-        let mark = b.events.len();
-        let last = a.node.publish(sample_draft("last")).await.expect("publish");
-        let last_id = last.id();
-        b.events
-            .wait_for_from("B to receive the last", mark, WAIT, |e| match e {
-                NodeEvent::BulletinReceived { bulletin, .. } if bulletin.id() == last_id => Some(()),
-                _ => None,
-            })
-            .await
-            .expect("B receives it");
+        b.wait_subscribed(a.peer_id(), 0).await.expect("B links A");
+        let mut last = None;
+        for i in 0..2 {
+            let mark = b.events.len();
+            let bulletin = a
+                .node
+                .publish(sample_draft(&format!("own {i}")))
+                .await
+                .expect("publish");
+            wait_received(&b, bulletin.id(), mark).await;
+            last = Some(bulletin.id());
+        }
+        let last_id = last.unwrap();
+        assert!(b.node.store().is_staged(&last_id), "held staged by B");
         let bootstrap = vec![b.dial_addr().await.expect("B's address")];
         drop(a.stop().await);
-        let staged = b.node.store().is_staged(&last_id);
 
         let a = TestNode::start_in_with(&registry, 0, tempfile::tempdir().unwrap(), |s| {
             s.key_past = KeyPast::Marked;
@@ -894,6 +915,7 @@ async fn a_store_lost_just_after_publishing_numbers_after_its_last_bulletin() {
         })
         .await
         .expect("start A on an empty store");
+        let mark = b.events.len();
         let next = a
             .node
             .publish(sample_draft("after the loss"))
@@ -902,12 +924,71 @@ async fn a_store_lost_just_after_publishing_numbers_after_its_last_bulletin() {
         assert_eq!(
             (next.body().seq, next.body().prev),
             (Seq(3), Some(last_id)),
-            "numbered over the last bulletin (B held it staged when A left: {staged}; the first: {})",
-            first.id()
+            "numbered over the last bulletin"
         );
-        b.wait_stored(next.id()).await.expect("B gets it");
-        assert!(b.node.store().equivocations().unwrap().is_empty());
-        stop_all(vec![a, b]).await;
+        wait_received(&b, next.id(), mark).await;
+        drop(a.stop().await);
+        // B folds everything as it stops: no two bulletins share a number.
+        let dir = b.stop().await;
+        let store = herald_tests::open_store_when_free(dir.path(), registry.network())
+            .await
+            .expect("B's store");
+        assert_eq!(store.count().unwrap(), 3);
+        assert!(store.equivocations().unwrap().is_empty());
+    })
+    .await;
+}
+
+/// A peer's summary request makes the answering node fold, before it answers, only the staged
+/// bulletins that the asking node's member or its own signed: a node that connects just after
+/// its peer published gets that bulletin at once, and a member asking again and again cannot make
+/// a node fold for every bulletin others send it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_summary_folds_first_only_the_askers_and_the_answerers_own_bulletins() {
+    within(async {
+        let registry = TestRegistry::new(3).with_timing(folding_only_when_forced());
+        // A and C reach each other only through B.
+        let a = TestNode::start_allowing(&registry, 0, &[1])
+            .await
+            .expect("start A");
+        let b = TestNode::start_allowing(&registry, 1, &[0, 2])
+            .await
+            .expect("start B");
+        connect(&a, &b).await.expect("connect A and B");
+        b.wait_subscribed(a.peer_id(), 0).await.expect("B links A");
+        let mark = b.events.len();
+        let from_a = a.node.publish(sample_draft("from A")).await.expect("publish");
+        wait_received(&b, from_a.id(), mark).await;
+
+        // C connects and syncs: B holds only A's staged, and folds nothing for C.
+        let c = TestNode::start_allowing(&registry, 2, &[1])
+            .await
+            .expect("start C");
+        let mark = c.events.len();
+        connect(&c, &b).await.expect("connect C and B");
+        c.wait_sync_ended(b.peer_id(), mark)
+            .await
+            .expect("C syncs with B");
+        assert!(b.node.store().is_staged(&from_a.id()), "B did not fold A's for C");
+        assert!(
+            !c.node.store().contains(&from_a.id()).unwrap(),
+            "A's waits for B's next fold"
+        );
+
+        // B publishes: its own staged bulletin makes it fold (everything staged) for C's next
+        // request, which brings both.
+        let from_b = b.node.publish(sample_draft("from B")).await.expect("publish");
+        assert!(b.node.store().is_staged(&from_b.id()));
+        let mark = c.events.len();
+        c.node.sync_with(b.peer_id()).await;
+        c.wait_sync_ended(b.peer_id(), mark)
+            .await
+            .expect("C syncs with B again");
+        assert!(!b.node.store().is_staged(&from_a.id()), "folded");
+        for id in [from_a.id(), from_b.id()] {
+            assert!(c.node.store().contains(&id).unwrap(), "{}", id.fmt_short());
+        }
+        stop_all(vec![a, b, c]).await;
     })
     .await;
 }
