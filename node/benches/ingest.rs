@@ -328,6 +328,7 @@ fn api_publish(rt: &tokio::runtime::Runtime, fx: &Fixture, bodies: &[Vec<u8>], c
         let (addr, server) = api::serve(
             "127.0.0.1:0".parse().unwrap(),
             BENCH_TOKEN.into(),
+            None,
             Arc::clone(&node),
             shutdown,
         )

@@ -27,24 +27,40 @@ const MAX_REQUEST_BYTES: usize = 2 * herald_protocol::MAX_REGISTRY_UPDATE_BYTES 
 
 /// The file in the node directory that holds the API token.
 pub const TOKEN_FILE: &str = "api.token";
+/// The file in the node directory that holds the token for `GET /metrics`
+/// only (readable by every user of the machine: a scraper need not run as
+/// the node's user, and the token lets it publish nothing).
+pub const METRICS_TOKEN_FILE: &str = "metrics.token";
 
 /// Makes a new API token and writes it to [`TOKEN_FILE`] in `dir`, readable
 /// and writable by the owner only. A new token each run: one left by an old
 /// run is useless.
 pub fn write_token(dir: &std::path::Path) -> std::io::Result<String> {
+    write_token_file(&dir.join(TOKEN_FILE), 0o600)
+}
+
+/// Makes a new token for `GET /metrics` and writes it to
+/// [`METRICS_TOKEN_FILE`] in `dir`, readable by all (a new one each run).
+pub fn write_metrics_token(dir: &std::path::Path) -> std::io::Result<String> {
+    write_token_file(&dir.join(METRICS_TOKEN_FILE), 0o644)
+}
+
+fn write_token_file(path: &std::path::Path, mode: u32) -> std::io::Result<String> {
     let token: String = rand::random::<[u8; 32]>()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let path = dir.join(TOKEN_FILE);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&path)?;
-    // A file made by an older Herald may have wider permissions: narrow them.
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    let mut file = options.open(path)?;
+    // A file made by an older Herald (or changed by hand) may have other
+    // permissions: set them.
     #[cfg(unix)]
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    #[cfg(not(unix))]
+    let _ = mode;
     std::io::Write::write_all(&mut file, token.as_bytes())?;
     file.sync_all()?;
     Ok(token)
@@ -57,9 +73,17 @@ pub fn read_token(dir: &std::path::Path) -> Option<String> {
         .map(|t| t.trim().to_string())
 }
 
-/// Refuses any request without `Authorization: Bearer <token>`.
+/// The tokens a group of routes accepts, and the refusal's text.
+#[derive(Clone)]
+struct Accepted {
+    tokens: Arc<[String]>,
+    refusal: &'static str,
+}
+
+/// Refuses any request without `Authorization: Bearer <token>` for one of the
+/// accepted tokens.
 async fn require_token(
-    State(token): State<Arc<str>>,
+    State(accepted): State<Accepted>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -68,15 +92,17 @@ async fn require_token(
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(given) if same(given.as_bytes(), token.as_bytes()) => next.run(request).await,
-        _ => Failure(
-            StatusCode::UNAUTHORIZED,
-            format!(
-                "this API needs the token in {TOKEN_FILE} of the node directory; run the command as the user that runs the node, with its --dir"
-            ),
-        )
-        .into_response(),
+    // Every token is compared, so that the time taken does not say which matched.
+    let matched = given.is_some_and(|given| {
+        accepted
+            .tokens
+            .iter()
+            .fold(false, |any, token| same(given.as_bytes(), token.as_bytes()) | any)
+    });
+    if matched {
+        next.run(request).await
+    } else {
+        Failure(StatusCode::UNAUTHORIZED, accepted.refusal.to_string()).into_response()
     }
 }
 
@@ -207,28 +233,38 @@ pub struct ListParams {
 }
 
 /// Serves the API on `addr` until `shutdown` completes, to requests that
-/// carry `token`. Returns the bound address.
+/// carry `token` (and `GET /metrics` to those that carry `metrics_token`
+/// too). Returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
     token: String,
+    metrics_token: Option<String>,
     node: Arc<Node>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    let api = Accepted {
+        tokens: Arc::from([token.clone()]),
+        refusal: "this API needs the token in api.token of the node directory; run the command as the user that runs the node, with its --dir",
+    };
+    let scrape = Accepted {
+        tokens: Arc::from(std::iter::once(token).chain(metrics_token).collect::<Vec<_>>()),
+        refusal: "metrics need the token in metrics.token (or api.token) of the node directory, sent as `Authorization: Bearer <token>`",
+    };
+    let metrics_routes = Router::new()
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(scrape, require_token));
     let app = Router::new()
         .route("/v1/status", get(status))
-        .route("/metrics", get(metrics))
         .route("/v1/bulletins", get(list).post(publish))
         .route("/v1/bulletins/{id}", get(show))
         .route("/v1/registry", get(registry_view).post(submit_registry))
         .route("/v1/import", axum::routing::post(import))
         .route("/v1/export", axum::routing::post(export))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::<str>::from(token),
-            require_token,
-        ))
+        .layer(axum::middleware::from_fn_with_state(api, require_token))
+        .merge(metrics_routes)
         // The web page holds no data: it is served without the token, and asks for it.
         .merge(crate::web::routes())
         .with_state(node);
@@ -320,14 +356,21 @@ async fn export(
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Result<Json<StatusView>, Failure> {
-    status_view(node).await.map(Json)
+    let network_status = node.network_status().await;
+    status_view(node, network_status).await.map(Json)
 }
 
 /// `GET /metrics`: the status and the node's event counts in the Prometheus
-/// text format, for a scraper that sends the token (`authorization:
-/// credentials_file: <dir>/api.token`).
+/// text format, for a scraper that sends the metrics token (`authorization:
+/// credentials_file: <dir>/metrics.token`).
 async fn metrics(State(node): State<Arc<Node>>) -> Result<Response, Failure> {
-    let status = status_view(Arc::clone(&node)).await?;
+    // Once the network has stopped its figures are gone: zeros would read as
+    // a reset of every counter.
+    let network_status = node
+        .try_network_status()
+        .await
+        .ok_or_else(|| Failure(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping".into()))?;
+    let status = status_view(Arc::clone(&node), network_status).await?;
     let text = crate::metrics::render(&status, node.event_counts());
     Ok((
         [(
@@ -339,8 +382,10 @@ async fn metrics(State(node): State<Arc<Node>>) -> Result<Response, Failure> {
         .into_response())
 }
 
-async fn status_view(node: Arc<Node>) -> Result<StatusView, Failure> {
-    let network_status = node.network_status().await;
+async fn status_view(
+    node: Arc<Node>,
+    network_status: crate::network::NetworkStatus,
+) -> Result<StatusView, Failure> {
     let registry_version = node
         .registry()
         .read()

@@ -139,8 +139,8 @@ pub struct EventCounts {
     pub sync_failed: AtomicU64,
     /// Equivocations found.
     pub equivocations: AtomicU64,
-    /// Registry versions taken in, and forks seen.
-    pub registry_advanced: AtomicU64,
+    /// Registry forks seen. (Versions taken in are not counted here: one
+    /// notice may stand for several; the registry version says where it is.)
     pub registry_forks: AtomicU64,
 }
 
@@ -178,7 +178,6 @@ impl Events {
             NodeEvent::SyncCompleted { .. } => Some(&c.sync_completed),
             NodeEvent::SyncFailed { .. } => Some(&c.sync_failed),
             NodeEvent::Equivocation { .. } => Some(&c.equivocations),
-            NodeEvent::RegistryAdvanced(_) => Some(&c.registry_advanced),
             NodeEvent::RegistryFork(_) => Some(&c.registry_forks),
             _ => None,
         };

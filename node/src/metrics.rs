@@ -97,7 +97,7 @@ pub fn render(status: &StatusView, counts: &EventCounts) -> String {
             ("bound=\"control_frames\"", tree.control_frames_skipped),
         ],
     );
-    let counters: [(&str, &str, u64); 8] = [
+    let counters: [(&str, &str, u64); 7] = [
         (
             "herald_rejected_total",
             "Messages and catch-up answers rejected since start, each counted against its sender.",
@@ -112,11 +112,6 @@ pub fn render(status: &StatusView, counts: &EventCounts) -> String {
             "herald_equivocations_found_total",
             "Equivocations found since start.",
             count(&counts.equivocations),
-        ),
-        (
-            "herald_registry_updates_total",
-            "Registry versions taken in since start.",
-            count(&counts.registry_advanced),
         ),
         (
             "herald_registry_forks_total",
@@ -227,6 +222,6 @@ mod tests {
                 value.parse::<u64>().unwrap();
             }
         }
-        assert_eq!(declared.len(), 21);
+        assert_eq!(declared.len(), 20);
     }
 }

@@ -760,7 +760,12 @@ impl Node {
 
     /// What the network reports: peers, pending gossip, last sync, how far behind.
     pub async fn network_status(&self) -> crate::network::NetworkStatus {
-        self.ask(Command::Status).await.unwrap_or_default()
+        self.try_network_status().await.unwrap_or_default()
+    }
+
+    /// [`Node::network_status`], or `None` once the network has stopped.
+    pub async fn try_network_status(&self) -> Option<crate::network::NetworkStatus> {
+        self.ask(Command::Status).await
     }
 
     /// Applies a registry update approved by the members (the next version),

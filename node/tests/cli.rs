@@ -126,12 +126,43 @@ fn api_refuses_bad_requests(dir: &Path, port: u16) {
         .call()
         .unwrap();
     assert_eq!(listed.status().as_u16(), 401, "listing needs the token too");
-    // Metrics for a scraper that sends the token.
+    // Metrics for a scraper that sends the metrics token (readable by all; it opens nothing else).
     let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let metrics_token = std::fs::read_to_string(dir.join("metrics.token")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("metrics.token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644);
+    }
+    assert_ne!(metrics_token.trim(), token.trim());
     assert_eq!(agent.get(&metrics).call().unwrap().status().as_u16(), 401);
-    let mut scraped = agent
+    let with_metrics_token = agent
+        .get(&url)
+        .header("Authorization", &format!("Bearer {}", metrics_token.trim()))
+        .call()
+        .unwrap();
+    assert_eq!(
+        with_metrics_token.status().as_u16(),
+        401,
+        "the metrics token opens nothing else"
+    );
+    let with_api_token = agent
         .get(&metrics)
         .header("Authorization", &format!("Bearer {}", token.trim()))
+        .call()
+        .unwrap();
+    assert_eq!(
+        with_api_token.status().as_u16(),
+        200,
+        "the API token opens the metrics too"
+    );
+    let mut scraped = agent
+        .get(&metrics)
+        .header("Authorization", &format!("Bearer {}", metrics_token.trim()))
         .call()
         .unwrap();
     assert_eq!(scraped.status().as_u16(), 200);

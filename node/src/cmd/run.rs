@@ -22,9 +22,21 @@ pub(crate) fn run(args: DirArgs) -> Result<()> {
                 args.dir.join(api::TOKEN_FILE).display()
             )
         })?;
-        let (addr, api_task) = api::serve(config.api.listen, token, Arc::clone(&node), async {
-            let _ = api_stopped.await;
-        })
+        let metrics_token = api::write_metrics_token(&args.dir).with_context(|| {
+            format!(
+                "cannot write the metrics token to {}",
+                args.dir.join(api::METRICS_TOKEN_FILE).display()
+            )
+        })?;
+        let (addr, api_task) = api::serve(
+            config.api.listen,
+            token,
+            Some(metrics_token),
+            Arc::clone(&node),
+            async {
+                let _ = api_stopped.await;
+            },
+        )
         .await
         .with_context(|| {
             format!(
