@@ -326,6 +326,9 @@ pub struct ExportRequest {
     /// Which bulletins.
     #[serde(default)]
     pub filter: crate::bundle::ExportFilter,
+    /// Replace a file already at `path` (refused, 409, if not).
+    #[serde(default)]
+    pub replace: bool,
 }
 
 async fn import(
@@ -349,10 +352,17 @@ async fn export(
     if let Some(kind) = &request.filter.kind {
         herald_protocol::Kind::check_name(kind).map_err(|e| Failure(StatusCode::BAD_REQUEST, e))?;
     }
-    node.export_bundle(request.path, request.filter)
+    let replace = match request.replace {
+        true => crate::bundle::Replace::Yes,
+        false => crate::bundle::Replace::No,
+    };
+    node.export_bundle_to(request.path, replace, request.filter)
         .await
         .map(Json)
-        .map_err(internal)
+        .map_err(|e| match e {
+            crate::bundle::BundleError::Exists(_) => Failure(StatusCode::CONFLICT, e.to_string()),
+            e => internal(e),
+        })
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Result<Json<StatusView>, Failure> {

@@ -77,6 +77,9 @@ pub enum BundleError {
         /// The bundle's.
         found: NetworkId,
     },
+    /// The file to write exists, and replacing it was not asked for.
+    #[error("{0} exists: name another file, or replace it (herald export --force)")]
+    Exists(PathBuf),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -149,7 +152,8 @@ impl<W: Write> Write for Hashing<W> {
 }
 
 /// Writes a bundle of the bulletins matching `filter`, with the whole registry
-/// history, to `path` (atomically: a temporary file renamed into place).
+/// history, to `path` (atomically: a temporary file renamed into place),
+/// replacing any file there.
 pub fn export(
     path: &Path,
     store: &Store,
@@ -157,6 +161,31 @@ pub fn export(
     filter: &ExportFilter,
     progress: impl FnMut(u64, u64),
 ) -> Result<ExportReport, BundleError> {
+    export_to(path, Replace::Yes, store, registry, filter, progress)
+}
+
+/// Whether an export may replace a file already at its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replace {
+    /// Replace it.
+    Yes,
+    /// Refuse ([`BundleError::Exists`]), leaving it as it was.
+    No,
+}
+
+/// [`export`], replacing a file already at `path` only if `replace` says so.
+pub fn export_to(
+    path: &Path,
+    replace: Replace,
+    store: &Store,
+    registry: &Registry,
+    filter: &ExportFilter,
+    progress: impl FnMut(u64, u64),
+) -> Result<ExportReport, BundleError> {
+    if replace == Replace::No && path.exists() {
+        // Checked again as the file is put in place; this spares the work.
+        return Err(BundleError::Exists(path.to_path_buf()));
+    }
     let query = Query {
         kind: filter.kind.clone(),
         member: filter.member,
@@ -176,6 +205,7 @@ pub fn export(
     });
     write_items(
         path,
+        replace,
         registry.network(),
         registry.history(),
         ids.len() as u64,
@@ -195,13 +225,41 @@ pub fn write(
     progress: impl FnMut(u64, u64),
 ) -> Result<ExportReport, BundleError> {
     let items = bulletins.iter().map(|b| Ok(b.to_vec()));
-    write_items(path, network, history, bulletins.len() as u64, items, progress)
+    write_items(
+        path,
+        Replace::Yes,
+        network,
+        history,
+        bulletins.len() as u64,
+        items,
+        progress,
+    )
+}
+
+/// Moves the written file `tmp` to `path`. Without [`Replace::Yes`] a file at
+/// `path` is left as it is (`AlreadyExists`): `tmp` is linked to `path`, which
+/// fails if it exists; where the file system has no links (FAT on a USB
+/// stick), `path` is checked and `tmp` renamed.
+fn put_in_place(tmp: &Path, path: &Path, replace: Replace) -> std::io::Result<()> {
+    if replace == Replace::Yes {
+        return std::fs::rename(tmp, path);
+    }
+    match std::fs::hard_link(tmp, path) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(tmp);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+        Err(_) if path.exists() => Err(std::io::ErrorKind::AlreadyExists.into()),
+        Err(_) => std::fs::rename(tmp, path),
+    }
 }
 
 /// [`write`] from `count` bulletins that `items` yields one at a time. An
 /// error from `items`, or a count that does not match, leaves no file.
 fn write_items(
     path: &Path,
+    replace: Replace,
     network: NetworkId,
     history: &[SignedRegistryUpdate],
     count: u64,
@@ -209,9 +267,21 @@ fn write_items(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<ExportReport, BundleError> {
     let io = io_error(path);
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    // One name per export, so that two exports to one path at once (through
+    // the API) never share it.
+    static EXPORTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = EXPORTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
+    let created = std::cell::Cell::new(false);
     let result = (|| -> Result<ExportReport, BundleError> {
-        let file = File::create(&tmp).map_err(&io)?;
+        // A new file: one left at that name (or a link planted there) is
+        // neither followed nor emptied.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(&io)?;
+        created.set(true);
         let mut out = Hashing {
             inner: BufWriter::new(file),
             hasher: Sha256::new(),
@@ -255,14 +325,17 @@ fn write_items(
             source: e.into_error(),
         })?;
         file.sync_all().map_err(&io)?;
-        std::fs::rename(&tmp, path).map_err(&io)?;
+        put_in_place(&tmp, path, replace).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => BundleError::Exists(path.to_path_buf()),
+            _ => io(e),
+        })?;
         Ok(ExportReport {
             registry_updates: history.len() as u32,
             bulletins: total,
             bytes: written,
         })
     })();
-    if result.is_err() {
+    if result.is_err() && created.get() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
@@ -711,5 +784,45 @@ mod tests {
         );
         assert_eq!(report.new, 30);
         assert_eq!(store.count().unwrap(), 30);
+    }
+
+    #[test]
+    fn an_export_replaces_a_file_only_when_asked() {
+        let net = crate::test_network::one_member();
+        let bulletins = net.chain(3);
+        let member = net.member_id();
+        let registry = net.registry;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store"), registry.network()).unwrap();
+        let items: Vec<_> = bulletins.iter().map(|b| (b.clone(), member)).collect();
+        store.insert_verified(&items).unwrap();
+        let path = dir.path().join("out.hbundle");
+        std::fs::write(&path, b"an earlier file").unwrap();
+        let filter = ExportFilter::default();
+
+        let refused = export_to(&path, Replace::No, &store, &registry, &filter, |_, _| {});
+        assert!(matches!(refused, Err(BundleError::Exists(_))), "{refused:?}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"an earlier file");
+        // Refused also when the file appears while the bundle is written: the
+        // written file is linked in only where nothing is.
+        let tmp = dir.path().join("written");
+        std::fs::write(&tmp, b"new").unwrap();
+        let raced = put_in_place(&tmp, &path, Replace::No).unwrap_err();
+        assert_eq!(raced.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&path).unwrap(), b"an earlier file");
+
+        let report = export_to(&path, Replace::Yes, &store, &registry, &filter, |_, _| {}).unwrap();
+        assert_eq!(report.bulletins, 3);
+        assert_ne!(std::fs::read(&path).unwrap(), b"an earlier file");
+        let fresh = dir.path().join("fresh.hbundle");
+        export_to(&fresh, Replace::No, &store, &registry, &filter, |_, _| {}).unwrap();
+        assert_eq!(std::fs::read(&fresh).unwrap(), std::fs::read(&path).unwrap());
+        // Nothing is left beside them.
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["fresh.hbundle", "out.hbundle", "store", "written"]);
     }
 }

@@ -839,6 +839,18 @@ impl Node {
         path: PathBuf,
         filter: crate::bundle::ExportFilter,
     ) -> Result<crate::bundle::ExportReport, crate::bundle::BundleError> {
+        self.export_bundle_to(path, crate::bundle::Replace::Yes, filter)
+            .await
+    }
+
+    /// [`Node::export_bundle`], replacing a file at `path` only if `replace`
+    /// says so.
+    pub async fn export_bundle_to(
+        &self,
+        path: PathBuf,
+        replace: crate::bundle::Replace,
+        filter: crate::bundle::ExportFilter,
+    ) -> Result<crate::bundle::ExportReport, crate::bundle::BundleError> {
         // What was received in the last second is still staged: fold it
         // first, so that the bundle holds everything `list` shows.
         self.fold_now().await;
@@ -848,7 +860,7 @@ impl Node {
             // The registry as it is now, after the fold: it verifies every
             // bulletin the fold brought.
             let registry = registry.read().unwrap_or_else(|e| e.into_inner()).clone();
-            crate::bundle::export(&path, &store, &registry, &filter, |done, total| {
+            crate::bundle::export_to(&path, replace, &store, &registry, &filter, |done, total| {
                 tracing::info!(done, total, "exporting");
             })
         })

@@ -190,6 +190,18 @@ fn api_refuses_bad_requests(dir: &Path, port: u16) {
             serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"));
         (status, error["error"].as_str().unwrap_or_default().to_string())
     };
+    // An export onto an existing file is refused unless asked, leaving the file as it was.
+    let config_before = std::fs::read(dir.join("config.toml")).unwrap();
+    let (status, error) = refused(
+        agent
+            .post(format!("http://127.0.0.1:{port}/v1/export"))
+            .header("Authorization", &bearer)
+            .send_json(serde_json::json!({ "path": dir.join("config.toml") }))
+            .unwrap(),
+    );
+    assert_eq!(status, 409, "{error}");
+    assert!(error.contains("exists"), "{error}");
+    assert_eq!(std::fs::read(dir.join("config.toml")).unwrap(), config_before);
     let (status, error) = refused(
         agent
             .post(format!("http://127.0.0.1:{port}/v1/bulletins"))

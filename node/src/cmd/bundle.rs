@@ -27,12 +27,18 @@ fn absolute(path: &std::path::Path) -> Result<std::path::PathBuf> {
 pub(crate) fn export(args: ExportArgs) -> Result<()> {
     let config = Config::load(&args.dir)?;
     let path = absolute(&args.out)?;
+    // Checked here to spare the work; the node checks again as it puts the
+    // file in place.
     if !args.force && path.exists() {
         bail!(
             "{} exists: name another file, or pass --force to replace it",
             path.display()
         );
     }
+    let replace = match args.force {
+        true => bundle::Replace::Yes,
+        false => bundle::Replace::No,
+    };
     let since = match &args.since {
         Some(d) => Some(
             herald_node::node::now()
@@ -62,9 +68,12 @@ pub(crate) fn export(args: ExportArgs) -> Result<()> {
             &ExportRequest {
                 path: path.clone(),
                 filter,
+                replace: args.force,
             },
         )?,
-        Some((store, registry)) => bundle::export(&path, &store, &registry, &filter, progress("exported"))?,
+        Some((store, registry)) => {
+            bundle::export_to(&path, replace, &store, &registry, &filter, progress("exported"))?
+        }
     };
     out!(
         "Wrote {} bulletins and {} registry updates ({} bytes) to {}.",
