@@ -8,7 +8,8 @@ use serde_json::Value;
 /// The parts of a CSAF document a bulletin carries in its own fields.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Summary {
-    /// `document.title`, if it is not blank.
+    /// `document.title`, if it is not blank, with each run of white space
+    /// (line breaks included) made one space.
     pub title: Option<String>,
     /// `document.distribution.tlp.label` as written ([`Summary::tlp`] reads it).
     pub tlp_label: Option<String>,
@@ -28,6 +29,11 @@ pub enum CsafError {
         "the CSAF document's TLP label {0:?} is not one of CLEAR, WHITE, GREEN, AMBER, AMBER+STRICT, RED: fix document.distribution.tlp.label"
     )]
     UnknownTlp(String),
+    /// It looks like a CSAF document but is not valid JSON.
+    #[error(
+        "the content looks like a CSAF document but is not valid JSON ({0}), so its TLP label cannot be read: fix the document, or publish it as TLP:RED"
+    )]
+    Unreadable(String),
     /// The bulletin would share it more widely than its label allows.
     #[error(
         "the CSAF document is marked {document}, and the bulletin {bulletin}: that would share it more widely than its author allows. Publish it as {document} or stricter"
@@ -53,16 +59,15 @@ impl Summary {
     }
 }
 
-/// The document's summary, if `bytes` are a CSAF document (JSON with
-/// `document.csaf_version`); `None` for any other content.
+/// The document's summary, if `bytes` are a CSAF document (a JSON object,
+/// after a UTF-8 byte order mark if any, whose `document` has a
+/// `csaf_version` or a TLP label); `None` for any other content.
 pub fn read(bytes: &[u8]) -> Option<Summary> {
-    // Only a JSON object can be one; other content is not parsed at all.
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+    let root = json_object(bytes)?.ok()?;
+    let document = root.get("document")?;
+    if document.get("csaf_version").is_none() && document.pointer("/distribution/tlp/label").is_none() {
         return None;
     }
-    let root = serde_json::from_slice::<Value>(bytes).ok()?;
-    let document = root.get("document")?;
-    document.get("csaf_version")?;
     let tlp_label = document
         .pointer("/distribution/tlp/label")
         .and_then(Value::as_str)
@@ -70,9 +75,8 @@ pub fn read(bytes: &[u8]) -> Option<Summary> {
     let title = document
         .get("title")
         .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_string);
+        .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|t| !t.is_empty());
     let vulnerabilities = root.get("vulnerabilities").and_then(Value::as_array);
     let mut cves: Vec<String> = Vec::new();
     for cve in vulnerabilities
@@ -99,12 +103,29 @@ pub fn read(bytes: &[u8]) -> Option<Summary> {
     })
 }
 
+/// Content that starts as a JSON object (after white space and a UTF-8 byte
+/// order mark), parsed; `None` for any other content, which is not parsed.
+fn json_object(bytes: &[u8]) -> Option<Result<Value, serde_json::Error>> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    Some(serde_json::from_slice::<Value>(bytes))
+}
+
 /// Checks that a bulletin labelled `tlp` may carry `bytes`: if they are a
-/// CSAF document, its own label must be no stricter.
+/// CSAF document, its own label must be no stricter. Content that starts as
+/// JSON, names `csaf_version` and does not parse is refused: its label
+/// cannot be read.
 pub fn check_tlp(bytes: &[u8], tlp: Tlp) -> Result<(), CsafError> {
     if tlp == Tlp::Red {
         // Nothing is stricter.
         return Ok(());
+    }
+    if let Some(Err(e)) = json_object(bytes)
+        && bytes.windows(b"csaf_version".len()).any(|w| w == b"csaf_version")
+    {
+        return Err(CsafError::Unreadable(e.to_string()));
     }
     match read(bytes).map(|s| s.tlp()).transpose()?.flatten() {
         Some(document) if document > tlp => Err(CsafError::TlpWider {
@@ -270,6 +291,8 @@ mod tests {
             "valid ids, each once"
         );
         assert_eq!(summary.title, None, "a blank title is none");
+        let lines = read(&doc(r#""title": " Two\n\tlines ""#, "")).unwrap();
+        assert_eq!(lines.title.as_deref(), Some("Two lines"));
     }
 
     #[test]
@@ -301,6 +324,28 @@ mod tests {
             Ok(()),
             "nothing is stricter"
         );
+        // A byte order mark, or a label without csaf_version, hides nothing.
+        let mut bom = b"\xEF\xBB\xBF".to_vec();
+        bom.extend(marked("RED"));
+        assert!(check_tlp(&bom, Tlp::Clear).is_err());
+        let unversioned = br#"{"document": {"distribution": {"tlp": {"label": "AMBER"}}}}"#;
+        assert!(check_tlp(unversioned, Tlp::Green).is_err());
+        // Cut short, or nested too deep to parse: refused unless RED.
+        let cut = &marked("RED")[..40];
+        assert!(matches!(
+            check_tlp(cut, Tlp::Amber),
+            Err(CsafError::Unreadable(_))
+        ));
+        assert_eq!(check_tlp(cut, Tlp::Red), Ok(()));
+        let deep = format!(
+            r#"{{"csaf_version": 1, "x": {}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert!(matches!(
+            check_tlp(deep.as_bytes(), Tlp::Clear),
+            Err(CsafError::Unreadable(_))
+        ));
         // No label, or not CSAF: nothing to check.
         assert_eq!(check_tlp(&doc(r#""title": "t""#, ""), Tlp::Clear), Ok(()));
         assert_eq!(check_tlp(b"TLP:RED in prose", Tlp::Clear), Ok(()));

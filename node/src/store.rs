@@ -752,13 +752,15 @@ impl Store {
         let first = {
             let mut staged = self.staged();
             let first = staged.items.is_empty();
-            let item = StagedItem {
-                bulletin: bulletin.clone(),
-                member: *member,
-                from: from.to_vec(),
-                own,
-            };
-            if staged.items.insert(id, item).is_none() {
+            // Staged once: a second copy changes nothing (the same body,
+            // so the same signing member).
+            if let std::collections::hash_map::Entry::Vacant(slot) = staged.items.entry(id) {
+                slot.insert(StagedItem {
+                    bulletin: bulletin.clone(),
+                    member: *member,
+                    from: from.to_vec(),
+                    own,
+                });
                 staged.order.push_back(id);
                 *staged.by_member.entry(*member).or_default() += 1;
             }

@@ -800,6 +800,25 @@ fn a_csaf_document_names_its_own_title_label_and_severity() {
         "{view}"
     );
 
+    // A document title a bulletin cannot carry: the command line asks for one.
+    let long = tmp.path().join("long.json");
+    std::fs::write(
+        &long,
+        std::fs::read_to_string(csaf).unwrap().replacen(
+            "CVRF-CSAF-Converter: XML External Entities Vulnerability",
+            &"a very long title ".repeat(20),
+            1,
+        ),
+    )
+    .unwrap();
+    let too_long = herald(&["publish", "--dir", dir_s, "--body-file", long.to_str().unwrap()]);
+    assert!(!too_long.status.success());
+    assert!(
+        stderr(&too_long).contains("CSAF document's title") && stderr(&too_long).contains("--title"),
+        "{}",
+        stderr(&too_long)
+    );
+
     // Plain content names nothing: the command line asks for what it needs.
     let bare = herald(&["publish", "--dir", dir_s, "--body", "a note"]);
     assert!(!bare.status.success());

@@ -398,6 +398,12 @@ impl BulletinBody {
     }
 }
 
+/// Checks a title as a bulletin's body must hold it: 1 to [`MAX_TITLE_BYTES`]
+/// bytes, no control or bidirectional-override characters.
+pub fn check_title(title: &str) -> Result<(), DecodeError> {
+    check_text("title", title, 1, MAX_TITLE_BYTES)
+}
+
 fn check_text(what: &str, text: &str, min: usize, max: usize) -> Result<(), DecodeError> {
     if text.len() < min || text.len() > max {
         return Err(DecodeError::Invalid(format!(

@@ -29,7 +29,7 @@ pub mod sync;
 
 pub use bulletin::{
     AdvisoryStatus, BulletinBody, FollowUpAction, IncidentPhase, Kind, MAX_BULLETIN_BYTES, MetricCount,
-    Payload, Reference, Severity, SignedBulletin, Tlp, UpdateStage, is_cve_id,
+    Payload, Reference, Severity, SignedBulletin, Tlp, UpdateStage, check_title, is_cve_id,
 };
 pub use codec::DecodeError;
 pub use ids::{

@@ -128,7 +128,12 @@ fn draft_from(args: &PublishArgs) -> Result<Draft> {
     };
     let title = match (&args.title, csaf.as_ref().and_then(|c| c.title.clone())) {
         (Some(given), _) => given.clone(),
-        (None, Some(document)) => document,
+        (None, Some(document)) => {
+            herald_protocol::check_title(&document).map_err(|e| {
+                anyhow!("the CSAF document's title will not do as a bulletin's ({e}): give one with --title")
+            })?;
+            document
+        }
         (None, None) => bail!(match csaf {
             Some(_) => "the CSAF document has no title (document.title): give one with --title",
             None => "give a one-line title with --title",
