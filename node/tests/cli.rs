@@ -637,6 +637,19 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
         .filter(|n| n.starts_with("provenance"))
         .collect();
     assert_eq!(names, ["provenance.jsonl"]);
+    // A path that is no regular file is written straight.
+    #[cfg(unix)]
+    {
+        let to_null = herald(&[
+            "audit",
+            bundle.to_str().unwrap(),
+            "--genesis-hash",
+            genesis,
+            "--provenance",
+            "/dev/null",
+        ]);
+        assert!(to_null.status.success(), "{}", stderr(&to_null));
+    }
     // The bundle named as its own provenance file is refused, unchanged.
     let bundle_bytes = std::fs::read(&bundle).unwrap();
     let itself = herald(&[

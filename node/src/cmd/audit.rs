@@ -73,23 +73,34 @@ pub(crate) fn run(args: AuditArgs) -> Result<()> {
 /// The provenance file being written: a temporary file beside it, renamed
 /// into place once the audit has gone through the whole bundle. An audit that
 /// cannot finish (a damaged bundle, the wrong network) leaves no file, and an
-/// earlier file of that name as it was.
+/// earlier file of that name as it was. A path that is not a regular file
+/// (`/dev/stdout`, a pipe) is written straight.
 struct Provenance<'a> {
     writer: std::io::BufWriter<std::fs::File>,
-    tmp: std::path::PathBuf,
+    /// The temporary file, when there is one.
+    tmp: Option<std::path::PathBuf>,
     path: &'a Path,
 }
 
 impl<'a> Provenance<'a> {
     fn create(path: &'a Path, bundle: &Path) -> Result<Self> {
-        // Creating the file would empty the bundle before it is read.
-        if let (Ok(a), Ok(b)) = (path.canonicalize(), bundle.canonicalize())
-            && a == b
-        {
+        // Writing it would empty the bundle before it is read.
+        if same_file(path, bundle) {
             bail!(
                 "--provenance {} is the bundle being audited: name another file",
                 path.display()
             );
+        }
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            return Ok(Provenance {
+                writer: std::io::BufWriter::new(file),
+                tmp: None,
+                path,
+            });
         }
         let mut name = path
             .file_name()
@@ -97,31 +108,68 @@ impl<'a> Provenance<'a> {
             .ok_or_else(|| anyhow::anyhow!("--provenance {} is not a file name", path.display()))?;
         name.push(format!(".tmp-{}", std::process::id()));
         let tmp = path.with_file_name(name);
-        let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        // New: a file or link left at that name is neither followed nor emptied.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .with_context(|| {
+                format!(
+                    "cannot create {} (remove it if an earlier audit left it)",
+                    tmp.display()
+                )
+            })?;
         Ok(Provenance {
             writer: std::io::BufWriter::new(file),
-            tmp,
+            tmp: Some(tmp),
             path,
         })
     }
 
-    /// Renames the file into place, or removes it if anything failed.
+    /// Renames the file into place (on disk first), or removes it if anything
+    /// failed.
     fn finish(mut self, write_error: Option<std::io::Error>) -> Result<()> {
         let result = match write_error {
             Some(e) => Err(e),
-            None => self
-                .writer
-                .flush()
-                .and_then(|()| std::fs::rename(&self.tmp, self.path)),
+            None => self.writer.flush().and_then(|()| match &self.tmp {
+                Some(tmp) => self
+                    .writer
+                    .get_ref()
+                    .sync_all()
+                    .and_then(|()| std::fs::rename(tmp, self.path)),
+                None => Ok(()),
+            }),
         };
+        if result.is_ok() {
+            // In place: nothing to remove.
+            self.tmp = None;
+        }
         result.with_context(|| format!("cannot write {}", self.path.display()))
     }
 }
 
 impl Drop for Provenance<'_> {
     fn drop(&mut self) {
-        // Gone already once renamed into place.
-        let _ = std::fs::remove_file(&self.tmp);
+        if let Some(tmp) = &self.tmp {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// Whether `a` and `b` name one file (by device and inode where there are
+/// such, so that links and letter case are seen through).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(a), Ok(b)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return (a.dev(), a.ino()) == (b.dev(), b.ino());
+        }
+        false
+    }
+    #[cfg(not(unix))]
+    {
+        matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
     }
 }
 
