@@ -82,8 +82,8 @@ pub enum PushEvent {
         /// What was wrong.
         reason: String,
     },
-    /// The node's own messages kept while no peer was linked (or while the
-    /// links' queues had no room) have all gone out: this many.
+    /// The node's own messages held back while no peer was linked (or while
+    /// every link's queue was full) have all gone out: this many.
     BacklogSent {
         /// How many went out from the backlog since it was last empty.
         count: usize,
@@ -193,6 +193,9 @@ struct Inner {
     pending_bytes: usize,
     /// Of those, how many went out since `pending` was last empty.
     pending_sent: usize,
+    /// A [`PushEvent::BacklogSent`] count not yet delivered (the channel was
+    /// full): tried again at each tick.
+    unsent_notice: usize,
     /// Where [`PushEvent::BacklogSent`] goes (none in unit tests).
     events: Option<mpsc::Sender<PushEvent>>,
     /// Control frames skipped: their sender was over its budget.
@@ -211,6 +214,7 @@ impl Inner {
             pending: VecDeque::new(),
             pending_bytes: 0,
             pending_sent: 0,
+            unsent_notice: 0,
             events: None,
             skipped_control: 0,
         }
@@ -267,7 +271,7 @@ impl Inner {
                     && l.queue.capacity() >= LINK_QUEUE / 2
             });
             if !self.tree.has_peers() || !roomy {
-                return;
+                break;
             }
             let Some((id, data)) = self.pending.pop_front() else {
                 break;
@@ -279,10 +283,21 @@ impl Inner {
         }
         if self.pending.is_empty() && self.pending_sent > 0 {
             let count = std::mem::take(&mut self.pending_sent);
-            tracing::info!(count, "own bulletins kept while no peer was linked: all sent");
-            if let Some(events) = &self.events {
-                // Dropped if the node lags 64 events behind: it is a notice.
-                let _ = events.try_send(PushEvent::BacklogSent { count });
+            tracing::info!(
+                count,
+                "own bulletins held back (no peer linked, or every link's queue full): all sent"
+            );
+            self.unsent_notice += count;
+        }
+        if self.unsent_notice > 0
+            && let Some(events) = &self.events
+        {
+            match events.try_send(PushEvent::BacklogSent {
+                count: self.unsent_notice,
+            }) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => self.unsent_notice = 0,
+                // Full: the next tick tries again.
+                Err(mpsc::error::TrySendError::Full(_)) => {}
             }
         }
     }
@@ -1058,6 +1073,32 @@ mod tests {
         assert_eq!(drain(&mut queue).len(), 4);
         inner.graft(peer, &ids[8..12], now);
         assert_eq!(drain(&mut queue).len(), 0, "the allowance is spent");
+    }
+
+    #[test]
+    fn the_notice_that_the_backlog_went_out_waits_for_room_in_the_channel() {
+        let mut inner = Inner::new(TreeConfig::default());
+        let (events, mut notices) = mpsc::channel(1);
+        // The channel is full (a flood of other reports).
+        events.try_send(PushEvent::BacklogSent { count: 0 }).unwrap();
+        inner.events = Some(events);
+        for n in 0..3u8 {
+            own(&mut inner, vec![n; 4]);
+        }
+        let (_, _queue) = inner.link(PeerId::random());
+        assert!(inner.pending.is_empty(), "all sent");
+        assert!(matches!(
+            notices.try_recv(),
+            Ok(PushEvent::BacklogSent { count: 0 })
+        ));
+        // The next tick tells it.
+        inner.send_pending();
+        assert!(matches!(
+            notices.try_recv(),
+            Ok(PushEvent::BacklogSent { count: 3 })
+        ));
+        inner.send_pending();
+        assert!(notices.try_recv().is_err(), "once");
     }
 
     #[test]

@@ -1380,6 +1380,10 @@ async fn a_long_queue_kept_while_alone_goes_out_in_batches() {
             .expect("the queue sent");
         assert_eq!(sent, QUEUED);
         assert_eq!(a.node.network_status().await.pending_gossip, 0);
+        let notices = a
+            .events
+            .all_from(0, |e| matches!(e, NodeEvent::BacklogSent { .. }).then_some(()));
+        assert_eq!(notices.len(), 1, "told once");
         // Every bulletin taken from the queue went into the link's queue. (B may have got them
         // first by its catch-up: this test does not tell which; push.rs's unit tests check the
         // batches and their order.)
