@@ -1080,7 +1080,7 @@ mod tests {
         let mut inner = Inner::new(TreeConfig::default());
         let (events, mut notices) = mpsc::channel(1);
         // The channel is full (a flood of other reports).
-        events.try_send(PushEvent::BacklogSent { count: 0 }).unwrap();
+        assert!(events.try_send(PushEvent::BacklogSent { count: 0 }).is_ok());
         inner.events = Some(events);
         for n in 0..3u8 {
             own(&mut inner, vec![n; 4]);
