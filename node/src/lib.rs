@@ -17,7 +17,9 @@
 //! - [`node`]: the [`Node`] handle that ties them together.
 //! - [`events`]: the [`NodeEvent`]s a node reports.
 //! - [`api`]: the local HTTP API used by the command line, and (`web`) the
-//!   local web page served beside it.
+//!   local web page served beside it; [`metrics`]: its Prometheus metrics.
+//! - [`csaf`]: what a CSAF document says of itself that its bulletin repeats,
+//!   and the rule that keeps its TLP label.
 //! - [`bundle`]: bundle files carried by hand when no link exists.
 //! - [`audit`]: the offline verification of a bundle from the genesis hash.
 //! - [`config`]: the configuration file.
