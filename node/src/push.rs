@@ -65,8 +65,8 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// The node's own messages kept while no peer is linked, at most, and their
 /// bytes at most; beyond either the oldest is let go (it is stored, and
 /// travels by sync).
-const MAX_PENDING: usize = 10_000;
-const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
+pub const MAX_PENDING: usize = 10_000;
+pub const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
 
 /// Streams from one peer read at once, at most (one is the protocol; a
 /// second covers a reconnection whose old stream has not ended yet).
