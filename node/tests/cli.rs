@@ -832,6 +832,30 @@ fn a_csaf_document_names_its_own_title_label_and_severity() {
         stderr(&too_long)
     );
 
+    // Exported through the running node, by member name.
+    let bundle = tmp.path().join("member-1.hbundle");
+    let exported = herald(&[
+        "export",
+        "--dir",
+        dir_s,
+        "--member",
+        "Member-1",
+        "-o",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    assert!(
+        stdout(&exported).starts_with("Wrote 4 bulletins"),
+        "{}",
+        stdout(&exported)
+    );
+    let again = herald(&["export", "--dir", dir_s, "-o", bundle.to_str().unwrap()]);
+    assert!(
+        !again.status.success() && stderr(&again).contains("--force"),
+        "{}",
+        stderr(&again)
+    );
+
     // Plain content names nothing: the command line asks for what it needs.
     let bare = herald(&["publish", "--dir", dir_s, "--body", "a note"]);
     assert!(!bare.status.success());
