@@ -230,6 +230,8 @@ pub struct ListParams {
     pub until: Option<u64>,
     /// Most results.
     pub limit: Option<usize>,
+    /// Text the title, references or content must hold, letter case aside.
+    pub text: Option<String>,
 }
 
 /// Serves the API on `addr` until `shutdown` completes, to requests that
@@ -489,6 +491,7 @@ async fn list(
         since: params.since.map(Timestamp),
         until: params.until.map(Timestamp),
         limit: params.limit.unwrap_or(100),
+        text: params.text.filter(|t| !t.is_empty()),
     };
     let store = node.store().clone();
     let found = tokio::task::spawn_blocking(move || store.query(&query))

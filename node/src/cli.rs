@@ -345,6 +345,10 @@ pub(crate) struct ListArgs {
     /// Only bulletins created in this last period (e.g. 24h, 7d).
     #[arg(long)]
     pub(crate) since: Option<String>,
+    /// Only bulletins whose title, references (CVE ids, URLs) or text content
+    /// contain this, letter case aside.
+    #[arg(long)]
+    pub(crate) text: Option<String>,
     /// At most this many.
     #[arg(long, default_value_t = 50)]
     pub(crate) limit: usize,

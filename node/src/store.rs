@@ -231,6 +231,29 @@ pub struct Query {
     pub until: Option<Timestamp>,
     /// Most results (newest first); 0 means no limit.
     pub limit: usize,
+    /// Only bulletins whose title, references or text content contain this,
+    /// letter case aside (ASCII letters). Looked for in each bulletin the
+    /// other filters let through: a search of a large store reads much of it.
+    pub text: Option<String>,
+}
+
+/// Whether `bulletin` holds `text` ([`Query::text`]) in its title, its
+/// references or its content (when that is UTF-8).
+pub fn holds_text(bulletin: &SignedBulletin, text: &str) -> bool {
+    let needle = text.as_bytes();
+    let has = |haystack: &[u8]| {
+        needle.is_empty()
+            || haystack
+                .windows(needle.len())
+                .any(|w| w.eq_ignore_ascii_case(needle))
+    };
+    let body = bulletin.body();
+    has(body.title.as_bytes())
+        || body.references.iter().any(|r| match r {
+            herald_protocol::Reference::Cve(v) | herald_protocol::Reference::Url(v) => has(v.as_bytes()),
+            herald_protocol::Reference::Bulletin(id) => has(id.to_string().as_bytes()),
+        })
+        || (std::str::from_utf8(&body.payload.bytes).is_ok() && has(&body.payload.bytes))
 }
 
 /// Most entries of the time index one look for a bulletin's answers reads
@@ -1510,6 +1533,7 @@ impl Store {
                 .kind
                 .as_deref()
                 .is_some_and(|k| k != bulletin.body().kind.name())
+                || query.text.as_deref().is_some_and(|t| !holds_text(&bulletin, t))
             {
                 continue;
             }
@@ -1647,6 +1671,7 @@ impl Store {
                         .min_severity
                         .is_none_or(|s| severity_code(b.severity) >= severity_code(s))
                     && query.member.is_none_or(|m| m == i.member)
+                    && query.text.as_deref().is_none_or(|t| holds_text(&i.bulletin, t))
             })
             .map(|i| i.bulletin.clone())
             .collect()

@@ -832,6 +832,12 @@ fn a_csaf_document_names_its_own_title_label_and_severity() {
         stderr(&too_long)
     );
 
+    // Searched for: the three that carry the CVE id (the document's), not the follow-up.
+    let searched = herald(&["list", "--dir", dir_s, "--json", "--text", "cve-2022-27193"]);
+    assert!(searched.status.success(), "{}", stderr(&searched));
+    let views: serde_json::Value = serde_json::from_slice(&searched.stdout).unwrap();
+    assert_eq!(views.as_array().unwrap().len(), 3, "{views}");
+
     // Exported through the running node, by member name.
     let bundle = tmp.path().join("member-1.hbundle");
     let exported = herald(&[

@@ -1612,3 +1612,51 @@ fn answers_to_a_bulletin_are_found_from_its_member_and_anyone_following_up() {
         }
     );
 }
+
+#[test]
+fn a_query_for_text_looks_in_titles_references_and_text_content() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let signer = key(1);
+    let mut bodies = vec![
+        Spec::new(1, None, 100)
+            .title("Log4Shell in the logging library")
+            .body(&signer),
+        Spec::new(2, None, 200).title("a patch").body(&signer),
+        Spec::new(3, None, 300).title("a note").body(&signer),
+        Spec::new(4, None, 400).title("binary").body(&signer),
+    ];
+    bodies[1].references = vec![herald_protocol::Reference::Cve("CVE-2021-44228".into())];
+    bodies[2].payload.bytes = b"affects LOG4J 2.14".to_vec();
+    // Not UTF-8: its content is not searched.
+    bodies[3].payload.bytes = vec![0xff, b'l', b'o', b'g', b'4', b'j'];
+    let mut signed = Vec::new();
+    let mut prev = None;
+    for mut body in bodies {
+        body.prev = prev;
+        let b = herald_keys::sign_bulletin(&signer, &body).unwrap();
+        prev = Some(b.id());
+        signed.push(b);
+    }
+    insert(&store, &signer, &[&signed[0], &signed[1], &signed[2]]);
+    // Staged bulletins are searched too.
+    store.stage(&signed[3], &member_of(&signer), FROM);
+    let found = |text: &str, limit: usize| -> Vec<u64> {
+        store
+            .query(&Query {
+                text: Some(text.into()),
+                limit,
+                ..Query::default()
+            })
+            .unwrap()
+            .iter()
+            .map(|b| b.body().seq.0)
+            .collect()
+    };
+    assert_eq!(found("log4j", 0), [3]);
+    assert_eq!(found("LOG4", 0), [3, 1]);
+    assert_eq!(found("cve-2021-44228", 0), [2]);
+    assert_eq!(found("binary", 0), [4]);
+    assert_eq!(found("log4", 1), [3], "the limit counts matches");
+    assert!(found("nowhere", 0).is_empty());
+}

@@ -83,6 +83,11 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
   assert.ok(facts.includes("Superseded bycc") && facts.includes("Follow-upsdd, ee") && !facts.includes("WITHDRAWN"), facts);
   assert.equal(d.querySelectorAll("img, main script").length, 0, "hostile markup stays text");
   assert.ok(calls.every((c) => c.options.headers.Authorization === "Bearer tok"), "every request carries the token");
+  // The search box narrows the list through the API.
+  d.getElementById("f-text").value = " log4j ";
+  d.getElementById("f-text").dispatchEvent(new w.Event("change"));
+  await settle();
+  assert.ok(calls.some((c) => c.path.startsWith("/v1/bulletins?") && c.path.includes("text=log4j")), "searched");
   w.close();
 }
 

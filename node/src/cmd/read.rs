@@ -95,6 +95,9 @@ pub(crate) fn list(args: ListArgs) -> Result<()> {
         if let Some(s) = since {
             q.push(("since", s.to_string()));
         }
+        if let Some(t) = &args.text {
+            q.push(("text", t.clone()));
+        }
         client.get("/v1/bulletins", &q)?
     } else {
         let (store, registry) = offline.ok_or_else(|| anyhow!("the store is not open"))?;
@@ -106,6 +109,7 @@ pub(crate) fn list(args: ListArgs) -> Result<()> {
             since: since.map(Timestamp),
             until: None,
             limit: args.limit,
+            text: args.text.clone(),
         };
         store
             .query(&query)?

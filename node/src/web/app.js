@@ -81,6 +81,7 @@ async function refreshList() {
   const params = new URLSearchParams({ limit: $("f-limit").value });
   if ($("f-kind").value) { params.set("kind", $("f-kind").value); }
   if ($("f-severity").value) { params.set("min_severity", $("f-severity").value); }
+  if ($("f-text").value.trim()) { params.set("text", $("f-text").value.trim()); }
   const bulletins = await api("/v1/bulletins?" + params);
   const rows = bulletins.map((b) => {
     const tr = document.createElement("tr");
@@ -303,7 +304,7 @@ document.addEventListener("DOMContentLoaded", () => {
     sessionStorage.setItem("herald-token", token);
     start();
   });
-  for (const id of ["f-kind", "f-severity", "f-limit"]) {
+  for (const id of ["f-kind", "f-severity", "f-limit", "f-text"]) {
     $(id).addEventListener("change", () => refreshList().catch(failed));
   }
   $("d-close").addEventListener("click", () => { $("detail").hidden = true; });
