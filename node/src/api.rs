@@ -28,24 +28,27 @@ const MAX_REQUEST_BYTES: usize = 2 * herald_protocol::MAX_REGISTRY_UPDATE_BYTES 
 /// The file in the node directory that holds the API token.
 pub const TOKEN_FILE: &str = "api.token";
 /// The file in the node directory that holds the token for `GET /metrics`
-/// only (readable by every user of the machine: a scraper need not run as
-/// the node's user, and the token lets it publish nothing).
+/// only: a scraper need not run as the node's user, and the token lets it
+/// publish nothing.
 pub const METRICS_TOKEN_FILE: &str = "metrics.token";
 
 /// Makes a new API token and writes it to [`TOKEN_FILE`] in `dir`, readable
 /// and writable by the owner only. A new token each run: one left by an old
 /// run is useless.
 pub fn write_token(dir: &std::path::Path) -> std::io::Result<String> {
-    write_token_file(&dir.join(TOKEN_FILE), 0o600)
+    // A file made by an older Herald may have wider permissions: narrow them.
+    write_token_file(&dir.join(TOKEN_FILE), 0o600, true)
 }
 
 /// Makes a new token for `GET /metrics` and writes it to
-/// [`METRICS_TOKEN_FILE`] in `dir`, readable by all (a new one each run).
+/// [`METRICS_TOKEN_FILE`] in `dir` (a new one each run). A new file is
+/// readable by the node's user and group (0640); an existing one keeps the
+/// mode and group the operator gave it (to let a scraper's group read it).
 pub fn write_metrics_token(dir: &std::path::Path) -> std::io::Result<String> {
-    write_token_file(&dir.join(METRICS_TOKEN_FILE), 0o644)
+    write_token_file(&dir.join(METRICS_TOKEN_FILE), 0o640, false)
 }
 
-fn write_token_file(path: &std::path::Path, mode: u32) -> std::io::Result<String> {
+fn write_token_file(path: &std::path::Path, mode: u32, force_mode: bool) -> std::io::Result<String> {
     let token: String = rand::random::<[u8; 32]>()
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -55,12 +58,12 @@ fn write_token_file(path: &std::path::Path, mode: u32) -> std::io::Result<String
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
     let mut file = options.open(path)?;
-    // A file made by an older Herald (or changed by hand) may have other
-    // permissions: set them.
     #[cfg(unix)]
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    if force_mode {
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    }
     #[cfg(not(unix))]
-    let _ = mode;
+    let _ = (mode, force_mode);
     std::io::Write::write_all(&mut file, token.as_bytes())?;
     file.sync_all()?;
     Ok(token)
@@ -409,7 +412,15 @@ async fn status_view(
         member: node.member(),
         network: node.network().to_string(),
         registry_version,
-        bulletins: node.store().held_count().map_err(internal)?,
+        // (It waits for a fold in progress, and reads sled: off the async
+        // workers, as what follows.)
+        bulletins: {
+            let store = node.store().clone();
+            tokio::task::spawn_blocking(move || store.held_count())
+                .await
+                .map_err(internal)?
+                .map_err(internal)?
+        },
         connected_peers: node
             .connected_peers()
             .await
@@ -417,7 +428,14 @@ async fn status_view(
             .map(|p| p.to_string())
             .collect(),
         listen: node.listen_addrs().await.iter().map(|a| a.to_string()).collect(),
-        equivocations: node.store().equivocations().map_err(internal)?.len(),
+        equivocations: {
+            let store = node.store().clone();
+            tokio::task::spawn_blocking(move || store.equivocations())
+                .await
+                .map_err(internal)?
+                .map_err(internal)?
+                .len()
+        },
         pending_gossip: network_status.pending_gossip,
         syncing: network_status.syncing,
         last_sync: network_status.last_sync,
@@ -493,6 +511,19 @@ async fn list(
         limit: params.limit.unwrap_or(100),
         text: params.text.filter(|t| !t.is_empty()),
     };
+    if query
+        .text
+        .as_ref()
+        .is_some_and(|t| t.len() > crate::store::MAX_QUERY_TEXT_BYTES)
+    {
+        return Err(Failure(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the text to look for is over {} bytes: shorten it",
+                crate::store::MAX_QUERY_TEXT_BYTES
+            ),
+        ));
+    }
     let store = node.store().clone();
     let found = tokio::task::spawn_blocking(move || store.query(&query))
         .await

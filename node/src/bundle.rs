@@ -267,11 +267,9 @@ fn write_items(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<ExportReport, BundleError> {
     let io = io_error(path);
-    // One name per export, so that two exports to one path at once (through
-    // the API) never share it.
-    static EXPORTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = EXPORTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
+    // A name of its own, so that two exports to one path at once (through
+    // the API) never share it, nor one a crashed export left behind.
+    let tmp = path.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));
     let created = std::cell::Cell::new(false);
     let result = (|| -> Result<ExportReport, BundleError> {
         // A new file: one left at that name (or a link planted there) is
@@ -329,6 +327,17 @@ fn write_items(
             std::io::ErrorKind::AlreadyExists => BundleError::Exists(path.to_path_buf()),
             _ => io(e),
         })?;
+        // The new name on disk too (best effort: not every system can sync a
+        // folder).
+        if let Some(parent) = path.parent()
+            && let Ok(folder) = File::open(if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            })
+        {
+            let _ = folder.sync_all();
+        }
         Ok(ExportReport {
             registry_updates: history.len() as u32,
             bulletins: total,

@@ -66,7 +66,7 @@ pub(crate) struct AuditArgs {
     #[arg(long)]
     pub(crate) registry_hash: Option<String>,
     /// Write each verified bulletin's provenance to this file, one JSON object
-    /// per line.
+    /// per line (`-`: standard output).
     #[arg(long)]
     pub(crate) provenance: Option<PathBuf>,
     /// Print the report as JSON.
@@ -345,8 +345,9 @@ pub(crate) struct ListArgs {
     /// Only bulletins created in this last period (e.g. 24h, 7d).
     #[arg(long)]
     pub(crate) since: Option<String>,
-    /// Only bulletins whose title, references (CVE ids, URLs) or text content
-    /// contain this, letter case aside.
+    /// Only bulletins whose title, references (CVE ids, URLs), withdrawal
+    /// reason or text content contain this, letter case aside; among the
+    /// newest 100,000 the other filters let through (narrow with --since).
     #[arg(long)]
     pub(crate) text: Option<String>,
     /// At most this many.

@@ -68,10 +68,10 @@ pub fn read(bytes: &[u8]) -> Option<Summary> {
     if document.get("csaf_version").is_none() && document.pointer("/distribution/tlp/label").is_none() {
         return None;
     }
+    // A label that is not a string is kept as written, and read as unknown.
     let tlp_label = document
         .pointer("/distribution/tlp/label")
-        .and_then(Value::as_str)
-        .map(str::to_string);
+        .map(|label| label.as_str().map_or_else(|| label.to_string(), str::to_string));
     let title = document
         .get("title")
         .and_then(Value::as_str)
@@ -324,6 +324,11 @@ mod tests {
             Ok(()),
             "nothing is stricter"
         );
+        let numbered = br#"{"document": {"csaf_version": "2.0", "distribution": {"tlp": {"label": 4}}}}"#;
+        assert!(matches!(
+            check_tlp(numbered, Tlp::Amber),
+            Err(CsafError::UnknownTlp(_))
+        ));
         // A byte order mark, or a label without csaf_version, hides nothing.
         let mut bom = b"\xEF\xBB\xBF".to_vec();
         bom.extend(marked("RED"));

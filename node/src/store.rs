@@ -231,11 +231,18 @@ pub struct Query {
     pub until: Option<Timestamp>,
     /// Most results (newest first); 0 means no limit.
     pub limit: usize,
-    /// Only bulletins whose title, references or text content contain this,
-    /// letter case aside (ASCII letters). Looked for in each bulletin the
-    /// other filters let through: a search of a large store reads much of it.
+    /// Only bulletins whose title, references, withdrawal reason or text
+    /// content contain this, letter case aside (ASCII letters). Looked for in
+    /// each bulletin the other filters let through, newest first, at most
+    /// [`TEXT_SCAN_LIMIT`] of them.
     pub text: Option<String>,
 }
+
+/// Most bulletins one text query reads ([`Query::text`]); older ones are found
+/// by narrowing the query in time.
+pub const TEXT_SCAN_LIMIT: usize = 100_000;
+/// Longest text a query looks for.
+pub const MAX_QUERY_TEXT_BYTES: usize = 256;
 
 /// Whether `bulletin` holds `text` ([`Query::text`]) in its title, its
 /// references or its content (when that is UTF-8).
@@ -249,6 +256,7 @@ pub fn holds_text(bulletin: &SignedBulletin, text: &str) -> bool {
     };
     let body = bulletin.body();
     has(body.title.as_bytes())
+        || matches!(&body.kind, herald_protocol::Kind::Withdrawal { reason, .. } if has(reason.as_bytes()))
         || body.references.iter().any(|r| match r {
             herald_protocol::Reference::Cve(v) | herald_protocol::Reference::Url(v) => has(v.as_bytes()),
             herald_protocol::Reference::Bulletin(id) => has(id.to_string().as_bytes()),
@@ -1521,7 +1529,10 @@ impl Store {
         // Staged first: a bulletin folded meanwhile is then in the index.
         let staged = self.staged_matching(query);
         let mut out = Vec::new();
-        for id in self.time_index_ids(query) {
+        for (read, id) in self.time_index_ids(query).enumerate() {
+            if query.text.is_some() && read == TEXT_SCAN_LIMIT {
+                break;
+            }
             let id = id?;
             let Some(bulletin) = self.get(&id)? else {
                 // Damage, but one lost bulletin must not make every listing fail.
@@ -1603,7 +1614,14 @@ impl Store {
             ..Answers::default()
         };
         let mut found: Vec<(Timestamp, BulletinId, Answer)> = Vec::new();
-        let since = target.body().created.0.saturating_sub(ANSWER_CLOCK_SLACK_MS);
+        // From a day before it was made, or before now if it claims a later
+        // time (a bulletin dated ahead must not hide what answers it).
+        let since = target
+            .body()
+            .created
+            .0
+            .min(crate::node::now().0)
+            .saturating_sub(ANSWER_CLOCK_SLACK_MS);
         let low = key_of(&[&[prefix::BY_TIME], &since.to_be_bytes()]);
         for (read, entry) in self.bulletins.range(low..vec![prefix::BY_TIME + 1]).enumerate() {
             if read == entries {
@@ -1628,23 +1646,18 @@ impl Store {
                 found.push((b.body().created, candidate, answer));
             }
         }
-        // Staged ones are not in the time index yet.
-        let staged: Vec<(SignedBulletin, bool)> = self
+        // Staged ones are not in the time index yet (looked at in place: no
+        // copy is made while the staged set is held).
+        let staged: Vec<(Timestamp, BulletinId, Answer)> = self
             .staged()
             .items
-            .values()
-            .map(|i| (i.bulletin.clone(), member == Some(i.member)))
-            .filter(|(b, by_member)| {
-                *by_member || matches!(b.body().kind, herald_protocol::Kind::FollowUp { .. })
+            .iter()
+            .filter_map(|(id, i)| {
+                answers(&i.bulletin, member == Some(i.member)).map(|a| (i.bulletin.body().created, *id, a))
             })
             .collect();
-        for (b, by_member) in staged {
-            if let Some(answer) = answers(&b, by_member)
-                && !found.iter().any(|(_, f, _)| *f == b.id())
-            {
-                found.push((b.body().created, b.id(), answer));
-            }
-        }
+        let listed: HashSet<BulletinId> = found.iter().map(|(_, id, _)| *id).collect();
+        found.extend(staged.into_iter().filter(|(_, id, _)| !listed.contains(id)));
         found.sort();
         for (_, id, answer) in found {
             match answer {
@@ -1658,7 +1671,8 @@ impl Store {
 
     /// The staged bulletins (not yet in the time index) that match `query`.
     fn staged_matching(&self, query: &Query) -> Vec<SignedBulletin> {
-        self.staged()
+        let matching: Vec<SignedBulletin> = self
+            .staged()
             .items
             .values()
             .filter(|i| {
@@ -1671,9 +1685,13 @@ impl Store {
                         .min_severity
                         .is_none_or(|s| severity_code(b.severity) >= severity_code(s))
                     && query.member.is_none_or(|m| m == i.member)
-                    && query.text.as_deref().is_none_or(|t| holds_text(&i.bulletin, t))
             })
             .map(|i| i.bulletin.clone())
+            .collect();
+        // Searched once the staged set is let go.
+        matching
+            .into_iter()
+            .filter(|b| query.text.as_deref().is_none_or(|t| holds_text(b, t)))
             .collect()
     }
 
@@ -1683,6 +1701,8 @@ impl Store {
     /// evidence on the keys they belong to. Holds 32 bytes per bulletin (and
     /// a set of the matches when there are filters), not the bulletins.
     pub fn export_ids(&self, query: &Query) -> Result<Vec<BulletinId>, StoreError> {
+        // An export's filters are indexed ones; a text filter is not applied.
+        debug_assert!(query.text.is_none(), "exports do not search text");
         let filtered = query.kind.is_some()
             || query.member.is_some()
             || query.tlp.is_some()

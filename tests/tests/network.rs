@@ -867,6 +867,8 @@ async fn a_node_that_lost_its_store_numbers_nothing_before_a_peer_gives_its_chai
 fn folding_only_when_forced() -> herald_node::network::GossipTiming {
     herald_node::network::GossipTiming {
         fold_delay: Duration::from_secs(600),
+        // No periodic sync either: its requests would fold too, at any moment.
+        sync_interval: Duration::from_secs(3600),
         ..herald_node::network::GossipTiming::fast()
     }
 }

@@ -73,17 +73,24 @@ pub(crate) fn run(args: AuditArgs) -> Result<()> {
 /// The provenance file being written: a temporary file beside it, renamed
 /// into place once the audit has gone through the whole bundle. An audit that
 /// cannot finish (a damaged bundle, the wrong network) leaves no file, and an
-/// earlier file of that name as it was. A path that is not a regular file
-/// (`/dev/stdout`, a pipe) is written straight.
+/// earlier file of that name as it was. `-` writes to standard output as the
+/// audit goes (a failed audit's lines then stand, with the error after them).
 struct Provenance<'a> {
-    writer: std::io::BufWriter<std::fs::File>,
-    /// The temporary file, when there is one.
-    tmp: Option<std::path::PathBuf>,
+    writer: std::io::BufWriter<Box<dyn Write>>,
+    /// The temporary file and its path, when there is one.
+    tmp: Option<(std::fs::File, std::path::PathBuf)>,
     path: &'a Path,
 }
 
 impl<'a> Provenance<'a> {
     fn create(path: &'a Path, bundle: &Path) -> Result<Self> {
+        if path.as_os_str() == "-" {
+            return Ok(Provenance {
+                writer: std::io::BufWriter::new(Box::new(std::io::stdout())),
+                tmp: None,
+                path,
+            });
+        }
         // Writing it would empty the bundle before it is read.
         if same_file(path, bundle) {
             bail!(
@@ -91,37 +98,24 @@ impl<'a> Provenance<'a> {
                 path.display()
             );
         }
-        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .with_context(|| format!("cannot open {}", path.display()))?;
-            return Ok(Provenance {
-                writer: std::io::BufWriter::new(file),
-                tmp: None,
-                path,
-            });
-        }
         let mut name = path
             .file_name()
             .map(|n| n.to_os_string())
             .ok_or_else(|| anyhow::anyhow!("--provenance {} is not a file name", path.display()))?;
-        name.push(format!(".tmp-{}", std::process::id()));
+        name.push(format!(".tmp-{:016x}", rand::random::<u64>()));
         let tmp = path.with_file_name(name);
-        // New: a file or link left at that name is neither followed nor emptied.
+        // New: a file or link at that name is neither followed nor emptied.
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&tmp)
-            .with_context(|| {
-                format!(
-                    "cannot create {} (remove it if an earlier audit left it)",
-                    tmp.display()
-                )
-            })?;
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        let writer = file
+            .try_clone()
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
         Ok(Provenance {
-            writer: std::io::BufWriter::new(file),
-            tmp: Some(tmp),
+            writer: std::io::BufWriter::new(Box::new(writer)),
+            tmp: Some((file, tmp)),
             path,
         })
     }
@@ -132,11 +126,7 @@ impl<'a> Provenance<'a> {
         let result = match write_error {
             Some(e) => Err(e),
             None => self.writer.flush().and_then(|()| match &self.tmp {
-                Some(tmp) => self
-                    .writer
-                    .get_ref()
-                    .sync_all()
-                    .and_then(|()| std::fs::rename(tmp, self.path)),
+                Some((file, tmp)) => file.sync_all().and_then(|()| std::fs::rename(tmp, self.path)),
                 None => Ok(()),
             }),
         };
@@ -150,7 +140,7 @@ impl<'a> Provenance<'a> {
 
 impl Drop for Provenance<'_> {
     fn drop(&mut self) {
-        if let Some(tmp) = &self.tmp {
+        if let Some((_, tmp)) = &self.tmp {
             let _ = std::fs::remove_file(tmp);
         }
     }
@@ -214,7 +204,7 @@ fn print_text(args: &AuditArgs, report: &AuditReport) -> Result<()> {
             report.registry_hash
         ),
     }
-    if let Some(path) = &args.provenance {
+    if let Some(path) = args.provenance.as_ref().filter(|p| p.as_os_str() != "-") {
         out!(
             "Provenance of each verified bulletin: {} (JSON Lines).",
             path.display()

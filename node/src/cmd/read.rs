@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use herald_keys::Registry;
 use herald_node::config::Config;
 use herald_node::view::{BulletinView, StatusView};
@@ -66,6 +66,14 @@ pub(crate) fn list(args: ListArgs) -> Result<()> {
         ),
         None => None,
     };
+    if let Some(text) = &args.text
+        && text.len() > herald_node::store::MAX_QUERY_TEXT_BYTES
+    {
+        bail!(
+            "--text is over {} bytes: shorten it",
+            herald_node::store::MAX_QUERY_TEXT_BYTES
+        );
+    }
     let client = Client::new(config.api.listen, &args.dir);
     let up = client.is_up();
     let offline = if up {
@@ -197,7 +205,7 @@ pub(crate) fn show(args: ShowArgs) -> Result<()> {
         }
         if !answers.complete {
             out!(
-                "  (answers looked for among the {} bulletins that followed it only)",
+                "  (answers looked for among the {} bulletins indexed from a day before it only)",
                 herald_node::store::ANSWERS_SCAN_LIMIT
             );
         }

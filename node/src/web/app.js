@@ -278,13 +278,21 @@ function failed(error) {
   }
 }
 
+// One refresh at a time: a slow answer is not asked for again before it comes.
+let refreshing = false;
+
 async function refresh() {
+  if (refreshing) return;
+  refreshing = true;
   try {
     await refreshStatus();
-    await refreshList();
+    // A search reads much of the store: it runs when asked, not every few seconds.
+    if (!$("f-text").value.trim()) await refreshList();
     text($("error"), "");
   } catch (error) {
     failed(error);
+  } finally {
+    refreshing = false;
   }
 }
 
