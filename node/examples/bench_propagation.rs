@@ -894,6 +894,12 @@ async fn child_herald(args: &ChildArgs) -> Result<()> {
         mdns: false,
         timing: GossipTiming {
             tree: tree_config(),
+            // `FOLD_MS` changes how long received bulletins stay staged
+            // (to compare settings).
+            fold_delay: std::env::var("FOLD_MS")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(herald_node::store::FOLD_DELAY, Duration::from_millis),
             ..args.timing.gossip()
         },
         key_past: KeyPast::New,
