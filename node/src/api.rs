@@ -497,7 +497,7 @@ fn member_name(node: &Node, member: Option<MemberId>) -> Option<(MemberId, Strin
 async fn list(
     State(node): State<Arc<Node>>,
     Params(params): Params<ListParams>,
-) -> Result<Json<Vec<BulletinView>>, Failure> {
+) -> Result<Response, Failure> {
     if let Some(kind) = &params.kind {
         herald_protocol::Kind::check_name(kind).map_err(|e| Failure(StatusCode::BAD_REQUEST, e))?;
     }
@@ -525,17 +525,30 @@ async fn list(
         ));
     }
     let store = node.store().clone();
-    let found = tokio::task::spawn_blocking(move || store.query(&query))
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
+    let (found, complete) =
+        tokio::task::spawn_blocking(move || store.search(&query, crate::store::TEXT_SCAN_LIMIT))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
     let mut views = Vec::with_capacity(found.len());
     for b in &found {
         let member = node.store().signer_of(&b.id()).map_err(internal)?;
         views.push(BulletinView::new(b, member_name(&node, member), false));
     }
-    Ok(Json(views))
+    let mut response = Json(views).into_response();
+    if !complete {
+        // A text search that stopped before the oldest bulletins.
+        response
+            .headers_mut()
+            .insert(SEARCH_HEADER, axum::http::HeaderValue::from_static("incomplete"));
+    }
+    Ok(response)
 }
+
+/// The header of a `GET /v1/bulletins` answer whose text search stopped after
+/// [`crate::store::TEXT_SCAN_LIMIT`] bulletins (value `incomplete`): older ones
+/// were not searched.
+pub const SEARCH_HEADER: &str = "herald-search";
 
 async fn show(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Result<Json<BulletinView>, Failure> {
     // The id, or the start of it (as `herald list` shows it).

@@ -49,6 +49,29 @@ impl Client {
         Self::decode(response)
     }
 
+    /// [`Client::get`], with the value of the answer's header `header`.
+    pub(crate) fn get_with_header<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        header: &str,
+    ) -> Result<(T, Option<String>)> {
+        let mut request = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", &self.authorization);
+        for (k, v) in query {
+            request = request.query(*k, v);
+        }
+        let response = request.call().map_err(|e| self.unreachable(e))?;
+        let value = response
+            .headers()
+            .get(header)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok((Self::decode(response)?, value))
+    }
+
     pub(crate) fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
         let response = self
             .agent

@@ -1526,11 +1526,20 @@ impl Store {
     /// bulletins (at most about a second's worth) are checked one by one and
     /// merged in.
     pub fn query(&self, query: &Query) -> Result<Vec<SignedBulletin>, StoreError> {
+        Ok(self.search(query, TEXT_SCAN_LIMIT)?.0)
+    }
+
+    /// [`Store::query`], reading at most `text_scan` bulletins when the query
+    /// looks for text, and saying whether that was all it had to read
+    /// (`false`: older bulletins were not searched).
+    pub fn search(&self, query: &Query, text_scan: usize) -> Result<(Vec<SignedBulletin>, bool), StoreError> {
         // Staged first: a bulletin folded meanwhile is then in the index.
         let staged = self.staged_matching(query);
         let mut out = Vec::new();
+        let mut complete = true;
         for (read, id) in self.time_index_ids(query).enumerate() {
-            if query.text.is_some() && read == TEXT_SCAN_LIMIT {
+            if query.text.is_some() && read == text_scan {
+                complete = false;
                 break;
             }
             let id = id?;
@@ -1554,7 +1563,7 @@ impl Store {
             }
         }
         if staged.is_empty() {
-            return Ok(out);
+            return Ok((out, complete));
         }
         // Merge in the time index's order: newest first, then by id, descending.
         let order = |b: &SignedBulletin| std::cmp::Reverse((b.body().created, *b.id().as_bytes()));
@@ -1574,7 +1583,7 @@ impl Store {
                 _ => break,
             }
         }
-        Ok(merged)
+        Ok((merged, complete))
     }
 
     /// The held bulletins that answer `target`: those of its member that

@@ -1659,4 +1659,25 @@ fn a_query_for_text_looks_in_titles_references_and_text_content() {
     assert_eq!(found("binary", 0), [4]);
     assert_eq!(found("log4", 1), [3], "the limit counts matches");
     assert!(found("nowhere", 0).is_empty());
+    // A search that may read only the newest two folded bulletins says it stopped there.
+    let searched = |text: Option<&str>, limit: usize| {
+        let query = Query {
+            text: text.map(str::to_string),
+            limit,
+            ..Query::default()
+        };
+        let (found, complete) = store.search(&query, 2).unwrap();
+        (found.iter().map(|b| b.body().seq.0).collect::<Vec<_>>(), complete)
+    };
+    assert_eq!(
+        searched(Some("log4"), 0),
+        (vec![3], false),
+        "the first is past the cap"
+    );
+    assert_eq!(
+        searched(Some("log4"), 1),
+        (vec![3], true),
+        "the limit was met first"
+    );
+    assert!(searched(None, 0).1, "no text, no cap");
 }

@@ -86,6 +86,8 @@ pub(crate) fn list(args: ListArgs) -> Result<()> {
         .as_deref()
         .map(|text| super::member_arg("--member", text, &client, offline.as_ref().map(|(_, r)| r)))
         .transpose()?;
+    // Whether a text search read every bulletin it had to.
+    let complete;
     let views: Vec<BulletinView> = if up {
         let mut q: Vec<(&str, String)> = vec![("limit", args.limit.to_string())];
         if let Some(k) = &args.kind {
@@ -106,7 +108,9 @@ pub(crate) fn list(args: ListArgs) -> Result<()> {
         if let Some(t) = &args.text {
             q.push(("text", t.clone()));
         }
-        client.get("/v1/bulletins", &q)?
+        let (views, search) = client.get_with_header("/v1/bulletins", &q, herald_node::api::SEARCH_HEADER)?;
+        complete = search.as_deref() != Some("incomplete");
+        views
     } else {
         let (store, registry) = offline.ok_or_else(|| anyhow!("the store is not open"))?;
         let query = Query {
@@ -119,12 +123,19 @@ pub(crate) fn list(args: ListArgs) -> Result<()> {
             limit: args.limit,
             text: args.text.clone(),
         };
-        store
-            .query(&query)?
+        let (found, all) = store.search(&query, herald_node::store::TEXT_SCAN_LIMIT)?;
+        complete = all;
+        found
             .iter()
             .map(|b| view(&store, &registry, b, false))
             .collect::<Result<_>>()?
     };
+    if !complete {
+        eprintln!(
+            "The search stopped after the newest {} bulletins: narrow it with --since (and the other filters) to search older ones.",
+            herald_node::store::TEXT_SCAN_LIMIT
+        );
+    }
     if args.json {
         out!("{}", serde_json::to_string_pretty(&views)?);
     } else if views.is_empty() {
