@@ -197,6 +197,17 @@ fn internal(e: impl std::fmt::Display) -> Failure {
     Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
+/// Runs `work` (store reads that may wait on a lock or sled) on the blocking
+/// pool, off the async workers; its error is an internal one.
+async fn off_workers<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(internal)?
+        .map_err(internal)
+}
+
 /// The reply to a publication.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Published {
@@ -416,10 +427,7 @@ async fn status_view(
         // workers, as what follows.)
         bulletins: {
             let store = node.store().clone();
-            tokio::task::spawn_blocking(move || store.held_count())
-                .await
-                .map_err(internal)?
-                .map_err(internal)?
+            off_workers(move || store.held_count()).await?
         },
         connected_peers: node
             .connected_peers()
@@ -430,11 +438,7 @@ async fn status_view(
         listen: node.listen_addrs().await.iter().map(|a| a.to_string()).collect(),
         equivocations: {
             let store = node.store().clone();
-            tokio::task::spawn_blocking(move || store.equivocations())
-                .await
-                .map_err(internal)?
-                .map_err(internal)?
-                .len()
+            off_workers(move || store.equivocations()).await?.len()
         },
         pending_gossip: network_status.pending_gossip,
         syncing: network_status.syncing,
@@ -445,10 +449,7 @@ async fn status_view(
         // across its disk write: off the async workers.)
         own_chain: {
             let node = Arc::clone(&node);
-            tokio::task::spawn_blocking(move || node.own_chain())
-                .await
-                .map_err(internal)?
-                .map_err(internal)?
+            off_workers(move || node.own_chain()).await?
         },
     })
 }
@@ -525,11 +526,7 @@ async fn list(
         ));
     }
     let store = node.store().clone();
-    let (found, complete) =
-        tokio::task::spawn_blocking(move || store.search(&query, crate::store::TEXT_SCAN_LIMIT))
-            .await
-            .map_err(internal)?
-            .map_err(internal)?;
+    let (found, complete) = off_workers(move || store.search(&query, crate::store::TEXT_SCAN_LIMIT)).await?;
     let mut views = Vec::with_capacity(found.len());
     for b in &found {
         let member = node.store().signer_of(&b.id()).map_err(internal)?;
@@ -569,11 +566,6 @@ async fn show(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Result<J
     let mut view = BulletinView::new(&bulletin, member_name(&node, member), true);
     // A scan of the time index after it: off the async workers.
     let store = node.store().clone();
-    view.answers = Some(
-        tokio::task::spawn_blocking(move || store.answers_to(&bulletin))
-            .await
-            .map_err(internal)?
-            .map_err(internal)?,
-    );
+    view.answers = Some(off_workers(move || store.answers_to(&bulletin)).await?);
     Ok(Json(view))
 }

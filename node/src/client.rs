@@ -38,6 +38,10 @@ impl Client {
     }
 
     pub(crate) fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T> {
+        Self::decode(self.call_get(path, query)?)
+    }
+
+    fn call_get(&self, path: &str, query: &[(&str, String)]) -> Result<ureq::http::Response<ureq::Body>> {
         let mut request = self
             .agent
             .get(format!("{}{path}", self.base))
@@ -45,8 +49,7 @@ impl Client {
         for (k, v) in query {
             request = request.query(*k, v);
         }
-        let response = request.call().map_err(|e| self.unreachable(e))?;
-        Self::decode(response)
+        request.call().map_err(|e| self.unreachable(e))
     }
 
     /// [`Client::get`], with the value of the answer's header `header`.
@@ -56,14 +59,7 @@ impl Client {
         query: &[(&str, String)],
         header: &str,
     ) -> Result<(T, Option<String>)> {
-        let mut request = self
-            .agent
-            .get(format!("{}{path}", self.base))
-            .header("Authorization", &self.authorization);
-        for (k, v) in query {
-            request = request.query(*k, v);
-        }
-        let response = request.call().map_err(|e| self.unreachable(e))?;
+        let response = self.call_get(path, query)?;
         let value = response
             .headers()
             .get(header)
