@@ -83,6 +83,11 @@ mod prefix {
     /// 3 only (staging is in memory now); folded and removed when a store is
     /// opened.
     pub(super) const STAGED: u8 = b's';
+    /// `a` answered id || answering id -> how it answers (u8: 0 supersedes,
+    /// 1 withdraws, 2 follows up), answering member (32), created (u64): each
+    /// bulletin that names another as superseded, withdrawn or followed up, so
+    /// that a bulletin's answers are one prefix read (schema 4).
+    pub(super) const ANSWER: u8 = b'a';
 }
 
 /// Longest a staged bulletin waits to be folded into the chains and indexes
@@ -108,10 +113,14 @@ const CACHE_BYTES: u64 = 256 * 1024 * 1024;
 /// change in gossip's CPU, and a bulk import about 9 % slower.)
 const FLUSH_EVERY_MS: u64 = 1000;
 
-/// The store schema this node writes. Schema 3 added the staged prefix (which
+/// The store schema this node writes. Schema 4 added the index of answers
+/// (built when an older store is opened); schema 3 the staged prefix (which
 /// this build only reads, when it opens a store); a schema 2 store has nothing
-/// staged and is marked 3 when opened.
-pub const SCHEMA_VERSION: u32 = 3;
+/// staged.
+pub const SCHEMA_VERSION: u32 = 4;
+
+/// The oldest schema this node opens (and upgrades to [`SCHEMA_VERSION`]).
+pub const OLDEST_SCHEMA: u32 = 2;
 
 const META_SCHEMA: &[u8] = b"schema";
 const META_NETWORK: &[u8] = b"network";
@@ -125,7 +134,7 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     /// The store was written by another schema version.
     #[error(
-        "the store has schema version {found}; this Herald reads versions 2 and {SCHEMA_VERSION}. Use a matching Herald, or carry the bulletins over with a bundle (docs/OPERATIONS.md, Upgrades)"
+        "the store has schema version {found}; this Herald reads versions {OLDEST_SCHEMA} to {SCHEMA_VERSION}. Use a matching Herald, or carry the bulletins over with a bundle (docs/OPERATIONS.md, Upgrades)"
     )]
     Schema {
         /// The store's schema.
@@ -264,12 +273,6 @@ pub fn holds_text(bulletin: &SignedBulletin, text: &str) -> bool {
         || (std::str::from_utf8(&body.payload.bytes).is_ok() && has(&body.payload.bytes))
 }
 
-/// Most entries of the time index one look for a bulletin's answers reads
-/// ([`Store::answers_to`]).
-pub const ANSWERS_SCAN_LIMIT: usize = 200_000;
-/// How long before a bulletin its answers may say they were created.
-const ANSWER_CLOCK_SLACK_MS: u64 = 24 * 3600 * 1000;
-
 /// The bulletins held that answer one bulletin ([`Store::answers_to`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Answers {
@@ -279,15 +282,57 @@ pub struct Answers {
     pub withdrawn_by: Vec<BulletinId>,
     /// Follow-ups on it, from any member.
     pub follow_ups: Vec<BulletinId>,
-    /// Whether every bulletin that could answer it was looked at.
-    pub complete: bool,
 }
 
+/// How a bulletin answers another; the code is the first byte of its
+/// [`prefix::ANSWER`] entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Answer {
-    Supersedes,
-    Withdrawal,
-    FollowUp,
+    Supersedes = 0,
+    Withdrawal = 1,
+    FollowUp = 2,
+}
+
+impl Answer {
+    fn from_code(code: u8) -> Option<Self> {
+        [Self::Supersedes, Self::Withdrawal, Self::FollowUp]
+            .into_iter()
+            .find(|a| *a as u8 == code)
+    }
+
+    /// Whether only the answered bulletin's member may answer it this way
+    /// (as its node checks when it publishes); anyone may follow up.
+    fn members_only(self) -> bool {
+        self != Self::FollowUp
+    }
+}
+
+/// The bulletins `body` answers, and how: at most one entry per bulletin
+/// (a follow-up or withdrawal that also supersedes what it names counts as the
+/// follow-up or withdrawal).
+fn answered_by(body: &BulletinBody) -> impl Iterator<Item = (BulletinId, Answer)> {
+    let named = match &body.kind {
+        herald_protocol::Kind::FollowUp { on, .. } => Some((*on, Answer::FollowUp)),
+        herald_protocol::Kind::Withdrawal { of, .. } => Some((*of, Answer::Withdrawal)),
+        _ => None,
+    };
+    let superseded = body
+        .supersedes
+        .filter(|s| named.is_none_or(|(n, _)| n != *s))
+        .map(|s| (s, Answer::Supersedes));
+    named.into_iter().chain(superseded)
+}
+
+/// The [`prefix::ANSWER`] entries of a bulletin being indexed.
+fn answer_entries(bulletin: &SignedBulletin, member: &MemberId) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
+    let body = bulletin.body();
+    let (id, created) = (bulletin.id(), body.created.0.to_be_bytes());
+    answered_by(body).map(move |(target, answer)| {
+        (
+            key_of(&[&[prefix::ANSWER], target.as_bytes(), id.as_bytes()]),
+            key_of(&[&[answer as u8], member.as_bytes(), &created]),
+        )
+    })
 }
 
 /// The node's store. Cheap to clone; reads may happen from any thread.
@@ -530,11 +575,12 @@ impl Store {
             }
         };
         let meta = db.open_tree(trees::META)?;
-        match meta.get(META_SCHEMA)? {
+        let found = match meta.get(META_SCHEMA)? {
             None => {
                 meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
                 meta.insert(META_NETWORK, network.as_bytes())?;
                 db.flush()?;
+                SCHEMA_VERSION
             }
             Some(v) => {
                 let found = v
@@ -542,7 +588,7 @@ impl Store {
                     .try_into()
                     .map(u32::from_be_bytes)
                     .map_err(|_| StoreError::Corrupt("schema version".into()))?;
-                if found != SCHEMA_VERSION && found != 2 {
+                if !(OLDEST_SCHEMA..=SCHEMA_VERSION).contains(&found) {
                     return Err(StoreError::Schema { found });
                 }
                 let stored = meta
@@ -556,12 +602,9 @@ impl Store {
                         found: stored,
                     });
                 }
-                if found == 2 {
-                    meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
-                    db.flush()?;
-                }
+                found
             }
-        }
+        };
         // After sled (its lock on the directory keeps other processes out) and
         // the checks above (a store of another network is left as it was).
         let (journal, journaled) = Journal::open(dir)?;
@@ -612,7 +655,58 @@ impl Store {
             tracing::info!(count = left, "folded bulletins staged before the last stop");
         }
         store.replay_journal(journaled)?;
+        if found < SCHEMA_VERSION {
+            store.index_answers()?;
+            meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+            store.flush()?;
+            tracing::info!(from = found, to = SCHEMA_VERSION, "store schema upgraded");
+        }
         Ok(store)
+    }
+
+    /// Writes the index of answers of every indexed bulletin: the step from a
+    /// store of schema 2 or 3, made once (whoever stops it part way, by a
+    /// crash or otherwise, leaves the schema as it was, so it runs again).
+    /// Reads every bulletin once, in time order.
+    fn index_answers(&self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let (mut read, mut written) = (0u64, 0u64);
+        let mut batch = sled::Batch::default();
+        let mut pending = 0usize;
+        for entry in self.bulletins.scan_prefix([prefix::BY_TIME]) {
+            let (k, _) = entry?;
+            let id = k
+                .get(1 + 8..)
+                .ok_or_else(|| StoreError::Corrupt("time index key cut short".into()))
+                .and_then(id_from)?;
+            let Some((member, v, at)) = self.held(&id)? else {
+                return Err(StoreError::Corrupt(format!(
+                    "the time index names {id}, which is not held"
+                )));
+            };
+            let bulletin = SignedBulletin::from_bytes(&v[at..])
+                .map_err(|e| StoreError::Corrupt(format!("bulletin {id}: {e}")))?;
+            read += 1;
+            for (k, v) in answer_entries(&bulletin, &member) {
+                batch.insert(k, v);
+                pending += 1;
+            }
+            if pending >= 4096 {
+                self.bulletins.apply_batch(std::mem::take(&mut batch))?;
+                written += pending as u64;
+                pending = 0;
+            }
+        }
+        self.bulletins.apply_batch(batch)?;
+        written += pending as u64;
+        self.flush()?;
+        tracing::info!(
+            bulletins = read,
+            answers = written,
+            took_ms = started.elapsed().as_millis() as u64,
+            "indexed what answers what (once, upgrading the store)"
+        );
+        Ok(())
     }
 
     /// Stores the bulletins the journal held at open (own bulletins that the
@@ -1317,6 +1411,9 @@ impl Store {
                 member.as_bytes(),
             ]),
         );
+        for (k, v) in answer_entries(bulletin, member) {
+            batch.insert(k, v);
+        }
     }
 
     /// Signs the next bulletin of `key`'s chain from `draft` (whose `signer`,
@@ -1588,86 +1685,47 @@ impl Store {
 
     /// The held bulletins that answer `target`: those of its member that
     /// supersede or withdraw it, and follow-ups on it from any member, oldest
-    /// first. They are looked for among bulletins created from a day before
-    /// `target` (a later answer's clock may run a little behind), reading at
-    /// most [`ANSWERS_SCAN_LIMIT`] entries of the time index (`complete` says
-    /// whether that was enough). No index names answers: this is a scan, for
-    /// one bulletin's details.
+    /// first (by the time they say they were made, then by id). One prefix
+    /// read of the index of answers, and a look at the staged bulletins.
     pub fn answers_to(&self, target: &SignedBulletin) -> Result<Answers, StoreError> {
-        self.answers_reading_at_most(target, ANSWERS_SCAN_LIMIT)
-    }
-
-    /// [`Store::answers_to`], reading at most `entries` of the time index.
-    pub fn answers_reading_at_most(
-        &self,
-        target: &SignedBulletin,
-        entries: usize,
-    ) -> Result<Answers, StoreError> {
         let id = target.id();
         let member = self.signer_of(&id)?;
-        // Only the member's own bulletins may supersede or withdraw it (as its
-        // node checks when it publishes them).
-        let answers = |b: &SignedBulletin, by_member: bool| -> Option<Answer> {
-            let body = b.body();
-            match &body.kind {
-                herald_protocol::Kind::FollowUp { on, .. } if *on == id => Some(Answer::FollowUp),
-                herald_protocol::Kind::Withdrawal { of, .. } if *of == id && by_member => {
-                    Some(Answer::Withdrawal)
-                }
-                _ if body.supersedes == Some(id) && by_member => Some(Answer::Supersedes),
-                _ => None,
-            }
-        };
-        let mut out = Answers {
-            complete: true,
-            ..Answers::default()
-        };
-        let mut found: Vec<(Timestamp, BulletinId, Answer)> = Vec::new();
-        // From a day before it was made, or before now if it claims a later
-        // time (a bulletin dated ahead must not hide what answers it).
-        let since = target
-            .body()
-            .created
-            .0
-            .min(crate::node::now().0)
-            .saturating_sub(ANSWER_CLOCK_SLACK_MS);
-        let low = key_of(&[&[prefix::BY_TIME], &since.to_be_bytes()]);
-        for (read, entry) in self.bulletins.range(low..vec![prefix::BY_TIME + 1]).enumerate() {
-            if read == entries {
-                out.complete = false;
-                break;
-            }
+        // Only the member's own bulletins may supersede or withdraw it.
+        let counts = |answer: Answer, by: &MemberId| !answer.members_only() || member == Some(*by);
+        let mut found: BTreeSet<(Timestamp, BulletinId, Answer)> = BTreeSet::new();
+        for entry in self
+            .bulletins
+            .scan_prefix(key_of(&[&[prefix::ANSWER], id.as_bytes()]))
+        {
             let (k, v) = entry?;
-            let [entry_kind, _, _, entry_member @ ..] = v.as_ref() else {
-                return Err(StoreError::Corrupt("time index entry cut short".into()));
-            };
-            let by_member = member.is_some_and(|m| m.as_bytes() == entry_member);
-            if !(by_member || *entry_kind == kind_code("follow-up")) {
-                continue;
-            }
-            let candidate = k
-                .get(1 + 8..)
-                .ok_or_else(|| StoreError::Corrupt("time index key cut short".into()))
+            let answering = k
+                .get(1 + 32..)
+                .ok_or_else(|| StoreError::Corrupt("answer index key cut short".into()))
                 .and_then(id_from)?;
-            if let Some(b) = self.get(&candidate)?
-                && let Some(answer) = answers(&b, by_member)
-            {
-                found.push((b.body().created, candidate, answer));
+            let (answer, by, created) = match v.as_ref() {
+                [code, by @ .., _, _, _, _, _, _, _, _] if by.len() == 32 => (
+                    Answer::from_code(*code),
+                    <[u8; 32]>::try_from(by).map(MemberId::from_bytes).ok(),
+                    u64_at(&v, 1 + 32)?,
+                ),
+                _ => (None, None, 0),
+            };
+            let (Some(answer), Some(by)) = (answer, by) else {
+                return Err(StoreError::Corrupt("answer index entry".into()));
+            };
+            if counts(answer, &by) {
+                found.insert((Timestamp(created), answering, answer));
             }
         }
-        // Staged ones are not in the time index yet (looked at in place: no
-        // copy is made while the staged set is held).
-        let staged: Vec<(Timestamp, BulletinId, Answer)> = self
-            .staged()
-            .items
-            .iter()
-            .filter_map(|(id, i)| {
-                answers(&i.bulletin, member == Some(i.member)).map(|a| (i.bulletin.body().created, *id, a))
-            })
-            .collect();
-        let listed: HashSet<BulletinId> = found.iter().map(|(_, id, _)| *id).collect();
-        found.extend(staged.into_iter().filter(|(_, id, _)| !listed.contains(id)));
-        found.sort();
+        // Staged ones are not indexed yet (looked at in place: no copy is made
+        // while the staged set is held).
+        found.extend(self.staged().items.iter().flat_map(|(staged_id, i)| {
+            let body = i.bulletin.body();
+            answered_by(body)
+                .filter(|(t, answer)| *t == id && counts(*answer, &i.member))
+                .map(move |(_, answer)| (body.created, *staged_id, answer))
+        }));
+        let mut out = Answers::default();
         for (_, id, answer) in found {
             match answer {
                 Answer::Supersedes => out.superseded_by.push(id),

@@ -1393,32 +1393,89 @@ fn raw_sled(dir: &TempDir) -> sled::Db {
     }
 }
 
+/// A follow-up by `by` on `target`, numbered `seq` (after `prev`).
+fn follow_up_on(
+    by: &SecretKey,
+    seq: u64,
+    prev: Option<BulletinId>,
+    target: BulletinId,
+    created: u64,
+) -> SignedBulletin {
+    Spec::new(seq, prev, created)
+        .kind(Kind::FollowUp {
+            on: target,
+            action: herald_protocol::FollowUpAction::Acknowledge,
+        })
+        .sign(by)
+}
+
 #[test]
-fn a_schema_2_store_opens_and_is_marked_3() {
-    let dir = TempDir::new().unwrap();
-    let signer = key(4);
-    let c = chain(&signer, 2, 50);
-    {
+fn a_store_of_an_older_schema_opens_gets_its_index_of_answers_and_is_marked_current() {
+    for old in [2u32, 3] {
+        let dir = TempDir::new().unwrap();
+        let (author, other) = (key(4), key(5));
+        let c = chain(&author, 2, 50);
+        let answer = follow_up_on(&other, 1, None, c[0].id(), 60);
+        {
+            let store = open(&dir);
+            insert(&store, &author, &[&c[0], &c[1]]);
+            insert(&store, &other, &[&answer]);
+            store.flush().unwrap();
+        }
+        // Make it as an older schema left it: no index of answers.
+        {
+            let db = raw_sled(&dir);
+            let bulletins = db.open_tree("bulletins/v1").unwrap();
+            let answers: Vec<_> = bulletins.scan_prefix(b"a").keys().map(Result::unwrap).collect();
+            assert_eq!(answers.len(), 1, "one follow-up, one entry");
+            for k in answers {
+                bulletins.remove(k).unwrap();
+            }
+            db.open_tree("meta")
+                .unwrap()
+                .insert("schema", &old.to_be_bytes())
+                .unwrap();
+            db.flush().unwrap();
+        }
         let store = open(&dir);
-        insert(&store, &signer, &[&c[0], &c[1]]);
-        store.flush().unwrap();
-    }
-    // Mark it as written by the previous schema, which had no staging area.
-    {
+        assert_eq!(store.count().unwrap(), 3);
+        assert_eq!(
+            store.answers_to(&c[0]).unwrap().follow_ups,
+            vec![answer.id()],
+            "from schema {old}"
+        );
+        drop(store);
         let db = raw_sled(&dir);
-        db.open_tree("meta")
-            .unwrap()
-            .insert("schema", &2u32.to_be_bytes())
-            .unwrap();
-        db.flush().unwrap();
+        let schema = db.open_tree("meta").unwrap().get("schema").unwrap().unwrap();
+        assert_eq!(schema.as_ref(), &herald_node::store::SCHEMA_VERSION.to_be_bytes());
+        assert_eq!(herald_node::store::SCHEMA_VERSION, 4);
     }
-    let store = open(&dir);
-    assert_eq!(store.count().unwrap(), 2);
-    drop(store);
-    let db = raw_sled(&dir);
-    let schema = db.open_tree("meta").unwrap().get("schema").unwrap().unwrap();
-    assert_eq!(schema.as_ref(), &herald_node::store::SCHEMA_VERSION.to_be_bytes());
-    assert_eq!(herald_node::store::SCHEMA_VERSION, 3);
+}
+
+#[test]
+fn a_store_of_a_schema_this_herald_does_not_read_is_refused_and_left_as_it_was() {
+    for found in [1u32, 5] {
+        let dir = TempDir::new().unwrap();
+        drop(open(&dir));
+        {
+            let db = raw_sled(&dir);
+            db.open_tree("meta")
+                .unwrap()
+                .insert("schema", &found.to_be_bytes())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        match open_in(&dir, NETWORK) {
+            Err(e @ StoreError::Schema { .. }) => {
+                assert!(e.to_string().contains(&format!("schema version {found}")), "{e}")
+            }
+            Err(e) => panic!("schema {found}: {e}"),
+            Ok(_) => panic!("a store of schema {found} was opened"),
+        }
+        let db = raw_sled(&dir);
+        let schema = db.open_tree("meta").unwrap().get("schema").unwrap().unwrap();
+        assert_eq!(schema.as_ref(), &found.to_be_bytes());
+    }
 }
 
 #[test]
@@ -1554,63 +1611,64 @@ fn answers_to_a_bulletin_are_found_from_its_member_and_anyone_following_up() {
             reason: "wrong product".into(),
         })
         .sign(&author);
-    let follow_up = Spec::new(1, None, created - 3600 * 1000)
-        .kind(Kind::FollowUp {
-            on: id,
-            action: herald_protocol::FollowUpAction::Acknowledge,
-        })
-        .sign(&other);
+    let follow_up = follow_up_on(&other, 1, None, id, created - 3600 * 1000);
     let mut impostor = Spec::new(2, Some(follow_up.id()), created + 30).body(&other);
     impostor.supersedes = Some(id);
     let impostor = herald_keys::sign_bulletin(&other, &impostor).unwrap();
-    // Unrelated, and too early to answer it.
+    // Unrelated, and a follow-up whose clock is two days behind (still an answer).
     let unrelated = Spec::new(3, Some(impostor.id()), created + 40).sign(&other);
-    let early = Spec::new(1, None, created - 2 * day)
-        .kind(Kind::FollowUp {
-            on: id,
-            action: herald_protocol::FollowUpAction::Acknowledge,
+    let early = follow_up_on(&key(3), 1, None, id, created - 2 * day);
+    // A follow-up that also supersedes it counts once, as the follow-up; a withdrawal of
+    // another bulletin that supersedes this one counts as superseding it.
+    let mut both = follow_up_on(&author, 4, Some(withdrawal.id()), id, created + 50)
+        .body()
+        .clone();
+    both.supersedes = Some(id);
+    let both = herald_keys::sign_bulletin(&author, &both).unwrap();
+    let mut withdraws_other = Spec::new(5, Some(both.id()), created + 60)
+        .kind(Kind::Withdrawal {
+            of: unrelated.id(),
+            reason: "not ours".into(),
         })
-        .sign(&key(3));
+        .body(&author);
+    withdraws_other.supersedes = Some(id);
+    let withdraws_other = herald_keys::sign_bulletin(&author, &withdraws_other).unwrap();
 
     insert(&store, &author, &[&first, &superseding]);
     insert(&store, &other, &[&follow_up, &impostor, &unrelated]);
     insert(&store, &key(3), &[&early]);
-    // The withdrawal is staged, not yet folded: it counts too.
-    store.stage(&withdrawal, &member_of(&author), b"peer");
+    // The withdrawal and the last two are staged, not yet folded: they count too.
+    for b in [&withdrawal, &both, &withdraws_other] {
+        store.stage(b, &member_of(&author), b"peer");
+    }
 
     let answers = store.answers_to(&first).unwrap();
     assert_eq!(
         answers,
         herald_node::store::Answers {
-            superseded_by: vec![superseding.id()],
+            superseded_by: vec![superseding.id(), withdraws_other.id()],
             withdrawn_by: vec![withdrawal.id()],
-            follow_ups: vec![follow_up.id()],
-            complete: true,
+            follow_ups: vec![early.id(), follow_up.id(), both.id()],
         }
     );
-    // The same once folded.
+    // The same once folded, and after a restart.
     store.fold_staged(1024).unwrap();
     assert_eq!(store.answers_to(&first).unwrap(), answers);
-    // A look cut short says so: in time order, the follow-up, the bulletin itself and the
-    // superseding one come first.
-    let short = store.answers_reading_at_most(&first, 3).unwrap();
-    assert_eq!(
-        (
-            short.follow_ups.len(),
-            short.superseded_by.len(),
-            short.withdrawn_by.len(),
-            short.complete
-        ),
-        (1, 1, 0, false)
-    );
-    // A bulletin nobody answered.
+    store.flush().unwrap();
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(store.answers_to(&first).unwrap(), answers);
+    // Only its own member may withdraw a bulletin: another's withdrawal of it is no answer.
     assert_eq!(
         store.answers_to(&unrelated).unwrap(),
-        herald_node::store::Answers {
-            complete: true,
-            ..Default::default()
-        }
+        herald_node::store::Answers::default()
     );
+    // Answers that arrived before what they answer are found once it arrives.
+    let later = Spec::new(6, Some(withdraws_other.id()), created + 70).sign(&author);
+    let answer = follow_up_on(&other, 4, Some(unrelated.id()), later.id(), created + 80);
+    insert(&store, &other, &[&answer]);
+    insert(&store, &author, &[&later]);
+    assert_eq!(store.answers_to(&later).unwrap().follow_ups, vec![answer.id()]);
 }
 
 #[test]

@@ -214,12 +214,6 @@ pub(crate) fn show(args: ShowArgs) -> Result<()> {
         for id in &answers.follow_ups {
             out!("  follow-up   {id}");
         }
-        if !answers.complete {
-            out!(
-                "  (answers looked for among the {} bulletins indexed from a day before it only)",
-                herald_node::store::ANSWERS_SCAN_LIMIT
-            );
-        }
     }
     for id in &v.audience {
         let name = members

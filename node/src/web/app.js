@@ -112,7 +112,6 @@ function answerFacts(answers) {
   if (answers.superseded_by.length) facts.push(["Superseded by", answers.superseded_by.join(", ")]);
   if (answers.withdrawn_by.length) facts.push(["WITHDRAWN by", answers.withdrawn_by.join(", ")]);
   if (answers.follow_ups.length) facts.push(["Follow-ups", answers.follow_ups.join(", ")]);
-  if (!answers.complete) facts.push(["Answers", "looked for among the bulletins just after it only"]);
   return facts;
 }
 
