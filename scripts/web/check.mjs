@@ -38,8 +38,8 @@ function page(respond, token) {
   const calls = [];
   w.fetch = async (path, options) => {
     calls.push({ path, options });
-    const [code, body] = respond(path, options);
-    return { status: code, ok: code < 300, json: async () => body };
+    const [code, body, headers] = respond(path, options);
+    return { status: code, ok: code < 300, json: async () => body, headers: new Map(Object.entries(headers || {})) };
   };
   w.confirm = () => true;
   // jsdom lays nothing out, so it has no scrolling.
@@ -57,7 +57,7 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
     if (path === "/v1/status") return [200, status];
     if (path.startsWith("/v1/bulletins?")) return [200, [bulletin("aa", hostile), bulletin("bb", disguised)]];
     if (path.startsWith("/v1/bulletins/")) {
-      return [200, { ...bulletin("aa", hostile), answers: { superseded_by: ["cc"], withdrawn_by: [], follow_ups: ["dd", "ee"], complete: true } }];
+      return [200, { ...bulletin("aa", hostile), answers: { superseded_by: ["cc"], withdrawn_by: [], follow_ups: ["dd", "ee"] } }];
     }
     return [404, { error: "no such route" }];
   }, "tok");
@@ -88,6 +88,26 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
   d.getElementById("f-text").dispatchEvent(new w.Event("change"));
   await settle();
   assert.ok(calls.some((c) => c.path.startsWith("/v1/bulletins?") && c.path.includes("text=log4j")), "searched");
+  assert.equal(d.getElementById("list-note").textContent, "", "a search that read everything says nothing more");
+  w.close();
+}
+
+// A search that stopped before the oldest bulletins says so.
+{
+  const { w, d } = page((path) => {
+    if (path === "/v1/status") return [200, status];
+    if (path.startsWith("/v1/bulletins?")) {
+      return [200, [bulletin("aa", "first")], path.includes("text=") ? { "herald-search": "incomplete" } : {}];
+    }
+    return [404, { error: "no such route" }];
+  }, "tok");
+  d.dispatchEvent(new w.Event("DOMContentLoaded"));
+  await settle();
+  assert.equal(d.getElementById("list-note").textContent, "");
+  d.getElementById("f-text").value = "log4j";
+  d.getElementById("f-text").dispatchEvent(new w.Event("change"));
+  await settle();
+  assert.match(d.getElementById("list-note").textContent, /newest 100,000 bulletins/);
   w.close();
 }
 

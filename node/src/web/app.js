@@ -22,7 +22,8 @@ function text(el, value) {
     : String(value).replace(BIDI, (c) => "[U+" + c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0") + "]");
 }
 
-async function api(path, body) {
+// The answer's JSON body and its headers.
+async function request(path, body) {
   const options = { headers: { Authorization: "Bearer " + token } };
   if (body !== undefined) {
     options.method = "POST";
@@ -35,7 +36,11 @@ async function api(path, body) {
   }
   const answer = await response.json().catch(() => ({}));
   if (!response.ok) { throw new Error(answer.error || ("HTTP " + response.status)); }
-  return answer;
+  return { answer, headers: response.headers };
+}
+
+async function api(path, body) {
+  return (await request(path, body)).answer;
 }
 
 function showLogin(message) {
@@ -82,7 +87,11 @@ async function refreshList() {
   if ($("f-kind").value) { params.set("kind", $("f-kind").value); }
   if ($("f-severity").value) { params.set("min_severity", $("f-severity").value); }
   if ($("f-text").value.trim()) { params.set("text", $("f-text").value.trim()); }
-  const bulletins = await api("/v1/bulletins?" + params);
+  const { answer: bulletins, headers } = await request("/v1/bulletins?" + params);
+  // A search that stopped before the oldest bulletins says so.
+  text($("list-note"), headers.get("herald-search") === "incomplete"
+    ? "Only the newest 100,000 bulletins of this kind and severity were searched: choose a kind or a severity, or search older ones with herald list --text --since."
+    : "");
   const rows = bulletins.map((b) => {
     const tr = document.createElement("tr");
     const cells = [
