@@ -103,14 +103,64 @@ pub fn read(bytes: &[u8]) -> Option<Summary> {
     })
 }
 
-/// Content that starts as a JSON object (after white space and a UTF-8 byte
-/// order mark), parsed; `None` for any other content, which is not parsed.
+/// Content that starts as a JSON object (after white space and a byte order
+/// mark), parsed; `None` for any other content, which is not parsed.
 fn json_object(bytes: &[u8]) -> Option<Result<Value, serde_json::Error>> {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let bytes = as_utf8(bytes);
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return None;
     }
-    Some(serde_json::from_slice::<Value>(bytes))
+    Some(serde_json::from_slice::<Value>(&bytes))
+}
+
+/// `bytes` as UTF-8 without a byte order mark. CSAF documents are UTF-8, but
+/// JSON written in UTF-16 or UTF-32 (known by its byte order mark, or by the
+/// zero bytes around its first character, as RFC 4627 tells them apart) is
+/// read too, so that such a document's label is not missed. Characters that do
+/// not decode become U+FFFD.
+fn as_utf8(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    use std::borrow::Cow;
+    let utf16 = |rest: &[u8], big: bool| {
+        let units = rest.chunks_exact(2).map(|u| {
+            let pair = [u[0], u[1]];
+            if big {
+                u16::from_be_bytes(pair)
+            } else {
+                u16::from_le_bytes(pair)
+            }
+        });
+        let text: String = char::decode_utf16(units)
+            .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+            .collect();
+        Cow::Owned(text.into_bytes())
+    };
+    let utf32 = |rest: &[u8], big: bool| {
+        let text: String = rest
+            .chunks_exact(4)
+            .map(|u| {
+                let unit = [u[0], u[1], u[2], u[3]];
+                let code = if big {
+                    u32::from_be_bytes(unit)
+                } else {
+                    u32::from_le_bytes(unit)
+                };
+                char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER)
+            })
+            .collect();
+        Cow::Owned(text.into_bytes())
+    };
+    match bytes {
+        [0xEF, 0xBB, 0xBF, rest @ ..] => Cow::Borrowed(rest),
+        [0x00, 0x00, 0xFE, 0xFF, rest @ ..] => utf32(rest, true),
+        [0xFF, 0xFE, 0x00, 0x00, rest @ ..] => utf32(rest, false),
+        [0xFE, 0xFF, rest @ ..] => utf16(rest, true),
+        [0xFF, 0xFE, rest @ ..] => utf16(rest, false),
+        [0, 0, 0, c, ..] if *c != 0 => utf32(bytes, true),
+        [c, 0, 0, 0, ..] if *c != 0 => utf32(bytes, false),
+        [0, c, ..] if *c != 0 => utf16(bytes, true),
+        [c, 0, ..] if *c != 0 => utf16(bytes, false),
+        _ => Cow::Borrowed(bytes),
+    }
 }
 
 /// Checks that a bulletin labelled `tlp` may carry `bytes`: if they are a
@@ -123,7 +173,9 @@ pub fn check_tlp(bytes: &[u8], tlp: Tlp) -> Result<(), CsafError> {
         return Ok(());
     }
     if let Some(Err(e)) = json_object(bytes)
-        && bytes.windows(b"csaf_version".len()).any(|w| w == b"csaf_version")
+        && as_utf8(bytes)
+            .windows(b"csaf_version".len())
+            .any(|w| w == b"csaf_version")
     {
         return Err(CsafError::Unreadable(e.to_string()));
     }
@@ -335,6 +387,60 @@ mod tests {
         assert!(check_tlp(&bom, Tlp::Clear).is_err());
         let unversioned = br#"{"document": {"distribution": {"tlp": {"label": "AMBER"}}}}"#;
         assert!(check_tlp(unversioned, Tlp::Green).is_err());
+        // Nor does UTF-16 or UTF-32, with or without a byte order mark.
+        let text = String::from_utf8(doc(
+            r#""title": "T", "distribution": {"tlp": {"label": "RED"}}"#,
+            "",
+        ))
+        .unwrap();
+        let units: Vec<u16> = text.encode_utf16().collect();
+        let wide: Vec<u32> = text.chars().map(u32::from).collect();
+        let encodings: [(&str, Vec<u8>); 6] = [
+            ("UTF-16LE", units.iter().flat_map(|u| u.to_le_bytes()).collect()),
+            ("UTF-16BE", units.iter().flat_map(|u| u.to_be_bytes()).collect()),
+            (
+                "UTF-16LE, BOM",
+                [
+                    &[0xFF, 0xFE][..],
+                    &units.iter().flat_map(|u| u.to_le_bytes()).collect::<Vec<_>>(),
+                ]
+                .concat(),
+            ),
+            (
+                "UTF-16BE, BOM",
+                [
+                    &[0xFE, 0xFF][..],
+                    &units.iter().flat_map(|u| u.to_be_bytes()).collect::<Vec<_>>(),
+                ]
+                .concat(),
+            ),
+            ("UTF-32LE", wide.iter().flat_map(|u| u.to_le_bytes()).collect()),
+            (
+                "UTF-32BE, BOM",
+                [
+                    &[0, 0, 0xFE, 0xFF][..],
+                    &wide.iter().flat_map(|u| u.to_be_bytes()).collect::<Vec<_>>(),
+                ]
+                .concat(),
+            ),
+        ];
+        for (name, bytes) in encodings {
+            assert_eq!(
+                check_tlp(&bytes, Tlp::Green),
+                Err(CsafError::TlpWider {
+                    document: Tlp::Red,
+                    bulletin: Tlp::Green
+                }),
+                "{name}"
+            );
+            assert_eq!(read(&bytes).and_then(|s| s.title), Some("T".into()), "{name}");
+        }
+        // Cut short in UTF-16: refused unless RED.
+        let cut16: Vec<u8> = units[..40].iter().flat_map(|u| u.to_le_bytes()).collect();
+        assert!(matches!(
+            check_tlp(&cut16, Tlp::Amber),
+            Err(CsafError::Unreadable(_))
+        ));
         // Cut short, or nested too deep to parse: refused unless RED.
         let cut = &marked("RED")[..40];
         assert!(matches!(
