@@ -121,7 +121,7 @@ pub struct ApiError {
     pub error: String,
 }
 
-struct Failure(StatusCode, String);
+pub(crate) struct Failure(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
@@ -173,7 +173,7 @@ where
 
 /// A request's query parameters; ones that do not parse are answered with an
 /// [`ApiError`].
-struct Params<T>(T);
+pub(crate) struct Params<T>(pub(crate) T);
 
 impl<S, T> axum::extract::FromRequestParts<S> for Params<T>
 where
@@ -199,7 +199,7 @@ fn internal(e: impl std::fmt::Display) -> Failure {
 
 /// Runs `work` (store reads that may wait on a lock or sled) on the blocking
 /// pool, off the async workers; its error is an internal one.
-async fn off_workers<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+pub(crate) async fn off_workers<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
     work: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, Failure> {
     tokio::task::spawn_blocking(work)
@@ -259,6 +259,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    // Live feeds end as the server stops (its graceful stop waits for them).
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = closing.send(true);
+    };
     let bound = listener.local_addr()?;
     let api = Accepted {
         tokens: Arc::from([token.clone()]),
@@ -278,6 +284,8 @@ pub async fn serve(
         .route("/v1/registry", get(registry_view).post(submit_registry))
         .route("/v1/import", axum::routing::post(import))
         .route("/v1/export", axum::routing::post(export))
+        .route("/v1/watch", get(crate::watch::watch))
+        .layer(axum::Extension(crate::watch::Closing(closing_rx)))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .layer(axum::middleware::from_fn_with_state(api, require_token))
         .merge(metrics_routes)
@@ -487,7 +495,7 @@ async fn publish(
     }
 }
 
-fn member_name(node: &Node, member: Option<MemberId>) -> Option<(MemberId, String)> {
+pub(crate) fn member_name(node: &Node, member: Option<MemberId>) -> Option<(MemberId, String)> {
     let member = member?;
     let registry = node.registry();
     let registry = registry.read().unwrap_or_else(|e| e.into_inner());
@@ -495,25 +503,19 @@ fn member_name(node: &Node, member: Option<MemberId>) -> Option<(MemberId, Strin
     Some((member, name))
 }
 
-async fn list(
-    State(node): State<Arc<Node>>,
-    Params(params): Params<ListParams>,
-) -> Result<Response, Failure> {
-    if let Some(kind) = &params.kind {
+/// A query of the filters the list and the watch share, checked.
+pub(crate) fn query_of(
+    kind: Option<String>,
+    member: Option<MemberId>,
+    tlp: Option<Tlp>,
+    min_severity: Option<Severity>,
+    text: Option<String>,
+) -> Result<Query, Failure> {
+    if let Some(kind) = &kind {
         herald_protocol::Kind::check_name(kind).map_err(|e| Failure(StatusCode::BAD_REQUEST, e))?;
     }
-    let query = Query {
-        kind: params.kind,
-        member: params.member,
-        tlp: params.tlp,
-        min_severity: params.min_severity,
-        since: params.since.map(Timestamp),
-        until: params.until.map(Timestamp),
-        limit: params.limit.unwrap_or(100),
-        text: params.text.filter(|t| !t.is_empty()),
-    };
-    if query
-        .text
+    let text = text.filter(|t| !t.is_empty());
+    if text
         .as_ref()
         .is_some_and(|t| t.len() > crate::store::MAX_QUERY_TEXT_BYTES)
     {
@@ -525,6 +527,32 @@ async fn list(
             ),
         ));
     }
+    Ok(Query {
+        kind,
+        member,
+        tlp,
+        min_severity,
+        text,
+        ..Query::default()
+    })
+}
+
+async fn list(
+    State(node): State<Arc<Node>>,
+    Params(params): Params<ListParams>,
+) -> Result<Response, Failure> {
+    let query = Query {
+        since: params.since.map(Timestamp),
+        until: params.until.map(Timestamp),
+        limit: params.limit.unwrap_or(100),
+        ..query_of(
+            params.kind,
+            params.member,
+            params.tlp,
+            params.min_severity,
+            params.text,
+        )?
+    };
     let store = node.store().clone();
     let (found, complete) = off_workers(move || store.search(&query, crate::store::TEXT_SCAN_LIMIT)).await?;
     let mut views = Vec::with_capacity(found.len());

@@ -37,6 +37,9 @@ pub(crate) enum Command {
     List(ListArgs),
     /// Show one bulletin.
     Show(ShowArgs),
+    /// Print each new bulletin as the running node takes it in, until
+    /// Ctrl-C (after those created in the last --since, if given).
+    Watch(WatchArgs),
     /// Show the running node's status: peers, pending gossip, last sync.
     Status(StatusArgs),
     /// Show or change the member registry (changes need the members' approvals).
@@ -322,14 +325,9 @@ pub(crate) struct PublishArgs {
     pub(crate) new_chain: bool,
 }
 
+/// The filters `list` and `watch` share.
 #[derive(Debug, Args)]
-pub(crate) struct ListArgs {
-    /// The node directory.
-    #[arg(long, default_value = ".")]
-    pub(crate) dir: PathBuf,
-    /// Print JSON.
-    #[arg(long)]
-    pub(crate) json: bool,
+pub(crate) struct FilterArgs {
     /// Only this kind.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(herald_protocol::Kind::NAMES))]
     pub(crate) kind: Option<String>,
@@ -342,17 +340,46 @@ pub(crate) struct ListArgs {
     /// Only this severity or higher.
     #[arg(long, value_enum)]
     pub(crate) min_severity: Option<SeverityArg>,
+    /// Only bulletins whose title, references (CVE ids, URLs), withdrawal
+    /// reason or text content contain this, letter case aside; `list` looks
+    /// among the newest 100,000 the other filters let through (narrow with
+    /// --since).
+    #[arg(long)]
+    pub(crate) text: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// The node directory.
+    #[arg(long, default_value = ".")]
+    pub(crate) dir: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) filters: FilterArgs,
     /// Only bulletins created in this last period (e.g. 24h, 7d).
     #[arg(long)]
     pub(crate) since: Option<String>,
-    /// Only bulletins whose title, references (CVE ids, URLs), withdrawal
-    /// reason or text content contain this, letter case aside; among the
-    /// newest 100,000 the other filters let through (narrow with --since).
-    #[arg(long)]
-    pub(crate) text: Option<String>,
     /// At most this many.
     #[arg(long, default_value_t = 50)]
     pub(crate) limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WatchArgs {
+    /// The node directory.
+    #[arg(long, default_value = ".")]
+    pub(crate) dir: PathBuf,
+    /// Print one JSON object per line.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) filters: FilterArgs,
+    /// First print those created in this last period (e.g. 24h, 7d; at most
+    /// the newest 10,000), oldest first.
+    #[arg(long)]
+    pub(crate) since: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -68,6 +68,41 @@ impl Client {
         Ok((Self::decode(response)?, value))
     }
 
+    /// A `GET` whose answer is read as it comes, line by line (a live feed),
+    /// with the value of the answer's header `header`. No time limit once the
+    /// answer has begun.
+    pub(crate) fn get_lines(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        header: &str,
+    ) -> Result<(impl std::io::BufRead + use<>, Option<String>)> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_recv_response(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let mut request = agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", &self.authorization);
+        for (k, v) in query {
+            request = request.query(*k, v);
+        }
+        let response = request.call().map_err(|e| self.unreachable(e))?;
+        if !response.status().is_success() {
+            return Err(Self::decode::<serde_json::Value>(response)
+                .err()
+                .unwrap_or_else(|| anyhow!("the node refused the request")));
+        }
+        let value = response
+            .headers()
+            .get(header)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok((std::io::BufReader::new(response.into_body().into_reader()), value))
+    }
+
     pub(crate) fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
         let response = self
             .agent

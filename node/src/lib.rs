@@ -51,6 +51,7 @@ pub mod tree;
 pub mod validate;
 mod validators;
 pub mod view;
+pub mod watch;
 mod web;
 mod writer;
 

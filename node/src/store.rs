@@ -85,8 +85,9 @@ mod prefix {
     pub(super) const STAGED: u8 = b's';
     /// `a` answered id || answering id -> how it answers (u8: 0 supersedes,
     /// 1 withdraws, 2 follows up), answering member (32), created (u64): each
-    /// bulletin that names another as superseded, withdrawn or followed up, so
-    /// that a bulletin's answers are one prefix read (schema 4).
+    /// bulletin held (equivocation evidence included) that names another as
+    /// superseded, withdrawn or followed up, so that a bulletin's answers are
+    /// one prefix read (schema 4).
     pub(super) const ANSWER: u8 = b'a';
 }
 
@@ -245,6 +246,27 @@ pub struct Query {
     /// each bulletin the other filters let through, newest first, at most
     /// [`TEXT_SCAN_LIMIT`] of them.
     pub text: Option<String>,
+}
+
+impl Query {
+    /// Whether `bulletin`, signed by `member`, passes every filter but the
+    /// limit: the index's filters first, then the text.
+    pub fn matches(&self, bulletin: &SignedBulletin, member: &MemberId) -> bool {
+        self.matches_indexed(bulletin, member) && self.text.as_deref().is_none_or(|t| holds_text(bulletin, t))
+    }
+
+    /// [`Query::matches`] without the text.
+    fn matches_indexed(&self, bulletin: &SignedBulletin, member: &MemberId) -> bool {
+        let b = bulletin.body();
+        self.since.is_none_or(|t| b.created >= t)
+            && self.until.is_none_or(|t| b.created < t)
+            && self.kind.as_deref().is_none_or(|k| k == b.kind.name())
+            && self.tlp.is_none_or(|t| t == b.tlp)
+            && self
+                .min_severity
+                .is_none_or(|s| severity_code(b.severity) >= severity_code(s))
+            && self.member.is_none_or(|m| m == *member)
+    }
 }
 
 /// Most bulletins one text query reads ([`Query::text`]); older ones are found
@@ -664,27 +686,29 @@ impl Store {
         Ok(store)
     }
 
-    /// Writes the index of answers of every indexed bulletin: the step from a
+    /// Writes the index of answers of every bulletin held: the step from a
     /// store of schema 2 or 3, made once (whoever stops it part way, by a
     /// crash or otherwise, leaves the schema as it was, so it runs again).
-    /// Reads every bulletin once, in time order.
+    /// Reads every bulletin once, in the order of their ids (one pass over
+    /// the data, not a read for each).
     fn index_answers(&self) -> Result<(), StoreError> {
         let started = Instant::now();
         let (mut read, mut written) = (0u64, 0u64);
         let mut batch = sled::Batch::default();
         let mut pending = 0usize;
-        for entry in self.bulletins.scan_prefix([prefix::BY_TIME]) {
-            let (k, _) = entry?;
+        for entry in self.bulletins.scan_prefix([prefix::DATA]) {
+            let (k, v) = entry?;
             let id = k
-                .get(1 + 8..)
-                .ok_or_else(|| StoreError::Corrupt("time index key cut short".into()))
+                .get(1..)
+                .ok_or_else(|| StoreError::Corrupt("data key cut short".into()))
                 .and_then(id_from)?;
-            let Some((member, v, at)) = self.held(&id)? else {
-                return Err(StoreError::Corrupt(format!(
-                    "the time index names {id}, which is not held"
-                )));
+            let (Some(member), Some(bytes)) = (v.get(..32), v.get(32..)) else {
+                return Err(StoreError::Corrupt(format!("bulletin {id}: cut short")));
             };
-            let bulletin = SignedBulletin::from_bytes(&v[at..])
+            let member = <[u8; 32]>::try_from(member)
+                .map(MemberId::from_bytes)
+                .map_err(|_| StoreError::Corrupt(format!("bulletin {id}: member")))?;
+            let bulletin = SignedBulletin::from_bytes(bytes)
                 .map_err(|e| StoreError::Corrupt(format!("bulletin {id}: {e}")))?;
             read += 1;
             for (k, v) in answer_entries(&bulletin, &member) {
@@ -1196,8 +1220,12 @@ impl Store {
                 Stored::AlreadyHeld => {}
                 Stored::Equivocation { other } => {
                     // Keep the second body too (the first stays the chain entry):
-                    // the two signed bodies together are the proof.
+                    // the two signed bodies together are the proof. What it
+                    // answers, it answers too: its member signed it.
                     batch.insert(data_key(&id), data_value(member, bulletin));
+                    for (k, v) in answer_entries(bulletin, member) {
+                        batch.insert(k, v);
+                    }
                     for evidence in [other, id] {
                         batch.insert(
                             key_of(&[
@@ -1742,17 +1770,7 @@ impl Store {
             .staged()
             .items
             .values()
-            .filter(|i| {
-                let b = i.bulletin.body();
-                query.since.is_none_or(|t| b.created >= t)
-                    && query.until.is_none_or(|t| b.created < t)
-                    && query.kind.as_deref().is_none_or(|k| k == b.kind.name())
-                    && query.tlp.is_none_or(|t| t == b.tlp)
-                    && query
-                        .min_severity
-                        .is_none_or(|s| severity_code(b.severity) >= severity_code(s))
-                    && query.member.is_none_or(|m| m == i.member)
-            })
+            .filter(|i| query.matches_indexed(&i.bulletin, &i.member))
             .map(|i| i.bulletin.clone())
             .collect();
         // Searched once the staged set is let go.

@@ -222,6 +222,21 @@ fn api_refuses_bad_requests(dir: &Path, port: u16) {
     );
     assert_eq!(status, 400, "{error}");
     assert!(error.contains("query parameters do not parse"), "{error}");
+    // A watch checks its filters before it begins.
+    let (status, error) = refused(
+        agent
+            .get(format!("http://127.0.0.1:{port}/v1/watch?kind=nope"))
+            .header("Authorization", &bearer)
+            .call()
+            .unwrap(),
+    );
+    assert_eq!(status, 400, "{error}");
+    assert!(error.contains("advisory"), "names the kinds: {error}");
+    let unauthorised = agent
+        .get(format!("http://127.0.0.1:{port}/v1/watch"))
+        .call()
+        .unwrap();
+    assert_eq!(unauthorised.status().as_u16(), 401, "watching needs the token");
     let (status, error) = refused(
         agent
             .get(format!("http://127.0.0.1:{port}/v1/bulletins?kind=advisories"))
@@ -299,6 +314,19 @@ fn api_refuses_bad_requests(dir: &Path, port: u16) {
 }
 
 /// A running `herald run` whose log lines arrive on a channel.
+/// The lines a child process writes to `output`, as they come (until it closes).
+fn lines_of(output: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    lines
+}
+
 struct RunningNode {
     child: Child,
     lines: mpsc::Receiver<String>,
@@ -317,15 +345,7 @@ impl RunningNode {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start herald run");
-        let (tx, lines) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = lines_of(child.stderr.take().unwrap());
         Self {
             child,
             lines,
@@ -372,10 +392,14 @@ impl RunningNode {
 impl Drop for RunningNode {
     /// A test that fails before it stops its nodes leaves none running.
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        kill_if_running(&mut self.child);
+    }
+}
+
+fn kill_if_running(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
@@ -675,6 +699,139 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
 
 /// A CSAF document gives its bulletin its title, TLP label, severity and CVE ids unless the
 /// command line gives them, and is never published under a label less strict than its own.
+/// A `herald watch` process: its standard output's lines, as they come.
+struct Watching {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Watching {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(HERALD)
+            .arg("watch")
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start herald watch");
+        let lines = lines_of(child.stdout.take().unwrap());
+        Self { child, lines }
+    }
+
+    /// The next line printed (bounded wait).
+    fn next(&self) -> String {
+        self.lines
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|e| panic!("herald watch printed no line within {WAIT:?}: {e}"))
+    }
+
+    /// Waits (bounded) for it to end; what it wrote to standard error, and
+    /// whether it succeeded.
+    fn ended(mut self) -> (String, bool) {
+        match self.lines.recv_timeout(WAIT) {
+            Err(mpsc::RecvTimeoutError::Disconnected) => {}
+            other => panic!("herald watch did not end: {other:?}"),
+        }
+        let status = self.child.wait().unwrap();
+        let mut error = String::new();
+        std::io::Read::read_to_string(&mut self.child.stderr.take().unwrap(), &mut error).unwrap();
+        (error, status.success())
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        kill_if_running(&mut self.child);
+    }
+}
+
+#[test]
+fn watch_prints_each_new_bulletin_that_passes_its_filters_as_it_arrives() {
+    let tmp = tempfile::tempdir().unwrap();
+    testnet(tmp.path(), 2);
+    let one = tmp.path().join("member-1");
+    let two = tmp.path().join("member-2");
+    let (one_s, two_s) = (one.to_str().unwrap(), two.to_str().unwrap());
+    // No node runs: a clear error.
+    let (error, ok) = Watching::start(&["--dir", two_s]).ended();
+    assert!(!ok && error.contains("herald run"), "{error}");
+
+    let first = RunningNode::start(&one);
+    first.wait_for(&["herald is running"]);
+    let second = RunningNode::start(&two);
+    second.wait_for(&["herald is running"]);
+    let before = publish_outreach(one_s, "published before the watch");
+    assert!(before.status.success(), "{}", stderr(&before));
+    let before = stdout(&before).trim().to_string();
+    second.wait_for(&["stored", &before[..10]]);
+
+    // Advisories only, as JSON; and everything, from the last hour first.
+    let advisories = Watching::start(&["--dir", two_s, "--json", "--kind", "advisory"]);
+    second.wait_for(&["a watch began"]);
+    let everything = Watching::start(&["--dir", two_s, "--since", "1h"]);
+    second.wait_for(&["a watch began"]);
+    let line = everything.next();
+    assert!(
+        line.contains("published before the watch") && line.contains(&before[..10]),
+        "{line}"
+    );
+
+    let skipped = publish_outreach(one_s, "not an advisory");
+    assert!(skipped.status.success(), "{}", stderr(&skipped));
+    let advisory = |dir: &str, title: &str| {
+        let published = herald(&[
+            "publish",
+            "--dir",
+            dir,
+            "--kind",
+            "advisory",
+            "--title",
+            title,
+            "--severity",
+            "high",
+            "--tlp",
+            "green",
+        ]);
+        assert!(published.status.success(), "{}", stderr(&published));
+        stdout(&published).trim().to_string()
+    };
+    // By gossip from the other node, then published by the watched node itself.
+    let received = advisory(one_s, "an advisory from member-1");
+    let own = advisory(two_s, "an advisory from member-2");
+    for (id, title, member) in [
+        (&received, "an advisory from member-1", "member-1"),
+        (&own, "an advisory from member-2", "member-2"),
+    ] {
+        let view: serde_json::Value = serde_json::from_str(&advisories.next()).unwrap();
+        assert_eq!(
+            (
+                view["id"].as_str(),
+                view["title"].as_str(),
+                view["member_name"].as_str()
+            ),
+            (Some(id.as_str()), Some(title), Some(member)),
+            "{view}"
+        );
+    }
+    let titles: Vec<String> = (0..3).map(|_| everything.next()).collect();
+    for title in [
+        "not an advisory",
+        "an advisory from member-1",
+        "an advisory from member-2",
+    ] {
+        assert!(titles.iter().any(|l| l.contains(title)), "{title} in {titles:?}");
+    }
+
+    // The node stops (its watches do not hold it up): each watch says so and fails.
+    second.stop();
+    for watching in [advisories, everything] {
+        let (error, ok) = watching.ended();
+        assert!(!ok && error.contains("the node stopped"), "{error}");
+    }
+    first.stop();
+}
+
 #[test]
 fn a_csaf_document_names_its_own_title_label_and_severity() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1658,6 +1658,16 @@ fn answers_to_a_bulletin_are_found_from_its_member_and_anyone_following_up() {
     drop(store);
     let store = open(&dir);
     assert_eq!(store.answers_to(&first).unwrap(), answers);
+    // A second body for a number already held (equivocation evidence) answers too: its
+    // member signed it.
+    let twin = follow_up_on(&author, 5, Some(both.id()), id, created + 65);
+    assert!(matches!(
+        insert(&store, &author, &[&twin])[..],
+        [Stored::Equivocation { .. }]
+    ));
+    let mut with_twin = answers.clone();
+    with_twin.follow_ups.push(twin.id());
+    assert_eq!(store.answers_to(&first).unwrap(), with_twin);
     // Only its own member may withdraw a bulletin: another's withdrawal of it is no answer.
     assert_eq!(
         store.answers_to(&unrelated).unwrap(),

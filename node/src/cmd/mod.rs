@@ -52,6 +52,7 @@ pub(crate) fn run(command: Command) -> Result<()> {
         Command::Publish(args) => publish::run(*args),
         Command::List(args) => read::list(args),
         Command::Show(args) => read::show(args),
+        Command::Watch(args) => read::watch(args),
         Command::Status(args) => read::status(args),
         Command::Registry(command) => registry::run(command),
         Command::Export(args) => bundle::export(args),

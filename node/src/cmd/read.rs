@@ -10,7 +10,7 @@ use herald_node::view::{BulletinView, StatusView};
 use herald_node::{Query, Store};
 use herald_protocol::{MemberId, NetworkId, RegistryHash, Timestamp};
 
-use crate::cli::{ListArgs, ShowArgs, StatusArgs};
+use crate::cli::{FilterArgs, ListArgs, ShowArgs, StatusArgs, WatchArgs};
 use crate::client::Client;
 use crate::cmd::publish::{severity, tlp};
 
@@ -58,22 +58,8 @@ fn view(
 
 pub(crate) fn list(args: ListArgs) -> Result<()> {
     let config = Config::load(&args.dir)?;
-    let since = match &args.since {
-        Some(d) => Some(
-            herald_node::node::now()
-                .0
-                .saturating_sub(super::parse_duration(d)?.as_millis() as u64),
-        ),
-        None => None,
-    };
-    if let Some(text) = &args.text
-        && text.len() > herald_node::store::MAX_QUERY_TEXT_BYTES
-    {
-        bail!(
-            "--text is over {} bytes: shorten it",
-            herald_node::store::MAX_QUERY_TEXT_BYTES
-        );
-    }
+    let since = since_arg(args.since.as_deref())?;
+    check_text(&args.filters)?;
     let client = Client::new(config.api.listen, &args.dir);
     let up = client.is_up();
     let offline = if up {
@@ -81,47 +67,30 @@ pub(crate) fn list(args: ListArgs) -> Result<()> {
     } else {
         Some(open_offline(&args.dir, &config)?)
     };
-    let member = args
-        .member
-        .as_deref()
-        .map(|text| super::member_arg("--member", text, &client, offline.as_ref().map(|(_, r)| r)))
-        .transpose()?;
+    let member = member_filter(&args.filters, &client, offline.as_ref().map(|(_, r)| r))?;
     // Whether a text search read every bulletin it had to.
     let complete;
     let views: Vec<BulletinView> = if up {
-        let mut q: Vec<(&str, String)> = vec![("limit", args.limit.to_string())];
-        if let Some(k) = &args.kind {
-            q.push(("kind", k.clone()));
-        }
-        if let Some(m) = member {
-            q.push(("member", m.to_string()));
-        }
-        if let Some(t) = args.tlp {
-            q.push(("tlp", tlp(t).to_string().trim_start_matches("TLP:").to_string()));
-        }
-        if let Some(s) = args.min_severity {
-            q.push(("min_severity", format!("{:?}", severity(s)).to_lowercase()));
-        }
+        let mut q = filter_params(&args.filters, member);
+        q.push(("limit", args.limit.to_string()));
         if let Some(s) = since {
             q.push(("since", s.to_string()));
-        }
-        if let Some(t) = &args.text {
-            q.push(("text", t.clone()));
         }
         let (views, search) = client.get_with_header("/v1/bulletins", &q, herald_node::api::SEARCH_HEADER)?;
         complete = search.as_deref() != Some("incomplete");
         views
     } else {
         let (store, registry) = offline.ok_or_else(|| anyhow!("the store is not open"))?;
+        let f = &args.filters;
         let query = Query {
-            kind: args.kind.clone(),
+            kind: f.kind.clone(),
             member,
-            tlp: args.tlp.map(tlp),
-            min_severity: args.min_severity.map(severity),
+            tlp: f.tlp.map(tlp),
+            min_severity: f.min_severity.map(severity),
             since: since.map(Timestamp),
             until: None,
             limit: args.limit,
-            text: args.text.clone(),
+            text: f.text.clone(),
         };
         let (found, all) = store.search(&query, herald_node::store::TEXT_SCAN_LIMIT)?;
         complete = all;
@@ -360,4 +329,133 @@ fn own_chain_line(own: &herald_node::view::OwnChainView) -> String {
             ""
         }
     )
+}
+
+/// Most ids `herald watch` remembers so as not to print a bulletin twice
+/// when it watches again after falling behind.
+const WATCH_REMEMBERS: usize = 262_144;
+
+pub(crate) fn watch(args: WatchArgs) -> Result<()> {
+    use std::io::BufRead as _;
+    let config = Config::load(&args.dir)?;
+    check_text(&args.filters)?;
+    let since = since_arg(args.since.as_deref())?;
+    let client = Client::new(config.api.listen, &args.dir);
+    if !client.is_up() {
+        bail!(
+            "no node answers at {}: watch follows a running node; start it with `herald run --dir {}`",
+            config.api.listen,
+            args.dir.display()
+        );
+    }
+    let member = member_filter(&args.filters, &client, None)?;
+    let q = filter_params(&args.filters, member);
+    // After falling behind, it lists again from when it began, printing only
+    // what it has not printed.
+    let began = since.unwrap_or_else(|| herald_node::node::now().0);
+    let mut printed = herald_node::watch::Remembered::new(WATCH_REMEMBERS);
+    let mut again = false;
+    loop {
+        let mut query = q.clone();
+        if since.is_some() || again {
+            query.push(("since", began.to_string()));
+        }
+        let (lines, backlog) = client.get_lines("/v1/watch", &query, herald_node::watch::BACKLOG_HEADER)?;
+        if backlog.as_deref() == Some("cut") {
+            eprintln!(
+                "Only the newest {} of the bulletins since then are listed: herald list --since shows the others.",
+                herald_node::watch::WATCH_BACKLOG
+            );
+        }
+        let mut ended = None;
+        for line in lines.lines() {
+            let line = line.context("the connection to the node was lost; run herald watch again")?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let value: serde_json::Value =
+                serde_json::from_str(&line).context("the node sent a line that is not JSON")?;
+            if value.get("id").is_none() {
+                ended = Some(
+                    serde_json::from_value::<herald_node::watch::FeedEnd>(value)
+                        .context("the node ended the watch with a line this herald does not read")?,
+                );
+                break;
+            }
+            let view: BulletinView = serde_json::from_value(value)
+                .context("the node sent a bulletin this herald does not read")?;
+            if !printed.insert(view.id) {
+                continue;
+            }
+            if args.json {
+                out!("{}", serde_json::to_string(&view)?);
+            } else {
+                out!("{}", view.summary_line());
+            }
+        }
+        match ended {
+            Some(end) if end.fell_behind => {
+                eprintln!("{}", end.error);
+                again = true;
+            }
+            Some(end) => bail!("{}", end.error),
+            None => bail!(
+                "the node stopped; run herald watch again once it runs (with --since to print what came meanwhile)"
+            ),
+        }
+    }
+}
+
+/// `--since` as a time: that long before now.
+fn since_arg(since: Option<&str>) -> Result<Option<u64>> {
+    Ok(since
+        .map(super::parse_duration)
+        .transpose()?
+        .map(|d| herald_node::node::now().0.saturating_sub(d.as_millis() as u64)))
+}
+
+fn check_text(filters: &FilterArgs) -> Result<()> {
+    if let Some(text) = &filters.text
+        && text.len() > herald_node::store::MAX_QUERY_TEXT_BYTES
+    {
+        bail!(
+            "--text is over {} bytes: shorten it",
+            herald_node::store::MAX_QUERY_TEXT_BYTES
+        );
+    }
+    Ok(())
+}
+
+/// `--member`, a name or an id, as an id.
+fn member_filter(
+    filters: &FilterArgs,
+    client: &Client,
+    offline: Option<&Registry>,
+) -> Result<Option<MemberId>> {
+    filters
+        .member
+        .as_deref()
+        .map(|text| super::member_arg("--member", text, client, offline))
+        .transpose()
+}
+
+/// The filters as the API's query parameters.
+fn filter_params(filters: &FilterArgs, member: Option<MemberId>) -> Vec<(&'static str, String)> {
+    let mut q: Vec<(&str, String)> = Vec::new();
+    if let Some(k) = &filters.kind {
+        q.push(("kind", k.clone()));
+    }
+    if let Some(m) = member {
+        q.push(("member", m.to_string()));
+    }
+    if let Some(t) = filters.tlp {
+        q.push(("tlp", tlp(t).to_string().trim_start_matches("TLP:").to_string()));
+    }
+    if let Some(s) = filters.min_severity {
+        q.push(("min_severity", format!("{:?}", severity(s)).to_lowercase()));
+    }
+    if let Some(t) = &filters.text {
+        q.push(("text", t.clone()));
+    }
+    q
 }

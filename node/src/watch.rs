@@ -1,0 +1,346 @@
+//! `GET /v1/watch`: the local API's live feed of bulletins, one JSON line
+//! each (`application/x-ndjson`): those created since a given time first,
+//! oldest first, then each new one as the node takes it in, as `herald watch`
+//! prints them. A feed that cannot go on ends with a [`FeedEnd`] line.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, RwLock};
+
+use axum::extract::{Extension, State};
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use herald_keys::Registry;
+use herald_protocol::{BulletinId, MemberId, Severity, SignedBulletin, Timestamp, Tlp};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, watch};
+
+use crate::api::{Failure, Params, off_workers, query_of};
+use crate::events::{NodeEvent, Origin};
+use crate::node::Node;
+use crate::store::{Query, Store, TEXT_SCAN_LIMIT};
+use crate::view::BulletinView;
+
+/// Most bulletins a feed lists from before it began (the newest of those
+/// created since the time asked for).
+pub const WATCH_BACKLOG: usize = 10_000;
+
+/// The header of a `GET /v1/watch` answer that did not list every bulletin
+/// created since the time asked for (value `cut`): only the newest
+/// [`WATCH_BACKLOG`] of them, or a text search stopped early.
+pub const BACKLOG_HEADER: &str = "herald-watch-backlog";
+
+/// How many ids a feed remembers, so as not to send a bulletin twice (once
+/// from the listing and once as it arrives).
+const REMEMBERED: usize = 65_536;
+
+/// Filters of `GET /v1/watch`: as `GET /v1/bulletins`, and `since`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct WatchParams {
+    /// Kind name.
+    pub kind: Option<String>,
+    /// Member id (hex).
+    pub member: Option<MemberId>,
+    /// TLP label.
+    pub tlp: Option<Tlp>,
+    /// Minimum severity.
+    pub min_severity: Option<Severity>,
+    /// Text the title, references or content must hold, letter case aside.
+    pub text: Option<String>,
+    /// List the bulletins created at or after this time (ms since the epoch)
+    /// first; without it, the feed starts with the next new bulletin.
+    pub since: Option<u64>,
+}
+
+/// The last line of a feed that ends while the node runs on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedEnd {
+    /// Why, and what to do.
+    pub error: String,
+    /// The feed fell behind the node's events (bulletins may have been
+    /// missed): watch again from when this feed began.
+    pub fell_behind: bool,
+}
+
+/// Tells the feeds that the API is stopping, so that each ends (the server's
+/// graceful stop waits for every answer to finish).
+#[derive(Clone)]
+pub(crate) struct Closing(pub(crate) watch::Receiver<bool>);
+
+/// Ids seen, the oldest forgotten first.
+#[derive(Default)]
+pub struct Remembered {
+    ids: HashSet<BulletinId>,
+    order: VecDeque<BulletinId>,
+    capacity: usize,
+}
+
+impl Remembered {
+    /// Remembers at most `capacity` ids.
+    pub fn new(capacity: usize) -> Self {
+        Remembered {
+            capacity,
+            ..Remembered::default()
+        }
+    }
+
+    /// Remembers `id`; whether it was new.
+    pub fn insert(&mut self, id: BulletinId) -> bool {
+        if !self.ids.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+        true
+    }
+}
+
+struct Feed {
+    store: Store,
+    registry: Arc<RwLock<Registry>>,
+    /// The filters, without `since`: a new bulletin is sent whenever it was made.
+    filters: Query,
+    events: broadcast::Receiver<NodeEvent>,
+    closing: watch::Receiver<bool>,
+    queued: VecDeque<Vec<u8>>,
+    sent: Remembered,
+    ended: bool,
+}
+
+impl Feed {
+    /// Queues `bulletin` if it passes the filters and was not sent yet.
+    fn offer(&mut self, bulletin: &SignedBulletin, member: MemberId) {
+        if !self.filters.matches(bulletin, &member) || !self.sent.insert(bulletin.id()) {
+            return;
+        }
+        let named = {
+            let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
+            let name = registry.current().member(&member).map(|m| m.name.clone());
+            name.map(|name| (member, name))
+        };
+        let view = BulletinView::new(bulletin, named, false);
+        self.queue_line(&view);
+    }
+
+    fn end(&mut self, error: String, fell_behind: bool) {
+        self.queue_line(&FeedEnd { error, fell_behind });
+        self.ended = true;
+    }
+
+    fn queue_line(&mut self, value: &impl Serialize) {
+        match serde_json::to_vec(value) {
+            Ok(mut line) => {
+                line.push(b'\n');
+                self.queued.push_back(line);
+            }
+            Err(e) => tracing::error!(error = %e, "a watch line could not be written"),
+        }
+    }
+}
+
+/// The API is stopping.
+async fn closed(mut closing: watch::Receiver<bool>) {
+    let _ = closing.wait_for(|closing| *closing).await;
+}
+
+/// The feed's next line, waiting for the next bulletin that passes its
+/// filters; `None` once it ends.
+async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, Feed)> {
+    loop {
+        if let Some(line) = feed.queued.pop_front() {
+            return Some((Ok(line), feed));
+        }
+        if feed.ended {
+            return None;
+        }
+        let event = tokio::select! {
+            () = closed(feed.closing.clone()) => return None,
+            event = feed.events.recv() => event,
+        };
+        match event {
+            // By gossip: as soon as it is held, before its fold.
+            Ok(NodeEvent::BulletinReceived { bulletin, member, .. }) => feed.offer(&bulletin, member),
+            Ok(NodeEvent::BulletinStored {
+                id, member, origin, ..
+            }) if !matches!(origin, Origin::Gossip(_)) => {
+                let store = feed.store.clone();
+                match off_workers(move || store.get(&id)).await {
+                    Ok(Some(bulletin)) => feed.offer(&bulletin, member),
+                    Ok(None) => {}
+                    Err(Failure(_, e)) => feed.end(format!("the node could not read its store: {e}"), false),
+                }
+            }
+            Ok(_) => {}
+            Err(RecvError::Lagged(missed)) => feed.end(
+                format!(
+                    "this watch fell {missed} events behind the node and stopped: watch again, from when this one began (herald watch does so by itself)"
+                ),
+                true,
+            ),
+            Err(RecvError::Closed) => return None,
+        }
+    }
+}
+
+/// `GET /v1/watch`.
+pub(crate) async fn watch(
+    State(node): State<Arc<Node>>,
+    Extension(Closing(closing)): Extension<Closing>,
+    Params(params): Params<WatchParams>,
+) -> Result<Response, Failure> {
+    let filters = query_of(
+        params.kind,
+        params.member,
+        params.tlp,
+        params.min_severity,
+        params.text,
+    )?;
+    // Subscribed before the listing: nothing falls between the two.
+    let mut feed = Feed {
+        events: node.subscribe(),
+        store: node.store().clone(),
+        registry: node.registry(),
+        filters: filters.clone(),
+        closing,
+        queued: VecDeque::new(),
+        sent: Remembered::new(REMEMBERED),
+        ended: false,
+    };
+    let mut cut = false;
+    if let Some(since) = params.since {
+        let store = node.store().clone();
+        let query = Query {
+            since: Some(Timestamp(since)),
+            limit: WATCH_BACKLOG,
+            ..filters
+        };
+        let (found, complete) = off_workers(move || {
+            let (found, complete) = store.search(&query, TEXT_SCAN_LIMIT)?;
+            let mut signed = Vec::with_capacity(found.len());
+            for b in found {
+                if let Some(member) = store.signer_of(&b.id())? {
+                    signed.push((b, member));
+                }
+            }
+            Ok::<_, crate::store::StoreError>((signed, complete))
+        })
+        .await?;
+        cut = !complete || found.len() == WATCH_BACKLOG;
+        // Oldest first.
+        for (b, member) in found.iter().rev() {
+            feed.offer(b, *member);
+        }
+    }
+    tracing::debug!(since = ?params.since, listed = feed.queued.len(), "a watch began");
+    let body = axum::body::Body::from_stream(futures::stream::unfold(feed, next_line));
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if cut {
+        headers.insert(BACKLOG_HEADER, HeaderValue::from_static("cut"));
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::test_network::one_member;
+
+    /// A feed of bulletins whose text holds "number 2", on a fresh store, and
+    /// what sends it events and tells it the API stops.
+    fn feed(
+        net: &crate::test_network::OneMember,
+        dir: &std::path::Path,
+        capacity: usize,
+    ) -> (Feed, broadcast::Sender<NodeEvent>, watch::Sender<bool>) {
+        let store = Store::open(dir, herald_protocol::NetworkId::from_genesis(net.genesis.hash())).unwrap();
+        let (events, receiver) = broadcast::channel(capacity);
+        let (closing, closing_rx) = watch::channel(false);
+        let feed = Feed {
+            store,
+            registry: Arc::new(RwLock::new(net.registry.clone())),
+            filters: Query {
+                text: Some("number 2".into()),
+                ..Query::default()
+            },
+            events: receiver,
+            closing: closing_rx,
+            queued: VecDeque::new(),
+            sent: Remembered::new(REMEMBERED),
+            ended: false,
+        };
+        (feed, events, closing)
+    }
+
+    fn received(net: &crate::test_network::OneMember, bulletin: &SignedBulletin) -> NodeEvent {
+        NodeEvent::BulletinReceived {
+            bulletin: Arc::new(bulletin.clone()),
+            member: net.member_id(),
+            from: libp2p::PeerId::random(),
+            held_at: std::time::SystemTime::now(),
+        }
+    }
+
+    async fn line(feed: Feed) -> Option<(serde_json::Value, Feed)> {
+        let (line, feed) = tokio::time::timeout(std::time::Duration::from_secs(10), next_line(feed))
+            .await
+            .unwrap()?;
+        Some((serde_json::from_slice(&line.unwrap()).unwrap(), feed))
+    }
+
+    #[tokio::test]
+    async fn a_feed_sends_each_bulletin_that_passes_its_filters_once_and_ends_as_the_api_stops() {
+        let net = one_member();
+        let dir = tempfile::tempdir().unwrap();
+        let (feed, events, closing) = feed(&net, dir.path(), 16);
+        let chain = net.chain(3);
+        for b in [&chain[0], &chain[1], &chain[1], &chain[2]] {
+            events.send(received(&net, b)).unwrap();
+        }
+        let (first, feed) = line(feed).await.unwrap();
+        assert_eq!(first["id"], chain[1].id().to_string());
+        assert_eq!(first["title"], "number 2");
+        assert_eq!(first["member_name"], "member-1");
+        closing.send(true).unwrap();
+        assert!(
+            line(feed).await.is_none(),
+            "the second copy and the others are not sent"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_feed_that_falls_behind_says_so_and_ends() {
+        let net = one_member();
+        let dir = tempfile::tempdir().unwrap();
+        let (feed, events, _closing) = feed(&net, dir.path(), 2);
+        for b in &net.chain(5) {
+            let _ = events.send(received(&net, b));
+        }
+        let (end, feed) = line(feed).await.unwrap();
+        let end: FeedEnd = serde_json::from_value(end).unwrap();
+        assert!(
+            end.fell_behind && end.error.contains("fell 3 events behind"),
+            "{end:?}"
+        );
+        assert!(line(feed).await.is_none());
+    }
+
+    #[test]
+    fn remembered_ids_forget_the_oldest_first() {
+        let mut seen = Remembered::new(2);
+        let id = |n: u8| BulletinId::from_bytes([n; 32]);
+        assert!(seen.insert(id(1)) && seen.insert(id(2)) && !seen.insert(id(1)));
+        assert!(seen.insert(id(3)), "1 is forgotten");
+        assert!(seen.insert(id(1)) && !seen.insert(id(3)));
+    }
+}
