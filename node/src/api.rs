@@ -7,7 +7,10 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::StatusCode;
@@ -16,6 +19,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use herald_protocol::{BulletinId, MemberId, Severity, Timestamp, Tlp};
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::node::{Draft, Node, PublishError};
 use crate::store::{IdLookupError, Query};
@@ -248,6 +252,131 @@ pub struct ListParams {
     pub text: Option<String>,
 }
 
+/// How long a connection to the API may take nothing the node writes before
+/// the node drops it: a client that stopped reading (a `herald watch` paused
+/// or piped into a pager) must not hold up the node's stop, which waits for
+/// every answer to finish.
+const WRITE_STALL: Duration = Duration::from_secs(10);
+
+/// The API's listener: each connection's writes fail once they have waited
+/// [`WRITE_STALL`] in a row.
+struct Listener(tokio::net::TcpListener);
+
+impl axum::serve::Listener for Listener {
+    type Io = Stalling<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((stream, addr)) => return (Stalling::new(stream, WRITE_STALL), addr),
+                // Out of file descriptors, or a connection reset before it was
+                // taken: try again after a pause, as axum's own listener does.
+                Err(e) => {
+                    tracing::debug!(error = %e, "the API could not take a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+/// A connection whose writes fail with `TimedOut` once they have waited
+/// `limit` in a row for the peer to take something.
+pub struct Stalling<S> {
+    inner: S,
+    limit: Duration,
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> Stalling<S> {
+    /// `inner`, whose writes may wait `limit` in a row.
+    pub fn new(inner: S, limit: Duration) -> Self {
+        Stalling {
+            inner,
+            limit,
+            waiting: None,
+        }
+    }
+
+    /// A write that could not go on: waits on, or fails once `limit` is up.
+    fn stalled<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        let limit = self.limit;
+        let timer = self
+            .waiting
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client took nothing for {limit:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn wrote<T>(
+        &mut self,
+        result: Poll<std::io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<T>> {
+        match result {
+            Poll::Pending => self.stalled(cx),
+            ready => {
+                self.waiting = None;
+                ready
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Stalling<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Stalling<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(result, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(result, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        self.wrote(result, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.wrote(result, cx)
+    }
+}
+
 /// Serves the API on `addr` until `shutdown` completes, to requests that
 /// carry `token` (and `GET /metrics` to those that carry `metrics_token`
 /// too). Returns the bound address.
@@ -293,7 +422,10 @@ pub async fn serve(
         .merge(crate::web::routes())
         .with_state(node);
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(Listener(listener), app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(error = %e, "API server failed");
         }
     });
@@ -596,4 +728,29 @@ async fn show(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Result<J
     let store = node.store().clone();
     view.answers = Some(off_workers(move || store.answers_to(&bulletin)).await?);
     Ok(Json(view))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_write_the_client_does_not_take_fails_once_the_limit_is_up() {
+        let (near, mut far) = tokio::io::duplex(64);
+        let mut stalling = Stalling::new(near, Duration::from_millis(50));
+        stalling.write_all(&[1; 64]).await.unwrap();
+        let stuck = tokio::time::timeout(Duration::from_secs(10), stalling.write_all(&[2; 64]))
+            .await
+            .unwrap();
+        assert_eq!(stuck.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+        // A client that reads again lets writes go on.
+        let mut taken = [0; 64];
+        far.read_exact(&mut taken).await.unwrap();
+        assert_eq!(taken, [1; 64]);
+        stalling.write_all(&[3; 64]).await.unwrap();
+        far.read_exact(&mut taken).await.unwrap();
+        assert_eq!(taken, [3; 64]);
+    }
 }

@@ -60,7 +60,7 @@ impl Summary {
 }
 
 /// The document's summary, if `bytes` are a CSAF document (a JSON object,
-/// after a UTF-8 byte order mark if any, whose `document` has a
+/// after a byte order mark if any, in UTF-8, UTF-16 or UTF-32, whose `document` has a
 /// `csaf_version` or a TLP label); `None` for any other content.
 pub fn read(bytes: &[u8]) -> Option<Summary> {
     let root = json_object(bytes)?.ok()?;

@@ -34,6 +34,10 @@ pub enum NodeEvent {
     /// A member's node is linked for bulletins: the node pushes them to it
     /// from now on (the tree dissemination, `push`).
     PeerSubscribed(PeerId),
+    /// The node asked this peer to stop pushing bulletins to it in full (its
+    /// copies kept coming after others'): it sends ids only from now on, and
+    /// the node asks for a bulletin by id if it does not get it otherwise.
+    PeerPruned(PeerId),
     /// A bulletin new to this node arrived by gossip, passed validation and
     /// is staged in the store: readable with [`crate::Store::get`] and listed
     /// by queries from now on, written to sled and in chain heads once folded

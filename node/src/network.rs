@@ -918,6 +918,10 @@ impl EventLoop {
             PushEvent::BacklogSent { count } => {
                 self.events.send(NodeEvent::BacklogSent { count });
             }
+            PushEvent::Pruned { peer } => {
+                tracing::debug!(peer = %short_peer(&peer), "pruned: the peer sends ids only from now on");
+                self.events.send(NodeEvent::PeerPruned(peer));
+            }
         }
     }
 

@@ -82,6 +82,11 @@ pub enum PushEvent {
         /// What was wrong.
         reason: String,
     },
+    /// The node asked this peer to stop pushing to it in full (a prune).
+    Pruned {
+        /// The peer.
+        peer: PeerId,
+    },
     /// The node's own messages held back while no peer was linked (or while
     /// every link's queue was full) have all gone out: this many.
     BacklogSent {
@@ -691,12 +696,16 @@ async fn read_loop(
         match frame {
             Frame::Push(data) => {
                 let id = message_id(&data);
-                let arrival = {
+                let (arrival, pruned) = {
                     let mut inner = lock(&inner);
+                    let prunes = inner.tree.counts().prunes;
                     let (arrival, sends) = inner.tree.receive_push(peer, id, now);
                     inner.dispatch(sends);
-                    arrival
+                    (arrival, inner.tree.counts().prunes > prunes)
                 };
+                if pruned {
+                    let _ = events.send(PushEvent::Pruned { peer }).await;
+                }
                 if arrival == Arrival::New && !sink(peer, id, data, forwarder.clone()) {
                     let mut inner = lock(&inner);
                     inner.tree.forget(id);

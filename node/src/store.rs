@@ -59,7 +59,8 @@ pub mod trees {
 ///
 /// Every stored key costs sled several microseconds to write (it copies the
 /// leaf it lands in), so a bulletin writes three: its data, its chain entry
-/// and its time index entry. The time index is a covering index: its value
+/// and its time index entry (and one more for each bulletin it supersedes,
+/// withdraws or follows up on: most name none). The time index is a covering index: its value
 /// carries kind, TLP, severity and signing member, so every filter of
 /// [`Store::query`] is decided from the index before a bulletin is read.
 mod prefix {
@@ -304,7 +305,14 @@ pub struct Answers {
     pub withdrawn_by: Vec<BulletinId>,
     /// Follow-ups on it, from any member.
     pub follow_ups: Vec<BulletinId>,
+    /// Whether every answer held is listed (false: only the first
+    /// [`ANSWERS_LIMIT`] index entries were read).
+    pub complete: bool,
 }
+
+/// Most index entries one look for a bulletin's answers reads
+/// ([`Store::answers_to`]): any member may follow up, as often as it likes.
+pub const ANSWERS_LIMIT: usize = 10_000;
 
 /// How a bulletin answers another; the code is the first byte of its
 /// [`prefix::ANSWER`] entry.
@@ -693,23 +701,25 @@ impl Store {
     /// the data, not a read for each).
     fn index_answers(&self) -> Result<(), StoreError> {
         let started = Instant::now();
-        let (mut read, mut written) = (0u64, 0u64);
+        let (mut read, mut written, mut damaged) = (0u64, 0u64, 0u64);
         let mut batch = sled::Batch::default();
         let mut pending = 0usize;
         for entry in self.bulletins.scan_prefix([prefix::DATA]) {
             let (k, v) = entry?;
-            let id = k
-                .get(1..)
-                .ok_or_else(|| StoreError::Corrupt("data key cut short".into()))
-                .and_then(id_from)?;
-            let (Some(member), Some(bytes)) = (v.get(..32), v.get(32..)) else {
-                return Err(StoreError::Corrupt(format!("bulletin {id}: cut short")));
+            // A damaged entry is left as it is (reading it fails as before),
+            // counted and reported: it keeps no store from opening.
+            let decoded = (|| {
+                let member = <[u8; 32]>::try_from(v.get(..32)?)
+                    .ok()
+                    .map(MemberId::from_bytes)?;
+                let bulletin = SignedBulletin::from_bytes(v.get(32..)?).ok()?;
+                Some((member, bulletin))
+            })();
+            let Some((member, bulletin)) = decoded else {
+                damaged += 1;
+                tracing::warn!(key = %hex::encode(&k), "a stored bulletin does not decode: left out of the index of answers");
+                continue;
             };
-            let member = <[u8; 32]>::try_from(member)
-                .map(MemberId::from_bytes)
-                .map_err(|_| StoreError::Corrupt(format!("bulletin {id}: member")))?;
-            let bulletin = SignedBulletin::from_bytes(bytes)
-                .map_err(|e| StoreError::Corrupt(format!("bulletin {id}: {e}")))?;
             read += 1;
             for (k, v) in answer_entries(&bulletin, &member) {
                 batch.insert(k, v);
@@ -727,6 +737,7 @@ impl Store {
         tracing::info!(
             bulletins = read,
             answers = written,
+            damaged,
             took_ms = started.elapsed().as_millis() as u64,
             "indexed what answers what (once, upgrading the store)"
         );
@@ -1716,15 +1727,32 @@ impl Store {
     /// first (by the time they say they were made, then by id). One prefix
     /// read of the index of answers, and a look at the staged bulletins.
     pub fn answers_to(&self, target: &SignedBulletin) -> Result<Answers, StoreError> {
+        self.answers_reading_at_most(target, ANSWERS_LIMIT)
+    }
+
+    /// [`Store::answers_to`], reading at most `limit` index entries.
+    pub fn answers_reading_at_most(
+        &self,
+        target: &SignedBulletin,
+        limit: usize,
+    ) -> Result<Answers, StoreError> {
         let id = target.id();
         let member = self.signer_of(&id)?;
         // Only the member's own bulletins may supersede or withdraw it.
         let counts = |answer: Answer, by: &MemberId| !answer.members_only() || member == Some(*by);
         let mut found: BTreeSet<(Timestamp, BulletinId, Answer)> = BTreeSet::new();
-        for entry in self
+        let mut out = Answers {
+            complete: true,
+            ..Answers::default()
+        };
+        let entries = self
             .bulletins
-            .scan_prefix(key_of(&[&[prefix::ANSWER], id.as_bytes()]))
-        {
+            .scan_prefix(key_of(&[&[prefix::ANSWER], id.as_bytes()]));
+        for (read, entry) in entries.enumerate() {
+            if read == limit {
+                out.complete = false;
+                break;
+            }
             let (k, v) = entry?;
             let answering = k
                 .get(1 + 32..)
@@ -1753,7 +1781,6 @@ impl Store {
                 .filter(|(t, answer)| *t == id && counts(*answer, &i.member))
                 .map(move |(_, answer)| (body.created, *staged_id, answer))
         }));
-        let mut out = Answers::default();
         for (_, id, answer) in found {
             match answer {
                 Answer::Supersedes => out.superseded_by.push(id),

@@ -16,7 +16,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 
 use crate::api::{Failure, Params, off_workers, query_of};
-use crate::events::{NodeEvent, Origin};
+use crate::events::NodeEvent;
 use crate::node::Node;
 use crate::store::{Query, Store, TEXT_SCAN_LIMIT};
 use crate::view::BulletinView;
@@ -30,8 +30,8 @@ pub const WATCH_BACKLOG: usize = 10_000;
 /// [`WATCH_BACKLOG`] of them, or a text search stopped early.
 pub const BACKLOG_HEADER: &str = "herald-watch-backlog";
 
-/// How many ids a feed remembers, so as not to send a bulletin twice (once
-/// from the listing and once as it arrives).
+/// How many ids a feed remembers, so as not to look at a bulletin twice
+/// (from the listing and as it arrives; as it is held and as it is folded).
 const REMEMBERED: usize = 65_536;
 
 /// Filters of `GET /v1/watch`: as `GET /v1/bulletins`, and `since`.
@@ -84,6 +84,11 @@ impl Remembered {
         }
     }
 
+    /// Whether `id` is remembered.
+    pub fn contains(&self, id: &BulletinId) -> bool {
+        self.ids.contains(id)
+    }
+
     /// Remembers `id`; whether it was new.
     pub fn insert(&mut self, id: BulletinId) -> bool {
         if !self.ids.insert(id) {
@@ -107,14 +112,15 @@ struct Feed {
     events: broadcast::Receiver<NodeEvent>,
     closing: watch::Receiver<bool>,
     queued: VecDeque<Vec<u8>>,
-    sent: Remembered,
+    /// Bulletins looked at, sent or not.
+    seen: Remembered,
     ended: bool,
 }
 
 impl Feed {
-    /// Queues `bulletin` if it passes the filters and was not sent yet.
+    /// Queues `bulletin` if it was not looked at yet and passes the filters.
     fn offer(&mut self, bulletin: &SignedBulletin, member: MemberId) {
-        if !self.filters.matches(bulletin, &member) || !self.sent.insert(bulletin.id()) {
+        if !self.seen.insert(bulletin.id()) || !self.filters.matches(bulletin, &member) {
             return;
         }
         let named = {
@@ -151,6 +157,10 @@ async fn closed(mut closing: watch::Receiver<bool>) {
 /// filters; `None` once it ends.
 async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, Feed)> {
     loop {
+        // A stopping API ends the feed at once, whatever it still holds.
+        if *feed.closing.borrow() {
+            return None;
+        }
         if let Some(line) = feed.queued.pop_front() {
             return Some((Ok(line), feed));
         }
@@ -164,9 +174,10 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
         match event {
             // By gossip: as soon as it is held, before its fold.
             Ok(NodeEvent::BulletinReceived { bulletin, member, .. }) => feed.offer(&bulletin, member),
-            Ok(NodeEvent::BulletinStored {
-                id, member, origin, ..
-            }) if !matches!(origin, Origin::Gossip(_)) => {
+            // Published here, pulled by sync, imported, or received but not
+            // held before its fold (one signed with the node's own key):
+            // read once folded.
+            Ok(NodeEvent::BulletinStored { id, member, .. }) if !feed.seen.contains(&id) => {
                 let store = feed.store.clone();
                 match off_workers(move || store.get(&id)).await {
                     Ok(Some(bulletin)) => feed.offer(&bulletin, member),
@@ -207,7 +218,7 @@ pub(crate) async fn watch(
         filters: filters.clone(),
         closing,
         queued: VecDeque::new(),
-        sent: Remembered::new(REMEMBERED),
+        seen: Remembered::new(REMEMBERED),
         ended: false,
     };
     let mut cut = false;
@@ -255,6 +266,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::test_network::one_member;
+    use herald_protocol::Seq;
 
     /// A feed of bulletins whose text holds "number 2", on a fresh store, and
     /// what sends it events and tells it the API stops.
@@ -276,7 +288,7 @@ mod tests {
             events: receiver,
             closing: closing_rx,
             queued: VecDeque::new(),
-            sent: Remembered::new(REMEMBERED),
+            seen: Remembered::new(REMEMBERED),
             ended: false,
         };
         (feed, events, closing)
@@ -302,20 +314,41 @@ mod tests {
     async fn a_feed_sends_each_bulletin_that_passes_its_filters_once_and_ends_as_the_api_stops() {
         let net = one_member();
         let dir = tempfile::tempdir().unwrap();
-        let (feed, events, closing) = feed(&net, dir.path(), 16);
-        let chain = net.chain(3);
+        let (mut feed, events, closing) = feed(&net, dir.path(), 16);
+        let chain = net.chain(4);
+        // Made from the second on: the first does not pass.
+        feed.filters.text = None;
+        feed.filters.since = Some(chain[1].body().created);
         for b in [&chain[0], &chain[1], &chain[1], &chain[2]] {
             events.send(received(&net, b)).unwrap();
         }
-        let (first, feed) = line(feed).await.unwrap();
-        assert_eq!(first["id"], chain[1].id().to_string());
-        assert_eq!(first["title"], "number 2");
-        assert_eq!(first["member_name"], "member-1");
+        // Folded: looked at already, so not read again.
+        events
+            .send(NodeEvent::BulletinStored {
+                id: chain[1].id(),
+                member: net.member_id(),
+                signer: net.signing.id(),
+                seq: Seq(2),
+                kind: "outreach",
+                created: chain[1].body().created,
+                origin: crate::events::Origin::Gossip(libp2p::PeerId::random()),
+            })
+            .unwrap();
+        events.send(received(&net, &chain[3])).unwrap();
+        let mut ids = Vec::new();
+        let mut feed = Some(feed);
+        for _ in 0..3 {
+            let (line, rest) = line(feed.take().unwrap()).await.unwrap();
+            assert_eq!(line["member_name"], "member-1");
+            ids.push(line["id"].as_str().unwrap().to_string());
+            feed = Some(rest);
+        }
+        let expected: Vec<String> = chain[1..].iter().map(|b| b.id().to_string()).collect();
+        assert_eq!(ids, expected, "each once, in order; the first filtered out");
+        // Whatever it still holds, a stopping API ends it.
+        events.send(received(&net, &net.chain(5)[4])).unwrap();
         closing.send(true).unwrap();
-        assert!(
-            line(feed).await.is_none(),
-            "the second copy and the others are not sent"
-        );
+        assert!(line(feed.unwrap()).await.is_none());
     }
 
     #[tokio::test]

@@ -313,7 +313,6 @@ fn api_refuses_bad_requests(dir: &Path, port: u16) {
     }
 }
 
-/// A running `herald run` whose log lines arrive on a channel.
 /// The lines a child process writes to `output`, as they come (until it closes).
 fn lines_of(output: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, lines) = mpsc::channel();
@@ -327,6 +326,7 @@ fn lines_of(output: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Strin
     lines
 }
 
+/// A running `herald run` whose log lines arrive on a channel.
 struct RunningNode {
     child: Child,
     lines: mpsc::Receiver<String>,
@@ -697,8 +697,6 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
     assert_eq!(std::fs::read(&bundle).unwrap(), bundle_bytes);
 }
 
-/// A CSAF document gives its bulletin its title, TLP label, severity and CVE ids unless the
-/// command line gives them, and is never published under a label less strict than its own.
 /// A `herald watch` process: its standard output's lines, as they come.
 struct Watching {
     child: std::process::Child,
@@ -832,6 +830,8 @@ fn watch_prints_each_new_bulletin_that_passes_its_filters_as_it_arrives() {
     first.stop();
 }
 
+/// A CSAF document gives its bulletin its title, TLP label, severity and CVE ids unless the
+/// command line gives them, and is never published under a label less strict than its own.
 #[test]
 fn a_csaf_document_names_its_own_title_label_and_severity() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1649,6 +1649,7 @@ fn answers_to_a_bulletin_are_found_from_its_member_and_anyone_following_up() {
             superseded_by: vec![superseding.id(), withdraws_other.id()],
             withdrawn_by: vec![withdrawal.id()],
             follow_ups: vec![early.id(), follow_up.id(), both.id()],
+            complete: true,
         }
     );
     // The same once folded, and after a restart.
@@ -1671,8 +1672,15 @@ fn answers_to_a_bulletin_are_found_from_its_member_and_anyone_following_up() {
     // Only its own member may withdraw a bulletin: another's withdrawal of it is no answer.
     assert_eq!(
         store.answers_to(&unrelated).unwrap(),
-        herald_node::store::Answers::default()
+        herald_node::store::Answers {
+            complete: true,
+            ..Default::default()
+        }
     );
+    // A look that stops early says so.
+    let short = store.answers_reading_at_most(&first, 2).unwrap();
+    let listed = short.follow_ups.len() + short.superseded_by.len() + short.withdrawn_by.len();
+    assert!(!short.complete && listed <= 2, "{short:?}");
     // Answers that arrived before what they answer are found once it arrives.
     let later = Spec::new(6, Some(withdraws_other.id()), created + 70).sign(&author);
     let answer = follow_up_on(&other, 4, Some(unrelated.id()), later.id(), created + 80);

@@ -57,7 +57,7 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
     if (path === "/v1/status") return [200, status];
     if (path.startsWith("/v1/bulletins?")) return [200, [bulletin("aa", hostile), bulletin("bb", disguised)]];
     if (path.startsWith("/v1/bulletins/")) {
-      return [200, { ...bulletin("aa", hostile), answers: { superseded_by: ["cc"], withdrawn_by: [], follow_ups: ["dd", "ee"] } }];
+      return [200, { ...bulletin("aa", hostile), answers: { superseded_by: ["cc"], withdrawn_by: [], follow_ups: ["dd", "ee"], complete: true } }];
     }
     return [404, { error: "no such route" }];
   }, "tok");

@@ -1547,12 +1547,15 @@ async fn a_ring_settles_into_a_tree_that_mends_when_a_node_on_it_stops() {
         let ring: Vec<(usize, usize)> = (0..N).map(|i| (i, (i + 1) % N)).collect();
         connect_edges(&nodes, &ring).await.expect("connect the ring");
 
-        let receives_from = |i: usize| {
-            let node = &nodes[i].node;
-            async move { node.network_status().await.tree.receives_from }
+        // Each prune is reported as it is made.
+        let pruned = |i: usize| {
+            nodes[i]
+                .events
+                .find(|e| matches!(e, NodeEvent::PeerPruned(_)).then_some(()))
+                .is_some()
         };
         let mut published = 0;
-        while receives_from(2).await > 1 || receives_from(3).await > 1 {
+        while !(pruned(2) && pruned(3)) {
             assert!(
                 published < 20,
                 "2 and 3 did not prune each other after {published} bulletins"
@@ -1566,14 +1569,13 @@ async fn a_ring_settles_into_a_tree_that_mends_when_a_node_on_it_stops() {
             for node in &nodes {
                 node.wait_stored(b.id()).await.expect("every node has it");
             }
-            // The far side's copy follows the first by a hop: let it come (bounded; the node
-            // reports no event for a duplicate).
-            for _ in 0..20 {
-                if receives_from(2).await == 1 && receives_from(3).await == 1 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
+        }
+        for i in [2, 3] {
+            assert_eq!(
+                nodes[i].node.network_status().await.tree.receives_from,
+                1,
+                "{i} keeps one peer pushing to it"
+            );
         }
         for node in &nodes {
             assert_eq!(

@@ -183,6 +183,9 @@ pub(crate) fn show(args: ShowArgs) -> Result<()> {
         for id in &answers.follow_ups {
             out!("  follow-up   {id}");
         }
+        if !answers.complete {
+            out!("  (the first {} answers only)", herald_node::store::ANSWERS_LIMIT);
+        }
     }
     for id in &v.audience {
         let name = members
@@ -355,13 +358,14 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
     let began = since.unwrap_or_else(|| herald_node::node::now().0);
     let mut printed = herald_node::watch::Remembered::new(WATCH_REMEMBERS);
     let mut again = false;
+    let mut behind: Vec<std::time::Instant> = Vec::new();
     loop {
         let mut query = q.clone();
         if since.is_some() || again {
             query.push(("since", began.to_string()));
         }
         let (lines, backlog) = client.get_lines("/v1/watch", &query, herald_node::watch::BACKLOG_HEADER)?;
-        if backlog.as_deref() == Some("cut") {
+        if backlog.as_deref() == Some("cut") && !again {
             eprintln!(
                 "Only the newest {} of the bulletins since then are listed: herald list --since shows the others.",
                 herald_node::watch::WATCH_BACKLOG
@@ -395,7 +399,17 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
         }
         match ended {
             Some(end) if end.fell_behind => {
-                eprintln!("{}", end.error);
+                // A reader that keeps falling behind would list the same
+                // bulletins again and again.
+                let now = std::time::Instant::now();
+                behind.retain(|at| now.duration_since(*at) < std::time::Duration::from_secs(60));
+                behind.push(now);
+                if behind.len() >= 3 {
+                    bail!(
+                        "this watch fell behind the node three times in a minute: narrow its filters, or read its output faster"
+                    );
+                }
+                eprintln!("{} (watching again)", end.error);
                 again = true;
             }
             Some(end) => bail!("{}", end.error),

@@ -54,7 +54,15 @@ pub(crate) fn run(args: DirArgs) -> Result<()> {
         signals.wait().await;
         tracing::info!("stopping");
         let _ = stop_api.send(());
-        let _ = api_task.await;
+        // Answers still being written end within the API's write limit (a
+        // client that takes nothing is dropped); this bounds the wait whatever
+        // else a connection does.
+        if tokio::time::timeout(API_STOP_WAIT, api_task).await.is_err() {
+            tracing::warn!(
+                waited = ?API_STOP_WAIT,
+                "API connections still open; stopping without waiting for them"
+            );
+        }
         match Arc::into_inner(node) {
             Some(node) => node.shutdown().await,
             None => tracing::warn!("API requests still running; stopping without waiting for them"),
@@ -62,6 +70,9 @@ pub(crate) fn run(args: DirArgs) -> Result<()> {
         Ok(())
     })
 }
+
+/// Longest the stop waits for the API's open connections.
+const API_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Ctrl-C (SIGINT) and SIGTERM, listened for from creation on.
 struct Signals {

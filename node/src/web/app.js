@@ -121,6 +121,7 @@ function answerFacts(answers) {
   if (answers.superseded_by.length) facts.push(["Superseded by", answers.superseded_by.join(", ")]);
   if (answers.withdrawn_by.length) facts.push(["WITHDRAWN by", answers.withdrawn_by.join(", ")]);
   if (answers.follow_ups.length) facts.push(["Follow-ups", answers.follow_ups.join(", ")]);
+  if (!answers.complete) facts.push(["Answers", "the first 10,000 only"]);
   return facts;
 }
 
