@@ -38,15 +38,27 @@ function page(respond, token) {
   const calls = [];
   w.fetch = async (path, options) => {
     calls.push({ path, options });
-    const [code, body, headers] = respond(path, options);
-    return { status: code, ok: code < 300, json: async () => body, headers: new Map(Object.entries(headers || {})) };
+    const [code, body, headers, stream] = respond(path, options);
+    return {
+      status: code,
+      ok: code < 300,
+      json: async () => body,
+      headers: new Map(Object.entries(headers || {})),
+      body: stream,
+    };
   };
   w.confirm = () => true;
   // jsdom lays nothing out, so it has no scrolling.
   w.Element.prototype.scrollIntoView = () => {};
   w.TextEncoder = TextEncoder;
+  w.TextDecoder = TextDecoder;
+  // The page's periodic refresh, run when a check says so.
+  const ticks = [];
+  w.setInterval = (tick) => { ticks.push(tick); return ticks.length; };
+  w.clearInterval = () => {};
   w.eval(script);
-  return { w, d: w.document, calls };
+  const tick = () => ticks[ticks.length - 1]();
+  return { w, d: w.document, calls, tick };
 }
 
 const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
@@ -108,6 +120,69 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
   d.getElementById("f-text").dispatchEvent(new w.Event("change"));
   await settle();
   assert.match(d.getElementById("list-note").textContent, /newest 100,000 bulletins/);
+  w.close();
+}
+
+// A live feed: the list is refreshed when it reports a new bulletin, not
+// every few seconds, and a feed that ends gives way to a new one.
+function liveFeed() {
+  const chunks = [];
+  let wake = null;
+  const reader = {
+    read: async () => {
+      while (chunks.length === 0) await new Promise((resolve) => { wake = resolve; });
+      const chunk = chunks.shift();
+      return chunk === null ? { done: true } : { done: false, value: new TextEncoder().encode(chunk) };
+    },
+  };
+  const push = (chunk) => {
+    chunks.push(chunk);
+    if (wake) { wake(); wake = null; }
+  };
+  return { push, stream: { getReader: () => reader } };
+}
+{
+  const feeds = [];
+  const { w, d, calls, tick } = page((path) => {
+    if (path === "/v1/status") return [200, status];
+    if (path.startsWith("/v1/bulletins?")) return [200, [bulletin("aa", "first")]];
+    if (path.startsWith("/v1/watch?")) {
+      const feed = liveFeed();
+      feeds.push(feed);
+      return [200, null, {}, feed.stream];
+    }
+    return [404, { error: "no such route" }];
+  }, "tok");
+  const lists = () => calls.filter((c) => c.path.startsWith("/v1/bulletins?")).length;
+  // jsdom fires DOMContentLoaded itself: once, as a browser does.
+  await settle();
+  assert.equal(feeds.length, 1, "a feed is open");
+  assert.ok(calls.every((c) => c.options.headers.Authorization === "Bearer tok"), "the feed carries the token too");
+  const listed = lists();
+  // A status refresh while the feed is open leaves the list alone.
+  tick();
+  await settle();
+  assert.equal(lists(), listed);
+  // A new bulletin, split across two chunks: one list refresh, soon.
+  const line = JSON.stringify(bulletin("bb", "second")) + "\n";
+  feeds[0].push(line.slice(0, 10));
+  feeds[0].push(line.slice(10));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.equal(lists(), listed + 1);
+  // New filters open a new feed with them.
+  d.getElementById("f-kind").value = "advisory";
+  d.getElementById("f-kind").dispatchEvent(new w.Event("change"));
+  await settle();
+  assert.equal(feeds.length, 2);
+  assert.ok(calls.filter((c) => c.path.startsWith("/v1/watch?")).pop().path.includes("kind=advisory"));
+  // A feed that ends (the line that ends it) gives way to polling, then to a new feed.
+  feeds[1].push(JSON.stringify({ error: "fell behind", fell_behind: true }) + "\n");
+  await settle();
+  const before = lists();
+  tick();
+  await settle();
+  assert.equal(lists(), before + 1, "polled while no feed is open");
+  assert.equal(feeds.length, 3, "and a new feed opened");
   w.close();
 }
 

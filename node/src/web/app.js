@@ -1,6 +1,7 @@
 // Herald's local web page: asks for the node's API token (kept in this tab's
-// sessionStorage), then shows the node's status and the bulletins it holds,
-// refreshed every few seconds, and publishes from a form. Every value from
+// sessionStorage), then shows the node's status (refreshed every few seconds)
+// and the bulletins it holds (refreshed as each new one arrives, through the
+// node's live feed), and publishes from a form. Every value from
 // the node, and so from other members, is put in the page as text, never as
 // markup.
 "use strict";
@@ -82,11 +83,18 @@ async function refreshStatus() {
       : ""));
 }
 
-async function refreshList() {
-  const params = new URLSearchParams({ limit: $("f-limit").value });
+// The list's filters as query parameters.
+function filters() {
+  const params = new URLSearchParams();
   if ($("f-kind").value) { params.set("kind", $("f-kind").value); }
   if ($("f-severity").value) { params.set("min_severity", $("f-severity").value); }
   if ($("f-text").value.trim()) { params.set("text", $("f-text").value.trim()); }
+  return params;
+}
+
+async function refreshList() {
+  const params = filters();
+  params.set("limit", $("f-limit").value);
   const { answer: bulletins, headers } = await request("/v1/bulletins?" + params);
   // A search that stopped before the oldest bulletins says so.
   text($("list-note"), headers.get("herald-search") === "incomplete"
@@ -287,6 +295,54 @@ function failed(error) {
   }
 }
 
+// The live feed (GET /v1/watch, with the list's filters): the held bulletins
+// change only as new ones arrive, so while it is open the list is refreshed
+// when it reports one that passes the filters, and not every few seconds.
+let feed = null;
+let listSoon = null;
+
+async function follow() {
+  if (feed) feed.abort();
+  const controller = new AbortController();
+  feed = controller;
+  try {
+    const response = await fetch("/v1/watch?" + filters(), {
+      headers: { Authorization: "Bearer " + token },
+      signal: controller.signal,
+    });
+    if (response.status === 401) {
+      throw Object.assign(new Error("the token was refused: paste the current one from api.token"), { unauthorized: true });
+    }
+    if (!response.ok || !response.body) return;
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffered = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffered += decoder.decode(value, { stream: true });
+      let end;
+      while ((end = buffered.indexOf("\n")) >= 0) {
+        const line = buffered.slice(0, end).trim();
+        buffered = buffered.slice(end + 1);
+        // A bulletin (a line with an id) refreshes the list; the line that
+        // ends a feed ends it.
+        if (line && JSON.parse(line).id === undefined) return;
+        if (line) {
+          clearTimeout(listSoon);
+          listSoon = setTimeout(() => refreshList().catch(failed), 200);
+        }
+      }
+    }
+  } catch (error) {
+    if (error.unauthorized) failed(error);
+    // Otherwise (aborted for new filters, the node stopped, a line that does
+    // not parse) the list is refreshed every few seconds until a new feed opens.
+  } finally {
+    if (feed === controller) feed = null;
+  }
+}
+
 // One refresh at a time: a slow answer is not asked for again before it comes.
 let refreshing = false;
 
@@ -295,8 +351,12 @@ async function refresh() {
   refreshing = true;
   try {
     await refreshStatus();
-    // A search reads much of the store: it runs when asked, not every few seconds.
-    if (!$("f-text").value.trim()) await refreshList();
+    if (!feed) {
+      follow();
+      // A search reads much of the store: it runs when asked, or when the
+      // feed reports a new match, not every few seconds.
+      if (!$("f-text").value.trim()) await refreshList();
+    }
     text($("error"), "");
   } catch (error) {
     failed(error);
@@ -322,7 +382,10 @@ document.addEventListener("DOMContentLoaded", () => {
     start();
   });
   for (const id of ["f-kind", "f-severity", "f-limit", "f-text"]) {
-    $(id).addEventListener("change", () => refreshList().catch(failed));
+    $(id).addEventListener("change", () => {
+      refreshList().catch(failed);
+      follow();
+    });
   }
   $("d-close").addEventListener("click", () => { $("detail").hidden = true; });
   $("d-follow-up").addEventListener("click", () => answerShown("follow-up", "p-on"));
