@@ -258,9 +258,16 @@ pub struct ListParams {
 /// every answer to finish.
 const WRITE_STALL: Duration = Duration::from_secs(10);
 
-/// The API's listener: each connection's writes fail once they have waited
-/// [`WRITE_STALL`] in a row.
-struct Listener(tokio::net::TcpListener);
+/// How long after the API begins to stop a connection may still wait for its
+/// client (to send a request, or the rest of one, or to take an answer)
+/// before it is dropped.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// The API's listener: its connections are [`Stalling`].
+struct Listener {
+    inner: tokio::net::TcpListener,
+    closing: tokio::sync::watch::Receiver<bool>,
+}
 
 impl axum::serve::Listener for Listener {
     type Io = Stalling<tokio::net::TcpStream>;
@@ -268,67 +275,97 @@ impl axum::serve::Listener for Listener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            match self.0.accept().await {
-                Ok((stream, addr)) => return (Stalling::new(stream, WRITE_STALL), addr),
-                // Out of file descriptors, or a connection reset before it was
-                // taken: try again after a pause, as axum's own listener does.
+            match self.inner.accept().await {
+                Ok((stream, addr)) => {
+                    let mut closing = self.closing.clone();
+                    let stop = async move {
+                        let _ = closing.wait_for(|closing| *closing).await;
+                        tokio::time::sleep(STOP_GRACE).await;
+                    };
+                    return (Stalling::new(stream, WRITE_STALL, stop), addr);
+                }
+                // A connection reset before it was taken: the next one.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                    ) => {}
+                // Out of file descriptors, or worse: say so, and try again
+                // after a pause, as axum's own listener does.
                 Err(e) => {
-                    tracing::debug!(error = %e, "the API could not take a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tracing::warn!(error = %e, "the local API cannot take connections");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.0.local_addr()
+        self.inner.local_addr()
     }
 }
 
-/// A connection whose writes fail with `TimedOut` once they have waited
-/// `limit` in a row for the peer to take something.
+/// A connection whose writes fail with `TimedOut` once one has waited `limit`
+/// for the peer to take something, and whose waits (reads and writes alike)
+/// fail with `ConnectionAborted` once `stop` completes.
 pub struct Stalling<S> {
     inner: S,
     limit: Duration,
+    /// Since the current write began to wait.
     waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 impl<S> Stalling<S> {
-    /// `inner`, whose writes may wait `limit` in a row.
-    pub fn new(inner: S, limit: Duration) -> Self {
+    /// `inner`, whose writes may wait `limit` in a row, until `stop`.
+    pub fn new(inner: S, limit: Duration, stop: impl Future<Output = ()> + Send + 'static) -> Self {
         Stalling {
             inner,
             limit,
             waiting: None,
+            stop: Box::pin(stop),
         }
     }
 
-    /// A write that could not go on: waits on, or fails once `limit` is up.
-    fn stalled<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
-        let limit = self.limit;
-        let timer = self
-            .waiting
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        match timer.as_mut().poll(cx) {
+    /// A read or write that could not go on: it waits, unless the stop came.
+    fn stopped<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        match self.stop.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("the client took nothing for {limit:?}"),
+                std::io::ErrorKind::ConnectionAborted,
+                "the local API is stopping",
             ))),
             Poll::Pending => Poll::Pending,
         }
     }
 
-    fn wrote<T>(
+    /// A write that could not go on: it waits, or fails once `limit` is up.
+    fn write_waits<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        let limit = self.limit;
+        let timer = self
+            .waiting
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client took nothing for {limit:?}"),
+            )));
+        }
+        self.stopped(cx)
+    }
+
+    /// What a write did: bytes taken end the wait.
+    fn wrote(
         &mut self,
-        result: Poll<std::io::Result<T>>,
+        result: Poll<std::io::Result<usize>>,
         cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<T>> {
+    ) -> Poll<std::io::Result<usize>> {
         match result {
-            Poll::Pending => self.stalled(cx),
-            ready => {
+            Poll::Pending => self.write_waits(cx),
+            Poll::Ready(Ok(n)) if n > 0 => {
                 self.waiting = None;
-                ready
+                Poll::Ready(Ok(n))
             }
+            ready => ready,
         }
     }
 }
@@ -339,7 +376,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Stalling<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Pending => self.stopped(cx),
+            ready => ready,
+        }
     }
 }
 
@@ -367,13 +407,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Stalling<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let result = Pin::new(&mut self.inner).poll_flush(cx);
-        self.wrote(result, cx)
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => self.write_waits(cx),
+            ready => ready,
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let result = Pin::new(&mut self.inner).poll_shutdown(cx);
-        self.wrote(result, cx)
+        match Pin::new(&mut self.inner).poll_shutdown(cx) {
+            Poll::Pending => self.write_waits(cx),
+            ready => ready,
+        }
     }
 }
 
@@ -414,7 +458,7 @@ pub async fn serve(
         .route("/v1/import", axum::routing::post(import))
         .route("/v1/export", axum::routing::post(export))
         .route("/v1/watch", get(crate::watch::watch))
-        .layer(axum::Extension(crate::watch::Closing(closing_rx)))
+        .layer(axum::Extension(crate::watch::Closing(closing_rx.clone())))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .layer(axum::middleware::from_fn_with_state(api, require_token))
         .merge(metrics_routes)
@@ -422,10 +466,11 @@ pub async fn serve(
         .merge(crate::web::routes())
         .with_state(node);
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(Listener(listener), app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
+        let listener = Listener {
+            inner: listener,
+            closing: closing_rx,
+        };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
             tracing::error!(error = %e, "API server failed");
         }
     });
@@ -736,10 +781,14 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[tokio::test]
+    fn never() -> std::future::Pending<()> {
+        std::future::pending()
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_write_the_client_does_not_take_fails_once_the_limit_is_up() {
         let (near, mut far) = tokio::io::duplex(64);
-        let mut stalling = Stalling::new(near, Duration::from_millis(50));
+        let mut stalling = Stalling::new(near, Duration::from_millis(100), never());
         stalling.write_all(&[1; 64]).await.unwrap();
         let stuck = tokio::time::timeout(Duration::from_secs(10), stalling.write_all(&[2; 64]))
             .await
@@ -752,5 +801,43 @@ mod tests {
         stalling.write_all(&[3; 64]).await.unwrap();
         far.read_exact(&mut taken).await.unwrap();
         assert_eq!(taken, [3; 64]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_shorter_than_the_limit_each_do_not_add_up() {
+        let (near, mut far) = tokio::io::duplex(64);
+        let mut stalling = Stalling::new(near, Duration::from_millis(100), never());
+        stalling.write_all(&[1; 64]).await.unwrap();
+        let mut taken = [0; 64];
+        // Two waits of 60 ms, each ended by the client taking what was written.
+        for n in 2..4u8 {
+            let bytes = [n; 64];
+            let write = stalling.write_all(&bytes);
+            let read = async {
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                far.read_exact(&mut taken).await.unwrap();
+            };
+            let (written, ()) = tokio::join!(write, read);
+            written.unwrap();
+            assert_eq!(taken, [n - 1; 64]);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_waiting_for_its_client_ends_when_the_api_stops() {
+        let (near, _far) = tokio::io::duplex(64);
+        let (stop, stopping) = tokio::sync::oneshot::channel::<()>();
+        let mut stalling = Stalling::new(near, Duration::from_secs(3600), async move {
+            let _ = stopping.await;
+        });
+        let mut buf = [0; 8];
+        let read = tokio::spawn(async move { stalling.read(&mut buf).await });
+        tokio::task::yield_now().await;
+        stop.send(()).unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.unwrap_err().kind(), std::io::ErrorKind::ConnectionAborted);
     }
 }

@@ -704,6 +704,8 @@ async fn read_loop(
                     (arrival, inner.tree.counts().prunes > prunes)
                 };
                 if pruned {
+                    // Waits for room (rarely: a prune is made once per peer
+                    // until the links change), so that the report is not lost.
                     let _ = events.send(PushEvent::Pruned { peer }).await;
                 }
                 if arrival == Arrival::New && !sink(peer, id, data, forwarder.clone()) {

@@ -717,7 +717,10 @@ impl Store {
             })();
             let Some((member, bulletin)) = decoded else {
                 damaged += 1;
-                tracing::warn!(key = %hex::encode(&k), "a stored bulletin does not decode: left out of the index of answers");
+                // The first few by name; the count says the rest.
+                if damaged <= 10 {
+                    tracing::warn!(key = %hex::encode(&k), "a stored bulletin does not decode: left out of the index of answers");
+                }
                 continue;
             };
             read += 1;

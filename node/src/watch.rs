@@ -352,6 +352,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_bulletin_first_reported_as_stored_is_read_from_the_store_once() {
+        let net = one_member();
+        let dir = tempfile::tempdir().unwrap();
+        let (feed, events, _closing) = feed(&net, dir.path(), 16);
+        let chain = net.chain(2);
+        feed.store
+            .insert_verified(&[(chain[1].clone(), net.member_id())])
+            .unwrap();
+        let stored = || NodeEvent::BulletinStored {
+            id: chain[1].id(),
+            member: net.member_id(),
+            signer: net.signing.id(),
+            seq: Seq(2),
+            kind: "outreach",
+            created: chain[1].body().created,
+            origin: crate::events::Origin::Local,
+        };
+        // Published here (or received signed with the node's own key): only its fold is
+        // reported. Then reported again, and received: sent once all the same.
+        events.send(stored()).unwrap();
+        events.send(stored()).unwrap();
+        events.send(received(&net, &chain[1])).unwrap();
+        let (line, feed) = line(feed).await.unwrap();
+        assert_eq!(line["id"], chain[1].id().to_string());
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(200), next_line(feed))
+                .await
+                .is_err(),
+            "nothing more"
+        );
+    }
+
+    #[tokio::test]
     async fn a_feed_that_falls_behind_says_so_and_ends() {
         let net = one_member();
         let dir = tempfile::tempdir().unwrap();

@@ -125,12 +125,15 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
 
 // A live feed: the list is refreshed when it reports a new bulletin, not
 // every few seconds, and a feed that ends gives way to a new one.
-function liveFeed() {
+function liveFeed(signal) {
   const chunks = [];
   let wake = null;
+  signal.addEventListener("abort", () => { if (wake) wake(); });
   const reader = {
+    // As a browser's: an aborted request's reads fail.
     read: async () => {
-      while (chunks.length === 0) await new Promise((resolve) => { wake = resolve; });
+      while (chunks.length === 0 && !signal.aborted) await new Promise((resolve) => { wake = resolve; });
+      if (signal.aborted) throw Object.assign(new Error("aborted"), { name: "AbortError" });
       const chunk = chunks.shift();
       return chunk === null ? { done: true } : { done: false, value: new TextEncoder().encode(chunk) };
     },
@@ -143,11 +146,11 @@ function liveFeed() {
 }
 {
   const feeds = [];
-  const { w, d, calls, tick } = page((path) => {
+  const { w, d, calls, tick } = page((path, options) => {
     if (path === "/v1/status") return [200, status];
     if (path.startsWith("/v1/bulletins?")) return [200, [bulletin("aa", "first")]];
     if (path.startsWith("/v1/watch?")) {
-      const feed = liveFeed();
+      const feed = liveFeed(options.signal);
       feeds.push(feed);
       return [200, null, {}, feed.stream];
     }
@@ -175,14 +178,29 @@ function liveFeed() {
   await settle();
   assert.equal(feeds.length, 2);
   assert.ok(calls.filter((c) => c.path.startsWith("/v1/watch?")).pop().path.includes("kind=advisory"));
+  // The feed it replaced is let go: what it would still say changes nothing.
+  const afterChange = lists();
+  feeds[0].push(line);
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.equal(lists(), afterChange);
+  // Many lines at once: one refresh.
+  for (let i = 0; i < 20; i++) feeds[1].push(line);
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.equal(lists(), afterChange + 1);
   // A feed that ends (the line that ends it) gives way to polling, then to a new feed.
   feeds[1].push(JSON.stringify({ error: "fell behind", fell_behind: true }) + "\n");
   await settle();
+  // A search, then a tick: the new feed's opening lists what came meanwhile, search or not.
+  d.getElementById("f-text").value = "log4j";
   const before = lists();
   tick();
   await settle();
-  assert.equal(lists(), before + 1, "polled while no feed is open");
+  assert.equal(lists(), before + 1, "listed as the new feed opens");
   assert.equal(feeds.length, 3, "and a new feed opened");
+  assert.ok(calls.filter((c) => c.path.startsWith("/v1/watch?")).pop().path.includes("text=log4j"));
+  tick();
+  await settle();
+  assert.equal(lists(), before + 1, "not again while it is open");
   w.close();
 }
 

@@ -1547,15 +1547,16 @@ async fn a_ring_settles_into_a_tree_that_mends_when_a_node_on_it_stops() {
         let ring: Vec<(usize, usize)> = (0..N).map(|i| (i, (i + 1) % N)).collect();
         connect_edges(&nodes, &ring).await.expect("connect the ring");
 
-        // Each prune is reported as it is made.
-        let pruned = |i: usize| {
+        // Each prune is reported as it is made: 2 prunes 3, and 3 prunes 2.
+        let pruned = |i: usize, peer: usize| {
+            let peer = nodes[peer].peer_id();
             nodes[i]
                 .events
-                .find(|e| matches!(e, NodeEvent::PeerPruned(_)).then_some(()))
+                .find(|e| matches!(e, NodeEvent::PeerPruned(p) if *p == peer).then_some(()))
                 .is_some()
         };
         let mut published = 0;
-        while !(pruned(2) && pruned(3)) {
+        while !(pruned(2, 3) && pruned(3, 2)) {
             assert!(
                 published < 20,
                 "2 and 3 did not prune each other after {published} bulletins"

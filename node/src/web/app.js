@@ -328,9 +328,12 @@ async function follow() {
         // A bulletin (a line with an id) refreshes the list; the line that
         // ends a feed ends it.
         if (line && JSON.parse(line).id === undefined) return;
-        if (line) {
-          clearTimeout(listSoon);
-          listSoon = setTimeout(() => refreshList().catch(failed), 200);
+        // At most one list refresh each 200 ms, however fast they come.
+        if (line && listSoon === null) {
+          listSoon = setTimeout(() => {
+            listSoon = null;
+            refreshList().catch(failed);
+          }, 200);
         }
       }
     }
@@ -339,6 +342,8 @@ async function follow() {
     // Otherwise (aborted for new filters, the node stopped, a line that does
     // not parse) the list is refreshed every few seconds until a new feed opens.
   } finally {
+    // Whatever ended it, its connection is let go.
+    controller.abort();
     if (feed === controller) feed = null;
   }
 }
@@ -352,10 +357,11 @@ async function refresh() {
   try {
     await refreshStatus();
     if (!feed) {
+      // What came while no feed was open is listed as a new one opens (a
+      // search too: it reads much of the store, so it runs when asked, as a
+      // feed opens, or when the feed reports a new match).
       follow();
-      // A search reads much of the store: it runs when asked, or when the
-      // feed reports a new match, not every few seconds.
-      if (!$("f-text").value.trim()) await refreshList();
+      await refreshList();
     }
     text($("error"), "");
   } catch (error) {
