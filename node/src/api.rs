@@ -52,11 +52,16 @@ pub fn write_metrics_token(dir: &std::path::Path) -> std::io::Result<String> {
     write_token_file(&dir.join(METRICS_TOKEN_FILE), 0o640, false)
 }
 
-fn write_token_file(path: &std::path::Path, mode: u32, force_mode: bool) -> std::io::Result<String> {
-    let token: String = rand::random::<[u8; 32]>()
+/// A new random API token (64 hexadecimal digits).
+pub fn new_token() -> String {
+    rand::random::<[u8; 32]>()
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect();
+        .collect()
+}
+
+fn write_token_file(path: &std::path::Path, mode: u32, force_mode: bool) -> std::io::Result<String> {
+    let token = new_token();
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

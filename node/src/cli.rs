@@ -136,6 +136,10 @@ pub(crate) struct DevnetArgs {
     /// Stop after this many bulletins have reached every node (0: run until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     pub(crate) count: u64,
+    /// Port on 127.0.0.1 of the first member's local API and web page (0: any
+    /// free port; the address is printed).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) api_port: u16,
 }
 
 #[derive(Debug, Args)]

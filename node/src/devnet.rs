@@ -2,6 +2,7 @@
 //! stores and a freshly generated registry, plus sample bulletins of every
 //! kind: what `herald devnet` runs for a first look.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use herald_keys::{Founder, SecretKey, founding_genesis};
@@ -47,7 +48,7 @@ pub enum DevnetError {
 /// A running local network.
 pub struct Devnet {
     /// The nodes, in ring order.
-    pub nodes: Vec<Node>,
+    pub nodes: Vec<Arc<Node>>,
     /// The members' names, by node.
     pub names: Vec<String>,
     _dir: tempfile::TempDir,
@@ -92,7 +93,7 @@ impl Devnet {
             let node = Node::start(settings)
                 .await
                 .map_err(|source| DevnetError::Start { index, source })?;
-            nodes.push(node);
+            nodes.push(Arc::new(node));
         }
         let devnet = Devnet {
             nodes,
@@ -141,10 +142,14 @@ impl Devnet {
         }
     }
 
-    /// Stops every node.
+    /// Stops every node (each once nothing else holds it: stop what serves
+    /// a node's API first).
     pub async fn shutdown(self) {
         for node in self.nodes {
-            node.shutdown().await;
+            match Arc::into_inner(node) {
+                Some(node) => node.shutdown().await,
+                None => tracing::warn!("a devnet node is still in use; stopping without waiting for it"),
+            }
         }
     }
 }

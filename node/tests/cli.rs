@@ -1476,6 +1476,66 @@ fn members_change_the_registry_and_the_change_spreads() {
 /// each one seen reaching every node. With `--count` it stops by itself once every bulletin has
 /// reached every node (or fails, naming how many did, after its own deadline).
 #[test]
+fn the_devnet_serves_the_first_members_web_page_and_api() {
+    let mut devnet = Command::new(HERALD)
+        .args(["devnet", "--nodes", "2", "--count", "40", "--interval-ms", "100"])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start herald devnet");
+    let lines = lines_of(devnet.stdout.take().unwrap());
+    let line = loop {
+        let line = lines
+            .recv_timeout(WAIT)
+            .expect("the devnet prints its web page's address");
+        if line.starts_with("Web page of member-1: ") {
+            break line;
+        }
+    };
+    // "Web page of member-1: http://127.0.0.1:PORT/ (token TOKEN); ..."
+    let url = line.split_whitespace().nth(4).unwrap().to_string();
+    let token = line
+        .split("(token ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && token.len() == 64,
+        "{line}"
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let page = agent.get(&url).call().unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let mut status = agent
+        .get(format!("{url}v1/status"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    assert_eq!(status.status().as_u16(), 200);
+    let view: serde_json::Value = serde_json::from_str(&status.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(
+        (
+            view["registry_version"].as_u64(),
+            view["connected_peers"].as_array().map(Vec::len)
+        ),
+        (Some(1), Some(1)),
+        "a node of the devnet: {view}"
+    );
+    // It ends by itself, cleanly, with its API.
+    while lines.recv_timeout(WAIT).is_ok() {}
+    let ended = devnet.wait().unwrap();
+    assert!(ended.success(), "{ended}");
+}
+
+#[test]
 fn the_devnet_shows_every_bulletin_reaching_every_node() {
     let out = herald(&["devnet", "--nodes", "3", "--count", "4", "--interval-ms", "100"]);
     let text = stdout(&out);

@@ -1,7 +1,7 @@
 //! `herald devnet`: a local network with a stream of sample bulletins, showing
 //! each bulletin reaching each node and how long it took.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
@@ -36,11 +36,42 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
             let addr = addrs.first().map(|a| a.to_string()).unwrap_or_default();
             out!("  {name:<10} {}  {addr}", node.peer_id());
         }
+        // The first member's local API and web page, as `herald run` serves
+        // them: a throwaway token, printed (the network is this machine's
+        // alone, and ends with the command).
+        let token = herald_node::api::new_token();
+        let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+        let api_addr = std::net::SocketAddr::from(([127, 0, 0, 1], args.api_port));
+        let served = herald_node::api::serve(
+            api_addr,
+            token.clone(),
+            None,
+            std::sync::Arc::clone(&devnet.nodes[0]),
+            async {
+                let _ = api_stopped.await;
+            },
+        )
+        .await;
+        let (addr, api_task) = match served {
+            Ok(served) => served,
+            Err(e) => {
+                devnet.shutdown().await;
+                return Err(e).with_context(|| {
+                    format!("cannot serve the first member's API on {api_addr}: choose another --api-port")
+                });
+            }
+        };
+        out!(
+            "Web page of {}: http://{addr}/ (token {token}); its API takes the same token.",
+            devnet.names[0]
+        );
         out!(
             "Publishing a sample bulletin every {} ms from each member in turn. Ctrl-C to stop.\n",
             args.interval_ms
         );
         let result = live_view(&devnet, &args, &mut interrupt).await;
+        let _ = stop_api.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), api_task).await;
         // Stopped whatever becomes of the output.
         let said = (|| -> Result<()> {
             out!("\nStopping...");
@@ -100,6 +131,9 @@ async fn live_view(
     });
     let mut tick = tokio::time::interval(Duration::from_millis(args.interval_ms.max(10)));
     let mut tracked: HashMap<BulletinId, Tracked> = HashMap::new();
+    // Bulletins that reached every node (a late copy is not news).
+    let mut done: HashSet<BulletinId> = HashSet::new();
+    let members: Vec<_> = devnet.nodes.iter().map(|node| node.member()).collect();
     let mut own_last: Vec<Option<BulletinId>> = vec![None; n];
     let mut last: Option<(usize, BulletinId)> = None;
     let (mut published, mut complete) = (0u64, 0u64);
@@ -139,6 +173,28 @@ async fn live_view(
             Some((index, event)) = events.recv() => match event {
                 event if arrival(&event).is_some() => {
                     let Some((id, at)) = arrival(&event) else { continue };
+                    // One published through a node's web page or API: followed
+                    // from the time it says it was made.
+                    if let NodeEvent::BulletinReceived { bulletin, member, .. } = &event
+                        && !tracked.contains_key(&id)
+                        && !done.contains(&id)
+                        && let Some(publisher) = members.iter().position(|m| m == member)
+                    {
+                        let body = bulletin.body();
+                        out!(
+                            "[{:>7.2}s] {} published {} #{} {} {:?} \"{}\"  id {} (through its web page or API)",
+                            start.elapsed().as_secs_f64(),
+                            devnet.names[publisher],
+                            body.kind.name(),
+                            body.seq,
+                            body.tlp,
+                            body.severity,
+                            body.title,
+                            id.fmt_short(),
+                        );
+                        let sent = SystemTime::UNIX_EPOCH + Duration::from_millis(body.created.0);
+                        tracked.insert(id, Tracked { sent, publisher, reached: BTreeSet::new() });
+                    }
                     let Some(t) = tracked.get_mut(&id) else { continue };
                     if index == t.publisher || !t.reached.insert(index) {
                         continue;
@@ -148,6 +204,10 @@ async fn live_view(
                     if t.reached.len() + 1 == n {
                         out!("            {} reached all {n} nodes in {ms:.1} ms", id.fmt_short());
                         tracked.remove(&id);
+                        if done.len() >= 100_000 {
+                            done.clear();
+                        }
+                        done.insert(id);
                         complete += 1;
                         if args.count > 0 && complete >= args.count {
                             out!("\n{complete} bulletins reached every node.");
