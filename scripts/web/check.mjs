@@ -160,6 +160,7 @@ function liveFeed(signal) {
   // jsdom fires DOMContentLoaded itself: once, as a browser does.
   await settle();
   assert.equal(feeds.length, 1, "a feed is open");
+  assert.match(d.getElementById("s-live").textContent, /^live/);
   assert.ok(calls.every((c) => c.options.headers.Authorization === "Bearer tok"), "the feed carries the token too");
   const listed = lists();
   // A status refresh while the feed is open leaves the list alone.
@@ -190,6 +191,7 @@ function liveFeed(signal) {
   // A feed that ends (the line that ends it) gives way to polling, then to a new feed.
   feeds[1].push(JSON.stringify({ error: "fell behind", fell_behind: true }) + "\n");
   await settle();
+  assert.match(d.getElementById("s-live").textContent, /^refreshed every few seconds/);
   // A search, then a tick: the new feed's opening lists what came meanwhile, search or not.
   d.getElementById("f-text").value = "log4j";
   const before = lists();

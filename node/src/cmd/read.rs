@@ -353,6 +353,11 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
     }
     let member = member_filter(&args.filters, &client, None)?;
     let q = filter_params(&args.filters, member);
+    // On standard error: the output stays the bulletins alone.
+    eprintln!(
+        "Watching the node at {} for new bulletins; Ctrl-C to stop.",
+        config.api.listen
+    );
     // After falling behind, it lists again from when it began, printing only
     // what it has not printed.
     let began = since.unwrap_or_else(|| herald_node::node::now().0);

@@ -314,6 +314,7 @@ async function follow() {
       throw Object.assign(new Error("the token was refused: paste the current one from api.token"), { unauthorized: true });
     }
     if (!response.ok || !response.body) return;
+    text($("s-live"), "live: each new bulletin shows as it arrives");
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
     let buffered = "";
@@ -344,7 +345,10 @@ async function follow() {
   } finally {
     // Whatever ended it, its connection is let go.
     controller.abort();
-    if (feed === controller) feed = null;
+    if (feed === controller) {
+      feed = null;
+      text($("s-live"), "refreshed every few seconds (no live feed from the node)");
+    }
   }
 }
 
