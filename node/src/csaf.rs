@@ -172,10 +172,11 @@ pub fn check_tlp(bytes: &[u8], tlp: Tlp) -> Result<(), CsafError> {
         // Nothing is stricter.
         return Ok(());
     }
+    let names_csaf = |text: &[u8]| text.windows(b"csaf_version".len()).any(|w| w == b"csaf_version");
+    // As written, or as decoded (content that merely looks like UTF-16 is
+    // looked at both ways).
     if let Some(Err(e)) = json_object(bytes)
-        && as_utf8(bytes)
-            .windows(b"csaf_version".len())
-            .any(|w| w == b"csaf_version")
+        && (names_csaf(bytes) || names_csaf(&as_utf8(bytes)))
     {
         return Err(CsafError::Unreadable(e.to_string()));
     }
@@ -435,6 +436,13 @@ mod tests {
             );
             assert_eq!(read(&bytes).and_then(|s| s.title), Some("T".into()), "{name}");
         }
+        // UTF-8 that looks like UTF-16 (a zero byte after the brace) and names
+        // csaf_version: unreadable either way, refused.
+        let odd = b"{\0\"document\": {\"csaf_version\": \"2.0\"";
+        assert!(matches!(
+            check_tlp(odd, Tlp::Clear),
+            Err(CsafError::Unreadable(_))
+        ));
         // Cut short in UTF-16: refused unless RED.
         let cut16: Vec<u8> = units[..40].iter().flat_map(|u| u.to_le_bytes()).collect();
         assert!(matches!(
