@@ -4,6 +4,7 @@
 //! prints them. A feed that cannot go on ends with a [`FeedEnd`] line.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use axum::extract::{Extension, State};
@@ -13,7 +14,7 @@ use herald_keys::Registry;
 use herald_protocol::{BulletinId, MemberId, Severity, SignedBulletin, Timestamp, Tlp};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::api::{Failure, Params, off_workers, query_of};
 use crate::events::NodeEvent;
@@ -29,6 +30,11 @@ pub const WATCH_BACKLOG: usize = 10_000;
 /// created since the time asked for (value `cut`): only the newest
 /// [`WATCH_BACKLOG`] of them, or a text search stopped early.
 pub const BACKLOG_HEADER: &str = "herald-watch-backlog";
+
+/// How many of the node's reports of new bulletins a feed holds while its
+/// client reads (about 70 bytes each): an import or a catch-up of as many at
+/// once does not make it fall behind.
+pub const FEED_QUEUE: usize = 65_536;
 
 /// How many ids a feed remembers, so as not to look at a bulletin twice
 /// (from the listing and as it arrives; as it is held and as it is folded).
@@ -104,12 +110,64 @@ impl Remembered {
     }
 }
 
+/// A bulletin the node reports new, or how many reports a feed missed.
+#[derive(Debug)]
+enum Arrival {
+    Bulletin { id: BulletinId, member: MemberId },
+    Missed(u64),
+}
+
+/// The node's reports of new bulletins, forwarded as they come into a queue
+/// of `capacity` for the feed to read at its pace (forwarding is quick: the
+/// node's own channel seldom overflows). Ends when the API stops, the feed
+/// goes, or the queue fills; `overflowed` then says so.
+fn forward(
+    mut events: broadcast::Receiver<NodeEvent>,
+    closing: watch::Receiver<bool>,
+    capacity: usize,
+    overflowed: Arc<AtomicBool>,
+) -> mpsc::Receiver<Arrival> {
+    let (queue, arrivals) = mpsc::channel(capacity);
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                () = closed(closing.clone()) => return,
+                () = queue.closed() => return,
+                event = events.recv() => event,
+            };
+            let arrival = match event {
+                Ok(NodeEvent::BulletinReceived { bulletin, member, .. }) => Arrival::Bulletin {
+                    id: bulletin.id(),
+                    member,
+                },
+                Ok(NodeEvent::BulletinStored { id, member, .. }) => Arrival::Bulletin { id, member },
+                Ok(_) => continue,
+                Err(RecvError::Lagged(missed)) => Arrival::Missed(missed),
+                Err(RecvError::Closed) => return,
+            };
+            let missed = matches!(arrival, Arrival::Missed(_));
+            match queue.try_send(arrival) {
+                Ok(()) if !missed => {}
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    overflowed.store(true, Ordering::Relaxed);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        }
+    });
+    arrivals
+}
+
 struct Feed {
     store: Store,
     registry: Arc<RwLock<Registry>>,
     /// The filters, without `since`: a new bulletin is sent whenever it was made.
     filters: Query,
-    events: broadcast::Receiver<NodeEvent>,
+    arrivals: mpsc::Receiver<Arrival>,
+    /// Whether the queue of arrivals filled (what came after is missed).
+    overflowed: Arc<AtomicBool>,
     closing: watch::Receiver<bool>,
     queued: VecDeque<Vec<u8>>,
     /// Bulletins looked at, sent or not.
@@ -167,17 +225,20 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
         if feed.ended {
             return None;
         }
-        let event = tokio::select! {
+        let arrival = tokio::select! {
             () = closed(feed.closing.clone()) => return None,
-            event = feed.events.recv() => event,
+            arrival = feed.arrivals.recv() => arrival,
         };
-        match event {
-            // By gossip: as soon as it is held, before its fold.
-            Ok(NodeEvent::BulletinReceived { bulletin, member, .. }) => feed.offer(&bulletin, member),
-            // Published here, pulled by sync, imported, or received but not
-            // held before its fold (one signed with the node's own key):
-            // read once folded.
-            Ok(NodeEvent::BulletinStored { id, member, .. }) if !feed.seen.contains(&id) => {
+        let behind = |missed: &str| {
+            format!(
+                "this watch fell behind the node ({missed}) and stopped: watch again, from when this one began (herald watch does so by itself)"
+            )
+        };
+        match arrival {
+            // Received by gossip (reported as soon as it is held, before its
+            // fold), published here, pulled by sync or imported: read from
+            // the store, once.
+            Some(Arrival::Bulletin { id, member }) if !feed.seen.contains(&id) => {
                 let store = feed.store.clone();
                 match off_workers(move || store.get(&id)).await {
                     Ok(Some(bulletin)) => feed.offer(&bulletin, member),
@@ -185,14 +246,14 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
                     Err(Failure(_, e)) => feed.end(format!("the node could not read its store: {e}"), false),
                 }
             }
-            Ok(_) => {}
-            Err(RecvError::Lagged(missed)) => feed.end(
-                format!(
-                    "this watch fell {missed} events behind the node and stopped: watch again, from when this one began (herald watch does so by itself)"
-                ),
+            Some(Arrival::Bulletin { .. }) => {}
+            Some(Arrival::Missed(missed)) => feed.end(behind(&format!("{missed} events missed")), true),
+            None if feed.overflowed.load(Ordering::Relaxed) => feed.end(
+                behind(&format!("{FEED_QUEUE} new bulletins waiting for its client")),
                 true,
             ),
-            Err(RecvError::Closed) => return None,
+            // The node or its API is stopping.
+            None => return None,
         }
     }
 }
@@ -211,8 +272,15 @@ pub(crate) async fn watch(
         params.text,
     )?;
     // Subscribed before the listing: nothing falls between the two.
+    let overflowed = Arc::new(AtomicBool::new(false));
     let mut feed = Feed {
-        events: node.subscribe(),
+        arrivals: forward(
+            node.subscribe(),
+            closing.clone(),
+            FEED_QUEUE,
+            Arc::clone(&overflowed),
+        ),
+        overflowed,
         store: node.store().clone(),
         registry: node.registry(),
         filters: filters.clone(),
@@ -274,10 +342,15 @@ mod tests {
         net: &crate::test_network::OneMember,
         dir: &std::path::Path,
         capacity: usize,
+        queue: usize,
     ) -> (Feed, broadcast::Sender<NodeEvent>, watch::Sender<bool>) {
         let store = Store::open(dir, herald_protocol::NetworkId::from_genesis(net.genesis.hash())).unwrap();
+        // What the reports name is held.
+        let held: Vec<_> = net.chain(5).into_iter().map(|b| (b, net.member_id())).collect();
+        store.insert_verified(&held).unwrap();
         let (events, receiver) = broadcast::channel(capacity);
         let (closing, closing_rx) = watch::channel(false);
+        let overflowed = Arc::new(AtomicBool::new(false));
         let feed = Feed {
             store,
             registry: Arc::new(RwLock::new(net.registry.clone())),
@@ -285,7 +358,8 @@ mod tests {
                 text: Some("number 2".into()),
                 ..Query::default()
             },
-            events: receiver,
+            arrivals: forward(receiver, closing_rx.clone(), queue, Arc::clone(&overflowed)),
+            overflowed,
             closing: closing_rx,
             queued: VecDeque::new(),
             seen: Remembered::new(REMEMBERED),
@@ -314,7 +388,7 @@ mod tests {
     async fn a_feed_sends_each_bulletin_that_passes_its_filters_once_and_ends_as_the_api_stops() {
         let net = one_member();
         let dir = tempfile::tempdir().unwrap();
-        let (mut feed, events, closing) = feed(&net, dir.path(), 16);
+        let (mut feed, events, closing) = feed(&net, dir.path(), 16, 16);
         let chain = net.chain(4);
         // Made from the second on: the first does not pass.
         feed.filters.text = None;
@@ -355,11 +429,8 @@ mod tests {
     async fn a_bulletin_first_reported_as_stored_is_read_from_the_store_once() {
         let net = one_member();
         let dir = tempfile::tempdir().unwrap();
-        let (feed, events, _closing) = feed(&net, dir.path(), 16);
+        let (feed, events, _closing) = feed(&net, dir.path(), 16, 16);
         let chain = net.chain(2);
-        feed.store
-            .insert_verified(&[(chain[1].clone(), net.member_id())])
-            .unwrap();
         let stored = || NodeEvent::BulletinStored {
             id: chain[1].id(),
             member: net.member_id(),
@@ -388,16 +459,41 @@ mod tests {
     async fn a_feed_that_falls_behind_says_so_and_ends() {
         let net = one_member();
         let dir = tempfile::tempdir().unwrap();
-        let (feed, events, _closing) = feed(&net, dir.path(), 2);
+        let (feed, events, _closing) = feed(&net, dir.path(), 2, 16);
         for b in &net.chain(5) {
             let _ = events.send(received(&net, b));
         }
         let (end, feed) = line(feed).await.unwrap();
         let end: FeedEnd = serde_json::from_value(end).unwrap();
         assert!(
-            end.fell_behind && end.error.contains("fell 3 events behind"),
+            end.fell_behind && end.error.contains("3 events missed"),
             "{end:?}"
         );
+        assert!(line(feed).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_feed_whose_queue_fills_sends_what_it_holds_then_says_it_fell_behind() {
+        let net = one_member();
+        let dir = tempfile::tempdir().unwrap();
+        let (mut feed, events, _closing) = feed(&net, dir.path(), 16, 2);
+        feed.filters.text = None;
+        let chain = net.chain(5);
+        for b in &chain {
+            events.send(received(&net, b)).unwrap();
+        }
+        let (first, feed) = line(feed).await.unwrap();
+        let (second, feed) = line(feed).await.unwrap();
+        assert_eq!(
+            (first["id"].as_str(), second["id"].as_str()),
+            (
+                Some(chain[0].id().to_string().as_str()),
+                Some(chain[1].id().to_string().as_str())
+            )
+        );
+        let (end, feed) = line(feed).await.unwrap();
+        let end: FeedEnd = serde_json::from_value(end).unwrap();
+        assert!(end.fell_behind, "{end:?}");
         assert!(line(feed).await.is_none());
     }
 
