@@ -146,6 +146,9 @@ pub struct EventCounts {
     /// Registry forks seen. (Versions taken in are not counted here: one
     /// notice may stand for several; the registry version says where it is.)
     pub registry_forks: AtomicU64,
+    /// Not a count of events: the live feeds of new bulletins open now
+    /// (`GET /v1/watch`), each counted while it lives.
+    pub watches_open: AtomicU64,
 }
 
 /// The node's events as they are sent: broadcast to every subscriber (one
@@ -199,5 +202,10 @@ impl Events {
     /// The counts so far.
     pub fn counts(&self) -> &EventCounts {
         &self.counts
+    }
+
+    /// The counts, shared: for what counts itself while it lives.
+    pub fn shared_counts(&self) -> Arc<EventCounts> {
+        Arc::clone(&self.counts)
     }
 }

@@ -13,7 +13,7 @@ pub fn render(status: &StatusView, counts: &EventCounts) -> String {
     let mut out = String::new();
     let tree = &status.tree;
     let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let gauges: [(&str, &str, u64); 10] = [
+    let gauges: [(&str, &str, u64); 11] = [
         ("herald_bulletins", "Bulletins held.", status.bulletins),
         (
             "herald_peers",
@@ -59,6 +59,11 @@ pub fn render(status: &StatusView, counts: &EventCounts) -> String {
             "herald_tree_receives_from",
             "Peers that push bulletins to the node in full.",
             tree.receives_from as u64,
+        ),
+        (
+            "herald_watches_open",
+            "Live feeds of new bulletins open now (herald watch, the web page, GET /v1/watch).",
+            count(&counts.watches_open),
         ),
     ];
     for (name, help, value) in gauges {
@@ -201,6 +206,7 @@ mod tests {
             "herald_sync_sessions_total{result=\"failed\"} 1\n",
             "herald_tree_held_back_total{bound=\"announcements\"} 2\n",
             "herald_tree_duplicates_total 5\n",
+            "herald_watches_open 0\n",
         ] {
             assert!(text.contains(expected), "{expected:?} in:\n{text}");
         }
@@ -222,6 +228,6 @@ mod tests {
                 value.parse::<u64>().unwrap();
             }
         }
-        assert_eq!(declared.len(), 20);
+        assert_eq!(declared.len(), 21);
     }
 }

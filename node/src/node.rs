@@ -560,6 +560,11 @@ impl Node {
         self.events.counts()
     }
 
+    /// [`Node::event_counts`], shared.
+    pub fn shared_event_counts(&self) -> Arc<crate::events::EventCounts> {
+        self.events.shared_counts()
+    }
+
     /// Publishes a bulletin: numbers and signs it, makes it durable (the
     /// journal of own bulletins, synced), then gossips it. Returns once it is
     /// on disk. While the store holds no bulletin of the key, first checks

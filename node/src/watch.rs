@@ -17,7 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::api::{Failure, Params, off_workers, query_of};
-use crate::events::NodeEvent;
+use crate::events::{EventCounts, NodeEvent};
 use crate::node::Node;
 use crate::store::{Query, Store, TEXT_SCAN_LIMIT};
 use crate::view::BulletinView;
@@ -160,7 +160,24 @@ fn forward(
     arrivals
 }
 
+/// A feed counted as open while it lives ([`EventCounts::watches_open`]).
+struct Open(Arc<EventCounts>);
+
+impl Open {
+    fn new(counts: Arc<EventCounts>) -> Open {
+        counts.watches_open.fetch_add(1, Ordering::Relaxed);
+        Open(counts)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.watches_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 struct Feed {
+    _open: Open,
     store: Store,
     registry: Arc<RwLock<Registry>>,
     /// The filters, without `since`: a new bulletin is sent whenever it was made.
@@ -274,6 +291,7 @@ pub(crate) async fn watch(
     // Subscribed before the listing: nothing falls between the two.
     let overflowed = Arc::new(AtomicBool::new(false));
     let mut feed = Feed {
+        _open: Open::new(node.shared_event_counts()),
         arrivals: forward(
             node.subscribe(),
             closing.clone(),
@@ -352,6 +370,7 @@ mod tests {
         let (closing, closing_rx) = watch::channel(false);
         let overflowed = Arc::new(AtomicBool::new(false));
         let feed = Feed {
+            _open: Open::new(Arc::default()),
             store,
             registry: Arc::new(RwLock::new(net.registry.clone())),
             filters: Query {
@@ -495,6 +514,18 @@ mod tests {
         let end: FeedEnd = serde_json::from_value(end).unwrap();
         assert!(end.fell_behind, "{end:?}");
         assert!(line(feed).await.is_none());
+    }
+
+    #[test]
+    fn a_feed_counts_as_open_while_it_lives() {
+        let counts = Arc::new(EventCounts::default());
+        let open = |c: &EventCounts| c.watches_open.load(Ordering::Relaxed);
+        let (first, second) = (Open::new(Arc::clone(&counts)), Open::new(Arc::clone(&counts)));
+        assert_eq!(open(&counts), 2);
+        drop(first);
+        assert_eq!(open(&counts), 1);
+        drop(second);
+        assert_eq!(open(&counts), 0);
     }
 
     #[test]

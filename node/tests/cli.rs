@@ -747,7 +747,7 @@ impl Drop for Watching {
 #[test]
 fn watch_prints_each_new_bulletin_that_passes_its_filters_as_it_arrives() {
     let tmp = tempfile::tempdir().unwrap();
-    testnet(tmp.path(), 2);
+    let base = testnet(tmp.path(), 2);
     let one = tmp.path().join("member-1");
     let two = tmp.path().join("member-2");
     let (one_s, two_s) = (one.to_str().unwrap(), two.to_str().unwrap());
@@ -769,6 +769,21 @@ fn watch_prints_each_new_bulletin_that_passes_its_filters_as_it_arrives() {
     second.wait_for(&["a watch began"]);
     let everything = Watching::start(&["--dir", two_s, "--since", "1h"]);
     second.wait_for(&["a watch began"]);
+    // Counted as open, for the metrics.
+    let metrics = ureq::get(format!("http://127.0.0.1:{}/metrics", base + 102))
+        .header(
+            "Authorization",
+            &format!(
+                "Bearer {}",
+                std::fs::read_to_string(two.join("api.token")).unwrap().trim()
+            ),
+        )
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(metrics.contains("herald_watches_open 2\n"), "{metrics}");
     let line = everything.next();
     assert!(
         line.contains("published before the watch") && line.contains(&before[..10]),
