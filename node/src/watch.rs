@@ -150,7 +150,7 @@ fn forward(
                 Ok(()) if !missed => {}
                 Ok(()) => return,
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    overflowed.store(true, Ordering::Relaxed);
+                    overflowed.store(true, Ordering::Release);
                     return;
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => return,
@@ -265,7 +265,7 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
             }
             Some(Arrival::Bulletin { .. }) => {}
             Some(Arrival::Missed(missed)) => feed.end(behind(&format!("{missed} events missed")), true),
-            None if feed.overflowed.load(Ordering::Relaxed) => feed.end(
+            None if feed.overflowed.load(Ordering::Acquire) => feed.end(
                 behind(&format!("{FEED_QUEUE} new bulletins waiting for its client")),
                 true,
             ),
@@ -514,6 +514,22 @@ mod tests {
         let end: FeedEnd = serde_json::from_value(end).unwrap();
         assert!(end.fell_behind, "{end:?}");
         assert!(line(feed).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_feed_that_goes_takes_its_forwarding_task_with_it() {
+        let net = one_member();
+        let dir = tempfile::tempdir().unwrap();
+        let (feed, events, _closing) = feed(&net, dir.path(), 16, 16);
+        assert_eq!(events.receiver_count(), 1, "the forwarder listens");
+        drop(feed);
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while events.receiver_count() > 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
     }
 
     #[test]
