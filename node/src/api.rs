@@ -313,7 +313,7 @@ impl axum::serve::Listener for Listener {
 /// A connection whose writes fail with `TimedOut` once one has waited `limit`
 /// for the peer to take something, and whose waits (reads and writes alike)
 /// fail with `ConnectionAborted` once `stop` completes.
-pub struct Stalling<S> {
+struct Stalling<S> {
     inner: S,
     limit: Duration,
     /// Since the current write began to wait.
@@ -323,7 +323,7 @@ pub struct Stalling<S> {
 
 impl<S> Stalling<S> {
     /// `inner`, whose writes may wait `limit` in a row, until `stop`.
-    pub fn new(inner: S, limit: Duration, stop: impl Future<Output = ()> + Send + 'static) -> Self {
+    fn new(inner: S, limit: Duration, stop: impl Future<Output = ()> + Send + 'static) -> Self {
         Stalling {
             inner,
             limit,

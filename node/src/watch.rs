@@ -352,7 +352,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::test_network::one_member;
-    use herald_protocol::Seq;
 
     /// A feed of bulletins whose text holds "number 2", on a fresh store, and
     /// what sends it events and tells it the API stops.
@@ -396,6 +395,23 @@ mod tests {
         }
     }
 
+    fn stored(
+        net: &crate::test_network::OneMember,
+        bulletin: &SignedBulletin,
+        origin: crate::events::Origin,
+    ) -> NodeEvent {
+        let body = bulletin.body();
+        NodeEvent::BulletinStored {
+            id: bulletin.id(),
+            member: net.member_id(),
+            signer: body.signer,
+            seq: body.seq,
+            kind: body.kind.name(),
+            created: body.created,
+            origin,
+        }
+    }
+
     async fn line(feed: Feed) -> Option<(serde_json::Value, Feed)> {
         let (line, feed) = tokio::time::timeout(std::time::Duration::from_secs(10), next_line(feed))
             .await
@@ -417,15 +433,11 @@ mod tests {
         }
         // Folded: looked at already, so not read again.
         events
-            .send(NodeEvent::BulletinStored {
-                id: chain[1].id(),
-                member: net.member_id(),
-                signer: net.signing.id(),
-                seq: Seq(2),
-                kind: "outreach",
-                created: chain[1].body().created,
-                origin: crate::events::Origin::Gossip(libp2p::PeerId::random()),
-            })
+            .send(stored(
+                &net,
+                &chain[1],
+                crate::events::Origin::Gossip(libp2p::PeerId::random()),
+            ))
             .unwrap();
         events.send(received(&net, &chain[3])).unwrap();
         let mut ids = Vec::new();
@@ -450,15 +462,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (feed, events, _closing) = feed(&net, dir.path(), 16, 16);
         let chain = net.chain(2);
-        let stored = || NodeEvent::BulletinStored {
-            id: chain[1].id(),
-            member: net.member_id(),
-            signer: net.signing.id(),
-            seq: Seq(2),
-            kind: "outreach",
-            created: chain[1].body().created,
-            origin: crate::events::Origin::Local,
-        };
+        let stored = || stored(&net, &chain[1], crate::events::Origin::Local);
         // Published here (or received signed with the node's own key): only its fold is
         // reported. Then reported again, and received: sent once all the same.
         events.send(stored()).unwrap();

@@ -98,6 +98,21 @@ fn arrival(event: &NodeEvent) -> Option<(BulletinId, SystemTime)> {
     }
 }
 
+/// The line that says `name` published `b`, `after` it.
+fn published_line(start: Instant, name: &str, b: &herald_protocol::SignedBulletin, after: &str) -> String {
+    let body = b.body();
+    format!(
+        "[{:>7.2}s] {name} published {} #{} {} {:?} \"{}\"  id {}{after}",
+        start.elapsed().as_secs_f64(),
+        body.kind.name(),
+        body.seq,
+        body.tlp,
+        body.severity,
+        body.title,
+        b.id().fmt_short(),
+    )
+}
+
 async fn live_view(
     devnet: &Devnet,
     args: &DevnetArgs,
@@ -150,18 +165,7 @@ async fn live_view(
                 let sent = SystemTime::now();
                 match devnet.nodes[publisher].publish(draft).await {
                     Ok(b) => {
-                        let body = b.body();
-                        out!(
-                            "[{:>7.2}s] {} published {} #{} {} {:?} \"{}\"  id {}",
-                            start.elapsed().as_secs_f64(),
-                            devnet.names[publisher],
-                            body.kind.name(),
-                            body.seq,
-                            body.tlp,
-                            body.severity,
-                            body.title,
-                            b.id().fmt_short(),
-                        );
+                        out!("{}", published_line(start, &devnet.names[publisher], &b, ""));
                         tracked.insert(b.id(), Tracked { sent, publisher, reached: BTreeSet::new() });
                         own_last[publisher] = Some(b.id());
                         last = Some((publisher, b.id()));
@@ -180,18 +184,11 @@ async fn live_view(
                         && !done.contains(&id)
                         && let Some(publisher) = members.iter().position(|m| m == member)
                     {
-                        let body = bulletin.body();
                         out!(
-                            "[{:>7.2}s] {} published {} #{} {} {:?} \"{}\"  id {} (through its web page or API)",
-                            start.elapsed().as_secs_f64(),
-                            devnet.names[publisher],
-                            body.kind.name(),
-                            body.seq,
-                            body.tlp,
-                            body.severity,
-                            body.title,
-                            id.fmt_short(),
+                            "{}",
+                            published_line(start, &devnet.names[publisher], bulletin, " (through its web page or API)")
                         );
+                        let body = bulletin.body();
                         let sent = SystemTime::UNIX_EPOCH + Duration::from_millis(body.created.0);
                         tracked.insert(id, Tracked { sent, publisher, reached: BTreeSet::new() });
                     }
