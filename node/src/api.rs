@@ -251,6 +251,9 @@ pub struct ListParams {
     pub since: Option<u64>,
     /// Created before (ms since the epoch).
     pub until: Option<u64>,
+    /// Arrived at this node at or after (ms since the epoch, its clock),
+    /// whenever made; the latest arrivals first.
+    pub arrived_since: Option<u64>,
     /// Most results.
     pub limit: Option<usize>,
     /// Text the title, references or content must hold, letter case aside.
@@ -726,6 +729,7 @@ async fn list(
     let query = Query {
         since: params.since.map(Timestamp),
         until: params.until.map(Timestamp),
+        arrived_since: params.arrived_since.map(Timestamp),
         limit: params.limit.unwrap_or(100),
         ..query_of(
             params.kind,

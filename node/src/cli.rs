@@ -365,6 +365,11 @@ pub(crate) struct ListArgs {
     /// Only bulletins created in this last period (e.g. 24h, 7d).
     #[arg(long)]
     pub(crate) since: Option<String>,
+    /// Only bulletins that came to this node in this last period (e.g. 24h),
+    /// whenever they were made: those of a member back from a partition
+    /// too. Lists the latest arrivals first.
+    #[arg(long)]
+    pub(crate) arrived_since: Option<String>,
     /// At most this many.
     #[arg(long, default_value_t = 50)]
     pub(crate) limit: usize,
@@ -384,6 +389,11 @@ pub(crate) struct WatchArgs {
     /// the newest 10,000), oldest first.
     #[arg(long)]
     pub(crate) since: Option<String>,
+    /// First print those that came to the node in this last period (e.g.
+    /// 1h), whenever made, oldest arrival first (at most the newest 10,000):
+    /// to miss nothing across a restart of the watch.
+    #[arg(long, conflicts_with = "since")]
+    pub(crate) arrived_since: Option<String>,
 }
 
 #[derive(Debug, Args)]

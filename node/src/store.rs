@@ -58,8 +58,8 @@ pub mod trees {
 /// keys sort in numeric order.
 ///
 /// Every stored key costs sled several microseconds to write (it copies the
-/// leaf it lands in), so a bulletin writes three: its data, its chain entry
-/// and its time index entry (and one more for each bulletin it supersedes,
+/// leaf it lands in), so a bulletin writes four: its data, its chain entry,
+/// its time index entry and its arrival (and one more for each bulletin it supersedes,
 /// withdraws or follows up on: most name none). The time index is a covering index: its value
 /// carries kind, TLP, severity and signing member, so every filter of
 /// [`Store::query`] is decided from the index before a bulletin is read.
@@ -90,6 +90,10 @@ mod prefix {
     /// superseded, withdrawn or followed up, so that a bulletin's answers are
     /// one prefix read (schema 4).
     pub(super) const ANSWER: u8 = b'a';
+    /// `r` arrived (u64, ms since the epoch on this node's clock, never
+    /// going back) id -> (): when each bulletin in the time index came to
+    /// this node, whenever it was made (schema 5).
+    pub(super) const ARRIVAL: u8 = b'r';
 }
 
 /// Longest a staged bulletin waits to be folded into the chains and indexes
@@ -115,11 +119,11 @@ const CACHE_BYTES: u64 = 256 * 1024 * 1024;
 /// change in gossip's CPU, and a bulk import about 9 % slower.)
 const FLUSH_EVERY_MS: u64 = 1000;
 
-/// The store schema this node writes. Schema 4 added the index of answers
-/// (built when an older store is opened); schema 3 the staged prefix (which
-/// this build only reads, when it opens a store); a schema 2 store has nothing
-/// staged.
-pub const SCHEMA_VERSION: u32 = 4;
+/// The store schema this node writes. Schema 5 added the index of arrivals
+/// and schema 4 the index of answers (each built when an older store is
+/// opened); schema 3 the staged prefix (which this build only reads, when it
+/// opens a store); a schema 2 store has nothing staged.
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// The oldest schema this node opens (and upgrades to [`SCHEMA_VERSION`]).
 pub const OLDEST_SCHEMA: u32 = 2;
@@ -240,6 +244,9 @@ pub struct Query {
     pub since: Option<Timestamp>,
     /// Created before.
     pub until: Option<Timestamp>,
+    /// Arrived at this node at or after (its clock): the bulletins that came
+    /// since, whenever they were made, newest arrival first.
+    pub arrived_since: Option<Timestamp>,
     /// Most results (newest first); 0 means no limit.
     pub limit: usize,
     /// Only bulletins whose title, references, withdrawal reason or text
@@ -396,6 +403,8 @@ pub struct Store {
     chains: Arc<RwLock<BTreeMap<KeyId, ChainSummary>>>,
     /// When the last bulletin was staged, in µs after `opened`.
     last_stage: Arc<AtomicU64>,
+    /// The latest arrival time given ([`Store::arrival_now`]).
+    last_arrival: Arc<AtomicU64>,
     opened: Instant,
     /// Where the node's own bulletins are made durable before they leave.
     journal: Arc<Mutex<Journal>>,
@@ -417,6 +426,8 @@ struct StagedItem {
     from: Vec<u8>,
     /// Signed here and journaled (reported when it was published).
     own: bool,
+    /// When it came ([`Store::arrival_now`]).
+    arrived: Timestamp,
 }
 
 /// A staged bulletin after [`Store::fold_staged`].
@@ -516,6 +527,10 @@ fn split_staged(v: &[u8]) -> Result<(&[u8], MemberId, &[u8]), StoreError> {
     let from = rest.get(..usize::from(len)).ok_or_else(corrupt)?;
     let (member, bytes) = split_data(&rest[usize::from(len)..])?;
     Ok((from, member, bytes))
+}
+
+fn arrival_key(arrived: Timestamp, id: &BulletinId) -> Vec<u8> {
+    key_of(&[&[prefix::ARRIVAL], &arrived.0.to_be_bytes(), id.as_bytes()])
 }
 
 fn data_key(id: &BulletinId) -> Vec<u8> {
@@ -660,6 +675,7 @@ impl Store {
             index_lock: Arc::new(Mutex::new(())),
             chains: Arc::new(RwLock::new(chains)),
             last_stage: Arc::new(AtomicU64::new(0)),
+            last_arrival: Arc::new(AtomicU64::new(0)),
             opened: Instant::now(),
             journal: Arc::new(Mutex::new(journal)),
         };
@@ -684,13 +700,24 @@ impl Store {
             store.flush()?;
             tracing::info!(count = left, "folded bulletins staged before the last stop");
         }
-        store.replay_journal(journaled)?;
+        // Arrivals are numbered on from the last one held (the clock may have
+        // gone back since).
+        if let Some(entry) = store.bulletins.scan_prefix([prefix::ARRIVAL]).next_back() {
+            let (k, _) = entry?;
+            store.last_arrival.store(u64_at(&k, 1)?, Ordering::Release);
+        }
         if found < SCHEMA_VERSION {
-            store.index_answers()?;
+            if found < 4 {
+                store.index_answers()?;
+            }
+            store.index_arrivals()?;
             meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
             store.flush()?;
             tracing::info!(from = found, to = SCHEMA_VERSION, "store schema upgraded");
         }
+        // Bulletins the journal held are stored as arriving now, after the
+        // index of arrivals is built.
+        store.replay_journal(journaled)?;
         Ok(store)
     }
 
@@ -745,6 +772,55 @@ impl Store {
             "indexed what answers what (once, upgrading the store)"
         );
         Ok(())
+    }
+
+    /// Writes the index of arrivals of every bulletin held: the step from a
+    /// store of schema 4 or older, made once (a stop part way leaves the
+    /// schema as it was, and it runs again from the start). When they came
+    /// was not recorded: each counts as arriving when it says it was made,
+    /// or at the upgrade if that is later. One pass over the time index.
+    fn index_arrivals(&self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        // What a run stopped part way wrote.
+        let mut batch = sled::Batch::default();
+        for entry in self.bulletins.scan_prefix([prefix::ARRIVAL]) {
+            batch.remove(entry?.0);
+        }
+        self.bulletins.apply_batch(batch)?;
+        let upgrade = self.arrival_now();
+        let (mut written, mut pending) = (0u64, 0usize);
+        let mut batch = sled::Batch::default();
+        for entry in self.bulletins.scan_prefix([prefix::BY_TIME]) {
+            let (k, _) = entry?;
+            let (created, id) = match (u64_at(&k, 1), k.get(9..).map(id_from)) {
+                (Ok(created), Some(Ok(id))) => (created, id),
+                _ => return Err(StoreError::Corrupt("time index entry".into())),
+            };
+            // In the time index's order, so never going back.
+            batch.insert(arrival_key(Timestamp(created.min(upgrade.0)), &id), &[]);
+            pending += 1;
+            if pending >= 4096 {
+                self.bulletins.apply_batch(std::mem::take(&mut batch))?;
+                written += pending as u64;
+                pending = 0;
+            }
+        }
+        self.bulletins.apply_batch(batch)?;
+        written += pending as u64;
+        self.flush()?;
+        tracing::info!(
+            bulletins = written,
+            took_ms = started.elapsed().as_millis() as u64,
+            "indexed when each bulletin came (once, upgrading the store; those held before count as arriving when they were made)"
+        );
+        Ok(())
+    }
+
+    /// Now on this node's clock, for a bulletin that arrives: never before
+    /// the last time given, should the clock go back.
+    pub fn arrival_now(&self) -> Timestamp {
+        let now = crate::node::now().0;
+        Timestamp(self.last_arrival.fetch_max(now, Ordering::AcqRel).max(now))
     }
 
     /// Stores the bulletins the journal held at open (own bulletins that the
@@ -912,6 +988,7 @@ impl Store {
 
     fn stage_item(&self, bulletin: &SignedBulletin, member: &MemberId, from: &[u8], own: bool) -> bool {
         let id = bulletin.id();
+        let arrived = self.arrival_now();
         let first = {
             let mut staged = self.staged();
             let first = staged.items.is_empty();
@@ -923,6 +1000,7 @@ impl Store {
                     member: *member,
                     from: from.to_vec(),
                     own,
+                    arrived,
                 });
                 staged.order.push_back(id);
                 *staged.by_member.entry(*member).or_default() += 1;
@@ -978,20 +1056,25 @@ impl Store {
     /// stay staged.
     pub fn fold_staged(&self, limit: usize) -> Result<Vec<Folded>, StoreError> {
         let _fold = self.fold_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let (items, from): (Vec<_>, Vec<_>) = {
+        let (items, from, arrived) = {
             let staged = self.staged();
-            staged
+            let mut taken = (Vec::new(), Vec::new(), Vec::new());
+            for i in staged
                 .order
                 .iter()
                 .take(limit)
                 .filter_map(|id| staged.items.get(id))
-                .map(|i| ((i.bulletin.clone(), i.member), (i.from.clone(), i.own)))
-                .unzip()
+            {
+                taken.0.push((i.bulletin.clone(), i.member));
+                taken.1.push((i.from.clone(), i.own));
+                taken.2.push(i.arrived);
+            }
+            taken
         };
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let outcomes = self.insert_batch(&items, &[], sled::Batch::default())?;
+        let outcomes = self.insert_batch(&items, Some(&arrived), &[], sled::Batch::default())?;
         {
             // Taken from the front: staging only appends, and only a fold,
             // one at a time, removes. Each id is in `order` once while it is
@@ -1021,7 +1104,7 @@ impl Store {
     /// batch that also removes their entries (and any that do not decode).
     fn fold_left_staged(&self, limit: usize) -> Result<Vec<Folded>, StoreError> {
         let (items, from, keys) = self.read_left_staged(limit)?;
-        let outcomes = self.insert_batch(&items, &keys, sled::Batch::default())?;
+        let outcomes = self.insert_batch(&items, None, &keys, sled::Batch::default())?;
         let from = from.into_iter().map(|f| (f, false)).collect();
         Ok(folded(items, from, outcomes))
     }
@@ -1186,17 +1269,23 @@ impl Store {
     /// Stores verified bulletins (each with the member that signed it) in one
     /// atomic batch. Not durable until [`Store::flush`].
     pub fn insert_verified(&self, items: &[(SignedBulletin, MemberId)]) -> Result<Vec<Stored>, StoreError> {
-        self.insert_batch(items, &[], sled::Batch::default())
+        self.insert_batch(items, None, &[], sled::Batch::default())
     }
 
     /// Adds `items` to `batch` (which may already hold other writes), removes
-    /// the staged `unstage` keys in it, and applies it.
+    /// the staged `unstage` keys in it, and applies it. Each new bulletin
+    /// arrived at its time in `arrived` (in the order of `items`), or now.
     fn insert_batch(
         &self,
         items: &[(SignedBulletin, MemberId)],
+        arrived: Option<&[Timestamp]>,
         unstage: &[sled::IVec],
         mut batch: sled::Batch,
     ) -> Result<Vec<Stored>, StoreError> {
+        let now = match arrived {
+            Some(_) => Timestamp(0),
+            None => self.arrival_now(),
+        };
         // Chain summaries and the count are read, updated and written back:
         // one batch at a time. A panic while holding it left nothing written.
         let _index = self.index_lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -1206,9 +1295,10 @@ impl Store {
         let mut chains: HashMap<KeyId, ChainSummary> = HashMap::new();
         let mut in_batch: HashSet<BulletinId> = HashSet::new();
         let mut added = 0u64;
-        for (bulletin, member) in items {
+        for (at, (bulletin, member)) in items.iter().enumerate() {
             let body = bulletin.body();
             let id = bulletin.id();
+            let arrived = arrived.and_then(|a| a.get(at)).copied().unwrap_or(now);
             let held = match chain_overlay.get(&(body.signer, body.seq)) {
                 Some(other) => Some(*other),
                 // Above the chain's highest number nothing can be held: skip
@@ -1255,7 +1345,7 @@ impl Store {
                     added += 1;
                 }
                 Stored::New => {
-                    self.index_new(&mut batch, bulletin, member);
+                    self.index_new(&mut batch, bulletin, member, arrived);
                     chain_overlay.insert((body.signer, body.seq), id);
                     let chain = self.chain_in(&mut chains, &body.signer)?;
                     chain.count += 1;
@@ -1439,7 +1529,13 @@ impl Store {
             .collect())
     }
 
-    fn index_new(&self, batch: &mut sled::Batch, bulletin: &SignedBulletin, member: &MemberId) {
+    fn index_new(
+        &self,
+        batch: &mut sled::Batch,
+        bulletin: &SignedBulletin,
+        member: &MemberId,
+        arrived: Timestamp,
+    ) {
         let body = bulletin.body();
         let id = bulletin.id();
         let created = body.created.0.to_be_bytes();
@@ -1456,6 +1552,7 @@ impl Store {
         for (k, v) in answer_entries(bulletin, member) {
             batch.insert(k, v);
         }
+        batch.insert(arrival_key(arrived, &id), &[]);
     }
 
     /// Signs the next bulletin of `key`'s chain from `draft` (whose `signer`,
@@ -1672,6 +1769,9 @@ impl Store {
     /// looks for text, and saying whether that was all it had to read
     /// (`false`: older bulletins were not searched).
     pub fn search(&self, query: &Query, text_scan: usize) -> Result<(Vec<SignedBulletin>, bool), StoreError> {
+        if let Some(since) = query.arrived_since {
+            return self.search_arrivals(query, since, text_scan);
+        }
         // Staged first: a bulletin folded meanwhile is then in the index.
         let staged = self.staged_matching(query);
         let mut out = Vec::new();
@@ -1723,6 +1823,67 @@ impl Store {
             }
         }
         Ok((merged, complete))
+    }
+
+    /// [`Store::search`] by arrival: walks the index of arrivals backwards
+    /// from the newest down to `since`, reading each bulletin (the index
+    /// holds no filters), and merges in the staged ones that came since.
+    fn search_arrivals(
+        &self,
+        query: &Query,
+        since: Timestamp,
+        text_scan: usize,
+    ) -> Result<(Vec<SignedBulletin>, bool), StoreError> {
+        // Staged first: a bulletin folded meanwhile is then in the index.
+        let mut staged: Vec<(Timestamp, SignedBulletin)> = {
+            let staged = self.staged();
+            staged
+                .items
+                .values()
+                .filter(|i| i.arrived >= since && query.matches_indexed(&i.bulletin, &i.member))
+                .map(|i| (i.arrived, i.bulletin.clone()))
+                .collect()
+        };
+        staged.retain(|(_, b)| query.text.as_deref().is_none_or(|t| holds_text(b, t)));
+        let mut found: Vec<(Timestamp, SignedBulletin)> = Vec::new();
+        let mut complete = true;
+        let low = arrival_key(since, &BulletinId::from_bytes([0; 32]));
+        let entries = self.bulletins.range(low..vec![prefix::ARRIVAL + 1]).rev();
+        for (read, entry) in entries.enumerate() {
+            if query.text.is_some() && read == text_scan {
+                complete = false;
+                break;
+            }
+            let (k, _) = entry?;
+            let (arrived, id) = match (u64_at(&k, 1), k.get(9..).map(id_from)) {
+                (Ok(arrived), Some(Ok(id))) => (Timestamp(arrived), id),
+                _ => return Err(StoreError::Corrupt("arrival index entry".into())),
+            };
+            let Some(v) = self.bulletins.get(data_key(&id))? else {
+                tracing::error!(%id, "the store is damaged: the index of arrivals names a bulletin it does not hold");
+                continue;
+            };
+            let (member, bytes) = split_data(&v)?;
+            let bulletin = SignedBulletin::from_bytes(bytes)
+                .map_err(|e| StoreError::Corrupt(format!("stored bulletin {id}: {e}")))?;
+            if !query.matches(&bulletin, &member) {
+                continue;
+            }
+            found.push((arrived, bulletin));
+            if query.limit != 0 && found.len() >= query.limit {
+                break;
+            }
+        }
+        // Newest arrival first, then by id, descending; a bulletin folded
+        // since the staged ones were read is listed once.
+        let listed: HashSet<BulletinId> = found.iter().map(|(_, b)| b.id()).collect();
+        staged.retain(|(_, b)| !listed.contains(&b.id()));
+        found.extend(staged);
+        found.sort_by_key(|(arrived, b)| std::cmp::Reverse((*arrived, *b.id().as_bytes())));
+        if query.limit != 0 {
+            found.truncate(query.limit);
+        }
+        Ok((found.into_iter().map(|(_, b)| b).collect(), complete))
     }
 
     /// The held bulletins that answer `target`: those of its member that

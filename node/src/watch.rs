@@ -36,6 +36,12 @@ pub const BACKLOG_HEADER: &str = "herald-watch-backlog";
 /// once does not make it fall behind.
 pub const FEED_QUEUE: usize = 65_536;
 
+/// How long before a feed began the bulletins that came are listed again when
+/// it falls behind ([`FeedEnd::arrived_since`]): a bulletin is given its
+/// arrival time as it is held, and reported once it is durable, which can be
+/// later (a sync page or an import, after its flush).
+pub const RESUME_SLACK_MS: u64 = 30_000;
+
 /// How many ids a feed remembers, so as not to look at a bulletin twice
 /// (from the listing and as it arrives; as it is held and as it is folded).
 const REMEMBERED: usize = 65_536;
@@ -56,6 +62,10 @@ pub struct WatchParams {
     /// List the bulletins created at or after this time (ms since the epoch)
     /// first; without it, the feed starts with the next new bulletin.
     pub since: Option<u64>,
+    /// List the bulletins that came to the node at or after this time (ms
+    /// since the epoch, its clock) first, whenever made: how a feed that
+    /// fell behind is taken up again ([`FeedEnd::arrived_since`]).
+    pub arrived_since: Option<u64>,
 }
 
 /// The last line of a feed that ends while the node runs on.
@@ -66,6 +76,11 @@ pub struct FeedEnd {
     /// The feed fell behind the node's events (bulletins may have been
     /// missed): watch again from when this feed began.
     pub fell_behind: bool,
+    /// When it fell behind: watch again with this as `arrived_since` to miss
+    /// nothing (from a little before the feed began; a client skips what it
+    /// printed). Absent from nodes older than the index of arrivals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrived_since: Option<u64>,
 }
 
 /// Tells the feeds that the API is stopping, so that each ends (the server's
@@ -190,6 +205,8 @@ struct Feed {
     /// Bulletins looked at, sent or not.
     seen: Remembered,
     ended: bool,
+    /// Where to take it up again if it falls behind ([`FeedEnd::arrived_since`]).
+    resume: u64,
 }
 
 impl Feed {
@@ -208,7 +225,12 @@ impl Feed {
     }
 
     fn end(&mut self, error: String, fell_behind: bool) {
-        self.queue_line(&FeedEnd { error, fell_behind });
+        let arrived_since = fell_behind.then_some(self.resume);
+        self.queue_line(&FeedEnd {
+            error,
+            fell_behind,
+            arrived_since,
+        });
         self.ended = true;
     }
 
@@ -248,7 +270,7 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
         };
         let behind = |missed: &str| {
             format!(
-                "this watch fell behind the node ({missed}) and stopped: watch again, from when this one began (herald watch does so by itself)"
+                "this watch fell behind the node ({missed}) and stopped: watch again, from when this one began (arrived_since; herald watch does so by itself)"
             )
         };
         match arrival {
@@ -273,6 +295,11 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
             None => return None,
         }
     }
+}
+
+/// Where a feed beginning now is taken up again if it falls behind.
+fn resume_point(store: &Store) -> u64 {
+    store.arrival_now().0.saturating_sub(RESUME_SLACK_MS)
 }
 
 /// `GET /v1/watch`.
@@ -306,12 +333,15 @@ pub(crate) async fn watch(
         queued: VecDeque::new(),
         seen: Remembered::new(REMEMBERED),
         ended: false,
+        // After subscribing: what comes from here on is reported to it.
+        resume: resume_point(node.store()),
     };
     let mut cut = false;
-    if let Some(since) = params.since {
+    if params.since.is_some() || params.arrived_since.is_some() {
         let store = node.store().clone();
         let query = Query {
-            since: Some(Timestamp(since)),
+            since: params.since.map(Timestamp),
+            arrived_since: params.arrived_since.map(Timestamp),
             limit: WATCH_BACKLOG,
             ..filters
         };
@@ -332,7 +362,7 @@ pub(crate) async fn watch(
             feed.offer(b, *member);
         }
     }
-    tracing::debug!(since = ?params.since, listed = feed.queued.len(), "a watch began");
+    tracing::debug!(since = ?params.since, arrived_since = ?params.arrived_since, listed = feed.queued.len(), "a watch began");
     let body = axum::body::Body::from_stream(futures::stream::unfold(feed, next_line));
     let mut response = Response::new(body);
     let headers = response.headers_mut();
@@ -382,8 +412,16 @@ mod tests {
             queued: VecDeque::new(),
             seen: Remembered::new(REMEMBERED),
             ended: false,
+            resume: 0,
         };
-        (feed, events, closing)
+        (
+            Feed {
+                resume: resume_point(&feed.store),
+                ..feed
+            },
+            events,
+            closing,
+        )
     }
 
     fn received(net: &crate::test_network::OneMember, bulletin: &SignedBulletin) -> NodeEvent {
@@ -483,16 +521,30 @@ mod tests {
         let net = one_member();
         let dir = tempfile::tempdir().unwrap();
         let (feed, events, _closing) = feed(&net, dir.path(), 2, 16);
-        for b in &net.chain(5) {
+        // Held while the feed runs (made whenever): listed again, by arrival.
+        let chain = net.chain(7);
+        let late: Vec<_> = chain[5..].iter().map(|b| (b.clone(), net.member_id())).collect();
+        feed.store.insert_verified(&late).unwrap();
+        for b in &chain {
             let _ = events.send(received(&net, b));
         }
+        let store = feed.store.clone();
         let (end, feed) = line(feed).await.unwrap();
         let end: FeedEnd = serde_json::from_value(end).unwrap();
         assert!(
-            end.fell_behind && end.error.contains("3 events missed"),
+            end.fell_behind && end.error.contains("5 events missed") && end.arrived_since.is_some(),
             "{end:?}"
         );
         assert!(line(feed).await.is_none());
+        let again = Query {
+            arrived_since: end.arrived_since.map(Timestamp),
+            ..Query::default()
+        };
+        let listed: Vec<_> = store.query(&again).unwrap().iter().map(|b| b.id()).collect();
+        assert!(
+            listed.contains(&chain[5].id()) && listed.contains(&chain[6].id()),
+            "{end:?}"
+        );
     }
 
     #[tokio::test]
@@ -516,7 +568,7 @@ mod tests {
         );
         let (end, feed) = line(feed).await.unwrap();
         let end: FeedEnd = serde_json::from_value(end).unwrap();
-        assert!(end.fell_behind, "{end:?}");
+        assert!(end.fell_behind && end.arrived_since.is_some(), "{end:?}");
         assert!(line(feed).await.is_none());
     }
 

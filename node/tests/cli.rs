@@ -528,9 +528,22 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
     assert!(confirmed.status.success(), "{}", stderr(&confirmed));
     assert!(mark(&two).is_none(), "the mark outlived the key's first bulletin");
     first.wait_for(&["stored", &stdout(&confirmed).trim()[..10]]);
+    // What came in the last hour (both, whenever made).
+    let arrived = |dir: &str, period: &str| -> Vec<String> {
+        let listed = herald(&["list", "--dir", dir, "--json", "--arrived-since", period]);
+        assert!(listed.status.success(), "{}", stderr(&listed));
+        let views: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+        let ids = views.as_array().unwrap().iter();
+        ids.map(|v| v["id"].as_str().unwrap().to_string()).collect()
+    };
+    let came = arrived(two_s, "1h");
+    assert_eq!(came, [stdout(&confirmed).trim(), &id], "latest arrival first");
+    let bad = herald(&["list", "--dir", two_s, "--arrived-since", "yesterday"]);
+    assert!(!bad.status.success() && stderr(&bad).contains("not a duration like"));
 
     first.stop();
     second.stop();
+    assert_eq!(arrived(two_s, "1h"), came, "offline, from the store");
 
     // Offline, straight from the store.
     let listed = herald(&["list", "--dir", two_s, "--json", "--kind", "advisory"]);
@@ -836,9 +849,24 @@ fn watch_prints_each_new_bulletin_that_passes_its_filters_as_it_arrives() {
         assert!(titles.iter().any(|l| l.contains(title)), "{title} in {titles:?}");
     }
 
+    // What came in the last hour, whenever made, oldest arrival first.
+    let came = Watching::start(&[
+        "--dir",
+        two_s,
+        "--json",
+        "--kind",
+        "advisory",
+        "--arrived-since",
+        "1h",
+    ]);
+    for id in [&received, &own] {
+        let view: serde_json::Value = serde_json::from_str(&came.next()).unwrap();
+        assert_eq!(view["id"].as_str(), Some(id.as_str()), "{view}");
+    }
+
     // The node stops (its watches do not hold it up): each watch says so and fails.
     second.stop();
-    for watching in [advisories, everything] {
+    for watching in [advisories, everything, came] {
         let (error, ok) = watching.ended();
         assert!(!ok && error.contains("the node stopped"), "{error}");
     }

@@ -1409,26 +1409,53 @@ fn follow_up_on(
         .sign(by)
 }
 
+/// The ids of what came at or after `since` (ms), latest arrival first.
+fn arrived_since(store: &Store, since: u64) -> Vec<BulletinId> {
+    let query = Query {
+        arrived_since: Some(Timestamp(since)),
+        ..Query::default()
+    };
+    store
+        .query(&query)
+        .unwrap()
+        .iter()
+        .map(SignedBulletin::id)
+        .collect()
+}
+
+fn now_ms() -> u64 {
+    herald_node::node::now().0
+}
+
 #[test]
-fn a_store_of_an_older_schema_opens_gets_its_index_of_answers_and_is_marked_current() {
-    for old in [2u32, 3] {
+fn a_store_of_an_older_schema_opens_gets_its_indexes_and_is_marked_current() {
+    for old in [2u32, 3, 4] {
         let dir = TempDir::new().unwrap();
         let (author, other) = (key(4), key(5));
         let c = chain(&author, 2, 50);
         let answer = follow_up_on(&other, 1, None, c[0].id(), 60);
+        // Made a day ahead of this clock: it counts as arriving at the upgrade.
+        let ahead = Spec::new(3, Some(c[1].id()), now_ms() + 86_400_000).sign(&author);
         {
             let store = open(&dir);
-            insert(&store, &author, &[&c[0], &c[1]]);
+            insert(&store, &author, &[&c[0], &c[1], &ahead]);
             insert(&store, &other, &[&answer]);
             store.flush().unwrap();
         }
-        // Make it as an older schema left it: no index of answers.
+        // Make it as an older schema left it: no index of arrivals (nor of
+        // answers, before schema 4), or part of one (an upgrade stopped
+        // part way).
         {
             let db = raw_sled(&dir);
             let bulletins = db.open_tree("bulletins/v1").unwrap();
+            let arrivals: Vec<_> = bulletins.scan_prefix(b"r").keys().map(Result::unwrap).collect();
+            assert_eq!(arrivals.len(), 4, "one entry per bulletin");
+            for k in &arrivals[1..] {
+                bulletins.remove(k).unwrap();
+            }
             let answers: Vec<_> = bulletins.scan_prefix(b"a").keys().map(Result::unwrap).collect();
             assert_eq!(answers.len(), 1, "one follow-up, one entry");
-            for k in answers {
+            for k in answers.into_iter().filter(|_| old < 4) {
                 bulletins.remove(k).unwrap();
             }
             db.open_tree("meta")
@@ -1437,24 +1464,137 @@ fn a_store_of_an_older_schema_opens_gets_its_index_of_answers_and_is_marked_curr
                 .unwrap();
             db.flush().unwrap();
         }
+        let before = now_ms();
         let store = open(&dir);
-        assert_eq!(store.count().unwrap(), 3);
+        assert_eq!(store.count().unwrap(), 4);
         assert_eq!(
             store.answers_to(&c[0]).unwrap().follow_ups,
             vec![answer.id()],
             "from schema {old}"
         );
+        // Each once, as arriving when it was made, or at the upgrade.
+        assert_eq!(
+            arrived_since(&store, 0),
+            vec![ahead.id(), answer.id(), c[1].id(), c[0].id()],
+            "from schema {old}"
+        );
+        assert_eq!(
+            arrived_since(&store, 51),
+            vec![ahead.id(), answer.id(), c[1].id()]
+        );
+        assert_eq!(arrived_since(&store, before), vec![ahead.id()]);
+        // What comes next arrives after all of them.
+        let next = Spec::new(4, Some(ahead.id()), 70).sign(&author);
+        insert(&store, &author, &[&next]);
+        assert_eq!(arrived_since(&store, before)[..], [next.id(), ahead.id()]);
         drop(store);
         let db = raw_sled(&dir);
         let schema = db.open_tree("meta").unwrap().get("schema").unwrap().unwrap();
         assert_eq!(schema.as_ref(), &herald_node::store::SCHEMA_VERSION.to_be_bytes());
-        assert_eq!(herald_node::store::SCHEMA_VERSION, 4);
+        assert_eq!(herald_node::store::SCHEMA_VERSION, 5);
     }
 }
 
 #[test]
+fn a_listing_by_arrival_has_what_came_since_whenever_it_was_made_staged_ones_too() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let (a, b) = (key(6), key(7));
+    // Made long ago, held for a while.
+    let old = chain(&a, 3, 1_000);
+    insert(&store, &a, &[&old[0]]);
+    // The next millisecond (arrivals are told apart to the millisecond).
+    let held = store.arrival_now().0;
+    let start = std::iter::repeat_with(|| store.arrival_now().0)
+        .find(|t| *t > held)
+        .unwrap();
+    // A member back from a partition: made long ago, arriving now.
+    insert(&store, &a, &[&old[1], &old[2]]);
+    let fresh = Spec::new(1, None, now_ms()).severity(Severity::High).sign(&b);
+    assert!(store.stage(&fresh, &member_of(&b), b"peer"));
+    let listed = arrived_since(&store, start);
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(listed[0], fresh.id(), "staged, and the latest to come");
+    assert!(!listed.contains(&old[0].id()), "it came before");
+    // Filters and the limit apply; folding changes nothing listed.
+    for folded in [false, true] {
+        if folded {
+            assert_eq!(store.fold_staged(16).unwrap().len(), 1);
+        }
+        let query = |q: Query| -> Vec<BulletinId> {
+            let q = Query {
+                arrived_since: Some(Timestamp(start)),
+                ..q
+            };
+            store.query(&q).unwrap().iter().map(SignedBulletin::id).collect()
+        };
+        assert_eq!(arrived_since(&store, start), listed, "folded: {folded}");
+        assert_eq!(
+            query(Query {
+                member: Some(member_of(&a)),
+                ..Query::default()
+            }),
+            listed[1..]
+        );
+        assert_eq!(
+            query(Query {
+                min_severity: Some(Severity::High),
+                ..Query::default()
+            }),
+            [fresh.id()]
+        );
+        assert_eq!(
+            query(Query {
+                since: Some(Timestamp(1_002)),
+                limit: 1,
+                ..Query::default()
+            }),
+            [fresh.id()]
+        );
+        assert_eq!(
+            query(Query {
+                limit: 2,
+                ..Query::default()
+            }),
+            listed[..2]
+        );
+    }
+    // Nothing comes from the future.
+    assert!(arrived_since(&store, store.arrival_now().0 + 1).is_empty());
+}
+
+#[test]
+fn the_arrival_clock_never_goes_back_across_a_restart() {
+    let dir = TempDir::new().unwrap();
+    let signer = key(8);
+    let c = chain(&signer, 2, 10);
+    {
+        let store = open(&dir);
+        insert(&store, &signer, &[&c[0]]);
+        store.flush().unwrap();
+    }
+    // As if the last run's clock was a day ahead of this one.
+    let ahead = now_ms() + 86_400_000;
+    {
+        let db = raw_sled(&dir);
+        let bulletins = db.open_tree("bulletins/v1").unwrap();
+        let (k, _) = bulletins.scan_prefix(b"r").next().unwrap().unwrap();
+        bulletins.remove(&k).unwrap();
+        let mut moved = vec![b'r'];
+        moved.extend_from_slice(&ahead.to_be_bytes());
+        moved.extend_from_slice(&k[9..]);
+        bulletins.insert(moved, &[]).unwrap();
+        db.flush().unwrap();
+    }
+    let store = open(&dir);
+    assert!(store.arrival_now().0 >= ahead);
+    insert(&store, &signer, &[&c[1]]);
+    assert_eq!(arrived_since(&store, ahead), vec![c[1].id(), c[0].id()]);
+}
+
+#[test]
 fn a_store_of_a_schema_this_herald_does_not_read_is_refused_and_left_as_it_was() {
-    for found in [1u32, 5] {
+    for found in [1u32, 6] {
         let dir = TempDir::new().unwrap();
         drop(open(&dir));
         {

@@ -59,6 +59,7 @@ fn view(
 pub(crate) fn list(args: ListArgs) -> Result<()> {
     let config = Config::load(&args.dir)?;
     let since = since_arg(args.since.as_deref())?;
+    let arrived_since = since_arg(args.arrived_since.as_deref())?;
     check_text(&args.filters)?;
     let client = Client::new(config.api.listen, &args.dir);
     let up = client.is_up();
@@ -76,6 +77,9 @@ pub(crate) fn list(args: ListArgs) -> Result<()> {
         if let Some(s) = since {
             q.push(("since", s.to_string()));
         }
+        if let Some(s) = arrived_since {
+            q.push(("arrived_since", s.to_string()));
+        }
         let (views, search) = client.get_with_header("/v1/bulletins", &q, herald_node::api::SEARCH_HEADER)?;
         complete = search.as_deref() != Some("incomplete");
         views
@@ -89,6 +93,7 @@ pub(crate) fn list(args: ListArgs) -> Result<()> {
             min_severity: f.min_severity.map(severity),
             since: since.map(Timestamp),
             until: None,
+            arrived_since: arrived_since.map(Timestamp),
             limit: args.limit,
             text: f.text.clone(),
         };
@@ -343,6 +348,7 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
     let config = Config::load(&args.dir)?;
     check_text(&args.filters)?;
     let since = since_arg(args.since.as_deref())?;
+    let arrived_since = since_arg(args.arrived_since.as_deref())?;
     let client = Client::new(config.api.listen, &args.dir);
     if !client.is_up() {
         bail!(
@@ -358,21 +364,36 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
         "Watching the node at {} for new bulletins; Ctrl-C to stop.",
         config.api.listen
     );
-    // After falling behind, it lists again from when it began, printing only
-    // what it has not printed.
+    // After falling behind, it lists again what came to the node from when
+    // the feed began (as the node says), printing only what it has not
+    // printed. (A node without the index of arrivals does not say: then what
+    // was made since the watch began.)
     let began = since.unwrap_or_else(|| herald_node::node::now().0);
     let mut printed = herald_node::watch::Remembered::new(WATCH_REMEMBERS);
-    let mut again = false;
+    let mut again: Option<Option<u64>> = None;
     let mut behind: Vec<std::time::Instant> = Vec::new();
     loop {
         let mut query = q.clone();
-        if since.is_some() || again {
-            query.push(("since", began.to_string()));
+        match again {
+            Some(Some(arrived)) => query.push(("arrived_since", arrived.to_string())),
+            Some(None) => query.push(("since", began.to_string())),
+            None => {
+                if since.is_some() {
+                    query.push(("since", began.to_string()));
+                }
+                if let Some(arrived) = arrived_since {
+                    query.push(("arrived_since", arrived.to_string()));
+                }
+            }
         }
         let (lines, backlog) = client.get_lines("/v1/watch", &query, herald_node::watch::BACKLOG_HEADER)?;
-        if backlog.as_deref() == Some("cut") && !again {
+        if backlog.as_deref() == Some("cut") {
+            let (what, other) = match again {
+                None if arrived_since.is_none() => ("bulletins since then", "herald list --since"),
+                _ => ("bulletins that came meanwhile", "herald list --arrived-since"),
+            };
             eprintln!(
-                "Only the newest {} of the bulletins since then are listed: herald list --since shows the others.",
+                "Only the newest {} of the {what} are listed: {other} shows the others.",
                 herald_node::watch::WATCH_BACKLOG
             );
         }
@@ -415,7 +436,7 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
                     );
                 }
                 eprintln!("{} (watching again)", end.error);
-                again = true;
+                again = Some(end.arrived_since);
             }
             Some(end) => bail!("{}", end.error),
             None => bail!(
