@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use axum::extract::{Extension, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use herald_keys::Registry;
 use herald_protocol::{BulletinId, MemberId, Severity, SignedBulletin, Timestamp, Tlp};
@@ -41,6 +41,19 @@ pub const FEED_QUEUE: usize = 65_536;
 /// arrival time as it is held, and reported once it is durable, which can be
 /// later (a sync page or an import, after its flush).
 pub const RESUME_SLACK_MS: u64 = 30_000;
+
+/// Most feeds open at once; one more is refused (503) until one ends. Each
+/// holds up to about 15 MB at worst (its queue, and the ids it remembers).
+pub const MAX_FEEDS: u64 = 64;
+
+/// A feed writes an empty line after this long without a bulletin, so that a
+/// client gone without closing its connection is noticed (its write fails)
+/// and its feed ends.
+pub const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Most reports of new bulletins a feed reads from the store in one go (one
+/// hop to the blocking pool).
+const READ_BATCH: usize = 256;
 
 /// How many ids a feed remembers, so as not to look at a bulletin twice
 /// (from the listing and as it arrives; as it is held and as it is folded).
@@ -179,15 +192,21 @@ fn forward(
 struct Open(Arc<EventCounts>);
 
 impl Open {
-    fn new(counts: Arc<EventCounts>) -> Open {
-        counts.watches_open.fetch_add(1, Ordering::Relaxed);
-        Open(counts)
+    /// Counts one more feed, if fewer than `most` are open.
+    fn new(counts: Arc<EventCounts>, most: u64) -> Option<Open> {
+        counts
+            .watches_open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < most).then_some(open + 1)
+            })
+            .ok()?;
+        Some(Open(counts))
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        self.0.watches_open.fetch_sub(1, Ordering::Relaxed);
+        self.0.watches_open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -264,35 +283,67 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
         if feed.ended {
             return None;
         }
-        let arrival = tokio::select! {
-            () = closed(feed.closing.clone()) => return None,
-            arrival = feed.arrivals.recv() => arrival,
-        };
         let behind = |missed: &str| {
             format!(
                 "this watch fell behind the node ({missed}) and stopped: watch again, from when this one began (arrived_since; herald watch does so by itself)"
             )
         };
-        match arrival {
-            // Received by gossip (reported as soon as it is held, before its
-            // fold), published here, pulled by sync or imported: read from
-            // the store, once.
-            Some(Arrival::Bulletin { id, member }) if !feed.seen.contains(&id) => {
-                let store = feed.store.clone();
-                match off_workers(move || store.get(&id)).await {
-                    Ok(Some(bulletin)) => feed.offer(&bulletin, member),
-                    Ok(None) => {}
-                    Err(Failure(_, e)) => feed.end(format!("the node could not read its store: {e}"), false),
+        let mut arrivals = Vec::with_capacity(READ_BATCH);
+        let got = tokio::select! {
+            () = closed(feed.closing.clone()) => return None,
+            got = feed.arrivals.recv_many(&mut arrivals, READ_BATCH) => got,
+            // Nothing new for a while: an empty line, which clients skip.
+            () = tokio::time::sleep(KEEPALIVE) => return Some((Ok(b"\n".to_vec()), feed)),
+        };
+        if got == 0 {
+            if feed.overflowed.load(Ordering::Acquire) {
+                feed.end(
+                    behind(&format!("{FEED_QUEUE} new bulletins waiting for its client")),
+                    true,
+                );
+                continue;
+            }
+            // The node or its API is stopping.
+            return None;
+        }
+        // Received by gossip (reported as soon as it is held, before its
+        // fold), published here, pulled by sync or imported: read from the
+        // store, each once, a batch in one hop.
+        let mut wanted: Vec<(BulletinId, MemberId)> = Vec::new();
+        let mut missed = None;
+        for arrival in arrivals {
+            match arrival {
+                Arrival::Bulletin { id, member } => {
+                    if !feed.seen.contains(&id) && !wanted.iter().any(|(w, _)| *w == id) {
+                        wanted.push((id, member));
+                    }
+                }
+                Arrival::Missed(n) => missed = Some(n),
+            }
+        }
+        if !wanted.is_empty() {
+            let store = feed.store.clone();
+            let read = off_workers(move || {
+                wanted
+                    .into_iter()
+                    .map(|(id, member)| Ok(store.get(&id)?.map(|b| (b, member))))
+                    .collect::<Result<Vec<_>, crate::store::StoreError>>()
+            })
+            .await;
+            match read {
+                Ok(found) => {
+                    for (bulletin, member) in found.into_iter().flatten() {
+                        feed.offer(&bulletin, member);
+                    }
+                }
+                Err(Failure(_, e)) => {
+                    feed.end(format!("the node could not read its store: {e}"), false);
+                    continue;
                 }
             }
-            Some(Arrival::Bulletin { .. }) => {}
-            Some(Arrival::Missed(missed)) => feed.end(behind(&format!("{missed} events missed")), true),
-            None if feed.overflowed.load(Ordering::Acquire) => feed.end(
-                behind(&format!("{FEED_QUEUE} new bulletins waiting for its client")),
-                true,
-            ),
-            // The node or its API is stopping.
-            None => return None,
+        }
+        if let Some(missed) = missed {
+            feed.end(behind(&format!("{missed} events missed")), true);
         }
     }
 }
@@ -316,9 +367,15 @@ pub(crate) async fn watch(
         params.text,
     )?;
     // Subscribed before the listing: nothing falls between the two.
+    let open = Open::new(node.shared_event_counts(), MAX_FEEDS).ok_or_else(|| {
+        Failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_FEEDS} watches are open on this node already: end one, then watch again"),
+        )
+    })?;
     let overflowed = Arc::new(AtomicBool::new(false));
     let mut feed = Feed {
-        _open: Open::new(node.shared_event_counts()),
+        _open: open,
         arrivals: forward(
             node.subscribe(),
             closing.clone(),
@@ -399,7 +456,7 @@ mod tests {
         let (closing, closing_rx) = watch::channel(false);
         let overflowed = Arc::new(AtomicBool::new(false));
         let feed = Feed {
-            _open: Open::new(Arc::default()),
+            _open: Open::new(Arc::default(), MAX_FEEDS).unwrap(),
             store,
             registry: Arc::new(RwLock::new(net.registry.clone())),
             filters: Query {
@@ -588,14 +645,38 @@ mod tests {
         .unwrap();
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_feed_writes_an_empty_line_now_and_then() {
+        let net = one_member();
+        let dir = tempfile::tempdir().unwrap();
+        let (feed, _events, _closing) = feed(&net, dir.path(), 16, 16);
+        let started = tokio::time::Instant::now();
+        let (line, feed) = tokio::time::timeout(KEEPALIVE * 2, next_line(feed))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(line.unwrap(), b"\n");
+        assert!(started.elapsed() >= KEEPALIVE);
+        assert!(!feed.ended, "and it goes on");
+    }
+
     #[test]
     fn a_feed_counts_as_open_while_it_lives() {
         let counts = Arc::new(EventCounts::default());
         let open = |c: &EventCounts| c.watches_open.load(Ordering::Relaxed);
-        let (first, second) = (Open::new(Arc::clone(&counts)), Open::new(Arc::clone(&counts)));
+        let (first, second) = (
+            Open::new(Arc::clone(&counts), 2).unwrap(),
+            Open::new(Arc::clone(&counts), 2).unwrap(),
+        );
         assert_eq!(open(&counts), 2);
+        assert!(Open::new(Arc::clone(&counts), 2).is_none(), "two at most");
+        assert_eq!(open(&counts), 2, "a refusal counts nothing");
         drop(first);
         assert_eq!(open(&counts), 1);
+        assert!(
+            Open::new(Arc::clone(&counts), 2).is_some(),
+            "one ended, one more may open"
+        );
         drop(second);
         assert_eq!(open(&counts), 0);
     }
