@@ -94,6 +94,10 @@ pub struct ExportFilter {
     pub kind: Option<String>,
     /// Only this member.
     pub member: Option<MemberId>,
+    /// Came to this node at or after (ms since the epoch, its clock),
+    /// whenever made.
+    #[serde(default)]
+    pub arrived_since: Option<u64>,
 }
 
 /// What an export wrote.
@@ -190,6 +194,7 @@ pub fn export_to(
         kind: filter.kind.clone(),
         member: filter.member,
         since: filter.since.map(herald_protocol::Timestamp),
+        arrived_since: filter.arrived_since.map(herald_protocol::Timestamp),
         ..Query::default()
     };
     // Chain order, so a reader can check each chain as it goes; the ids

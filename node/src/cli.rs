@@ -85,6 +85,10 @@ pub(crate) struct ExportArgs {
     /// Only bulletins created in this last period (e.g. 24h, 7d).
     #[arg(long)]
     pub(crate) since: Option<String>,
+    /// Only bulletins that came to this node in this last period (e.g. 24h),
+    /// whenever made: what it took in since the last bundle carried out.
+    #[arg(long)]
+    pub(crate) arrived_since: Option<String>,
     /// Only this kind.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(herald_protocol::Kind::NAMES))]
     pub(crate) kind: Option<String>,

@@ -60,9 +60,11 @@ pub mod trees {
 /// Every stored key costs sled several microseconds to write (it copies the
 /// leaf it lands in), so a bulletin writes four: its data, its chain entry,
 /// its time index entry and its arrival (and one more for each bulletin it supersedes,
-/// withdraws or follows up on: most name none). The time index is a covering index: its value
-/// carries kind, TLP, severity and signing member, so every filter of
-/// [`Store::query`] is decided from the index before a bulletin is read.
+/// withdraws or follows up on: most name none). The time index and the index of
+/// arrivals are covering indexes: their values carry kind, TLP, severity and
+/// signing member (and an arrival's, the creation time), so every filter of
+/// [`Store::query`] but the text is decided from the index before a bulletin
+/// is read.
 mod prefix {
     /// `b` id -> signing member (32) || signed bulletin bytes.
     pub(super) const DATA: u8 = b'b';
@@ -91,8 +93,9 @@ mod prefix {
     /// one prefix read (schema 4).
     pub(super) const ANSWER: u8 = b'a';
     /// `r` arrived (u64, ms since the epoch on this node's clock, never
-    /// going back) id -> (): when each bulletin in the time index came to
-    /// this node, whenever it was made (schema 5).
+    /// going back) id -> kind code, TLP code, severity code, signing member
+    /// (32), created (u64): when each bulletin in the time index came to this
+    /// node, whenever it was made; covering, as the time index (schema 5).
     pub(super) const ARRIVAL: u8 = b'r';
 }
 
@@ -529,6 +532,35 @@ fn split_staged(v: &[u8]) -> Result<(&[u8], MemberId, &[u8]), StoreError> {
     Ok((from, member, bytes))
 }
 
+/// The value of a time index entry (and the start of an arrival's): kind
+/// code, TLP code, severity code, signing member.
+fn indexed_value(bulletin: &SignedBulletin, member: &MemberId) -> Vec<u8> {
+    let body = bulletin.body();
+    key_of(&[
+        &[
+            kind_code(body.kind.name()),
+            tlp_code(body.tlp),
+            severity_code(body.severity),
+        ],
+        member.as_bytes(),
+    ])
+}
+
+/// Whether an index entry's value ([`indexed_value`]) passes `query`'s
+/// filters on kind code (`kind`), TLP, severity and member.
+fn passes_index(v: &[u8], query: &Query, kind: Option<u8>) -> Result<bool, StoreError> {
+    let [entry_kind, tlp, severity, member @ ..] = v else {
+        return Err(StoreError::Corrupt("index entry cut short".into()));
+    };
+    let member = member
+        .get(..32)
+        .ok_or_else(|| StoreError::Corrupt("index entry without its member".into()))?;
+    Ok(!(kind.is_some_and(|k| k != *entry_kind)
+        || query.tlp.is_some_and(|t| tlp_code(t) != *tlp)
+        || query.min_severity.is_some_and(|s| *severity < severity_code(s))
+        || query.member.as_ref().is_some_and(|m| m.as_bytes() != member)))
+}
+
 fn arrival_key(arrived: Timestamp, id: &BulletinId) -> Vec<u8> {
     key_of(&[&[prefix::ARRIVAL], &arrived.0.to_be_bytes(), id.as_bytes()])
 }
@@ -679,6 +711,20 @@ impl Store {
             opened: Instant::now(),
             journal: Arc::new(Mutex::new(journal)),
         };
+        // Arrivals are numbered on from the last one held (the clock may have
+        // gone back since).
+        if let Some(entry) = store.bulletins.scan_prefix([prefix::ARRIVAL]).next_back() {
+            let (k, _) = entry?;
+            let last = u64_at(&k, 1)?;
+            store.last_arrival.store(last, Ordering::Release);
+            let now = crate::node::now().0;
+            if last > now.saturating_add(60_000) {
+                tracing::warn!(
+                    ahead_s = (last - now) / 1000,
+                    "the last bulletin held arrived ahead of this clock (it went back, or was ahead then): new ones count as arriving then until the clock gets there"
+                );
+            }
+        }
         // Fold what earlier builds left staged in sled, before anyone reads.
         let left = store.bulletins.scan_prefix([prefix::STAGED]).count();
         if left > 0 {
@@ -699,12 +745,6 @@ impl Store {
             }
             store.flush()?;
             tracing::info!(count = left, "folded bulletins staged before the last stop");
-        }
-        // Arrivals are numbered on from the last one held (the clock may have
-        // gone back since).
-        if let Some(entry) = store.bulletins.scan_prefix([prefix::ARRIVAL]).next_back() {
-            let (k, _) = entry?;
-            store.last_arrival.store(u64_at(&k, 1)?, Ordering::Release);
         }
         if found < SCHEMA_VERSION {
             if found < 4 {
@@ -783,21 +823,37 @@ impl Store {
         let started = Instant::now();
         // What a run stopped part way wrote.
         let mut batch = sled::Batch::default();
-        for entry in self.bulletins.scan_prefix([prefix::ARRIVAL]) {
+        for (n, entry) in self.bulletins.scan_prefix([prefix::ARRIVAL]).enumerate() {
             batch.remove(entry?.0);
+            if n % 4096 == 4095 {
+                self.bulletins.apply_batch(std::mem::take(&mut batch))?;
+            }
         }
         self.bulletins.apply_batch(batch)?;
         let upgrade = self.arrival_now();
-        let (mut written, mut pending) = (0u64, 0usize);
+        let (mut written, mut pending, mut damaged) = (0u64, 0usize, 0u64);
         let mut batch = sled::Batch::default();
         for entry in self.bulletins.scan_prefix([prefix::BY_TIME]) {
-            let (k, _) = entry?;
+            let (k, v) = entry?;
             let (created, id) = match (u64_at(&k, 1), k.get(9..).map(id_from)) {
-                (Ok(created), Some(Ok(id))) => (created, id),
-                _ => return Err(StoreError::Corrupt("time index entry".into())),
+                (Ok(created), Some(Ok(id))) if passes_index(&v, &Query::default(), None).is_ok() => {
+                    (created, id)
+                }
+                // Left as it is (a listing that reaches it fails, as
+                // before), counted: it keeps no store from opening.
+                _ => {
+                    damaged += 1;
+                    if damaged <= 10 {
+                        tracing::warn!(key = %hex::encode(&k), "a time index entry does not decode: left out of the index of arrivals");
+                    }
+                    continue;
+                }
             };
             // In the time index's order, so never going back.
-            batch.insert(arrival_key(Timestamp(created.min(upgrade.0)), &id), &[]);
+            batch.insert(
+                arrival_key(Timestamp(created.min(upgrade.0)), &id),
+                key_of(&[&v, &created.to_be_bytes()]),
+            );
             pending += 1;
             if pending >= 4096 {
                 self.bulletins.apply_batch(std::mem::take(&mut batch))?;
@@ -810,6 +866,7 @@ impl Store {
         self.flush()?;
         tracing::info!(
             bulletins = written,
+            damaged,
             took_ms = started.elapsed().as_millis() as u64,
             "indexed when each bulletin came (once, upgrading the store; those held before count as arriving when they were made)"
         );
@@ -1282,13 +1339,14 @@ impl Store {
         unstage: &[sled::IVec],
         mut batch: sled::Batch,
     ) -> Result<Vec<Stored>, StoreError> {
+        // Chain summaries and the count are read, updated and written back:
+        // one batch at a time. A panic while holding it left nothing written.
+        let _index = self.index_lock.lock().unwrap_or_else(|e| e.into_inner());
+        // Once the batch may go ahead: as close as can be to when it is held.
         let now = match arrived {
             Some(_) => Timestamp(0),
             None => self.arrival_now(),
         };
-        // Chain summaries and the count are read, updated and written back:
-        // one batch at a time. A panic while holding it left nothing written.
-        let _index = self.index_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut outcomes = Vec::with_capacity(items.len());
         // What this batch has written so far, which the tree does not show yet.
         let mut chain_overlay: HashMap<(KeyId, Seq), BulletinId> = HashMap::new();
@@ -1539,20 +1597,14 @@ impl Store {
         let body = bulletin.body();
         let id = bulletin.id();
         let created = body.created.0.to_be_bytes();
-        let kind = kind_code(body.kind.name());
+        let indexed = indexed_value(bulletin, member);
         batch.insert(data_key(&id), data_value(member, bulletin));
         batch.insert(chain_key(&body.signer, body.seq), id.as_bytes());
-        batch.insert(
-            key_of(&[&[prefix::BY_TIME], &created, id.as_bytes()]),
-            key_of(&[
-                &[kind, tlp_code(body.tlp), severity_code(body.severity)],
-                member.as_bytes(),
-            ]),
-        );
+        batch.insert(arrival_key(arrived, &id), key_of(&[&indexed, &created]));
+        batch.insert(key_of(&[&[prefix::BY_TIME], &created, id.as_bytes()]), indexed);
         for (k, v) in answer_entries(bulletin, member) {
             batch.insert(k, v);
         }
-        batch.insert(arrival_key(arrived, &id), &[]);
     }
 
     /// Signs the next bulletin of `key`'s chain from `draft` (whose `signer`,
@@ -1738,15 +1790,15 @@ impl Store {
         if journal.is_empty() {
             return Ok(());
         }
-        let own: Vec<(SignedBulletin, MemberId)> = self
+        let (own, arrived): (Vec<(SignedBulletin, MemberId)>, Vec<Timestamp>) = self
             .staged()
             .items
             .values()
             .filter(|item| item.own)
-            .map(|item| (item.bulletin.clone(), item.member))
-            .collect();
+            .map(|item| ((item.bulletin.clone(), item.member), item.arrived))
+            .unzip();
         if !own.is_empty() {
-            self.insert_verified(&own)?;
+            self.insert_batch(&own, Some(&arrived), &[], sled::Batch::default())?;
         }
         self.flush()?;
         journal.start_epoch()?;
@@ -1826,8 +1878,9 @@ impl Store {
     }
 
     /// [`Store::search`] by arrival: walks the index of arrivals backwards
-    /// from the newest down to `since`, reading each bulletin (the index
-    /// holds no filters), and merges in the staged ones that came since.
+    /// from the newest down to `since`, reading only the bulletins whose
+    /// entry passes the filters, and merges in the staged ones that came
+    /// since.
     fn search_arrivals(
         &self,
         query: &Query,
@@ -1847,25 +1900,14 @@ impl Store {
         staged.retain(|(_, b)| query.text.as_deref().is_none_or(|t| holds_text(b, t)));
         let mut found: Vec<(Timestamp, SignedBulletin)> = Vec::new();
         let mut complete = true;
-        let low = arrival_key(since, &BulletinId::from_bytes([0; 32]));
-        let entries = self.bulletins.range(low..vec![prefix::ARRIVAL + 1]).rev();
-        for (read, entry) in entries.enumerate() {
+        for (read, arrival) in self.arrivals_since(since, query).rev().enumerate() {
             if query.text.is_some() && read == text_scan {
                 complete = false;
                 break;
             }
-            let (k, _) = entry?;
-            let (arrived, id) = match (u64_at(&k, 1), k.get(9..).map(id_from)) {
-                (Ok(arrived), Some(Ok(id))) => (Timestamp(arrived), id),
-                _ => return Err(StoreError::Corrupt("arrival index entry".into())),
-            };
-            let Some(v) = self.bulletins.get(data_key(&id))? else {
-                tracing::error!(%id, "the store is damaged: the index of arrivals names a bulletin it does not hold");
+            let Some((arrived, bulletin, member)) = self.arrived(arrival?)? else {
                 continue;
             };
-            let (member, bytes) = split_data(&v)?;
-            let bulletin = SignedBulletin::from_bytes(bytes)
-                .map_err(|e| StoreError::Corrupt(format!("stored bulletin {id}: {e}")))?;
             if !query.matches(&bulletin, &member) {
                 continue;
             }
@@ -1884,6 +1926,60 @@ impl Store {
             found.truncate(query.limit);
         }
         Ok((found.into_iter().map(|(_, b)| b).collect(), complete))
+    }
+
+    /// The entries of the index of arrivals from `since` on, oldest first,
+    /// that pass `query`'s filters but the text (decided from the entry; an
+    /// unknown kind name is confirmed by the caller, as codes are shared).
+    fn arrivals_since<'a>(
+        &self,
+        since: Timestamp,
+        query: &'a Query,
+    ) -> impl DoubleEndedIterator<Item = Result<(Timestamp, BulletinId), StoreError>> + use<'a> {
+        let kind = query.kind.as_deref().map(kind_code);
+        let low = arrival_key(since, &BulletinId::from_bytes([0; 32]));
+        self.bulletins
+            .range(low..vec![prefix::ARRIVAL + 1])
+            .filter_map(move |entry| {
+                let (k, v) = match entry {
+                    Ok(kv) => kv,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                let (arrived, id) = match (u64_at(&k, 1), k.get(9..).map(id_from)) {
+                    (Ok(arrived), Some(Ok(id))) => (Timestamp(arrived), id),
+                    _ => return Some(Err(StoreError::Corrupt("arrival index entry".into()))),
+                };
+                let created = match u64_at(&v, 3 + 32) {
+                    Ok(created) => Timestamp(created),
+                    Err(e) => return Some(Err(e)),
+                };
+                match passes_index(&v, query, kind) {
+                    Ok(true)
+                        if query.since.is_none_or(|t| created >= t)
+                            && query.until.is_none_or(|t| created < t) =>
+                    {
+                        Some(Ok((arrived, id)))
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                }
+            })
+    }
+
+    /// The bulletin an entry of the index of arrivals names, with its member.
+    fn arrived(
+        &self,
+        (arrived, id): (Timestamp, BulletinId),
+    ) -> Result<Option<(Timestamp, SignedBulletin, MemberId)>, StoreError> {
+        let Some(v) = self.bulletins.get(data_key(&id))? else {
+            // Damage, but one lost bulletin must not make every listing fail.
+            tracing::error!(%id, "the store is damaged: the index of arrivals names a bulletin it does not hold");
+            return Ok(None);
+        };
+        let (member, bytes) = split_data(&v)?;
+        let bulletin = SignedBulletin::from_bytes(bytes)
+            .map_err(|e| StoreError::Corrupt(format!("stored bulletin {id}: {e}")))?;
+        Ok(Some((arrived, bulletin, member)))
     }
 
     /// The held bulletins that answer `target`: those of its member that
@@ -1984,7 +2080,8 @@ impl Store {
             || query.tlp.is_some()
             || query.min_severity.is_some()
             || query.since.is_some()
-            || query.until.is_some();
+            || query.until.is_some()
+            || query.arrived_since.is_some();
         let wanted: Option<HashSet<BulletinId>> = match filtered {
             false => None,
             true => Some(self.matching_ids(query)?),
@@ -2024,12 +2121,16 @@ impl Store {
 
     /// The ids of the bulletins matching `query`'s filters, from the time index.
     fn matching_ids(&self, query: &Query) -> Result<HashSet<BulletinId>, StoreError> {
-        let kind = query.kind.as_deref().map(kind_code);
+        let ids: Box<dyn Iterator<Item = Result<BulletinId, StoreError>>> = match query.arrived_since {
+            Some(since) => Box::new(self.arrivals_since(since, query).map(|a| a.map(|(_, id)| id))),
+            None => Box::new(self.time_index_ids(query)),
+        };
+        // Unknown kind names share one code: confirmed on the body.
+        let shared = query.kind.as_deref().map(kind_code) == Some(kind_code(""));
         let mut out = HashSet::new();
-        for id in self.time_index_ids(query) {
+        for id in ids {
             let id = id?;
-            // Unknown kind names share one code: confirm on the body.
-            if kind == Some(kind_code(""))
+            if shared
                 && self
                     .get(&id)?
                     .is_none_or(|b| Some(b.body().kind.name()) != query.kind.as_deref())
@@ -2060,20 +2161,10 @@ impl Store {
                 Ok(kv) => kv,
                 Err(e) => return Some(Err(e.into())),
             };
-            let [entry_kind, tlp, severity, member @ ..] = v.as_ref() else {
-                return Some(Err(StoreError::Corrupt("time index entry cut short".into())));
-            };
-            if member.len() != 32 {
-                return Some(Err(StoreError::Corrupt(
-                    "time index entry without its member".into(),
-                )));
-            }
-            if kind.is_some_and(|k| k != *entry_kind)
-                || query.tlp.is_some_and(|t| tlp_code(t) != *tlp)
-                || query.min_severity.is_some_and(|s| *severity < severity_code(s))
-                || query.member.as_ref().is_some_and(|m| m.as_bytes() != member)
-            {
-                return None;
+            match passes_index(&v, query, kind) {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => return Some(Err(e)),
             }
             Some(
                 k.get(1 + 8..)

@@ -59,7 +59,8 @@ const READ_BATCH: usize = 256;
 /// (from the listing and as it arrives; as it is held and as it is folded).
 const REMEMBERED: usize = 65_536;
 
-/// Filters of `GET /v1/watch`: as `GET /v1/bulletins`, and `since`.
+/// Filters of `GET /v1/watch`: as `GET /v1/bulletins`, with `since` and
+/// `arrived_since` saying what to list first.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct WatchParams {
     /// Kind name.
@@ -224,8 +225,11 @@ struct Feed {
     /// Bulletins looked at, sent or not.
     seen: Remembered,
     ended: bool,
-    /// Where to take it up again if it falls behind ([`FeedEnd::arrived_since`]).
+    /// Where to take it up again if it falls behind ([`FeedEnd::arrived_since`]):
+    /// moved on each time it has handled every report it was given.
     resume: u64,
+    /// When it last wrote a line.
+    written: tokio::time::Instant,
 }
 
 impl Feed {
@@ -278,10 +282,16 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
             return None;
         }
         if let Some(line) = feed.queued.pop_front() {
+            feed.written = tokio::time::Instant::now();
             return Some((Ok(line), feed));
         }
         if feed.ended {
             return None;
+        }
+        if feed.arrivals.is_empty() {
+            // Every report so far is handled: if it falls behind from here
+            // on, what came from here on is what it may have missed.
+            feed.resume = resume_point(&feed.store);
         }
         let behind = |missed: &str| {
             format!(
@@ -292,8 +302,11 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
         let got = tokio::select! {
             () = closed(feed.closing.clone()) => return None,
             got = feed.arrivals.recv_many(&mut arrivals, READ_BATCH) => got,
-            // Nothing new for a while: an empty line, which clients skip.
-            () = tokio::time::sleep(KEEPALIVE) => return Some((Ok(b"\n".to_vec()), feed)),
+            // Nothing written for a while: an empty line, which clients skip.
+            () = tokio::time::sleep_until(feed.written + KEEPALIVE) => {
+                feed.written = tokio::time::Instant::now();
+                return Some((Ok(b"\n".to_vec()), feed));
+            }
         };
         if got == 0 {
             if feed.overflowed.load(Ordering::Acquire) {
@@ -392,6 +405,7 @@ pub(crate) async fn watch(
         ended: false,
         // After subscribing: what comes from here on is reported to it.
         resume: resume_point(node.store()),
+        written: tokio::time::Instant::now(),
     };
     let mut cut = false;
     if params.since.is_some() || params.arrived_since.is_some() {
@@ -470,6 +484,7 @@ mod tests {
             seen: Remembered::new(REMEMBERED),
             ended: false,
             resume: 0,
+            written: tokio::time::Instant::now(),
         };
         (
             Feed {
@@ -577,6 +592,7 @@ mod tests {
     async fn a_feed_that_falls_behind_says_so_and_ends() {
         let net = one_member();
         let dir = tempfile::tempdir().unwrap();
+        let began = crate::node::now().0;
         let (feed, events, _closing) = feed(&net, dir.path(), 2, 16);
         // Held while the feed runs (made whenever): listed again, by arrival.
         let chain = net.chain(7);
@@ -597,6 +613,11 @@ mod tests {
             arrived_since: end.arrived_since.map(Timestamp),
             ..Query::default()
         };
+        let from = end.arrived_since.unwrap();
+        assert!(
+            from + RESUME_SLACK_MS >= began && from <= crate::node::now().0,
+            "{from} for a feed begun at {began}"
+        );
         let listed: Vec<_> = store.query(&again).unwrap().iter().map(|b| b.id()).collect();
         assert!(
             listed.contains(&chain[5].id()) && listed.contains(&chain[6].id()),
@@ -649,14 +670,18 @@ mod tests {
     async fn a_quiet_feed_writes_an_empty_line_now_and_then() {
         let net = one_member();
         let dir = tempfile::tempdir().unwrap();
-        let (feed, _events, _closing) = feed(&net, dir.path(), 16, 16);
+        let (feed, events, _closing) = feed(&net, dir.path(), 16, 16);
         let started = tokio::time::Instant::now();
+        // A report it does not send (its filters) does not put the line off.
+        tokio::time::advance(KEEPALIVE / 2).await;
+        events.send(received(&net, &net.chain(1)[0])).unwrap();
         let (line, feed) = tokio::time::timeout(KEEPALIVE * 2, next_line(feed))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(line.unwrap(), b"\n");
-        assert!(started.elapsed() >= KEEPALIVE);
+        let waited = started.elapsed();
+        assert!(waited >= KEEPALIVE && waited < KEEPALIVE * 3 / 2, "{waited:?}");
         assert!(!feed.ended, "and it goes on");
     }
 

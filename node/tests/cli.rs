@@ -612,6 +612,25 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
         "{}",
         stdout(&by_name)
     );
+    // What came in the last hour: both; in the future: none.
+    for (period, count) in [("1h", 2), ("0s", 0)] {
+        let arrived = herald(&[
+            "export",
+            "--dir",
+            two_s,
+            "--force",
+            "--arrived-since",
+            period,
+            "-o",
+            one_member.to_str().unwrap(),
+        ]);
+        assert!(arrived.status.success(), "{}", stderr(&arrived));
+        assert!(
+            stdout(&arrived).starts_with(&format!("Wrote {count} bulletins")),
+            "{}",
+            stdout(&arrived)
+        );
+    }
     let config = std::fs::read_to_string(two.join("config.toml")).unwrap();
     let genesis = config
         .lines()

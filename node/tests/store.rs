@@ -1504,10 +1504,7 @@ fn a_listing_by_arrival_has_what_came_since_whenever_it_was_made_staged_ones_too
     let old = chain(&a, 3, 1_000);
     insert(&store, &a, &[&old[0]]);
     // The next millisecond (arrivals are told apart to the millisecond).
-    let held = store.arrival_now().0;
-    let start = std::iter::repeat_with(|| store.arrival_now().0)
-        .find(|t| *t > held)
-        .unwrap();
+    let start = next_millisecond(&store);
     // A member back from a partition: made long ago, arriving now.
     insert(&store, &a, &[&old[1], &old[2]]);
     let fresh = Spec::new(1, None, now_ms()).severity(Severity::High).sign(&b);
@@ -1561,6 +1558,43 @@ fn a_listing_by_arrival_has_what_came_since_whenever_it_was_made_staged_ones_too
     }
     // Nothing comes from the future.
     assert!(arrived_since(&store, store.arrival_now().0 + 1).is_empty());
+    // An export of what came: in chain order (key, then number).
+    let exported = store
+        .export_ids(&Query {
+            arrived_since: Some(Timestamp(start)),
+            ..Query::default()
+        })
+        .unwrap();
+    let mut expected = vec![(a.id(), old[1].id()), (a.id(), old[2].id()), (b.id(), fresh.id())];
+    expected.sort_by_key(|(key, _)| *key.as_bytes());
+    assert_eq!(
+        exported,
+        expected.into_iter().map(|(_, id)| id).collect::<Vec<_>>()
+    );
+}
+
+/// Waits (at most a few ms) for the arrival clock to move past its reading now.
+fn next_millisecond(store: &Store) -> u64 {
+    let held = store.arrival_now().0;
+    std::iter::repeat_with(|| store.arrival_now().0)
+        .find(|t| *t > held)
+        .unwrap()
+}
+
+#[test]
+fn a_staged_bulletin_arrives_when_it_was_staged_not_when_it_is_folded() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let (a, b) = (key(9), key(10));
+    let staged = Spec::new(1, None, 5).sign(&a);
+    let direct = Spec::new(1, None, 5).sign(&b);
+    store.stage(&staged, &member_of(&a), b"peer");
+    let between = next_millisecond(&store);
+    next_millisecond(&store);
+    insert(&store, &b, &[&direct]);
+    store.fold_staged(16).unwrap();
+    assert_eq!(arrived_since(&store, 0), [direct.id(), staged.id()]);
+    assert_eq!(arrived_since(&store, between), [direct.id()]);
 }
 
 #[test]
@@ -1578,12 +1612,12 @@ fn the_arrival_clock_never_goes_back_across_a_restart() {
     {
         let db = raw_sled(&dir);
         let bulletins = db.open_tree("bulletins/v1").unwrap();
-        let (k, _) = bulletins.scan_prefix(b"r").next().unwrap().unwrap();
+        let (k, v) = bulletins.scan_prefix(b"r").next().unwrap().unwrap();
         bulletins.remove(&k).unwrap();
         let mut moved = vec![b'r'];
         moved.extend_from_slice(&ahead.to_be_bytes());
         moved.extend_from_slice(&k[9..]);
-        bulletins.insert(moved, &[]).unwrap();
+        bulletins.insert(moved, v).unwrap();
         db.flush().unwrap();
     }
     let store = open(&dir);

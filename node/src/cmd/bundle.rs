@@ -39,14 +39,12 @@ pub(crate) fn export(args: ExportArgs) -> Result<()> {
         true => bundle::Replace::Yes,
         false => bundle::Replace::No,
     };
-    let since = match &args.since {
-        Some(d) => Some(
-            herald_node::node::now()
-                .0
-                .saturating_sub(super::parse_duration(d)?.as_millis() as u64),
-        ),
-        None => None,
+    let ago = |period: &Option<String>| -> Result<Option<u64>> {
+        let Some(period) = period else { return Ok(None) };
+        let ago = super::parse_duration(period)?.as_millis() as u64;
+        Ok(Some(herald_node::node::now().0.saturating_sub(ago)))
     };
+    let (since, arrived_since) = (ago(&args.since)?, ago(&args.arrived_since)?);
     let client = Client::new(config.api.listen, &args.dir);
     let offline = if client.is_up() {
         None
@@ -55,6 +53,7 @@ pub(crate) fn export(args: ExportArgs) -> Result<()> {
     };
     let filter = ExportFilter {
         since,
+        arrived_since,
         kind: args.kind.clone(),
         member: args
             .member

@@ -389,8 +389,11 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
         let (lines, backlog) = client.get_lines("/v1/watch", &query, herald_node::watch::BACKLOG_HEADER)?;
         if backlog.as_deref() == Some("cut") {
             let (what, other) = match again {
-                None if arrived_since.is_none() => ("bulletins since then", "herald list --since"),
-                _ => ("bulletins that came meanwhile", "herald list --arrived-since"),
+                None if arrived_since.is_some() => {
+                    ("bulletins that came since then", "herald list --arrived-since")
+                }
+                Some(Some(_)) => ("bulletins that came meanwhile", "herald list --arrived-since"),
+                _ => ("bulletins since then", "herald list --since"),
             };
             eprintln!(
                 "Only the newest {} of the {what} are listed: {other} shows the others.",
@@ -440,7 +443,7 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
             }
             Some(end) => bail!("{}", end.error),
             None => bail!(
-                "the node stopped; run herald watch again once it runs (with --since to print what came meanwhile)"
+                "the node stopped; run herald watch again once it runs (with --arrived-since to print what came meanwhile)"
             ),
         }
     }
