@@ -393,9 +393,9 @@ pub(crate) struct WatchArgs {
     /// the newest 10,000), oldest first.
     #[arg(long)]
     pub(crate) since: Option<String>,
-    /// First print those that came to the node in this last period (e.g.
-    /// 1h), whenever made, oldest arrival first (at most the newest 10,000):
-    /// to miss nothing across a restart of the watch.
+    /// First print all that came to the node in this last period (e.g. 1h),
+    /// whenever made, oldest arrival first: to miss nothing across a restart
+    /// of the watch.
     #[arg(long, conflicts_with = "since")]
     pub(crate) arrived_since: Option<String>,
 }

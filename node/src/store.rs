@@ -306,6 +306,16 @@ pub fn holds_text(bulletin: &SignedBulletin, text: &str) -> bool {
         || (std::str::from_utf8(&body.payload.bytes).is_ok() && has(&body.payload.bytes))
 }
 
+/// A page of what came to the node ([`Store::arrivals_page`]).
+#[derive(Debug)]
+pub struct ArrivalPage {
+    /// The bulletins and their members, oldest arrival first.
+    pub items: Vec<(SignedBulletin, MemberId)>,
+    /// Where the next page starts (after this arrival time and id); `None`
+    /// when this page read to the last arrival held.
+    pub next: Option<(Timestamp, BulletinId)>,
+}
+
 /// The bulletins held that answer one bulletin ([`Store::answers_to`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Answers {
@@ -1936,34 +1946,104 @@ impl Store {
         since: Timestamp,
         query: &'a Query,
     ) -> impl DoubleEndedIterator<Item = Result<(Timestamp, BulletinId), StoreError>> + use<'a> {
-        let kind = query.kind.as_deref().map(kind_code);
         let low = arrival_key(since, &BulletinId::from_bytes([0; 32]));
-        self.bulletins
-            .range(low..vec![prefix::ARRIVAL + 1])
-            .filter_map(move |entry| {
-                let (k, v) = match entry {
-                    Ok(kv) => kv,
-                    Err(e) => return Some(Err(e.into())),
-                };
-                let (arrived, id) = match (u64_at(&k, 1), k.get(9..).map(id_from)) {
-                    (Ok(arrived), Some(Ok(id))) => (Timestamp(arrived), id),
-                    _ => return Some(Err(StoreError::Corrupt("arrival index entry".into()))),
-                };
-                let created = match u64_at(&v, 3 + 32) {
-                    Ok(created) => Timestamp(created),
-                    Err(e) => return Some(Err(e)),
-                };
-                match passes_index(&v, query, kind) {
-                    Ok(true)
-                        if query.since.is_none_or(|t| created >= t)
-                            && query.until.is_none_or(|t| created < t) =>
-                    {
-                        Some(Ok((arrived, id)))
-                    }
-                    Ok(_) => None,
-                    Err(e) => Some(Err(e)),
+        self.arrivals_from(std::ops::Bound::Included(low), query)
+    }
+
+    /// [`Store::arrivals_since`] from the index key `low`.
+    fn arrivals_from<'a>(
+        &self,
+        low: std::ops::Bound<Vec<u8>>,
+        query: &'a Query,
+    ) -> impl DoubleEndedIterator<Item = Result<(Timestamp, BulletinId), StoreError>> + use<'a> {
+        let kind = query.kind.as_deref().map(kind_code);
+        let high = std::ops::Bound::Excluded(vec![prefix::ARRIVAL + 1]);
+        self.bulletins.range((low, high)).filter_map(move |entry| {
+            let (k, v) = match entry {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(e.into())),
+            };
+            let (arrived, id) = match (u64_at(&k, 1), k.get(9..).map(id_from)) {
+                (Ok(arrived), Some(Ok(id))) => (Timestamp(arrived), id),
+                _ => return Some(Err(StoreError::Corrupt("arrival index entry".into()))),
+            };
+            let created = match u64_at(&v, 3 + 32) {
+                Ok(created) => Timestamp(created),
+                Err(e) => return Some(Err(e)),
+            };
+            match passes_index(&v, query, kind) {
+                Ok(true)
+                    if query.since.is_none_or(|t| created >= t)
+                        && query.until.is_none_or(|t| created < t) =>
+                {
+                    Some(Ok((arrived, id)))
                 }
-            })
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            }
+        })
+    }
+
+    /// What came at or after `since` and after `after` (an arrival time and
+    /// id, as [`ArrivalPage::next`] gives them), oldest arrival first, that
+    /// matches `query` (its `arrived_since` and `limit` aside): at most
+    /// `limit` bulletins, reading at most `read_at_most` (a text search that
+    /// finds little still ends its page), staged ones included.
+    pub fn arrivals_page(
+        &self,
+        query: &Query,
+        since: Timestamp,
+        after: Option<(Timestamp, BulletinId)>,
+        limit: usize,
+        read_at_most: usize,
+    ) -> Result<ArrivalPage, StoreError> {
+        let place = |arrived: Timestamp, id: &BulletinId| (arrived.0, *id.as_bytes());
+        let past_start = |arrived: Timestamp, id: &BulletinId| {
+            arrived >= since && after.is_none_or(|(t, a)| place(arrived, id) > place(t, &a))
+        };
+        // Staged first: a bulletin folded meanwhile is then in the index.
+        let mut staged: Vec<((u64, [u8; 32]), SignedBulletin, MemberId)> = {
+            let staged = self.staged();
+            staged
+                .items
+                .iter()
+                .filter(|(id, i)| past_start(i.arrived, id) && query.matches_indexed(&i.bulletin, &i.member))
+                .map(|(id, i)| (place(i.arrived, id), i.bulletin.clone(), i.member))
+                .collect()
+        };
+        staged.retain(|(_, b, _)| query.text.as_deref().is_none_or(|t| holds_text(b, t)));
+        let low = match after {
+            Some((arrived, id)) => std::ops::Bound::Excluded(arrival_key(arrived, &id)),
+            None => std::ops::Bound::Included(arrival_key(since, &BulletinId::from_bytes([0; 32]))),
+        };
+        let mut items = Vec::new();
+        let mut last = None;
+        let mut exhausted = true;
+        for (read, arrival) in self.arrivals_from(low, query).enumerate() {
+            if read == read_at_most || items.len() == limit {
+                exhausted = false;
+                break;
+            }
+            let arrival = arrival?;
+            last = Some(arrival);
+            if let Some((arrived, bulletin, member)) = self.arrived(arrival)?
+                && query.matches(&bulletin, &member)
+            {
+                items.push((place(arrived, &bulletin.id()), bulletin, member));
+            }
+        }
+        let next = if exhausted { None } else { last };
+        // The staged ones up to where this page ends (the rest come later,
+        // staged or folded, with the same arrival time); each once.
+        let listed: HashSet<BulletinId> = items.iter().map(|(_, b, _)| b.id()).collect();
+        let end = next.map(|(t, id)| place(t, &id));
+        staged.retain(|(at, b, _)| end.is_none_or(|end| *at <= end) && !listed.contains(&b.id()));
+        items.extend(staged);
+        items.sort_by_key(|(at, _, _)| *at);
+        Ok(ArrivalPage {
+            items: items.into_iter().map(|(_, b, m)| (b, m)).collect(),
+            next,
+        })
     }
 
     /// The bulletin an entry of the index of arrivals names, with its member.

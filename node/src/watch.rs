@@ -55,6 +55,12 @@ pub const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 /// hop to the blocking pool).
 const READ_BATCH: usize = 256;
 
+/// Most bulletins a feed lists in one page of what came since `arrived_since`
+/// (read as its client takes the page before; every page is listed), and most
+/// it reads for one (a text search that finds little).
+const BACKLOG_PAGE: usize = 1_000;
+const BACKLOG_PAGE_READS: usize = 10_000;
+
 /// How many ids a feed remembers, so as not to look at a bulletin twice
 /// (from the listing and as it arrives; as it is held and as it is folded).
 const REMEMBERED: usize = 65_536;
@@ -77,7 +83,8 @@ pub struct WatchParams {
     /// first; without it, the feed starts with the next new bulletin.
     pub since: Option<u64>,
     /// List the bulletins that came to the node at or after this time (ms
-    /// since the epoch, its clock) first, whenever made: how a feed that
+    /// since the epoch, its clock) first, whenever made, oldest arrival
+    /// first: all of them, page by page as the client reads. How a feed that
     /// fell behind is taken up again ([`FeedEnd::arrived_since`]).
     pub arrived_since: Option<u64>,
 }
@@ -230,6 +237,20 @@ struct Feed {
     resume: u64,
     /// When it last wrote a line.
     written: tokio::time::Instant,
+    /// What came since the time asked for, still to list, page by page,
+    /// before the feed goes live.
+    backlog: Option<Backlog>,
+}
+
+/// What a feed still has to list of what came since a time.
+struct Backlog {
+    /// The filters (with `since`, if asked for too).
+    query: Query,
+    since: Timestamp,
+    /// Where the last page ended.
+    after: Option<(Timestamp, BulletinId)>,
+    /// Most bulletins a page lists ([`BACKLOG_PAGE`]).
+    page: usize,
 }
 
 impl Feed {
@@ -287,6 +308,35 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
         }
         if feed.ended {
             return None;
+        }
+        if let Some(backlog) = feed.backlog.take() {
+            // The next page of what came, oldest first; what arrives
+            // meanwhile waits in the queue (and is sent once).
+            let store = feed.store.clone();
+            let page = off_workers(move || {
+                let page = store.arrivals_page(
+                    &backlog.query,
+                    backlog.since,
+                    backlog.after,
+                    backlog.page,
+                    BACKLOG_PAGE_READS,
+                )?;
+                Ok::<_, crate::store::StoreError>((page, backlog))
+            })
+            .await;
+            match page {
+                Ok((page, mut backlog)) => {
+                    for (bulletin, member) in &page.items {
+                        feed.offer(bulletin, *member);
+                    }
+                    if page.next.is_some() {
+                        backlog.after = page.next;
+                        feed.backlog = Some(backlog);
+                    }
+                }
+                Err(Failure(_, e)) => feed.end(format!("the node could not read its store: {e}"), false),
+            }
+            continue;
         }
         if feed.arrivals.is_empty() {
             // Every report so far is handled: if it falls behind from here
@@ -406,13 +456,22 @@ pub(crate) async fn watch(
         // After subscribing: what comes from here on is reported to it.
         resume: resume_point(node.store()),
         written: tokio::time::Instant::now(),
+        // Everything that came since, page by page as the client reads.
+        backlog: params.arrived_since.map(|since| Backlog {
+            query: Query {
+                since: params.since.map(Timestamp),
+                ..filters.clone()
+            },
+            since: Timestamp(since),
+            after: None,
+            page: BACKLOG_PAGE,
+        }),
     };
     let mut cut = false;
-    if params.since.is_some() || params.arrived_since.is_some() {
+    if let (Some(since), None) = (params.since, params.arrived_since) {
         let store = node.store().clone();
         let query = Query {
-            since: params.since.map(Timestamp),
-            arrived_since: params.arrived_since.map(Timestamp),
+            since: Some(Timestamp(since)),
             limit: WATCH_BACKLOG,
             ..filters
         };
@@ -485,6 +544,7 @@ mod tests {
             ended: false,
             resume: 0,
             written: tokio::time::Instant::now(),
+            backlog: None,
         };
         (
             Feed {
@@ -664,6 +724,51 @@ mod tests {
         })
         .await
         .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_feed_lists_all_that_came_since_page_by_page_then_goes_live() {
+        let net = one_member();
+        let dir = tempfile::tempdir().unwrap();
+        let (mut feed, events, _closing) = feed(&net, dir.path(), 16, 16);
+        feed.filters.text = None;
+        feed.backlog = Some(Backlog {
+            query: feed.filters.clone(),
+            since: Timestamp(0),
+            after: None,
+            page: 2,
+        });
+        let chain = net.chain(6);
+        // Reported while it lists: sent once, after the listing. (Held a
+        // millisecond after the fixture's five, which share theirs.)
+        let held = feed.store.arrival_now();
+        while feed.store.arrival_now() == held {}
+        feed.store
+            .insert_verified(&[(chain[5].clone(), net.member_id())])
+            .unwrap();
+        events.send(received(&net, &chain[5])).unwrap();
+        events.send(received(&net, &chain[4])).unwrap();
+        let mut ids = Vec::new();
+        let mut feed = feed;
+        for _ in 0..6 {
+            let (line, next) = line(feed).await.unwrap();
+            ids.push(line["id"].as_str().unwrap().to_string());
+            feed = next;
+        }
+        let mut expected: Vec<String> = chain[..5].iter().map(|b| b.id().to_string()).collect();
+        // One arrival time: by id.
+        expected.sort();
+        expected.push(chain[5].id().to_string());
+        assert_eq!(ids, expected, "oldest arrival first, each once");
+        assert!(feed.backlog.is_none());
+        // And then live.
+        let more = net.chain(7);
+        feed.store
+            .insert_verified(&[(more[6].clone(), net.member_id())])
+            .unwrap();
+        events.send(received(&net, &more[6])).unwrap();
+        let (line, _feed) = line(feed).await.unwrap();
+        assert_eq!(line["id"].as_str(), Some(more[6].id().to_string().as_str()));
     }
 
     #[tokio::test(start_paused = true)]

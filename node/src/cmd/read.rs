@@ -387,16 +387,10 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
             }
         }
         let (lines, backlog) = client.get_lines("/v1/watch", &query, herald_node::watch::BACKLOG_HEADER)?;
+        // A listing by creation time (one by arrival lists everything).
         if backlog.as_deref() == Some("cut") {
-            let (what, other) = match again {
-                None if arrived_since.is_some() => {
-                    ("bulletins that came since then", "herald list --arrived-since")
-                }
-                Some(Some(_)) => ("bulletins that came meanwhile", "herald list --arrived-since"),
-                _ => ("bulletins since then", "herald list --since"),
-            };
             eprintln!(
-                "Only the newest {} of the {what} are listed: {other} shows the others.",
+                "Only the newest {} of the bulletins since then are listed: herald list --since shows the others.",
                 herald_node::watch::WATCH_BACKLOG
             );
         }
