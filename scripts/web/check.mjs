@@ -101,6 +101,13 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
   await settle();
   assert.ok(calls.some((c) => c.path.startsWith("/v1/bulletins?") && c.path.includes("text=log4j")), "searched");
   assert.equal(d.getElementById("list-note").textContent, "", "a search that read everything says nothing more");
+  assert.ok(!calls.some((c) => c.path.includes("arrived_since")), "newest made first by default");
+  // Latest to arrive first: by the index of arrivals.
+  d.getElementById("f-order").value = "arrived";
+  d.getElementById("f-order").dispatchEvent(new w.Event("change"));
+  await settle();
+  assert.ok(calls.some((c) => c.path.startsWith("/v1/bulletins?") && c.path.includes("arrived_since=0")), "by arrival");
+  assert.ok(!calls.some((c) => c.path.startsWith("/v1/watch?") && c.path.includes("arrived_since")), "the feed lists nothing");
   w.close();
 }
 

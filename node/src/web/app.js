@@ -95,6 +95,9 @@ function filters() {
 async function refreshList() {
   const params = filters();
   params.set("limit", $("f-limit").value);
+  // By when they came to this node, whenever made (a member back from a
+  // partition brings old bulletins that are new here).
+  if ($("f-order").value === "arrived") { params.set("arrived_since", "0"); }
   const { answer: bulletins, headers } = await request("/v1/bulletins?" + params);
   // A search that stopped before the oldest bulletins says so.
   text($("list-note"), headers.get("herald-search") === "incomplete"
@@ -391,7 +394,7 @@ document.addEventListener("DOMContentLoaded", () => {
     sessionStorage.setItem("herald-token", token);
     start();
   });
-  for (const id of ["f-kind", "f-severity", "f-limit", "f-text"]) {
+  for (const id of ["f-kind", "f-severity", "f-limit", "f-text", "f-order"]) {
     $(id).addEventListener("change", () => {
       refreshList().catch(failed);
       follow();
