@@ -1948,47 +1948,42 @@ impl Store {
     ) -> impl DoubleEndedIterator<Item = Result<(Timestamp, BulletinId), StoreError>> + use<'a> {
         let low = arrival_key(since, &BulletinId::from_bytes([0; 32]));
         self.arrivals_from(std::ops::Bound::Included(low), query)
+            .filter_map(|arrival| match arrival {
+                Ok((arrived, id, true)) => Some(Ok((arrived, id))),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
     }
 
-    /// [`Store::arrivals_since`] from the index key `low`.
+    /// Every entry of the index of arrivals from the key `low` on, and
+    /// whether it passes `query`'s filters but the text.
     fn arrivals_from<'a>(
         &self,
         low: std::ops::Bound<Vec<u8>>,
         query: &'a Query,
-    ) -> impl DoubleEndedIterator<Item = Result<(Timestamp, BulletinId), StoreError>> + use<'a> {
+    ) -> impl DoubleEndedIterator<Item = Result<(Timestamp, BulletinId, bool), StoreError>> + use<'a> {
         let kind = query.kind.as_deref().map(kind_code);
         let high = std::ops::Bound::Excluded(vec![prefix::ARRIVAL + 1]);
-        self.bulletins.range((low, high)).filter_map(move |entry| {
-            let (k, v) = match entry {
-                Ok(kv) => kv,
-                Err(e) => return Some(Err(e.into())),
-            };
+        self.bulletins.range((low, high)).map(move |entry| {
+            let (k, v) = entry?;
             let (arrived, id) = match (u64_at(&k, 1), k.get(9..).map(id_from)) {
                 (Ok(arrived), Some(Ok(id))) => (Timestamp(arrived), id),
-                _ => return Some(Err(StoreError::Corrupt("arrival index entry".into()))),
+                _ => return Err(StoreError::Corrupt("arrival index entry".into())),
             };
-            let created = match u64_at(&v, 3 + 32) {
-                Ok(created) => Timestamp(created),
-                Err(e) => return Some(Err(e)),
-            };
-            match passes_index(&v, query, kind) {
-                Ok(true)
-                    if query.since.is_none_or(|t| created >= t)
-                        && query.until.is_none_or(|t| created < t) =>
-                {
-                    Some(Ok((arrived, id)))
-                }
-                Ok(_) => None,
-                Err(e) => Some(Err(e)),
-            }
+            let created = Timestamp(u64_at(&v, 3 + 32)?);
+            let passes = passes_index(&v, query, kind)?
+                && query.since.is_none_or(|t| created >= t)
+                && query.until.is_none_or(|t| created < t);
+            Ok((arrived, id, passes))
         })
     }
 
     /// What came at or after `since` and after `after` (an arrival time and
     /// id, as [`ArrivalPage::next`] gives them), oldest arrival first, that
     /// matches `query` (its `arrived_since` and `limit` aside): at most
-    /// `limit` bulletins, reading at most `read_at_most` (a text search that
-    /// finds little still ends its page), staged ones included.
+    /// `limit` bulletins from the index, looking at most at `read_at_most`
+    /// of its entries (a page that finds little still ends), and the staged
+    /// ones that came up to where the page ends.
     pub fn arrivals_page(
         &self,
         query: &Query,
@@ -2024,9 +2019,12 @@ impl Store {
                 exhausted = false;
                 break;
             }
-            let arrival = arrival?;
-            last = Some(arrival);
-            if let Some((arrived, bulletin, member)) = self.arrived(arrival)?
+            let (arrived, id, passes) = arrival?;
+            last = Some((arrived, id));
+            if !passes {
+                continue;
+            }
+            if let Some((arrived, bulletin, member)) = self.arrived((arrived, id))?
                 && query.matches(&bulletin, &member)
             {
                 items.push((place(arrived, &bulletin.id()), bulletin, member));

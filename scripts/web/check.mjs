@@ -108,6 +108,15 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
   await settle();
   assert.ok(calls.some((c) => c.path.startsWith("/v1/bulletins?") && c.path.includes("arrived_since=0")), "by arrival");
   assert.ok(!calls.some((c) => c.path.startsWith("/v1/watch?") && c.path.includes("arrived_since")), "the feed lists nothing");
+  const last = () => calls.filter((c) => c.path.startsWith("/v1/bulletins?")).pop().path;
+  assert.ok(last().includes("text=log4j") && last().includes("limit="), "with the other filters: " + last());
+  assert.ok(d.getElementById("list-note").textContent.startsWith("Latest to arrive first"), "says so");
+  // And back.
+  d.getElementById("f-order").value = "made";
+  d.getElementById("f-order").dispatchEvent(new w.Event("change"));
+  await settle();
+  assert.ok(!last().includes("arrived_since"), "by creation again: " + last());
+  assert.equal(d.getElementById("list-note").textContent, "");
   w.close();
 }
 

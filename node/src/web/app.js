@@ -100,9 +100,12 @@ async function refreshList() {
   if ($("f-order").value === "arrived") { params.set("arrived_since", "0"); }
   const { answer: bulletins, headers } = await request("/v1/bulletins?" + params);
   // A search that stopped before the oldest bulletins says so.
+  const byArrival = $("f-order").value === "arrived";
   text($("list-note"), headers.get("herald-search") === "incomplete"
-    ? "Only the newest 100,000 bulletins of this kind and severity were searched: choose a kind or a severity, or search older ones with herald list --text --since."
-    : "");
+    ? (byArrival
+      ? "Only the latest 100,000 bulletins of this kind and severity to arrive were searched: choose a kind or a severity, or search older ones with herald list --text --arrived-since."
+      : "Only the newest 100,000 bulletins of this kind and severity were searched: choose a kind or a severity, or search older ones with herald list --text --since.")
+    : (byArrival ? "Latest to arrive first (the Created column is when each was made)." : ""));
   const rows = bulletins.map((b) => {
     const tr = document.createElement("tr");
     const cells = [
@@ -394,7 +397,9 @@ document.addEventListener("DOMContentLoaded", () => {
     sessionStorage.setItem("herald-token", token);
     start();
   });
-  for (const id of ["f-kind", "f-severity", "f-limit", "f-text", "f-order"]) {
+  // The order changes the list only; the live feed stays as it is.
+  $("f-order").addEventListener("change", () => refreshList().catch(failed));
+  for (const id of ["f-kind", "f-severity", "f-limit", "f-text"]) {
     $(id).addEventListener("change", () => {
       refreshList().catch(failed);
       follow();
