@@ -542,6 +542,52 @@ fn split_staged(v: &[u8]) -> Result<(&[u8], MemberId, &[u8]), StoreError> {
     Ok((from, member, bytes))
 }
 
+/// Writes to a tree applied a batch of 4,096 at a time: for a pass over
+/// many entries (an upgrade), whose writes need not be one atomic batch.
+struct Batched<'a> {
+    tree: &'a sled::Tree,
+    batch: sled::Batch,
+    pending: usize,
+    written: u64,
+}
+
+impl<'a> Batched<'a> {
+    fn new(tree: &'a sled::Tree) -> Self {
+        Batched {
+            tree,
+            batch: sled::Batch::default(),
+            pending: 0,
+            written: 0,
+        }
+    }
+
+    fn insert(&mut self, key: impl Into<sled::IVec>, value: impl Into<sled::IVec>) -> Result<(), StoreError> {
+        self.batch.insert(key, value);
+        self.added()
+    }
+
+    fn remove(&mut self, key: impl Into<sled::IVec>) -> Result<(), StoreError> {
+        self.batch.remove(key);
+        self.added()
+    }
+
+    fn added(&mut self) -> Result<(), StoreError> {
+        self.pending += 1;
+        if self.pending >= 4096 {
+            self.tree.apply_batch(std::mem::take(&mut self.batch))?;
+            self.written += self.pending as u64;
+            self.pending = 0;
+        }
+        Ok(())
+    }
+
+    /// Applies what is left; how many writes were made in all.
+    fn finish(mut self) -> Result<u64, StoreError> {
+        self.tree.apply_batch(std::mem::take(&mut self.batch))?;
+        Ok(self.written + self.pending as u64)
+    }
+}
+
 /// The value of a time index entry (and the start of an arrival's): kind
 /// code, TLP code, severity code, signing member.
 fn indexed_value(bulletin: &SignedBulletin, member: &MemberId) -> Vec<u8> {
@@ -778,9 +824,8 @@ impl Store {
     /// the data, not a read for each).
     fn index_answers(&self) -> Result<(), StoreError> {
         let started = Instant::now();
-        let (mut read, mut written, mut damaged) = (0u64, 0u64, 0u64);
-        let mut batch = sled::Batch::default();
-        let mut pending = 0usize;
+        let (mut read, mut damaged) = (0u64, 0u64);
+        let mut batch = Batched::new(&self.bulletins);
         for entry in self.bulletins.scan_prefix([prefix::DATA]) {
             let (k, v) = entry?;
             // A damaged entry is left as it is (reading it fails as before),
@@ -802,17 +847,10 @@ impl Store {
             };
             read += 1;
             for (k, v) in answer_entries(&bulletin, &member) {
-                batch.insert(k, v);
-                pending += 1;
-            }
-            if pending >= 4096 {
-                self.bulletins.apply_batch(std::mem::take(&mut batch))?;
-                written += pending as u64;
-                pending = 0;
+                batch.insert(k, v)?;
             }
         }
-        self.bulletins.apply_batch(batch)?;
-        written += pending as u64;
+        let written = batch.finish()?;
         self.flush()?;
         tracing::info!(
             bulletins = read,
@@ -832,17 +870,14 @@ impl Store {
     fn index_arrivals(&self) -> Result<(), StoreError> {
         let started = Instant::now();
         // What a run stopped part way wrote.
-        let mut batch = sled::Batch::default();
-        for (n, entry) in self.bulletins.scan_prefix([prefix::ARRIVAL]).enumerate() {
-            batch.remove(entry?.0);
-            if n % 4096 == 4095 {
-                self.bulletins.apply_batch(std::mem::take(&mut batch))?;
-            }
+        let mut batch = Batched::new(&self.bulletins);
+        for entry in self.bulletins.scan_prefix([prefix::ARRIVAL]) {
+            batch.remove(entry?.0)?;
         }
-        self.bulletins.apply_batch(batch)?;
+        batch.finish()?;
         let upgrade = self.arrival_now();
-        let (mut written, mut pending, mut damaged) = (0u64, 0usize, 0u64);
-        let mut batch = sled::Batch::default();
+        let mut damaged = 0u64;
+        let mut batch = Batched::new(&self.bulletins);
         for entry in self.bulletins.scan_prefix([prefix::BY_TIME]) {
             let (k, v) = entry?;
             let (created, id) = match (u64_at(&k, 1), k.get(9..).map(id_from)) {
@@ -863,16 +898,9 @@ impl Store {
             batch.insert(
                 arrival_key(Timestamp(created.min(upgrade.0)), &id),
                 key_of(&[&v, &created.to_be_bytes()]),
-            );
-            pending += 1;
-            if pending >= 4096 {
-                self.bulletins.apply_batch(std::mem::take(&mut batch))?;
-                written += pending as u64;
-                pending = 0;
-            }
+            )?;
         }
-        self.bulletins.apply_batch(batch)?;
-        written += pending as u64;
+        let written = batch.finish()?;
         self.flush()?;
         tracing::info!(
             bulletins = written,

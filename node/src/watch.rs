@@ -36,10 +36,10 @@ pub const BACKLOG_HEADER: &str = "herald-watch-backlog";
 /// once does not make it fall behind.
 pub const FEED_QUEUE: usize = 65_536;
 
-/// How long before a feed began the bulletins that came are listed again when
-/// it falls behind ([`FeedEnd::arrived_since`]): a bulletin is given its
-/// arrival time as it is held, and reported once it is durable, which can be
-/// later (a sync page or an import, after its flush).
+/// How long before a feed was last caught up the bulletins that came are
+/// listed again when it falls behind ([`FeedEnd::arrived_since`]): a bulletin
+/// is given its arrival time as it is held, and reported once it is durable,
+/// which can be later (a sync page or an import, after its flush).
 pub const RESUME_SLACK_MS: u64 = 30_000;
 
 /// Most feeds open at once; one more is refused (503) until one ends. Each
@@ -98,8 +98,9 @@ pub struct FeedEnd {
     /// missed): watch again from when this feed began.
     pub fell_behind: bool,
     /// When it fell behind: watch again with this as `arrived_since` to miss
-    /// nothing (from a little before the feed began; a client skips what it
-    /// printed). Absent from nodes older than the index of arrivals.
+    /// nothing (from a little before the feed was last caught up; a client
+    /// skips what it printed). Absent from nodes older than the index of
+    /// arrivals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arrived_since: Option<u64>,
 }
