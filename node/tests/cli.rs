@@ -71,7 +71,9 @@ fn free_base_port(n: u16) -> u16 {
     static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let salt = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) * 7919;
     for attempt in 0..200u32 {
-        let base = 20_000 + ((std::process::id() + salt + attempt * 397) % 40_000) as u16;
+        // Below 32768, where Linux gives out the ports of outgoing
+        // connections (other tests' dials could take a port checked free).
+        let base = 20_000 + ((std::process::id() + salt + attempt * 397) % 12_000) as u16;
         let ports = (1..=n).flat_map(|i| [base + i, base + 100 + i]);
         let held: Vec<_> = ports.map(|p| TcpListener::bind(("127.0.0.1", p))).collect();
         if held.iter().all(Result::is_ok) {
@@ -370,7 +372,10 @@ impl RunningNode {
                 Ok(line) if matches(&line) => return line,
                 Ok(line) => self.backlog.borrow_mut().push_back(line),
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    panic!("herald run exited before logging {needles:?}")
+                    let said: Vec<String> = self.backlog.borrow().iter().rev().take(5).cloned().collect();
+                    panic!(
+                        "herald run exited before logging {needles:?}; its last lines, latest first: {said:#?}"
+                    )
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     panic!("no log line with {needles:?} within {WAIT:?}")
