@@ -389,8 +389,8 @@ pub(crate) struct WatchArgs {
     pub(crate) json: bool,
     #[command(flatten)]
     pub(crate) filters: FilterArgs,
-    /// First print those created in this last period (e.g. 24h, 7d; at most
-    /// the newest 10,000), oldest first.
+    /// First print all those created in this last period (e.g. 24h, 7d),
+    /// oldest first.
     #[arg(long)]
     pub(crate) since: Option<String>,
     /// First print all that came to the node in this last period (e.g. 1h),

@@ -27,6 +27,7 @@
 //! opening a store folds whatever they left there.)
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -306,13 +307,78 @@ pub fn holds_text(bulletin: &SignedBulletin, text: &str) -> bool {
         || (std::str::from_utf8(&body.payload.bytes).is_ok() && has(&body.payload.bytes))
 }
 
-/// A page of what came to the node ([`Store::arrivals_page`]).
+/// The time a listing goes by: when each bulletin says it was made (the
+/// time index), or when it came to this node (the index of arrivals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// By creation time, as the bulletin says (`since`, `until`).
+    Created,
+    /// By arrival time, on this node's clock (`arrived_since`).
+    Arrived,
+}
+
+/// The keys of an index a listing walks.
+type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+impl Order {
+    fn prefix(self) -> u8 {
+        match self {
+            Order::Created => prefix::BY_TIME,
+            Order::Arrived => prefix::ARRIVAL,
+        }
+    }
+
+    fn index_name(self) -> &'static str {
+        match self {
+            Order::Created => "time index",
+            Order::Arrived => "index of arrivals",
+        }
+    }
+
+    /// A bulletin's key in this order's index: its time, then its id.
+    fn key(self, at: Timestamp, id: &BulletinId) -> Vec<u8> {
+        key_of(&[&[self.prefix()], &at.0.to_be_bytes(), id.as_bytes()])
+    }
+
+    /// Where a staged bulletin will be placed.
+    fn of(self, item: &StagedItem) -> Timestamp {
+        match self {
+            Order::Created => item.bulletin.body().created,
+            Order::Arrived => item.arrived,
+        }
+    }
+
+    /// Just past the last key of this order's index.
+    fn end(self) -> Bound<Vec<u8>> {
+        Bound::Excluded(vec![self.prefix() + 1])
+    }
+
+    /// The keys placed at or after `since`.
+    fn from(self, since: Timestamp) -> KeyRange {
+        (
+            Bound::Included(self.key(since, &BulletinId::from_bytes([0; 32]))),
+            self.end(),
+        )
+    }
+
+    /// The keys placed at or after `since` (or from the first) and before
+    /// `until` (or to the last).
+    fn within(self, since: Option<Timestamp>, until: Option<Timestamp>) -> KeyRange {
+        let (low, end) = self.from(since.unwrap_or(Timestamp(0)));
+        let high = until.map_or(end, |until| {
+            Bound::Excluded(self.key(until, &BulletinId::from_bytes([0; 32])))
+        });
+        (low, high)
+    }
+}
+
+/// A page of a listing in time order ([`Store::listing_page`]).
 #[derive(Debug)]
-pub struct ArrivalPage {
-    /// The bulletins and their members, oldest arrival first.
+pub struct ListingPage {
+    /// The bulletins and their members, oldest first in the listing's order.
     pub items: Vec<(SignedBulletin, MemberId)>,
-    /// Where the next page starts (after this arrival time and id); `None`
-    /// when this page read to the last arrival held.
+    /// Where the next page starts (after this time and id); `None` when this
+    /// page read to the end of the index.
     pub next: Option<(Timestamp, BulletinId)>,
 }
 
@@ -617,10 +683,6 @@ fn passes_index(v: &[u8], query: &Query, kind: Option<u8>) -> Result<bool, Store
         || query.member.as_ref().is_some_and(|m| m.as_bytes() != member)))
 }
 
-fn arrival_key(arrived: Timestamp, id: &BulletinId) -> Vec<u8> {
-    key_of(&[&[prefix::ARRIVAL], &arrived.0.to_be_bytes(), id.as_bytes()])
-}
-
 fn data_key(id: &BulletinId) -> Vec<u8> {
     key_of(&[&[prefix::DATA], id.as_bytes()])
 }
@@ -896,7 +958,7 @@ impl Store {
             };
             // In the time index's order, so never going back.
             batch.insert(
-                arrival_key(Timestamp(created.min(upgrade.0)), &id),
+                Order::Arrived.key(Timestamp(created.min(upgrade.0)), &id),
                 key_of(&[&v, &created.to_be_bytes()]),
             )?;
         }
@@ -1634,12 +1696,14 @@ impl Store {
     ) {
         let body = bulletin.body();
         let id = bulletin.id();
-        let created = body.created.0.to_be_bytes();
         let indexed = indexed_value(bulletin, member);
         batch.insert(data_key(&id), data_value(member, bulletin));
         batch.insert(chain_key(&body.signer, body.seq), id.as_bytes());
-        batch.insert(arrival_key(arrived, &id), key_of(&[&indexed, &created]));
-        batch.insert(key_of(&[&[prefix::BY_TIME], &created, id.as_bytes()]), indexed);
+        batch.insert(
+            Order::Arrived.key(arrived, &id),
+            key_of(&[&indexed, &body.created.0.to_be_bytes()]),
+        );
+        batch.insert(Order::Created.key(body.created, &id), indexed);
         for (k, v) in answer_entries(bulletin, member) {
             batch.insert(k, v);
         }
@@ -1845,247 +1909,184 @@ impl Store {
 
     /// Bulletins matching `query`, newest first, staged ones included.
     ///
-    /// Walks the time index backwards from `until` down to `since`; every
-    /// filter is decided from the index entry, so only the bulletins returned
-    /// are read. A selective filter (a rare kind, a quiet member) still walks
-    /// every entry in the time range: about a microsecond each. Staged
-    /// bulletins (at most about a second's worth) are checked one by one and
-    /// merged in.
+    /// Walks the time index backwards from `until` down to `since` (or the
+    /// index of arrivals down to `arrived_since`); every filter but the text
+    /// is decided from the index entry, so only the bulletins that pass are
+    /// read. A selective filter (a rare kind, a quiet member) still walks
+    /// every entry in the range: about a microsecond each. Staged bulletins
+    /// (at most about a second's worth) are checked one by one and merged in.
     pub fn query(&self, query: &Query) -> Result<Vec<SignedBulletin>, StoreError> {
         Ok(self.search(query, TEXT_SCAN_LIMIT)?.0)
     }
 
     /// [`Store::query`], reading at most `text_scan` bulletins when the query
     /// looks for text, and saying whether that was all it had to read
-    /// (`false`: older bulletins were not searched).
+    /// (`false`: older bulletins, or earlier arrivals, were not searched).
     pub fn search(&self, query: &Query, text_scan: usize) -> Result<(Vec<SignedBulletin>, bool), StoreError> {
-        if let Some(since) = query.arrived_since {
-            return self.search_arrivals(query, since, text_scan);
-        }
-        // Staged first: a bulletin folded meanwhile is then in the index.
-        let staged = self.staged_matching(query);
-        let mut out = Vec::new();
-        let mut complete = true;
-        for (read, id) in self.time_index_ids(query).enumerate() {
-            if query.text.is_some() && read == text_scan {
-                complete = false;
-                break;
-            }
-            let id = id?;
-            let Some(bulletin) = self.get(&id)? else {
-                // Damage, but one lost bulletin must not make every listing fail.
-                tracing::error!(%id, "the store is damaged: the time index names a bulletin it does not hold");
-                continue;
-            };
-            // Unknown kind names share one code: confirm on the body.
-            if query
-                .kind
-                .as_deref()
-                .is_some_and(|k| k != bulletin.body().kind.name())
-                || query.text.as_deref().is_some_and(|t| !holds_text(&bulletin, t))
-            {
-                continue;
-            }
-            out.push(bulletin);
-            if query.limit != 0 && out.len() >= query.limit {
-                break;
-            }
-        }
-        if staged.is_empty() {
-            return Ok((out, complete));
-        }
-        // Merge in the time index's order: newest first, then by id, descending.
-        let order = |b: &SignedBulletin| std::cmp::Reverse((b.body().created, *b.id().as_bytes()));
-        let listed: HashSet<BulletinId> = out.iter().map(|b| b.id()).collect();
-        let mut staged: Vec<_> = staged.into_iter().filter(|b| !listed.contains(&b.id())).collect();
-        staged.sort_by_key(order);
-        let mut merged = Vec::with_capacity(out.len() + staged.len());
-        let (mut indexed, mut staged) = (out.into_iter().peekable(), staged.into_iter().peekable());
-        loop {
-            let next = match (indexed.peek(), staged.peek()) {
-                (Some(a), Some(b)) if order(b) < order(a) => staged.next(),
-                (Some(_), _) => indexed.next(),
-                (None, _) => staged.next(),
-            };
-            match next {
-                Some(b) if query.limit == 0 || merged.len() < query.limit => merged.push(b),
-                _ => break,
-            }
-        }
-        Ok((merged, complete))
-    }
-
-    /// [`Store::search`] by arrival: walks the index of arrivals backwards
-    /// from the newest down to `since`, reading only the bulletins whose
-    /// entry passes the filters, and merges in the staged ones that came
-    /// since.
-    fn search_arrivals(
-        &self,
-        query: &Query,
-        since: Timestamp,
-        text_scan: usize,
-    ) -> Result<(Vec<SignedBulletin>, bool), StoreError> {
-        // Staged first: a bulletin folded meanwhile is then in the index.
-        let mut staged: Vec<(Timestamp, SignedBulletin)> = {
-            let staged = self.staged();
-            staged
-                .items
-                .values()
-                .filter(|i| i.arrived >= since && query.matches_indexed(&i.bulletin, &i.member))
-                .map(|i| (i.arrived, i.bulletin.clone()))
-                .collect()
+        let (order, range) = match query.arrived_since {
+            Some(since) => (Order::Arrived, Order::Arrived.from(since)),
+            None => (Order::Created, Order::Created.within(query.since, query.until)),
         };
-        staged.retain(|(_, b)| query.text.as_deref().is_none_or(|t| holds_text(b, t)));
-        let mut found: Vec<(Timestamp, SignedBulletin)> = Vec::new();
+        // Staged first: a bulletin folded meanwhile is then in the index.
+        let mut staged = self.staged_in(order, query, &range);
+        let mut found = Vec::new();
         let mut complete = true;
-        for (read, arrival) in self.arrivals_since(since, query).rev().enumerate() {
+        let mut read = 0;
+        for entry in self.index_entries(order, range, query).rev() {
+            let (at, id, passes) = entry?;
+            if !passes {
+                continue;
+            }
             if query.text.is_some() && read == text_scan {
                 complete = false;
                 break;
             }
-            let Some((arrived, bulletin, member)) = self.arrived(arrival?)? else {
+            read += 1;
+            let Some((bulletin, member)) = self.indexed(&id)? else {
                 continue;
             };
-            if !query.matches(&bulletin, &member) {
-                continue;
-            }
-            found.push((arrived, bulletin));
-            if query.limit != 0 && found.len() >= query.limit {
-                break;
+            // Unknown kind names share one code: confirmed on the body, with the text.
+            if query.matches(&bulletin, &member) {
+                found.push((order.key(at, &id), bulletin, member));
+                if query.limit != 0 && found.len() >= query.limit {
+                    break;
+                }
             }
         }
-        // Newest arrival first, then by id, descending; a bulletin folded
-        // since the staged ones were read is listed once.
-        let listed: HashSet<BulletinId> = found.iter().map(|(_, b)| b.id()).collect();
-        staged.retain(|(_, b)| !listed.contains(&b.id()));
+        // In the index's order, newest first; a bulletin folded since the
+        // staged ones were read is listed once.
+        let listed: HashSet<BulletinId> = found.iter().map(|(_, b, _)| b.id()).collect();
+        staged.retain(|(_, b, _)| !listed.contains(&b.id()));
         found.extend(staged);
-        found.sort_by_key(|(arrived, b)| std::cmp::Reverse((*arrived, *b.id().as_bytes())));
+        found.sort_by(|(a, _, _), (b, _, _)| b.cmp(a));
         if query.limit != 0 {
             found.truncate(query.limit);
         }
-        Ok((found.into_iter().map(|(_, b)| b).collect(), complete))
+        Ok((found.into_iter().map(|(_, b, _)| b).collect(), complete))
     }
 
-    /// The entries of the index of arrivals from `since` on, oldest first,
-    /// that pass `query`'s filters but the text (decided from the entry; an
-    /// unknown kind name is confirmed by the caller, as codes are shared).
-    fn arrivals_since<'a>(
+    /// The entries of `order`'s index in `range` (keys), each with whether it
+    /// passes `query`'s filters but the text and its `arrived_since`: decided
+    /// from the entry (an unknown kind name is confirmed by the caller, as
+    /// such names share one code).
+    fn index_entries<'a>(
         &self,
-        since: Timestamp,
-        query: &'a Query,
-    ) -> impl DoubleEndedIterator<Item = Result<(Timestamp, BulletinId), StoreError>> + use<'a> {
-        let low = arrival_key(since, &BulletinId::from_bytes([0; 32]));
-        self.arrivals_from(std::ops::Bound::Included(low), query)
-            .filter_map(|arrival| match arrival {
-                Ok((arrived, id, true)) => Some(Ok((arrived, id))),
-                Ok(_) => None,
-                Err(e) => Some(Err(e)),
-            })
-    }
-
-    /// Every entry of the index of arrivals from the key `low` on, and
-    /// whether it passes `query`'s filters but the text.
-    fn arrivals_from<'a>(
-        &self,
-        low: std::ops::Bound<Vec<u8>>,
+        order: Order,
+        range: KeyRange,
         query: &'a Query,
     ) -> impl DoubleEndedIterator<Item = Result<(Timestamp, BulletinId, bool), StoreError>> + use<'a> {
         let kind = query.kind.as_deref().map(kind_code);
-        let high = std::ops::Bound::Excluded(vec![prefix::ARRIVAL + 1]);
-        self.bulletins.range((low, high)).map(move |entry| {
+        self.bulletins.range(range).map(move |entry| {
             let (k, v) = entry?;
-            let (arrived, id) = match (u64_at(&k, 1), k.get(9..).map(id_from)) {
-                (Ok(arrived), Some(Ok(id))) => (Timestamp(arrived), id),
-                _ => return Err(StoreError::Corrupt("arrival index entry".into())),
+            let (at, id) = match (u64_at(&k, 1), k.get(1 + 8..).map(id_from)) {
+                (Ok(at), Some(Ok(id))) => (Timestamp(at), id),
+                _ => return Err(StoreError::Corrupt(format!("{} entry", order.index_name()))),
             };
-            let created = Timestamp(u64_at(&v, 3 + 32)?);
+            let created = match order {
+                Order::Created => at,
+                Order::Arrived => Timestamp(u64_at(&v, 3 + 32)?),
+            };
             let passes = passes_index(&v, query, kind)?
                 && query.since.is_none_or(|t| created >= t)
                 && query.until.is_none_or(|t| created < t);
-            Ok((arrived, id, passes))
+            Ok((at, id, passes))
         })
     }
 
-    /// What came at or after `since` and after `after` (an arrival time and
-    /// id, as [`ArrivalPage::next`] gives them), oldest arrival first, that
-    /// matches `query` (its `arrived_since` and `limit` aside): at most
-    /// `limit` bulletins from the index, looking at most at `read_at_most`
-    /// of its entries (a page that finds little still ends), and the staged
-    /// ones that came up to where the page ends.
-    pub fn arrivals_page(
+    /// The staged bulletins (not yet in the indexes) whose place in `order`
+    /// is in `range` and that match `query` (its `arrived_since` aside), with
+    /// their places (the keys they will have in `order`'s index).
+    fn staged_in(
         &self,
+        order: Order,
+        query: &Query,
+        range: &KeyRange,
+    ) -> Vec<(Vec<u8>, SignedBulletin, MemberId)> {
+        let matching: Vec<_> = self
+            .staged()
+            .items
+            .iter()
+            .filter_map(|(id, i)| {
+                let place = order.key(order.of(i), id);
+                (range.contains(&place) && query.matches_indexed(&i.bulletin, &i.member))
+                    .then(|| (place, i.bulletin.clone(), i.member))
+            })
+            .collect();
+        // Searched once the staged set is let go.
+        matching
+            .into_iter()
+            .filter(|(_, b, _)| query.text.as_deref().is_none_or(|t| holds_text(b, t)))
+            .collect()
+    }
+
+    /// A page of a listing in `order`, oldest first: the bulletins placed at
+    /// or after `since` and after `after` (a time and id, as
+    /// [`ListingPage::next`] gives them) that match `query` (its
+    /// `arrived_since` and `limit` aside). At most `limit` bulletins from the
+    /// index, looking at most at `read_at_most` of its entries (a page that
+    /// finds little still ends), and the staged ones placed up to where the
+    /// page ends. Read page after page, it lists each bulletin held when it
+    /// began once, however many there are.
+    pub fn listing_page(
+        &self,
+        order: Order,
         query: &Query,
         since: Timestamp,
         after: Option<(Timestamp, BulletinId)>,
         limit: usize,
         read_at_most: usize,
-    ) -> Result<ArrivalPage, StoreError> {
-        let place = |arrived: Timestamp, id: &BulletinId| (arrived.0, *id.as_bytes());
-        let past_start = |arrived: Timestamp, id: &BulletinId| {
-            arrived >= since && after.is_none_or(|(t, a)| place(arrived, id) > place(t, &a))
+    ) -> Result<ListingPage, StoreError> {
+        let range = match after {
+            Some((at, id)) => (Bound::Excluded(order.key(at, &id)), order.end()),
+            None => order.from(since),
         };
         // Staged first: a bulletin folded meanwhile is then in the index.
-        let mut staged: Vec<((u64, [u8; 32]), SignedBulletin, MemberId)> = {
-            let staged = self.staged();
-            staged
-                .items
-                .iter()
-                .filter(|(id, i)| past_start(i.arrived, id) && query.matches_indexed(&i.bulletin, &i.member))
-                .map(|(id, i)| (place(i.arrived, id), i.bulletin.clone(), i.member))
-                .collect()
-        };
-        staged.retain(|(_, b, _)| query.text.as_deref().is_none_or(|t| holds_text(b, t)));
-        let low = match after {
-            Some((arrived, id)) => std::ops::Bound::Excluded(arrival_key(arrived, &id)),
-            None => std::ops::Bound::Included(arrival_key(since, &BulletinId::from_bytes([0; 32]))),
-        };
+        let mut staged = self.staged_in(order, query, &range);
         let mut items = Vec::new();
         let mut last = None;
         let mut exhausted = true;
-        for (read, arrival) in self.arrivals_from(low, query).enumerate() {
+        for (read, entry) in self.index_entries(order, range, query).enumerate() {
             if read == read_at_most || items.len() == limit {
                 exhausted = false;
                 break;
             }
-            let (arrived, id, passes) = arrival?;
-            last = Some((arrived, id));
+            let (at, id, passes) = entry?;
+            last = Some((at, id));
             if !passes {
                 continue;
             }
-            if let Some((arrived, bulletin, member)) = self.arrived((arrived, id))?
+            if let Some((bulletin, member)) = self.indexed(&id)?
                 && query.matches(&bulletin, &member)
             {
-                items.push((place(arrived, &bulletin.id()), bulletin, member));
+                items.push((order.key(at, &id), bulletin, member));
             }
         }
         let next = if exhausted { None } else { last };
         // The staged ones up to where this page ends (the rest come later,
-        // staged or folded, with the same arrival time); each once.
+        // staged or folded, in the same place); each once.
         let listed: HashSet<BulletinId> = items.iter().map(|(_, b, _)| b.id()).collect();
-        let end = next.map(|(t, id)| place(t, &id));
-        staged.retain(|(at, b, _)| end.is_none_or(|end| *at <= end) && !listed.contains(&b.id()));
+        let end = next.map(|(at, id)| order.key(at, &id));
+        staged
+            .retain(|(place, b, _)| end.as_ref().is_none_or(|end| place <= end) && !listed.contains(&b.id()));
         items.extend(staged);
-        items.sort_by_key(|(at, _, _)| *at);
-        Ok(ArrivalPage {
+        items.sort_by(|(a, _, _), (b, _, _)| a.cmp(b));
+        Ok(ListingPage {
             items: items.into_iter().map(|(_, b, m)| (b, m)).collect(),
             next,
         })
     }
 
-    /// The bulletin an entry of the index of arrivals names, with its member.
-    fn arrived(
-        &self,
-        (arrived, id): (Timestamp, BulletinId),
-    ) -> Result<Option<(Timestamp, SignedBulletin, MemberId)>, StoreError> {
-        let Some(v) = self.bulletins.get(data_key(&id))? else {
+    /// The bulletin an index entry names, with its member.
+    fn indexed(&self, id: &BulletinId) -> Result<Option<(SignedBulletin, MemberId)>, StoreError> {
+        let Some(v) = self.bulletins.get(data_key(id))? else {
             // Damage, but one lost bulletin must not make every listing fail.
-            tracing::error!(%id, "the store is damaged: the index of arrivals names a bulletin it does not hold");
+            tracing::error!(%id, "the store is damaged: an index names a bulletin it does not hold");
             return Ok(None);
         };
         let (member, bytes) = split_data(&v)?;
         let bulletin = SignedBulletin::from_bytes(bytes)
             .map_err(|e| StoreError::Corrupt(format!("stored bulletin {id}: {e}")))?;
-        Ok(Some((arrived, bulletin, member)))
+        Ok(Some((bulletin, member)))
     }
 
     /// The held bulletins that answer `target`: those of its member that
@@ -2157,22 +2158,6 @@ impl Store {
         Ok(out)
     }
 
-    /// The staged bulletins (not yet in the time index) that match `query`.
-    fn staged_matching(&self, query: &Query) -> Vec<SignedBulletin> {
-        let matching: Vec<SignedBulletin> = self
-            .staged()
-            .items
-            .values()
-            .filter(|i| query.matches_indexed(&i.bulletin, &i.member))
-            .map(|i| i.bulletin.clone())
-            .collect();
-        // Searched once the staged set is let go.
-        matching
-            .into_iter()
-            .filter(|b| query.text.as_deref().is_none_or(|t| holds_text(b, t)))
-            .collect()
-    }
-
     /// The ids of what an export of `query` (its filters; no limit) writes,
     /// without reading any bulletin: the matching bulletins in chain order
     /// (key, then number), then the other bodies held as equivocation
@@ -2225,59 +2210,29 @@ impl Store {
         Ok(out)
     }
 
-    /// The ids of the bulletins matching `query`'s filters, from the time index.
+    /// The ids of the bulletins matching `query`'s filters, from the time
+    /// index (or the index of arrivals, for `arrived_since`).
     fn matching_ids(&self, query: &Query) -> Result<HashSet<BulletinId>, StoreError> {
-        let ids: Box<dyn Iterator<Item = Result<BulletinId, StoreError>>> = match query.arrived_since {
-            Some(since) => Box::new(self.arrivals_since(since, query).map(|a| a.map(|(_, id)| id))),
-            None => Box::new(self.time_index_ids(query)),
+        let (order, range) = match query.arrived_since {
+            Some(since) => (Order::Arrived, Order::Arrived.from(since)),
+            None => (Order::Created, Order::Created.within(query.since, query.until)),
         };
         // Unknown kind names share one code: confirmed on the body.
         let shared = query.kind.as_deref().map(kind_code) == Some(kind_code(""));
         let mut out = HashSet::new();
-        for id in ids {
-            let id = id?;
-            if shared
-                && self
-                    .get(&id)?
-                    .is_none_or(|b| Some(b.body().kind.name()) != query.kind.as_deref())
+        for entry in self.index_entries(order, range, query) {
+            let (_, id, passes) = entry?;
+            if !passes
+                || shared
+                    && self
+                        .get(&id)?
+                        .is_none_or(|b| Some(b.body().kind.name()) != query.kind.as_deref())
             {
                 continue;
             }
             out.insert(id);
         }
         Ok(out)
-    }
-
-    /// The ids in the time index between `query.since` (included) and
-    /// `query.until` (excluded), newest first, whose index entry passes the
-    /// filters on kind code, TLP, severity and member (no limit; the kind name
-    /// itself is confirmed by the caller where codes are shared).
-    fn time_index_ids<'a>(
-        &'a self,
-        query: &'a Query,
-    ) -> impl Iterator<Item = Result<BulletinId, StoreError>> + 'a {
-        let kind = query.kind.as_deref().map(kind_code);
-        let low = key_of(&[&[prefix::BY_TIME], &query.since.map_or(0, |t| t.0).to_be_bytes()]);
-        let high = match query.until {
-            Some(until) => key_of(&[&[prefix::BY_TIME], &until.0.to_be_bytes()]),
-            None => vec![prefix::BY_TIME + 1],
-        };
-        self.bulletins.range(low..high).rev().filter_map(move |entry| {
-            let (k, v) = match entry {
-                Ok(kv) => kv,
-                Err(e) => return Some(Err(e.into())),
-            };
-            match passes_index(&v, query, kind) {
-                Ok(true) => {}
-                Ok(false) => return None,
-                Err(e) => return Some(Err(e)),
-            }
-            Some(
-                k.get(1 + 8..)
-                    .ok_or_else(|| StoreError::Corrupt("time index key cut short".into()))
-                    .and_then(id_from),
-            )
-        })
     }
 
     /// The ids of `key`'s bulletins with numbers in `from..=to` that are held,

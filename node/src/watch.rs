@@ -1,7 +1,8 @@
 //! `GET /v1/watch`: the local API's live feed of bulletins, one JSON line
-//! each (`application/x-ndjson`): those created since a given time first,
-//! oldest first, then each new one as the node takes it in, as `herald watch`
-//! prints them. A feed that cannot go on ends with a [`FeedEnd`] line.
+//! each (`application/x-ndjson`): those created (or come) since a given time
+//! first, oldest first, then each new one as the node takes it in, as
+//! `herald watch` prints them. A feed that cannot go on ends with a
+//! [`FeedEnd`] line.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,17 +20,19 @@ use tokio::sync::{broadcast, mpsc, watch};
 use crate::api::{Failure, Params, off_workers, query_of};
 use crate::events::{EventCounts, NodeEvent};
 use crate::node::Node;
-use crate::store::{Query, Store, TEXT_SCAN_LIMIT};
+use crate::store::{Order, Query, Store};
 use crate::view::BulletinView;
 
-/// Most bulletins a feed lists from before it began (the newest of those
-/// created since the time asked for).
-pub const WATCH_BACKLOG: usize = 10_000;
-
-/// The header of a `GET /v1/watch` answer that did not list every bulletin
-/// created since the time asked for (value `cut`): only the newest
-/// [`WATCH_BACKLOG`] of them, or a text search stopped early.
+/// The header with which earlier builds of the node marked a
+/// `GET /v1/watch` answer that did not list every bulletin created since the
+/// time asked for (value `cut`): only the newest [`WATCH_BACKLOG`] of them,
+/// or a text search stopped early. Nodes now list every one, page by page,
+/// and never send it; `herald watch` still reads it from older nodes.
 pub const BACKLOG_HEADER: &str = "herald-watch-backlog";
+
+/// The most bulletins created since the time asked for that earlier builds
+/// of the node listed first ([`BACKLOG_HEADER`]).
+pub const WATCH_BACKLOG: usize = 10_000;
 
 /// How many of the node's reports of new bulletins a feed holds while its
 /// client reads (about 70 bytes each): an import or a catch-up of as many at
@@ -55,9 +58,10 @@ pub const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 /// hop to the blocking pool).
 const READ_BATCH: usize = 256;
 
-/// Most bulletins a feed lists in one page of what came since `arrived_since`
-/// (read as its client takes the page before; every page is listed), and most
-/// it reads for one (a text search that finds little).
+/// Most bulletins a feed lists in one page of what was created since `since`
+/// or came since `arrived_since` (read as its client takes the page before;
+/// every page is listed), and most index entries it looks at for one (filters
+/// that let little through).
 const BACKLOG_PAGE: usize = 1_000;
 const BACKLOG_PAGE_READS: usize = 10_000;
 
@@ -80,7 +84,9 @@ pub struct WatchParams {
     /// Text the title, references or content must hold, letter case aside.
     pub text: Option<String>,
     /// List the bulletins created at or after this time (ms since the epoch)
-    /// first; without it, the feed starts with the next new bulletin.
+    /// first, oldest first: all of them, page by page as the client reads;
+    /// without it (or `arrived_since`), the feed starts with the next new
+    /// bulletin. With `arrived_since`, a filter on what that lists.
     pub since: Option<u64>,
     /// List the bulletins that came to the node at or after this time (ms
     /// since the epoch, its clock) first, whenever made, oldest arrival
@@ -238,14 +244,16 @@ struct Feed {
     resume: u64,
     /// When it last wrote a line.
     written: tokio::time::Instant,
-    /// What came since the time asked for, still to list, page by page,
-    /// before the feed goes live.
+    /// What was created, or came, since the time asked for, still to list,
+    /// page by page, before the feed goes live.
     backlog: Option<Backlog>,
 }
 
-/// What a feed still has to list of what came since a time.
+/// What a feed still has to list of what was created, or came, since a time.
 struct Backlog {
-    /// The filters (with `since`, if asked for too).
+    order: Order,
+    /// The filters (with `since`, when listing what came since, if asked
+    /// for too).
     query: Query,
     since: Timestamp,
     /// Where the last page ended.
@@ -317,11 +325,12 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
                 feed.written = tokio::time::Instant::now();
                 return Some((Ok(b"\n".to_vec()), feed));
             }
-            // The next page of what came, oldest first; what arrives
-            // meanwhile waits in the queue.
+            // The next page, oldest first; what arrives meanwhile waits in
+            // the queue.
             let store = feed.store.clone();
             let page = off_workers(move || {
-                let page = store.arrivals_page(
+                let page = store.listing_page(
+                    backlog.order,
                     &backlog.query,
                     backlog.since,
                     backlog.after,
@@ -445,7 +454,7 @@ pub(crate) async fn watch(
         )
     })?;
     let overflowed = Arc::new(AtomicBool::new(false));
-    let mut feed = Feed {
+    let feed = Feed {
         _open: open,
         arrivals: forward(
             node.subscribe(),
@@ -464,43 +473,30 @@ pub(crate) async fn watch(
         // After subscribing: what comes from here on is reported to it.
         resume: resume_point(node.store()),
         written: tokio::time::Instant::now(),
-        // Everything that came since, page by page as the client reads.
-        backlog: params.arrived_since.map(|since| Backlog {
-            query: Query {
-                since: params.since.map(Timestamp),
-                ..filters.clone()
-            },
-            since: Timestamp(since),
-            after: None,
-            page: BACKLOG_PAGE,
-        }),
+        // Everything that came (or was created) since, page by page as the
+        // client reads.
+        backlog: match (params.arrived_since, params.since) {
+            (Some(arrived_since), since) => Some(Backlog {
+                order: Order::Arrived,
+                query: Query {
+                    since: since.map(Timestamp),
+                    ..filters
+                },
+                since: Timestamp(arrived_since),
+                after: None,
+                page: BACKLOG_PAGE,
+            }),
+            (None, Some(since)) => Some(Backlog {
+                order: Order::Created,
+                query: filters,
+                since: Timestamp(since),
+                after: None,
+                page: BACKLOG_PAGE,
+            }),
+            (None, None) => None,
+        },
     };
-    let mut cut = false;
-    if let (Some(since), None) = (params.since, params.arrived_since) {
-        let store = node.store().clone();
-        let query = Query {
-            since: Some(Timestamp(since)),
-            limit: WATCH_BACKLOG,
-            ..filters
-        };
-        let (found, complete) = off_workers(move || {
-            let (found, complete) = store.search(&query, TEXT_SCAN_LIMIT)?;
-            let mut signed = Vec::with_capacity(found.len());
-            for b in found {
-                if let Some(member) = store.signer_of(&b.id())? {
-                    signed.push((b, member));
-                }
-            }
-            Ok::<_, crate::store::StoreError>((signed, complete))
-        })
-        .await?;
-        cut = !complete || found.len() == WATCH_BACKLOG;
-        // Oldest first.
-        for (b, member) in found.iter().rev() {
-            feed.offer(b, *member);
-        }
-    }
-    tracing::debug!(since = ?params.since, arrived_since = ?params.arrived_since, listed = feed.queued.len(), "a watch began");
+    tracing::debug!(since = ?params.since, arrived_since = ?params.arrived_since, "a watch began");
     let body = axum::body::Body::from_stream(futures::stream::unfold(feed, next_line));
     let mut response = Response::new(body);
     let headers = response.headers_mut();
@@ -509,9 +505,6 @@ pub(crate) async fn watch(
         HeaderValue::from_static("application/x-ndjson"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if cut {
-        headers.insert(BACKLOG_HEADER, HeaderValue::from_static("cut"));
-    }
     Ok(response)
 }
 
@@ -744,48 +737,53 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_feed_lists_all_that_came_since_page_by_page_then_goes_live() {
-        let net = one_member();
-        let dir = tempfile::tempdir().unwrap();
-        let (mut feed, events, _closing) = feed(&net, dir.path(), 16, 16);
-        feed.filters.text = None;
-        feed.backlog = Some(Backlog {
-            query: feed.filters.clone(),
-            since: Timestamp(0),
-            after: None,
-            page: 2,
-        });
-        let chain = net.chain(6);
-        // Reported while it lists: sent once, after the listing. (Held a
-        // millisecond after the fixture's five, which share theirs.)
-        let held = feed.store.arrival_now();
-        while feed.store.arrival_now() == held {}
-        feed.store
-            .insert_verified(&[(chain[5].clone(), net.member_id())])
-            .unwrap();
-        events.send(received(&net, &chain[5])).unwrap();
-        events.send(received(&net, &chain[4])).unwrap();
-        let mut ids = Vec::new();
-        let mut feed = feed;
-        for _ in 0..6 {
-            let (line, next) = line(feed).await.unwrap();
-            ids.push(line["id"].as_str().unwrap().to_string());
-            feed = next;
+    async fn a_feed_lists_all_created_or_come_since_page_by_page_then_goes_live() {
+        for order in [Order::Arrived, Order::Created] {
+            let net = one_member();
+            let dir = tempfile::tempdir().unwrap();
+            let (mut feed, events, _closing) = feed(&net, dir.path(), 16, 16);
+            feed.filters.text = None;
+            feed.backlog = Some(Backlog {
+                order,
+                query: feed.filters.clone(),
+                since: Timestamp(0),
+                after: None,
+                page: 2,
+            });
+            let chain = net.chain(6);
+            // Reported while it lists: sent once. (Held a millisecond after
+            // the fixture's five, which share theirs; created after them too.)
+            let held = feed.store.arrival_now();
+            while feed.store.arrival_now() == held {}
+            feed.store
+                .insert_verified(&[(chain[5].clone(), net.member_id())])
+                .unwrap();
+            events.send(received(&net, &chain[5])).unwrap();
+            events.send(received(&net, &chain[4])).unwrap();
+            let mut ids = Vec::new();
+            let mut feed = feed;
+            for _ in 0..6 {
+                let (line, next) = line(feed).await.unwrap();
+                ids.push(line["id"].as_str().unwrap().to_string());
+                feed = next;
+            }
+            let mut expected: Vec<String> = chain[..5].iter().map(|b| b.id().to_string()).collect();
+            if order == Order::Arrived {
+                // One arrival time: by id.
+                expected.sort();
+            }
+            expected.push(chain[5].id().to_string());
+            assert_eq!(ids, expected, "{order:?}: oldest first, each once");
+            assert!(feed.backlog.is_none());
+            // And then live.
+            let more = net.chain(7);
+            feed.store
+                .insert_verified(&[(more[6].clone(), net.member_id())])
+                .unwrap();
+            events.send(received(&net, &more[6])).unwrap();
+            let (line, _feed) = line(feed).await.unwrap();
+            assert_eq!(line["id"].as_str(), Some(more[6].id().to_string().as_str()));
         }
-        let mut expected: Vec<String> = chain[..5].iter().map(|b| b.id().to_string()).collect();
-        // One arrival time: by id.
-        expected.sort();
-        expected.push(chain[5].id().to_string());
-        assert_eq!(ids, expected, "oldest arrival first, each once");
-        assert!(feed.backlog.is_none());
-        // And then live.
-        let more = net.chain(7);
-        feed.store
-            .insert_verified(&[(more[6].clone(), net.member_id())])
-            .unwrap();
-        events.send(received(&net, &more[6])).unwrap();
-        let (line, _feed) = line(feed).await.unwrap();
-        assert_eq!(line["id"].as_str(), Some(more[6].id().to_string().as_str()));
     }
 
     #[tokio::test(start_paused = true)]

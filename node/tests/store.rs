@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use herald_keys::{Registry, SecretKey};
-use herald_node::store::ChainHead;
+use herald_node::store::{ChainHead, Order};
 use herald_node::{Query, Store, StoreError, Stored};
 use herald_protocol::{
     AdvisoryStatus, BulletinBody, BulletinId, IncidentPhase, Kind, MemberEntry, MemberId, NetworkId, Payload,
@@ -1576,71 +1576,95 @@ fn a_listing_by_arrival_has_what_came_since_whenever_it_was_made_staged_ones_too
 }
 
 #[test]
-fn what_came_is_paged_oldest_first_each_once_staged_ones_too() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    let (a, b) = (key(11), key(12));
-    let c = chain(&a, 7, 100);
-    // Arrivals over several milliseconds, some in one.
-    insert(&store, &a, &[&c[0], &c[1]]);
-    next_millisecond(&store);
-    insert(&store, &a, &[&c[2]]);
-    next_millisecond(&store);
-    insert(&store, &a, &[&c[3], &c[4], &c[5]]);
-    next_millisecond(&store);
-    let staged = Spec::new(1, None, 50).title("staged").sign(&b);
-    store.stage(&staged, &member_of(&b), b"peer");
-    next_millisecond(&store);
-    insert(&store, &a, &[&c[6]]);
-    // Oldest first: the order a listing by arrival gives, reversed.
-    let mut all = arrived_since(&store, 0);
-    all.reverse();
-    assert_eq!(all.len(), 8);
-    // In one page and in pages while one is staged (a page that ends past
-    // it lists it), then in pages folding between them.
-    for (limit, reads) in [(100, 100), (7, 100), (3, 2), (2, 100)] {
-        assert_eq!(store.staged_count(), 1, "still staged");
-        let mut paged = Vec::new();
+fn listings_are_paged_oldest_first_each_once_staged_ones_too() {
+    for order in [Order::Arrived, Order::Created] {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        let (a, b) = (key(11), key(12));
+        let c = chain(&a, 7, 100);
+        // Arrivals over several milliseconds, some in one.
+        insert(&store, &a, &[&c[0], &c[1]]);
+        next_millisecond(&store);
+        insert(&store, &a, &[&c[2]]);
+        next_millisecond(&store);
+        insert(&store, &a, &[&c[3], &c[4], &c[5]]);
+        next_millisecond(&store);
+        // Created before the others, arrived after most.
+        let staged = Spec::new(1, None, 50).title("staged").sign(&b);
+        store.stage(&staged, &member_of(&b), b"peer");
+        next_millisecond(&store);
+        insert(&store, &a, &[&c[6]]);
+        // Oldest first: the order a listing gives, reversed.
+        let mut all = match order {
+            Order::Arrived => arrived_since(&store, 0),
+            Order::Created => ids(&store.query(&Query::default()).unwrap()),
+        };
+        all.reverse();
+        assert_eq!(all.len(), 8);
+        let staged_at = all.iter().position(|id| *id == staged.id());
+        let expected_at = match order {
+            Order::Arrived => 6,
+            Order::Created => 0,
+        };
+        assert_eq!(staged_at, Some(expected_at), "{order:?}");
+        // In one page and in pages while one is staged (a page that ends past
+        // it lists it), then in pages folding between them.
+        for (limit, reads) in [(100, 100), (7, 100), (3, 2), (2, 100)] {
+            assert_eq!(store.staged_count(), 1, "still staged");
+            let mut paged = Vec::new();
+            let mut after = None;
+            let mut pages = 0;
+            loop {
+                let page = store
+                    .listing_page(order, &Query::default(), Timestamp(0), after, limit, reads)
+                    .unwrap();
+                assert!(
+                    page.items.len() <= limit + 1,
+                    "at most the limit, and a staged one"
+                );
+                paged.extend(page.items.iter().map(|(b, _)| b.id()));
+                pages += 1;
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+                // A fold between pages changes nothing listed.
+                if limit == 2 {
+                    store.fold_staged(16).unwrap();
+                }
+            }
+            assert_eq!(paged, all, "{order:?}: pages of {limit}, reading {reads}");
+            assert!(pages > 1 || limit >= 7, "pages of {limit}");
+        }
+        // Filters apply; a page that reads little still moves on.
+        let query = Query {
+            text: Some("staged".into()),
+            ..Query::default()
+        };
+        let mut found = Vec::new();
         let mut after = None;
-        let mut pages = 0;
         loop {
             let page = store
-                .arrivals_page(&Query::default(), Timestamp(0), after, limit, reads)
+                .listing_page(order, &query, Timestamp(0), after, 10, 2)
                 .unwrap();
-            assert!(
-                page.items.len() <= limit + 1,
-                "at most the limit, and a staged one"
-            );
-            paged.extend(page.items.iter().map(|(b, _)| b.id()));
-            pages += 1;
+            found.extend(page.items.iter().map(|(b, _)| b.id()));
             match page.next {
                 Some(next) => after = Some(next),
                 None => break,
             }
-            // A fold between pages changes nothing listed.
-            if limit == 2 {
-                store.fold_staged(16).unwrap();
-            }
         }
-        assert_eq!(paged, all, "pages of {limit}, reading {reads}");
-        assert!(pages > 1 || limit >= 7, "pages of {limit}");
+        assert_eq!(found, [staged.id()], "{order:?}");
+        // A start past some: only the rest (every arrival is later than 103 ms).
+        let page = store
+            .listing_page(order, &Query::default(), Timestamp(103), None, 100, 100)
+            .unwrap();
+        let listed = page.items.iter().map(|(b, _)| b.id()).collect::<Vec<_>>();
+        let expected = match order {
+            Order::Created => ids(&c[3..]),
+            Order::Arrived => all.clone(),
+        };
+        assert_eq!(listed, expected, "{order:?}");
     }
-    // Filters apply; a page that reads little still moves on.
-    let query = Query {
-        text: Some("staged".into()),
-        ..Query::default()
-    };
-    let mut found = Vec::new();
-    let mut after = None;
-    loop {
-        let page = store.arrivals_page(&query, Timestamp(0), after, 10, 2).unwrap();
-        found.extend(page.items.iter().map(|(b, _)| b.id()));
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
-    assert_eq!(found, [staged.id()]);
 }
 
 /// Waits (at most a few ms) for the arrival clock to move past its reading now.

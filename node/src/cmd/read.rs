@@ -387,7 +387,7 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
             }
         }
         let (lines, backlog) = client.get_lines("/v1/watch", &query, herald_node::watch::BACKLOG_HEADER)?;
-        // A listing by creation time (one by arrival lists everything).
+        // An older node's listing by creation time (nodes now list everything).
         if backlog.as_deref() == Some("cut") {
             eprintln!(
                 "Only the newest {} of the bulletins since then are listed: herald list --since shows the others.",
