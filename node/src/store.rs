@@ -372,6 +372,20 @@ impl Order {
     }
 }
 
+/// How much one page of a listing holds and reads ([`Store::listing_page`]);
+/// each at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimits {
+    /// Most bulletins from the index.
+    pub items: usize,
+    /// Most bytes of them (signed bulletins): the page ends with the
+    /// bulletin that reaches it.
+    pub bytes: usize,
+    /// Most index entries looked at: a page that finds little (filters, a
+    /// text search) still ends.
+    pub reads: usize,
+}
+
 /// A page of a listing in time order ([`Store::listing_page`]).
 #[derive(Debug)]
 pub struct ListingPage {
@@ -2006,9 +2020,11 @@ impl Store {
             .staged()
             .items
             .iter()
+            .filter(|(_, i)| query.matches_indexed(&i.bulletin, &i.member))
             .filter_map(|(id, i)| {
                 let place = order.key(order.of(i), id);
-                (range.contains(&place) && query.matches_indexed(&i.bulletin, &i.member))
+                range
+                    .contains(&place)
                     .then(|| (place, i.bulletin.clone(), i.member))
             })
             .collect();
@@ -2022,19 +2038,17 @@ impl Store {
     /// A page of a listing in `order`, oldest first: the bulletins placed at
     /// or after `since` and after `after` (a time and id, as
     /// [`ListingPage::next`] gives them) that match `query` (its
-    /// `arrived_since` and `limit` aside). At most `limit` bulletins from the
-    /// index, looking at most at `read_at_most` of its entries (a page that
-    /// finds little still ends), and the staged ones placed up to where the
-    /// page ends. Read page after page, it lists each bulletin held when it
-    /// began once, however many there are.
+    /// `arrived_since` and `limit` aside). As many from the index as
+    /// `limits` let it hold and read, and the staged ones placed up to where
+    /// the page ends. Read page after page, it lists each bulletin held when
+    /// it began once, however many there are.
     pub fn listing_page(
         &self,
         order: Order,
         query: &Query,
         since: Timestamp,
         after: Option<(Timestamp, BulletinId)>,
-        limit: usize,
-        read_at_most: usize,
+        limits: PageLimits,
     ) -> Result<ListingPage, StoreError> {
         let range = match after {
             Some((at, id)) => (Bound::Excluded(order.key(at, &id)), order.end()),
@@ -2043,10 +2057,12 @@ impl Store {
         // Staged first: a bulletin folded meanwhile is then in the index.
         let mut staged = self.staged_in(order, query, &range);
         let mut items = Vec::new();
+        let mut bytes = 0;
         let mut last = None;
         let mut exhausted = true;
         for (read, entry) in self.index_entries(order, range, query).enumerate() {
-            if read == read_at_most || items.len() == limit {
+            // Each page moves on by one entry at least.
+            if read > 0 && (read >= limits.reads || items.len() >= limits.items || bytes >= limits.bytes) {
                 exhausted = false;
                 break;
             }
@@ -2058,6 +2074,7 @@ impl Store {
             if let Some((bulletin, member)) = self.indexed(&id)?
                 && query.matches(&bulletin, &member)
             {
+                bytes += bulletin.as_bytes().len();
                 items.push((order.key(at, &id), bulletin, member));
             }
         }

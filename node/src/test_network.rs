@@ -44,6 +44,11 @@ impl OneMember {
 
     /// The first `n` bulletins of the signing key's chain, linked.
     pub(crate) fn chain(&self, n: u64) -> Vec<herald_protocol::SignedBulletin> {
+        self.chain_from(n, 1_700_000_000_000)
+    }
+
+    /// [`OneMember::chain`], number `seq` created at `start + seq` (ms).
+    pub(crate) fn chain_from(&self, n: u64, start: u64) -> Vec<herald_protocol::SignedBulletin> {
         use herald_protocol::{BulletinBody, Kind, Payload, Seq, Severity, Tlp};
         let mut prev = None;
         (1..=n)
@@ -54,7 +59,7 @@ impl OneMember {
                     signer: self.signing.id(),
                     seq: Seq(seq),
                     prev,
-                    created: Timestamp(1_700_000_000_000 + seq),
+                    created: Timestamp(start + seq),
                     kind: Kind::Outreach,
                     tlp: Tlp::Clear,
                     severity: Severity::Informational,

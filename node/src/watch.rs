@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use crate::api::{Failure, Params, off_workers, query_of};
 use crate::events::{EventCounts, NodeEvent};
 use crate::node::Node;
-use crate::store::{Order, Query, Store};
+use crate::store::{Order, PageLimits, Query, Store};
 use crate::view::BulletinView;
 
 /// The header with which earlier builds of the node marked a
@@ -46,7 +46,8 @@ pub const FEED_QUEUE: usize = 65_536;
 pub const RESUME_SLACK_MS: u64 = 30_000;
 
 /// Most feeds open at once; one more is refused (503) until one ends. Each
-/// holds up to about 15 MB at worst (its queue, and the ids it remembers).
+/// holds up to about 15 MB at worst (its queue, the ids it remembers, and a
+/// page of a listing).
 pub const MAX_FEEDS: u64 = 64;
 
 /// A feed writes an empty line after this long without a bulletin, so that a
@@ -58,12 +59,16 @@ pub const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 /// hop to the blocking pool).
 const READ_BATCH: usize = 256;
 
-/// Most bulletins a feed lists in one page of what was created since `since`
-/// or came since `arrived_since` (read as its client takes the page before;
-/// every page is listed), and most index entries it looks at for one (filters
-/// that let little through).
-const BACKLOG_PAGE: usize = 1_000;
-const BACKLOG_PAGE_READS: usize = 10_000;
+/// How much a feed lists in one page of what was created since `since` or
+/// came since `arrived_since` (read as its client takes the page before;
+/// every page is listed): at most 1,000 bulletins, or 4 MiB of them (one
+/// more at most, up to 256 KiB), looking at most at 10,000 index entries
+/// (filters that let little through).
+const BACKLOG_PAGE: PageLimits = PageLimits {
+    items: 1_000,
+    bytes: 4 << 20,
+    reads: 10_000,
+};
 
 /// How many ids a feed remembers, so as not to look at a bulletin twice
 /// (from the listing and as it arrives; as it is held and as it is folded).
@@ -258,8 +263,36 @@ struct Backlog {
     since: Timestamp,
     /// Where the last page ended.
     after: Option<(Timestamp, BulletinId)>,
-    /// Most bulletins a page lists ([`BACKLOG_PAGE`]).
-    page: usize,
+    /// How much a page lists ([`BACKLOG_PAGE`]).
+    page: PageLimits,
+}
+
+impl Backlog {
+    /// What a feed with `filters` lists first when asked for those created
+    /// since `since` or come since `arrived_since` (both: those come since
+    /// then that were created since `since`): everything, page by page as
+    /// the client reads.
+    fn asked(filters: Query, since: Option<u64>, arrived_since: Option<u64>) -> Option<Backlog> {
+        let (order, start, query) = match (arrived_since, since) {
+            (Some(arrived_since), since) => (
+                Order::Arrived,
+                arrived_since,
+                Query {
+                    since: since.map(Timestamp),
+                    ..filters
+                },
+            ),
+            (None, Some(since)) => (Order::Created, since, filters),
+            (None, None) => return None,
+        };
+        Some(Backlog {
+            order,
+            query,
+            since: Timestamp(start),
+            after: None,
+            page: BACKLOG_PAGE,
+        })
+    }
 }
 
 impl Feed {
@@ -335,7 +368,6 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
                     backlog.since,
                     backlog.after,
                     backlog.page,
-                    BACKLOG_PAGE_READS,
                 )?;
                 Ok::<_, crate::store::StoreError>((page, backlog))
             })
@@ -473,28 +505,7 @@ pub(crate) async fn watch(
         // After subscribing: what comes from here on is reported to it.
         resume: resume_point(node.store()),
         written: tokio::time::Instant::now(),
-        // Everything that came (or was created) since, page by page as the
-        // client reads.
-        backlog: match (params.arrived_since, params.since) {
-            (Some(arrived_since), since) => Some(Backlog {
-                order: Order::Arrived,
-                query: Query {
-                    since: since.map(Timestamp),
-                    ..filters
-                },
-                since: Timestamp(arrived_since),
-                after: None,
-                page: BACKLOG_PAGE,
-            }),
-            (None, Some(since)) => Some(Backlog {
-                order: Order::Created,
-                query: filters,
-                since: Timestamp(since),
-                after: None,
-                page: BACKLOG_PAGE,
-            }),
-            (None, None) => None,
-        },
+        backlog: Backlog::asked(filters, params.since, params.arrived_since),
     };
     tracing::debug!(since = ?params.since, arrived_since = ?params.arrived_since, "a watch began");
     let body = axum::body::Body::from_stream(futures::stream::unfold(feed, next_line));
@@ -736,6 +747,32 @@ mod tests {
         .unwrap();
     }
 
+    #[test]
+    fn a_watch_lists_first_by_creation_or_by_arrival_as_asked() {
+        let filters = Query {
+            kind: Some("outreach".into()),
+            ..Query::default()
+        };
+        assert!(Backlog::asked(filters.clone(), None, None).is_none(), "live only");
+        let listed = |b: Backlog| (b.order, b.since, b.query.since, b.query.kind, b.after, b.page);
+        let by = |order, since: u64, created_since: Option<u64>| {
+            (
+                order,
+                Timestamp(since),
+                created_since.map(Timestamp),
+                Some("outreach".to_string()),
+                None,
+                BACKLOG_PAGE,
+            )
+        };
+        let asked =
+            |since, arrived_since| listed(Backlog::asked(filters.clone(), since, arrived_since).unwrap());
+        assert_eq!(asked(Some(5), None), by(Order::Created, 5, None));
+        assert_eq!(asked(None, Some(7)), by(Order::Arrived, 7, None));
+        // Both: what came since, of what was created since.
+        assert_eq!(asked(Some(5), Some(7)), by(Order::Arrived, 7, Some(5)));
+    }
+
     #[tokio::test]
     async fn a_feed_lists_all_created_or_come_since_page_by_page_then_goes_live() {
         for order in [Order::Arrived, Order::Created] {
@@ -743,46 +780,62 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let (mut feed, events, _closing) = feed(&net, dir.path(), 16, 16);
             feed.filters.text = None;
-            feed.backlog = Some(Backlog {
-                order,
-                query: feed.filters.clone(),
-                since: Timestamp(0),
-                after: None,
-                page: 2,
-            });
-            let chain = net.chain(6);
-            // Reported while it lists: sent once. (Held a millisecond after
-            // the fixture's five, which share theirs; created after them too.)
-            let held = feed.store.arrival_now();
-            while feed.store.arrival_now() == held {}
-            feed.store
-                .insert_verified(&[(chain[5].clone(), net.member_id())])
-                .unwrap();
-            events.send(received(&net, &chain[5])).unwrap();
-            events.send(received(&net, &chain[4])).unwrap();
-            let mut ids = Vec::new();
+            let (since, arrived_since) = match order {
+                Order::Created => (Some(0), None),
+                Order::Arrived => (None, Some(0)),
+            };
+            let mut backlog = Backlog::asked(feed.filters.clone(), since, arrived_since).unwrap();
+            backlog.page.items = 2;
+            feed.backlog = Some(backlog);
+            let held: Vec<String> = net.chain(5).iter().map(|b| b.id().to_string()).collect();
+            let mut lines = Vec::new();
             let mut feed = feed;
-            for _ in 0..6 {
+            // The first page.
+            for _ in 0..2 {
                 let (line, next) = line(feed).await.unwrap();
-                ids.push(line["id"].as_str().unwrap().to_string());
+                lines.push(line["id"].as_str().unwrap().to_string());
                 feed = next;
             }
-            let mut expected: Vec<String> = chain[..5].iter().map(|b| b.id().to_string()).collect();
-            if order == Order::Arrived {
-                // One arrival time: by id.
-                expected.sort();
+            // Held and reported while it lists, a millisecond after the
+            // fixture's five (which share theirs): one created before
+            // everything (its place by creation is behind the listing: sent
+            // live), then one created after.
+            let early = net.chain_from(7, 1_600_000_000_000).pop().unwrap();
+            let late = net.chain(6).pop().unwrap();
+            for bulletin in [&early, &late] {
+                let now = feed.store.arrival_now();
+                while feed.store.arrival_now() == now {}
+                feed.store
+                    .insert_verified(&[(bulletin.clone(), net.member_id())])
+                    .unwrap();
+                events.send(received(&net, bulletin)).unwrap();
             }
-            expected.push(chain[5].id().to_string());
-            assert_eq!(ids, expected, "{order:?}: oldest first, each once");
+            for _ in 0..5 {
+                let (line, next) = line(feed).await.unwrap();
+                lines.push(line["id"].as_str().unwrap().to_string());
+                feed = next;
+            }
+            let mut expected = held.clone();
+            match order {
+                Order::Arrived => {
+                    // One arrival time: by id; then the two, as they came.
+                    expected.sort();
+                    expected.extend([early.id().to_string(), late.id().to_string()]);
+                }
+                Order::Created => {
+                    expected.extend([late.id().to_string(), early.id().to_string()]);
+                }
+            }
+            assert_eq!(lines, expected, "{order:?}: oldest first, each once");
             assert!(feed.backlog.is_none());
-            // And then live.
-            let more = net.chain(7);
+            // And then live, nothing sent twice.
+            let more = net.chain(8).pop().unwrap();
             feed.store
-                .insert_verified(&[(more[6].clone(), net.member_id())])
+                .insert_verified(&[(more.clone(), net.member_id())])
                 .unwrap();
-            events.send(received(&net, &more[6])).unwrap();
+            events.send(received(&net, &more)).unwrap();
             let (line, _feed) = line(feed).await.unwrap();
-            assert_eq!(line["id"].as_str(), Some(more[6].id().to_string().as_str()));
+            assert_eq!(line["id"].as_str(), Some(more.id().to_string().as_str()));
         }
     }
 
