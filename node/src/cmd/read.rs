@@ -340,7 +340,8 @@ fn own_chain_line(own: &herald_node::view::OwnChainView) -> String {
 }
 
 /// Most ids `herald watch` remembers so as not to print a bulletin twice
-/// when it watches again after falling behind.
+/// when the node lists again what came after it fell behind (or, from
+/// earlier builds of the node, when it watches again).
 const WATCH_REMEMBERS: usize = 262_144;
 
 pub(crate) fn watch(args: WatchArgs) -> Result<()> {
@@ -364,10 +365,11 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
         "Watching the node at {} for new bulletins; Ctrl-C to stop.",
         config.api.listen
     );
-    // After falling behind, it lists again what came to the node from when
-    // the feed began (as the node says), printing only what it has not
-    // printed. (A node without the index of arrivals does not say: then what
-    // was made since the watch began.)
+    // A feed ended by an earlier build of the node for falling behind: it
+    // lists again what came to the node from when the feed began (as the
+    // node says), printing only what it has not printed. (A node without the
+    // index of arrivals does not say: then what was made since the watch
+    // began.) Nodes now list again by themselves.
     let began = since.unwrap_or_else(|| herald_node::node::now().0);
     let mut printed = herald_node::watch::Remembered::new(WATCH_REMEMBERS);
     let mut again: Option<Option<u64>> = None;
