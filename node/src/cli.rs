@@ -398,6 +398,11 @@ pub(crate) struct WatchArgs {
     /// of the watch.
     #[arg(long, conflicts_with = "since")]
     pub(crate) arrived_since: Option<String>,
+    /// When the node stops (or is not running yet), wait for it to run and
+    /// carry on where this watch was: what came meanwhile is printed first,
+    /// each bulletin once.
+    #[arg(long)]
+    pub(crate) reconnect: bool,
 }
 
 #[derive(Debug, Args)]

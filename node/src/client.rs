@@ -69,14 +69,14 @@ impl Client {
     }
 
     /// A `GET` whose answer is read as it comes, line by line (a live feed),
-    /// with the value of the answer's header `header`. No time limit once the
-    /// answer has begun.
+    /// with the values of the answer's headers `headers`. No time limit once
+    /// the answer has begun.
     pub(crate) fn get_lines(
         &self,
         path: &str,
         query: &[(&str, String)],
-        header: &str,
-    ) -> Result<(impl std::io::BufRead + use<>, Option<String>)> {
+        headers: &[&str],
+    ) -> Result<(impl std::io::BufRead + use<>, Vec<Option<String>>)> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(10)))
@@ -95,12 +95,20 @@ impl Client {
                 .err()
                 .unwrap_or_else(|| anyhow!("the node refused the request")));
         }
-        let value = response
-            .headers()
-            .get(header)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        Ok((std::io::BufReader::new(response.into_body().into_reader()), value))
+        let values = headers
+            .iter()
+            .map(|h| {
+                response
+                    .headers()
+                    .get(*h)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            })
+            .collect();
+        Ok((
+            std::io::BufReader::new(response.into_body().into_reader()),
+            values,
+        ))
     }
 
     pub(crate) fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {

@@ -99,10 +99,22 @@ pub struct WatchParams {
     /// earlier builds ended for falling behind is taken up again
     /// ([`FeedEnd::arrived_since`]).
     pub arrived_since: Option<u64>,
+    /// Once what `since` or `arrived_since` list is listed, list every
+    /// bulletin that came to the node at or after this time (its clock),
+    /// whenever made and whatever `since` says, oldest arrival first: how a
+    /// watch cut off by the node's stop carries on where it was
+    /// ([`FeedEnd::resume`], [`RESUME_HEADER`]).
+    pub resume: Option<u64>,
 }
 
-/// The last line of a feed that ends while the node runs on (its store
-/// cannot be read).
+/// The header of a `GET /v1/watch` answer that says where to carry on, by
+/// arrival (`resume`), should the feed be cut off without a [`FeedEnd`]: the
+/// node's arrival time from which everything not sent yet came (a little
+/// before the feed began, or the earliest of what it was asked to list).
+pub const RESUME_HEADER: &str = "herald-watch-resume";
+
+/// The last line of a feed that ends: the node stops, or cannot read its
+/// store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeedEnd {
     /// Why, and what to do.
@@ -118,6 +130,14 @@ pub struct FeedEnd {
     /// arrivals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arrived_since: Option<u64>,
+    /// Where to carry on, by arrival: watch again with this as `resume` (and
+    /// `since` as before, if `listing`) to miss nothing. Given when the node
+    /// stops, and only then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<u64>,
+    /// The feed was still listing what was created since `since`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub listing: bool,
 }
 
 /// Tells the feeds that the API is stopping, so that each ends (the server's
@@ -328,13 +348,35 @@ impl Feed {
         self.queue_line(&view);
     }
 
-    fn end(&mut self, error: String) {
+    /// Ends the feed with `error`; `stopping`: the node stops, and the line
+    /// says where to carry on once it runs again.
+    fn end(&mut self, error: String, stopping: bool) {
         self.queue_line(&FeedEnd {
             error,
             fell_behind: false,
             arrived_since: None,
+            resume: stopping.then(|| self.resume_from()),
+            listing: stopping && self.backlog.as_ref().is_some_and(|b| b.order == Order::Created),
         });
         self.ended = true;
+    }
+
+    /// The arrival time from which everything this feed has not queued yet
+    /// came to the node, but for the rest of a listing by creation: where a
+    /// new feed carries on ([`WatchParams::resume`]).
+    fn resume_from(&self) -> u64 {
+        let listing = self.backlog.as_ref().and_then(|b| match (b.order, b.after) {
+            (Order::Created, _) => None,
+            (Order::Arrived, None) => Some(b.since.0),
+            // Past the last page's end, and what was held just before it
+            // but reported after (as for `resume`).
+            (Order::Arrived, Some((at, _))) => Some(at.0.saturating_sub(RESUME_SLACK_MS)),
+        });
+        [Some(self.resume), self.relist, listing]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.resume)
     }
 
     fn queue_line(&mut self, value: &impl Serialize) {
@@ -357,9 +399,11 @@ async fn closed(mut closing: watch::Receiver<bool>) {
 /// filters; `None` once it ends.
 async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, Feed)> {
     loop {
-        // A stopping API ends the feed at once, whatever it still holds.
-        if *feed.closing.borrow() {
-            return None;
+        // A stopping API ends the feed: what it holds, and a line saying
+        // where to carry on (the API drops a client that does not take them
+        // within 2 s).
+        if *feed.closing.borrow() && !feed.ended {
+            feed.end(STOPPING.into(), true);
         }
         if let Some(line) = feed.queued.pop_front() {
             feed.written = tokio::time::Instant::now();
@@ -421,7 +465,7 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
                         feed.backlog = Some(backlog);
                     }
                 }
-                Err(Failure(_, e)) => feed.end(format!("the node could not read its store: {e}")),
+                Err(Failure(_, e)) => feed.end(format!("the node could not read its store: {e}"), false),
             }
             continue;
         }
@@ -433,7 +477,7 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
         }
         let mut arrivals = Vec::with_capacity(READ_BATCH);
         let got = tokio::select! {
-            () = closed(feed.closing.clone()) => return None,
+            () = closed(feed.closing.clone()) => continue,
             got = feed.arrivals.recv_many(&mut arrivals, READ_BATCH) => got,
             // Nothing written for a while: an empty line, which clients skip.
             () = tokio::time::sleep_until(feed.written + KEEPALIVE) => {
@@ -443,7 +487,10 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
         };
         if got == 0 {
             // The node or its API is stopping.
-            return None;
+            if !feed.ended {
+                feed.end(STOPPING.into(), true);
+            }
+            continue;
         }
         // Received by gossip (reported as soon as it is held, before its
         // fold), published here, pulled by sync or imported: read from the
@@ -476,11 +523,14 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
                         feed.offer(&bulletin, member);
                     }
                 }
-                Err(Failure(_, e)) => feed.end(format!("the node could not read its store: {e}")),
+                Err(Failure(_, e)) => feed.end(format!("the node could not read its store: {e}"), false),
             }
         }
     }
 }
+
+/// The error of a feed's last line when the node stops.
+const STOPPING: &str = "the node is stopping: watch again once it runs, with this resume (herald watch --reconnect does so by itself)";
 
 /// Where a feed is listed again from if reports it is given from now on
 /// are lost.
@@ -513,7 +563,8 @@ pub(crate) async fn watch(
         _open: open,
         arrivals: forward(node.subscribe(), closing.clone(), FEED_QUEUE, Arc::clone(&lost)),
         lost,
-        relist: None,
+        // Once what it was asked to list first is listed.
+        relist: params.resume,
         store: node.store().clone(),
         registry: node.registry(),
         filters: filters.clone(),
@@ -526,7 +577,8 @@ pub(crate) async fn watch(
         written: tokio::time::Instant::now(),
         backlog: Backlog::asked(filters, params.since, params.arrived_since),
     };
-    tracing::debug!(since = ?params.since, arrived_since = ?params.arrived_since, "a watch began");
+    tracing::debug!(since = ?params.since, arrived_since = ?params.arrived_since, resume = ?params.resume, "a watch began");
+    let resume = feed.resume_from();
     let body = axum::body::Body::from_stream(futures::stream::unfold(feed, next_line));
     let mut response = Response::new(body);
     let headers = response.headers_mut();
@@ -535,6 +587,7 @@ pub(crate) async fn watch(
         HeaderValue::from_static("application/x-ndjson"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(RESUME_HEADER, HeaderValue::from(resume));
     Ok(response)
 }
 
@@ -652,10 +705,21 @@ mod tests {
         }
         let expected: Vec<String> = chain[1..].iter().map(|b| b.id().to_string()).collect();
         assert_eq!(ids, expected, "each once, in order; the first filtered out");
-        // Whatever it still holds, a stopping API ends it.
+        // A stopping API ends it, saying where to carry on: from before what
+        // it has not read (a little before it last had every report in hand).
+        let last_caught_up = feed.as_ref().unwrap().resume;
         events.send(received(&net, &net.chain(5)[4])).unwrap();
         closing.send(true).unwrap();
-        assert!(line(feed.unwrap()).await.is_none());
+        let (end, feed) = line(feed.unwrap()).await.unwrap();
+        let end: FeedEnd = serde_json::from_value(end).unwrap();
+        assert!(
+            end.error.contains("stopping")
+                && end.resume == Some(last_caught_up)
+                && !end.listing
+                && !end.fell_behind,
+            "{end:?}"
+        );
+        assert!(line(feed).await.is_none());
     }
 
     #[tokio::test]
@@ -836,6 +900,60 @@ mod tests {
             (Some(second.id().to_string().as_str()), Some("member-1"))
         );
         goes_on_live(&net, feed, &events).await;
+    }
+
+    #[tokio::test]
+    async fn a_feed_asked_to_resume_lists_what_came_since_after_its_listing() {
+        let net = one_member();
+        let dir = tempfile::tempdir().unwrap();
+        let (mut feed, events, _closing) = feed(&net, dir.path(), 16, 16);
+        feed.filters.text = None;
+        // As `watch` makes it for `since` (none held: nothing made since
+        // then) and `resume` (all five came since then).
+        feed.backlog = Backlog::asked(feed.filters.clone(), Some(u64::MAX), None);
+        feed.relist = Some(0);
+        assert_eq!(feed.resume_from(), 0);
+        let (mut sent, feed) = ids(feed, 5).await;
+        sent.sort();
+        let mut expected: Vec<String> = net.chain(5).iter().map(|b| b.id().to_string()).collect();
+        expected.sort();
+        assert_eq!(sent, expected);
+        goes_on_live(&net, feed, &events).await;
+    }
+
+    #[test]
+    fn where_a_feed_carries_on_covers_what_it_has_not_listed() {
+        let net = one_member();
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _entered = runtime.enter();
+        let (mut feed, _events, _closing) = feed(&net, dir.path(), 16, 16);
+        feed.resume = 100_000;
+        assert_eq!(
+            feed.resume_from(),
+            100_000,
+            "live: from before it last had every report"
+        );
+        feed.backlog = Backlog::asked(feed.filters.clone(), None, Some(90_000));
+        assert_eq!(feed.resume_from(), 90_000, "listing by arrival: from its start");
+        feed.backlog.as_mut().unwrap().after = Some((Timestamp(95_000), BulletinId::from_bytes([7; 32])));
+        assert_eq!(
+            feed.resume_from(),
+            95_000 - RESUME_SLACK_MS,
+            "from before where its pages got to"
+        );
+        feed.relist = Some(10);
+        assert_eq!(feed.resume_from(), 10, "a listing again still to come");
+        feed.relist = None;
+        feed.backlog = Backlog::asked(feed.filters.clone(), Some(5), None);
+        assert_eq!(
+            feed.resume_from(),
+            100_000,
+            "listing by creation: said apart (listing)"
+        );
     }
 
     #[tokio::test]

@@ -345,18 +345,28 @@ fn own_chain_line(own: &herald_node::view::OwnChainView) -> String {
 const WATCH_REMEMBERS: usize = 262_144;
 
 pub(crate) fn watch(args: WatchArgs) -> Result<()> {
+    use herald_node::watch::{BACKLOG_HEADER, FeedEnd, RESUME_HEADER, WATCH_BACKLOG};
     use std::io::BufRead as _;
     let config = Config::load(&args.dir)?;
     check_text(&args.filters)?;
     let since = since_arg(args.since.as_deref())?;
     let arrived_since = since_arg(args.arrived_since.as_deref())?;
-    let client = Client::new(config.api.listen, &args.dir);
+    // Read again each time: a node writes a new token each run.
+    let connect = || Client::new(config.api.listen, &args.dir);
+    let mut client = connect();
     if !client.is_up() {
-        bail!(
-            "no node answers at {}: watch follows a running node; start it with `herald run --dir {}`",
-            config.api.listen,
-            args.dir.display()
+        if !args.reconnect {
+            bail!(
+                "no node answers at {}: watch follows a running node; start it with `herald run --dir {}`",
+                config.api.listen,
+                args.dir.display()
+            );
+        }
+        eprintln!(
+            "No node answers at {}; waiting for it to run (Ctrl-C to stop).",
+            config.api.listen
         );
+        client = wait_for_node(&connect);
     }
     let member = member_filter(&args.filters, &client, None)?;
     let q = filter_params(&args.filters, member);
@@ -365,40 +375,66 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
         "Watching the node at {} for new bulletins; Ctrl-C to stop.",
         config.api.listen
     );
-    // A feed ended by an earlier build of the node for falling behind: it
-    // lists again what came to the node from when the feed began (as the
-    // node says), printing only what it has not printed. (A node without the
-    // index of arrivals does not say: then what was made since the watch
-    // began.) Nodes now list again by themselves.
     let began = since.unwrap_or_else(|| herald_node::node::now().0);
+    // Whatever a feed lists again, each bulletin is printed once.
     let mut printed = herald_node::watch::Remembered::new(WATCH_REMEMBERS);
-    let mut again: Option<Option<u64>> = None;
+    let mut next = Next::Asked;
     let mut behind: Vec<std::time::Instant> = Vec::new();
     loop {
         let mut query = q.clone();
-        match again {
-            Some(Some(arrived)) => query.push(("arrived_since", arrived.to_string())),
-            Some(None) => query.push(("since", began.to_string())),
-            None => {
-                if since.is_some() {
-                    query.push(("since", began.to_string()));
-                }
+        let lists_created = match next {
+            Next::Asked => {
                 if let Some(arrived) = arrived_since {
                     query.push(("arrived_since", arrived.to_string()));
                 }
+                since.is_some()
             }
+            Next::Behind(Some(arrived)) => {
+                query.push(("arrived_since", arrived.to_string()));
+                false
+            }
+            Next::Behind(None) => true,
+            Next::Resume { resume, listing } => {
+                query.push(("resume", resume.to_string()));
+                listing
+            }
+        };
+        if lists_created {
+            query.push(("since", began.to_string()));
         }
-        let (lines, backlog) = client.get_lines("/v1/watch", &query, herald_node::watch::BACKLOG_HEADER)?;
+        let (lines, headers) = match client.get_lines("/v1/watch", &query, &[BACKLOG_HEADER, RESUME_HEADER]) {
+            Ok(answer) => answer,
+            // The node stopped before the watch began again.
+            Err(_) if args.reconnect && !client.is_up() => {
+                client = wait_for_node(&connect);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         // An older node's listing by creation time (nodes now list everything).
-        if backlog.as_deref() == Some("cut") {
+        if headers[0].as_deref() == Some("cut") {
             eprintln!(
-                "Only the newest {} of the bulletins since then are listed: herald list --since shows the others.",
-                herald_node::watch::WATCH_BACKLOG
+                "Only the newest {WATCH_BACKLOG} of the bulletins since then are listed: herald list --since shows the others."
             );
         }
+        // Where to carry on if the feed is cut off without saying so: from
+        // where it began (and all of its listing by creation, if it had one).
+        let cut_off = headers[1]
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .map(|resume| Next::Resume {
+                resume,
+                listing: lists_created,
+            });
         let mut ended = None;
         for line in lines.lines() {
-            let line = line.context("the connection to the node was lost; run herald watch again")?;
+            let line = match line {
+                Ok(line) => line,
+                Err(_) if args.reconnect => break,
+                Err(e) => {
+                    return Err(e).context("the connection to the node was lost; run herald watch again");
+                }
+            };
             if line.trim().is_empty() {
                 continue;
             }
@@ -406,7 +442,7 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
                 serde_json::from_str(&line).context("the node sent a line that is not JSON")?;
             if value.get("id").is_none() {
                 ended = Some(
-                    serde_json::from_value::<herald_node::watch::FeedEnd>(value)
+                    serde_json::from_value::<FeedEnd>(value)
                         .context("the node ended the watch with a line this herald does not read")?,
                 );
                 break;
@@ -422,7 +458,9 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
                 out!("{}", view.summary_line());
             }
         }
-        match ended {
+        const STOPPED: &str = "the node stopped; run herald watch again once it runs (with --arrived-since to print what came meanwhile), or watch with --reconnect to carry on by itself";
+        next = match ended {
+            // From an earlier build of the node.
             Some(end) if end.fell_behind => {
                 // A reader that keeps falling behind would list the same
                 // bulletins again and again.
@@ -435,14 +473,56 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
                     );
                 }
                 eprintln!("{} (watching again)", end.error);
-                again = Some(end.arrived_since);
+                Next::Behind(end.arrived_since)
+            }
+            // The node stops.
+            Some(FeedEnd {
+                resume: Some(resume),
+                listing,
+                ..
+            }) => {
+                if !args.reconnect {
+                    bail!("{STOPPED}");
+                }
+                client = wait_for_node(&connect);
+                Next::Resume { resume, listing }
             }
             Some(end) => bail!("{}", end.error),
-            None => bail!(
-                "the node stopped; run herald watch again once it runs (with --arrived-since to print what came meanwhile)"
-            ),
-        }
+            None if args.reconnect => {
+                let Some(next) = cut_off else {
+                    bail!(
+                        "the connection to the node was lost, and this node does not say where to carry on: run herald watch again with --arrived-since"
+                    );
+                };
+                client = wait_for_node(&connect);
+                next
+            }
+            None => bail!("{STOPPED}"),
+        };
     }
+}
+
+/// What `herald watch` asks the node for next.
+enum Next {
+    /// What the command line asks for.
+    Asked,
+    /// What came since then (`None`: what was made since the watch began),
+    /// after an earlier build of the node ended a feed that fell behind.
+    Behind(Option<u64>),
+    /// What came since `resume`, after the node stopped (and the rest of the
+    /// listing by creation first, if it was `listing`).
+    Resume { resume: u64, listing: bool },
+}
+
+/// Waits for the node to answer again (or to run the first time), and a
+/// client with the token it has now.
+fn wait_for_node(connect: &impl Fn() -> Client) -> Client {
+    eprintln!("The node does not answer; waiting for it to run again (Ctrl-C to stop).");
+    while !connect().is_up() {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    eprintln!("The node runs again: carrying on where this watch was.");
+    connect()
 }
 
 /// `--since` as a time: that long before now.
