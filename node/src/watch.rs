@@ -42,7 +42,9 @@ pub const FEED_QUEUE: usize = 65_536;
 /// How long before a feed last had every report in hand the bulletins that
 /// came are listed again when it falls behind (reports were lost): a bulletin
 /// is given its arrival time as it is held, and reported once it is durable,
-/// which can be later (a sync page or an import, after its flush).
+/// which can be later (a sync page or an import, after its flush), and the
+/// report may still be on its way to the feed (the node's channel, the
+/// forwarder) when the feed's queue looks empty. Both must take less.
 pub const RESUME_SLACK_MS: u64 = 30_000;
 
 /// Most feeds open at once; one more is refused (503) until one ends. Each
@@ -275,16 +277,22 @@ struct Feed {
     lost: Arc<AtomicBool>,
     closing: watch::Receiver<bool>,
     queued: VecDeque<Vec<u8>>,
-    /// Bulletins looked at, sent or not.
+    /// Bulletins sent (they passed the filters).
     seen: Remembered,
     ended: bool,
     /// The arrival time from which what came is listed again if reports are
-    /// lost: a little before the feed was last caught up (or began), so
-    /// that every report not handled since is of a bulletin that came after.
+    /// lost: a little before the feed last had every report in hand (or
+    /// began, or noticed a loss and let its queue go), so that every report
+    /// not handled since is of a bulletin that came after.
     resume: u64,
     /// Where a listing again of what came must start, once the listing under
     /// way ends: reports were lost.
     relist: Option<u64>,
+    /// How much a page of such a listing holds ([`BACKLOG_PAGE`]).
+    relist_page: PageLimits,
+    /// Second bodies of equivocations reported while the queue was let go
+    /// (no listing finds them): read with the next reports.
+    evidence: Vec<Arrival>,
     /// When it last wrote a line.
     written: tokio::time::Instant,
     /// What was created, or came, since the time asked for, still to list,
@@ -334,9 +342,9 @@ impl Backlog {
 }
 
 impl Feed {
-    /// Queues `bulletin` if it was not looked at yet and passes the filters.
+    /// Queues `bulletin` if it passes the filters and was not sent yet.
     fn offer(&mut self, bulletin: &SignedBulletin, member: MemberId) {
-        if !self.seen.insert(bulletin.id()) || !self.filters.matches(bulletin, &member) {
+        if !self.filters.matches(bulletin, &member) || !self.seen.insert(bulletin.id()) {
             return;
         }
         let named = {
@@ -418,8 +426,16 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
         if feed.lost.swap(false, Ordering::AcqRel) {
             let from = feed.relist.map_or(feed.resume, |r| r.min(feed.resume));
             feed.relist = Some(from);
-            // Reports from here on are of bulletins that come later: this
-            // listing, or the next, takes in any that are lost.
+            // What waits is of bulletins that came since `from`: the listing
+            // again finds them (but second bodies of equivocations, kept
+            // aside). Letting it go makes room, so that what comes while it
+            // lists is not lost in turn.
+            while let Ok(arrival) = feed.arrivals.try_recv() {
+                if arrival.member.is_none() && feed.evidence.len() < READ_BATCH {
+                    feed.evidence.push(arrival);
+                }
+            }
+            // Every report from here on is of a bulletin that comes later.
             feed.resume = resume_point(&feed.store);
             tracing::debug!(from, "a watch fell behind; it lists again what came since");
         }
@@ -431,7 +447,7 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
                 query: feed.filters.clone(),
                 since: Timestamp(from),
                 after: None,
-                page: BACKLOG_PAGE,
+                page: feed.relist_page,
             });
         }
         if let Some(backlog) = feed.backlog.take() {
@@ -475,14 +491,18 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
         if feed.arrivals.is_empty() && !feed.lost.load(Ordering::Acquire) {
             feed.resume = resume_point(&feed.store);
         }
-        let mut arrivals = Vec::with_capacity(READ_BATCH);
-        let got = tokio::select! {
+        let mut arrivals = std::mem::take(&mut feed.evidence);
+        let got = if !arrivals.is_empty() {
+            arrivals.len()
+        } else {
+            tokio::select! {
             () = closed(feed.closing.clone()) => continue,
             got = feed.arrivals.recv_many(&mut arrivals, READ_BATCH) => got,
             // Nothing written for a while: an empty line, which clients skip.
             () = tokio::time::sleep_until(feed.written + KEEPALIVE) => {
                 feed.written = tokio::time::Instant::now();
                 return Some((Ok(b"\n".to_vec()), feed));
+            }
             }
         };
         if got == 0 {
@@ -565,6 +585,8 @@ pub(crate) async fn watch(
         lost,
         // Once what it was asked to list first is listed.
         relist: params.resume,
+        relist_page: BACKLOG_PAGE,
+        evidence: Vec::new(),
         store: node.store().clone(),
         registry: node.registry(),
         filters: filters.clone(),
@@ -623,6 +645,8 @@ mod tests {
             arrivals: forward(receiver, closing_rx.clone(), queue, Arc::clone(&lost)),
             lost,
             relist: None,
+            relist_page: BACKLOG_PAGE,
+            evidence: Vec::new(),
             closing: closing_rx,
             queued: VecDeque::new(),
             seen: Remembered::new(REMEMBERED),
@@ -821,6 +845,66 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_loss_lists_again_from_where_the_feed_last_had_every_report_in_hand() {
+        let net = one_member();
+        let dir = tempfile::tempdir().unwrap();
+        let (mut feed, events, _closing) = feed(&net, dir.path(), 16, 2);
+        feed.filters.text = None;
+        feed.resume = 7;
+        feed.relist_page.items = 1;
+        let chain = net.chain(5);
+        let lose = |feed: &Feed, reports: &[SignedBulletin]| {
+            for b in reports {
+                events.send(received(&net, b)).unwrap();
+            }
+            let lost = Arc::clone(&feed.lost);
+            async move {
+                tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                    while !lost.load(Ordering::Acquire) {
+                        tokio::task::yield_now().await;
+                    }
+                })
+                .await
+                .unwrap();
+            }
+        };
+        let began = crate::node::now().0;
+        lose(&feed, &chain).await;
+        let (first, feed) = ids(feed, 1).await;
+        let listing = feed.backlog.as_ref().unwrap();
+        assert_eq!(
+            (listing.order, listing.since),
+            (Order::Arrived, Timestamp(7)),
+            "from before"
+        );
+        assert!(
+            feed.resume + RESUME_SLACK_MS >= began,
+            "moved on as the loss was noticed"
+        );
+        assert!(feed.arrivals.is_empty(), "what waited was let go");
+        // Lost again while it lists: listed again after, from where the first
+        // loss left it.
+        let at_first_loss = feed.resume;
+        let mut feed = feed;
+        lose(&feed, &chain[..3]).await;
+        let (second, next) = ids(feed, 1).await;
+        feed = next;
+        assert_eq!(feed.relist, Some(at_first_loss));
+        assert_eq!(
+            feed.backlog.as_ref().unwrap().since,
+            Timestamp(7),
+            "the first still lists"
+        );
+        let (rest, feed) = ids(feed, 3).await;
+        let mut sent: Vec<String> = first.into_iter().chain(second).chain(rest).collect();
+        sent.sort();
+        let mut expected: Vec<String> = chain.iter().map(|b| b.id().to_string()).collect();
+        expected.sort();
+        assert_eq!(sent, expected, "each once, none missed");
+        goes_on_live(&net, feed, &events).await;
+    }
+
+    #[tokio::test]
     async fn reports_lost_while_it_lists_are_listed_after() {
         let net = one_member();
         let dir = tempfile::tempdir().unwrap();
@@ -836,10 +920,9 @@ mod tests {
         // Meanwhile, more come than its queue holds, one of them made before
         // all it holds (behind its listing by creation).
         let early = net.chain_from(10, 1_600_000_000_000).pop().unwrap();
-        let came: Vec<_> = [early]
-            .into_iter()
-            .chain(net.chain(8)[5..].iter().cloned())
-            .collect();
+        // Reported last, when the queue is full: only a listing again by
+        // arrival finds it.
+        let came: Vec<_> = net.chain(8)[5..].iter().cloned().chain([early]).collect();
         for b in &came {
             feed.store
                 .insert_verified(&[(b.clone(), net.member_id())])
