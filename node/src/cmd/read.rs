@@ -362,10 +362,6 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
                 args.dir.display()
             );
         }
-        eprintln!(
-            "No node answers at {}; waiting for it to run (Ctrl-C to stop).",
-            config.api.listen
-        );
         client = wait_for_node(&connect);
     }
     let member = member_filter(&args.filters, &client, None)?;
@@ -514,14 +510,16 @@ enum Next {
     Resume { resume: u64, listing: bool },
 }
 
-/// Waits for the node to answer again (or to run the first time), and a
-/// client with the token it has now.
+/// Waits for the node to answer (again, or the first time), and a client
+/// with the token it has now.
 fn wait_for_node(connect: &impl Fn() -> Client) -> Client {
-    eprintln!("The node does not answer; waiting for it to run again (Ctrl-C to stop).");
-    while !connect().is_up() {
-        std::thread::sleep(std::time::Duration::from_millis(500));
+    if !connect().is_up() {
+        eprintln!("The node does not answer; waiting for it to run (Ctrl-C to stop).");
+        while !connect().is_up() {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        eprintln!("The node answers: watching from where this watch was.");
     }
-    eprintln!("The node runs again: carrying on where this watch was.");
     connect()
 }
 
