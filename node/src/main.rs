@@ -20,12 +20,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     // The devnet's live view is the output; keep its logs to warnings.
+    // Kademlia warns (every 5 minutes, and as the devnet's first node starts)
+    // that it cannot look for peers while the node knows none: noise for a
+    // node meant to work offline.
     let quiet = matches!(cli.command, cli::Command::Devnet(_));
     init_logging(if quiet {
-        "warn"
+        "warn,libp2p_kad=error"
     } else {
-        // Kademlia warns every 5 minutes that it cannot look for peers while
-        // the node knows none: noise for a node meant to work offline.
         "info,libp2p=warn,libp2p_kad=error,sled=warn"
     });
     match cmd::run(cli.command) {
