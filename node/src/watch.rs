@@ -133,13 +133,14 @@ pub struct FeedEnd {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arrived_since: Option<u64>,
     /// Where to carry on, by arrival: watch again with this as `resume` (and
-    /// `since` as before, if `listing`) to miss nothing. Given when the node
+    /// `listing` as `since`, if given) to miss nothing. Given when the node
     /// stops, and only then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<u64>,
-    /// The feed was still listing what was created since `since`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub listing: bool,
+    /// The feed was still listing what was created since `since`, and got to
+    /// this creation time: watch again with this as `since`, and `resume`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing: Option<u64>,
 }
 
 /// Tells the feeds that the API is stopping, so that each ends (the server's
@@ -364,7 +365,10 @@ impl Feed {
             fell_behind: false,
             arrived_since: None,
             resume: stopping.then(|| self.resume_from()),
-            listing: stopping && self.backlog.as_ref().is_some_and(|b| b.order == Order::Created),
+            listing: self.backlog.as_ref().and_then(|b| match b.order {
+                Order::Created if stopping => Some(b.after.map_or(b.since.0, |(at, _)| at.0)),
+                _ => None,
+            }),
         });
         self.ended = true;
     }
@@ -378,7 +382,7 @@ impl Feed {
             (Order::Arrived, None) => Some(b.since.0),
             // Past the last page's end, and what was held just before it
             // but reported after (as for `resume`).
-            (Order::Arrived, Some((at, _))) => Some(at.0.saturating_sub(RESUME_SLACK_MS)),
+            (Order::Arrived, Some((at, _))) => Some(at.0.saturating_sub(RESUME_SLACK_MS).max(b.since.0)),
         });
         [Some(self.resume), self.relist, listing]
             .into_iter()
@@ -411,7 +415,18 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
         // where to carry on (the API drops a client that does not take them
         // within 2 s).
         if *feed.closing.borrow() && !feed.ended {
-            feed.end(STOPPING.into(), true);
+            // Second bodies of equivocations still waiting first: no listing
+            // finds them later. (What else waits came after `resume`.)
+            let mut evidence = std::mem::take(&mut feed.evidence);
+            while let Ok(arrival) = feed.arrivals.try_recv() {
+                if arrival.member.is_none() && evidence.len() < READ_BATCH {
+                    evidence.push(arrival);
+                }
+            }
+            take_in(&mut feed, evidence).await;
+            if !feed.ended {
+                feed.end(STOPPING.into(), true);
+            }
         }
         if let Some(line) = feed.queued.pop_front() {
             feed.written = tokio::time::Instant::now();
@@ -429,14 +444,15 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
             // What waits is of bulletins that came since `from`: the listing
             // again finds them (but second bodies of equivocations, kept
             // aside). Letting it go makes room, so that what comes while it
-            // lists is not lost in turn.
+            // lists is not lost in turn; what is reported from here on is of
+            // a bulletin that comes later.
+            let point = resume_point(&feed.store);
             while let Ok(arrival) = feed.arrivals.try_recv() {
                 if arrival.member.is_none() && feed.evidence.len() < READ_BATCH {
                     feed.evidence.push(arrival);
                 }
             }
-            // Every report from here on is of a bulletin that comes later.
-            feed.resume = resume_point(&feed.store);
+            feed.resume = point;
             tracing::debug!(from, "a watch fell behind; it lists again what came since");
         }
         if feed.backlog.is_none()
@@ -488,8 +504,9 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
         // Every report so far is handled: what is lost from here on came
         // from here on. (Not if some were lost meanwhile: the loop above
         // lists them first.)
+        let point = resume_point(&feed.store);
         if feed.arrivals.is_empty() && !feed.lost.load(Ordering::Acquire) {
-            feed.resume = resume_point(&feed.store);
+            feed.resume = point;
         }
         let mut arrivals = std::mem::take(&mut feed.evidence);
         let got = if !arrivals.is_empty() {
@@ -512,40 +529,46 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
             }
             continue;
         }
-        // Received by gossip (reported as soon as it is held, before its
-        // fold), published here, pulled by sync or imported: read from the
-        // store, each once, a batch in one hop.
-        let mut wanted: Vec<(BulletinId, Option<MemberId>)> = Vec::new();
-        for Arrival { id, member } in arrivals {
-            if !feed.seen.contains(&id) && !wanted.iter().any(|(w, _)| *w == id) {
-                wanted.push((id, member));
+        take_in(&mut feed, arrivals).await;
+    }
+}
+
+/// Reads what `arrivals` report from the store, each once, in one hop, and
+/// queues what passes the filters: received by gossip (reported as soon as
+/// it is held, before its fold), published here, pulled by sync, imported,
+/// or kept as a second body of an equivocation.
+async fn take_in(feed: &mut Feed, arrivals: Vec<Arrival>) {
+    let mut wanted: Vec<(BulletinId, Option<MemberId>)> = Vec::new();
+    for Arrival { id, member } in arrivals {
+        if !feed.seen.contains(&id) && !wanted.iter().any(|(w, _)| *w == id) {
+            wanted.push((id, member));
+        }
+    }
+    if wanted.is_empty() {
+        return;
+    }
+    let store = feed.store.clone();
+    let read = off_workers(move || {
+        let mut found = Vec::with_capacity(wanted.len());
+        for (id, member) in wanted {
+            let member = match member {
+                Some(member) => Some(member),
+                None => store.signer_of(&id)?,
+            };
+            if let (Some(bulletin), Some(member)) = (store.get(&id)?, member) {
+                found.push((bulletin, member));
             }
         }
-        if !wanted.is_empty() {
-            let store = feed.store.clone();
-            let read = off_workers(move || {
-                let mut found = Vec::with_capacity(wanted.len());
-                for (id, member) in wanted {
-                    let member = match member {
-                        Some(member) => Some(member),
-                        None => store.signer_of(&id)?,
-                    };
-                    if let (Some(bulletin), Some(member)) = (store.get(&id)?, member) {
-                        found.push((bulletin, member));
-                    }
-                }
-                Ok::<_, crate::store::StoreError>(found)
-            })
-            .await;
-            match read {
-                Ok(found) => {
-                    for (bulletin, member) in found {
-                        feed.offer(&bulletin, member);
-                    }
-                }
-                Err(Failure(_, e)) => feed.end(format!("the node could not read its store: {e}"), false),
+        Ok::<_, crate::store::StoreError>(found)
+    })
+    .await;
+    match read {
+        Ok(found) => {
+            for (bulletin, member) in found {
+                feed.offer(&bulletin, member);
             }
         }
+        Err(Failure(_, e)) => feed.end(format!("the node could not read its store: {e}"), false),
     }
 }
 
@@ -739,7 +762,7 @@ mod tests {
         assert!(
             end.error.contains("stopping")
                 && end.resume == Some(last_caught_up)
-                && !end.listing
+                && end.listing.is_none()
                 && !end.fell_behind,
             "{end:?}"
         );
@@ -1020,14 +1043,17 @@ mod tests {
             100_000,
             "live: from before it last had every report"
         );
-        feed.backlog = Backlog::asked(feed.filters.clone(), None, Some(90_000));
-        assert_eq!(feed.resume_from(), 90_000, "listing by arrival: from its start");
-        feed.backlog.as_mut().unwrap().after = Some((Timestamp(95_000), BulletinId::from_bytes([7; 32])));
+        feed.backlog = Backlog::asked(feed.filters.clone(), None, Some(50_000));
+        assert_eq!(feed.resume_from(), 50_000, "listing by arrival: from its start");
+        let at = |ms| Some((Timestamp(ms), BulletinId::from_bytes([7; 32])));
+        feed.backlog.as_mut().unwrap().after = at(95_000);
         assert_eq!(
             feed.resume_from(),
             95_000 - RESUME_SLACK_MS,
             "from before where its pages got to"
         );
+        feed.backlog.as_mut().unwrap().after = at(60_000);
+        assert_eq!(feed.resume_from(), 50_000, "never before what it was asked for");
         feed.relist = Some(10);
         assert_eq!(feed.resume_from(), 10, "a listing again still to come");
         feed.relist = None;
@@ -1037,6 +1063,50 @@ mod tests {
             100_000,
             "listing by creation: said apart (listing)"
         );
+        // Said apart when the node stops: where the listing by creation got to.
+        let stop_line = |feed: &mut Feed| {
+            feed.end(STOPPING.into(), true);
+            let end: FeedEnd = serde_json::from_slice(&feed.queued.pop_back().unwrap()).unwrap();
+            feed.ended = false;
+            (end.resume, end.listing)
+        };
+        assert_eq!(stop_line(&mut feed), (Some(100_000), Some(5)));
+        feed.backlog.as_mut().unwrap().after = at(70_000);
+        assert_eq!(stop_line(&mut feed), (Some(100_000), Some(70_000)));
+    }
+
+    #[tokio::test]
+    async fn a_stopping_feed_sends_the_second_body_of_an_equivocation_still_waiting() {
+        let net = one_member();
+        let dir = tempfile::tempdir().unwrap();
+        let (mut feed, events, closing) = feed(&net, dir.path(), 16, 16);
+        feed.filters.text = None;
+        let second = net.chain_from(3, 1_600_000_000_000).pop().unwrap();
+        feed.store
+            .insert_verified(&[(second.clone(), net.member_id())])
+            .unwrap();
+        events
+            .send(NodeEvent::Equivocation {
+                signer: net.signing.id(),
+                seq: herald_protocol::Seq(3),
+                first: net.chain(3)[2].id(),
+                second: second.id(),
+            })
+            .unwrap();
+        // Forwarded, not read yet, when the API stops.
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while feed.arrivals.is_empty() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        closing.send(true).unwrap();
+        let (sent, feed) = line(feed).await.unwrap();
+        assert_eq!(sent["id"].as_str(), Some(second.id().to_string().as_str()));
+        let (end, feed) = line(feed).await.unwrap();
+        assert!(end["resume"].is_u64(), "{end}");
+        assert!(line(feed).await.is_none());
     }
 
     #[tokio::test]

@@ -912,13 +912,14 @@ fn watch_with_reconnect_carries_on_across_a_restart_of_the_node() {
         let view: serde_json::Value = serde_json::from_str(&line).unwrap();
         view["id"].as_str().unwrap().to_string()
     };
-    // Begun before the node runs: it waits for it.
+    // Begun before the node runs: it waits for it, and prints what the node
+    // takes in from then on, even before its feed begins.
     let watching = Watching::start(&["--dir", dir_s, "--json", "--reconnect"]);
     let node = RunningNode::start(&dir);
     node.wait_for(&["herald is running"]);
-    node.wait_for(&["a watch began"]);
     let first = published("before the restart");
     assert_eq!(id_of(watching.next()), first);
+    node.wait_for(&["a watch began"]);
 
     node.stop();
     let node = RunningNode::start(&dir);

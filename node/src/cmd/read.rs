@@ -351,18 +351,22 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
     check_text(&args.filters)?;
     let since = since_arg(args.since.as_deref())?;
     let arrived_since = since_arg(args.arrived_since.as_deref())?;
+    // With --reconnect, what comes to the node from now on is printed, even
+    // before the first feed begins (the node's clock is this machine's: the
+    // API is on loopback).
+    let started = herald_node::node::now().0;
     // Read again each time: a node writes a new token each run.
     let connect = || Client::new(config.api.listen, &args.dir);
     let mut client = connect();
     if !client.is_up() {
         if !args.reconnect {
             bail!(
-                "no node answers at {}: watch follows a running node; start it with `herald run --dir {}`",
+                "no node answers at {}: watch follows a running node; start it with `herald run --dir {}` (or watch with --reconnect to wait for it)",
                 config.api.listen,
                 args.dir.display()
             );
         }
-        client = wait_for_node(&connect);
+        client = wait_for_node(&connect, false);
     }
     let member = member_filter(&args.filters, &client, None)?;
     let q = filter_params(&args.filters, member);
@@ -378,31 +382,35 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
     let mut behind: Vec<std::time::Instant> = Vec::new();
     loop {
         let mut query = q.clone();
+        // The creation time this feed lists from, if it lists by creation.
         let lists_created = match next {
             Next::Asked => {
                 if let Some(arrived) = arrived_since {
                     query.push(("arrived_since", arrived.to_string()));
                 }
-                since.is_some()
+                if args.reconnect {
+                    query.push(("resume", started.to_string()));
+                }
+                since
             }
             Next::Behind(Some(arrived)) => {
                 query.push(("arrived_since", arrived.to_string()));
-                false
+                None
             }
-            Next::Behind(None) => true,
+            Next::Behind(None) => Some(began),
             Next::Resume { resume, listing } => {
                 query.push(("resume", resume.to_string()));
                 listing
             }
         };
-        if lists_created {
-            query.push(("since", began.to_string()));
+        if let Some(since) = lists_created {
+            query.push(("since", since.to_string()));
         }
         let (lines, headers) = match client.get_lines("/v1/watch", &query, &[BACKLOG_HEADER, RESUME_HEADER]) {
             Ok(answer) => answer,
             // The node stopped before the watch began again.
             Err(_) if args.reconnect && !client.is_up() => {
-                client = wait_for_node(&connect);
+                client = wait_for_node(&connect, true);
                 continue;
             }
             Err(e) => return Err(e),
@@ -428,7 +436,9 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
                 Ok(line) => line,
                 Err(_) if args.reconnect => break,
                 Err(e) => {
-                    return Err(e).context("the connection to the node was lost; run herald watch again");
+                    return Err(e).context(
+                        "the connection to the node was lost; run herald watch again (--reconnect carries on by itself)",
+                    );
                 }
             };
             if line.trim().is_empty() {
@@ -455,6 +465,15 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
             }
         }
         const STOPPED: &str = "the node stopped; run herald watch again once it runs (with --arrived-since to print what came meanwhile), or watch with --reconnect to carry on by itself";
+        // How far back --arrived-since must reach for a watch run again by
+        // hand to miss nothing since `resume`.
+        let stopped_at = |resume: u64| {
+            let secs = herald_node::node::now().0.saturating_sub(resume) / 1000 + 1;
+            format!(
+                "the node stopped; to miss nothing, run herald watch again once it runs with --arrived-since reaching back to {} ({secs}s ago now), or watch with --reconnect to carry on by itself",
+                herald_protocol::Timestamp(resume)
+            )
+        };
         next = match ended {
             // From an earlier build of the node.
             Some(end) if end.fell_behind => {
@@ -478,9 +497,9 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
                 ..
             }) => {
                 if !args.reconnect {
-                    bail!("{STOPPED}");
+                    bail!("{}", stopped_at(resume));
                 }
-                client = wait_for_node(&connect);
+                client = wait_for_node(&connect, true);
                 Next::Resume { resume, listing }
             }
             Some(end) => bail!("{}", end.error),
@@ -490,7 +509,7 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
                         "the connection to the node was lost, and this node does not say where to carry on: run herald watch again with --arrived-since"
                     );
                 };
-                client = wait_for_node(&connect);
+                client = wait_for_node(&connect, true);
                 next
             }
             None => bail!("{STOPPED}"),
@@ -505,20 +524,24 @@ enum Next {
     /// What came since then (`None`: what was made since the watch began),
     /// after an earlier build of the node ended a feed that fell behind.
     Behind(Option<u64>),
-    /// What came since `resume`, after the node stopped (and the rest of the
-    /// listing by creation first, if it was `listing`).
-    Resume { resume: u64, listing: bool },
+    /// What came since `resume`, after the node stopped (and first what was
+    /// created since `listing`, the rest of a listing by creation).
+    Resume { resume: u64, listing: Option<u64> },
 }
 
 /// Waits for the node to answer (again, or the first time), and a client
 /// with the token it has now.
-fn wait_for_node(connect: &impl Fn() -> Client) -> Client {
+fn wait_for_node(connect: &impl Fn() -> Client, again: bool) -> Client {
     if !connect().is_up() {
         eprintln!("The node does not answer; waiting for it to run (Ctrl-C to stop).");
         while !connect().is_up() {
             std::thread::sleep(std::time::Duration::from_millis(500));
         }
-        eprintln!("The node answers: watching from where this watch was.");
+        if again {
+            eprintln!("The node answers again: watching from where this watch was.");
+        } else {
+            eprintln!("The node answers: watching from when this watch began.");
+        }
     }
     connect()
 }
