@@ -802,6 +802,27 @@ mod tests {
         (ids, feed)
     }
 
+    /// Waits (bounded) for a feed's forwarder to lose a report.
+    async fn lost(flag: &AtomicBool) {
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while !flag.load(Ordering::Acquire) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    fn sorted(mut ids: Vec<String>) -> Vec<String> {
+        ids.sort();
+        ids
+    }
+
+    /// The ids of `bulletins`, sorted.
+    fn sorted_ids(bulletins: &[SignedBulletin]) -> Vec<String> {
+        sorted(bulletins.iter().map(|b| b.id().to_string()).collect())
+    }
+
     /// Sent live once `feed` has nothing else to send.
     async fn goes_on_live(
         net: &crate::test_network::OneMember,
@@ -831,11 +852,8 @@ mod tests {
         for b in &chain {
             let _ = events.send(received(&net, b));
         }
-        let (mut sent, feed) = ids(feed, 7).await;
-        sent.sort();
-        let mut expected: Vec<String> = chain.iter().map(|b| b.id().to_string()).collect();
-        expected.sort();
-        assert_eq!(sent, expected, "each once, none missed");
+        let (sent, feed) = ids(feed, 7).await;
+        assert_eq!(sorted(sent), sorted_ids(&chain), "each once, none missed");
         goes_on_live(&net, feed, &events).await;
     }
 
@@ -850,19 +868,11 @@ mod tests {
         for b in &chain {
             events.send(received(&net, b)).unwrap();
         }
-        tokio::time::timeout(std::time::Duration::from_secs(10), async {
-            while !feed.lost.load(Ordering::Acquire) {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .unwrap();
+        lost(&feed.lost).await;
         // What came since it began (when the five were held), by arrival:
         // one time, so by id; then the two queued, sent already.
         let (sent, feed) = ids(feed, 5).await;
-        let mut expected: Vec<String> = chain.iter().map(|b| b.id().to_string()).collect();
-        expected.sort();
-        assert_eq!(sent, expected, "each once, none missed");
+        assert_eq!(sent, sorted_ids(&chain), "each once, none missed");
         assert!(!feed.lost.load(Ordering::Acquire) && feed.relist.is_none());
         goes_on_live(&net, feed, &events).await;
     }
@@ -880,16 +890,8 @@ mod tests {
             for b in reports {
                 events.send(received(&net, b)).unwrap();
             }
-            let lost = Arc::clone(&feed.lost);
-            async move {
-                tokio::time::timeout(std::time::Duration::from_secs(10), async {
-                    while !lost.load(Ordering::Acquire) {
-                        tokio::task::yield_now().await;
-                    }
-                })
-                .await
-                .unwrap();
-            }
+            let flag = Arc::clone(&feed.lost);
+            async move { lost(&flag).await }
         };
         let began = crate::node::now().0;
         lose(&feed, &chain).await;
@@ -919,11 +921,8 @@ mod tests {
             "the first still lists"
         );
         let (rest, feed) = ids(feed, 3).await;
-        let mut sent: Vec<String> = first.into_iter().chain(second).chain(rest).collect();
-        sent.sort();
-        let mut expected: Vec<String> = chain.iter().map(|b| b.id().to_string()).collect();
-        expected.sort();
-        assert_eq!(sent, expected, "each once, none missed");
+        let sent: Vec<String> = first.into_iter().chain(second).chain(rest).collect();
+        assert_eq!(sorted(sent), sorted_ids(&chain), "each once, none missed");
         goes_on_live(&net, feed, &events).await;
     }
 
@@ -952,25 +951,12 @@ mod tests {
                 .unwrap();
             events.send(received(&net, b)).unwrap();
         }
-        tokio::time::timeout(std::time::Duration::from_secs(10), async {
-            while !feed.lost.load(Ordering::Acquire) {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .unwrap();
+        lost(&feed.lost).await;
         // The rest of the listing (with those made after what it held), then
         // what came while it listed, each once.
         let (rest, feed) = ids(feed, 3 + came.len()).await;
-        let mut all: Vec<String> = rest.clone();
-        all.sort();
-        let mut expected: Vec<String> = held[2..]
-            .iter()
-            .cloned()
-            .chain(came.iter().map(|b| b.id().to_string()))
-            .collect();
-        expected.sort();
-        assert_eq!(all, expected, "each once, none missed");
+        let expected = held[2..].iter().cloned().chain(sorted_ids(&came)).collect();
+        assert_eq!(sorted(rest.clone()), sorted(expected), "each once, none missed");
         assert_eq!(rest[..3], held[2..], "the listing first");
         goes_on_live(&net, feed, &events).await;
     }
@@ -1019,11 +1005,8 @@ mod tests {
         feed.backlog = Backlog::asked(feed.filters.clone(), Some(u64::MAX), None);
         feed.relist = Some(0);
         assert_eq!(feed.resume_from(), 0);
-        let (mut sent, feed) = ids(feed, 5).await;
-        sent.sort();
-        let mut expected: Vec<String> = net.chain(5).iter().map(|b| b.id().to_string()).collect();
-        expected.sort();
-        assert_eq!(sent, expected);
+        let (sent, feed) = ids(feed, 5).await;
+        assert_eq!(sorted(sent), sorted_ids(&net.chain(5)));
         goes_on_live(&net, feed, &events).await;
     }
 

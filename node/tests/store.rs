@@ -1612,54 +1612,26 @@ fn listings_are_paged_oldest_first_each_once_staged_ones_too() {
         // it lists it), then in pages folding between them.
         for (limit, reads) in [(100, 100), (7, 100), (3, 2), (1, 1), (2, 100)] {
             assert_eq!(store.staged_count(), 1, "still staged");
-            let mut paged = Vec::new();
-            let mut after = None;
-            let mut pages = 0;
-            loop {
-                let page = store
-                    .listing_page(
-                        order,
-                        &Query::default(),
-                        Timestamp(0),
-                        after,
-                        limits(limit, reads),
-                    )
-                    .unwrap();
-                assert!(
-                    page.items.len() <= limit + 1,
-                    "at most the limit, and a staged one"
-                );
-                paged.extend(page.items.iter().map(|(b, _)| b.id()));
-                pages += 1;
-                match page.next {
-                    Some(next) => after = Some(next),
-                    None => break,
-                }
-                // A fold between pages changes nothing listed.
+            // A fold between pages changes nothing listed.
+            let fold = || {
                 if limit == 2 {
                     store.fold_staged(16).unwrap();
                 }
-            }
+            };
+            let (paged, sizes) = read_pages(&store, order, &Query::default(), limits(limit, reads), fold);
             assert_eq!(paged, all, "{order:?}: pages of {limit}, reading {reads}");
-            assert!(pages > 1 || limit >= 7, "pages of {limit}");
+            assert!(
+                sizes.iter().all(|n| *n <= limit + 1),
+                "at most the limit, and a staged one: {sizes:?}"
+            );
+            assert!(sizes.len() > 1 || limit >= 7, "pages of {limit}");
         }
         // Filters apply; a page that reads little still moves on.
         let query = Query {
             text: Some("staged".into()),
             ..Query::default()
         };
-        let mut found = Vec::new();
-        let mut after = None;
-        loop {
-            let page = store
-                .listing_page(order, &query, Timestamp(0), after, limits(10, 2))
-                .unwrap();
-            found.extend(page.items.iter().map(|(b, _)| b.id()));
-            match page.next {
-                Some(next) => after = Some(next),
-                None => break,
-            }
-        }
+        let (found, _) = read_pages(&store, order, &query, limits(10, 2), || {});
         assert_eq!(found, [staged.id()], "{order:?}");
         // A start past some: only the rest (every arrival is later than 103 ms).
         let page = store
@@ -1673,31 +1645,38 @@ fn listings_are_paged_oldest_first_each_once_staged_ones_too() {
         assert_eq!(listed, expected, "{order:?}");
         // A page ends once it holds its bytes' worth (with the bulletin that
         // reaches them); none are lost to the next.
-        let size = c[0].as_bytes().len();
-        let mut paged = Vec::new();
-        let mut after = None;
-        loop {
-            let page = store
-                .listing_page(
-                    order,
-                    &Query::default(),
-                    Timestamp(0),
-                    after,
-                    PageLimits {
-                        items: 100,
-                        bytes: size + 1,
-                        reads: 100,
-                    },
-                )
-                .unwrap();
-            assert!(page.items.len() <= 2 + 1, "two, and a staged one");
-            paged.extend(page.items.iter().map(|(b, _)| b.id()));
-            match page.next {
-                Some(next) => after = Some(next),
-                None => break,
-            }
-        }
+        let bytes = PageLimits {
+            items: 100,
+            bytes: c[0].as_bytes().len() + 1,
+            reads: 100,
+        };
+        let (paged, sizes) = read_pages(&store, order, &Query::default(), bytes, || {});
         assert_eq!(paged, all, "{order:?}: pages of a size");
+        assert!(sizes.iter().all(|n| *n <= 2), "two each: {sizes:?}");
+    }
+}
+
+/// Every page of a listing from the start, read to its end (`between` runs
+/// between two pages): the ids listed, and how many each page held.
+fn read_pages(
+    store: &Store,
+    order: Order,
+    query: &Query,
+    limits: PageLimits,
+    mut between: impl FnMut(),
+) -> (Vec<BulletinId>, Vec<usize>) {
+    let (mut listed, mut sizes, mut after) = (Vec::new(), Vec::new(), None);
+    loop {
+        let page = store
+            .listing_page(order, query, Timestamp(0), after, limits)
+            .unwrap();
+        listed.extend(page.items.iter().map(|(b, _)| b.id()));
+        sizes.push(page.items.len());
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return (listed, sizes),
+        }
+        between();
     }
 }
 
