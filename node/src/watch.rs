@@ -508,26 +508,25 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
         if feed.arrivals.is_empty() && !feed.lost.load(Ordering::Acquire) {
             feed.resume = point;
         }
+        // Second bodies of equivocations kept aside first, then the reports.
         let mut arrivals = std::mem::take(&mut feed.evidence);
-        let got = if !arrivals.is_empty() {
-            arrivals.len()
-        } else {
-            tokio::select! {
-            () = closed(feed.closing.clone()) => continue,
-            got = feed.arrivals.recv_many(&mut arrivals, READ_BATCH) => got,
-            // Nothing written for a while: an empty line, which clients skip.
-            () = tokio::time::sleep_until(feed.written + KEEPALIVE) => {
-                feed.written = tokio::time::Instant::now();
-                return Some((Ok(b"\n".to_vec()), feed));
+        if arrivals.is_empty() {
+            let got = tokio::select! {
+                () = closed(feed.closing.clone()) => continue,
+                got = feed.arrivals.recv_many(&mut arrivals, READ_BATCH) => got,
+                // Nothing written for a while: an empty line, which clients skip.
+                () = tokio::time::sleep_until(feed.written + KEEPALIVE) => {
+                    feed.written = tokio::time::Instant::now();
+                    return Some((Ok(b"\n".to_vec()), feed));
+                }
+            };
+            if got == 0 {
+                // The node or its API is stopping.
+                if !feed.ended {
+                    feed.end(STOPPING.into(), true);
+                }
+                continue;
             }
-            }
-        };
-        if got == 0 {
-            // The node or its API is stopping.
-            if !feed.ended {
-                feed.end(STOPPING.into(), true);
-            }
-            continue;
         }
         take_in(&mut feed, arrivals).await;
     }
