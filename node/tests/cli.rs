@@ -846,13 +846,9 @@ fn watch_prints_each_new_bulletin_that_passes_its_filters_as_it_arrives() {
         assert!(published.status.success(), "{}", stderr(&published));
         stdout(&published).trim().to_string()
     };
-    // By gossip from the other node, then published by the watched node itself.
-    let received = advisory(one_s, "an advisory from member-1");
-    let own = advisory(two_s, "an advisory from member-2");
-    for (id, title, member) in [
-        (&received, "an advisory from member-1", "member-1"),
-        (&own, "an advisory from member-2", "member-2"),
-    ] {
+    // By gossip from the other node, then (once the watched node has it, so
+    // that the two arrive in this order) published by the watched node itself.
+    let printed = |id: &str, title: &str, member: &str| {
         let view: serde_json::Value = serde_json::from_str(&advisories.next()).unwrap();
         assert_eq!(
             (
@@ -860,10 +856,14 @@ fn watch_prints_each_new_bulletin_that_passes_its_filters_as_it_arrives() {
                 view["title"].as_str(),
                 view["member_name"].as_str()
             ),
-            (Some(id.as_str()), Some(title), Some(member)),
+            (Some(id), Some(title), Some(member)),
             "{view}"
         );
-    }
+    };
+    let received = advisory(one_s, "an advisory from member-1");
+    printed(&received, "an advisory from member-1", "member-1");
+    let own = advisory(two_s, "an advisory from member-2");
+    printed(&own, "an advisory from member-2", "member-2");
     let titles: Vec<String> = (0..3).map(|_| everything.next()).collect();
     for title in [
         "not an advisory",
