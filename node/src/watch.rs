@@ -107,6 +107,22 @@ pub struct WatchParams {
     /// watch cut off by the node's stop carries on where it was
     /// ([`FeedEnd::resume`], [`RESUME_HEADER`]).
     pub resume: Option<u64>,
+    /// Send a [`Mark`] now and then, saying where to carry on should the
+    /// feed be cut off from here on, in place of the empty keepalive line.
+    pub marks: Option<bool>,
+}
+
+/// A line of a feed asked for `marks`: where to carry on, as a stopping
+/// node's [`FeedEnd`] says it, should the feed be cut off from here on
+/// (sent at most every [`KEEPALIVE`], when the feed has every report in
+/// hand or is quiet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    /// Watch again with this as `resume`.
+    pub resume: u64,
+    /// And this as `since`: the creation time a listing by creation got to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing: Option<u64>,
 }
 
 /// The header of a `GET /v1/watch` answer that says where to carry on, by
@@ -296,6 +312,9 @@ struct Feed {
     evidence: Vec<Arrival>,
     /// When it last wrote a line.
     written: tokio::time::Instant,
+    /// Whether it sends [`Mark`]s, and when it last did.
+    marks: bool,
+    marked: tokio::time::Instant,
     /// What was created, or came, since the time asked for, still to list,
     /// page by page, before the feed goes live.
     backlog: Option<Backlog>,
@@ -360,17 +379,41 @@ impl Feed {
     /// Ends the feed with `error`; `stopping`: the node stops, and the line
     /// says where to carry on once it runs again.
     fn end(&mut self, error: String, stopping: bool) {
+        let Mark { resume, listing } = self.mark();
         self.queue_line(&FeedEnd {
             error,
             fell_behind: false,
             arrived_since: None,
-            resume: stopping.then(|| self.resume_from()),
-            listing: self.backlog.as_ref().and_then(|b| match b.order {
-                Order::Created if stopping => Some(b.after.map_or(b.since.0, |(at, _)| at.0)),
-                _ => None,
-            }),
+            resume: stopping.then_some(resume),
+            listing: listing.filter(|_| stopping),
         });
         self.ended = true;
+    }
+
+    /// Where a new feed carries on from: [`Feed::resume_from`], and where a
+    /// listing by creation under way got to.
+    fn mark(&self) -> Mark {
+        Mark {
+            resume: self.resume_from(),
+            listing: self.backlog.as_ref().and_then(|b| match b.order {
+                Order::Created => Some(b.after.map_or(b.since.0, |(at, _)| at.0)),
+                Order::Arrived => None,
+            }),
+        }
+    }
+
+    /// The line written after [`KEEPALIVE`] without one: a [`Mark`] if asked
+    /// for, else an empty line (clients skip it).
+    fn keepalive(&mut self) -> Vec<u8> {
+        let now = tokio::time::Instant::now();
+        self.written = now;
+        if !self.marks {
+            return b"\n".to_vec();
+        }
+        self.marked = now;
+        let mut line = serde_json::to_vec(&self.mark()).unwrap_or_default();
+        line.push(b'\n');
+        line
     }
 
     /// The arrival time from which everything this feed has not queued yet
@@ -470,8 +513,8 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
             // Pages that list little still keep the client told.
             if tokio::time::Instant::now() >= feed.written + KEEPALIVE {
                 feed.backlog = Some(backlog);
-                feed.written = tokio::time::Instant::now();
-                return Some((Ok(b"\n".to_vec()), feed));
+                let line = feed.keepalive();
+                return Some((Ok(line), feed));
             }
             // The next page, oldest first; what arrives meanwhile waits in
             // the queue.
@@ -507,6 +550,11 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
         let point = resume_point(&feed.store);
         if feed.arrivals.is_empty() && !feed.lost.load(Ordering::Acquire) {
             feed.resume = point;
+            // A busy feed, in hand now, says so now and then.
+            if feed.marks && tokio::time::Instant::now() >= feed.marked + KEEPALIVE {
+                let line = feed.keepalive();
+                return Some((Ok(line), feed));
+            }
         }
         // Second bodies of equivocations kept aside first, then the reports.
         let mut arrivals = std::mem::take(&mut feed.evidence);
@@ -516,8 +564,8 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
                 got = feed.arrivals.recv_many(&mut arrivals, READ_BATCH) => got,
                 // Nothing written for a while: an empty line, which clients skip.
                 () = tokio::time::sleep_until(feed.written + KEEPALIVE) => {
-                    feed.written = tokio::time::Instant::now();
-                    return Some((Ok(b"\n".to_vec()), feed));
+                    let line = feed.keepalive();
+                    return Some((Ok(line), feed));
                 }
             };
             if got == 0 {
@@ -619,6 +667,8 @@ pub(crate) async fn watch(
         // After subscribing: what comes from here on is reported to it.
         resume: resume_point(node.store()),
         written: tokio::time::Instant::now(),
+        marks: params.marks.unwrap_or(false),
+        marked: tokio::time::Instant::now(),
         backlog: Backlog::asked(filters, params.since, params.arrived_since),
     };
     tracing::debug!(since = ?params.since, arrived_since = ?params.arrived_since, resume = ?params.resume, "a watch began");
@@ -675,6 +725,8 @@ mod tests {
             ended: false,
             resume: 0,
             written: tokio::time::Instant::now(),
+            marks: false,
+            marked: tokio::time::Instant::now(),
             backlog: None,
         };
         (
@@ -1216,6 +1268,35 @@ mod tests {
         let waited = started.elapsed();
         assert!(waited >= KEEPALIVE && waited < KEEPALIVE * 3 / 2, "{waited:?}");
         assert!(!feed.ended, "and it goes on");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_feed_asked_for_marks_says_now_and_then_where_to_carry_on() {
+        let net = one_member();
+        let dir = tempfile::tempdir().unwrap();
+        let (mut feed, _events, _closing) = feed(&net, dir.path(), 16, 16);
+        feed.marks = true;
+        // Quiet: a mark in place of the empty line.
+        let (line, mut feed) = tokio::time::timeout(KEEPALIVE * 2, next_line(feed))
+            .await
+            .unwrap()
+            .unwrap();
+        let mark: Mark = serde_json::from_slice(&line.unwrap()).unwrap();
+        assert_eq!(
+            mark,
+            Mark {
+                resume: feed.resume,
+                listing: None
+            }
+        );
+        // While it lists by creation: where the listing got to.
+        feed.backlog = Backlog::asked(feed.filters.clone(), Some(0), None);
+        feed.backlog.as_mut().unwrap().after = Some((Timestamp(1_234), BulletinId::from_bytes([7; 32])));
+        tokio::time::advance(KEEPALIVE).await;
+        let (line, feed) = next_line(feed).await.unwrap();
+        let mark: Mark = serde_json::from_slice(&line.unwrap()).unwrap();
+        assert_eq!(mark.listing, Some(1_234));
+        assert!(!feed.ended);
     }
 
     #[test]

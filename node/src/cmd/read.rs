@@ -345,7 +345,7 @@ fn own_chain_line(own: &herald_node::view::OwnChainView) -> String {
 const WATCH_REMEMBERS: usize = 262_144;
 
 pub(crate) fn watch(args: WatchArgs) -> Result<()> {
-    use herald_node::watch::{BACKLOG_HEADER, FeedEnd, RESUME_HEADER, WATCH_BACKLOG};
+    use herald_node::watch::{BACKLOG_HEADER, FeedEnd, Mark, RESUME_HEADER, WATCH_BACKLOG};
     use std::io::BufRead as _;
     let config = Config::load(&args.dir)?;
     check_text(&args.filters)?;
@@ -406,6 +406,9 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
         if let Some(since) = lists_created {
             query.push(("since", since.to_string()));
         }
+        if args.reconnect {
+            query.push(("marks", "true".to_string()));
+        }
         let (lines, headers) = match client.get_lines("/v1/watch", &query, &[BACKLOG_HEADER, RESUME_HEADER]) {
             Ok(answer) => answer,
             // The node stopped before the watch began again.
@@ -423,7 +426,7 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
         }
         // Where to carry on if the feed is cut off without saying so: from
         // where it began (and all of its listing by creation, if it had one).
-        let cut_off = headers[1]
+        let mut cut_off = headers[1]
             .as_deref()
             .and_then(|v| v.parse().ok())
             .map(|resume| Next::Resume {
@@ -446,6 +449,16 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
             }
             let value: serde_json::Value =
                 serde_json::from_str(&line).context("the node sent a line that is not JSON")?;
+            // Where to carry on, said now and then (asked for with --reconnect).
+            if value.get("id").is_none() && value.get("error").is_none() {
+                let mark: Mark = serde_json::from_value(value)
+                    .context("the node sent a line this herald does not read")?;
+                cut_off = Some(Next::Resume {
+                    resume: mark.resume,
+                    listing: mark.listing,
+                });
+                continue;
+            }
             if value.get("id").is_none() {
                 ended = Some(
                     serde_json::from_value::<FeedEnd>(value)
