@@ -361,6 +361,16 @@ impl Order {
         )
     }
 
+    /// The index a search of `query` walks, and its keys there: those that
+    /// came since `arrived_since`, or else those created from `since` to
+    /// `until`.
+    fn asked(query: &Query) -> (Order, KeyRange) {
+        match query.arrived_since {
+            Some(since) => (Order::Arrived, Order::Arrived.from(since)),
+            None => (Order::Created, Order::Created.within(query.since, query.until)),
+        }
+    }
+
     /// The keys placed at or after `since` (or from the first) and before
     /// `until` (or to the last).
     fn within(self, since: Option<Timestamp>, until: Option<Timestamp>) -> KeyRange {
@@ -1937,10 +1947,7 @@ impl Store {
     /// looks for text, and saying whether that was all it had to read
     /// (`false`: older bulletins, or earlier arrivals, were not searched).
     pub fn search(&self, query: &Query, text_scan: usize) -> Result<(Vec<SignedBulletin>, bool), StoreError> {
-        let (order, range) = match query.arrived_since {
-            Some(since) => (Order::Arrived, Order::Arrived.from(since)),
-            None => (Order::Created, Order::Created.within(query.since, query.until)),
-        };
+        let (order, range) = Order::asked(query);
         // Staged first: a bulletin folded meanwhile is then in the index.
         let mut staged = self.staged_in(order, query, &range);
         let mut found = Vec::new();
@@ -2230,10 +2237,7 @@ impl Store {
     /// The ids of the bulletins matching `query`'s filters, from the time
     /// index (or the index of arrivals, for `arrived_since`).
     fn matching_ids(&self, query: &Query) -> Result<HashSet<BulletinId>, StoreError> {
-        let (order, range) = match query.arrived_since {
-            Some(since) => (Order::Arrived, Order::Arrived.from(since)),
-            None => (Order::Created, Order::Created.within(query.since, query.until)),
-        };
+        let (order, range) = Order::asked(query);
         // Unknown kind names share one code: confirmed on the body.
         let shared = query.kind.as_deref().map(kind_code) == Some(kind_code(""));
         let mut out = HashSet::new();
