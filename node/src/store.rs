@@ -1703,12 +1703,10 @@ impl Store {
 
     /// Equivocation evidence of one key: (key, seq, ids) for each number with
     /// more than one body.
+    /// (A scan of that key's entries only: sync pages and exports ask for it
+    /// key by key.)
     pub fn equivocations_of(&self, key: &KeyId) -> Result<Vec<(KeyId, Seq, Vec<BulletinId>)>, StoreError> {
-        Ok(self
-            .equivocations()?
-            .into_iter()
-            .filter(|(k, _, _)| k == key)
-            .collect())
+        self.evidence_under(&key_of(&[&[prefix::EQUIVOCATION], key.as_bytes()]))
     }
 
     fn index_new(
@@ -2271,8 +2269,14 @@ impl Store {
 
     /// Every (key, seq) with more than one body held, with the bodies' ids.
     pub fn equivocations(&self) -> Result<Vec<(KeyId, Seq, Vec<BulletinId>)>, StoreError> {
+        self.evidence_under(&[prefix::EQUIVOCATION])
+    }
+
+    /// The evidence entries under `prefix` (all of them, or one key's),
+    /// grouped by (key, seq).
+    fn evidence_under(&self, prefix: &[u8]) -> Result<Vec<(KeyId, Seq, Vec<BulletinId>)>, StoreError> {
         let mut out: Vec<(KeyId, Seq, Vec<BulletinId>)> = Vec::new();
-        for entry in self.bulletins.scan_prefix([prefix::EQUIVOCATION]) {
+        for entry in self.bulletins.scan_prefix(prefix) {
             let (k, _) = entry?;
             if k.len() != 1 + 32 + 8 + 32 {
                 return Err(StoreError::Corrupt("equivocation entry".into()));

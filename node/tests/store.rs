@@ -251,6 +251,28 @@ fn equivocation_within_one_batch() {
 }
 
 #[test]
+fn evidence_is_listed_key_by_key() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let (one, two) = (key(6), key(7));
+    let mut expected = Vec::new();
+    for signer in [&one, &two] {
+        let a = Spec::new(1, None, 10).title("version a").sign(signer);
+        let b = Spec::new(1, None, 10).title("version b").sign(signer);
+        insert(&store, signer, &[&a, &b]);
+        expected.push((signer.id(), BTreeSet::from([a.id(), b.id()])));
+    }
+    assert_eq!(store.equivocations().unwrap().len(), 2);
+    for (key, both) in expected {
+        let evidence = store.equivocations_of(&key).unwrap();
+        assert_eq!(evidence.len(), 1, "only this key's evidence");
+        assert_eq!((evidence[0].0, evidence[0].1), (key, Seq(1)));
+        assert_eq!(evidence[0].2.iter().copied().collect::<BTreeSet<_>>(), both);
+    }
+    assert!(store.equivocations_of(&key(8).id()).unwrap().is_empty());
+}
+
+#[test]
 fn chain_heads_track_gaps_and_fill_them() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir);
