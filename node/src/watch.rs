@@ -114,8 +114,8 @@ pub struct WatchParams {
 
 /// A line of a feed asked for `marks`: where to carry on, as a stopping
 /// node's [`FeedEnd`] says it, should the feed be cut off from here on
-/// (sent at most every [`KEEPALIVE`], when the feed has every report in
-/// hand or is quiet).
+/// (sent every [`KEEPALIVE`], quiet or busy; while reports wait, from
+/// where the feed last had every report in hand).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mark {
     /// Watch again with this as `resume`.
@@ -416,6 +416,13 @@ impl Feed {
         line
     }
 
+    /// Whether the feed's next line is [`Feed::keepalive`]'s: nothing
+    /// written for [`KEEPALIVE`], or no mark for as long when asked for.
+    fn keepalive_due(&self) -> bool {
+        let now = tokio::time::Instant::now();
+        now >= self.written + KEEPALIVE || (self.marks && now >= self.marked + KEEPALIVE)
+    }
+
     /// The arrival time from which everything this feed has not queued yet
     /// came to the node, but for the rest of a listing by creation: where a
     /// new feed carries on ([`WatchParams::resume`]).
@@ -510,8 +517,9 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
             });
         }
         if let Some(backlog) = feed.backlog.take() {
-            // Pages that list little still keep the client told.
-            if tokio::time::Instant::now() >= feed.written + KEEPALIVE {
+            // Pages that list little still keep the client told; a feed
+            // asked for marks says where it got to however much it lists.
+            if feed.keepalive_due() {
                 feed.backlog = Some(backlog);
                 let line = feed.keepalive();
                 return Some((Ok(line), feed));
@@ -550,11 +558,12 @@ async fn next_line(mut feed: Feed) -> Option<(Result<Vec<u8>, std::io::Error>, F
         let point = resume_point(&feed.store);
         if feed.arrivals.is_empty() && !feed.lost.load(Ordering::Acquire) {
             feed.resume = point;
-            // A busy feed, in hand now, says so now and then.
-            if feed.marks && tokio::time::Instant::now() >= feed.marked + KEEPALIVE {
-                let line = feed.keepalive();
-                return Some((Ok(line), feed));
-            }
+        }
+        // A busy feed says so now and then too: from where it was last in
+        // hand while reports wait.
+        if feed.marks && tokio::time::Instant::now() >= feed.marked + KEEPALIVE {
+            let line = feed.keepalive();
+            return Some((Ok(line), feed));
         }
         // Second bodies of equivocations kept aside first, then the reports.
         let mut arrivals = std::mem::take(&mut feed.evidence);
@@ -1274,8 +1283,9 @@ mod tests {
     async fn a_feed_asked_for_marks_says_now_and_then_where_to_carry_on() {
         let net = one_member();
         let dir = tempfile::tempdir().unwrap();
-        let (mut feed, _events, _closing) = feed(&net, dir.path(), 16, 16);
+        let (mut feed, events, _closing) = feed(&net, dir.path(), 16, 16);
         feed.marks = true;
+        feed.filters.text = None;
         // Quiet: a mark in place of the empty line.
         let (line, mut feed) = tokio::time::timeout(KEEPALIVE * 2, next_line(feed))
             .await
@@ -1293,10 +1303,38 @@ mod tests {
         feed.backlog = Backlog::asked(feed.filters.clone(), Some(0), None);
         feed.backlog.as_mut().unwrap().after = Some((Timestamp(1_234), BulletinId::from_bytes([7; 32])));
         tokio::time::advance(KEEPALIVE).await;
-        let (line, feed) = next_line(feed).await.unwrap();
+        // However much it lists (a line written just now), before its next page.
+        feed.written = tokio::time::Instant::now();
+        let (line, mut feed) = next_line(feed).await.unwrap();
         let mark: Mark = serde_json::from_slice(&line.unwrap()).unwrap();
         assert_eq!(mark.listing, Some(1_234));
         assert!(!feed.ended);
+        // Live with reports waiting: from where it was last in hand, then
+        // what waits.
+        feed.backlog = None;
+        let resume = feed.resume;
+        let held = net.chain(2).pop().unwrap();
+        events.send(received(&net, &held)).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while feed.arrivals.is_empty() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        tokio::time::advance(KEEPALIVE).await;
+        feed.written = tokio::time::Instant::now();
+        let (marked, feed) = next_line(feed).await.unwrap();
+        let mark: Mark = serde_json::from_slice(&marked.unwrap()).unwrap();
+        assert_eq!(
+            mark,
+            Mark {
+                resume,
+                listing: None
+            }
+        );
+        let (sent, _feed) = self::line(feed).await.unwrap();
+        assert_eq!(sent["id"].as_str(), Some(held.id().to_string().as_str()));
     }
 
     #[test]
