@@ -516,16 +516,8 @@ pub fn import(
                 continue;
             }
         };
-        let outcome = registry
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .apply(update.clone());
-        match outcome {
-            Ok(Applied::Advanced(_)) => {
-                store.save_registry_update(&update)?;
-                store.flush()?;
-                report.registry_applied += 1;
-            }
+        match crate::validate::apply_registry_update(registry, store, update)? {
+            Ok(Applied::Advanced(_)) => report.registry_applied += 1,
             Ok(Applied::AlreadyHeld) => report.registry_held += 1,
             Err(e) => report
                 .rejected

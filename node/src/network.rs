@@ -975,7 +975,9 @@ impl EventLoop {
             Verdict::Accept(..) | Verdict::RegistryAdvanced(_) | Verdict::RegistryFork(_) => {
                 gossipsub::MessageAcceptance::Accept
             }
-            Verdict::Duplicate | Verdict::Behind => gossipsub::MessageAcceptance::Ignore,
+            Verdict::Duplicate | Verdict::Behind | Verdict::NotSaved(_) => {
+                gossipsub::MessageAcceptance::Ignore
+            }
             Verdict::Reject(_) => gossipsub::MessageAcceptance::Reject,
         };
         // A bulletin staged by its check is held from then on (one from the
@@ -1034,6 +1036,7 @@ impl EventLoop {
             }
             Verdict::Behind => self.start_sync(v.source),
             Verdict::Duplicate => {}
+            Verdict::NotSaved(reason) => tracing::error!(%reason, "a registry update was not taken"),
             Verdict::Reject(reason) => self.penalise(v.source, reason),
         }
     }

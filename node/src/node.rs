@@ -779,15 +779,9 @@ impl Node {
         &self,
         update: SignedRegistryUpdate,
     ) -> Result<herald_protocol::RegistryVersion, PublishError> {
-        let outcome = self
-            .registry
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .apply(update.clone());
+        let outcome = crate::validate::apply_registry_update(&self.registry, &self.store, update.clone())?;
         match outcome {
             Ok(herald_keys::Applied::Advanced(version)) => {
-                self.store.save_registry_update(&update)?;
-                self.store.flush()?;
                 let _ = self.commands.send(Command::RegistryChanged).await;
                 let _ = self
                     .commands

@@ -704,14 +704,8 @@ fn apply_registry_updates<L: SyncLink>(
     for bytes in updates {
         let update = SignedRegistryUpdate::from_bytes(bytes)
             .map_err(|e| SyncError::Hostile(format!("registry update: {e}")))?;
-        let outcome = registry
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .apply(update.clone());
-        match outcome {
+        match crate::validate::apply_registry_update(registry, store, update)? {
             Ok(Applied::Advanced(version)) => {
-                store.save_registry_update(&update)?;
-                store.flush()?;
                 tracing::info!(%version, "registry advanced by sync");
                 link.registry_changed();
                 applied += 1;

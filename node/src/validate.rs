@@ -26,6 +26,9 @@ pub enum Verdict {
     Behind,
     /// Already held: do not forward again, no penalty.
     Duplicate,
+    /// A registry update this node could not save (its store failed): not
+    /// taken, not forwarded, no penalty; it comes again by gossip or sync.
+    NotSaved(String),
 
     /// Invalid: drop it and count it against the sender.
     Reject(String),
@@ -60,9 +63,10 @@ pub fn validate_bulletin(data: &[u8], registry: &Registry, store: &Store) -> Ver
 }
 
 /// Decides what to do with a registry update from the network, applying it to
-/// `registry` when it is the next approved version. Size and decoding are
-/// checked before the registry's write lock is taken.
-pub fn validate_registry_update(data: &[u8], registry: &RwLock<Registry>) -> Verdict {
+/// `registry` and saving it when it is the next approved version
+/// ([`apply_registry_update`]). Size and decoding are checked before the
+/// registry's write lock is taken.
+pub fn validate_registry_update(data: &[u8], registry: &RwLock<Registry>, store: &Store) -> Verdict {
     if data.len() > MAX_REGISTRY_UPDATE_BYTES {
         return Verdict::Reject(format!("{} bytes, over the registry update limit", data.len()));
     }
@@ -70,11 +74,10 @@ pub fn validate_registry_update(data: &[u8], registry: &RwLock<Registry>) -> Ver
         Ok(u) => u,
         Err(e) => return Verdict::Reject(format!("undecodable registry update: {e}")),
     };
-    // The write lock only for the registry's own checks and the change.
-    let applied = registry
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .apply(update.clone());
+    let applied = match apply_registry_update(registry, store, update.clone()) {
+        Ok(applied) => applied,
+        Err(e) => return Verdict::NotSaved(format!("cannot save a registry update: {e}")),
+    };
     match applied {
         Ok(Applied::Advanced(_)) => Verdict::RegistryAdvanced(Box::new(update)),
         Ok(Applied::AlreadyHeld) => Verdict::Duplicate,
@@ -82,6 +85,34 @@ pub fn validate_registry_update(data: &[u8], registry: &RwLock<Registry>) -> Ver
         Err(e @ RegistryError::Fork { .. }) => Verdict::RegistryFork(e.to_string()),
         Err(e) => Verdict::Reject(format!("registry update refused: {e}")),
     }
+}
+
+/// Applies `update` to `registry` if it is the next approved version, and
+/// saves it: under the registry's write lock, the update is saved and the
+/// store flushed before the registry moves on in memory. So versions reach
+/// the disk in order (of two threads applying versions 2 and 3, the second
+/// waits for the first's save), and a save that fails leaves the registry
+/// as it was. Every path that takes registry updates in (gossip, sync,
+/// bundles, the local API) goes through here.
+pub fn apply_registry_update(
+    registry: &RwLock<Registry>,
+    store: &Store,
+    update: SignedRegistryUpdate,
+) -> Result<Result<Applied, RegistryError>, crate::store::StoreError> {
+    let mut registry = registry.write().unwrap_or_else(|e| e.into_inner());
+    if Some(update.body().version) != registry.version().next() {
+        // Held already, a fork (its evidence kept in memory), a gap or a
+        // rollback: nothing to save.
+        return Ok(registry.apply(update));
+    }
+    let mut next = registry.clone();
+    let applied = next.apply(update.clone());
+    if let Ok(Applied::Advanced(_)) = applied {
+        store.save_registry_update(&update)?;
+        store.flush()?;
+        *registry = next;
+    }
+    Ok(applied)
 }
 
 /// Whether a rejection follows from a registry change that the sender may not

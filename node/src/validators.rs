@@ -195,7 +195,7 @@ fn run(context: &Context, job: Job) -> Validated {
 /// Validates a gossiped message and, if it is a bulletin that passed, stages
 /// it; for an accepted bulletin also says whether it was the first staged
 /// since the last fold. Registry updates take the registry's write lock and
-/// are saved and flushed.
+/// are saved and flushed under it.
 fn check_and_stage(
     source: PeerId,
     data: &[u8],
@@ -205,13 +205,10 @@ fn check_and_stage(
     own_key: herald_protocol::KeyId,
 ) -> (Verdict, Option<bool>) {
     if is_registry {
-        let verdict = crate::validate::validate_registry_update(data, registry);
-        if let Verdict::RegistryAdvanced(update) = &verdict
-            && let Err(e) = store.save_registry_update(update).and_then(|()| store.flush())
-        {
-            tracing::error!(error = %e, "cannot save a registry update");
-        }
-        return (verdict, None);
+        return (
+            crate::validate::validate_registry_update(data, registry, store),
+            None,
+        );
     }
     let verdict = {
         let registry = registry.read().unwrap_or_else(|e| e.into_inner());
