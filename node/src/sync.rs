@@ -14,7 +14,9 @@ use herald_protocol::sync::{
     self, ChainSummary, MAX_PAGE_BULLETINS, MAX_REGISTRY_UPDATES, MAX_SYNC_REQUEST_BYTES,
     MAX_SYNC_RESPONSE_BYTES, PAGE_BUDGET_BYTES, SyncRequest, SyncResponse, Want,
 };
-use herald_protocol::{KeyId, MemberId, Seq, SignedBulletin, SignedRegistryUpdate};
+use herald_protocol::{
+    KeyId, MemberId, RegistryHash, RegistryVersion, Seq, SignedBulletin, SignedRegistryUpdate,
+};
 use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::{mpsc, oneshot};
 
@@ -108,15 +110,19 @@ impl libp2p::request_response::Codec for SyncCodec {
     }
 }
 
-/// This node's registry position and chain summaries, and their digest.
+/// This node's registry position (version and hash) and chain summaries,
+/// and their digest.
 fn our_state(
     store: &Store,
     registry: &RwLock<Registry>,
-) -> Result<(Registry, Vec<ChainSummary>, [u8; 32]), StoreError> {
-    let registry = registry.read().unwrap_or_else(|e| e.into_inner()).clone();
+) -> Result<((RegistryVersion, RegistryHash), Vec<ChainSummary>, [u8; 32]), StoreError> {
+    let position = {
+        let registry = registry.read().unwrap_or_else(|e| e.into_inner());
+        (registry.version(), registry.hash())
+    };
     let chains = store.summaries()?;
-    let digest = sync::state_digest((registry.version(), registry.hash()), &chains);
-    Ok((registry, chains, digest))
+    let digest = sync::state_digest(position, &chains);
+    Ok((position, chains, digest))
 }
 
 /// The answer to a peer's request (runs on a blocking thread: it reads the store).
@@ -130,11 +136,11 @@ pub(crate) fn answer(request: SyncRequest, store: &Store, registry: &RwLock<Regi
     match request {
         SyncRequest::Hello { digest, .. } => match our_state(store, registry) {
             Ok((_, _, ours)) if ours == digest => SyncResponse::InStep,
-            Ok((registry, mut chains, _)) => {
+            Ok(((registry_version, registry_hash), mut chains, _)) => {
                 chains.truncate(sync::MAX_CHAINS);
                 SyncResponse::Summary {
-                    registry_version: registry.version(),
-                    registry_hash: registry.hash(),
+                    registry_version,
+                    registry_hash,
                     chains,
                 }
             }
@@ -142,15 +148,9 @@ pub(crate) fn answer(request: SyncRequest, store: &Store, registry: &RwLock<Regi
         },
         SyncRequest::Registry { from } => {
             let registry = registry.read().unwrap_or_else(|e| e.into_inner());
-            let skip = from.0.saturating_sub(1) as usize;
-            let updates = registry
-                .history()
-                .iter()
-                .skip(skip)
-                .take(MAX_REGISTRY_UPDATES)
-                .map(SignedRegistryUpdate::to_bytes)
-                .collect();
-            SyncResponse::Registry { updates }
+            SyncResponse::Registry {
+                updates: registry_page(&registry, from, PAGE_BUDGET_BYTES),
+            }
         }
         SyncRequest::Fetch { wants } => match store.page(&wants, PAGE_BUDGET_BYTES, MAX_PAGE_BULLETINS) {
             Ok((bulletins, complete)) => SyncResponse::Page { bulletins, complete },
@@ -168,6 +168,25 @@ pub(crate) fn answer(request: SyncRequest, store: &Store, registry: &RwLock<Regi
             Err(e) => refused(e),
         },
     }
+}
+
+/// The registry updates from version `from` on, as many as fit `budget`
+/// bytes (one at least; an update is at most MAX_REGISTRY_UPDATE_BYTES) and
+/// MAX_REGISTRY_UPDATES: an answer stays within what the asker reads
+/// (MAX_SYNC_RESPONSE_BYTES), however large the updates.
+fn registry_page(registry: &Registry, from: RegistryVersion, budget: usize) -> Vec<Vec<u8>> {
+    let skip = usize::try_from(from.0.saturating_sub(1)).unwrap_or(usize::MAX);
+    let mut updates: Vec<Vec<u8>> = Vec::new();
+    let mut used = 0;
+    for update in registry.history().iter().skip(skip).take(MAX_REGISTRY_UPDATES) {
+        let bytes = update.to_bytes();
+        if !updates.is_empty() && used + bytes.len() > budget {
+            break;
+        }
+        used += bytes.len();
+        updates.push(bytes);
+    }
+    updates
 }
 
 /// Checks that a summary page lists its chains in ascending key order, after
@@ -434,7 +453,7 @@ pub async fn pull<L: SyncLink>(
         link,
         &mut report,
         SyncRequest::Hello {
-            registry_version: ours.version(),
+            registry_version: ours.0,
             digest,
         },
     )
@@ -490,6 +509,12 @@ pub async fn pull<L: SyncLink>(
             }
         };
         report.registry_updates += apply_registry_updates(link, local_store, local_registry, &updates)?;
+        // An answer that brings nothing new (what this node holds already)
+        // would be asked for again and again.
+        if local_registry.read().unwrap_or_else(|e| e.into_inner()).version() == ours {
+            tracing::debug!("a registry answer brought nothing new; the session goes on without it");
+            break;
+        }
     }
     // Then the bulletins this node lacks. Only chains of keys the registry
     // knows can bring anything valid (the rest would be refused item by
@@ -769,3 +794,100 @@ async fn verify_page(
 
 /// How often a node syncs with a random connected peer.
 pub(crate) const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_keys::{SecretKey, approve, propose_update};
+    use herald_protocol::registry::REGISTRY_FORMAT;
+    use herald_protocol::{RegistryOp, RegistryUpdate, Timestamp};
+
+    /// `n` self-managed updates of the one member, each rotating its member key.
+    fn rotations(net: &crate::test_network::OneMember, n: u8) -> Registry {
+        let mut registry = net.registry.clone();
+        let member = net.member_id();
+        let mut current = net.member.clone();
+        for i in 0..n {
+            let next = SecretKey::from_seed(&[200 + i; 32]);
+            let body = RegistryUpdate {
+                format: REGISTRY_FORMAT,
+                version: RegistryVersion(registry.version().0 + 1),
+                prev: Some(registry.hash()),
+                created: Timestamp(1_000 + u64::from(i)),
+                ops: vec![RegistryOp::RotateMemberKey {
+                    member,
+                    new_key: next.id(),
+                }],
+            };
+            let mut update = propose_update(&body).unwrap();
+            for k in [&current, &next] {
+                update.push_approval(approve(k, &update)).unwrap();
+            }
+            registry.apply(update).unwrap();
+            current = next;
+        }
+        registry
+    }
+
+    /// A peer that claims a later registry and answers each request for it
+    /// with what the asker holds already.
+    struct Stale {
+        genesis: Vec<u8>,
+        asked: std::sync::atomic::AtomicUsize,
+    }
+
+    impl SyncLink for Stale {
+        async fn request(&self, request: SyncRequest) -> Result<SyncResponse, SyncError> {
+            Ok(match request {
+                SyncRequest::Hello { .. } => SyncResponse::Summary {
+                    registry_version: RegistryVersion(50),
+                    registry_hash: RegistryHash::from_bytes([7; 32]),
+                    chains: Vec::new(),
+                },
+                SyncRequest::Registry { .. } => {
+                    self.asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    SyncResponse::Registry {
+                        updates: vec![self.genesis.clone()],
+                    }
+                }
+                _ => SyncResponse::Page {
+                    bulletins: Vec::new(),
+                    complete: true,
+                },
+            })
+        }
+
+        async fn store(&self, _: Vec<(SignedBulletin, MemberId)>) -> Result<Vec<Stored>, SyncError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_registry_answer_that_brings_nothing_new_is_not_asked_for_again() {
+        let net = crate::test_network::one_member();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), net.registry.network()).unwrap();
+        let registry = Arc::new(RwLock::new(net.registry.clone()));
+        let link = Stale {
+            genesis: net.genesis.to_bytes(),
+            asked: Default::default(),
+        };
+        let report = pull(&link, &store, &registry).await.unwrap();
+        assert_eq!(report.registry_updates, 0);
+        assert_eq!(link.asked.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_registry_answer_holds_what_fits_its_budget_and_one_at_least() {
+        let net = crate::test_network::one_member();
+        let registry = rotations(&net, 4);
+        let size = |v: u64| registry.history()[v as usize - 1].to_bytes().len();
+        let page = |from: u64, budget: usize| registry_page(&registry, RegistryVersion(from), budget);
+        assert_eq!(page(2, usize::MAX).len(), 4, "versions 2 to 5");
+        assert_eq!(page(2, size(2) + size(3)).len(), 2);
+        assert_eq!(page(2, size(2) + size(3) - 1).len(), 1);
+        assert_eq!(page(3, 0), vec![registry.history()[2].to_bytes()], "one at least");
+        assert!(page(6, usize::MAX).is_empty(), "nothing after the last");
+        assert!(page(u64::MAX, usize::MAX).is_empty());
+    }
+}
