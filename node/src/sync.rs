@@ -110,12 +110,14 @@ impl libp2p::request_response::Codec for SyncCodec {
     }
 }
 
-/// This node's registry position (version and hash) and chain summaries,
-/// and their digest.
+/// A registry's version and hash: where it stands.
+type RegistryPosition = (RegistryVersion, RegistryHash);
+
+/// This node's registry position and chain summaries, and their digest.
 fn our_state(
     store: &Store,
     registry: &RwLock<Registry>,
-) -> Result<((RegistryVersion, RegistryHash), Vec<ChainSummary>, [u8; 32]), StoreError> {
+) -> Result<(RegistryPosition, Vec<ChainSummary>, [u8; 32]), StoreError> {
     let position = {
         let registry = registry.read().unwrap_or_else(|e| e.into_inner());
         (registry.version(), registry.hash())
@@ -797,6 +799,7 @@ pub(crate) const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use herald_keys::{SecretKey, approve, propose_update};
     use herald_protocol::registry::REGISTRY_FORMAT;
