@@ -38,6 +38,9 @@ const VALIDATED_CAPACITY: usize = 1024;
 const MAX_INVALID_BEFORE_BAN: u32 = 3;
 /// How long a disconnected offender stays refused.
 const BAN_DURATION: Duration = Duration::from_secs(600);
+/// How long a peer's offences are remembered after its last one: a peer
+/// that sends something invalid now and then is not banned for it days on.
+const OFFENCE_MEMORY: Duration = Duration::from_secs(600);
 /// Connections a node opens itself, at most: a bound on what configured
 /// bootstrap peers and discovery may open together (discovery alone stops at
 /// [`TARGET_PEERS`]); others still dial in.
@@ -569,7 +572,7 @@ pub(crate) fn spawn(
         events: parts.events,
         writer: parts.writer,
         indexer: parts.indexer,
-        invalid_counts: HashMap::new(),
+        offences: HashMap::new(),
         banned: HashMap::new(),
         listen_addrs: Vec::new(),
         connected: HashSet::new(),
@@ -634,7 +637,7 @@ struct EventLoop {
     events: crate::events::Events,
     writer: mpsc::Sender<WriteRequest>,
     indexer: std::sync::mpsc::SyncSender<crate::indexer::Signal>,
-    invalid_counts: HashMap<PeerId, u32>,
+    offences: HashMap<PeerId, Offences>,
     banned: HashMap<PeerId, tokio::time::Instant>,
     listen_addrs: Vec<Multiaddr>,
     connected: HashSet<PeerId>,
@@ -701,7 +704,7 @@ impl EventLoop {
                 let _ = reply.send(self.connected.iter().copied().collect());
             }
             Command::PeerScore(peer, reply) => {
-                let rejected = self.invalid_counts.get(&peer).copied().unwrap_or(0);
+                let rejected = self.offences.get(&peer).map_or(0, |o| o.invalid + o.not_admitted);
                 let score = self.swarm.behaviour().gossipsub.peer_score(&peer);
                 let _ = reply.send(score.map(|s| s - REJECTION_PENALTY * f64::from(rejected)));
             }
@@ -768,7 +771,7 @@ impl EventLoop {
             .collect();
         for peer in expired {
             self.banned.remove(&peer);
-            self.invalid_counts.remove(&peer);
+            self.offences.remove(&peer);
             if self.is_member_node(&peer) {
                 self.swarm.behaviour_mut().allow.allow_peer(peer);
             }
@@ -975,7 +978,7 @@ impl EventLoop {
             Verdict::Accept(..) | Verdict::RegistryAdvanced(_) | Verdict::RegistryFork(_) => {
                 gossipsub::MessageAcceptance::Accept
             }
-            Verdict::Duplicate | Verdict::Behind | Verdict::NotSaved(_) => {
+            Verdict::Duplicate | Verdict::Behind | Verdict::NotSaved(_) | Verdict::NotAdmitted(_) => {
                 gossipsub::MessageAcceptance::Ignore
             }
             Verdict::Reject(_) => gossipsub::MessageAcceptance::Reject,
@@ -1037,6 +1040,12 @@ impl EventLoop {
             Verdict::Behind => self.start_sync(v.source),
             Verdict::Duplicate => {}
             Verdict::NotSaved(reason) => tracing::error!(%reason, "a registry update was not taken"),
+            Verdict::NotAdmitted(reason) => {
+                self.not_admitted(v.source, reason);
+                // Either registry may be behind the other's: a session with
+                // the sender brings this node what it lacks.
+                self.start_sync(v.source);
+            }
             Verdict::Reject(reason) => self.penalise(v.source, reason),
         }
     }
@@ -1299,13 +1308,37 @@ impl EventLoop {
         }
     }
 
-    fn penalise(&mut self, peer: PeerId, reason: String) {
-        let count = self.invalid_counts.entry(peer).or_insert(0);
-        *count += 1;
-        let score = self.swarm.behaviour().gossipsub.peer_score(&peer);
-        tracing::warn!(peer = %short_peer(&peer), %reason, invalid = *count, score = ?score, "rejected gossip");
+    /// The offences remembered of `peer`, counted afresh once
+    /// [`OFFENCE_MEMORY`] has passed since its last.
+    fn offences_of(&mut self, peer: PeerId) -> &mut Offences {
+        let now = tokio::time::Instant::now();
+        let offences = self.offences.entry(peer).or_default();
+        if offences.last.is_some_and(|last| now >= last + OFFENCE_MEMORY) {
+            *offences = Offences::default();
+        }
+        offences.last = Some(now);
+        offences
+    }
+
+    /// A bulletin of `peer`'s signed by a key this node's registry does not
+    /// admit ([`Verdict::NotAdmitted`]): reported and scored, never a cause
+    /// to ban (the two registries may differ for a while).
+    fn not_admitted(&mut self, peer: PeerId, reason: String) {
+        let offences = self.offences_of(peer);
+        offences.not_admitted += 1;
+        let count = offences.not_admitted;
+        tracing::info!(peer = %short_peer(&peer), %reason, not_admitted = count, "a bulletin this registry does not admit; not forwarded");
         self.events.send(NodeEvent::Rejected { peer, reason });
-        if *count >= MAX_INVALID_BEFORE_BAN {
+    }
+
+    fn penalise(&mut self, peer: PeerId, reason: String) {
+        let offences = self.offences_of(peer);
+        offences.invalid += 1;
+        let count = offences.invalid;
+        let score = self.swarm.behaviour().gossipsub.peer_score(&peer);
+        tracing::warn!(peer = %short_peer(&peer), %reason, invalid = count, score = ?score, "rejected gossip");
+        self.events.send(NodeEvent::Rejected { peer, reason });
+        if count >= MAX_INVALID_BEFORE_BAN {
             tracing::warn!(peer = %short_peer(&peer), "disconnecting a peer that keeps sending invalid input");
             self.swarm.behaviour_mut().allow.disallow_peer(peer);
             self.push.remove_peer(peer);
@@ -1315,6 +1348,17 @@ impl EventLoop {
             self.events.send(NodeEvent::PeerBanned(peer));
         }
     }
+}
+
+/// What a peer did wrong lately ([`OFFENCE_MEMORY`]).
+#[derive(Debug, Default)]
+struct Offences {
+    /// Invalid input: [`MAX_INVALID_BEFORE_BAN`] of these ban the peer.
+    invalid: u32,
+    /// Bulletins signed by keys this node's registry does not admit.
+    not_admitted: u32,
+    /// When the last was.
+    last: Option<tokio::time::Instant>,
 }
 
 #[cfg(test)]

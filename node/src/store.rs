@@ -1099,15 +1099,26 @@ impl Store {
     /// bulletin in sled is numbered at most its key's highest, which the
     /// batch that stored it raised.
     pub fn holds(&self, bulletin: &SignedBulletin) -> Result<bool, StoreError> {
+        Ok(self.holds_as(bulletin)?.is_some())
+    }
+
+    /// [`Store::holds`], and if held, whether with the same signed bytes
+    /// (`Some(true)`) or its body under another signature (`Some(false)`:
+    /// the id does not cover the signature, so a copy with a forged one
+    /// names a held bulletin too).
+    pub fn holds_as(&self, bulletin: &SignedBulletin) -> Result<Option<bool>, StoreError> {
         let id = bulletin.id();
-        if self.staged().items.contains_key(&id) {
-            return Ok(true);
+        if let Some(item) = self.staged().items.get(&id) {
+            return Ok(Some(item.bulletin.as_bytes() == bulletin.as_bytes()));
         }
         let body = bulletin.body();
         if body.seq > self.summary(&body.signer).highest {
-            return Ok(false);
+            return Ok(None);
         }
-        Ok(self.bulletins.contains_key(data_key(&id))?)
+        match self.bulletins.get(data_key(&id))? {
+            None => Ok(None),
+            Some(v) => Ok(Some(split_data(&v)?.1 == bulletin.as_bytes())),
+        }
     }
 
     fn chains(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<KeyId, ChainSummary>> {

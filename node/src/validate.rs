@@ -30,6 +30,12 @@ pub enum Verdict {
     /// taken, not forwarded, no penalty; it comes again by gossip or sync.
     NotSaved(String),
 
+    /// A bulletin signed by a key this node's registry does not admit for
+    /// it (unknown, revoked, or its member removed), where the sender may
+    /// hold a later registry than this node, or this node one the sender
+    /// lacks: not forwarded; it lowers the sender's score but does not
+    /// count towards a ban, and the node syncs with the sender.
+    NotAdmitted(String),
     /// Invalid: drop it and count it against the sender.
     Reject(String),
 }
@@ -46,20 +52,34 @@ pub fn validate_bulletin(data: &[u8], registry: &Registry, store: &Store) -> Ver
         Ok(b) => b,
         Err(e) => return Verdict::Reject(format!("undecodable: {e}")),
     };
-    match store.holds(&bulletin) {
-        Ok(true) => return Verdict::Duplicate,
-        Ok(false) => {}
+    let held = match store.holds_as(&bulletin) {
+        Ok(held) => held,
         // A store that cannot answer must not make us forward unchecked data,
         // nor blame the sender: treat it as a duplicate and let sync retry.
         Err(e) => {
             tracing::error!(error = %e, "store lookup failed during validation");
             return Verdict::Duplicate;
         }
+    };
+    if held == Some(true) {
+        return Verdict::Duplicate;
     }
     match registry.check_bulletin(&bulletin) {
+        // A held body under another signature that verifies too (only its
+        // signer can make one): nothing new.
+        Ok(_) if held.is_some() => Verdict::Duplicate,
         Ok(member) => Verdict::Accept(Box::new(bulletin), member),
+        Err(reason) if registries_may_differ(&reason) => Verdict::NotAdmitted(reason.to_string()),
         Err(reason) => Verdict::Reject(reason.to_string()),
     }
+}
+
+/// Whether a bulletin's rejection may come from a registry the sender holds
+/// and this node does not yet (a key it admits, a revocation or removal it
+/// lacks), or the other way round: its signer unknown, revoked or removed
+/// here. Such input is not proof that the sender misbehaves.
+fn registries_may_differ(reason: &herald_keys::Rejection) -> bool {
+    matches!(reason, herald_keys::Rejection::UnknownKey(_)) || is_standing_change(reason)
 }
 
 /// Decides what to do with a registry update from the network, applying it to
@@ -74,6 +94,17 @@ pub fn validate_registry_update(data: &[u8], registry: &RwLock<Registry>, store:
         Ok(u) => u,
         Err(e) => return Verdict::Reject(format!("undecodable registry update: {e}")),
     };
+    // A fork already known (any copy of its body, whatever approvals it
+    // carries) was forwarded once: copies of it are duplicates, not news.
+    let known_fork = registry
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .forks()
+        .iter()
+        .any(|f| f.version == update.body().version && f.theirs.hash() == update.hash());
+    if known_fork {
+        return Verdict::Duplicate;
+    }
     let applied = match apply_registry_update(registry, store, update.clone()) {
         Ok(applied) => applied,
         Err(e) => return Verdict::NotSaved(format!("cannot save a registry update: {e}")),
@@ -124,4 +155,110 @@ pub fn is_standing_change(reason: &herald_keys::Rejection) -> bool {
         reason,
         herald_keys::Rejection::Revoked { .. } | herald_keys::Rejection::MemberRemoved { .. }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use herald_keys::{SecretKey, approve, propose_update};
+    use herald_protocol::registry::REGISTRY_FORMAT;
+    use herald_protocol::{RegistryOp, RegistryUpdate, RegistryVersion, Timestamp};
+
+    use crate::test_network::{OneMember, one_member};
+
+    fn store_of(net: &OneMember, dir: &std::path::Path) -> Store {
+        Store::open(dir, net.registry.network()).unwrap()
+    }
+
+    /// Version 2 of the one member's registry, adding `key` as a signing key.
+    fn adding(net: &OneMember, key: &SecretKey) -> SignedRegistryUpdate {
+        let body = RegistryUpdate {
+            format: REGISTRY_FORMAT,
+            version: RegistryVersion(2),
+            prev: Some(net.registry.hash()),
+            created: Timestamp(1_000),
+            ops: vec![RegistryOp::AddSigningKey {
+                member: net.member_id(),
+                key: key.id(),
+            }],
+        };
+        let mut update = propose_update(&body).unwrap();
+        for k in [&net.member, key] {
+            update.push_approval(approve(k, &update)).unwrap();
+        }
+        update
+    }
+
+    #[test]
+    fn a_copy_of_a_held_bulletin_is_a_duplicate_only_with_a_signature_that_verifies() {
+        let net = one_member();
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_of(&net, dir.path());
+        let held = net.chain(1).remove(0);
+        let mut forged = held.to_bytes();
+        *forged.last_mut().unwrap() ^= 0x01;
+        let verdict = |store: &Store, bytes: &[u8]| validate_bulletin(bytes, &net.registry, store);
+        assert!(
+            matches!(verdict(&store, &forged), Verdict::Reject(_)),
+            "not held yet"
+        );
+        // Staged, then folded: the same bytes are a duplicate, a forged copy
+        // of them is refused.
+        store.stage(&held, &net.member_id(), b"peer");
+        assert!(matches!(verdict(&store, &held.to_bytes()), Verdict::Duplicate));
+        let refused = verdict(&store, &forged);
+        assert!(
+            matches!(&refused, Verdict::Reject(r) if r.contains("signature")),
+            "{refused:?}"
+        );
+        store.fold_staged(16).unwrap();
+        assert!(matches!(verdict(&store, &held.to_bytes()), Verdict::Duplicate));
+        assert!(matches!(verdict(&store, &forged), Verdict::Reject(_)));
+    }
+
+    #[test]
+    fn a_bulletin_by_a_key_this_registry_does_not_admit_is_not_held_against_its_sender() {
+        let net = one_member();
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_of(&net, dir.path());
+        let key = SecretKey::from_seed(&[77; 32]);
+        let mut later = net.registry.clone();
+        later.apply(adding(&net, &key)).unwrap();
+        let mut body = net.chain(1).remove(0).body().clone();
+        body.signer = key.id();
+        let bytes = herald_keys::sign_bulletin(&key, &body).unwrap().to_bytes();
+        assert!(matches!(
+            validate_bulletin(&bytes, &later, &store),
+            Verdict::Accept(..)
+        ));
+        let verdict = validate_bulletin(&bytes, &net.registry, &store);
+        assert!(
+            matches!(&verdict, Verdict::NotAdmitted(r) if r.contains("not a signing key")),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn a_registry_fork_is_forwarded_once() {
+        let net = one_member();
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_of(&net, dir.path());
+        store.save_registry_update(&net.genesis).unwrap();
+        let registry = RwLock::new(net.registry.clone());
+        let (one, other) = (SecretKey::from_seed(&[80; 32]), SecretKey::from_seed(&[81; 32]));
+        let (ours, theirs) = (adding(&net, &one), adding(&net, &other));
+        let verdict =
+            |update: &SignedRegistryUpdate| validate_registry_update(&update.to_bytes(), &registry, &store);
+        assert!(matches!(verdict(&ours), Verdict::RegistryAdvanced(_)));
+        assert!(matches!(verdict(&theirs), Verdict::RegistryFork(_)));
+        assert_eq!(registry.read().unwrap().forks().len(), 1);
+        // Again, and with one more approval (a new message, the same body).
+        assert!(matches!(verdict(&theirs), Verdict::Duplicate));
+        let mut more = theirs.clone();
+        more.push_approval(approve(&SecretKey::from_seed(&[82; 32]), &theirs))
+            .unwrap();
+        assert_ne!(more.to_bytes(), theirs.to_bytes());
+        assert!(matches!(verdict(&more), Verdict::Duplicate));
+    }
 }

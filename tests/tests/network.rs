@@ -1,6 +1,7 @@
 //! End-to-end network tests: real nodes on loopback TCP in one process. A bulletin crossing a line
 //! of nodes; hostile input from members rejected at the first hop and never forwarded; a member
-//! that keeps sending invalid input disconnected; its gossip score below zero after one rejection; a
+//! that keeps sending invalid input disconnected, one whose bulletins the registry does not admit
+//! not; its gossip score below zero after one rejection; a
 //! flood of tree announcements and grafts held to its bounds without an offence; a non-member
 //! refused at the connection; a restart that keeps the store and continues the chain; a node that
 //! lost its store numbering nothing before a peer gives its chain back; a ring whose links settle
@@ -430,6 +431,58 @@ async fn a_rejection_makes_the_senders_score_negative() {
             after.is_some_and(|s| s < 0.0),
             "B's score for A: {before:?} before the rejection, {after:?} after"
         );
+        stop_all(nodes).await;
+    })
+    .await;
+}
+
+/// A member whose bulletins are signed by keys the node's registry does not admit (the two
+/// registries may differ for a while: a key added by an update the node lacks, a fork) lowers its
+/// score but is not banned for it, however many it sends: it stays connected and its valid
+/// bulletins still come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bulletins_by_keys_the_registry_does_not_admit_do_not_ban_their_sender() {
+    within(async {
+        let registry = TestRegistry::new(2);
+        let nodes = start_line(&registry, 2).await.expect("start");
+        connect_line(&nodes).await.expect("connect");
+        let (a, b) = (&nodes[0], &nodes[1]);
+        let a_id = a.peer_id();
+        let stranger = SecretKey::from_seed(&[0xEE; 32]);
+        let now = herald_node::node::now();
+        let mut prev = None;
+        for seq in 1..=5 {
+            let bulletin = signed_sample(registry.network(), &stranger, Seq(seq), prev, now, "not admitted")
+                .expect("sign");
+            prev = Some(bulletin.id());
+            expect_rejected(
+                b,
+                a,
+                "not admitted",
+                bulletin.to_bytes(),
+                "not a signing key of any member",
+            )
+            .await;
+        }
+        let score = b.node.peer_score(a_id).await;
+        assert!(score.is_some_and(|s| s < 0.0), "B's score for A: {score:?}");
+        let valid = a
+            .node
+            .publish(sample_draft("still a member in good standing"))
+            .await
+            .expect("publish");
+        assert_eq!(
+            b.wait_stored(valid.id()).await.expect("B takes it"),
+            Origin::Gossip(a_id)
+        );
+        assert!(
+            !b.events
+                .snapshot()
+                .iter()
+                .any(|e| matches!(e, NodeEvent::PeerBanned(p) if *p == a_id)),
+            "A was banned"
+        );
+        assert!(b.node.connected_peers().await.contains(&a_id));
         stop_all(nodes).await;
     })
     .await;
