@@ -1699,30 +1699,37 @@ impl Store {
     ) -> Result<(Vec<Vec<u8>>, bool), StoreError> {
         let mut out = Vec::new();
         let mut used = 0usize;
+        // Takes the bulletin `id` into the page; `false` once it is full.
+        let mut take = |id: BulletinId| -> Result<bool, StoreError> {
+            let Some(bytes) = self.get_bytes(&id)? else {
+                return Ok(true);
+            };
+            if out.len() >= max_items || (used + bytes.len() > budget && !out.is_empty()) {
+                return Ok(false);
+            }
+            used += bytes.len();
+            out.push(bytes);
+            Ok(true)
+        };
         for want in wants {
-            let mut ids: Vec<BulletinId> = Vec::new();
             if want.evidence {
-                for (key, _, evidence) in self.equivocations_of(&want.key)? {
-                    debug_assert_eq!(key, want.key);
-                    ids.extend(evidence);
+                for (_, _, evidence) in self.equivocations_of(&want.key)? {
+                    for id in evidence {
+                        if !take(id)? {
+                            return Ok((out, false));
+                        }
+                    }
                 }
             }
+            // Each range read as far as the page goes, not whole: a request
+            // for a wide range costs no more than the page it gets.
             for range in &want.ranges {
-                ids.extend(
-                    self.chain_range(&want.key, range.from, range.to)?
-                        .into_iter()
-                        .map(|(_, id)| id),
-                );
-            }
-            for id in ids {
-                let Some(bytes) = self.get_bytes(&id)? else {
-                    continue;
-                };
-                if out.len() >= max_items || (used + bytes.len() > budget && !out.is_empty()) {
-                    return Ok((out, false));
+                let (start, end) = (chain_key(&want.key, range.from), chain_key(&want.key, range.to));
+                for entry in self.bulletins.range(start..=end) {
+                    if !take(id_from(&entry?.1)?)? {
+                        return Ok((out, false));
+                    }
                 }
-                used += bytes.len();
-                out.push(bytes);
             }
         }
         Ok((out, true))
