@@ -763,6 +763,39 @@ fn split_data(v: &[u8]) -> Result<(MemberId, &[u8]), StoreError> {
     Ok((MemberId::from_bytes(member), &v[32..]))
 }
 
+/// Checks what the journal of own bulletins holds before the store takes it
+/// in: bulletins of this network, each signed by its key (strictly). A
+/// journal carried from another node's store by mistake is refused, with
+/// nothing written.
+fn check_journaled(journaled: &[(SignedBulletin, MemberId)], network: NetworkId) -> Result<(), StoreError> {
+    for (bulletin, _) in journaled {
+        let body = bulletin.body();
+        let refused = |what: &str| {
+            StoreError::Corrupt(format!(
+                "the journal of own bulletins ({}) holds {what} ({} number {}): it is not this store's; put back this node's own journal file",
+                crate::journal::FILE_NAME,
+                body.signer.fmt_short(),
+                body.seq
+            ))
+        };
+        if body.network != network {
+            return Err(refused("a bulletin of another network"));
+        }
+        let signed = herald_keys::PublicKey::from_bytes(body.signer.as_bytes()).map_or(false, |key| {
+            key.verify_with_domain(
+                herald_protocol::BULLETIN_DOMAIN,
+                bulletin.body_bytes(),
+                bulletin.signature(),
+            )
+            .is_ok()
+        });
+        if !signed {
+            return Err(refused("a bulletin whose signature does not verify"));
+        }
+    }
+    Ok(())
+}
+
 fn data_value(member: &MemberId, bulletin: &SignedBulletin) -> Vec<u8> {
     let mut v = Vec::with_capacity(32 + bulletin.as_bytes().len());
     v.extend_from_slice(member.as_bytes());
@@ -843,6 +876,7 @@ impl Store {
         // After sled (its lock on the directory keeps other processes out) and
         // the checks above (a store of another network is left as it was).
         let (journal, journaled) = Journal::open(dir)?;
+        check_journaled(&journaled, network)?;
         let bulletins = db.open_tree(trees::BULLETINS)?;
         // One entry per signing key: as many as the registry ever listed.
         let chains = bulletins
@@ -1242,8 +1276,9 @@ impl Store {
         self.staged().by_member.contains_key(member)
     }
 
-    /// How many bulletins are held: folded or staged, each once (what
-    /// `list` can show). Read between two folds; a staged bulletin already
+    /// How many bulletins are held: folded or staged, each once, the second
+    /// bodies of equivocations included (kept as evidence: `list` does not
+    /// show them). Read between two folds; a staged bulletin already
     /// stored (the node's own, when its journal was settled) is not counted
     /// again.
     pub fn held_count(&self) -> Result<u64, StoreError> {

@@ -605,6 +605,30 @@ fn a_journal_carried_into_a_new_store_keeps_numbers_from_being_signed_twice() {
     );
 }
 
+/// A journal of own bulletins carried from a store of another network (the wrong file) is
+/// refused as the store opens, and left as it was.
+#[test]
+fn a_journal_of_another_network_is_refused() {
+    let other = TempDir::new().unwrap();
+    let signer = key(15);
+    {
+        let store = open(&other);
+        store
+            .publish_own(&signer, &member_of(&signer), big_draft(&signer, 1))
+            .unwrap();
+    }
+    let fresh = TempDir::new().unwrap();
+    let journal = fresh.path().join("own-journal");
+    std::fs::copy(other.path().join("own-journal"), &journal).unwrap();
+    let before = std::fs::read(&journal).unwrap();
+    let refused = open_in(&fresh, OTHER_NETWORK).err().expect("refused");
+    assert!(
+        matches!(&refused, StoreError::Corrupt(r) if r.contains("another network") && r.contains("own-journal")),
+        "{refused}"
+    );
+    assert_eq!(std::fs::read(&journal).unwrap(), before);
+}
+
 /// A crash while a group of own bulletins went to the disk: the blocks of one
 /// write reach it in any order, so a torn record can have whole ones of the
 /// same group after it. None of the group was acknowledged or gossiped. The
