@@ -781,7 +781,7 @@ fn check_journaled(journaled: &[(SignedBulletin, MemberId)], network: NetworkId)
         if body.network != network {
             return Err(refused("a bulletin of another network"));
         }
-        let signed = herald_keys::PublicKey::from_bytes(body.signer.as_bytes()).map_or(false, |key| {
+        let signed = herald_keys::PublicKey::from_bytes(body.signer.as_bytes()).is_ok_and(|key| {
             key.verify_with_domain(
                 herald_protocol::BULLETIN_DOMAIN,
                 bulletin.body_bytes(),
