@@ -621,7 +621,9 @@ fn a_journal_of_another_network_is_refused() {
     let journal = fresh.path().join("own-journal");
     std::fs::copy(other.path().join("own-journal"), &journal).unwrap();
     let before = std::fs::read(&journal).unwrap();
-    let refused = open_in(&fresh, OTHER_NETWORK).err().expect("refused");
+    let Err(refused) = open_in(&fresh, OTHER_NETWORK) else {
+        panic!("a journal of another network was taken in")
+    };
     assert!(
         matches!(&refused, StoreError::Corrupt(r) if r.contains("another network") && r.contains("own-journal")),
         "{refused}"
