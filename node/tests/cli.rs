@@ -1417,6 +1417,48 @@ fn a_change_submitted_before_the_first_run_leaves_a_store_that_opens() {
     node.stop();
 }
 
+/// A proposal to remove a member says that removal goes by time, which a holder of its keys can
+/// backdate, and how to cut each of its signing keys off by number as well.
+#[test]
+fn a_removal_proposal_says_how_to_cut_the_members_keys_off_by_number() {
+    let tmp = tempfile::tempdir().unwrap();
+    testnet(tmp.path(), 3);
+    let one = tmp.path().join("member-1");
+    let one = one.to_str().unwrap();
+    let shown = herald(&["registry", "show", "--dir", one, "--json"]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let view: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let third = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "member-3")
+        .expect("member-3 is listed");
+    let (id, key) = (
+        third["id"].as_str().unwrap(),
+        third["signing_keys"][0][0].as_str().unwrap(),
+    );
+    let out = tmp.path().join("removal.update");
+    let proposed = herald(&[
+        "registry",
+        "propose",
+        "--dir",
+        one,
+        "--remove-member",
+        id,
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(proposed.status.success(), "{}", stderr(&proposed));
+    let said = stdout(&proposed);
+    assert!(
+        said.contains("member-3 is removed by time")
+            && said.contains("--revoke-signing-key KEY --from-seq N")
+            && said.contains(key),
+        "{said}"
+    );
+}
+
 /// The members change the registry together: a member adds a signing key on
 /// its own authority; two of three members revoke it; each change is submitted
 /// at one running node and reaches the other by gossip.

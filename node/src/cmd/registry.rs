@@ -246,6 +246,33 @@ fn propose(args: ProposeArgs) -> Result<()> {
         "Members approve it with: herald registry approve --dir THEIR_DIR --passphrase-env HERALD_MEMBER_PASSPHRASE {}",
         args.out.display()
     );
+    // Removal is by time, which whoever holds a removed member's signing key
+    // can backdate: say how to cut each key off by number too.
+    for id in &args.remove_members {
+        let Some(member) = id
+            .parse::<MemberId>()
+            .ok()
+            .and_then(|id| view.members.iter().find(|m| m.id == id))
+        else {
+            continue;
+        };
+        let keys: Vec<String> = member
+            .signing_keys
+            .iter()
+            .filter(|(_, revoked)| revoked.is_none())
+            .map(|(k, _)| k.to_string())
+            .collect();
+        if keys.is_empty() {
+            continue;
+        }
+        out!(
+            "Note: {} is removed by time: bulletins its signing keys sign dated before the removal stay valid, and whoever holds one of them can backdate. To cut a key off by number as well, propose for each: herald registry propose --dir {} --revoke-signing-key KEY --from-seq N (N: one past its last bulletin; `herald list --member {}` shows them). Its keys: {}",
+            member.name,
+            args.dir.display(),
+            member.name,
+            keys.join(", ")
+        );
+    }
     Ok(())
 }
 
