@@ -2,8 +2,22 @@
 //! whose hash every node is configured with, and changes only by signed updates
 //! that a threshold of members approved (or, for a member's own keys and nodes,
 //! that member). Versions only go up; conflicting updates are kept as evidence.
+//!
+//! Every version's state is kept (to judge a fork against the state before it,
+//! and for [`Registry::at_version`]). The collections that grow with the
+//! history (keys ever used, the signing key index, members and each member's
+//! signing keys) are persistent maps from `imbl`: a version's state shares
+//! everything it did not change with the state before it, so a history costs
+//! memory in proportion to what its updates change, not to versions times keys.
+//! Each key an update changes copies one path of each map it touches (about a
+//! kilobyte or two in a large history), which is more than a key admitted in
+//! a map of its own would cost, but it keeps every state a plain value that
+//! answers with references into itself, as the public methods do. A single
+//! index of when each key was first used, shared by all versions, would be
+//! smaller but would need a lock and care on every path that applies an
+//! update speculatively (fork checks, a registry cloned before a save).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use herald_protocol::{
@@ -142,11 +156,18 @@ pub struct Member {
     /// Current governance key.
     pub member_key: PublicKey,
     /// Signing keys, revoked ones included (what they signed before stays valid).
-    pub signing_keys: BTreeMap<KeyId, SigningKeyState>,
-    /// Current nodes.
+    /// Revoked keys pile up without bound, so this is a persistent map that a
+    /// version shares with the one before; each key's standing sits behind an
+    /// `Arc` so that a change copies pointers, not parsed keys.
+    pub signing_keys: imbl::OrdMap<KeyId, Arc<SigningKeyState>>,
+    /// Current nodes. At most [`herald_protocol::registry::MAX_KEYS_PER_MEMBER`]
+    /// of them, so a plain set that a change copies whole.
     pub node_ids: BTreeSet<NodeId>,
     /// When the member was removed, if it was.
     pub removed_at: Option<Timestamp>,
+    /// How many of `signing_keys` are not revoked, kept as keys come and go so
+    /// that admitting a key never walks the revoked ones.
+    active_signing_keys: usize,
 }
 
 impl Member {
@@ -157,16 +178,22 @@ impl Member {
 }
 
 /// The registry's content at one version.
+///
+/// Cloning it is cheap: the collections are persistent (`imbl`), so the next
+/// version starts as a clone that shares all of them and copies only the
+/// parts its operations change. Plain maps here would make each version a
+/// full copy of every key ever admitted, and a history's memory quadratic.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegistryState {
     version: RegistryVersion,
     hash: RegistryHash,
     threshold: u32,
-    members: BTreeMap<MemberId, Member>,
+    /// Members behind an `Arc`, so that changing one copies that member only.
+    members: imbl::OrdMap<MemberId, Arc<Member>>,
     /// Every signing key ever admitted, to its member.
-    signing_index: HashMap<KeyId, MemberId>,
+    signing_index: imbl::HashMap<KeyId, MemberId>,
     /// Every key or node id ever admitted in any role: never reused.
-    used: HashSet<[u8; 32]>,
+    used: imbl::HashSet<[u8; 32]>,
 }
 
 impl RegistryState {
@@ -175,9 +202,9 @@ impl RegistryState {
             version: RegistryVersion(0),
             hash: RegistryHash::from_bytes([0; 32]),
             threshold: 0,
-            members: BTreeMap::new(),
-            signing_index: HashMap::new(),
-            used: HashSet::new(),
+            members: imbl::OrdMap::new(),
+            signing_index: imbl::HashMap::new(),
+            used: imbl::HashSet::new(),
         }
     }
 
@@ -198,23 +225,23 @@ impl RegistryState {
 
     /// All members, removed ones included.
     pub fn members(&self) -> impl Iterator<Item = &Member> {
-        self.members.values()
+        self.members.values().map(|m| &**m)
     }
 
     /// Members that are still members.
     pub fn current_members(&self) -> impl Iterator<Item = &Member> {
-        self.members.values().filter(|m| m.is_current())
+        self.members().filter(|m| m.is_current())
     }
 
     /// One member by id.
     pub fn member(&self, id: &MemberId) -> Option<&Member> {
-        self.members.get(id)
+        self.members.get(id).map(|m| &**m)
     }
 
     /// The member holding a signing key, and the key's standing.
     pub fn signing_key(&self, key: &KeyId) -> Option<(&Member, &SigningKeyState)> {
-        let member = self.members.get(self.signing_index.get(key)?)?;
-        Some((member, member.signing_keys.get(key)?))
+        let member = self.member(self.signing_index.get(key)?)?;
+        Some((member, &**member.signing_keys.get(key)?))
     }
 
     /// Node ids of current members: the peers allowed to connect.
@@ -228,18 +255,32 @@ impl RegistryState {
         self.used.contains(key)
     }
 
-    fn current_member_mut(&mut self, id: &MemberId) -> Result<&mut Member, RegistryError> {
-        match self.members.get_mut(id) {
-            Some(m) if m.is_current() => Ok(m),
+    fn check_current_member(&self, id: &MemberId) -> Result<(), RegistryError> {
+        match self.member(id) {
+            Some(m) if m.is_current() => Ok(()),
             _ => Err(RegistryError::UnknownMember(*id)),
         }
+    }
+
+    /// A member to change, copied out of what this state shares with the
+    /// version before if it is not this state's own copy yet.
+    fn member_mut(&mut self, id: &MemberId) -> Result<&mut Member, RegistryError> {
+        self.members
+            .get_mut(id)
+            .map(Arc::make_mut)
+            .ok_or(RegistryError::UnknownMember(*id))
+    }
+
+    fn current_member_mut(&mut self, id: &MemberId) -> Result<&mut Member, RegistryError> {
+        self.check_current_member(id)?;
+        self.member_mut(id)
     }
 
     fn claim_key(&mut self, key: [u8; 32]) -> Result<PublicKey, RegistryError> {
         let id = KeyId::from_bytes(key);
         let public =
             PublicKey::from_bytes(&key).map_err(|reason| RegistryError::BadKey { key: id, reason })?;
-        if !self.used.insert(key) {
+        if self.used.insert(key).is_some() {
             return Err(RegistryError::KeyInUse(id));
         }
         Ok(public)
@@ -257,16 +298,17 @@ impl RegistryState {
                 Ok(())
             }
             RegistryOp::AddSigningKey { member, key } => {
-                self.current_member_mut(member)?;
+                self.check_current_member(member)?;
                 let public = self.claim_key(*key.as_bytes())?;
                 let m = self.current_member_mut(member)?;
                 m.signing_keys.insert(
                     *key,
-                    SigningKeyState {
+                    Arc::new(SigningKeyState {
                         key: public,
                         revoked: None,
-                    },
+                    }),
                 );
+                m.active_signing_keys += 1;
                 check_key_count(m)?;
                 self.signing_index.insert(*key, *member);
                 Ok(())
@@ -275,10 +317,7 @@ impl RegistryState {
                 // A removed member's keys can still be revoked (by threshold):
                 // removal is by time, which a key holder can backdate; a
                 // revocation by number cannot be signed around.
-                let m = self
-                    .members
-                    .get_mut(member)
-                    .ok_or(RegistryError::UnknownMember(*member))?;
+                let m = self.member_mut(member)?;
                 let state = m.signing_keys.get_mut(key).ok_or(RegistryError::NotOwned {
                     member: *member,
                     what: "signing key",
@@ -287,11 +326,12 @@ impl RegistryState {
                 if state.revoked.is_some() {
                     return Err(RegistryError::AlreadyRevoked(*key));
                 }
-                state.revoked = Some(*from);
+                Arc::make_mut(state).revoked = Some(*from);
+                m.active_signing_keys -= 1;
                 Ok(())
             }
             RegistryOp::AddNode { member, node } => {
-                self.current_member_mut(member)?;
+                self.check_current_member(member)?;
                 self.claim_key(*node.as_bytes())?;
                 let m = self.current_member_mut(member)?;
                 m.node_ids.insert(*node);
@@ -309,7 +349,7 @@ impl RegistryState {
                 Ok(())
             }
             RegistryOp::RotateMemberKey { member, new_key } => {
-                self.current_member_mut(member)?;
+                self.check_current_member(member)?;
                 let public = self.claim_key(*new_key.as_bytes())?;
                 self.current_member_mut(member)?.member_key = public;
                 Ok(())
@@ -326,26 +366,28 @@ impl RegistryState {
             id: entry.id,
             name: entry.name.clone(),
             member_key,
-            signing_keys: BTreeMap::new(),
+            signing_keys: imbl::OrdMap::new(),
             node_ids: BTreeSet::new(),
             removed_at: None,
+            active_signing_keys: 0,
         };
         for key in &entry.signing_keys {
             let public = self.claim_key(*key.as_bytes())?;
             member.signing_keys.insert(
                 *key,
-                SigningKeyState {
+                Arc::new(SigningKeyState {
                     key: public,
                     revoked: None,
-                },
+                }),
             );
+            member.active_signing_keys += 1;
             self.signing_index.insert(*key, entry.id);
         }
         for node in &entry.node_ids {
             self.claim_key(*node.as_bytes())?;
             member.node_ids.insert(*node);
         }
-        self.members.insert(entry.id, member);
+        self.members.insert(entry.id, Arc::new(member));
         Ok(())
     }
 
@@ -365,8 +407,7 @@ impl RegistryState {
 fn check_key_count(m: &Member) -> Result<(), RegistryError> {
     let max = herald_protocol::registry::MAX_KEYS_PER_MEMBER;
     // Revoked keys stay listed (what they signed stays valid) but do not count.
-    let active = m.signing_keys.values().filter(|k| k.revoked.is_none()).count();
-    if active > max || m.node_ids.len() > max {
+    if m.active_signing_keys > max || m.node_ids.len() > max {
         return Err(RegistryError::TooManyKeys(m.id));
     }
     Ok(())
