@@ -24,7 +24,8 @@
 //! - [`audit`]: the offline verification of a bundle from the genesis hash.
 //! - [`config`]: the configuration file.
 //! - [`setup`]: key generation, member descriptors, genesis, local networks.
-//! - [`view`]: how bulletins and status are shown (JSON and text).
+//! - [`view`]: how bulletins and status are shown (JSON and text);
+//!   [`terminal`]: others' text made safe to print on a terminal.
 //! - [`devnet`]: a local network of nodes in one process, for a first look.
 
 pub mod api;
@@ -45,6 +46,7 @@ pub mod push;
 pub mod setup;
 pub mod store;
 pub mod sync;
+pub mod terminal;
 #[cfg(test)]
 mod test_network;
 pub mod tree;

@@ -1136,6 +1136,68 @@ fn a_csaf_document_names_its_own_title_label_and_severity() {
     node.stop();
 }
 
+/// A bulletin's content is another member's text: `herald show` prints its
+/// escape sequences (clear the screen, set the clipboard by OSC 52) and
+/// bidirectional controls as `\u{..}` escapes, and writes it exact to a file.
+#[test]
+fn show_prints_the_controls_of_a_content_as_escapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    testnet(tmp.path(), 1);
+    let dir = tmp.path().join("member-1");
+    let dir_s = dir.to_str().unwrap();
+    let content =
+        "before\u{1b}]52;c;ZXZpbA==\u{7}\u{1b}[2J\u{9b}31m\u{7f}\u{202e}txt.exe\r\nsecond line\tend\n";
+    let body = tmp.path().join("hostile.txt");
+    std::fs::write(&body, content).unwrap();
+    let node = RunningNode::start(&dir);
+    node.wait_for(&["herald is running"]);
+    let published = herald(&[
+        "publish",
+        "--dir",
+        dir_s,
+        "--kind",
+        "outreach",
+        "--title",
+        "controls in the content",
+        "--severity",
+        "low",
+        "--tlp",
+        "clear",
+        "--body-file",
+        body.to_str().unwrap(),
+        "--new-chain",
+    ]);
+    assert!(published.status.success(), "{}", stderr(&published));
+    let id = stdout(&published).trim().to_string();
+
+    // To a pipe (or a terminal): every control is visible, none acts.
+    let shown = herald(&["show", "--dir", dir_s, &id]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let text = stdout(&shown);
+    assert!(
+        text.ends_with(
+            "\nbefore\\u{1b}]52;c;ZXZpbA==\\u{7}\\u{1b}[2J\\u{9b}31m\\u{7f}\\u{202e}txt.exe\r\nsecond line\tend\n\n"
+        ),
+        "{text:?}"
+    );
+    for c in ['\u{1b}', '\u{7}', '\u{9b}', '\u{7f}', '\u{202e}'] {
+        assert!(!text.contains(c), "{c:?} printed as it is: {text:?}");
+    }
+
+    // To a file: the content exact.
+    let saved = tmp.path().join("shown.txt");
+    let file = std::fs::File::create(&saved).unwrap();
+    let status = Command::new(HERALD)
+        .args(["show", "--dir", dir_s, &id])
+        .stdout(file)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let written = std::fs::read_to_string(&saved).unwrap();
+    assert!(written.ends_with(&format!("\n{content}\n")), "{written:?}");
+    node.stop();
+}
+
 #[test]
 fn bad_command_line_input_gets_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();

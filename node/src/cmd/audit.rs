@@ -211,7 +211,10 @@ fn print_text(args: &AuditArgs, report: &AuditReport) -> Result<()> {
         );
     }
     for (position, reason) in report.rejected.iter().take(LISTED) {
-        out!("  rejected: item {position}: {reason}");
+        out!(
+            "  rejected: item {position}: {}",
+            herald_node::terminal::escape_line(reason)
+        );
     }
     for e in report.equivocations.iter().take(LISTED) {
         out!(
