@@ -166,7 +166,8 @@ pub struct InitOptions {
 }
 
 /// Creates a node directory: keys (member, signing, node), `config.toml` with
-/// every option documented, and the public `member.json` descriptor.
+/// every option documented, and the public `member.json` descriptor. Nothing
+/// is left behind if it fails: what it wrote is removed.
 pub fn init_node_dir(dir: &Path, options: &InitOptions) -> Result<MemberDescriptor, SetupError> {
     if dir.join(CONFIG_FILE).exists() {
         return Err(SetupError::AlreadyInitialised(dir.to_path_buf()));
@@ -177,13 +178,90 @@ pub fn init_node_dir(dir: &Path, options: &InitOptions) -> Result<MemberDescript
         name: options.member.clone(),
         reason: e,
     })?;
-    let keys_dir = dir.join("keys");
-    fs::create_dir_all(&keys_dir).map_err(io_err(&keys_dir))?;
-    set_owner_only_dir(&keys_dir)?;
     let mut config = Config::new(&options.member);
     config.node.listen = options.listen.clone();
     config.node.mdns = options.mdns;
     config.api.listen = options.api;
+    // The configuration must read back as it is before anything is written:
+    // a directory with one that does not would be refused by every command,
+    // and by `init` again.
+    let config_text = config.to_commented_toml();
+    match toml::from_str::<Config>(&config_text) {
+        Ok(back) if back == config => {}
+        Ok(_) => return Err(unreadable_config(dir, "it reads back as other settings".into())),
+        Err(e) => return Err(unreadable_config(dir, e.to_string())),
+    }
+    let mut written = Written::default();
+    let made = write_node_dir(dir, &config, &config_text, options, &mut written)
+        // What was written must be what every later command reads.
+        .and_then(|descriptor| Config::load(dir).map(|_| descriptor).map_err(SetupError::from));
+    if made.is_err() {
+        written.remove();
+    }
+    made
+}
+
+/// The error of a configuration that would not read back.
+fn unreadable_config(dir: &Path, reason: String) -> SetupError {
+    SetupError::Config(ConfigError::Parse {
+        path: dir.join(CONFIG_FILE),
+        message: format!(
+            "the configuration for these options would not read back ({reason}); nothing was written: choose another --member name, and report this"
+        ),
+    })
+}
+
+/// What `herald init` has created so far, to remove if it cannot finish.
+#[derive(Default)]
+struct Written {
+    /// Directories it created, with all they hold, in the order created.
+    dirs: Vec<PathBuf>,
+    /// Files it wrote in directories that were there before.
+    files: Vec<PathBuf>,
+}
+
+impl Written {
+    /// Creates `dir` and its missing parents, noting the first one created.
+    fn create_dir(&mut self, dir: &Path) -> Result<(), SetupError> {
+        let first_missing = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+            .last()
+            .map(Path::to_path_buf);
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        self.dirs.extend(first_missing);
+        Ok(())
+    }
+
+    /// Notes `file`, written, unless a directory it created holds it.
+    fn wrote(&mut self, file: PathBuf) {
+        if !self.dirs.iter().any(|d| file.starts_with(d)) {
+            self.files.push(file);
+        }
+    }
+
+    /// Removes what was written (as far as it can: this is cleaning up
+    /// after another error, which is the one reported).
+    fn remove(self) {
+        for file in &self.files {
+            let _ = fs::remove_file(file);
+        }
+        for dir in self.dirs.iter().rev() {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn write_node_dir(
+    dir: &Path,
+    config: &Config,
+    config_text: &str,
+    options: &InitOptions,
+    written: &mut Written,
+) -> Result<MemberDescriptor, SetupError> {
+    let keys_dir = dir.join("keys");
+    written.create_dir(&keys_dir)?;
+    set_owner_only_dir(&keys_dir)?;
     let generate = || SecretKey::generate().map_err(|e| SetupError::Random(e.to_string()));
     let member_key = generate()?;
     let signing_key = generate()?;
@@ -192,20 +270,18 @@ pub fn init_node_dir(dir: &Path, options: &InitOptions) -> Result<MemberDescript
         .member_passphrase
         .as_deref()
         .map(|p| (p.as_bytes(), KdfParams::DEFAULT));
-    keyfile::write_key_file(
-        &dir.join(&config.keys.member),
-        &member_key,
-        KeyRole::Member,
-        sealing,
-    )?;
-    keyfile::write_key_file(
-        &dir.join(&config.keys.signing),
-        &signing_key,
-        KeyRole::Signing,
-        None,
-    )?;
-    keyfile::write_key_file(&dir.join(&config.keys.node), &node_key, KeyRole::Node, None)?;
+    let member_path = dir.join(&config.keys.member);
+    written.wrote(member_path.clone());
+    keyfile::write_key_file(&member_path, &member_key, KeyRole::Member, sealing)?;
+    let signing_path = dir.join(&config.keys.signing);
+    written.wrote(signing_path.clone());
+    keyfile::write_key_file(&signing_path, &signing_key, KeyRole::Signing, None)?;
+    let node_path = dir.join(&config.keys.node);
+    written.wrote(node_path.clone());
+    keyfile::write_key_file(&node_path, &node_key, KeyRole::Node, None)?;
     let store_dir = dir.join(&config.node.data);
+    written.create_dir(&store_dir)?;
+    written.wrote(crate::chain_check::unused_key_mark(&store_dir, &signing_key.id()));
     crate::chain_check::mark_key_unused(&store_dir, &signing_key.id()).map_err(io_err(&store_dir))?;
     let peer = peer_id_of(&node_key.public().node_id());
     let descriptor = MemberDescriptor {
@@ -218,8 +294,10 @@ pub fn init_node_dir(dir: &Path, options: &InitOptions) -> Result<MemberDescript
             None => Vec::new(),
         },
     };
+    written.wrote(dir.join(DESCRIPTOR_FILE));
     write_file(&dir.join(DESCRIPTOR_FILE), &descriptor_json(&descriptor))?;
-    write_file(&dir.join(CONFIG_FILE), config.to_commented_toml().as_bytes())?;
+    written.wrote(dir.join(CONFIG_FILE));
+    write_file(&dir.join(CONFIG_FILE), config_text.as_bytes())?;
     Ok(descriptor)
 }
 
@@ -488,7 +566,7 @@ pub fn create_local_network(base: &Path, n: usize, base_port: u16) -> Result<Vec
         if !bootstrap.is_empty() {
             let path = dir.join(CONFIG_FILE);
             let text = String::from_utf8_lossy(&read_limited(&path)?).into_owned();
-            let list: Vec<String> = bootstrap.iter().map(|a| format!("{a:?}")).collect();
+            let list: Vec<String> = bootstrap.iter().map(|a| crate::config::toml_string(a)).collect();
             let text = text.replace("bootstrap = []", &format!("bootstrap = [{}]", list.join(", ")));
             write_file(&path, text.as_bytes())?;
             Config::load(dir)?;

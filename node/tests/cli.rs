@@ -1223,6 +1223,25 @@ fn bad_command_line_input_gets_a_clear_error() {
         assert!(!unnamed.exists(), "{name:?}: something was written");
     }
 
+    // Names a registry takes (a combining accent, a soft hyphen, a zero-width
+    // space) make a configuration that every later command reads.
+    for (i, name) in ["Jose\u{301}", "soft\u{ad}hyphen", "zero\u{200b}width"]
+        .into_iter()
+        .enumerate()
+    {
+        let named = tmp.path().join(format!("named-{i}"));
+        let named_s = named.to_str().unwrap();
+        let made = herald(&["init", "--dir", named_s, "--member", name]);
+        assert!(made.status.success(), "{name:?}: {}", stderr(&made));
+        // It reads the configuration, and stops only at the missing genesis.
+        let later = herald(&["list", "--dir", named_s]);
+        assert!(
+            stderr(&later).contains("herald genesis install"),
+            "{name:?}: {}",
+            stderr(&later)
+        );
+    }
+
     let made = herald(&["init", "--dir", dir, "--member", "CERT-X"]);
     assert!(made.status.success(), "{}", stderr(&made));
     let again = herald(&["init", "--dir", dir, "--member", "CERT-X"]);
