@@ -112,6 +112,25 @@ pub enum SetupError {
     /// Randomness is unavailable.
     #[error("cannot generate a key: {0}")]
     Random(String),
+    /// A local network's ports would run past the last port.
+    #[error(
+        "--base-port {base_port} with {nodes} members needs ports up to {needed}, past 65535: choose a base port of at most {highest_base}"
+    )]
+    PortRange {
+        /// The base port given.
+        base_port: u16,
+        /// How many members.
+        nodes: usize,
+        /// The highest port the network would need.
+        needed: usize,
+        /// The highest base port that works for this many members.
+        highest_base: u16,
+    },
+    /// A local network of too many members (or none).
+    #[error(
+        "a local network has 1 to {MAX_LOCAL_MEMBERS} members ({0} asked): its API ports are 100 above its libp2p ports"
+    )]
+    LocalNetworkSize(usize),
     /// A configured address does not parse.
     #[error("{config}: {what} {addr:?} is not a multiaddr: {reason}")]
     BadAddress {
@@ -531,20 +550,42 @@ pub fn load_node_settings(dir: &Path) -> Result<(Config, NodeSettings), SetupErr
     Ok((config, settings))
 }
 
+/// Most members of a local network: API ports are 100 above libp2p ports.
+pub const MAX_LOCAL_MEMBERS: usize = 99;
+
+/// The libp2p and API ports of each of `n` members of a local network from
+/// `base_port`: `base_port + i` and `base_port + 100 + i`, all checked.
+fn local_network_ports(n: usize, base_port: u16) -> Result<Vec<(u16, u16)>, SetupError> {
+    if !(1..=MAX_LOCAL_MEMBERS).contains(&n) {
+        return Err(SetupError::LocalNetworkSize(n));
+    }
+    let port = |offset: usize| u16::try_from(usize::from(base_port) + offset).ok();
+    (1..=n)
+        .map(|i| port(i).zip(port(100 + i)))
+        .collect::<Option<Vec<_>>>()
+        .ok_or(SetupError::PortRange {
+            base_port,
+            nodes: n,
+            needed: usize::from(base_port) + 100 + n,
+            highest_base: u16::try_from(usize::from(u16::MAX) - 100 - n).unwrap_or(0),
+        })
+}
+
 /// A local network of `n` members on loopback: node directories
 /// `base/member-1` ... `base/member-n`, one genesis approved by all, each node
 /// bootstrapping to the ones before it. Ports: libp2p `base_port + i`, API
 /// `base_port + 100 + i`.
 pub fn create_local_network(base: &Path, n: usize, base_port: u16) -> Result<Vec<PathBuf>, SetupError> {
+    // Every port is checked before anything is written.
+    let ports = local_network_ports(n, base_port)?;
     let mut dirs = Vec::with_capacity(n);
     let mut descriptors = Vec::with_capacity(n);
-    for i in 1..=n {
+    for (i, (port, api_port)) in (1..=n).zip(ports) {
         let dir = base.join(format!("member-{i}"));
-        let port = base_port + i as u16;
         let options = InitOptions {
             member: format!("member-{i}"),
             listen: vec![format!("/ip4/127.0.0.1/tcp/{port}")],
-            api: SocketAddr::from(([127, 0, 0, 1], base_port + 100 + i as u16)),
+            api: SocketAddr::from(([127, 0, 0, 1], api_port)),
             mdns: false,
             member_passphrase: None,
         };

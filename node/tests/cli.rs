@@ -1242,6 +1242,28 @@ fn bad_command_line_input_gets_a_clear_error() {
         );
     }
 
+    // A local network whose ports would run past 65535 is refused before
+    // anything is written, saying which base port works.
+    let high = tmp.path().join("high");
+    for (nodes, base, highest) in [("64", "65400", "65371"), ("3", "65500", "65432")] {
+        let refused = herald(&[
+            "testnet",
+            "--dir",
+            high.to_str().unwrap(),
+            "--nodes",
+            nodes,
+            "--base-port",
+            base,
+        ]);
+        assert!(!refused.status.success(), "{nodes} nodes from {base} were made");
+        assert!(
+            stderr(&refused).contains(&format!("choose a base port of at most {highest}")),
+            "{}",
+            stderr(&refused)
+        );
+        assert!(!high.exists(), "{nodes} nodes from {base}: something was written");
+    }
+
     let made = herald(&["init", "--dir", dir, "--member", "CERT-X"]);
     assert!(made.status.success(), "{}", stderr(&made));
     let again = herald(&["init", "--dir", dir, "--member", "CERT-X"]);
