@@ -240,14 +240,15 @@ struct Written {
 }
 
 impl Written {
-    /// Creates `dir` and its missing parents, noting the first one created.
+    /// Creates `dir` and its missing parents, its owner's only, noting the
+    /// first one created.
     fn create_dir(&mut self, dir: &Path) -> Result<(), SetupError> {
         let first_missing = dir
             .ancestors()
             .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
             .last()
             .map(Path::to_path_buf);
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        crate::owner_only::create_dir_all(dir).map_err(io_err(dir))?;
         self.dirs.extend(first_missing);
         Ok(())
     }
@@ -278,6 +279,9 @@ fn write_node_dir(
     options: &InitOptions,
     written: &mut Written,
 ) -> Result<MemberDescriptor, SetupError> {
+    // What the node holds is for its user alone (docs/SECURITY.md): a new
+    // node directory, its keys and its store are its owner's only (0700).
+    written.create_dir(dir)?;
     let keys_dir = dir.join("keys");
     written.create_dir(&keys_dir)?;
     set_owner_only_dir(&keys_dir)?;

@@ -658,6 +658,11 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
         stdout(&audited)
     );
     let lines = std::fs::read_to_string(&provenance).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&provenance).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the provenance report is its owner's only");
+    }
     let record: serde_json::Value = lines
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
@@ -1266,6 +1271,15 @@ fn bad_command_line_input_gets_a_clear_error() {
 
     let made = herald(&["init", "--dir", dir, "--member", "CERT-X"]);
     assert!(made.status.success(), "{}", stderr(&made));
+    // What the node holds is for its user alone, whatever the umask.
+    let private = tmp.path().join("private");
+    let made_private = herald(&["init", "--dir", private.to_str().unwrap(), "--member", "CERT-P"]);
+    assert!(made_private.status.success(), "{}", stderr(&made_private));
+    for held in [&private, &private.join("store"), &private.join("keys")] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(held).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{}", held.display());
+    }
     let again = herald(&["init", "--dir", dir, "--member", "CERT-X"]);
     assert!(!again.status.success());
     assert!(stderr(&again).contains("already holds"), "{}", stderr(&again));

@@ -105,8 +105,8 @@ impl<'a> Provenance<'a> {
         name.push(format!(".tmp-{:016x}", rand::random::<u64>()));
         let tmp = path.with_file_name(name);
         // New: a file or link at that name is neither followed nor emptied.
-        let file = std::fs::OpenOptions::new()
-            .write(true)
+        // It tells what the bundle holds: its owner's only.
+        let file = herald_node::owner_only::write_options()
             .create_new(true)
             .open(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
