@@ -521,6 +521,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Stalling<S> {
     }
 }
 
+/// Warns that the API at `addr` is reachable from beyond this machine: the
+/// token (and whatever the API answers) then travels in plain HTTP. Not
+/// refused: an operator may put the API behind a TLS proxy on another
+/// machine.
+fn warn_if_beyond_loopback(addr: SocketAddr) {
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            listen = %addr,
+            "the local API listens beyond loopback: its token and the bulletins it answers with travel in plain HTTP to whoever can reach it; keep [api] listen on 127.0.0.1, or reach it only through a TLS proxy"
+        );
+    }
+}
+
 /// Serves the API on `addr` until `shutdown` completes, to requests that
 /// carry `token` (and `GET /metrics` to those that carry `metrics_token`
 /// too). Returns the bound address.
@@ -531,6 +544,7 @@ pub async fn serve(
     node: Arc<Node>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    warn_if_beyond_loopback(addr);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     // Live feeds end as the server stops (its graceful stop waits for them).
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
@@ -944,6 +958,44 @@ mod tests {
             }
         });
         read.await.expect("no answer in time")
+    }
+
+    #[test]
+    fn an_api_beyond_loopback_is_warned_of() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Logged(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Logged {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let logged_for = |addr: &str| {
+            let logged = Logged::default();
+            let writer = logged.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                warn_if_beyond_loopback(addr.parse().unwrap());
+            });
+            String::from_utf8(logged.0.lock().unwrap().clone()).unwrap()
+        };
+        for addr in ["0.0.0.0:7801", "[::]:7801", "192.0.2.1:7801"] {
+            let logged = logged_for(addr);
+            assert!(
+                logged.contains("WARN") && logged.contains("beyond loopback"),
+                "{addr}: {logged:?}"
+            );
+        }
+        for addr in ["127.0.0.1:7801", "[::1]:7801"] {
+            assert_eq!(logged_for(addr), "", "{addr}");
+        }
     }
 
     #[tokio::test]
