@@ -271,46 +271,138 @@ const WRITE_STALL: Duration = Duration::from_secs(10);
 /// before it is dropped.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
-/// The API's listener: its connections are [`Stalling`].
-struct Listener {
-    inner: tokio::net::TcpListener,
-    closing: tokio::sync::watch::Receiver<bool>,
+/// How long a client may take to send a request's line and headers, counted
+/// from when the connection opens or its previous answer ends (so it is also
+/// how long a kept-alive connection may sit idle between requests). A client
+/// that has not sent them by then is dropped: connections that drip a header
+/// would otherwise stay open for ever.
+const HEADER_READ: Duration = Duration::from_secs(10);
+
+/// The most a request's line and headers may take (the token and the
+/// headers of a browser fit many times over); a longer one is answered 431.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// The most a connection buffers of what its client sends (headers must fit
+/// in it; a body streams through it).
+const MAX_READ_BUFFER: usize = 64 * 1024;
+
+/// The most connections the API serves at once. One more is closed as it is
+/// accepted, until one ends; the local API's clients (the command line, the
+/// web page, a scraper, up to 64 live feeds) need far fewer.
+const MAX_CONNECTIONS: usize = 256;
+
+/// What the API allows each connection, and how many at once.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// [`HEADER_READ`].
+    header_read: Duration,
+    /// [`MAX_CONNECTIONS`].
+    connections: usize,
 }
 
-impl axum::serve::Listener for Listener {
-    type Io = Stalling<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
+impl Limits {
+    const API: Limits = Limits {
+        header_read: HEADER_READ,
+        connections: MAX_CONNECTIONS,
+    };
+}
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((stream, addr)) => {
-                    let mut closing = self.closing.clone();
-                    let stop = async move {
-                        let _ = closing.wait_for(|closing| *closing).await;
-                        tokio::time::sleep(STOP_GRACE).await;
-                    };
-                    return (Stalling::new(stream, WRITE_STALL, stop), addr);
-                }
-                // A connection reset before it was taken: the next one.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
-                    ) => {}
-                // Out of file descriptors, or worse: say so, and try again
-                // after a pause, as axum's own listener does.
-                Err(e) => {
-                    tracing::warn!(error = %e, "the local API cannot take connections");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+/// Takes the next connection from `listener`.
+async fn accept(listener: &tokio::net::TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            // A connection reset before it was taken: the next one.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                ) => {}
+            // Out of file descriptors, or worse: say so, and try again
+            // after a pause, as axum's own listener does.
+            Err(e) => {
+                tracing::warn!(error = %e, "the local API cannot take connections");
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
+}
 
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
+/// Serves `app` on `listener` within `limits` until `shutdown` completes;
+/// then sets `closing` (live feeds end), lets each connection finish the
+/// answer it is writing (or drops it [`STOP_GRACE`] on if it still waits for
+/// its client) and returns once every connection has ended.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: Limits,
+    closing: tokio::sync::watch::Sender<bool>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_buf_size(MAX_READ_BUFFER);
+    // Each connection holds a permit while it is open.
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.connections));
+    // Connections closed since the API reached its most, if it has.
+    let mut refused: Option<u64> = None;
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = accept(&listener) => accepted,
+        };
+        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            // Closed at once (dropped), without waiting for a place: the
+            // loop goes on taking, and closing, what comes.
+            drop(stream);
+            if refused.is_none() {
+                tracing::warn!(
+                    %peer,
+                    most = limits.connections,
+                    "the local API has as many connections open as it serves; it closes new ones until some end"
+                );
+            }
+            *refused.get_or_insert(0) += 1;
+            continue;
+        };
+        if let Some(count) = refused.take() {
+            tracing::info!(closed = count, "the local API takes connections again");
+        }
+        let mut stopping = closing.subscribe();
+        let stop = async move {
+            let _ = stopping.wait_for(|closing| *closing).await;
+            tokio::time::sleep(STOP_GRACE).await;
+        };
+        let io = hyper_util::rt::TokioIo::new(Stalling::new(stream, WRITE_STALL, stop));
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = http.serve_connection(io, service);
+        let mut stopping = closing.subscribe();
+        tokio::spawn(async move {
+            let _open = permit;
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                // (The watch's guard is let go before the wait below.)
+                _ = async { stopping.wait_for(|closing| *closing).await.map(|_| ()) } => {
+                    // Ends once the answer being written is (at once if none).
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(%peer, error = %e, "an API connection ended");
+            }
+        });
     }
+    drop(listener);
+    let _ = closing.send(true);
+    // Every permit back: every connection has ended.
+    let all = u32::try_from(limits.connections).unwrap_or(u32::MAX);
+    let _ = open.acquire_many(all).await;
 }
 
 /// A connection whose writes fail with `TimedOut` once one has waited `limit`
@@ -429,6 +521,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Stalling<S> {
     }
 }
 
+/// Warns that the API at `addr` is reachable from beyond this machine: the
+/// token (and whatever the API answers) then travels in plain HTTP. Not
+/// refused: an operator may put the API behind a TLS proxy on another
+/// machine.
+fn warn_if_beyond_loopback(addr: SocketAddr) {
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            listen = %addr,
+            "the local API listens beyond loopback: its token and the bulletins it answers with travel in plain HTTP to whoever can reach it; keep [api] listen on 127.0.0.1, or reach it only through a TLS proxy"
+        );
+    }
+}
+
 /// Serves the API on `addr` until `shutdown` completes, to requests that
 /// carry `token` (and `GET /metrics` to those that carry `metrics_token`
 /// too). Returns the bound address.
@@ -439,13 +544,10 @@ pub async fn serve(
     node: Arc<Node>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    warn_if_beyond_loopback(addr);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     // Live feeds end as the server stops (its graceful stop waits for them).
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
-    let shutdown = async move {
-        shutdown.await;
-        let _ = closing.send(true);
-    };
     let bound = listener.local_addr()?;
     let api = Accepted {
         tokens: Arc::from([token.clone()]),
@@ -466,22 +568,14 @@ pub async fn serve(
         .route("/v1/import", axum::routing::post(import))
         .route("/v1/export", axum::routing::post(export))
         .route("/v1/watch", get(crate::watch::watch))
-        .layer(axum::Extension(crate::watch::Closing(closing_rx.clone())))
+        .layer(axum::Extension(crate::watch::Closing(closing_rx)))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .layer(axum::middleware::from_fn_with_state(api, require_token))
         .merge(metrics_routes)
         // The web page holds no data: it is served without the token, and asks for it.
         .merge(crate::web::routes())
         .with_state(node);
-    let task = tokio::spawn(async move {
-        let listener = Listener {
-            inner: listener,
-            closing: closing_rx,
-        };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-            tracing::error!(error = %e, "API server failed");
-        }
-    });
+    let task = tokio::spawn(serve_connections(listener, app, Limits::API, closing, shutdown));
     Ok((bound, task))
 }
 
@@ -786,12 +880,199 @@ async fn show(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Result<J
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn never() -> std::future::Pending<()> {
         std::future::pending()
+    }
+
+    /// A small app served within `limits` on loopback: `GET /` answers `ok`,
+    /// `GET /slow` streams ten lines 100 ms apart. Returns its address, the
+    /// stop, and the server's task.
+    async fn small_api(
+        limits: Limits,
+    ) -> (
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let slow = || async {
+            let lines = futures::stream::unfold(0u8, |n| async move {
+                if n == 10 {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Some((Ok::<_, std::io::Error>(format!("line {n}\n")), n + 1))
+            });
+            axum::body::Body::from_stream(lines)
+        };
+        let app = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .route("/slow", get(slow));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (closing, _) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(serve_connections(listener, app, limits, closing, async {
+            let _ = stopped.await;
+        }));
+        (addr, stop, task)
+    }
+
+    /// Reads until the server closes the connection (bounded); what it sent.
+    async fn read_to_close(stream: &mut tokio::net::TcpStream) -> String {
+        let mut taken = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => taken.extend_from_slice(&buf[..n]),
+                }
+            }
+        });
+        read.await.expect("the server did not close the connection");
+        String::from_utf8_lossy(&taken).into_owned()
+    }
+
+    /// Sends `GET path` on `stream`, kept alive, and reads the answer's head
+    /// and `body_bytes` of body.
+    async fn get_on(stream: &mut tokio::net::TcpStream, path: &str, body_bytes: usize) -> String {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut taken = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0u8; 4096];
+            loop {
+                let text = String::from_utf8_lossy(&taken).into_owned();
+                if let Some((_, body)) = text.split_once("\r\n\r\n")
+                    && body.len() >= body_bytes
+                {
+                    return text;
+                }
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed before the answer: {text:?}");
+                taken.extend_from_slice(&buf[..n]);
+            }
+        });
+        read.await.expect("no answer in time")
+    }
+
+    #[test]
+    fn an_api_beyond_loopback_is_warned_of() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Logged(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Logged {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let logged_for = |addr: &str| {
+            let logged = Logged::default();
+            let writer = logged.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                warn_if_beyond_loopback(addr.parse().unwrap());
+            });
+            String::from_utf8(logged.0.lock().unwrap().clone()).unwrap()
+        };
+        for addr in ["0.0.0.0:7801", "[::]:7801", "192.0.2.1:7801"] {
+            let logged = logged_for(addr);
+            assert!(
+                logged.contains("WARN") && logged.contains("beyond loopback"),
+                "{addr}: {logged:?}"
+            );
+        }
+        for addr in ["127.0.0.1:7801", "[::1]:7801"] {
+            assert_eq!(logged_for(addr), "", "{addr}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_does_not_finish_its_headers_is_dropped() {
+        let header_read = Duration::from_millis(300);
+        let (addr, stop, task) = small_api(Limits {
+            header_read,
+            connections: 8,
+        })
+        .await;
+        // Headers dripped and never finished.
+        let began = std::time::Instant::now();
+        let mut dripping = tokio::net::TcpStream::connect(addr).await.unwrap();
+        dripping
+            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Drip: aaaa")
+            .await
+            .unwrap();
+        read_to_close(&mut dripping).await;
+        assert!(began.elapsed() >= header_read, "closed before its time");
+        // A connection kept alive after an answer is dropped when idle as long.
+        let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(get_on(&mut idle, "/", 2).await.ends_with("\r\n\r\nok"));
+        read_to_close(&mut idle).await;
+        // An answer that takes longer to stream than the limit is not cut.
+        let mut feed = tokio::net::TcpStream::connect(addr).await.unwrap();
+        feed.write_all(b"GET /slow HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let streamed = read_to_close(&mut feed).await;
+        assert!(
+            streamed.contains("line 0\n") && streamed.contains("line 9\n"),
+            "{streamed:?}"
+        );
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_most_are_closed_at_once_and_the_rest_served() {
+        let (addr, stop, task) = small_api(Limits {
+            header_read: Duration::from_secs(3600),
+            connections: 2,
+        })
+        .await;
+        // Two open, idle: the API's most. (The server takes connections in
+        // the order they came.)
+        let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert_eq!(read_to_close(&mut third).await, "", "the third was served");
+        // The two served go on being served.
+        assert!(get_on(&mut first, "/", 2).await.ends_with("\r\n\r\nok"));
+        assert!(get_on(&mut second, "/", 2).await.ends_with("\r\n\r\nok"));
+        // Once one ends, a new one is served (after the server has seen it end).
+        drop(first);
+        let served = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let mut next = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let asked = next
+                    .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    .await;
+                if asked.is_ok() && read_to_close(&mut next).await.ends_with("\r\n\r\nok") {
+                    return;
+                }
+            }
+        });
+        served.await.expect("no connection was served after one ended");
+        // The stop closes the idle connection still open, and ends.
+        stop.send(()).unwrap();
+        read_to_close(&mut second).await;
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -278,9 +278,8 @@ fn write_items(
     let created = std::cell::Cell::new(false);
     let result = (|| -> Result<ExportReport, BundleError> {
         // A new file: one left at that name (or a link planted there) is
-        // neither followed nor emptied.
-        let file = std::fs::OpenOptions::new()
-            .write(true)
+        // neither followed nor emptied. It holds bulletins: its owner's only.
+        let file = crate::owner_only::write_options()
             .create_new(true)
             .open(&tmp)
             .map_err(&io)?;
@@ -823,6 +822,13 @@ mod tests {
         let fresh = dir.path().join("fresh.hbundle");
         export_to(&fresh, Replace::No, &store, &registry, &filter, |_, _| {}).unwrap();
         assert_eq!(std::fs::read(&fresh).unwrap(), std::fs::read(&path).unwrap());
+        // Bundles hold bulletins: their owner's only, put in place by a link
+        // or by a rename.
+        for bundle in [&fresh, &path] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(bundle).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", bundle.display());
+        }
         // Nothing is left beside them.
         let mut names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()

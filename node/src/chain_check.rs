@@ -97,7 +97,8 @@ pub fn mark_key_unused(store_dir: &Path, key: &KeyId) -> std::io::Result<()> {
 }
 
 fn write_mark(store_dir: &Path, path: &Path, text: &str) -> std::io::Result<()> {
-    fs::create_dir_all(store_dir)?;
+    // (As the store makes it: its owner's only.)
+    crate::owner_only::create_dir_all(store_dir)?;
     let mut file = File::create(path)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()?;

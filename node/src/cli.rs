@@ -36,6 +36,10 @@ pub(crate) enum Command {
     /// List bulletins held by the node, newest first.
     List(ListArgs),
     /// Show one bulletin.
+    ///
+    /// Control characters and bidirectional controls in what its author wrote
+    /// are shown as \u{..} escapes, so that they cannot act on the terminal;
+    /// the content is written exact to a file (`> FILE`), and in --json.
     Show(ShowArgs),
     /// Print each new bulletin as the running node takes it in, until
     /// Ctrl-C (after those created in the last --since, if given).

@@ -201,17 +201,18 @@ impl Config {
     /// The configuration as a commented TOML file, every option explained.
     pub fn to_commented_toml(&self) -> String {
         let list = |v: &[String]| {
-            let items: Vec<String> = v.iter().map(|s| format!("{s:?}")).collect();
+            let items: Vec<String> = v.iter().map(|s| toml_string(s)).collect();
             format!("[{}]", items.join(", "))
         };
+        let path = |p: &Path| toml_string(&p.display().to_string());
         format!(
             r#"# Herald node configuration. Paths are relative to this file's directory.
 
 [node]
 # This member's name, as in the registry; used in logs.
-member = {member:?}
+member = {member}
 # Where the store (sled) lives.
-data = {data:?}
+data = {data}
 # libp2p listen addresses: TCP and QUIC. Use /ip4/127.0.0.1/... to stay local.
 listen = {listen}
 # Members' nodes to dial at start, each with its peer id:
@@ -228,31 +229,37 @@ listen = "{api}"
 [registry]
 # The genesis registry file the founders produced, and its hash: the root of trust.
 # The node refuses to start if the file does not hash to this value.
-genesis_file = {genesis_file:?}
-genesis_hash = {genesis_hash:?}
+genesis_file = {genesis_file}
+genesis_hash = {genesis_hash}
 
 [keys]
 # The member key approves registry changes; the node does not need it to run,
 # so it may be moved offline.
-member = {member_key:?}
+member = {member_key}
 # The key that signs this member's bulletins.
-signing = {signing:?}
+signing = {signing}
 # The node's libp2p identity.
-node = {node_key:?}
+node = {node_key}
 "#,
-            member = self.node.member,
-            data = self.node.data.display().to_string(),
+            member = toml_string(&self.node.member),
+            data = path(&self.node.data),
             listen = list(&self.node.listen),
             bootstrap = list(&self.node.bootstrap),
             mdns = self.node.mdns,
             api = self.api.listen,
-            genesis_file = self.registry.genesis_file.display().to_string(),
-            genesis_hash = self.registry.genesis_hash,
-            member_key = self.keys.member.display().to_string(),
-            signing = self.keys.signing.display().to_string(),
-            node_key = self.keys.node.display().to_string(),
+            genesis_file = path(&self.registry.genesis_file),
+            genesis_hash = toml_string(&self.registry.genesis_hash),
+            member_key = path(&self.keys.member),
+            signing = path(&self.keys.signing),
+            node_key = path(&self.keys.node),
         )
     }
+}
+
+/// `text` as a TOML string, quoted and escaped as TOML reads it back (Rust's
+/// `{:?}` writes escapes such as `\u{301}` that TOML does not read).
+pub fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
 }
 
 #[cfg(test)]
@@ -262,12 +269,29 @@ mod tests {
 
     #[test]
     fn the_commented_template_parses_back_to_the_same_config() {
-        let mut config = Config::new("CERT-A");
-        config.node.bootstrap = vec!["/ip4/127.0.0.1/tcp/4002/p2p/12D3KooWabc".into()];
-        config.registry.genesis_hash = "ab".repeat(32);
-        let text = config.to_commented_toml();
-        let back: Config = toml::from_str(&text).unwrap();
-        assert_eq!(back, config);
+        // Names a registry takes whose Rust escapes TOML does not read (a
+        // combining accent, a soft hyphen, a zero-width space), quotes, and a
+        // C1 control and DEL (which TOML strings must escape).
+        for name in [
+            "CERT-A",
+            "Jose\u{301}",
+            "soft\u{ad}hyphen",
+            "zero\u{200b}width",
+            "quote \" and \\ backslash",
+            "it's",
+            "'''",
+            "\u{9b}\u{7f}",
+        ] {
+            let mut config = Config::new(name);
+            config.node.bootstrap = vec![
+                "/ip4/127.0.0.1/tcp/4002/p2p/12D3KooWabc".into(),
+                format!("/dns4/{name}/tcp/4001"),
+            ];
+            config.registry.genesis_hash = "ab".repeat(32);
+            let text = config.to_commented_toml();
+            let back: Config = toml::from_str(&text).unwrap_or_else(|e| panic!("{name:?}: {e}\n{text}"));
+            assert_eq!(back, config, "{name:?}");
+        }
     }
 
     #[test]

@@ -542,7 +542,12 @@ fn create(dir: &Path, path: &Path) -> Result<(), JournalError> {
         path: fresh.clone(),
         source,
     };
-    let mut file = File::create(&fresh).map_err(io)?;
+    // It holds bulletins: its owner's only.
+    let mut file = crate::owner_only::write_options()
+        .create(true)
+        .truncate(true)
+        .open(&fresh)
+        .map_err(io)?;
     let mut content = vec![0u8; JOURNAL_BYTES as usize];
     content[..HEADER as usize].copy_from_slice(&header(1, &rand::random()));
     file.write_all(&content).map_err(io)?;
@@ -886,6 +891,17 @@ mod tests {
         drop(j);
         let (_, held) = reopen(dir.path());
         assert_eq!(held, items[2..].to_vec());
+    }
+
+    #[test]
+    fn a_new_journal_is_its_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = journal_with(&signed(1));
+        let mode = std::fs::metadata(dir.path().join(FILE_NAME))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

@@ -23,8 +23,10 @@
 //! - [`bundle`]: bundle files carried by hand when no link exists.
 //! - [`audit`]: the offline verification of a bundle from the genesis hash.
 //! - [`config`]: the configuration file.
-//! - [`setup`]: key generation, member descriptors, genesis, local networks.
-//! - [`view`]: how bulletins and status are shown (JSON and text).
+//! - [`setup`]: key generation, member descriptors, genesis, local networks;
+//!   [`owner_only`]: the directories and files only the node's user reads.
+//! - [`view`]: how bulletins and status are shown (JSON and text);
+//!   [`terminal`]: others' text made safe to print on a terminal.
 //! - [`devnet`]: a local network of nodes in one process, for a first look.
 
 pub mod api;
@@ -40,11 +42,13 @@ mod journal;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod owner_only;
 mod peer_gate;
 pub mod push;
 pub mod setup;
 pub mod store;
 pub mod sync;
+pub mod terminal;
 #[cfg(test)]
 mod test_network;
 pub mod tree;

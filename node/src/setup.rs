@@ -112,6 +112,25 @@ pub enum SetupError {
     /// Randomness is unavailable.
     #[error("cannot generate a key: {0}")]
     Random(String),
+    /// A local network's ports would run past the last port.
+    #[error(
+        "--base-port {base_port} with {nodes} members needs ports up to {needed}, past 65535: choose a base port of at most {highest_base}"
+    )]
+    PortRange {
+        /// The base port given.
+        base_port: u16,
+        /// How many members.
+        nodes: usize,
+        /// The highest port the network would need.
+        needed: usize,
+        /// The highest base port that works for this many members.
+        highest_base: u16,
+    },
+    /// A local network of too many members (or none).
+    #[error(
+        "a local network has 1 to {MAX_LOCAL_MEMBERS} members ({0} asked): its API ports are 100 above its libp2p ports"
+    )]
+    LocalNetworkSize(usize),
     /// A configured address does not parse.
     #[error("{config}: {what} {addr:?} is not a multiaddr: {reason}")]
     BadAddress {
@@ -166,7 +185,8 @@ pub struct InitOptions {
 }
 
 /// Creates a node directory: keys (member, signing, node), `config.toml` with
-/// every option documented, and the public `member.json` descriptor.
+/// every option documented, and the public `member.json` descriptor. Nothing
+/// is left behind if it fails: what it wrote is removed.
 pub fn init_node_dir(dir: &Path, options: &InitOptions) -> Result<MemberDescriptor, SetupError> {
     if dir.join(CONFIG_FILE).exists() {
         return Err(SetupError::AlreadyInitialised(dir.to_path_buf()));
@@ -177,13 +197,94 @@ pub fn init_node_dir(dir: &Path, options: &InitOptions) -> Result<MemberDescript
         name: options.member.clone(),
         reason: e,
     })?;
-    let keys_dir = dir.join("keys");
-    fs::create_dir_all(&keys_dir).map_err(io_err(&keys_dir))?;
-    set_owner_only_dir(&keys_dir)?;
     let mut config = Config::new(&options.member);
     config.node.listen = options.listen.clone();
     config.node.mdns = options.mdns;
     config.api.listen = options.api;
+    // The configuration must read back as it is before anything is written:
+    // a directory with one that does not would be refused by every command,
+    // and by `init` again.
+    let config_text = config.to_commented_toml();
+    match toml::from_str::<Config>(&config_text) {
+        Ok(back) if back == config => {}
+        Ok(_) => return Err(unreadable_config(dir, "it reads back as other settings".into())),
+        Err(e) => return Err(unreadable_config(dir, e.to_string())),
+    }
+    let mut written = Written::default();
+    let made = write_node_dir(dir, &config, &config_text, options, &mut written)
+        // What was written must be what every later command reads.
+        .and_then(|descriptor| Config::load(dir).map(|_| descriptor).map_err(SetupError::from));
+    if made.is_err() {
+        written.remove();
+    }
+    made
+}
+
+/// The error of a configuration that would not read back.
+fn unreadable_config(dir: &Path, reason: String) -> SetupError {
+    SetupError::Config(ConfigError::Parse {
+        path: dir.join(CONFIG_FILE),
+        message: format!(
+            "the configuration for these options would not read back ({reason}); nothing was written: choose another --member name, and report this"
+        ),
+    })
+}
+
+/// What `herald init` has created so far, to remove if it cannot finish.
+#[derive(Default)]
+struct Written {
+    /// Directories it created, with all they hold, in the order created.
+    dirs: Vec<PathBuf>,
+    /// Files it wrote in directories that were there before.
+    files: Vec<PathBuf>,
+}
+
+impl Written {
+    /// Creates `dir` and its missing parents, its owner's only, noting the
+    /// first one created.
+    fn create_dir(&mut self, dir: &Path) -> Result<(), SetupError> {
+        let first_missing = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+            .last()
+            .map(Path::to_path_buf);
+        crate::owner_only::create_dir_all(dir).map_err(io_err(dir))?;
+        self.dirs.extend(first_missing);
+        Ok(())
+    }
+
+    /// Notes `file`, written, unless a directory it created holds it.
+    fn wrote(&mut self, file: PathBuf) {
+        if !self.dirs.iter().any(|d| file.starts_with(d)) {
+            self.files.push(file);
+        }
+    }
+
+    /// Removes what was written (as far as it can: this is cleaning up
+    /// after another error, which is the one reported).
+    fn remove(self) {
+        for file in &self.files {
+            let _ = fs::remove_file(file);
+        }
+        for dir in self.dirs.iter().rev() {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn write_node_dir(
+    dir: &Path,
+    config: &Config,
+    config_text: &str,
+    options: &InitOptions,
+    written: &mut Written,
+) -> Result<MemberDescriptor, SetupError> {
+    // What the node holds is for its user alone (docs/SECURITY.md): a new
+    // node directory, its keys and its store are its owner's only (0700).
+    written.create_dir(dir)?;
+    let keys_dir = dir.join("keys");
+    written.create_dir(&keys_dir)?;
+    set_owner_only_dir(&keys_dir)?;
     let generate = || SecretKey::generate().map_err(|e| SetupError::Random(e.to_string()));
     let member_key = generate()?;
     let signing_key = generate()?;
@@ -192,20 +293,18 @@ pub fn init_node_dir(dir: &Path, options: &InitOptions) -> Result<MemberDescript
         .member_passphrase
         .as_deref()
         .map(|p| (p.as_bytes(), KdfParams::DEFAULT));
-    keyfile::write_key_file(
-        &dir.join(&config.keys.member),
-        &member_key,
-        KeyRole::Member,
-        sealing,
-    )?;
-    keyfile::write_key_file(
-        &dir.join(&config.keys.signing),
-        &signing_key,
-        KeyRole::Signing,
-        None,
-    )?;
-    keyfile::write_key_file(&dir.join(&config.keys.node), &node_key, KeyRole::Node, None)?;
+    let member_path = dir.join(&config.keys.member);
+    written.wrote(member_path.clone());
+    keyfile::write_key_file(&member_path, &member_key, KeyRole::Member, sealing)?;
+    let signing_path = dir.join(&config.keys.signing);
+    written.wrote(signing_path.clone());
+    keyfile::write_key_file(&signing_path, &signing_key, KeyRole::Signing, None)?;
+    let node_path = dir.join(&config.keys.node);
+    written.wrote(node_path.clone());
+    keyfile::write_key_file(&node_path, &node_key, KeyRole::Node, None)?;
     let store_dir = dir.join(&config.node.data);
+    written.create_dir(&store_dir)?;
+    written.wrote(crate::chain_check::unused_key_mark(&store_dir, &signing_key.id()));
     crate::chain_check::mark_key_unused(&store_dir, &signing_key.id()).map_err(io_err(&store_dir))?;
     let peer = peer_id_of(&node_key.public().node_id());
     let descriptor = MemberDescriptor {
@@ -218,8 +317,10 @@ pub fn init_node_dir(dir: &Path, options: &InitOptions) -> Result<MemberDescript
             None => Vec::new(),
         },
     };
+    written.wrote(dir.join(DESCRIPTOR_FILE));
     write_file(&dir.join(DESCRIPTOR_FILE), &descriptor_json(&descriptor))?;
-    write_file(&dir.join(CONFIG_FILE), config.to_commented_toml().as_bytes())?;
+    written.wrote(dir.join(CONFIG_FILE));
+    write_file(&dir.join(CONFIG_FILE), config_text.as_bytes())?;
     Ok(descriptor)
 }
 
@@ -453,20 +554,42 @@ pub fn load_node_settings(dir: &Path) -> Result<(Config, NodeSettings), SetupErr
     Ok((config, settings))
 }
 
+/// Most members of a local network: API ports are 100 above libp2p ports.
+pub const MAX_LOCAL_MEMBERS: usize = 99;
+
+/// The libp2p and API ports of each of `n` members of a local network from
+/// `base_port`: `base_port + i` and `base_port + 100 + i`, all checked.
+fn local_network_ports(n: usize, base_port: u16) -> Result<Vec<(u16, u16)>, SetupError> {
+    if !(1..=MAX_LOCAL_MEMBERS).contains(&n) {
+        return Err(SetupError::LocalNetworkSize(n));
+    }
+    let port = |offset: usize| u16::try_from(usize::from(base_port) + offset).ok();
+    (1..=n)
+        .map(|i| port(i).zip(port(100 + i)))
+        .collect::<Option<Vec<_>>>()
+        .ok_or(SetupError::PortRange {
+            base_port,
+            nodes: n,
+            needed: usize::from(base_port) + 100 + n,
+            highest_base: u16::try_from(usize::from(u16::MAX) - 100 - n).unwrap_or(0),
+        })
+}
+
 /// A local network of `n` members on loopback: node directories
 /// `base/member-1` ... `base/member-n`, one genesis approved by all, each node
 /// bootstrapping to the ones before it. Ports: libp2p `base_port + i`, API
 /// `base_port + 100 + i`.
 pub fn create_local_network(base: &Path, n: usize, base_port: u16) -> Result<Vec<PathBuf>, SetupError> {
+    // Every port is checked before anything is written.
+    let ports = local_network_ports(n, base_port)?;
     let mut dirs = Vec::with_capacity(n);
     let mut descriptors = Vec::with_capacity(n);
-    for i in 1..=n {
+    for (i, (port, api_port)) in (1..=n).zip(ports) {
         let dir = base.join(format!("member-{i}"));
-        let port = base_port + i as u16;
         let options = InitOptions {
             member: format!("member-{i}"),
             listen: vec![format!("/ip4/127.0.0.1/tcp/{port}")],
-            api: SocketAddr::from(([127, 0, 0, 1], base_port + 100 + i as u16)),
+            api: SocketAddr::from(([127, 0, 0, 1], api_port)),
             mdns: false,
             member_passphrase: None,
         };
@@ -488,7 +611,7 @@ pub fn create_local_network(base: &Path, n: usize, base_port: u16) -> Result<Vec
         if !bootstrap.is_empty() {
             let path = dir.join(CONFIG_FILE);
             let text = String::from_utf8_lossy(&read_limited(&path)?).into_owned();
-            let list: Vec<String> = bootstrap.iter().map(|a| format!("{a:?}")).collect();
+            let list: Vec<String> = bootstrap.iter().map(|a| crate::config::toml_string(a)).collect();
             let text = text.replace("bootstrap = []", &format!("bootstrap = [{}]", list.join(", ")));
             write_file(&path, text.as_bytes())?;
             Config::load(dir)?;

@@ -806,6 +806,18 @@ fn data_value(member: &MemberId, bulletin: &SignedBulletin) -> Vec<u8> {
 impl Store {
     /// Opens (or creates) the store in `dir` for `network`.
     pub fn open(dir: &Path, network: NetworkId) -> Result<Self, StoreError> {
+        // The store holds every bulletin, TLP:RED included: its directory is
+        // the owner's alone whatever the umask, and one made wider (by an
+        // earlier build, or by hand) is narrowed.
+        let io = |e| StoreError::Sled(sled::Error::Io(e));
+        crate::owner_only::create_dir_all(dir).map_err(io)?;
+        if let Some(was) = crate::owner_only::narrow_dir(dir).map_err(io)? {
+            tracing::warn!(
+                dir = %dir.display(),
+                was = %format!("{was:o}"),
+                "other users could read the store; its directory is now its owner's only (0700)"
+            );
+        }
         // sled's background threads release the directory lock a moment after
         // the last handle is dropped: a restart in the same process may wait.
         let deadline = Instant::now() + Duration::from_secs(3);

@@ -97,17 +97,18 @@ impl BulletinView {
         }
     }
 
-    /// One line: time, id, member, kind, TLP, severity, title.
+    /// One line: time, id, member, kind, TLP, severity, title; for a
+    /// terminal (controls in the text shown as escapes).
     pub fn summary_line(&self) -> String {
         format!(
             "{}  {}  {:<12}  {:<10}  {:<16}  {:<13}  {}",
             &self.created[..19.min(self.created.len())],
             self.id.fmt_short(),
-            self.member_name.as_deref().unwrap_or("?"),
+            crate::terminal::escape_line(self.member_name.as_deref().unwrap_or("?")),
             kind_name(&self.kind),
             format!("{}", self.tlp),
             format!("{:?}", self.severity).to_lowercase(),
-            self.title
+            crate::terminal::escape_line(&self.title)
         )
     }
 }

@@ -658,6 +658,11 @@ fn separate_processes_exchange_a_bulletin_published_from_the_command_line() {
         stdout(&audited)
     );
     let lines = std::fs::read_to_string(&provenance).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&provenance).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the provenance report is its owner's only");
+    }
     let record: serde_json::Value = lines
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
@@ -1136,6 +1141,68 @@ fn a_csaf_document_names_its_own_title_label_and_severity() {
     node.stop();
 }
 
+/// A bulletin's content is another member's text: `herald show` prints its
+/// escape sequences (clear the screen, set the clipboard by OSC 52) and
+/// bidirectional controls as `\u{..}` escapes, and writes it exact to a file.
+#[test]
+fn show_prints_the_controls_of_a_content_as_escapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    testnet(tmp.path(), 1);
+    let dir = tmp.path().join("member-1");
+    let dir_s = dir.to_str().unwrap();
+    let content =
+        "before\u{1b}]52;c;ZXZpbA==\u{7}\u{1b}[2J\u{9b}31m\u{7f}\u{202e}txt.exe\r\nsecond line\tend\n";
+    let body = tmp.path().join("hostile.txt");
+    std::fs::write(&body, content).unwrap();
+    let node = RunningNode::start(&dir);
+    node.wait_for(&["herald is running"]);
+    let published = herald(&[
+        "publish",
+        "--dir",
+        dir_s,
+        "--kind",
+        "outreach",
+        "--title",
+        "controls in the content",
+        "--severity",
+        "low",
+        "--tlp",
+        "clear",
+        "--body-file",
+        body.to_str().unwrap(),
+        "--new-chain",
+    ]);
+    assert!(published.status.success(), "{}", stderr(&published));
+    let id = stdout(&published).trim().to_string();
+
+    // To a pipe (or a terminal): every control is visible, none acts.
+    let shown = herald(&["show", "--dir", dir_s, &id]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let text = stdout(&shown);
+    assert!(
+        text.ends_with(
+            "\nbefore\\u{1b}]52;c;ZXZpbA==\\u{7}\\u{1b}[2J\\u{9b}31m\\u{7f}\\u{202e}txt.exe\r\nsecond line\tend\n\n"
+        ),
+        "{text:?}"
+    );
+    for c in ['\u{1b}', '\u{7}', '\u{9b}', '\u{7f}', '\u{202e}'] {
+        assert!(!text.contains(c), "{c:?} printed as it is: {text:?}");
+    }
+
+    // To a file: the content exact.
+    let saved = tmp.path().join("shown.txt");
+    let file = std::fs::File::create(&saved).unwrap();
+    let status = Command::new(HERALD)
+        .args(["show", "--dir", dir_s, &id])
+        .stdout(file)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let written = std::fs::read_to_string(&saved).unwrap();
+    assert!(written.ends_with(&format!("\n{content}\n")), "{written:?}");
+    node.stop();
+}
+
 #[test]
 fn bad_command_line_input_gets_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1161,8 +1228,58 @@ fn bad_command_line_input_gets_a_clear_error() {
         assert!(!unnamed.exists(), "{name:?}: something was written");
     }
 
+    // Names a registry takes (a combining accent, a soft hyphen, a zero-width
+    // space) make a configuration that every later command reads.
+    for (i, name) in ["Jose\u{301}", "soft\u{ad}hyphen", "zero\u{200b}width"]
+        .into_iter()
+        .enumerate()
+    {
+        let named = tmp.path().join(format!("named-{i}"));
+        let named_s = named.to_str().unwrap();
+        let made = herald(&["init", "--dir", named_s, "--member", name]);
+        assert!(made.status.success(), "{name:?}: {}", stderr(&made));
+        // It reads the configuration, and stops only at the missing genesis.
+        let later = herald(&["list", "--dir", named_s]);
+        assert!(
+            stderr(&later).contains("herald genesis install"),
+            "{name:?}: {}",
+            stderr(&later)
+        );
+    }
+
+    // A local network whose ports would run past 65535 is refused before
+    // anything is written, saying which base port works.
+    let high = tmp.path().join("high");
+    for (nodes, base, highest) in [("64", "65400", "65371"), ("3", "65500", "65432")] {
+        let refused = herald(&[
+            "testnet",
+            "--dir",
+            high.to_str().unwrap(),
+            "--nodes",
+            nodes,
+            "--base-port",
+            base,
+        ]);
+        assert!(!refused.status.success(), "{nodes} nodes from {base} were made");
+        assert!(
+            stderr(&refused).contains(&format!("choose a base port of at most {highest}")),
+            "{}",
+            stderr(&refused)
+        );
+        assert!(!high.exists(), "{nodes} nodes from {base}: something was written");
+    }
+
     let made = herald(&["init", "--dir", dir, "--member", "CERT-X"]);
     assert!(made.status.success(), "{}", stderr(&made));
+    // What the node holds is for its user alone, whatever the umask.
+    let private = tmp.path().join("private");
+    let made_private = herald(&["init", "--dir", private.to_str().unwrap(), "--member", "CERT-P"]);
+    assert!(made_private.status.success(), "{}", stderr(&made_private));
+    for held in [&private, &private.join("store"), &private.join("keys")] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(held).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{}", held.display());
+    }
     let again = herald(&["init", "--dir", dir, "--member", "CERT-X"]);
     assert!(!again.status.success());
     assert!(stderr(&again).contains("already holds"), "{}", stderr(&again));

@@ -15,6 +15,28 @@ use herald_protocol::{
 };
 use tempfile::TempDir;
 
+/// The permission bits of `path`.
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Other users cannot read the store: a new one is made its owner's only, and
+/// an existing one others could read is narrowed as it opens.
+#[test]
+fn the_store_directory_is_its_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("store");
+    drop(Store::open(&dir, NETWORK).unwrap());
+    assert_eq!(mode(&dir), 0o700);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // (Opening waits, bounded, for sled to release the lock of the store
+    // just closed.)
+    drop(Store::open(&dir, NETWORK).unwrap());
+    assert_eq!(mode(&dir), 0o700);
+}
+
 const NETWORK: NetworkId = NetworkId::from_bytes([0x11; 32]);
 const OTHER_NETWORK: NetworkId = NetworkId::from_bytes([0x22; 32]);
 

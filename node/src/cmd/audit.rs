@@ -105,8 +105,8 @@ impl<'a> Provenance<'a> {
         name.push(format!(".tmp-{:016x}", rand::random::<u64>()));
         let tmp = path.with_file_name(name);
         // New: a file or link at that name is neither followed nor emptied.
-        let file = std::fs::OpenOptions::new()
-            .write(true)
+        // It tells what the bundle holds: its owner's only.
+        let file = herald_node::owner_only::write_options()
             .create_new(true)
             .open(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
@@ -211,7 +211,10 @@ fn print_text(args: &AuditArgs, report: &AuditReport) -> Result<()> {
         );
     }
     for (position, reason) in report.rejected.iter().take(LISTED) {
-        out!("  rejected: item {position}: {reason}");
+        out!(
+            "  rejected: item {position}: {}",
+            herald_node::terminal::escape_line(reason)
+        );
     }
     for e in report.equivocations.iter().take(LISTED) {
         out!(

@@ -110,7 +110,10 @@ pub(crate) fn import(args: ImportArgs) -> Result<()> {
         report.registry_held
     );
     for (position, reason) in report.rejected.iter().take(20) {
-        out!("  item {position}: {reason}");
+        out!(
+            "  item {position}: {}",
+            herald_node::terminal::escape_line(reason)
+        );
     }
     if report.rejected.len() > 20 {
         out!("  ... and {} more", report.rejected.len() - 20);

@@ -108,7 +108,7 @@ fn published_line(start: Instant, name: &str, b: &herald_protocol::SignedBulleti
         body.seq,
         body.tlp,
         body.severity,
-        body.title,
+        herald_node::terminal::escape_line(&body.title),
         b.id().fmt_short(),
     )
 }
@@ -212,7 +212,7 @@ async fn live_view(
                         }
                     }
                 }
-                NodeEvent::Rejected { peer, reason } => out!("  {} rejected input from {peer}: {reason}", devnet.names[index]),
+                NodeEvent::Rejected { peer, reason } => out!("  {} rejected input from {peer}: {}", devnet.names[index], herald_node::terminal::escape_line(&reason)),
                 NodeEvent::Equivocation { signer, seq, .. } => out!("  {} saw EQUIVOCATION by {} at #{seq}", devnet.names[index], signer.fmt_short()),
                 _ => {}
             },

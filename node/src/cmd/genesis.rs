@@ -70,7 +70,7 @@ pub(crate) fn run(command: GenesisCommand) -> Result<()> {
                 registry.current().threshold()
             );
             for m in registry.current().members() {
-                out!("  {:<24} {}", m.name, m.id);
+                out!("  {:<24} {}", herald_node::terminal::escape_line(&m.name), m.id);
             }
             out!("genesis_hash = \"{}\"", update.hash());
         }

@@ -157,20 +157,27 @@ pub(crate) fn show(args: ShowArgs) -> Result<()> {
         out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    out!("{}", v.title);
+    // The text other members wrote (title, references, reasons, names,
+    // content) goes to a terminal with its controls shown as escapes; only
+    // the content written to a file is left exact.
+    let line = herald_node::terminal::escape_line;
+    out!("{}", line(&v.title));
     out!("  id          {}", v.id);
     out!(
         "  from        {} ({})",
-        v.member_name.as_deref().unwrap_or("?"),
+        line(v.member_name.as_deref().unwrap_or("?")),
         v.member.map(|m| m.to_string()).unwrap_or_default()
     );
     out!("  signer      {} #{}", v.signer, v.seq);
     out!("  created     {}", v.created);
-    out!("  kind        {}", kind_text(&serde_json::to_value(&v.kind)?));
+    out!(
+        "  kind        {}",
+        line(&kind_text(&serde_json::to_value(&v.kind)?))
+    );
     out!("  tlp         {}", v.tlp);
     out!("  severity    {:?}", v.severity);
     for r in &v.references {
-        out!("  reference   {}", serde_json::to_string(r)?);
+        out!("  reference   {}", line(&serde_json::to_string(r)?));
     }
     if let Some(s) = v.supersedes {
         out!("  supersedes  {s}");
@@ -197,12 +204,20 @@ pub(crate) fn show(args: ShowArgs) -> Result<()> {
             .iter()
             .find(|(m, _)| m == id)
             .map_or("?", |(_, n)| n.as_str());
-        out!("  for         {name} ({id})");
+        out!("  for         {} ({id})", line(name));
     }
-    out!("  content     {} ({} bytes)", v.content_type, v.payload_bytes);
+    out!(
+        "  content     {} ({} bytes)",
+        line(&v.content_type),
+        v.payload_bytes
+    );
     if let (Some(p), Some("utf-8")) = (&v.payload, v.payload_encoding.as_deref()) {
         out!();
-        out!("{p}");
+        if stdout_is_a_file() {
+            out!("{p}");
+        } else {
+            out!("{}", herald_node::terminal::escape_text(p));
+        }
     }
     Ok(())
 }
@@ -318,6 +333,19 @@ fn kind_text(kind: &serde_json::Value) -> String {
         text.push_str(&format!(", {} {value}", name.replace('_', " ")));
     }
     text
+}
+
+/// Whether standard output is a regular file (`herald show ID > FILE`), which
+/// gets a bulletin's content exact; a terminal, or a pipe that may lead to
+/// one (a pager), gets it with its controls shown as escapes.
+fn stdout_is_a_file() -> bool {
+    use std::os::fd::AsFd as _;
+    std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|file| file.metadata())
+        .is_ok_and(|meta| meta.is_file())
 }
 
 /// The own chain as `herald status` prints it.

@@ -61,7 +61,11 @@ fn show(dir: &std::path::Path, json: bool) -> Result<()> {
             .as_deref()
             .map(|t| format!("  REMOVED at {t}"))
             .unwrap_or_default();
-        out!("  {}  {}{removed}", m.name, m.id);
+        out!(
+            "  {}  {}{removed}",
+            herald_node::terminal::escape_line(&m.name),
+            m.id
+        );
         out!("    member key   {}", m.member_key);
         for (k, revoked) in &m.signing_keys {
             out!(
@@ -310,7 +314,10 @@ fn approve(
             .filter(|m| m.removed_at.is_none())
             .filter(|m| update.approvals().iter().any(|a| a.key == m.member_key))
             .collect();
-        let approved: Vec<&str> = approving.iter().map(|m| m.name.as_str()).collect();
+        let approved: Vec<_> = approving
+            .iter()
+            .map(|m| herald_node::terminal::escape_line(&m.name))
+            .collect();
         let own_change_approved = herald_keys::registry::self_managed_by(&update.body().ops)
             .is_some_and(|owner| approving.iter().any(|m| m.id == owner));
         out!(
@@ -326,7 +333,7 @@ fn approve(
         if !waiting.is_empty() {
             out!(
                 "Still to approve it for the keys it adds: {} (with `herald registry approve`, --key for a key file).",
-                waiting.join(", ")
+                herald_node::terminal::escape_line(&waiting.join(", "))
             );
         } else if approved.len() >= view.threshold as usize || own_change_approved {
             out!(
