@@ -57,7 +57,9 @@ pub mod trust;
 
 pub use key::{KeyError, PublicKey, SecretKey};
 pub use keyfile::{KdfParams, KeyFileError, KeyRole};
-pub use registry::{Applied, ForkEvidence, Member, Registry, RegistryError, RegistryState};
+pub use registry::{
+    Applied, ForkEvidence, MAX_FORK_EVIDENCE, Member, Registry, RegistryError, RegistryState,
+};
 pub use sign::{Founder, SignError, approve, founding_genesis, propose_update, sign_bulletin};
 pub use trust::{Rejection, Standing};
 

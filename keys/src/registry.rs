@@ -542,6 +542,10 @@ pub struct ForkEvidence {
     pub theirs: SignedRegistryUpdate,
 }
 
+/// Most forks a registry keeps the evidence of ([`Registry::forks`]); later
+/// ones are still refused as forks, and not kept.
+pub const MAX_FORK_EVIDENCE: usize = 32;
+
 /// The member registry with its full history.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -626,29 +630,53 @@ impl Registry {
 
     /// Applies the next update, if it is approved and follows the current version.
     pub fn apply(&mut self, update: SignedRegistryUpdate) -> Result<Applied, RegistryError> {
+        match self.apply_saving(update, |_| Ok::<(), std::convert::Infallible>(())) {
+            Ok(applied) => applied,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Applies the next update as [`Registry::apply`] does, calling `save`
+    /// with it once it has passed every check and before the registry moves
+    /// on: if `save` fails, the registry stays as it was and `save`'s error
+    /// is returned. A node makes each version durable so before it counts,
+    /// without copying the registry to have something to go back to.
+    pub fn apply_saving<E>(
+        &mut self,
+        update: SignedRegistryUpdate,
+        save: impl FnOnce(&SignedRegistryUpdate) -> Result<(), E>,
+    ) -> Result<Result<Applied, RegistryError>, E> {
         let have = self.version();
         let got = update.body().version;
         if got <= have {
-            return self.check_past_update(update);
+            return Ok(self.check_past_update(update));
         }
         if Some(got) != have.next() {
-            return Err(RegistryError::Gap { have, got });
+            return Ok(Err(RegistryError::Gap { have, got }));
         }
         if update.body().prev != Some(self.hash()) {
-            return Err(RegistryError::WrongPrevious { version: got });
+            return Ok(Err(RegistryError::WrongPrevious { version: got }));
         }
         let current = self.current();
-        check_approval(current, &update)?;
-        let mut next = current.clone();
-        for op in &update.body().ops {
-            next.apply_op(op)?;
+        if let Err(e) = check_approval(current, &update) {
+            return Ok(Err(e));
         }
-        next.check_threshold()?;
+        let mut next = current.clone();
+        let checked = update
+            .body()
+            .ops
+            .iter()
+            .try_for_each(|op| next.apply_op(op))
+            .and_then(|()| next.check_threshold());
+        if let Err(e) = checked {
+            return Ok(Err(e));
+        }
         next.version = got;
         next.hash = update.hash();
+        save(&update)?;
         self.history.push(update);
         self.states.push(Arc::new(next));
-        Ok(Applied::Advanced(got))
+        Ok(Ok(Applied::Advanced(got)))
     }
 
     fn check_past_update(&mut self, update: SignedRegistryUpdate) -> Result<Applied, RegistryError> {
@@ -682,10 +710,13 @@ impl Registry {
             return Err(rollback);
         }
         let (version, ours_hash, theirs) = (got, ours.hash(), update.hash());
-        if !self
-            .forks
-            .iter()
-            .any(|f| f.version == got && f.theirs.hash() == theirs)
+        // Kept up to a bound: a member key, even one rotated away since, can
+        // approve any number of its member's own updates for a past version.
+        if self.forks.len() < MAX_FORK_EVIDENCE
+            && !self
+                .forks
+                .iter()
+                .any(|f| f.version == got && f.theirs.hash() == theirs)
         {
             self.forks.push(ForkEvidence {
                 version: got,

@@ -5,7 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use herald_keys::{
-    Applied, KeyError, Registry, RegistryError, Rejection, SecretKey, approve, propose_update, sign_bulletin,
+    Applied, KeyError, MAX_FORK_EVIDENCE, Registry, RegistryError, Rejection, SecretKey, approve,
+    propose_update, sign_bulletin,
 };
 use herald_protocol::{
     Approval, BulletinBody, BulletinId, KeyId, Kind, MemberEntry, MemberId, NetworkId, NodeId, Payload,
@@ -766,6 +767,50 @@ fn concurrent_self_managed_updates_by_two_members_fork() {
     // A node that saw them in the other order holds the other version 2.
     assert_eq!(other.apply(b.clone()), Ok(Applied::Advanced(RegistryVersion(2))));
     assert_ne!(other.hash(), n.registry.hash());
+}
+
+#[test]
+fn fork_evidence_is_kept_up_to_a_bound() {
+    // One member alone can approve any number of its own updates for a past version.
+    let mut n = five();
+    // Version 2 in as many forms as there is room for evidence, and more.
+    let updates: Vec<SignedRegistryUpdate> = (0..=MAX_FORK_EVIDENCE + 3)
+        .map(|i| {
+            let k = key(Role::Fresh, i as u8);
+            n.update(vec![add_signing_key(n.f(0).id(), &k)], &[0], &[&k])
+        })
+        .collect();
+    n.advance(updates[0].clone());
+    for update in &updates[1..] {
+        assert!(matches!(
+            n.registry.apply(update.clone()),
+            Err(RegistryError::Fork { .. })
+        ));
+    }
+    assert_eq!(n.registry.forks().len(), MAX_FORK_EVIDENCE);
+    assert_eq!(n.registry.version(), RegistryVersion(2));
+}
+
+#[test]
+fn an_update_is_saved_before_the_registry_moves_on() {
+    let mut n = five();
+    let update = n.update(set_threshold(4), &[0, 1, 2], &[]);
+    // A save that fails leaves the registry as it was.
+    let failed = n.registry.apply_saving(update.clone(), |_| Err("disk full"));
+    assert_eq!(failed, Err("disk full"));
+    assert_eq!(n.registry.version(), RegistryVersion::GENESIS);
+    assert_eq!(n.registry.history().len(), 1);
+    // One that works is given the update, and then it counts.
+    let mut saved = Vec::new();
+    let applied = n.registry.apply_saving(update.clone(), |u| {
+        saved.push(u.clone());
+        Ok::<(), &str>(())
+    });
+    assert_eq!(applied, Ok(Ok(Applied::Advanced(RegistryVersion(2)))));
+    assert_eq!(saved, vec![update.clone()]);
+    // Nothing to save for what does not advance it.
+    let again = n.registry.apply_saving(update, |_| Err("not called"));
+    assert_eq!(again, Ok(Ok(Applied::AlreadyHeld)));
 }
 
 // ---------------------------------------------------------------------------

@@ -95,14 +95,18 @@ pub fn validate_registry_update(data: &[u8], registry: &RwLock<Registry>, store:
         Err(e) => return Verdict::Reject(format!("undecodable registry update: {e}")),
     };
     // A fork already known (any copy of its body, whatever approvals it
-    // carries) was forwarded once: copies of it are duplicates, not news.
-    let known_fork = registry
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .forks()
-        .iter()
-        .any(|f| f.version == update.body().version && f.theirs.hash() == update.hash());
-    if known_fork {
+    // carries) was forwarded once: copies of it are duplicates, not news; so
+    // are new ones once the registry keeps no more evidence.
+    let old_news = {
+        let registry = registry.read().unwrap_or_else(|e| e.into_inner());
+        let forks = registry.forks();
+        update.body().version <= registry.version()
+            && (forks.len() >= herald_keys::MAX_FORK_EVIDENCE
+                || forks
+                    .iter()
+                    .any(|f| f.version == update.body().version && f.theirs.hash() == update.hash()))
+    };
+    if old_news {
         return Verdict::Duplicate;
     }
     let applied = match apply_registry_update(registry, store, update.clone()) {
@@ -130,20 +134,13 @@ pub fn apply_registry_update(
     store: &Store,
     update: SignedRegistryUpdate,
 ) -> Result<Result<Applied, RegistryError>, crate::store::StoreError> {
-    let mut registry = registry.write().unwrap_or_else(|e| e.into_inner());
-    if Some(update.body().version) != registry.version().next() {
-        // Held already, a fork (its evidence kept in memory), a gap or a
-        // rollback: nothing to save.
-        return Ok(registry.apply(update));
-    }
-    let mut next = registry.clone();
-    let applied = next.apply(update.clone());
-    if let Ok(Applied::Advanced(_)) = applied {
-        store.save_registry_update(&update)?;
-        store.flush()?;
-        *registry = next;
-    }
-    Ok(applied)
+    registry
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .apply_saving(update, |update| {
+            store.save_registry_update(update)?;
+            store.flush()
+        })
 }
 
 /// Whether a rejection follows from a registry change that the sender may not
