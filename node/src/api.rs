@@ -816,15 +816,29 @@ pub(crate) fn query_of(
     })
 }
 
+/// The most bulletins one answer to `GET /v1/bulletins` lists (each is
+/// read into memory and answered at once): what is beyond is for `herald
+/// export`, or `GET /v1/watch?since=`, which lists everything page by page.
+pub const MAX_LIST: usize = 10_000;
+
 async fn list(
     State(node): State<Arc<Node>>,
     Params(params): Params<ListParams>,
 ) -> Result<Response, Failure> {
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=MAX_LIST).contains(&limit) {
+        return Err(Failure(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "limit {limit} is out of range: from 1 to {MAX_LIST}; for more, export them (herald export, POST /v1/export) or list them page by page (GET /v1/watch?since=)"
+            ),
+        ));
+    }
     let query = Query {
         since: params.since.map(Timestamp),
         until: params.until.map(Timestamp),
         arrived_since: params.arrived_since.map(Timestamp),
-        limit: params.limit.unwrap_or(100),
+        limit,
         ..query_of(
             params.kind,
             params.member,

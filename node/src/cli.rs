@@ -378,7 +378,7 @@ pub(crate) struct ListArgs {
     /// too. Lists the latest arrivals first.
     #[arg(long)]
     pub(crate) arrived_since: Option<String>,
-    /// At most this many.
+    /// At most this many (from 1 to 10,000; `export` writes them all).
     #[arg(long, default_value_t = 50)]
     pub(crate) limit: usize,
 }

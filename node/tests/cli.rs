@@ -224,6 +224,21 @@ fn api_refuses_bad_requests(dir: &Path, port: u16) {
     );
     assert_eq!(status, 400, "{error}");
     assert!(error.contains("query parameters do not parse"), "{error}");
+    // One answer lists 10,000 at most (0, no limit, is not taken either).
+    for limit in ["0", "10001"] {
+        let (status, error) = refused(
+            agent
+                .get(format!("http://127.0.0.1:{port}/v1/bulletins?limit={limit}"))
+                .header("Authorization", &bearer)
+                .call()
+                .unwrap(),
+        );
+        assert_eq!(status, 400, "{error}");
+        assert!(
+            error.contains("from 1 to 10000") && error.contains("export"),
+            "{error}"
+        );
+    }
     // A watch checks its filters before it begins.
     let (status, error) = refused(
         agent
@@ -1465,9 +1480,15 @@ fn nothing_acknowledged_is_lost_when_the_node_is_killed() {
             dir.to_str().unwrap(),
             "--json",
             "--limit",
-            "100000",
+            "10000",
         ]);
         assert!(listed.status.success(), "round {round}: {}", stderr(&listed));
+        let refused = herald(&["list", "--dir", dir.to_str().unwrap(), "--limit", "0"]);
+        assert!(
+            !refused.status.success() && stderr(&refused).contains("from 1 to 10000"),
+            "{}",
+            stderr(&refused)
+        );
         let views: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
         let held: std::collections::HashSet<&str> = views
             .as_array()

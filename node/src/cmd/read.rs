@@ -61,6 +61,13 @@ pub(crate) fn list(args: ListArgs) -> Result<()> {
     let since = since_arg(args.since.as_deref())?;
     let arrived_since = since_arg(args.arrived_since.as_deref())?;
     check_text(&args.filters)?;
+    let most = herald_node::api::MAX_LIST;
+    if !(1..=most).contains(&args.limit) {
+        bail!(
+            "--limit {} is out of range: from 1 to {most}; for more, herald export writes them all to a file, and herald watch --since lists them all",
+            args.limit
+        );
+    }
     let client = Client::new(config.api.listen, &args.dir);
     let up = client.is_up();
     let offline = if up {
