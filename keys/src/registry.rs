@@ -135,6 +135,12 @@ pub enum RegistryError {
     /// A member would hold too many keys or nodes.
     #[error("member {0} would hold more than {max} signing keys or nodes", max = herald_protocol::registry::MAX_KEYS_PER_MEMBER)]
     TooManyKeys(MemberId),
+    /// A member would have been admitted more keys over its life than any may.
+    #[error(
+        "member {0} would have been admitted more than {max} keys over its life (member keys, signing keys and nodes, rotated and revoked ones included)",
+        max = herald_protocol::registry::MAX_KEYS_EVER_PER_MEMBER
+    )]
+    TooManyKeysEver(MemberId),
 }
 
 /// A signing key's standing.
@@ -168,6 +174,9 @@ pub struct Member {
     /// How many of `signing_keys` are not revoked, kept as keys come and go so
     /// that admitting a key never walks the revoked ones.
     active_signing_keys: usize,
+    /// Keys admitted to the member over its life, in any role
+    /// ([`herald_protocol::registry::MAX_KEYS_EVER_PER_MEMBER`]).
+    keys_admitted: usize,
 }
 
 impl Member {
@@ -310,6 +319,7 @@ impl RegistryState {
                 );
                 m.active_signing_keys += 1;
                 check_key_count(m)?;
+                admitted_one_more(m)?;
                 self.signing_index.insert(*key, *member);
                 Ok(())
             }
@@ -335,7 +345,8 @@ impl RegistryState {
                 self.claim_key(*node.as_bytes())?;
                 let m = self.current_member_mut(member)?;
                 m.node_ids.insert(*node);
-                check_key_count(m)
+                check_key_count(m)?;
+                admitted_one_more(m)
             }
             RegistryOp::RemoveNode { member, node } => {
                 let m = self.current_member_mut(member)?;
@@ -351,8 +362,9 @@ impl RegistryState {
             RegistryOp::RotateMemberKey { member, new_key } => {
                 self.check_current_member(member)?;
                 let public = self.claim_key(*new_key.as_bytes())?;
-                self.current_member_mut(member)?.member_key = public;
-                Ok(())
+                let m = self.current_member_mut(member)?;
+                m.member_key = public;
+                admitted_one_more(m)
             }
         }
     }
@@ -370,6 +382,7 @@ impl RegistryState {
             node_ids: BTreeSet::new(),
             removed_at: None,
             active_signing_keys: 0,
+            keys_admitted: 1 + entry.signing_keys.len() + entry.node_ids.len(),
         };
         for key in &entry.signing_keys {
             let public = self.claim_key(*key.as_bytes())?;
@@ -402,6 +415,15 @@ impl RegistryState {
         }
         Ok(())
     }
+}
+
+/// Counts one more key admitted to `m` over its life.
+fn admitted_one_more(m: &mut Member) -> Result<(), RegistryError> {
+    m.keys_admitted += 1;
+    if m.keys_admitted > herald_protocol::registry::MAX_KEYS_EVER_PER_MEMBER {
+        return Err(RegistryError::TooManyKeysEver(m.id));
+    }
+    Ok(())
 }
 
 fn check_key_count(m: &Member) -> Result<(), RegistryError> {
@@ -766,5 +788,53 @@ impl Registry {
     /// Evidence of conflicting approved updates seen so far.
     pub fn forks(&self) -> &[ForkEvidence] {
         &self.forks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::{Founder, SecretKey, founding_genesis};
+    use herald_protocol::registry::MAX_KEYS_EVER_PER_MEMBER;
+    use herald_protocol::{MemberId, NodeId, Timestamp};
+
+    #[test]
+    fn a_member_is_admitted_a_bounded_number_of_keys_over_its_life() {
+        let keys = [1u8, 2, 3].map(|n| SecretKey::from_seed(&[n; 32]));
+        let genesis = founding_genesis(&[Founder::from_keys("one", &keys)], 1, Timestamp(1)).unwrap();
+        let registry = Registry::from_genesis(genesis.clone(), genesis.hash()).unwrap();
+        let id = MemberId::derive(&keys[0].id());
+        let mut state = registry.current().clone();
+        // Its three founding keys, and as many more as leave room for two.
+        assert_eq!(state.member(&id).unwrap().keys_admitted, 3);
+        state.member_mut(&id).unwrap().keys_admitted = MAX_KEYS_EVER_PER_MEMBER - 2;
+        let fresh = |n: u8| SecretKey::from_seed(&[100 + n; 32]);
+        state
+            .apply_op(&RegistryOp::RotateMemberKey {
+                member: id,
+                new_key: fresh(0).id(),
+            })
+            .unwrap();
+        state
+            .apply_op(&RegistryOp::AddNode {
+                member: id,
+                node: NodeId::from_bytes(fresh(1).public().to_bytes()),
+            })
+            .unwrap();
+        // Any role counts, and revoking or removing one gives no room back.
+        state
+            .apply_op(&RegistryOp::RemoveNode {
+                member: id,
+                node: NodeId::from_bytes(fresh(1).public().to_bytes()),
+            })
+            .unwrap();
+        assert_eq!(
+            state.apply_op(&RegistryOp::AddSigningKey {
+                member: id,
+                key: fresh(2).id(),
+            }),
+            Err(RegistryError::TooManyKeysEver(id))
+        );
     }
 }

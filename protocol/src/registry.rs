@@ -34,6 +34,11 @@ pub const MAX_REGISTRY_UPDATE_BYTES: usize = MAX_REGISTRY_BODY_BYTES + 8 + 8 + M
 const MAX_REGISTRY_CLAIM: usize = MAX_REGISTRY_UPDATE_BYTES + 256 * 1024;
 /// Most signing keys or node ids listed for one member in one operation.
 pub const MAX_KEYS_PER_MEMBER: usize = 64;
+/// Most keys (member keys, signing keys and node ids together) admitted to
+/// one member over its life, rotated, revoked and removed ones included: a
+/// bound on what a member, which manages its own keys alone, can make every
+/// node's registry hold.
+pub const MAX_KEYS_EVER_PER_MEMBER: usize = 4096;
 /// Longest member name, in bytes.
 pub const MAX_MEMBER_NAME_BYTES: usize = 128;
 
