@@ -92,6 +92,11 @@ pub enum SetupError {
     /// The directory already holds a node.
     #[error("{0} already holds a Herald node (config.toml exists); choose another directory")]
     AlreadyInitialised(PathBuf),
+    /// The directory holds a file `init` would write: left as it is.
+    #[error(
+        "{0} already exists (left from an earlier node here?); init writes only into a new node directory and removes nothing: move that file away, or choose another directory"
+    )]
+    WouldOverwrite(PathBuf),
     /// A descriptor or genesis file is malformed.
     #[error("{path}: {message}")]
     BadFile {
@@ -209,6 +214,20 @@ pub fn init_node_dir(dir: &Path, options: &InitOptions) -> Result<MemberDescript
         Ok(back) if back == config => {}
         Ok(_) => return Err(unreadable_config(dir, "it reads back as other settings".into())),
         Err(e) => return Err(unreadable_config(dir, e.to_string())),
+    }
+    // Every file it writes is new: what is there already (keys restored
+    // before init is run again, say) is refused, not written over, and never
+    // removed by the clean-up below.
+    for file in [
+        &config.keys.member,
+        &config.keys.signing,
+        &config.keys.node,
+        Path::new(DESCRIPTOR_FILE),
+    ] {
+        let path = dir.join(file);
+        if path.exists() {
+            return Err(SetupError::WouldOverwrite(path));
+        }
     }
     let mut written = Written::default();
     let made = write_node_dir(dir, &config, &config_text, options, &mut written)

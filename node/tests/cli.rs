@@ -1298,6 +1298,23 @@ fn bad_command_line_input_gets_a_clear_error() {
     let again = herald(&["init", "--dir", dir, "--member", "CERT-X"]);
     assert!(!again.status.success());
     assert!(stderr(&again).contains("already holds"), "{}", stderr(&again));
+    // Keys without a configuration (an init stopped part way, keys put back by hand): refused,
+    // and every one of them left where it was.
+    let keys_only = tmp.path().join("keys-only");
+    let made = herald(&["init", "--dir", keys_only.to_str().unwrap(), "--member", "CERT-K"]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    std::fs::remove_file(keys_only.join("config.toml")).unwrap();
+    let key_files = ["keys/member.key", "keys/signing.key", "keys/node.key", "member.json"];
+    let before: Vec<Vec<u8>> = key_files
+        .iter()
+        .map(|f| std::fs::read(keys_only.join(f)).unwrap())
+        .collect();
+    let refused = herald(&["init", "--dir", keys_only.to_str().unwrap(), "--member", "CERT-K"]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("already exists"), "{}", stderr(&refused));
+    for (file, bytes) in key_files.iter().zip(&before) {
+        assert_eq!(&std::fs::read(keys_only.join(file)).unwrap(), bytes, "{file}");
+    }
 
     let no_genesis = herald(&["run", "--dir", dir]);
     assert!(!no_genesis.status.success());
