@@ -41,6 +41,9 @@ const BAN_DURATION: Duration = Duration::from_secs(600);
 /// How long a peer's offences are remembered after its last one: a peer
 /// that sends something invalid now and then is not banned for it days on.
 const OFFENCE_MEMORY: Duration = Duration::from_secs(600);
+/// How often bulletins a peer sends that this node's registry does not
+/// admit start a sync with it, at most.
+const NOT_ADMITTED_SYNC_EVERY: Duration = Duration::from_secs(30);
 /// Connections a node opens itself, at most: a bound on what configured
 /// bootstrap peers and discovery may open together (discovery alone stops at
 /// [`TARGET_PEERS`]); others still dial in.
@@ -704,7 +707,11 @@ impl EventLoop {
                 let _ = reply.send(self.connected.iter().copied().collect());
             }
             Command::PeerScore(peer, reply) => {
-                let rejected = self.offences.get(&peer).map_or(0, |o| o.invalid + o.not_admitted);
+                let now = tokio::time::Instant::now();
+                let rejected = self
+                    .offences
+                    .get(&peer)
+                    .map_or(0, |o| o.invalid.at(now).saturating_add(o.not_admitted.at(now)));
                 let score = self.swarm.behaviour().gossipsub.peer_score(&peer);
                 let _ = reply.send(score.map(|s| s - REJECTION_PENALTY * f64::from(rejected)));
             }
@@ -1040,12 +1047,7 @@ impl EventLoop {
             Verdict::Behind => self.start_sync(v.source),
             Verdict::Duplicate => {}
             Verdict::NotSaved(reason) => tracing::error!(%reason, "a registry update was not taken"),
-            Verdict::NotAdmitted(reason) => {
-                self.not_admitted(v.source, reason);
-                // Either registry may be behind the other's: a session with
-                // the sender brings this node what it lacks.
-                self.start_sync(v.source);
-            }
+            Verdict::NotAdmitted(reason) => self.not_admitted(v.source, reason),
             Verdict::Reject(reason) => self.penalise(v.source, reason),
         }
     }
@@ -1308,33 +1310,35 @@ impl EventLoop {
         }
     }
 
-    /// The offences remembered of `peer`, counted afresh once
-    /// [`OFFENCE_MEMORY`] has passed since its last.
-    fn offences_of(&mut self, peer: PeerId) -> &mut Offences {
-        let now = tokio::time::Instant::now();
-        let offences = self.offences.entry(peer).or_default();
-        if offences.last.is_some_and(|last| now >= last + OFFENCE_MEMORY) {
-            *offences = Offences::default();
-        }
-        offences.last = Some(now);
-        offences
-    }
-
     /// A bulletin of `peer`'s signed by a key this node's registry does not
     /// admit ([`Verdict::NotAdmitted`]): reported and scored, never a cause
-    /// to ban (the two registries may differ for a while).
+    /// to ban (the two registries may differ for a while). The node syncs
+    /// with the peer, at most every [`NOT_ADMITTED_SYNC_EVERY`]: one of the
+    /// two registries is behind the other's.
     fn not_admitted(&mut self, peer: PeerId, reason: String) {
-        let offences = self.offences_of(peer);
-        offences.not_admitted += 1;
-        let count = offences.not_admitted;
+        let now = tokio::time::Instant::now();
+        let offences = self.offences.entry(peer).or_default();
+        let count = offences.not_admitted.add(now);
+        let sync = offences
+            .synced
+            .is_none_or(|at| now >= at + NOT_ADMITTED_SYNC_EVERY);
+        if sync {
+            offences.synced = Some(now);
+        }
         tracing::info!(peer = %short_peer(&peer), %reason, not_admitted = count, "a bulletin this registry does not admit; not forwarded");
         self.events.send(NodeEvent::Rejected { peer, reason });
+        if sync {
+            self.start_sync(peer);
+        }
     }
 
     fn penalise(&mut self, peer: PeerId, reason: String) {
-        let offences = self.offences_of(peer);
-        offences.invalid += 1;
-        let count = offences.invalid;
+        let count = self
+            .offences
+            .entry(peer)
+            .or_default()
+            .invalid
+            .add(tokio::time::Instant::now());
         let score = self.swarm.behaviour().gossipsub.peer_score(&peer);
         tracing::warn!(peer = %short_peer(&peer), %reason, invalid = count, score = ?score, "rejected gossip");
         self.events.send(NodeEvent::Rejected { peer, reason });
@@ -1350,15 +1354,39 @@ impl EventLoop {
     }
 }
 
-/// What a peer did wrong lately ([`OFFENCE_MEMORY`]).
+/// What a peer did wrong lately.
 #[derive(Debug, Default)]
 struct Offences {
     /// Invalid input: [`MAX_INVALID_BEFORE_BAN`] of these ban the peer.
-    invalid: u32,
+    invalid: Count,
     /// Bulletins signed by keys this node's registry does not admit.
-    not_admitted: u32,
-    /// When the last was.
+    not_admitted: Count,
+    /// When such a bulletin last started a sync with the peer.
+    synced: Option<tokio::time::Instant>,
+}
+
+/// Offences of one kind, forgotten [`OFFENCE_MEMORY`] after the last.
+#[derive(Debug, Default)]
+struct Count {
+    count: u32,
     last: Option<tokio::time::Instant>,
+}
+
+impl Count {
+    /// One more at `now`; how many are remembered now.
+    fn add(&mut self, now: tokio::time::Instant) -> u32 {
+        self.count = self.at(now).saturating_add(1);
+        self.last = Some(now);
+        self.count
+    }
+
+    /// How many are remembered at `now`.
+    fn at(&self, now: tokio::time::Instant) -> u32 {
+        match self.last {
+            Some(last) if now < last + OFFENCE_MEMORY => self.count,
+            _ => 0,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1373,5 +1401,24 @@ mod tests {
         assert_eq!(node_id_of(&peer), Some(node));
         // A peer id that inlines no Ed25519 key names no node.
         assert_eq!(node_id_of(&PeerId::random()), None);
+    }
+}
+
+#[cfg(test)]
+mod offence_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn offences_are_forgotten_some_time_after_the_last_of_their_kind() {
+        let start = tokio::time::Instant::now();
+        let mut count = Count::default();
+        assert_eq!(count.at(start), 0);
+        assert_eq!(count.add(start), 1);
+        assert_eq!(count.add(start + OFFENCE_MEMORY / 2), 2);
+        // Counted from the last one.
+        assert_eq!(count.at(start + OFFENCE_MEMORY), 2);
+        let later = start + OFFENCE_MEMORY / 2 + OFFENCE_MEMORY;
+        assert_eq!(count.at(later), 0);
+        assert_eq!(count.add(later), 1, "counted afresh");
     }
 }

@@ -779,7 +779,14 @@ impl Node {
         &self,
         update: SignedRegistryUpdate,
     ) -> Result<herald_protocol::RegistryVersion, PublishError> {
-        let outcome = crate::validate::apply_registry_update(&self.registry, &self.store, update.clone())?;
+        // Off the async workers: it holds the registry's write lock across a
+        // disk sync.
+        let (registry, store, applying) = (Arc::clone(&self.registry), self.store.clone(), update.clone());
+        let outcome = tokio::task::spawn_blocking(move || {
+            crate::validate::apply_registry_update(&registry, &store, applying)
+        })
+        .await
+        .map_err(|_| PublishError::Stopped)??;
         match outcome {
             Ok(herald_keys::Applied::Advanced(version)) => {
                 let _ = self.commands.send(Command::RegistryChanged).await;
@@ -945,12 +952,39 @@ fn load_registry(
     genesis: SignedRegistryUpdate,
     genesis_hash: RegistryHash,
 ) -> Result<Registry, StartError> {
-    let history = store.registry_history()?;
-    if history.is_empty() {
-        let registry = Registry::from_genesis(genesis.clone(), genesis_hash)?;
-        store.save_registry_update(&genesis)?;
-        store.flush()?;
+    if let Some(registry) = stored_registry(store, genesis_hash)? {
         return Ok(registry);
     }
-    Ok(Registry::from_history(history, genesis_hash)?)
+    let registry = Registry::from_genesis(genesis.clone(), genesis_hash)?;
+    store.save_registry_update(&genesis)?;
+    store.flush()?;
+    Ok(registry)
+}
+
+/// The registry the store's history builds, or `None` if it holds none yet.
+/// The genesis must be the one `genesis_hash` names. A later version that
+/// does not follow the one before (an earlier build could leave a gap and
+/// have it filled by another update for that version) is dropped from the
+/// store, with what comes after it, with a warning: sync and gossip bring
+/// the network's versions again.
+pub fn stored_registry(store: &Store, genesis_hash: RegistryHash) -> Result<Option<Registry>, StartError> {
+    let mut history = store.registry_history()?.into_iter();
+    let Some(genesis) = history.next() else {
+        return Ok(None);
+    };
+    let mut registry = Registry::from_genesis(genesis, genesis_hash)?;
+    for update in history {
+        let version = update.body().version;
+        if let Err(e) = registry.apply(update) {
+            tracing::warn!(
+                %version,
+                reason = %e,
+                "a stored registry version does not follow the one before: it and every later one are dropped (sync brings the network's again)"
+            );
+            break;
+        }
+    }
+    // What follows the last version taken (after a gap, or one refused).
+    store.drop_registry_after(registry.version())?;
+    Ok(Some(registry))
 }

@@ -765,8 +765,9 @@ fn split_data(v: &[u8]) -> Result<(MemberId, &[u8]), StoreError> {
 
 /// Checks what the journal of own bulletins holds before the store takes it
 /// in: bulletins of this network, each signed by its key (strictly). A
-/// journal carried from another node's store by mistake is refused, with
-/// nothing written.
+/// journal carried from a store of another network by mistake, or damaged
+/// past its checks, is refused, with nothing of it written. (One from
+/// another node of this network passes: its bulletins are valid ones.)
 fn check_journaled(journaled: &[(SignedBulletin, MemberId)], network: NetworkId) -> Result<(), StoreError> {
     for (bulletin, _) in journaled {
         let body = bulletin.body();
@@ -2378,6 +2379,28 @@ impl Store {
         self.registry
             .insert(update.body().version.0.to_be_bytes(), update.to_bytes())?;
         Ok(())
+    }
+
+    /// Removes the stored registry versions after `version` (and flushes if
+    /// there were any): what does not follow the history the node holds.
+    pub fn drop_registry_after(&self, version: RegistryVersion) -> Result<(), StoreError> {
+        let Some(next) = version.0.checked_add(1) else {
+            return Ok(());
+        };
+        let later: Vec<sled::IVec> = self
+            .registry
+            .range(next.to_be_bytes()..)
+            .keys()
+            .collect::<Result<_, _>>()?;
+        if later.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for key in later {
+            batch.remove(key);
+        }
+        self.registry.apply_batch(batch)?;
+        self.flush()
     }
 
     /// The stored registry history, genesis first: the versions from 1 on,

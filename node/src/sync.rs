@@ -510,7 +510,7 @@ pub async fn pull<L: SyncLink>(
                 )));
             }
         };
-        report.registry_updates += apply_registry_updates(link, local_store, local_registry, &updates)?;
+        report.registry_updates += apply_registry_updates(link, local_store, local_registry, updates).await?;
         // An answer that brings nothing new (what this node holds already)
         // would be asked for again and again.
         if local_registry.read().unwrap_or_else(|e| e.into_inner()).version() == ours {
@@ -721,27 +721,47 @@ fn cap_ranges(wants: &[Want]) -> Vec<Want> {
     out
 }
 
-fn apply_registry_updates<L: SyncLink>(
+/// Applies `updates` (each saved and flushed before the registry moves on,
+/// off the async workers: it holds the registry's write lock across a disk
+/// sync); how many advanced the registry.
+async fn apply_registry_updates<L: SyncLink>(
     link: &L,
     store: &Store,
-    registry: &RwLock<Registry>,
-    updates: &[Vec<u8>],
+    registry: &Arc<RwLock<Registry>>,
+    updates: Vec<Vec<u8>>,
 ) -> Result<usize, SyncError> {
-    let mut applied = 0;
-    for bytes in updates {
-        let update = SignedRegistryUpdate::from_bytes(bytes)
-            .map_err(|e| SyncError::Hostile(format!("registry update: {e}")))?;
-        match crate::validate::apply_registry_update(registry, store, update)? {
-            Ok(Applied::Advanced(version)) => {
-                tracing::info!(%version, "registry advanced by sync");
-                link.registry_changed();
-                applied += 1;
+    let (store, registry) = (store.clone(), Arc::clone(registry));
+    let (applied, outcome) = blocking(move || {
+        let mut applied = 0;
+        for bytes in updates {
+            let update = match SignedRegistryUpdate::from_bytes(&bytes) {
+                Ok(update) => update,
+                Err(e) => return (applied, Err(SyncError::Hostile(format!("registry update: {e}")))),
+            };
+            match crate::validate::apply_registry_update(&registry, &store, update) {
+                Ok(Ok(Applied::Advanced(version))) => {
+                    tracing::info!(%version, "registry advanced by sync");
+                    applied += 1;
+                }
+                Ok(Ok(Applied::AlreadyHeld)) => {}
+                Ok(Err(e)) => {
+                    return (
+                        applied,
+                        Err(SyncError::Hostile(format!("registry update refused: {e}"))),
+                    );
+                }
+                Err(e) => return (applied, Err(e.into())),
             }
-            Ok(Applied::AlreadyHeld) => {}
-            Err(e) => return Err(SyncError::Hostile(format!("registry update refused: {e}"))),
         }
+        (applied, Ok(()))
+    })
+    .await?;
+    // Who may connect may have changed with what was applied, even if a
+    // later update was refused.
+    if applied > 0 {
+        link.registry_changed();
     }
-    Ok(applied)
+    outcome.map(|()| applied)
 }
 
 /// Checks a page exactly like gossip: every bulletin decodes, was asked for,

@@ -144,9 +144,10 @@ pub fn apply_registry_update(
 }
 
 /// Whether a rejection follows from a registry change that the sender may not
-/// know of yet, rather than from invalid data. Gossip rejects such bulletins
-/// like any other (registry changes spread by gossip within seconds); sync,
-/// which runs after partitions, skips them without blaming the peer.
+/// know of yet (a revocation, a removal), rather than from invalid data.
+/// Gossip does not forward such bulletins and does not count them towards a
+/// ban ([`Verdict::NotAdmitted`], with unknown keys too); sync skips them
+/// without blaming the peer.
 pub fn is_standing_change(reason: &herald_keys::Rejection) -> bool {
     matches!(
         reason,

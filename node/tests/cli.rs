@@ -1304,14 +1304,23 @@ fn bad_command_line_input_gets_a_clear_error() {
     let made = herald(&["init", "--dir", keys_only.to_str().unwrap(), "--member", "CERT-K"]);
     assert!(made.status.success(), "{}", stderr(&made));
     std::fs::remove_file(keys_only.join("config.toml")).unwrap();
-    let key_files = ["keys/member.key", "keys/signing.key", "keys/node.key", "member.json"];
+    let key_files = [
+        "keys/member.key",
+        "keys/signing.key",
+        "keys/node.key",
+        "member.json",
+    ];
     let before: Vec<Vec<u8>> = key_files
         .iter()
         .map(|f| std::fs::read(keys_only.join(f)).unwrap())
         .collect();
     let refused = herald(&["init", "--dir", keys_only.to_str().unwrap(), "--member", "CERT-K"]);
     assert!(!refused.status.success());
-    assert!(stderr(&refused).contains("already exists"), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("already exists"),
+        "{}",
+        stderr(&refused)
+    );
     for (file, bytes) in key_files.iter().zip(&before) {
         assert_eq!(&std::fs::read(keys_only.join(file)).unwrap(), bytes, "{file}");
     }

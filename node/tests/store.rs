@@ -1106,6 +1106,45 @@ fn registry_history_is_read_up_to_a_missing_version() {
 }
 
 #[test]
+fn stored_registry_versions_that_do_not_follow_are_dropped() {
+    let dir = TempDir::new().unwrap();
+    let (genesis, v2) = registry_history();
+    let store = open(&dir);
+    // What an earlier build could leave: a version 3 of another branch after 2, and a 4 after it.
+    let stray = |version: u64| {
+        herald_keys::propose_update(&RegistryUpdate {
+            format: herald_protocol::registry::REGISTRY_FORMAT,
+            version: RegistryVersion(version),
+            prev: Some(herald_protocol::RegistryHash::from_bytes([9; 32])),
+            created: Timestamp(version),
+            ops: vec![RegistryOp::SetThreshold { threshold: 2 }],
+        })
+        .unwrap()
+    };
+    for update in [&genesis, &v2, &stray(3), &stray(4)] {
+        store.save_registry_update(update).unwrap();
+    }
+    let registry = herald_node::node::stored_registry(&store, genesis.hash())
+        .unwrap()
+        .expect("a registry");
+    assert_eq!(registry.version(), RegistryVersion(2));
+    assert_eq!(
+        store.registry_history().unwrap(),
+        vec![genesis.clone(), v2.clone()]
+    );
+    // Version 4 went too: a version 3 saved now is the last.
+    store.save_registry_update(&stray(3)).unwrap();
+    assert_eq!(store.registry_history().unwrap().len(), 3);
+    // An empty store holds none.
+    let empty = TempDir::new().unwrap();
+    assert!(
+        herald_node::node::stored_registry(&open(&empty), genesis.hash())
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
 fn registry_updates_are_saved_before_the_registry_moves_on() {
     let dir = TempDir::new().unwrap();
     let (genesis, v2) = registry_history();

@@ -29,8 +29,10 @@ pub(crate) fn open_offline(dir: &Path, config: &Config) -> Result<(Store, Regist
         .map_err(|e| anyhow!("genesis_hash in config.toml: {e}"))?;
     let store = Store::open(&dir.join(&config.node.data), NetworkId::from_genesis(hash))
         .context("cannot open the store (if a node is running, check its [api] listen address)")?;
-    let history = store.registry_history()?;
-    let registry = if history.is_empty() {
+    let stored = herald_node::node::stored_registry(&store, hash).context("the stored registry")?;
+    let registry = if let Some(registry) = stored {
+        registry
+    } else {
         // The node has not run yet: the genesis installed beside the config,
         // stored as the node stores it at its first start, so that what a
         // command then writes (an import, a registry update) follows it.
@@ -39,8 +41,6 @@ pub(crate) fn open_offline(dir: &Path, config: &Config) -> Result<(Store, Regist
         store.save_registry_update(&genesis)?;
         store.flush()?;
         registry
-    } else {
-        Registry::from_history(history, hash).context("the stored registry")?
     };
     Ok((store, registry))
 }
