@@ -567,6 +567,9 @@ pub struct ForkEvidence {
 /// Most forks a registry keeps the evidence of ([`Registry::forks`]); later
 /// ones are still refused as forks, and not kept.
 pub const MAX_FORK_EVIDENCE: usize = 32;
+/// Most forks a registry remembers having seen ([`Registry::knows_fork`]):
+/// 40 bytes each.
+pub const MAX_FORKS_SEEN: usize = 65_536;
 
 /// The member registry with its full history.
 #[derive(Debug, Clone)]
@@ -576,6 +579,11 @@ pub struct Registry {
     /// `states[i]` is the state after `history[i]`.
     states: Vec<Arc<RegistryState>>,
     forks: Vec<ForkEvidence>,
+    /// Every fork seen (its version and the other update's hash), up to
+    /// [`MAX_FORKS_SEEN`]: what [`Registry::knows_fork`] answers from, apart
+    /// from the evidence kept, so that one member's many forks do not hide
+    /// another's.
+    forks_seen: std::collections::HashSet<(RegistryVersion, RegistryHash)>,
 }
 
 impl Registry {
@@ -631,6 +639,7 @@ impl Registry {
             history: vec![genesis],
             states: vec![Arc::new(state)],
             forks: Vec::new(),
+            forks_seen: std::collections::HashSet::new(),
         })
     }
 
@@ -732,6 +741,9 @@ impl Registry {
             return Err(rollback);
         }
         let (version, ours_hash, theirs) = (got, ours.hash(), update.hash());
+        if self.forks_seen.len() < MAX_FORKS_SEEN {
+            self.forks_seen.insert((got, theirs));
+        }
         // Kept up to a bound: a member key, even one rotated away since, can
         // approve any number of its member's own updates for a past version.
         if self.forks.len() < MAX_FORK_EVIDENCE
@@ -788,6 +800,13 @@ impl Registry {
     /// Evidence of conflicting approved updates seen so far.
     pub fn forks(&self) -> &[ForkEvidence] {
         &self.forks
+    }
+
+    /// Whether the update `hash` for `version` was seen before as a fork of
+    /// this registry (within the last [`MAX_FORKS_SEEN`] forks, whether or
+    /// not its evidence was kept).
+    pub fn knows_fork(&self, version: RegistryVersion, hash: RegistryHash) -> bool {
+        self.forks_seen.contains(&(version, hash))
     }
 }
 

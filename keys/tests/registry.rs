@@ -789,6 +789,11 @@ fn fork_evidence_is_kept_up_to_a_bound() {
     }
     assert_eq!(n.registry.forks().len(), MAX_FORK_EVIDENCE);
     assert_eq!(n.registry.version(), RegistryVersion(2));
+    // Each is known as a fork, kept or not; the version held is not one.
+    for update in &updates[1..] {
+        assert!(n.registry.knows_fork(RegistryVersion(2), update.hash()));
+    }
+    assert!(!n.registry.knows_fork(RegistryVersion(2), updates[0].hash()));
 }
 
 #[test]

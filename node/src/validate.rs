@@ -95,18 +95,12 @@ pub fn validate_registry_update(data: &[u8], registry: &RwLock<Registry>, store:
         Err(e) => return Verdict::Reject(format!("undecodable registry update: {e}")),
     };
     // A fork already known (any copy of its body, whatever approvals it
-    // carries) was forwarded once: copies of it are duplicates, not news; so
-    // are new ones once the registry keeps no more evidence.
-    let old_news = {
-        let registry = registry.read().unwrap_or_else(|e| e.into_inner());
-        let forks = registry.forks();
-        update.body().version <= registry.version()
-            && (forks.len() >= herald_keys::MAX_FORK_EVIDENCE
-                || forks
-                    .iter()
-                    .any(|f| f.version == update.body().version && f.theirs.hash() == update.hash()))
-    };
-    if old_news {
+    // carries) was forwarded once: copies of it are duplicates, not news.
+    let known_fork = registry
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .knows_fork(update.body().version, update.hash());
+    if known_fork {
         return Verdict::Duplicate;
     }
     let applied = match apply_registry_update(registry, store, update.clone()) {
@@ -258,5 +252,15 @@ mod tests {
             .unwrap();
         assert_ne!(more.to_bytes(), theirs.to_bytes());
         assert!(matches!(verdict(&more), Verdict::Duplicate));
+        // Past the evidence kept, a new fork is still news, once.
+        for n in 0..herald_keys::MAX_FORK_EVIDENCE as u8 {
+            let another = adding(&net, &SecretKey::from_seed(&[120 + n; 32]));
+            assert!(matches!(verdict(&another), Verdict::RegistryFork(_)), "fork {n}");
+            assert!(matches!(verdict(&another), Verdict::Duplicate), "fork {n} again");
+        }
+        assert_eq!(
+            registry.read().unwrap().forks().len(),
+            herald_keys::MAX_FORK_EVIDENCE
+        );
     }
 }
