@@ -812,12 +812,20 @@ impl Store {
         // earlier build, or by hand) is narrowed.
         let io = |e| StoreError::Sled(sled::Error::Io(e));
         crate::owner_only::create_dir_all(dir).map_err(io)?;
-        if let Some(was) = crate::owner_only::narrow_dir(dir).map_err(io)? {
-            tracing::warn!(
+        match crate::owner_only::narrow_dir(dir) {
+            Ok(None) => {}
+            Ok(Some(was)) => tracing::warn!(
                 dir = %dir.display(),
                 was = %format!("{was:o}"),
                 "other users could read the store; its directory is now its owner's only (0700)"
-            );
+            ),
+            // Not this user's to change (a copy opened by another user, say):
+            // said, and opened as it is.
+            Err(e) => tracing::warn!(
+                dir = %dir.display(),
+                error = %e,
+                "other users can read the store, and its mode could not be narrowed; make it its owner's only (chmod 700)"
+            ),
         }
         // sled's background threads release the directory lock a moment after
         // the last handle is dropped: a restart in the same process may wait.
