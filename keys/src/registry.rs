@@ -808,6 +808,11 @@ impl Registry {
     pub fn knows_fork(&self, version: RegistryVersion, hash: RegistryHash) -> bool {
         self.forks_seen.contains(&(version, hash))
     }
+
+    /// Whether [`MAX_FORKS_SEEN`] forks are remembered: further ones are not.
+    pub fn fork_memory_full(&self) -> bool {
+        self.forks_seen.len() >= MAX_FORKS_SEEN
+    }
 }
 
 #[cfg(test)]

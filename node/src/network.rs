@@ -985,9 +985,11 @@ impl EventLoop {
             Verdict::Accept(..) | Verdict::RegistryAdvanced(_) | Verdict::RegistryFork(_) => {
                 gossipsub::MessageAcceptance::Accept
             }
-            Verdict::Duplicate | Verdict::Behind | Verdict::NotSaved(_) | Verdict::NotAdmitted(_) => {
-                gossipsub::MessageAcceptance::Ignore
-            }
+            Verdict::Duplicate
+            | Verdict::Behind
+            | Verdict::NotSaved(_)
+            | Verdict::NotAdmitted(_)
+            | Verdict::OtherBranch(_) => gossipsub::MessageAcceptance::Ignore,
             Verdict::Reject(_) => gossipsub::MessageAcceptance::Reject,
         };
         // A bulletin staged by its check is held from then on (one from the
@@ -1047,6 +1049,11 @@ impl EventLoop {
             Verdict::Behind => self.start_sync(v.source),
             Verdict::Duplicate => {}
             Verdict::NotSaved(reason) => tracing::error!(%reason, "a registry update was not taken"),
+            Verdict::OtherBranch(reason) => tracing::warn!(
+                peer = %short_peer(&v.source),
+                %reason,
+                "a registry update of another branch (a registry fork earlier on); not taken"
+            ),
             Verdict::NotAdmitted(reason) => self.not_admitted(v.source, reason),
             Verdict::Reject(reason) => self.penalise(v.source, reason),
         }

@@ -131,6 +131,17 @@ pub enum StartError {
     /// The system refused a thread the node needs.
     #[error("cannot start the node's {0}; the system may be out of threads or memory")]
     Resources(String),
+    /// A stored registry version that this build's rules refuse: the store
+    /// is left as it is.
+    #[error(
+        "the stored registry's version {version} is refused by this build's rules ({reason}); nothing was started and the store is unchanged. Registry rules must be the same on every node: run the build the other members run"
+    )]
+    StoredRegistry {
+        /// The version refused.
+        version: herald_protocol::RegistryVersion,
+        /// Why.
+        reason: RegistryError,
+    },
 }
 
 /// Why a publication failed.
@@ -779,26 +790,35 @@ impl Node {
         &self,
         update: SignedRegistryUpdate,
     ) -> Result<herald_protocol::RegistryVersion, PublishError> {
-        // Off the async workers: it holds the registry's write lock across a
-        // disk sync.
-        let (registry, store, applying) = (Arc::clone(&self.registry), self.store.clone(), update.clone());
-        let outcome = tokio::task::spawn_blocking(move || {
-            crate::validate::apply_registry_update(&registry, &store, applying)
-        })
-        .await
-        .map_err(|_| PublishError::Stopped)??;
-        match outcome {
-            Ok(herald_keys::Applied::Advanced(version)) => {
-                let _ = self.commands.send(Command::RegistryChanged).await;
-                let _ = self
-                    .commands
-                    .send(Command::GossipRegistry(update.to_bytes()))
-                    .await;
-                Ok(version)
+        let (registry, store, commands) = (
+            Arc::clone(&self.registry),
+            self.store.clone(),
+            self.commands.clone(),
+        );
+        // In a task of its own: once applied, the update is spread and the
+        // peers allowed updated even if the caller (an API client that went
+        // away) stops waiting.
+        let applying = tokio::spawn(async move {
+            // Off the async workers: it holds the registry's write lock
+            // across a disk sync.
+            let bytes = update.to_bytes();
+            let held = update.body().version;
+            let outcome = tokio::task::spawn_blocking(move || {
+                crate::validate::apply_registry_update(&registry, &store, update)
+            })
+            .await
+            .map_err(|_| PublishError::Stopped)??;
+            match outcome {
+                Ok(herald_keys::Applied::Advanced(version)) => {
+                    let _ = commands.send(Command::RegistryChanged).await;
+                    let _ = commands.send(Command::GossipRegistry(bytes)).await;
+                    Ok(version)
+                }
+                Ok(herald_keys::Applied::AlreadyHeld) => Ok(held),
+                Err(e) => Err(PublishError::Invalid(e.to_string())),
             }
-            Ok(herald_keys::Applied::AlreadyHeld) => Ok(update.body().version),
-            Err(e) => Err(PublishError::Invalid(e.to_string())),
-        }
+        });
+        applying.await.map_err(|_| PublishError::Stopped)?
     }
 
     /// Imports a bundle file: checked whole first, then every item verified
@@ -963,10 +983,13 @@ fn load_registry(
 
 /// The registry the store's history builds, or `None` if it holds none yet.
 /// The genesis must be the one `genesis_hash` names. A later version that
-/// does not follow the one before (an earlier build could leave a gap and
-/// have it filled by another update for that version) is dropped from the
-/// store, with what comes after it, with a warning: sync and gossip bring
-/// the network's versions again.
+/// does not chain on the one before (an earlier build could leave a gap and
+/// have it filled by another branch's update for that version) is dropped
+/// from the store, with what comes after it, with a warning: sync and
+/// gossip bring the network's versions again. A version refused for any
+/// other reason (a rule this build has that the one which stored it did not)
+/// fails the start and leaves the store as it is: dropping it would take the
+/// registry back, revocations and removals with it.
 pub fn stored_registry(store: &Store, genesis_hash: RegistryHash) -> Result<Option<Registry>, StartError> {
     let mut history = store.registry_history()?.into_iter();
     let Some(genesis) = history.next() else {
@@ -975,16 +998,20 @@ pub fn stored_registry(store: &Store, genesis_hash: RegistryHash) -> Result<Opti
     let mut registry = Registry::from_genesis(genesis, genesis_hash)?;
     for update in history {
         let version = update.body().version;
-        if let Err(e) = registry.apply(update) {
-            tracing::warn!(
-                %version,
-                reason = %e,
-                "a stored registry version does not follow the one before: it and every later one are dropped (sync brings the network's again)"
-            );
-            break;
+        match registry.apply(update) {
+            Ok(_) => {}
+            Err(e @ RegistryError::WrongPrevious { .. }) => {
+                tracing::warn!(
+                    %version,
+                    reason = %e,
+                    "a stored registry version does not follow the one before: it and every later one are dropped (sync brings the network's again)"
+                );
+                break;
+            }
+            Err(e) => return Err(StartError::StoredRegistry { version, reason: e }),
         }
     }
-    // What follows the last version taken (after a gap, or one refused).
+    // What follows the last version taken (after a gap, or another branch).
     store.drop_registry_after(registry.version())?;
     Ok(Some(registry))
 }

@@ -2414,8 +2414,9 @@ impl Store {
     /// The stored registry history, genesis first: the versions from 1 on,
     /// up to the first one missing. The node saves them in order, but earlier
     /// builds could save two out of order and crash between them: what
-    /// follows such a gap is left out, with a warning (sync and gossip bring
-    /// it again, and saving it again writes the same bytes).
+    /// follows such a gap is left out here, with a warning, and the node's
+    /// start drops it from the store ([`crate::node::stored_registry`]); sync
+    /// and gossip bring the network's versions again.
     pub fn registry_history(&self) -> Result<Vec<SignedRegistryUpdate>, StoreError> {
         let mut out = Vec::new();
         for (i, entry) in self.registry.iter().enumerate() {

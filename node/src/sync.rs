@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use herald_keys::{Applied, Registry};
+use herald_keys::{Applied, Registry, RegistryError};
 use herald_protocol::sync::{
     self, ChainSummary, MAX_PAGE_BULLETINS, MAX_REGISTRY_UPDATES, MAX_SYNC_REQUEST_BYTES,
     MAX_SYNC_RESPONSE_BYTES, PAGE_BUDGET_BYTES, SyncRequest, SyncResponse, Want,
@@ -510,7 +510,11 @@ pub async fn pull<L: SyncLink>(
                 )));
             }
         };
-        report.registry_updates += apply_registry_updates(link, local_store, local_registry, updates).await?;
+        let (applied, diverged) = apply_registry_updates(link, local_store, local_registry, updates).await?;
+        report.registry_updates += applied;
+        if diverged {
+            break;
+        }
         // An answer that brings nothing new (what this node holds already)
         // would be asked for again and again.
         if local_registry.read().unwrap_or_else(|e| e.into_inner()).version() == ours {
@@ -723,13 +727,16 @@ fn cap_ranges(wants: &[Want]) -> Vec<Want> {
 
 /// Applies `updates` (each saved and flushed before the registry moves on,
 /// off the async workers: it holds the registry's write lock across a disk
-/// sync); how many advanced the registry.
+/// sync); how many advanced the registry, and whether the peer's registry
+/// turned out to follow another branch (a fork): then the registry step
+/// ends there, without blaming the peer (its side of the fork is as valid
+/// as this node's), and the session goes on with the bulletins.
 async fn apply_registry_updates<L: SyncLink>(
     link: &L,
     store: &Store,
     registry: &Arc<RwLock<Registry>>,
     updates: Vec<Vec<u8>>,
-) -> Result<usize, SyncError> {
+) -> Result<(usize, bool), SyncError> {
     let (store, registry) = (store.clone(), Arc::clone(registry));
     let (applied, outcome) = blocking(move || {
         let mut applied = 0;
@@ -744,6 +751,10 @@ async fn apply_registry_updates<L: SyncLink>(
                     applied += 1;
                 }
                 Ok(Ok(Applied::AlreadyHeld)) => {}
+                Ok(Err(e @ (RegistryError::Fork { .. } | RegistryError::WrongPrevious { .. }))) => {
+                    tracing::warn!(reason = %e, "the peer's registry follows another branch (a registry fork); its later versions are not taken");
+                    return (applied, Ok(true));
+                }
                 Ok(Err(e)) => {
                     return (
                         applied,
@@ -753,7 +764,7 @@ async fn apply_registry_updates<L: SyncLink>(
                 Err(e) => return (applied, Err(e.into())),
             }
         }
-        (applied, Ok(()))
+        (applied, Ok(false))
     })
     .await?;
     // Who may connect may have changed with what was applied, even if a
@@ -761,7 +772,7 @@ async fn apply_registry_updates<L: SyncLink>(
     if applied > 0 {
         link.registry_changed();
     }
-    outcome.map(|()| applied)
+    outcome.map(|diverged| (applied, diverged))
 }
 
 /// Checks a page exactly like gossip: every bulletin decodes, was asked for,
@@ -898,6 +909,57 @@ mod tests {
         let report = pull(&link, &store, &registry).await.unwrap();
         assert_eq!(report.registry_updates, 0);
         assert_eq!(link.asked.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    /// A peer whose registry forked from this node's: its version 2 is
+    /// another, and it is at version 3.
+    struct OtherBranch {
+        updates: Vec<Vec<u8>>,
+    }
+
+    impl SyncLink for OtherBranch {
+        async fn request(&self, request: SyncRequest) -> Result<SyncResponse, SyncError> {
+            Ok(match request {
+                SyncRequest::Hello { .. } => SyncResponse::Summary {
+                    registry_version: RegistryVersion(3),
+                    registry_hash: RegistryHash::from_bytes([7; 32]),
+                    chains: Vec::new(),
+                },
+                SyncRequest::Registry { .. } => SyncResponse::Registry {
+                    updates: self.updates.clone(),
+                },
+                _ => SyncResponse::Page {
+                    bulletins: Vec::new(),
+                    complete: true,
+                },
+            })
+        }
+
+        async fn store(&self, _: Vec<(SignedBulletin, MemberId)>) -> Result<Vec<Stored>, SyncError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_on_another_branch_of_the_registry_is_not_blamed() {
+        let net = crate::test_network::one_member();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), net.registry.network()).unwrap();
+        let ours = net.adding_key(&net.registry, &SecretKey::from_seed(&[60; 32]));
+        let mut local = net.registry.clone();
+        local.apply(ours).unwrap();
+        let registry = Arc::new(RwLock::new(local));
+        // Its version 2 (a fork of ours), then its 3 (chained on its 2).
+        let theirs = net.adding_key(&net.registry, &SecretKey::from_seed(&[61; 32]));
+        let mut branch = net.registry.clone();
+        branch.apply(theirs.clone()).unwrap();
+        let next = net.adding_key(&branch, &SecretKey::from_seed(&[62; 32]));
+        for updates in [vec![theirs.to_bytes(), next.to_bytes()], vec![next.to_bytes()]] {
+            let link = OtherBranch { updates };
+            let report = pull(&link, &store, &registry).await.unwrap();
+            assert_eq!(report.registry_updates, 0);
+            assert_eq!(registry.read().unwrap().version(), RegistryVersion(2));
+        }
     }
 
     #[test]

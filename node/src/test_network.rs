@@ -42,6 +42,27 @@ impl OneMember {
             .unwrap()
     }
 
+    /// The member's next registry version after `on`'s, adding `key` as a
+    /// signing key (approved by the member key and `key`: self-managed).
+    pub(crate) fn adding_key(&self, on: &Registry, key: &SecretKey) -> SignedRegistryUpdate {
+        use herald_protocol::{RegistryOp, RegistryUpdate, RegistryVersion};
+        let body = RegistryUpdate {
+            format: herald_protocol::registry::REGISTRY_FORMAT,
+            version: RegistryVersion(on.version().0 + 1),
+            prev: Some(on.hash()),
+            created: Timestamp(1_000),
+            ops: vec![RegistryOp::AddSigningKey {
+                member: self.member_id(),
+                key: key.id(),
+            }],
+        };
+        let mut update = herald_keys::propose_update(&body).unwrap();
+        for k in [&self.member, key] {
+            update.push_approval(herald_keys::approve(k, &update)).unwrap();
+        }
+        update
+    }
+
     /// The first `n` bulletins of the signing key's chain, linked.
     pub(crate) fn chain(&self, n: u64) -> Vec<herald_protocol::SignedBulletin> {
         self.chain_from(n, 1_700_000_000_000)

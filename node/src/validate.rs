@@ -29,6 +29,9 @@ pub enum Verdict {
     /// A registry update this node could not save (its store failed): not
     /// taken, not forwarded, no penalty; it comes again by gossip or sync.
     NotSaved(String),
+    /// A registry update of another branch than this node's (a fork
+    /// earlier on): not taken, not forwarded, no penalty.
+    OtherBranch(String),
 
     /// A bulletin signed by a key this node's registry does not admit for
     /// it (unknown, revoked, or its member removed), where the sender may
@@ -96,10 +99,14 @@ pub fn validate_registry_update(data: &[u8], registry: &RwLock<Registry>, store:
     };
     // A fork already known (any copy of its body, whatever approvals it
     // carries) was forwarded once: copies of it are duplicates, not news.
-    let known_fork = registry
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .knows_fork(update.body().version, update.hash());
+    // Once as many forks are remembered as may be, any update for a past
+    // version is taken as a copy: new forks still come by sync.
+    let known_fork = {
+        let registry = registry.read().unwrap_or_else(|e| e.into_inner());
+        let version = update.body().version;
+        registry.knows_fork(version, update.hash())
+            || (registry.fork_memory_full() && version <= registry.version())
+    };
     if known_fork {
         return Verdict::Duplicate;
     }
@@ -112,6 +119,9 @@ pub fn validate_registry_update(data: &[u8], registry: &RwLock<Registry>, store:
         Ok(Applied::AlreadyHeld) => Verdict::Duplicate,
         Err(RegistryError::Gap { .. }) => Verdict::Behind,
         Err(e @ RegistryError::Fork { .. }) => Verdict::RegistryFork(e.to_string()),
+        // The next version of another branch: the sender's registry forked
+        // from this node's earlier, as validly as this one (nothing to blame).
+        Err(e @ RegistryError::WrongPrevious { .. }) => Verdict::OtherBranch(e.to_string()),
         Err(e) => Verdict::Reject(format!("registry update refused: {e}")),
     }
 }
@@ -153,9 +163,8 @@ pub fn is_standing_change(reason: &herald_keys::Rejection) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use herald_keys::{SecretKey, approve, propose_update};
-    use herald_protocol::registry::REGISTRY_FORMAT;
-    use herald_protocol::{RegistryOp, RegistryUpdate, RegistryVersion, Timestamp};
+    use herald_keys::{SecretKey, approve};
+    use herald_protocol::RegistryVersion;
 
     use crate::test_network::{OneMember, one_member};
 
@@ -165,21 +174,7 @@ mod tests {
 
     /// Version 2 of the one member's registry, adding `key` as a signing key.
     fn adding(net: &OneMember, key: &SecretKey) -> SignedRegistryUpdate {
-        let body = RegistryUpdate {
-            format: REGISTRY_FORMAT,
-            version: RegistryVersion(2),
-            prev: Some(net.registry.hash()),
-            created: Timestamp(1_000),
-            ops: vec![RegistryOp::AddSigningKey {
-                member: net.member_id(),
-                key: key.id(),
-            }],
-        };
-        let mut update = propose_update(&body).unwrap();
-        for k in [&net.member, key] {
-            update.push_approval(approve(k, &update)).unwrap();
-        }
-        update
+        net.adding_key(&net.registry, key)
     }
 
     #[test]
@@ -262,5 +257,12 @@ mod tests {
             registry.read().unwrap().forks().len(),
             herald_keys::MAX_FORK_EVIDENCE
         );
+        // The next version of the other branch: not this node's to take, and
+        // nothing to blame its sender for.
+        let mut branch = net.registry.clone();
+        branch.apply(theirs.clone()).unwrap();
+        let next = net.adding_key(&branch, &SecretKey::from_seed(&[90; 32]));
+        assert!(matches!(verdict(&next), Verdict::OtherBranch(_)));
+        assert_eq!(registry.read().unwrap().version(), RegistryVersion(2));
     }
 }

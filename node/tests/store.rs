@@ -1135,6 +1135,27 @@ fn stored_registry_versions_that_do_not_follow_are_dropped() {
     // Version 4 went too: a version 3 saved now is the last.
     store.save_registry_update(&stray(3)).unwrap();
     assert_eq!(store.registry_history().unwrap().len(), 3);
+    store.drop_registry_after(RegistryVersion(2)).unwrap();
+    // A version that chains on the one before but that the rules refuse (here, approved by
+    // no one; in practice a rule this build has and the one that stored it had not): the start
+    // fails, and the store is left as it is.
+    let unapproved = herald_keys::propose_update(&RegistryUpdate {
+        format: herald_protocol::registry::REGISTRY_FORMAT,
+        version: RegistryVersion(3),
+        prev: Some(v2.hash()),
+        created: Timestamp(3),
+        ops: vec![RegistryOp::SetThreshold { threshold: 3 }],
+    })
+    .unwrap();
+    store.save_registry_update(&unapproved).unwrap();
+    let Err(refused) = herald_node::node::stored_registry(&store, genesis.hash()) else {
+        panic!("a version the rules refuse was taken")
+    };
+    assert!(refused.to_string().contains("version 3"), "{refused}");
+    assert_eq!(
+        store.registry_history().unwrap(),
+        vec![genesis.clone(), v2.clone(), unapproved]
+    );
     // An empty store holds none.
     let empty = TempDir::new().unwrap();
     assert!(
