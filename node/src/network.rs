@@ -1326,12 +1326,7 @@ impl EventLoop {
         let now = tokio::time::Instant::now();
         let offences = self.offences.entry(peer).or_default();
         let count = offences.not_admitted.add(now);
-        let sync = offences
-            .synced
-            .is_none_or(|at| now >= at + NOT_ADMITTED_SYNC_EVERY);
-        if sync {
-            offences.synced = Some(now);
-        }
+        let sync = offences.sync_due(now);
         tracing::info!(peer = %short_peer(&peer), %reason, not_admitted = count, "a bulletin this registry does not admit; not forwarded");
         self.events.send(NodeEvent::Rejected { peer, reason });
         if sync {
@@ -1370,6 +1365,18 @@ struct Offences {
     not_admitted: Count,
     /// When such a bulletin last started a sync with the peer.
     synced: Option<tokio::time::Instant>,
+}
+
+impl Offences {
+    /// Whether a bulletin not admitted at `now` starts a sync with the peer:
+    /// the first, and then one every [`NOT_ADMITTED_SYNC_EVERY`] at most.
+    fn sync_due(&mut self, now: tokio::time::Instant) -> bool {
+        let due = self.synced.is_none_or(|at| now >= at + NOT_ADMITTED_SYNC_EVERY);
+        if due {
+            self.synced = Some(now);
+        }
+        due
+    }
 }
 
 /// Offences of one kind, forgotten [`OFFENCE_MEMORY`] after the last.
@@ -1427,5 +1434,23 @@ mod offence_tests {
         let later = start + OFFENCE_MEMORY / 2 + OFFENCE_MEMORY;
         assert_eq!(count.at(later), 0);
         assert_eq!(count.add(later), 1, "counted afresh");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bulletins_not_admitted_start_a_sync_at_most_every_so_often() {
+        let start = tokio::time::Instant::now();
+        let mut offences = Offences::default();
+        let due = |offences: &mut Offences, after: Duration| offences.sync_due(start + after);
+        assert!(due(&mut offences, Duration::ZERO), "the first");
+        assert!(!due(&mut offences, Duration::from_secs(1)));
+        assert!(!due(
+            &mut offences,
+            NOT_ADMITTED_SYNC_EVERY - Duration::from_millis(1)
+        ));
+        assert!(due(&mut offences, NOT_ADMITTED_SYNC_EVERY));
+        assert!(!due(
+            &mut offences,
+            NOT_ADMITTED_SYNC_EVERY + Duration::from_secs(1)
+        ));
     }
 }
