@@ -863,25 +863,37 @@ mod tests {
         registry
     }
 
-    /// A peer that claims a later registry and answers each request for it
-    /// with what the asker holds already.
-    struct Stale {
-        genesis: Vec<u8>,
+    /// A peer that claims registry version `version` and answers each
+    /// request for it with `updates`, whatever it asks from; it holds no
+    /// bulletins.
+    struct RegistryPeer {
+        version: u64,
+        updates: Vec<Vec<u8>>,
         asked: std::sync::atomic::AtomicUsize,
     }
 
-    impl SyncLink for Stale {
+    impl RegistryPeer {
+        fn new(version: u64, updates: Vec<Vec<u8>>) -> Self {
+            RegistryPeer {
+                version,
+                updates,
+                asked: Default::default(),
+            }
+        }
+    }
+
+    impl SyncLink for RegistryPeer {
         async fn request(&self, request: SyncRequest) -> Result<SyncResponse, SyncError> {
             Ok(match request {
                 SyncRequest::Hello { .. } => SyncResponse::Summary {
-                    registry_version: RegistryVersion(50),
+                    registry_version: RegistryVersion(self.version),
                     registry_hash: RegistryHash::from_bytes([7; 32]),
                     chains: Vec::new(),
                 },
                 SyncRequest::Registry { .. } => {
                     self.asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     SyncResponse::Registry {
-                        updates: vec![self.genesis.clone()],
+                        updates: self.updates.clone(),
                     }
                 }
                 _ => SyncResponse::Page {
@@ -902,42 +914,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), net.registry.network()).unwrap();
         let registry = Arc::new(RwLock::new(net.registry.clone()));
-        let link = Stale {
-            genesis: net.genesis.to_bytes(),
-            asked: Default::default(),
-        };
+        // It claims a later registry, and answers with what this node holds.
+        let link = RegistryPeer::new(50, vec![net.genesis.to_bytes()]);
         let report = pull(&link, &store, &registry).await.unwrap();
         assert_eq!(report.registry_updates, 0);
         assert_eq!(link.asked.load(std::sync::atomic::Ordering::Relaxed), 1);
-    }
-
-    /// A peer whose registry forked from this node's: its version 2 is
-    /// another, and it is at version 3.
-    struct OtherBranch {
-        updates: Vec<Vec<u8>>,
-    }
-
-    impl SyncLink for OtherBranch {
-        async fn request(&self, request: SyncRequest) -> Result<SyncResponse, SyncError> {
-            Ok(match request {
-                SyncRequest::Hello { .. } => SyncResponse::Summary {
-                    registry_version: RegistryVersion(3),
-                    registry_hash: RegistryHash::from_bytes([7; 32]),
-                    chains: Vec::new(),
-                },
-                SyncRequest::Registry { .. } => SyncResponse::Registry {
-                    updates: self.updates.clone(),
-                },
-                _ => SyncResponse::Page {
-                    bulletins: Vec::new(),
-                    complete: true,
-                },
-            })
-        }
-
-        async fn store(&self, _: Vec<(SignedBulletin, MemberId)>) -> Result<Vec<Stored>, SyncError> {
-            Ok(Vec::new())
-        }
     }
 
     #[tokio::test]
@@ -955,7 +936,9 @@ mod tests {
         branch.apply(theirs.clone()).unwrap();
         let next = net.adding_key(&branch, &SecretKey::from_seed(&[62; 32]));
         for updates in [vec![theirs.to_bytes(), next.to_bytes()], vec![next.to_bytes()]] {
-            let link = OtherBranch { updates };
+            // A peer whose registry forked from this node's: its version 2
+            // is another, and it is at version 3.
+            let link = RegistryPeer::new(3, updates);
             let report = pull(&link, &store, &registry).await.unwrap();
             assert_eq!(report.registry_updates, 0);
             assert_eq!(registry.read().unwrap().version(), RegistryVersion(2));
