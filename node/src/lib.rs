@@ -37,6 +37,7 @@ pub mod config;
 pub mod csaf;
 pub mod devnet;
 pub mod events;
+mod inbound_limit;
 mod indexer;
 mod journal;
 pub mod metrics;

@@ -22,6 +22,8 @@ use tracing::Instrument;
 
 use crate::chain_check::ChainCheck;
 use crate::events::{NodeEvent, Origin};
+use crate::inbound_limit::InboundLimit;
+pub use crate::inbound_limit::MAX_PENDING_INCOMING;
 use crate::peer_gate::{PeerGate, TARGET_PEERS};
 use crate::push::{Push, PushEvent};
 use crate::store::Store;
@@ -36,6 +38,10 @@ pub(crate) const COMMAND_CAPACITY: usize = 4096;
 const VALIDATED_CAPACITY: usize = 1024;
 /// Invalid messages after which a peer is disconnected.
 const MAX_INVALID_BEFORE_BAN: u32 = 3;
+/// Longest a connection's handshakes may take ([`GossipTiming::handshake_timeout`]):
+/// ample for a noise handshake over a slow satellite link, short enough that
+/// connections which send nothing do not hold their place for long.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a disconnected offender stays refused.
 const BAN_DURATION: Duration = Duration::from_secs(600);
 /// How long a peer's offences are remembered after its last one: a peer
@@ -84,6 +90,10 @@ pub struct GossipTiming {
     /// chains and indexes ([`crate::store::FOLD_DELAY`]; tests lengthen it to
     /// hold bulletins staged).
     pub fold_delay: Duration,
+    /// Longest a connection may take from its first byte to the end of its
+    /// noise and yamux handshakes, in both directions; one that takes longer
+    /// is dropped, freeing its place ([`crate::inbound_limit`]).
+    pub handshake_timeout: Duration,
 }
 
 impl Default for GossipTiming {
@@ -95,6 +105,7 @@ impl Default for GossipTiming {
             first_sync_wait: Duration::from_secs(10),
             tree: crate::tree::TreeConfig::default(),
             fold_delay: crate::store::FOLD_DELAY,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -109,6 +120,7 @@ impl GossipTiming {
             first_sync_wait: Duration::from_secs(2),
             tree: crate::tree::TreeConfig::default(),
             fold_delay: crate::store::FOLD_DELAY,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -119,6 +131,7 @@ impl GossipTiming {
 pub(crate) struct NodeBehaviour {
     allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
     limits: connection_limits::Behaviour,
+    inbound: InboundLimit,
     gate: PeerGate,
     gossipsub: gossipsub::Behaviour,
     /// Streams for the tree dissemination of bulletins (`push`).
@@ -308,7 +321,7 @@ fn build_swarm(parts: &NetworkParts, network: NetworkId) -> Result<Swarm<NodeBeh
                     .with_max_established_per_peer(Some(2))
                     .with_max_established_outgoing(Some(MAX_OUTGOING))
                     .with_max_established_incoming(Some(128))
-                    .with_max_pending_incoming(Some(32)),
+                    .with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
             );
             let topic = bulletin_topic(network);
             let mut gossipsub = build_gossipsub(timing, &topic)?;
@@ -346,6 +359,7 @@ fn build_swarm(parts: &NetworkParts, network: NetworkId) -> Result<Swarm<NodeBeh
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(NodeBehaviour {
                 allow,
                 limits,
+                inbound: InboundLimit::default(),
                 gate: PeerGate::new(TARGET_PEERS),
                 gossipsub,
                 push: libp2p_stream::Behaviour::new(),
@@ -358,6 +372,7 @@ fn build_swarm(parts: &NetworkParts, network: NetworkId) -> Result<Swarm<NodeBeh
         })
         .map_err(|e| NetworkError::Build(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .with_connection_timeout(timing.handshake_timeout)
         .build();
     Ok(swarm)
 }

@@ -3,7 +3,7 @@
 //! that keeps sending invalid input disconnected, one whose bulletins the registry does not admit
 //! not; its gossip score below zero after one rejection; a
 //! flood of tree announcements and grafts held to its bounds without an offence; a non-member
-//! refused at the connection; a restart that keeps the store and continues the chain; a node that
+//! refused at the connection; connections that never finish their handshake dropped; a restart that keeps the store and continues the chain; a node that
 //! lost its store numbering nothing before a peer gives its chain back; a ring whose links settle
 //! into a tree, which mends when a node on it stops.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -698,6 +698,59 @@ async fn a_peer_not_in_the_registry_cannot_connect() {
         );
         assert_eq!(member.node.connected_peers().await, vec![other.peer_id()]);
 
+        stop_all(vec![member, other]).await;
+    })
+    .await;
+}
+
+/// Connections that open and then send nothing hold a node's handshake places only until the
+/// handshake timeout: the node drops every one of them, and a member then dials in. (Loopback is
+/// not held to the limit per address, so here one host can fill every place.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_that_never_finish_their_handshake_are_dropped_and_members_get_in() {
+    use tokio::io::AsyncReadExt;
+    within(async {
+        let registry = TestRegistry::new(2).with_timing(herald_node::GossipTiming {
+            handshake_timeout: Duration::from_secs(2),
+            ..herald_node::GossipTiming::fast()
+        });
+        let member = TestNode::start(&registry, 0).await.expect("start the member");
+        let other = TestNode::start(&registry, 1)
+            .await
+            .expect("start the other member");
+        let target = member.dial_addr().await.expect("the member's address");
+        let port = target
+            .iter()
+            .find_map(|p| match p {
+                libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+                _ => None,
+            })
+            .expect("a TCP port");
+
+        let places = herald_node::network::MAX_PENDING_INCOMING as usize;
+        let mut silent = Vec::new();
+        for _ in 0..places + 8 {
+            silent.push(
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .expect("open a TCP connection"),
+            );
+        }
+        // Each ends from the node's side: refused at once beyond the places, dropped at the
+        // timeout within them. A read returns nothing more once it has.
+        for (i, stream) in silent.iter_mut().enumerate() {
+            let mut buf = [0u8; 256];
+            loop {
+                match tokio::time::timeout(WAIT, stream.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                    Ok(Ok(_)) => continue,
+                    Err(_) => panic!("silent connection {i} was still open after {WAIT:?}"),
+                }
+            }
+        }
+
+        connect(&other, &member).await.expect("a member connects");
+        assert_eq!(member.node.connected_peers().await, vec![other.peer_id()]);
         stop_all(vec![member, other]).await;
     })
     .await;
