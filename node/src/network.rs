@@ -570,6 +570,7 @@ pub(crate) fn spawn(
         session,
         served,
         served_tx,
+        serving: Serving::new(),
         sync_interval,
         sync_replies: HashMap::new(),
         syncing: HashSet::new(),
@@ -621,8 +622,56 @@ pub fn short_peer(peer: &PeerId) -> String {
 
 /// A sync answer computed off the loop, on its way back to the swarm.
 struct Served {
+    peer: PeerId,
     channel: request_response::ResponseChannel<herald_protocol::sync::SyncResponse>,
     response: herald_protocol::sync::SyncResponse,
+}
+
+/// Sync requests a peer may have answered at once. A node runs one session
+/// per peer, and a session sends one request at a time: a second one is
+/// allowed for a session that gave up on an answer and asked again.
+const MAX_SERVING_PER_PEER: usize = 2;
+
+/// Sync answers computed at once, for all peers together: each reads the
+/// store on a blocking thread, up to a page of 4 MiB.
+const MAX_SERVING: usize = 4;
+
+/// The sync requests being answered: at most [`MAX_SERVING_PER_PEER`] per
+/// peer (others are refused at once) and [`MAX_SERVING`] in all (others wait
+/// their turn).
+struct Serving {
+    per_peer: HashMap<PeerId, usize>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl Serving {
+    fn new() -> Self {
+        Self {
+            per_peer: HashMap::new(),
+            permits: Arc::new(tokio::sync::Semaphore::new(MAX_SERVING)),
+        }
+    }
+
+    /// Counts a request from `peer`, unless it has as many being answered as
+    /// it may.
+    fn begin(&mut self, peer: PeerId) -> bool {
+        let serving = self.per_peer.entry(peer).or_insert(0);
+        if *serving >= MAX_SERVING_PER_PEER {
+            return false;
+        }
+        *serving += 1;
+        true
+    }
+
+    /// A request from `peer` is answered.
+    fn end(&mut self, peer: &PeerId) {
+        if let Some(serving) = self.per_peer.get_mut(peer) {
+            *serving = serving.saturating_sub(1);
+            if *serving == 0 {
+                self.per_peer.remove(peer);
+            }
+        }
+    }
 }
 
 type SyncReply = oneshot::Sender<Result<herald_protocol::sync::SyncResponse, String>>;
@@ -633,6 +682,7 @@ struct EventLoop {
     session: SessionContext,
     served: mpsc::Receiver<Served>,
     served_tx: mpsc::Sender<Served>,
+    serving: Serving,
     sync_interval: Duration,
     sync_replies: HashMap<request_response::OutboundRequestId, SyncReply>,
     syncing: HashSet<PeerId>,
@@ -1254,13 +1304,27 @@ impl EventLoop {
             let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
             return;
         }
+        if !self.serving.begin(peer) {
+            // Not an offence: a later version of the protocol may ask more at once.
+            tracing::debug!(peer = %short_peer(&peer), "sync request refused: too many from this peer at once");
+            let busy = herald_protocol::sync::SyncResponse::Refused {
+                reason: format!(
+                    "busy: {MAX_SERVING_PER_PEER} requests from this node are being answered; ask one at a time"
+                ),
+            };
+            let _ = self.swarm.behaviour_mut().sync.send_response(channel, busy);
+            return;
+        }
         tracing::debug!(peer = %short_peer(&peer), "serving sync");
+        let permits = Arc::clone(&self.serving.permits);
         let store = self.store.clone();
         let registry = Arc::clone(&self.registry);
         let reply = self.served_tx.clone();
         let indexer = self.indexer.clone();
         let local = *self.swarm.local_peer_id();
         tokio::spawn(async move {
+            // Held until the answer is computed; the semaphore is never closed.
+            let permit = permits.acquire_owned().await.ok();
             let response = tokio::task::spawn_blocking(move || {
                 // Summaries list folded chains. Bulletins still staged (held
                 // for less than a second) are folded first when the asking
@@ -1285,11 +1349,19 @@ impl EventLoop {
             .unwrap_or_else(|_| herald_protocol::sync::SyncResponse::Refused {
                 reason: "internal error".into(),
             });
-            let _ = reply.send(Served { channel, response }).await;
+            drop(permit);
+            let _ = reply
+                .send(Served {
+                    peer,
+                    channel,
+                    response,
+                })
+                .await;
         });
     }
 
     fn handle_served(&mut self, served: Served) {
+        self.serving.end(&served.peer);
         if self
             .swarm
             .behaviour_mut()
@@ -1422,6 +1494,23 @@ impl Count {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_peer_has_at_most_two_sync_requests_answered_at_once() {
+        let mut serving = Serving::new();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        assert!(serving.begin(a));
+        assert!(serving.begin(a));
+        assert!(!serving.begin(a), "a third request at once is refused");
+        assert!(serving.begin(b), "another peer is not affected");
+        serving.end(&a);
+        assert!(serving.begin(a), "an answered request frees its place");
+        serving.end(&a);
+        serving.end(&a);
+        serving.end(&a);
+        assert!(serving.begin(a) && serving.begin(a) && !serving.begin(a));
+        assert_eq!(serving.permits.available_permits(), MAX_SERVING);
+    }
 
     #[test]
     fn a_node_id_and_its_peer_id_name_each_other() {

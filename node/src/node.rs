@@ -905,6 +905,19 @@ impl Node {
         let _ = self.commands.send(Command::HostileSyncAnswers(answers)).await;
     }
 
+    /// Test hook: sends one sync request to a connected peer and returns its
+    /// answer, or why there is none.
+    #[cfg(feature = "test-hooks")]
+    pub async fn sync_request(
+        &self,
+        peer: PeerId,
+        request: herald_protocol::sync::SyncRequest,
+    ) -> Result<herald_protocol::sync::SyncResponse, String> {
+        self.ask(|reply| Command::SyncRequest { peer, request, reply })
+            .await
+            .unwrap_or_else(|| Err("the node stopped".into()))
+    }
+
     /// The node's score for a connected peer: gossipsub's (registry topic)
     /// less 100 for each message it sent that the node rejected (bulletins,
     /// tree frames, registry updates, sync pages), counted until a ban ends.

@@ -1,6 +1,6 @@
 //! Resilience end to end: a partition that heals, an outage caught up by sync, a gap in a chain
 //! filled at once, bundles carried between nodes that never meet (and damaged bundles refused),
-//! hostile sync peers, nodes in step settling in one round trip, publishing while alone, a node
+//! hostile sync peers, a burst of sync requests answered or refused as busy, nodes in step settling in one round trip, publishing while alone, a node
 //! restarting again and again taken back on the tree, and an export that holds what gossip
 //! brought a moment ago.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -1567,6 +1567,56 @@ async fn an_export_holds_what_gossip_brought_a_moment_ago() {
         let report = herald_node::audit::audit(&path, registry.genesis_hash, None, |_| {}).expect("audit");
         assert_eq!((report.verified, report.clean()), (1, true));
         stop_all(vec![a, b]).await;
+    })
+    .await;
+}
+
+/// A peer that sends many sync requests at once has two answered at a time and the rest refused
+/// as busy, without blame: every request gets an answer, the asker stays connected with its
+/// score intact, and its next request is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_sync_requests_is_answered_or_refused_as_busy() {
+    use herald_protocol::sync::SyncRequest;
+    within(async {
+        let registry = TestRegistry::new(2).with_timing(fast_timing_with_sync_every(NEVER));
+        let nodes = start_nodes(&registry, &[0, 1]).await.expect("start");
+        connect(&nodes[0], &nodes[1]).await.expect("connect");
+        let (a, b) = (&nodes[0], &nodes[1]);
+        let hello = || SyncRequest::Hello {
+            registry_version: RegistryVersion(1),
+            digest: [0; 32],
+        };
+        let answers =
+            futures::future::join_all((0..24).map(|_| a.node.sync_request(b.peer_id(), hello()))).await;
+        let (mut answered, mut busy) = (0, 0);
+        for answer in answers {
+            match answer {
+                Ok(SyncResponse::Summary { .. }) => answered += 1,
+                Ok(SyncResponse::Refused { reason }) if reason.starts_with("busy") => busy += 1,
+                other => panic!("neither an answer nor a refusal as busy: {other:?}"),
+            }
+        }
+        assert!(
+            answered >= 1,
+            "none of the burst was answered ({busy} refused as busy)"
+        );
+        eprintln!("{answered} answered, {busy} refused as busy");
+        assert!(
+            matches!(
+                a.node.sync_request(b.peer_id(), hello()).await,
+                Ok(SyncResponse::Summary { .. })
+            ),
+            "the request after the burst is answered"
+        );
+        assert_eq!(b.node.connected_peers().await, vec![a.peer_id()]);
+        assert!(
+            b.node
+                .peer_score(a.peer_id())
+                .await
+                .is_some_and(|score| score >= 0.0),
+            "asking too much at once is not an offence"
+        );
+        stop_all(nodes).await;
     })
     .await;
 }
