@@ -725,7 +725,7 @@ async fn status_view(
         listen: node.listen_addrs().await.iter().map(|a| a.to_string()).collect(),
         equivocations: {
             let store = node.store().clone();
-            off_workers(move || store.equivocations()).await?.len()
+            off_workers(move || store.evidence_held()).await?
         },
         pending_gossip: network_status.pending_gossip,
         syncing: network_status.syncing,

@@ -27,7 +27,7 @@ pub fn render(status: &StatusView, counts: &EventCounts) -> String {
         ),
         (
             "herald_equivocations",
-            "Key and number pairs held with more than one bulletin (proof of equivocation).",
+            "Bulletins held as proof of equivocation, beyond the first of each key and number.",
             status.equivocations as u64,
         ),
         (

@@ -1702,6 +1702,16 @@ impl Store {
         Ok(self.chains().values().copied().collect())
     }
 
+    /// Bulletins held as equivocation evidence beyond the first of each key
+    /// and number, over every chain (from the summaries in memory).
+    pub fn evidence_held(&self) -> Result<usize, StoreError> {
+        Ok(self
+            .chains()
+            .values()
+            .map(|s| s.evidence as usize)
+            .fold(0usize, usize::saturating_add))
+    }
+
     /// At most `limit` chain summaries with keys above `after`, in key order.
     pub fn summaries_after(&self, after: &KeyId, limit: usize) -> Result<Vec<ChainSummary>, StoreError> {
         use std::ops::Bound;

@@ -134,7 +134,10 @@ pub struct StatusView {
     pub connected_peers: Vec<String>,
     /// Listen addresses.
     pub listen: Vec<String>,
-    /// (key, seq) pairs with more than one body held.
+    /// Bulletins held as proof of equivocation: bodies beyond the first of a
+    /// key and number (one for each pair of two). Read from the chain
+    /// summaries in memory, so a status costs the same however much evidence
+    /// members have made.
     pub equivocations: usize,
     /// Own bulletins stored but not yet sent (no peer linked yet, or every
     /// link's queue more than half full).

@@ -236,6 +236,7 @@ fn equivocation_keeps_both_bodies_as_evidence() {
 
     let evidence = store.equivocations().unwrap();
     assert_eq!(evidence.len(), 1);
+    assert_eq!(store.evidence_held().unwrap(), 1, "what a node's status reports");
     let (k, seq, both) = &evidence[0];
     assert_eq!((*k, *seq), (signer.id(), Seq(1)));
     assert_eq!(
@@ -265,6 +266,7 @@ fn equivocation_within_one_batch() {
     assert_eq!(store.head(&signer.id()).unwrap(), head(2, 2));
     let evidence = store.equivocations().unwrap();
     assert_eq!(evidence.len(), 1);
+    assert_eq!(store.evidence_held().unwrap(), 1);
     assert_eq!((evidence[0].0, evidence[0].1), (signer.id(), Seq(2)));
     assert_eq!(
         evidence[0].2.iter().copied().collect::<BTreeSet<_>>(),
