@@ -892,6 +892,7 @@ async fn child_herald(args: &ChildArgs) -> Result<()> {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
         bootstrap: Vec::new(),
         mdns: false,
+        handshakes_per_address: herald_node::network::DEFAULT_HANDSHAKES_PER_ADDRESS,
         timing: GossipTiming {
             tree: tree_config(),
             // `FOLD_MS` changes how long received bulletins stay staged

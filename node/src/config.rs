@@ -46,6 +46,10 @@ pub struct NodeSection {
     /// Find members' nodes on the local network by mDNS.
     #[serde(default = "default_true")]
     pub mdns: bool,
+    /// Incoming connections one address may hold in their handshake at once;
+    /// 0 for no limit (behind a proxy that hides who dials).
+    #[serde(default = "default_handshakes_per_address")]
+    pub handshakes_per_address: usize,
 }
 
 /// `[api]`
@@ -115,6 +119,9 @@ fn default_listen() -> Vec<String> {
 fn default_true() -> bool {
     true
 }
+fn default_handshakes_per_address() -> usize {
+    crate::network::DEFAULT_HANDSHAKES_PER_ADDRESS
+}
 fn default_api() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7801))
 }
@@ -166,6 +173,7 @@ impl Config {
                 listen: default_listen(),
                 bootstrap: Vec::new(),
                 mdns: true,
+                handshakes_per_address: default_handshakes_per_address(),
             },
             api: ApiSection::default(),
             registry: RegistrySection {
@@ -220,6 +228,10 @@ listen = {listen}
 bootstrap = {bootstrap}
 # Find members' nodes on the local network by mDNS (for when the wider network is down).
 mdns = {mdns}
+# Incoming connections one address (an IPv6 /56) may hold in their handshake at once, so that
+# one host cannot take every place. 0 turns the limit off: do so only behind a proxy that hides
+# who dials, where every connection comes from the proxy's address.
+handshakes_per_address = {handshakes_per_address}
 
 [api]
 # The local HTTP API used by `herald publish`, `list` and `show`. Keep it on loopback:
@@ -246,6 +258,7 @@ node = {node_key}
             listen = list(&self.node.listen),
             bootstrap = list(&self.node.bootstrap),
             mdns = self.node.mdns,
+            handshakes_per_address = self.node.handshakes_per_address,
             api = self.api.listen,
             genesis_file = path(&self.registry.genesis_file),
             genesis_hash = toml_string(&self.registry.genesis_hash),

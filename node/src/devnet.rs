@@ -86,6 +86,7 @@ impl Devnet {
                 ],
                 bootstrap: Vec::new(),
                 mdns: false,
+                handshakes_per_address: crate::network::DEFAULT_HANDSHAKES_PER_ADDRESS,
                 timing: GossipTiming::fast(),
                 // Keys made for this devnet: they have signed nothing.
                 key_past: KeyPast::New,

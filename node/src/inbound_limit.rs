@@ -8,13 +8,17 @@
 //! ([`crate::network::GossipTiming::handshake_timeout`]). Without a limit per
 //! source, one host that opens connections and sends nothing could hold every
 //! slot, by opening a few each second, and no member could dial in. With
-//! [`MAX_PENDING_PER_SOURCE`] per source it needs
-//! `MAX_PENDING_INCOMING / MAX_PENDING_PER_SOURCE` addresses (an IPv6 /64
-//! counts as one, since whoever holds one address of it usually holds them
-//! all).
+//! [`DEFAULT_HANDSHAKES_PER_ADDRESS`] per source it needs
+//! `MAX_PENDING_INCOMING / DEFAULT_HANDSHAKES_PER_ADDRESS` sources. An IPv6
+//! /56 counts as one source: a single customer of a provider is commonly given
+//! a /64 or a /56, and a site a /48.
 //!
 //! Loopback addresses are not limited: every node of a local test network
-//! dials from 127.0.0.1, and a local user has easier ways to stop a node.
+//! dials from 127.0.0.1, and a local user has easier ways to stop a node. A
+//! node behind a proxy that hides who dials (every connection from the
+//! proxy's address) turns the limit off (`handshakes_per_address = 0` in its
+//! configuration): one source would otherwise share four places among all
+//! members.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -34,15 +38,16 @@ use libp2p::swarm::{
 /// sources together.
 pub const MAX_PENDING_INCOMING: u32 = 64;
 
-/// Incoming connections one source may hold in their handshake at once.
-pub(crate) const MAX_PENDING_PER_SOURCE: usize = 4;
+/// Incoming connections one source may hold in their handshake at once,
+/// unless configured otherwise.
+pub const DEFAULT_HANDSHAKES_PER_ADDRESS: usize = 4;
 
 /// Where an incoming connection comes from, for counting: an IPv4 address,
-/// or the /64 of an IPv6 address.
+/// or the /56 of an IPv6 address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Source {
     V4([u8; 4]),
-    V6([u8; 8]),
+    V6([u8; 7]),
 }
 
 impl Source {
@@ -65,8 +70,8 @@ impl Source {
             IpAddr::V4(v4) => Source::V4(v4.octets()),
             IpAddr::V6(v6) => {
                 let octets = v6.octets();
-                let mut prefix = [0u8; 8];
-                prefix.copy_from_slice(&octets[..8]);
+                let mut prefix = [0u8; 7];
+                prefix.copy_from_slice(&octets[..7]);
                 Source::V6(prefix)
             }
         })
@@ -76,7 +81,7 @@ impl Source {
 /// Why an incoming connection was refused before its handshake.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "{held} incoming connections from {source_addr} are already in their handshake; this one is refused (at most {MAX_PENDING_PER_SOURCE} per address)"
+    "{held} incoming connections from {source_addr} are already in their handshake; this one is refused (at most {held} per address)"
 )]
 pub(crate) struct TooManyFromSource {
     held: usize,
@@ -84,8 +89,9 @@ pub(crate) struct TooManyFromSource {
 }
 
 /// See the module documentation.
-#[derive(Default)]
 pub(crate) struct InboundLimit {
+    /// Most handshakes one source may hold; 0: no limit.
+    per_source: usize,
     /// Connections in their handshake, with their source.
     pending: HashMap<ConnectionId, Source>,
     /// How many each source holds.
@@ -93,6 +99,14 @@ pub(crate) struct InboundLimit {
 }
 
 impl InboundLimit {
+    /// At most `per_source` handshakes at once from one source (0: no limit).
+    pub(crate) fn new(per_source: usize) -> Self {
+        Self {
+            per_source,
+            pending: HashMap::new(),
+            held: HashMap::new(),
+        }
+    }
     /// Ends `connection`'s handshake, if it was counted.
     fn release(&mut self, connection: ConnectionId) {
         let Some(source) = self.pending.remove(&connection) else {
@@ -117,11 +131,14 @@ impl NetworkBehaviour for InboundLimit {
         _: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
+        if self.per_source == 0 {
+            return Ok(());
+        }
         let Some(source) = Source::of(remote) else {
             return Ok(());
         };
         let held = self.held.get(&source).copied().unwrap_or(0);
-        if held >= MAX_PENDING_PER_SOURCE {
+        if held >= self.per_source {
             tracing::debug!(%remote, held, "incoming connection refused: too many from this address in their handshake");
             return Err(ConnectionDenied::new(TooManyFromSource {
                 held,
@@ -209,8 +226,8 @@ mod tests {
 
     #[test]
     fn one_source_holds_a_few_handshakes_and_others_are_not_affected() {
-        let mut limit = InboundLimit::default();
-        for c in 0..MAX_PENDING_PER_SOURCE {
+        let mut limit = InboundLimit::new(DEFAULT_HANDSHAKES_PER_ADDRESS);
+        for c in 0..DEFAULT_HANDSHAKES_PER_ADDRESS {
             assert!(open(&mut limit, c, "/ip4/203.0.113.7/tcp/50000"));
         }
         assert!(
@@ -247,9 +264,17 @@ mod tests {
     }
 
     #[test]
-    fn an_ipv6_slash_64_is_one_source_and_loopback_is_not_limited() {
-        let mut limit = InboundLimit::default();
-        for c in 0..MAX_PENDING_PER_SOURCE {
+    fn no_limit_when_configured_off() {
+        let mut limit = InboundLimit::new(0);
+        for c in 0..10 * DEFAULT_HANDSHAKES_PER_ADDRESS {
+            assert!(open(&mut limit, c, "/ip4/203.0.113.7/tcp/50000"));
+        }
+    }
+
+    #[test]
+    fn an_ipv6_slash_56_is_one_source_and_loopback_is_not_limited() {
+        let mut limit = InboundLimit::new(DEFAULT_HANDSHAKES_PER_ADDRESS);
+        for c in 0..DEFAULT_HANDSHAKES_PER_ADDRESS {
             assert!(open(
                 &mut limit,
                 c,
@@ -257,15 +282,15 @@ mod tests {
             ));
         }
         assert!(
-            !open(&mut limit, 50, "/ip6/2001:db8:0:1:ffff::1/tcp/1"),
-            "another address in the same /64 counts with it"
+            !open(&mut limit, 50, "/ip6/2001:db8:0:ff:ffff::1/tcp/1"),
+            "another address in the same /56 counts with it"
         );
-        assert!(open(&mut limit, 51, "/ip6/2001:db8:0:2::1/tcp/1"));
-        for c in 0..3 * MAX_PENDING_PER_SOURCE {
+        assert!(open(&mut limit, 51, "/ip6/2001:db8:0:100::1/tcp/1"));
+        for c in 0..3 * DEFAULT_HANDSHAKES_PER_ADDRESS {
             assert!(open(&mut limit, 60 + c, "/ip4/127.0.0.1/tcp/40000"));
             assert!(open(&mut limit, 90 + c, "/ip6/::1/tcp/40000"));
         }
-        for c in 0..MAX_PENDING_PER_SOURCE {
+        for c in 0..DEFAULT_HANDSHAKES_PER_ADDRESS {
             assert!(open(&mut limit, 120 + c, "/ip6/::ffff:198.51.100.4/tcp/1"));
         }
         assert!(

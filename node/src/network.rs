@@ -23,7 +23,7 @@ use tracing::Instrument;
 use crate::chain_check::ChainCheck;
 use crate::events::{NodeEvent, Origin};
 use crate::inbound_limit::InboundLimit;
-pub use crate::inbound_limit::MAX_PENDING_INCOMING;
+pub use crate::inbound_limit::{DEFAULT_HANDSHAKES_PER_ADDRESS, MAX_PENDING_INCOMING};
 use crate::peer_gate::{PeerGate, TARGET_PEERS};
 use crate::push::{Push, PushEvent};
 use crate::store::Store;
@@ -250,6 +250,7 @@ pub(crate) struct NetworkParts {
     pub(crate) listen: Vec<Multiaddr>,
     pub(crate) bootstrap: Vec<Multiaddr>,
     pub(crate) mdns: bool,
+    pub(crate) handshakes_per_address: usize,
     pub(crate) timing: GossipTiming,
     pub(crate) registry: Arc<RwLock<Registry>>,
     pub(crate) store: Store,
@@ -300,6 +301,7 @@ fn build_swarm(parts: &NetworkParts, network: NetworkId) -> Result<Swarm<NodeBeh
     };
     let timing = parts.timing;
     let mdns_on = parts.mdns;
+    let handshakes_per_address = parts.handshakes_per_address;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -359,7 +361,7 @@ fn build_swarm(parts: &NetworkParts, network: NetworkId) -> Result<Swarm<NodeBeh
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(NodeBehaviour {
                 allow,
                 limits,
-                inbound: InboundLimit::default(),
+                inbound: InboundLimit::new(handshakes_per_address),
                 gate: PeerGate::new(TARGET_PEERS),
                 gossipsub,
                 push: libp2p_stream::Behaviour::new(),
@@ -622,7 +624,6 @@ pub fn short_peer(peer: &PeerId) -> String {
 
 /// A sync answer computed off the loop, on its way back to the swarm.
 struct Served {
-    peer: PeerId,
     channel: request_response::ResponseChannel<herald_protocol::sync::SyncResponse>,
     response: herald_protocol::sync::SyncResponse,
 }
@@ -636,39 +637,48 @@ const MAX_SERVING_PER_PEER: usize = 2;
 /// store on a blocking thread, up to a page of 4 MiB.
 const MAX_SERVING: usize = 4;
 
-/// The sync requests being answered: at most [`MAX_SERVING_PER_PEER`] per
-/// peer (others are refused at once) and [`MAX_SERVING`] in all (others wait
-/// their turn).
-struct Serving {
+/// The sync requests being answered, from when they arrive until their
+/// answer is written (or fails): at most [`MAX_SERVING_PER_PEER`] per peer
+/// (others are refused at once) and [`MAX_SERVING`] computed at once in all
+/// (others wait their turn). Counting until the answer is written, not only
+/// computed, keeps a peer that does not read its answers from piling them up.
+struct Serving<R = request_response::InboundRequestId> {
     per_peer: HashMap<PeerId, usize>,
+    answering: HashMap<R, PeerId>,
     permits: Arc<tokio::sync::Semaphore>,
 }
 
-impl Serving {
+impl<R: std::hash::Hash + Eq> Serving<R> {
     fn new() -> Self {
         Self {
             per_peer: HashMap::new(),
+            answering: HashMap::new(),
             permits: Arc::new(tokio::sync::Semaphore::new(MAX_SERVING)),
         }
     }
 
-    /// Counts a request from `peer`, unless it has as many being answered as
-    /// it may.
-    fn begin(&mut self, peer: PeerId) -> bool {
+    /// Counts `request` from `peer`, unless the peer has as many being
+    /// answered as it may.
+    fn begin(&mut self, peer: PeerId, request: R) -> bool {
         let serving = self.per_peer.entry(peer).or_insert(0);
         if *serving >= MAX_SERVING_PER_PEER {
             return false;
         }
         *serving += 1;
+        self.answering.insert(request, peer);
         true
     }
 
-    /// A request from `peer` is answered.
-    fn end(&mut self, peer: &PeerId) {
-        if let Some(serving) = self.per_peer.get_mut(peer) {
+    /// `request`'s answer is written, or failed (nothing if it was not
+    /// counted: refused as busy, or ended already).
+    fn end(&mut self, request: &R) {
+        let Some(peer) = self.answering.remove(request) else {
+            return;
+        };
+        if let Some(serving) = self.per_peer.get_mut(&peer) {
             *serving = serving.saturating_sub(1);
             if *serving == 0 {
-                self.per_peer.remove(peer);
+                self.per_peer.remove(&peer);
             }
         }
     }
@@ -1260,9 +1270,11 @@ impl EventLoop {
     ) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request, channel, .. } => {
-                    self.serve(peer, request, channel)
-                }
+                request_response::Message::Request {
+                    request_id,
+                    request,
+                    channel,
+                } => self.serve(peer, request_id, request, channel),
                 request_response::Message::Response { request_id, response } => {
                     if let Some(reply) = self.sync_replies.remove(&request_id) {
                         let _ = reply.send(Ok(response));
@@ -1286,16 +1298,23 @@ impl EventLoop {
                     self.penalise(peer, format!("invalid sync response: {e}"));
                 }
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
+            request_response::Event::InboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                self.serving.end(&request_id);
                 tracing::debug!(peer = %short_peer(&peer), error = %error, "sync request failed");
             }
-            request_response::Event::ResponseSent { .. } => {}
+            request_response::Event::ResponseSent { request_id, .. } => self.serving.end(&request_id),
         }
     }
 
     fn serve(
         &mut self,
         peer: PeerId,
+        request_id: request_response::InboundRequestId,
         request: herald_protocol::sync::SyncRequest,
         channel: request_response::ResponseChannel<herald_protocol::sync::SyncResponse>,
     ) {
@@ -1304,7 +1323,7 @@ impl EventLoop {
             let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
             return;
         }
-        if !self.serving.begin(peer) {
+        if !self.serving.begin(peer, request_id) {
             // Not an offence: a later version of the protocol may ask more at once.
             tracing::debug!(peer = %short_peer(&peer), "sync request refused: too many from this peer at once");
             let busy = herald_protocol::sync::SyncResponse::Refused {
@@ -1325,6 +1344,11 @@ impl EventLoop {
         tokio::spawn(async move {
             // Held until the answer is computed; the semaphore is never closed.
             let permit = permits.acquire_owned().await.ok();
+            if !channel.is_open() {
+                // The asker gave up while the request waited its turn (its
+                // failure ends the count).
+                return;
+            }
             let response = tokio::task::spawn_blocking(move || {
                 // Summaries list folded chains. Bulletins still staged (held
                 // for less than a second) are folded first when the asking
@@ -1350,18 +1374,11 @@ impl EventLoop {
                 reason: "internal error".into(),
             });
             drop(permit);
-            let _ = reply
-                .send(Served {
-                    peer,
-                    channel,
-                    response,
-                })
-                .await;
+            let _ = reply.send(Served { channel, response }).await;
         });
     }
 
     fn handle_served(&mut self, served: Served) {
-        self.serving.end(&served.peer);
         if self
             .swarm
             .behaviour_mut()
@@ -1497,18 +1514,23 @@ mod tests {
 
     #[test]
     fn a_peer_has_at_most_two_sync_requests_answered_at_once() {
-        let mut serving = Serving::new();
+        let mut serving = Serving::<u64>::new();
         let (a, b) = (PeerId::random(), PeerId::random());
-        assert!(serving.begin(a));
-        assert!(serving.begin(a));
-        assert!(!serving.begin(a), "a third request at once is refused");
-        assert!(serving.begin(b), "another peer is not affected");
-        serving.end(&a);
-        assert!(serving.begin(a), "an answered request frees its place");
-        serving.end(&a);
-        serving.end(&a);
-        serving.end(&a);
-        assert!(serving.begin(a) && serving.begin(a) && !serving.begin(a));
+        assert!(serving.begin(a, 1));
+        assert!(serving.begin(a, 2));
+        assert!(!serving.begin(a, 3), "a third request at once is refused");
+        assert!(serving.begin(b, 4), "another peer is not affected");
+        serving.end(&3);
+        assert!(!serving.begin(a, 5), "the end of a refused request frees nothing");
+        serving.end(&1);
+        assert!(serving.begin(a, 6), "an answered request frees its place");
+        serving.end(&2);
+        serving.end(&2);
+        serving.end(&6);
+        serving.end(&6);
+        assert!(serving.begin(a, 7) && serving.begin(a, 8) && !serving.begin(a, 9));
+        serving.end(&4);
+        assert!(!serving.per_peer.contains_key(&b));
         assert_eq!(serving.permits.available_permits(), MAX_SERVING);
     }
 

@@ -84,6 +84,9 @@ pub struct NodeSettings {
     pub bootstrap: Vec<Multiaddr>,
     /// mDNS discovery on the LAN.
     pub mdns: bool,
+    /// Incoming connections one address may hold in their handshake at once
+    /// (0: no limit); see [`crate::network::DEFAULT_HANDSHAKES_PER_ADDRESS`].
+    pub handshakes_per_address: usize,
     /// Gossip heartbeat timing.
     pub timing: GossipTiming,
     /// Whether the signing key has signed before.
@@ -414,6 +417,7 @@ impl Node {
             listen: settings.listen,
             bootstrap: settings.bootstrap,
             mdns: settings.mdns,
+            handshakes_per_address: settings.handshakes_per_address,
             timing: settings.timing,
             registry: Arc::clone(&registry),
             store: store.clone(),

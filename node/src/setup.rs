@@ -567,6 +567,7 @@ pub fn load_node_settings(dir: &Path) -> Result<(Config, NodeSettings), SetupErr
         listen: parse("listen address", &config.node.listen)?,
         bootstrap: parse("bootstrap address", &config.node.bootstrap)?,
         mdns: config.node.mdns,
+        handshakes_per_address: config.node.handshakes_per_address,
         timing: GossipTiming::default(),
         key_past: KeyPast::Marked,
     };

@@ -25,6 +25,10 @@ use crate::network::Command;
 use crate::store::{Store, StoreError, Stored};
 use crate::writer::WriteRequest;
 
+/// How a request the peer refused as busy (too many of this node's at once)
+/// begins its error.
+const BUSY: &str = "peer busy: ";
+
 /// Most pages one session pulls before it stops and waits for the next round.
 const MAX_PAGES_PER_SESSION: usize = 100_000;
 /// Most registry rounds one session makes.
@@ -318,6 +322,9 @@ impl SyncLink for NetworkLink {
             .await
             .map_err(|_| SyncError::Stopped)?;
         match response.await {
+            Ok(Ok(SyncResponse::Refused { reason })) if reason.starts_with("busy") => {
+                Err(SyncError::Request(format!("{BUSY}{reason}")))
+            }
             Ok(Ok(SyncResponse::Refused { reason })) => {
                 Err(SyncError::Request(format!("peer refused: {reason}")))
             }
@@ -559,8 +566,10 @@ pub async fn pull<L: SyncLink>(
                 )));
             }
             // A peer built before summaries had pages cannot read the
-            // request: sync what its first page listed.
-            Err(SyncError::Request(reason)) => {
+            // request: sync what its first page listed. (A peer that
+            // refuses it as busy can read it: the session fails, and the
+            // next one asks again.)
+            Err(SyncError::Request(reason)) if !reason.starts_with(BUSY) => {
                 tracing::info!(%reason, "the peer did not answer for more chains; syncing the chains read so far");
                 cut_after = Some(last);
                 break;

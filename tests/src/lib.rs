@@ -343,6 +343,7 @@ impl TestRegistry {
             listen: vec![loopback_any_port()],
             bootstrap: Vec::new(),
             mdns: false,
+            handshakes_per_address: herald_node::network::DEFAULT_HANDSHAKES_PER_ADDRESS,
             timing: self.timing,
             // Keys made for the test: they have signed nothing.
             key_past: KeyPast::New,

@@ -117,6 +117,7 @@ impl Fixture {
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
             bootstrap: Vec::new(),
             mdns: false,
+            handshakes_per_address: herald_node::network::DEFAULT_HANDSHAKES_PER_ADDRESS,
             timing: GossipTiming::default(),
             key_past: KeyPast::New,
         }

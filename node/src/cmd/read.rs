@@ -261,7 +261,7 @@ pub(crate) fn status(args: StatusArgs) -> Result<()> {
         out!("             {peer}");
     }
     out!(
-        "bulletins    {} held, {} equivocations",
+        "bulletins    {} held, {} of them kept as proof of equivocation",
         s.bulletins,
         s.equivocations
     );
