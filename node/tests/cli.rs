@@ -1865,4 +1865,17 @@ fn the_devnet_shows_every_bulletin_reaching_every_node() {
         8,
         "one arrival line per bulletin and node other than its publisher:\n{text}"
     );
+    // Each bulletin's time to reach every node is that of its slowest arrival, whatever
+    // order the arrivals were heard of in.
+    let mut slowest: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
+    for line in text.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let [id, "->", _, ms, "ms", _] = words[..] {
+            let ms: f64 = ms.parse().unwrap();
+            let entry = slowest.entry(id).or_insert(0.0);
+            *entry = entry.max(ms);
+        } else if let [id, "reached", "all", _, "nodes", "in", ms, "ms"] = words[..] {
+            assert_eq!(ms.parse::<f64>().unwrap(), slowest[id], "{line}\n{text}");
+        }
+    }
 }

@@ -19,6 +19,9 @@ struct Tracked {
     sent: SystemTime,
     publisher: usize,
     reached: BTreeSet<usize>,
+    /// The latest arrival so far, in ms: events from different nodes come in
+    /// the order they are heard of, not the order the nodes held the bulletin.
+    slowest: f64,
 }
 
 pub(crate) fn run(args: DevnetArgs) -> Result<()> {
@@ -166,7 +169,7 @@ async fn live_view(
                 match devnet.nodes[publisher].publish(draft).await {
                     Ok(b) => {
                         out!("{}", published_line(start, &devnet.names[publisher], &b, ""));
-                        tracked.insert(b.id(), Tracked { sent, publisher, reached: BTreeSet::new() });
+                        tracked.insert(b.id(), Tracked { sent, publisher, reached: BTreeSet::new(), slowest: 0.0 });
                         own_last[publisher] = Some(b.id());
                         last = Some((publisher, b.id()));
                         published += 1;
@@ -190,16 +193,17 @@ async fn live_view(
                         );
                         let body = bulletin.body();
                         let sent = SystemTime::UNIX_EPOCH + Duration::from_millis(body.created.0);
-                        tracked.insert(id, Tracked { sent, publisher, reached: BTreeSet::new() });
+                        tracked.insert(id, Tracked { sent, publisher, reached: BTreeSet::new(), slowest: 0.0 });
                     }
                     let Some(t) = tracked.get_mut(&id) else { continue };
                     if index == t.publisher || !t.reached.insert(index) {
                         continue;
                     }
                     let ms = at.duration_since(t.sent).unwrap_or_default().as_secs_f64() * 1000.0;
+                    t.slowest = t.slowest.max(ms);
                     out!("            {} -> {:<10} {:>7.1} ms  ({}/{})", id.fmt_short(), devnet.names[index], ms, t.reached.len() + 1, n);
                     if t.reached.len() + 1 == n {
-                        out!("            {} reached all {n} nodes in {ms:.1} ms", id.fmt_short());
+                        out!("            {} reached all {n} nodes in {:.1} ms", id.fmt_short(), t.slowest);
                         tracked.remove(&id);
                         if done.len() >= 100_000 {
                             done.clear();
