@@ -699,17 +699,17 @@ async fn status_view(
     node: Arc<Node>,
     network_status: crate::network::NetworkStatus,
 ) -> Result<StatusView, Failure> {
-    let registry_version = node
-        .registry()
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .version()
-        .0;
+    let (registry_version, registry_forks) = {
+        let lock = node.registry();
+        let registry = lock.read().unwrap_or_else(|e| e.into_inner());
+        (registry.version().0, registry.forks().len())
+    };
     Ok(StatusView {
         peer_id: node.peer_id().to_string(),
         member: node.member(),
         network: node.network().to_string(),
         registry_version,
+        registry_forks,
         // (It waits for a fold in progress, and reads sled: off the async
         // workers, as what follows.)
         bulletins: {

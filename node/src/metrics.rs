@@ -13,7 +13,7 @@ pub fn render(status: &StatusView, counts: &EventCounts) -> String {
     let mut out = String::new();
     let tree = &status.tree;
     let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let gauges: [(&str, &str, u64); 11] = [
+    let gauges: [(&str, &str, u64); 12] = [
         ("herald_bulletins", "Bulletins held.", status.bulletins),
         (
             "herald_peers",
@@ -24,6 +24,11 @@ pub fn render(status: &StatusView, counts: &EventCounts) -> String {
             "herald_registry_version",
             "Registry version.",
             status.registry_version,
+        ),
+        (
+            "herald_registry_forks_held",
+            "Registry versions for which the node holds another approved update than its own: the members' nodes may hold different registries.",
+            status.registry_forks as u64,
         ),
         (
             "herald_equivocations",
@@ -169,6 +174,7 @@ mod tests {
             member: herald_protocol::MemberId::from_bytes([1; 32]),
             network: String::new(),
             registry_version: 3,
+            registry_forks: 1,
             bulletins: 1234,
             connected_peers: vec!["a".into(), "b".into()],
             listen: Vec::new(),
@@ -200,6 +206,7 @@ mod tests {
             "herald_bulletins 1234\n",
             "herald_peers 2\n",
             "herald_registry_version 3\n",
+            "herald_registry_forks_held 1\n",
             "herald_own_chain_numbered_up_to 7\n",
             "herald_bulletins_stored_total{origin=\"gossip\"} 9\n",
             "herald_bulletins_stored_total{origin=\"local\"} 0\n",
@@ -228,6 +235,6 @@ mod tests {
                 value.parse::<u64>().unwrap();
             }
         }
-        assert_eq!(declared.len(), 21);
+        assert_eq!(declared.len(), 22);
     }
 }

@@ -1718,9 +1718,38 @@ fn members_change_the_registry_and_the_change_spreads() {
         "{}",
         stdout(&approved)
     );
+    // Meanwhile member 3, its node stopped at version 1, adds a key of its own: another
+    // version 2, made before it heard of member 1's.
+    let concurrent = tmp.path().join("concurrent.update");
+    let c = s(&concurrent);
+    let proposed = herald(&[
+        "registry",
+        "propose",
+        "--dir",
+        &three,
+        "--new-signing-key",
+        &s(&dir(3).join("keys/signing-2.key")),
+        "-o",
+        &c,
+    ]);
+    assert!(proposed.status.success(), "{}", stderr(&proposed));
+    let approved = herald(&["registry", "approve", "--dir", &three, &c]);
+    assert!(approved.status.success(), "{}", stderr(&approved));
     let submitted = herald(&["registry", "submit", "--dir", &one, &r]);
     assert!(submitted.status.success(), "{}", stderr(&submitted));
     second.wait_for(&["registry advanced"]);
+    // Member 3's version 2 is refused where member 1's is held, and the node's status says
+    // that the registry has forked.
+    let forked = herald(&["registry", "submit", "--dir", &one, &c]);
+    assert!(!forked.status.success(), "a second version 2 was taken");
+    assert!(stderr(&forked).contains("fork"), "{}", stderr(&forked));
+    let status = herald(&["status", "--dir", &one]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    assert!(
+        stdout(&status).contains("FORKED: another approved update than this node's is known for 1 version"),
+        "{}",
+        stdout(&status)
+    );
     let shown = herald(&["registry", "show", "--dir", &two, "--json"]);
     let view: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
     assert_eq!(view["version"], 2);

@@ -17,7 +17,7 @@ const hostile = "<img src=x onerror=alert(1)><script>alert(2)</script>";
 // A right-to-left override that would show "evil.com/gpj.exe" reversed.
 const disguised = "https://example.org/\u202Eexe.jpg";
 const status = {
-  peer_id: "12D3KooWexamplepeer", member: "3a55cdfbd340374fdebf", network: "448f", registry_version: 2,
+  peer_id: "12D3KooWexamplepeer", member: "3a55cdfbd340374fdebf", network: "448f", registry_version: 2, registry_forks: 1,
   bulletins: 2, connected_peers: ["a", "b"], listen: [], equivocations: 0, pending_gossip: 1, syncing: 0,
   last_sync: { peer: "12D3KooWpeer0001", at_ms: 1795702134141, new_bulletins: 3, error: null }, behind: 0,
   own_chain: { numbered_up_to: 4, checked: false, claims: [{ peer: "12D3KooWpeer0001", up_to: 9 }] },
@@ -77,6 +77,7 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
   await settle();
   assert.equal(d.getElementById("login").hidden, true);
   assert.equal(d.getElementById("s-peers").textContent, "2");
+  assert.match(d.getElementById("s-registry").textContent, /^2 \(FORKED: another approved update is known for 1 version/);
   assert.equal(d.getElementById("s-tree").textContent,
     "sends to 2 peers in full and 1 by id; 2 send to it in full (17 duplicates, 0 grafted, 3 frames dropped, 5 held back by limits)");
   assert.equal(

@@ -253,6 +253,12 @@ pub(crate) fn status(args: StatusArgs) -> Result<()> {
         s.network,
         s.registry_version
     );
+    if s.registry_forks > 0 {
+        out!(
+            "registry     FORKED: another approved update than this node's is known for {} version(s); the members' nodes may hold different registries (herald registry show lists them; docs/OPERATIONS.md)",
+            s.registry_forks
+        );
+    }
     for addr in &s.listen {
         out!("listening    {addr}");
     }

@@ -59,7 +59,10 @@ async function refreshStatus() {
   const s = await api("/v1/status");
   text($("node"), "member " + s.member.slice(0, 10) + " · peer " + s.peer_id.slice(-8));
   text($("s-network"), s.network);
-  text($("s-registry"), s.registry_version);
+  text($("s-registry"), s.registry_version + (s.registry_forks
+    ? " (FORKED: another approved update is known for " + s.registry_forks +
+      " version(s); the members' nodes may hold different registries)"
+    : ""));
   text($("s-bulletins"), s.bulletins);
   text($("s-peers"), s.connected_peers.length);
   const t = s.tree;
