@@ -622,10 +622,14 @@ pub fn short_peer(peer: &PeerId) -> String {
     s[s.len().saturating_sub(8)..].to_string()
 }
 
-/// A sync answer computed off the loop, on its way back to the swarm.
+/// A sync answer computed off the loop, on its way back to the swarm; or,
+/// without one, word that the asker went away before it was computed.
 struct Served {
-    channel: request_response::ResponseChannel<herald_protocol::sync::SyncResponse>,
-    response: herald_protocol::sync::SyncResponse,
+    request: request_response::InboundRequestId,
+    answer: Option<(
+        request_response::ResponseChannel<herald_protocol::sync::SyncResponse>,
+        herald_protocol::sync::SyncResponse,
+    )>,
 }
 
 /// Sync requests a peer may have answered at once. A node runs one session
@@ -1345,8 +1349,16 @@ impl EventLoop {
             // Held until the answer is computed; the semaphore is never closed.
             let permit = permits.acquire_owned().await.ok();
             if !channel.is_open() {
-                // The asker gave up while the request waited its turn (its
-                // failure ends the count).
+                // The asker gave up while the request waited its turn. Its
+                // failure usually ends the count; this ends it whatever
+                // libp2p reports.
+                drop(permit);
+                let _ = reply
+                    .send(Served {
+                        request: request_id,
+                        answer: None,
+                    })
+                    .await;
                 return;
             }
             let response = tokio::task::spawn_blocking(move || {
@@ -1374,18 +1386,29 @@ impl EventLoop {
                 reason: "internal error".into(),
             });
             drop(permit);
-            let _ = reply.send(Served { channel, response }).await;
+            let _ = reply
+                .send(Served {
+                    request: request_id,
+                    answer: Some((channel, response)),
+                })
+                .await;
         });
     }
 
     fn handle_served(&mut self, served: Served) {
+        let Some((channel, response)) = served.answer else {
+            self.serving.end(&served.request);
+            return;
+        };
         if self
             .swarm
             .behaviour_mut()
             .sync
-            .send_response(served.channel, served.response)
+            .send_response(channel, response)
             .is_err()
         {
+            // (libp2p reports the failure too; `end` is taken once.)
+            self.serving.end(&served.request);
             tracing::debug!("sync answer dropped: the requester went away");
         }
     }

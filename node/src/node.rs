@@ -1030,5 +1030,15 @@ pub fn stored_registry(store: &Store, genesis_hash: RegistryHash) -> Result<Opti
     }
     // What follows the last version taken (after a gap, or another branch).
     store.drop_registry_after(registry.version())?;
+    // The forks found before, reported again; those that no longer are forks
+    // of the history held (a version dropped above) are forgotten.
+    for theirs in store.registry_forks()? {
+        let version = theirs.body().version;
+        let fork = version <= registry.version()
+            && matches!(registry.apply(theirs.clone()), Err(RegistryError::Fork { .. }));
+        if !fork {
+            store.drop_registry_fork(&theirs)?;
+        }
+    }
     Ok(Some(registry))
 }

@@ -53,6 +53,15 @@ pub mod trees {
     /// Numbers of a key's chain that a peer listed and this node lacked:
     /// key (32) || peer (its id's bytes) -> highest number listed (u64).
     pub const CLAIMS: &str = "chain-claims/v1";
+    /// Registry forks found: version (u64 big-endian) || the other update's
+    /// hash (32) -> the other update's signed bytes, the evidence a start
+    /// takes in again (at most as many as the registry keeps).
+    pub const REGISTRY_FORKS: &str = "registry-forks/v1";
+}
+
+/// The key of a registry fork's other update in [`trees::REGISTRY_FORKS`].
+fn fork_key(theirs: &SignedRegistryUpdate) -> Vec<u8> {
+    key_of(&[&theirs.body().version.0.to_be_bytes(), theirs.hash().as_bytes()])
 }
 
 /// Key prefixes inside [`trees::BULLETINS`]. Integers are big-endian so that
@@ -485,6 +494,8 @@ pub struct Store {
     db: sled::Db,
     bulletins: sled::Tree,
     registry: sled::Tree,
+    /// [`trees::REGISTRY_FORKS`].
+    registry_forks: sled::Tree,
     /// [`trees::CLAIMS`].
     claims: sled::Tree,
     /// Whether `claims` may hold any (spares a scan on every publication).
@@ -911,6 +922,7 @@ impl Store {
         let store = Self {
             bulletins,
             registry: db.open_tree(trees::REGISTRY)?,
+            registry_forks: db.open_tree(trees::REGISTRY_FORKS)?,
             claims_present: Arc::new(std::sync::atomic::AtomicBool::new(!claims.is_empty())),
             claims,
             claims_lock: Arc::new(Mutex::new(())),
@@ -2396,6 +2408,33 @@ impl Store {
     pub fn save_registry_update(&self, update: &SignedRegistryUpdate) -> Result<(), StoreError> {
         self.registry
             .insert(update.body().version.0.to_be_bytes(), update.to_bytes())?;
+        Ok(())
+    }
+
+    /// Saves the other update of a registry fork the registry has just kept
+    /// evidence of, and flushes: a restarted node still reports the fork
+    /// (two nodes at one version do not exchange registry updates again).
+    pub fn save_registry_fork(&self, theirs: &SignedRegistryUpdate) -> Result<(), StoreError> {
+        self.registry_forks.insert(fork_key(theirs), theirs.to_bytes())?;
+        self.flush()
+    }
+
+    /// The other updates of the registry forks saved, by version.
+    pub fn registry_forks(&self) -> Result<Vec<SignedRegistryUpdate>, StoreError> {
+        self.registry_forks
+            .iter()
+            .values()
+            .map(|v| {
+                let v = v?;
+                SignedRegistryUpdate::from_bytes(&v)
+                    .map_err(|e| StoreError::Corrupt(format!("registry fork evidence: {e}")))
+            })
+            .collect()
+    }
+
+    /// Forgets a saved fork that no longer is one against the history held.
+    pub fn drop_registry_fork(&self, theirs: &SignedRegistryUpdate) -> Result<(), StoreError> {
+        self.registry_forks.remove(fork_key(theirs))?;
         Ok(())
     }
 

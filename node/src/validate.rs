@@ -138,13 +138,21 @@ pub fn apply_registry_update(
     store: &Store,
     update: SignedRegistryUpdate,
 ) -> Result<Result<Applied, RegistryError>, crate::store::StoreError> {
-    registry
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .apply_saving(update, |update| {
-            store.save_registry_update(update)?;
-            store.flush()
-        })
+    let mut registry = registry.write().unwrap_or_else(|e| e.into_inner());
+    let evidence = registry.forks().len();
+    let applied = registry.apply_saving(update, |update| {
+        store.save_registry_update(update)?;
+        store.flush()
+    })?;
+    // New fork evidence is kept on disk too, so that the fork is still
+    // reported after a restart. A failed save loses only that.
+    if registry.forks().len() > evidence
+        && let Some(fork) = registry.forks().last()
+        && let Err(e) = store.save_registry_fork(&fork.theirs)
+    {
+        tracing::warn!(error = %e, version = %fork.version, "cannot save a registry fork's evidence: it is reported until the node stops");
+    }
+    Ok(applied)
 }
 
 /// Whether a rejection follows from a registry change that the sender may not

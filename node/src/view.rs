@@ -128,8 +128,8 @@ pub struct StatusView {
     pub network: String,
     /// Registry version.
     pub registry_version: u64,
-    /// Registry forks whose evidence the node holds: versions for which it
-    /// has seen an approved update other than its own. More than none means
+    /// Registry forks whose evidence the node holds (kept across restarts):
+    /// versions for which it has seen an approved update other than its own. More than none means
     /// the members' nodes may hold different registries (`herald registry
     /// show` lists them).
     #[serde(default)]

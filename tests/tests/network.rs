@@ -3,7 +3,8 @@
 //! that keeps sending invalid input disconnected, one whose bulletins the registry does not admit
 //! not; its gossip score below zero after one rejection; a
 //! flood of tree announcements and grafts held to its bounds without an offence; a non-member
-//! refused at the connection; connections that never finish their handshake dropped; a restart that keeps the store and continues the chain; a node that
+//! refused at the connection; connections that never finish their handshake dropped; a registry
+//! fork still reported after a restart; a restart that keeps the store and continues the chain; a node that
 //! lost its store numbering nothing before a peer gives its chain back; a ring whose links settle
 //! into a tree, which mends when a node on it stops.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -752,6 +753,51 @@ async fn connections_that_never_finish_their_handshake_are_dropped_and_members_g
         connect(&other, &member).await.expect("a member connects");
         assert_eq!(member.node.connected_peers().await, vec![other.peer_id()]);
         stop_all(vec![member, other]).await;
+    })
+    .await;
+}
+
+/// A registry fork is still reported after the node restarts: nodes at one version do not
+/// exchange registry updates again, so the evidence is kept on disk and taken in at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_registry_fork_is_still_reported_after_a_restart() {
+    within(async {
+        let registry = TestRegistry::new(2);
+        let node = TestNode::start(&registry, 0).await.expect("start");
+        let genesis = (RegistryVersion::GENESIS, registry.genesis_hash);
+        let threshold = RegistryOp::SetThreshold { threshold: 2 };
+        let ours = registry
+            .approved_update(genesis, Timestamp(GENESIS_TIME.0 + 1), vec![threshold.clone()])
+            .unwrap();
+        let theirs = registry
+            .approved_update(genesis, Timestamp(GENESIS_TIME.0 + 2), vec![threshold])
+            .unwrap();
+        node.node
+            .submit_registry_update(ours.clone())
+            .await
+            .expect("version 2");
+        let refused = node.node.submit_registry_update(theirs.clone()).await;
+        assert!(
+            matches!(refused, Err(PublishError::Invalid(ref e)) if e.contains("fork")),
+            "{refused:?}"
+        );
+        let forks = |node: &TestNode| {
+            let registry = node.node.registry();
+            let registry = registry.read().unwrap();
+            registry
+                .forks()
+                .iter()
+                .map(|f| (f.version, f.ours.hash(), f.theirs.hash()))
+                .collect::<Vec<_>>()
+        };
+        let expected = vec![(RegistryVersion(2), ours.hash(), theirs.hash())];
+        assert_eq!(forks(&node), expected);
+
+        let dir = node.stop().await;
+        let node = TestNode::start_in(&registry, 0, dir).await.expect("restart");
+        assert_eq!(node.node.registry().read().unwrap().version(), RegistryVersion(2));
+        assert_eq!(forks(&node), expected, "the fork is reported again");
+        node.stop().await;
     })
     .await;
 }
