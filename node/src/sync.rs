@@ -467,7 +467,7 @@ pub async fn pull<L: SyncLink>(
         },
     )
     .await?;
-    let (their_version, chains) = match answer {
+    let (their_version, their_hash, chains) = match answer {
         SyncResponse::InStep => {
             report.in_step = true;
             // The same state: nothing of any chain to fetch.
@@ -479,9 +479,9 @@ pub async fn pull<L: SyncLink>(
         }
         SyncResponse::Summary {
             registry_version,
+            registry_hash,
             chains,
-            ..
-        } => (registry_version, chains),
+        } => (registry_version, registry_hash, chains),
         other => {
             return Err(SyncError::Hostile(format!(
                 "unexpected answer to hello: {}",
@@ -494,6 +494,7 @@ pub async fn pull<L: SyncLink>(
     // step, which may fail.
     let first_listed = note_first_chain_claim(link, local_store, &chains).await?;
     // Registry first: bulletins may be signed by keys only newer versions admit.
+    let mut diverged = false;
     for _ in 0..MAX_REGISTRY_ROUNDS {
         let ours = local_registry.read().unwrap_or_else(|e| e.into_inner()).version();
         if ours >= their_version {
@@ -517,9 +518,11 @@ pub async fn pull<L: SyncLink>(
                 )));
             }
         };
-        let (applied, diverged) = apply_registry_updates(link, local_store, local_registry, updates).await?;
+        let (applied, other_branch) =
+            apply_registry_updates(link, local_store, local_registry, updates).await?;
         report.registry_updates += applied;
-        if diverged {
+        if other_branch {
+            diverged = true;
             break;
         }
         // An answer that brings nothing new (what this node holds already)
@@ -528,6 +531,31 @@ pub async fn pull<L: SyncLink>(
             tracing::debug!("a registry answer brought nothing new; the session goes on without it");
             break;
         }
+    }
+    // A peer whose registry parted from this node's: where, kept as fork
+    // evidence (so that both nodes report the split; nodes at one version
+    // exchange no registry update otherwise).
+    let (ours, ours_at_theirs) = {
+        let registry = local_registry.read().unwrap_or_else(|e| e.into_inner());
+        (
+            registry.version(),
+            registry.at_version(their_version).map(|s| s.hash()),
+        )
+    };
+    let parted = if their_version > ours {
+        diverged
+    } else {
+        ours_at_theirs != Some(their_hash)
+    };
+    if parted {
+        find_fork(
+            link,
+            &mut report,
+            local_store,
+            local_registry,
+            ours.min(their_version),
+        )
+        .await?;
     }
     // Then the bulletins this node lacks. Only chains of keys the registry
     // knows can bring anything valid (the rest would be refused item by
@@ -784,6 +812,91 @@ async fn apply_registry_updates<L: SyncLink>(
     outcome.map(|diverged| (applied, diverged))
 }
 
+/// Most registry answers one session spends looking for where a peer's
+/// registry parts from this node's.
+const MAX_FORK_SEARCH: usize = 8;
+/// Versions each step of that search goes back.
+const FORK_SEARCH_STEP: u64 = 8;
+
+/// Finds where the peer's registry parts from this node's, at version `at` or
+/// below, and takes the peer's update there in as fork evidence (reported,
+/// and kept in the store). Nothing changes in the registry: the update is for
+/// a version this node holds. The peer is not blamed for its branch, only for
+/// answers that do not decode.
+async fn find_fork<L: SyncLink>(
+    link: &L,
+    report: &mut SyncReport,
+    store: &Store,
+    registry: &Arc<RwLock<Registry>>,
+    at: RegistryVersion,
+) -> Result<(), SyncError> {
+    let mut at = at.0;
+    for _ in 0..MAX_FORK_SEARCH {
+        // Version 1 is the network itself: it cannot part.
+        if at < 2 {
+            return Ok(());
+        }
+        let from = at.saturating_sub(FORK_SEARCH_STEP - 1).max(2);
+        let updates = match exchange(
+            link,
+            report,
+            SyncRequest::Registry {
+                from: RegistryVersion(from),
+            },
+        )
+        .await?
+        {
+            SyncResponse::Registry { updates } => updates,
+            other => {
+                return Err(SyncError::Hostile(format!(
+                    "unexpected answer to registry: {}",
+                    name(&other)
+                )));
+            }
+        };
+        // The first of its versions from `from` to `at` that is not this
+        // node's, and whether it builds on this node's version before it.
+        let mut parting = None;
+        {
+            let registry = registry.read().unwrap_or_else(|e| e.into_inner());
+            for (expected, bytes) in (from..=at).zip(&updates) {
+                let update = SignedRegistryUpdate::from_bytes(bytes)
+                    .map_err(|e| SyncError::Hostile(format!("registry update: {e}")))?;
+                let version = update.body().version;
+                let Some(ours) = registry.at_version(version).filter(|_| version.0 == expected) else {
+                    break;
+                };
+                if ours.hash() != update.hash() {
+                    let before = registry
+                        .at_version(RegistryVersion(expected - 1))
+                        .map(|s| s.hash());
+                    parting = Some((update.body().prev == before, update));
+                    break;
+                }
+            }
+        }
+        match parting {
+            // They part lower still.
+            Some((false, _)) if from > 2 => at = from - 1,
+            Some((true, update)) => {
+                let version = update.body().version;
+                let (store, registry) = (store.clone(), Arc::clone(registry));
+                let outcome =
+                    blocking(move || crate::validate::apply_registry_update(&registry, &store, update))
+                        .await??;
+                if let Err(e @ RegistryError::Fork { .. }) = outcome {
+                    tracing::warn!(%version, reason = %e, "registry fork: the peer's registry parts from this node's here; the evidence is kept");
+                }
+                return Ok(());
+            }
+            // Its answer shows no difference (it may have cut it short), or
+            // one this node cannot place.
+            _ => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
 /// Checks a page exactly like gossip: every bulletin decodes, was asked for,
 /// and verifies against the registry. One bad item condemns the page.
 async fn verify_page(
@@ -952,6 +1065,87 @@ mod tests {
             assert_eq!(report.registry_updates, 0);
             assert_eq!(registry.read().unwrap().version(), RegistryVersion(2));
         }
+    }
+
+    /// A peer holding a registry of its own, answering as a node does.
+    struct BranchPeer(Registry);
+
+    impl SyncLink for BranchPeer {
+        async fn request(&self, request: SyncRequest) -> Result<SyncResponse, SyncError> {
+            Ok(match request {
+                SyncRequest::Hello { .. } => SyncResponse::Summary {
+                    registry_version: self.0.version(),
+                    registry_hash: self.0.hash(),
+                    chains: Vec::new(),
+                },
+                SyncRequest::Registry { from } => SyncResponse::Registry {
+                    updates: registry_page(&self.0, from, PAGE_BUDGET_BYTES),
+                },
+                _ => SyncResponse::Page {
+                    bulletins: Vec::new(),
+                    complete: true,
+                },
+            })
+        }
+
+        async fn store(&self, _: Vec<(SignedBulletin, MemberId)>) -> Result<Vec<Stored>, SyncError> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// The one member's registry with `n` keys added after the genesis, from seed `seed`
+    /// on: a branch of its own for each seed.
+    fn branch(net: &crate::test_network::OneMember, seed: u8, n: u8) -> Registry {
+        let mut registry = net.registry.clone();
+        for i in 0..n {
+            let update = net.adding_key(&registry, &SecretKey::from_seed(&[seed + i; 32]));
+            registry.apply(update).unwrap();
+        }
+        registry
+    }
+
+    #[tokio::test]
+    async fn a_peer_whose_registry_parted_from_this_nodes_leaves_the_fork_as_evidence() {
+        let net = crate::test_network::one_member();
+        // Ours and theirs part at version 2, whatever their lengths; the last case has
+        // both at version 12, so the search steps back twice.
+        for (ours, theirs) in [(1, 1), (1, 2), (2, 1), (11, 11)] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path(), net.registry.network()).unwrap();
+            let registry = Arc::new(RwLock::new(branch(&net, 60, ours)));
+            let peer = branch(&net, 120, theirs);
+            let report = pull(&BranchPeer(peer.clone()), &store, &registry).await.unwrap();
+            let held = registry.read().unwrap();
+            assert_eq!(report.registry_updates, 0, "{ours}/{theirs}");
+            assert_eq!(held.version(), RegistryVersion(u64::from(ours) + 1), "unchanged");
+            let forks: Vec<_> = held
+                .forks()
+                .iter()
+                .map(|f| (f.version, f.theirs.hash()))
+                .collect();
+            assert_eq!(
+                forks,
+                vec![(RegistryVersion(2), peer.history()[1].hash())],
+                "{ours}/{theirs}: the fork found where they part"
+            );
+            assert_eq!(
+                store.registry_forks().unwrap(),
+                vec![peer.history()[1].clone()],
+                "and kept"
+            );
+        }
+        // A peer on the same branch, behind or ahead, leaves no evidence.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), net.registry.network()).unwrap();
+        let registry = Arc::new(RwLock::new(branch(&net, 60, 2)));
+        pull(&BranchPeer(branch(&net, 60, 1)), &store, &registry)
+            .await
+            .unwrap();
+        pull(&BranchPeer(branch(&net, 60, 3)), &store, &registry)
+            .await
+            .unwrap();
+        assert_eq!(registry.read().unwrap().version(), RegistryVersion(4));
+        assert!(registry.read().unwrap().forks().is_empty());
     }
 
     #[test]
