@@ -58,7 +58,8 @@ pub mod trust;
 pub use key::{KeyError, PublicKey, SecretKey};
 pub use keyfile::{KdfParams, KeyFileError, KeyRole};
 pub use registry::{
-    Applied, ForkEvidence, MAX_FORK_EVIDENCE, MAX_FORKS_SEEN, Member, Registry, RegistryError, RegistryState,
+    Applied, ForkEvidence, MAX_FORK_EVIDENCE, MAX_FORK_EVIDENCE_PER_MEMBER, MAX_FORKS_SEEN, Member, Registry,
+    RegistryError, RegistryState,
 };
 pub use sign::{Founder, SignError, approve, founding_genesis, propose_update, sign_bulletin};
 pub use trust::{Rejection, Standing};

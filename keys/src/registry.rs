@@ -567,6 +567,11 @@ pub struct ForkEvidence {
 /// Most forks a registry keeps the evidence of ([`Registry::forks`]); later
 /// ones are still refused as forks, and not kept.
 pub const MAX_FORK_EVIDENCE: usize = 32;
+/// Most of that evidence whose other update is one member's own change
+/// ([`self_managed_by`]; updates that need the threshold count together):
+/// one member, which can sign any number of its own rival updates, cannot
+/// take every place and hide another's fork.
+pub const MAX_FORK_EVIDENCE_PER_MEMBER: usize = 4;
 /// Most forks a registry remembers having seen ([`Registry::knows_fork`]):
 /// 40 bytes each.
 pub const MAX_FORKS_SEEN: usize = 65_536;
@@ -746,7 +751,14 @@ impl Registry {
         }
         // Kept up to a bound: a member key, even one rotated away since, can
         // approve any number of its member's own updates for a past version.
+        let author = self_managed_by(&update.body().ops);
+        let by_author = self
+            .forks
+            .iter()
+            .filter(|f| self_managed_by(&f.theirs.body().ops) == author)
+            .count();
         if self.forks.len() < MAX_FORK_EVIDENCE
+            && by_author < MAX_FORK_EVIDENCE_PER_MEMBER
             && !self
                 .forks
                 .iter()

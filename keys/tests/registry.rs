@@ -5,8 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use herald_keys::{
-    Applied, KeyError, MAX_FORK_EVIDENCE, Registry, RegistryError, Rejection, SecretKey, approve,
-    propose_update, sign_bulletin,
+    Applied, KeyError, MAX_FORK_EVIDENCE, MAX_FORK_EVIDENCE_PER_MEMBER, Registry, RegistryError, Rejection,
+    SecretKey, approve, propose_update, sign_bulletin,
 };
 use herald_protocol::{
     Approval, BulletinBody, BulletinId, KeyId, Kind, MemberEntry, MemberId, NetworkId, NodeId, Payload,
@@ -771,15 +771,26 @@ fn concurrent_self_managed_updates_by_two_members_fork() {
 
 #[test]
 fn fork_evidence_is_kept_up_to_a_bound() {
-    // One member alone can approve any number of its own updates for a past version.
+    // One member alone can approve any number of its own updates for a past version: it
+    // gets a few places, and the others' forks are still kept.
     let mut n = five();
-    // Version 2 in as many forms as there is room for evidence, and more.
+    // Version 2 in as many forms as there is room for evidence, and more, by each member.
     let updates: Vec<SignedRegistryUpdate> = (0..=MAX_FORK_EVIDENCE + 3)
         .map(|i| {
             let k = key(Role::Fresh, i as u8);
-            n.update(vec![add_signing_key(n.f(0).id(), &k)], &[0], &[&k])
+            let member = i % 5;
+            n.update(vec![add_signing_key(n.f(member).id(), &k)], &[member], &[&k])
         })
         .collect();
+    let late = key(Role::Fresh, 200);
+    let by_another = n.update(
+        vec![
+            RegistryOp::SetThreshold { threshold: 3 },
+            add_signing_key(n.f(1).id(), &late),
+        ],
+        &[0, 1, 2],
+        &[&late],
+    );
     n.advance(updates[0].clone());
     for update in &updates[1..] {
         assert!(matches!(
@@ -787,7 +798,19 @@ fn fork_evidence_is_kept_up_to_a_bound() {
             Err(RegistryError::Fork { .. })
         ));
     }
-    assert_eq!(n.registry.forks().len(), MAX_FORK_EVIDENCE);
+    // Five members, four places each.
+    assert_eq!(n.registry.forks().len(), 5 * MAX_FORK_EVIDENCE_PER_MEMBER);
+    assert!(matches!(
+        n.registry.apply(by_another.clone()),
+        Err(RegistryError::Fork { .. })
+    ));
+    assert!(
+        n.registry
+            .forks()
+            .iter()
+            .any(|f| f.theirs.hash() == by_another.hash()),
+        "a fork approved by the threshold is kept, however many the members made"
+    );
     assert_eq!(n.registry.version(), RegistryVersion(2));
     // Each is known as a fork, kept or not; the version held is not one.
     for update in &updates[1..] {

@@ -564,6 +564,7 @@ pub(crate) fn spawn(
         store: parts.store.clone(),
         registry: Arc::clone(&parts.registry),
         own_key: parts.own_key,
+        fork_searches: Arc::default(),
     };
     let (served_tx, served) = mpsc::channel(VALIDATED_CAPACITY);
     let sync_interval = parts.timing.sync_interval;

@@ -274,6 +274,13 @@ pub trait SyncLink: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Stored>, SyncError>> + Send;
     /// The registry advanced (who may connect may have changed).
     fn registry_changed(&self) {}
+    /// Whether to search where a peer's registry, at `position`, parts from
+    /// this node's: once for each position (a split lasts, and every session
+    /// with the peer would search again).
+    fn fork_search_due(&self, position: RegistryPosition) -> bool {
+        let _ = position;
+        true
+    }
     /// A chain to fetch before the others: the node's own, whose bulletins it
     /// must hold before it numbers more of them ([`crate::KeyPast`]).
     fn first_chain(&self) -> Option<KeyId> {
@@ -301,7 +308,14 @@ pub(crate) struct SessionContext {
     pub(crate) registry: Arc<RwLock<Registry>>,
     /// The node's own signing key: its chain is fetched first.
     pub(crate) own_key: KeyId,
+    /// Peers' registry positions already searched for where they part from
+    /// this node's ([`SyncLink::fork_search_due`]).
+    pub(crate) fork_searches: Arc<std::sync::Mutex<HashSet<RegistryPosition>>>,
 }
+
+/// Registry positions remembered as searched, at most (then forgotten all
+/// at once, and searched again).
+const MAX_FORK_SEARCHES: usize = 1024;
 
 /// [`SessionContext`] bound to one peer.
 pub(crate) struct NetworkLink {
@@ -310,6 +324,14 @@ pub(crate) struct NetworkLink {
 }
 
 impl SyncLink for NetworkLink {
+    fn fork_search_due(&self, position: RegistryPosition) -> bool {
+        let mut searched = self.ctx.fork_searches.lock().unwrap_or_else(|e| e.into_inner());
+        if searched.len() >= MAX_FORK_SEARCHES {
+            searched.clear();
+        }
+        searched.insert(position)
+    }
+
     async fn request(&self, request: SyncRequest) -> Result<SyncResponse, SyncError> {
         let (reply, response) = oneshot::channel();
         self.ctx
@@ -547,15 +569,23 @@ pub async fn pull<L: SyncLink>(
     } else {
         ours_at_theirs != Some(their_hash)
     };
-    if parted {
-        find_fork(
+    if parted && link.fork_search_due((their_version, their_hash)) {
+        // A request that fails here ends the search, not the session: the
+        // bulletins come next.
+        match find_fork(
             link,
             &mut report,
             local_store,
             local_registry,
             ours.min(their_version),
         )
-        .await?;
+        .await
+        {
+            Err(e @ SyncError::Request(_)) => {
+                tracing::debug!(error = %e, "the search for where the registries part stopped");
+            }
+            other => other?,
+        }
     }
     // Then the bulletins this node lacks. Only chains of keys the registry
     // knows can bring anything valid (the rest would be refused item by
@@ -831,12 +861,12 @@ async fn find_fork<L: SyncLink>(
     at: RegistryVersion,
 ) -> Result<(), SyncError> {
     let mut at = at.0;
+    let mut from = at.saturating_sub(FORK_SEARCH_STEP - 1).max(2);
     for _ in 0..MAX_FORK_SEARCH {
         // Version 1 is the network itself: it cannot part.
-        if at < 2 {
+        if at < 2 || from > at {
             return Ok(());
         }
-        let from = at.saturating_sub(FORK_SEARCH_STEP - 1).max(2);
         let updates = match exchange(
             link,
             report,
@@ -855,8 +885,10 @@ async fn find_fork<L: SyncLink>(
             }
         };
         // The first of its versions from `from` to `at` that is not this
-        // node's, and whether it builds on this node's version before it.
+        // node's, and whether it builds on this node's version before it;
+        // else the last version it answered the same as this node's.
         let mut parting = None;
+        let mut same_to = None;
         {
             let registry = registry.read().unwrap_or_else(|e| e.into_inner());
             for (expected, bytes) in (from..=at).zip(&updates) {
@@ -870,15 +902,22 @@ async fn find_fork<L: SyncLink>(
                     let before = registry
                         .at_version(RegistryVersion(expected - 1))
                         .map(|s| s.hash());
-                    parting = Some((update.body().prev == before, update));
+                    parting = Some((expected, update.body().prev == before, update));
                     break;
                 }
+                same_to = Some(expected);
             }
         }
-        match parting {
-            // They part lower still.
-            Some((false, _)) if from > 2 => at = from - 1,
-            Some((true, update)) => {
+        match (parting, same_to) {
+            // The first version asked for differs: they part lower still.
+            (Some((expected, false, _)), _) if expected == from && from > 2 => {
+                at = from - 1;
+                from = at.saturating_sub(FORK_SEARCH_STEP - 1).max(2);
+            }
+            // An answer cut short by its budget, all of it the same: on from
+            // where it stopped.
+            (None, Some(same)) if same < at => from = same + 1,
+            (Some((_, true, update)), _) => {
                 let version = update.body().version;
                 let (store, registry) = (store.clone(), Arc::clone(registry));
                 let outcome =
@@ -1067,8 +1106,9 @@ mod tests {
         }
     }
 
-    /// A peer holding a registry of its own, answering as a node does.
-    struct BranchPeer(Registry);
+    /// A peer holding a registry of its own, answering as a node does, with
+    /// registry answers of at most the given budget.
+    struct BranchPeer(Registry, usize);
 
     impl SyncLink for BranchPeer {
         async fn request(&self, request: SyncRequest) -> Result<SyncResponse, SyncError> {
@@ -1079,7 +1119,7 @@ mod tests {
                     chains: Vec::new(),
                 },
                 SyncRequest::Registry { from } => SyncResponse::Registry {
-                    updates: registry_page(&self.0, from, PAGE_BUDGET_BYTES),
+                    updates: registry_page(&self.0, from, self.1),
                 },
                 _ => SyncResponse::Page {
                     bulletins: Vec::new(),
@@ -1096,7 +1136,12 @@ mod tests {
     /// The one member's registry with `n` keys added after the genesis, from seed `seed`
     /// on: a branch of its own for each seed.
     fn branch(net: &crate::test_network::OneMember, seed: u8, n: u8) -> Registry {
-        let mut registry = net.registry.clone();
+        extend(net, &net.registry, seed, n)
+    }
+
+    /// `registry` with `n` keys added, from seed `seed` on.
+    fn extend(net: &crate::test_network::OneMember, registry: &Registry, seed: u8, n: u8) -> Registry {
+        let mut registry = registry.clone();
         for i in 0..n {
             let update = net.adding_key(&registry, &SecretKey::from_seed(&[seed + i; 32]));
             registry.apply(update).unwrap();
@@ -1114,7 +1159,9 @@ mod tests {
             let store = Store::open(dir.path(), net.registry.network()).unwrap();
             let registry = Arc::new(RwLock::new(branch(&net, 60, ours)));
             let peer = branch(&net, 120, theirs);
-            let report = pull(&BranchPeer(peer.clone()), &store, &registry).await.unwrap();
+            let report = pull(&BranchPeer(peer.clone(), PAGE_BUDGET_BYTES), &store, &registry)
+                .await
+                .unwrap();
             let held = registry.read().unwrap();
             assert_eq!(report.registry_updates, 0, "{ours}/{theirs}");
             assert_eq!(held.version(), RegistryVersion(u64::from(ours) + 1), "unchanged");
@@ -1138,14 +1185,40 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), net.registry.network()).unwrap();
         let registry = Arc::new(RwLock::new(branch(&net, 60, 2)));
-        pull(&BranchPeer(branch(&net, 60, 1)), &store, &registry)
-            .await
-            .unwrap();
-        pull(&BranchPeer(branch(&net, 60, 3)), &store, &registry)
-            .await
-            .unwrap();
+        pull(
+            &BranchPeer(branch(&net, 60, 1), PAGE_BUDGET_BYTES),
+            &store,
+            &registry,
+        )
+        .await
+        .unwrap();
+        pull(
+            &BranchPeer(branch(&net, 60, 3), PAGE_BUDGET_BYTES),
+            &store,
+            &registry,
+        )
+        .await
+        .unwrap();
         assert_eq!(registry.read().unwrap().version(), RegistryVersion(4));
         assert!(registry.read().unwrap().forks().is_empty());
+        // Parted at version 7, both at 12, and one update to an answer: the search goes
+        // on past answers that are the same as this node's.
+        let common = branch(&net, 30, 5);
+        let (ours, theirs) = (extend(&net, &common, 60, 6), extend(&net, &common, 120, 6));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), net.registry.network()).unwrap();
+        let registry = Arc::new(RwLock::new(ours));
+        pull(&BranchPeer(theirs.clone(), 1), &store, &registry)
+            .await
+            .unwrap();
+        let forks: Vec<_> = registry
+            .read()
+            .unwrap()
+            .forks()
+            .iter()
+            .map(|f| (f.version, f.theirs.hash()))
+            .collect();
+        assert_eq!(forks, vec![(RegistryVersion(7), theirs.history()[6].hash())]);
     }
 
     #[test]

@@ -261,9 +261,10 @@ mod tests {
             assert!(matches!(verdict(&another), Verdict::RegistryFork(_)), "fork {n}");
             assert!(matches!(verdict(&another), Verdict::Duplicate), "fork {n} again");
         }
+        // (All by the one member: it gets a few places of evidence.)
         assert_eq!(
             registry.read().unwrap().forks().len(),
-            herald_keys::MAX_FORK_EVIDENCE
+            herald_keys::MAX_FORK_EVIDENCE_PER_MEMBER
         );
         // The next version of the other branch: not this node's to take, and
         // nothing to blame its sender for.

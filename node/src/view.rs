@@ -201,7 +201,8 @@ pub struct RegistryView {
     pub threshold: u32,
     /// Every member, removed ones included.
     pub members: Vec<MemberView>,
-    /// Forks seen (two approved updates for one version).
+    /// Versions for which another approved update than this node's is
+    /// known (a fork), as in the status.
     pub forks: usize,
 }
 
@@ -252,7 +253,12 @@ impl RegistryView {
                     removed_at: m.removed_at.map(|t| t.to_string()),
                 })
                 .collect(),
-            forks: registry.forks().len(),
+            forks: registry
+                .forks()
+                .iter()
+                .map(|f| f.version)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
         }
     }
 }
