@@ -281,6 +281,10 @@ pub trait SyncLink: Send + Sync {
         let _ = position;
         true
     }
+    /// The search for `position` ended (found or not): not due again.
+    fn fork_searched(&self, position: RegistryPosition) {
+        let _ = position;
+    }
     /// A chain to fetch before the others: the node's own, whose bulletins it
     /// must hold before it numbers more of them ([`crate::KeyPast`]).
     fn first_chain(&self) -> Option<KeyId> {
@@ -325,11 +329,16 @@ pub(crate) struct NetworkLink {
 
 impl SyncLink for NetworkLink {
     fn fork_search_due(&self, position: RegistryPosition) -> bool {
+        let searched = self.ctx.fork_searches.lock().unwrap_or_else(|e| e.into_inner());
+        !searched.contains(&position)
+    }
+
+    fn fork_searched(&self, position: RegistryPosition) {
         let mut searched = self.ctx.fork_searches.lock().unwrap_or_else(|e| e.into_inner());
         if searched.len() >= MAX_FORK_SEARCHES {
             searched.clear();
         }
-        searched.insert(position)
+        searched.insert(position);
     }
 
     async fn request(&self, request: SyncRequest) -> Result<SyncResponse, SyncError> {
@@ -569,9 +578,10 @@ pub async fn pull<L: SyncLink>(
     } else {
         ours_at_theirs != Some(their_hash)
     };
-    if parted && link.fork_search_due((their_version, their_hash)) {
+    let position = (their_version, their_hash);
+    if parted && link.fork_search_due(position) {
         // A request that fails here ends the search, not the session: the
-        // bulletins come next.
+        // bulletins come next, and the next session searches again.
         match find_fork(
             link,
             &mut report,
@@ -584,7 +594,10 @@ pub async fn pull<L: SyncLink>(
             Err(e @ SyncError::Request(_)) => {
                 tracing::debug!(error = %e, "the search for where the registries part stopped");
             }
-            other => other?,
+            other => {
+                other?;
+                link.fork_searched(position);
+            }
         }
     }
     // Then the bulletins this node lacks. Only chains of keys the registry
@@ -1107,11 +1120,34 @@ mod tests {
     }
 
     /// A peer holding a registry of its own, answering as a node does, with
-    /// registry answers of at most the given budget.
-    struct BranchPeer(Registry, usize);
+    /// registry answers of at most the given budget; it counts the registry
+    /// requests it gets, and remembers the searches as a node does.
+    struct BranchPeer(
+        Registry,
+        usize,
+        std::sync::atomic::AtomicUsize,
+        std::sync::Mutex<HashSet<RegistryPosition>>,
+    );
+
+    impl BranchPeer {
+        fn new(registry: Registry, budget: usize) -> Self {
+            BranchPeer(registry, budget, Default::default(), Default::default())
+        }
+    }
 
     impl SyncLink for BranchPeer {
+        fn fork_search_due(&self, position: RegistryPosition) -> bool {
+            !self.3.lock().unwrap().contains(&position)
+        }
+
+        fn fork_searched(&self, position: RegistryPosition) {
+            self.3.lock().unwrap().insert(position);
+        }
+
         async fn request(&self, request: SyncRequest) -> Result<SyncResponse, SyncError> {
+            if matches!(request, SyncRequest::Registry { .. }) {
+                self.2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             Ok(match request {
                 SyncRequest::Hello { .. } => SyncResponse::Summary {
                     registry_version: self.0.version(),
@@ -1159,9 +1195,13 @@ mod tests {
             let store = Store::open(dir.path(), net.registry.network()).unwrap();
             let registry = Arc::new(RwLock::new(branch(&net, 60, ours)));
             let peer = branch(&net, 120, theirs);
-            let report = pull(&BranchPeer(peer.clone(), PAGE_BUDGET_BYTES), &store, &registry)
-                .await
-                .unwrap();
+            let report = pull(
+                &BranchPeer::new(peer.clone(), PAGE_BUDGET_BYTES),
+                &store,
+                &registry,
+            )
+            .await
+            .unwrap();
             let held = registry.read().unwrap();
             assert_eq!(report.registry_updates, 0, "{ours}/{theirs}");
             assert_eq!(held.version(), RegistryVersion(u64::from(ours) + 1), "unchanged");
@@ -1186,14 +1226,14 @@ mod tests {
         let store = Store::open(dir.path(), net.registry.network()).unwrap();
         let registry = Arc::new(RwLock::new(branch(&net, 60, 2)));
         pull(
-            &BranchPeer(branch(&net, 60, 1), PAGE_BUDGET_BYTES),
+            &BranchPeer::new(branch(&net, 60, 1), PAGE_BUDGET_BYTES),
             &store,
             &registry,
         )
         .await
         .unwrap();
         pull(
-            &BranchPeer(branch(&net, 60, 3), PAGE_BUDGET_BYTES),
+            &BranchPeer::new(branch(&net, 60, 3), PAGE_BUDGET_BYTES),
             &store,
             &registry,
         )
@@ -1208,9 +1248,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), net.registry.network()).unwrap();
         let registry = Arc::new(RwLock::new(ours));
-        pull(&BranchPeer(theirs.clone(), 1), &store, &registry)
-            .await
-            .unwrap();
+        let peer = BranchPeer::new(theirs.clone(), 1);
+        pull(&peer, &store, &registry).await.unwrap();
+        let asked = peer.2.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(asked, 3, "versions 5, 6, then 7 where they part");
+        pull(&peer, &store, &registry).await.unwrap();
+        assert_eq!(
+            peer.2.load(std::sync::atomic::Ordering::Relaxed),
+            asked,
+            "not searched again while the peer stands where it stood"
+        );
         let forks: Vec<_> = registry
             .read()
             .unwrap()
