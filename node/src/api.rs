@@ -702,8 +702,7 @@ async fn status_view(
     let (registry_version, registry_forks) = {
         let lock = node.registry();
         let registry = lock.read().unwrap_or_else(|e| e.into_inner());
-        let versions: std::collections::BTreeSet<_> = registry.forks().iter().map(|f| f.version).collect();
-        (registry.version().0, versions.len())
+        (registry.version().0, crate::view::forked_versions(&registry))
     };
     Ok(StatusView {
         peer_id: node.peer_id().to_string(),

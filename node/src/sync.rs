@@ -1225,20 +1225,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), net.registry.network()).unwrap();
         let registry = Arc::new(RwLock::new(branch(&net, 60, 2)));
-        pull(
-            &BranchPeer::new(branch(&net, 60, 1), PAGE_BUDGET_BYTES),
-            &store,
-            &registry,
-        )
-        .await
-        .unwrap();
-        pull(
-            &BranchPeer::new(branch(&net, 60, 3), PAGE_BUDGET_BYTES),
-            &store,
-            &registry,
-        )
-        .await
-        .unwrap();
+        for length in [1, 3] {
+            let peer = BranchPeer::new(branch(&net, 60, length), PAGE_BUDGET_BYTES);
+            pull(&peer, &store, &registry).await.unwrap();
+        }
         assert_eq!(registry.read().unwrap().version(), RegistryVersion(4));
         assert!(registry.read().unwrap().forks().is_empty());
         // Parted at version 7, both at 12, and one update to an answer: the search goes

@@ -223,6 +223,17 @@ pub struct MemberView {
     pub removed_at: Option<String>,
 }
 
+/// Versions of `registry` for which another approved update than its own is
+/// known (fork evidence held), as the status and the registry view count them.
+pub fn forked_versions(registry: &herald_keys::Registry) -> usize {
+    registry
+        .forks()
+        .iter()
+        .map(|f| f.version)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
 impl RegistryView {
     /// The view of a registry's current state.
     pub fn new(registry: &herald_keys::Registry) -> Self {
@@ -253,12 +264,7 @@ impl RegistryView {
                     removed_at: m.removed_at.map(|t| t.to_string()),
                 })
                 .collect(),
-            forks: registry
-                .forks()
-                .iter()
-                .map(|f| f.version)
-                .collect::<std::collections::BTreeSet<_>>()
-                .len(),
+            forks: forked_versions(registry),
         }
     }
 }
