@@ -1,7 +1,10 @@
 //! The member registry: the only root of trust. It starts from a genesis update
 //! whose hash every node is configured with, and changes only by signed updates
 //! that a threshold of members approved (or, for a member's own keys and nodes,
-//! that member). Versions only go up; conflicting updates are kept as evidence.
+//! that member). Versions follow one another; conflicting updates are kept as
+//! evidence. Where two branches part, one that a threshold of members approved
+//! an update of displaces one of changes members made alone
+//! ([`Registry::adopt_branch_saving`]); no other change is ever undone.
 //!
 //! Every version's state is kept (to judge a fork against the state before it,
 //! and for [`Registry::at_version`]). The collections that grow with the
@@ -141,6 +144,10 @@ pub enum RegistryError {
         max = herald_protocol::registry::MAX_KEYS_EVER_PER_MEMBER
     )]
     TooManyKeysEver(MemberId),
+    /// A branch offered to [`Registry::adopt_branch_saving`] that does not
+    /// part from this registry's history within it.
+    #[error("not another branch of this registry's history: {0}")]
+    NotABranch(&'static str),
 }
 
 /// A signing key's standing.
@@ -518,8 +525,17 @@ fn check_proof_of_possession(
     Ok(())
 }
 
-/// Whether `update` is approved by enough of `state`'s members.
-fn check_approval(state: &RegistryState, update: &SignedRegistryUpdate) -> Result<(), RegistryError> {
+/// How an update was approved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Approval {
+    /// By a threshold of members: no branch without it displaces it.
+    Threshold,
+    /// By the one member whose own keys and nodes it changes, alone.
+    OwnerOnly,
+}
+
+/// Whether `update` is approved by enough of `state`'s members, and how.
+fn check_approval(state: &RegistryState, update: &SignedRegistryUpdate) -> Result<Approval, RegistryError> {
     let approvers = verified_approvers(Some(state), update);
     check_proof_of_possession(update, &approvers)?;
     // Each current member counts once, by its current member key, however many
@@ -529,14 +545,14 @@ fn check_approval(state: &RegistryState, update: &SignedRegistryUpdate) -> Resul
         .filter(|m| approvers.contains(&m.member_key.to_bytes()))
         .count();
     if members_approving >= state.threshold as usize {
-        return Ok(());
+        return Ok(Approval::Threshold);
     }
     if let Some(owner) = self_managed_by(&update.body().ops)
         && let Some(m) = state.member(&owner)
         && m.is_current()
         && approvers.contains(&m.member_key.to_bytes())
     {
-        return Ok(());
+        return Ok(Approval::OwnerOnly);
     }
     Err(RegistryError::ThresholdNotMet {
         approvals: members_approving,
@@ -551,6 +567,18 @@ pub enum Applied {
     Advanced(RegistryVersion),
     /// The same update was already held.
     AlreadyHeld,
+    /// Another branch replaced this registry's versions from `from` on
+    /// ([`Registry::adopt_branch_saving`]): `dropped` of them, each approved
+    /// by its member alone, gave way to a branch that a threshold of members
+    /// approved an update of. The current version is now `to`.
+    Switched {
+        /// The first version replaced.
+        from: RegistryVersion,
+        /// The current version after the switch.
+        to: RegistryVersion,
+        /// How many versions of this registry's own were dropped.
+        dropped: usize,
+    },
 }
 
 /// Two validly approved, different updates for one version.
@@ -746,12 +774,24 @@ impl Registry {
             return Err(rollback);
         }
         let (version, ours_hash, theirs) = (got, ours.hash(), update.hash());
+        let ours = ours.clone();
+        self.keep_evidence(ours, update);
+        Err(RegistryError::Fork {
+            version,
+            ours: ours_hash,
+            theirs,
+        })
+    }
+
+    /// Notes a fork seen, and keeps its evidence up to the bounds: a member
+    /// key, even one rotated away since, can approve any number of its
+    /// member's own updates for a past version.
+    fn keep_evidence(&mut self, ours: SignedRegistryUpdate, theirs: SignedRegistryUpdate) {
+        let (version, hash) = (theirs.body().version, theirs.hash());
         if self.forks_seen.len() < MAX_FORKS_SEEN {
-            self.forks_seen.insert((got, theirs));
+            self.forks_seen.insert((version, hash));
         }
-        // Kept up to a bound: a member key, even one rotated away since, can
-        // approve any number of its member's own updates for a past version.
-        let author = self_managed_by(&update.body().ops);
+        let author = self_managed_by(&theirs.body().ops);
         let by_author = self
             .forks
             .iter()
@@ -762,19 +802,163 @@ impl Registry {
             && !self
                 .forks
                 .iter()
-                .any(|f| f.version == got && f.theirs.hash() == theirs)
+                .any(|f| f.version == version && f.theirs.hash() == hash)
         {
             self.forks.push(ForkEvidence {
-                version: got,
-                ours: ours.clone(),
-                theirs: update,
+                version,
+                ours,
+                theirs,
             });
         }
-        Err(RegistryError::Fork {
-            version,
-            ours: ours_hash,
-            theirs,
-        })
+    }
+
+    /// Takes in `branch`, another branch of this registry's history from the
+    /// version where the two part on (its first update is for a version
+    /// held, builds on the version before it, and is not the update held),
+    /// by the branch rule (PROTOCOL §9). The branch replaces this registry's
+    /// versions from there when every one of them was approved by its
+    /// member alone (each changes only its member's own keys and nodes) and
+    /// the branch holds an update that a threshold of members approved; the
+    /// first version dropped is kept as fork evidence. Otherwise the registry
+    /// stays as it is and the branch's first update is kept as evidence
+    /// ([`RegistryError::Fork`]), as [`Registry::apply`] would.
+    ///
+    /// So every node that sees both branches ends on the same one, and no
+    /// update a threshold of members approved is ever undone: only changes
+    /// a member made alone give way, and that member makes them again. Two
+    /// branches that each hold a threshold-approved update (some member
+    /// approved both) stay a fork.
+    ///
+    /// Every update of the branch must be valid in turn, or the branch is
+    /// refused whole with the first update's error. `save` is called with
+    /// the first version replaced and the updates that replace it before
+    /// the registry changes: if it fails, nothing changes.
+    pub fn adopt_branch_saving<E>(
+        &mut self,
+        branch: Vec<SignedRegistryUpdate>,
+        save: impl FnOnce(RegistryVersion, &[SignedRegistryUpdate]) -> Result<(), E>,
+    ) -> Result<Result<Applied, RegistryError>, E> {
+        let Some(first) = branch.first() else {
+            return Ok(Err(RegistryError::NotABranch("it is empty")));
+        };
+        let from = first.body().version;
+        let have = self.version();
+        if from > have {
+            return Ok(Err(RegistryError::NotABranch(
+                "it starts after the current version",
+            )));
+        }
+        // Version 1 is the network itself: another one is another network.
+        if from.0 < 2 {
+            return Ok(Err(RegistryError::Rollback { have, got: from }));
+        }
+        let index = (from.0 - 1) as usize;
+        if self.history[index].hash() == first.hash() {
+            return Ok(Err(RegistryError::NotABranch("its first update is the one held")));
+        }
+        // Each update in turn, from the state before the parting.
+        let mut state = Arc::clone(&self.states[index - 1]);
+        let mut states = Vec::with_capacity(branch.len());
+        let mut theirs_threshold = false;
+        for (i, update) in branch.iter().enumerate() {
+            let refused = |e| {
+                // The first one refused is refused as `apply` refuses an
+                // update for a past version that is not approved.
+                if i == 0 {
+                    RegistryError::Rollback { have, got: from }
+                } else {
+                    e
+                }
+            };
+            let version = update.body().version;
+            if Some(version) != state.version.next() {
+                return Ok(Err(refused(RegistryError::Gap {
+                    have: state.version,
+                    got: version,
+                })));
+            }
+            if update.body().prev != Some(state.hash) {
+                return Ok(Err(refused(RegistryError::WrongPrevious { version })));
+            }
+            let approval = match check_approval(&state, update) {
+                Ok(approval) => approval,
+                Err(e) => return Ok(Err(refused(e))),
+            };
+            theirs_threshold |= approval == Approval::Threshold;
+            let mut next = (*state).clone();
+            let checked = update
+                .body()
+                .ops
+                .iter()
+                .try_for_each(|op| next.apply_op(op))
+                .and_then(|()| next.check_threshold());
+            if let Err(e) = checked {
+                return Ok(Err(refused(e)));
+            }
+            next.version = version;
+            next.hash = update.hash();
+            state = Arc::new(next);
+            states.push(Arc::clone(&state));
+        }
+        if !theirs_threshold || self.holds_threshold_update_from(from) {
+            return Ok(self.check_past_update(first.clone()));
+        }
+        save(from, &branch)?;
+        let taken = branch[0].clone();
+        let dropped = self.history.split_off(index);
+        self.states.truncate(index);
+        self.history.extend(branch);
+        self.states.extend(states);
+        // Evidence of forks from the parting on was against the versions
+        // dropped: against those held now, or gone.
+        let (history, held) = (&self.history, &self.states);
+        self.forks.retain_mut(|fork| {
+            if fork.version < from {
+                return true;
+            }
+            let i = (fork.version.0 - 1) as usize;
+            match history.get(i) {
+                Some(ours)
+                    if ours.hash() != fork.theirs.hash()
+                        && fork.theirs.body().prev == Some(held[i - 1].hash) =>
+                {
+                    fork.ours = ours.clone();
+                    true
+                }
+                _ => false,
+            }
+        });
+        let count = dropped.len();
+        if let Some(first_dropped) = dropped.into_iter().next() {
+            self.keep_evidence(taken, first_dropped);
+        }
+        Ok(Ok(Applied::Switched {
+            from,
+            to: self.version(),
+            dropped: count,
+        }))
+    }
+
+    /// Whether a threshold of members approved one of this registry's
+    /// updates from `version` on (the branch rule keeps such a branch).
+    pub fn holds_threshold_update_from(&self, version: RegistryVersion) -> bool {
+        let start = usize::try_from(version.0).unwrap_or(usize::MAX).max(2) - 1;
+        (start..self.history.len())
+            .any(|i| check_approval(&self.states[i - 1], &self.history[i]) == Ok(Approval::Threshold))
+    }
+
+    /// Whether a threshold of members approved `update`, judged against the
+    /// state before its version as this registry holds it (false if it does
+    /// not build on that state, or is not approved at all).
+    pub fn threshold_approved(&self, update: &SignedRegistryUpdate) -> bool {
+        let version = update.body().version;
+        version.0 >= 2
+            && self
+                .at_version(RegistryVersion(version.0 - 1))
+                .is_some_and(|before| {
+                    update.body().prev == Some(before.hash)
+                        && check_approval(before, update) == Ok(Approval::Threshold)
+                })
     }
 
     /// The network this registry governs.

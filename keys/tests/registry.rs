@@ -748,7 +748,8 @@ fn concurrent_self_managed_updates_by_two_members_fork() {
     // Two members each manage their own keys at the same time, each alone, as the
     // design allows. Both updates are validly approved for version 2, so whichever a
     // node sees second is reported as a fork, although nobody equivocated: the
-    // "threshold above half" argument does not cover self-managed changes.
+    // "threshold above half" argument does not cover self-managed changes. The fork
+    // lasts until a threshold-approved update on one side settles it (below).
     let mut n = five();
     let k0 = key(Role::Fresh, 0);
     let k1 = key(Role::Fresh, 1);
@@ -767,6 +768,250 @@ fn concurrent_self_managed_updates_by_two_members_fork() {
     // A node that saw them in the other order holds the other version 2.
     assert_eq!(other.apply(b.clone()), Ok(Applied::Advanced(RegistryVersion(2))));
     assert_ne!(other.hash(), n.registry.hash());
+    // Neither branch displaces the other: each was approved by its member alone.
+    let before = n.registry.hash();
+    assert_eq!(
+        n.registry
+            .adopt_branch_saving(vec![b.clone()], |_, _| Err("not called")),
+        Ok(Err(RegistryError::Fork {
+            version: RegistryVersion(2),
+            ours: a.hash(),
+            theirs: b.hash(),
+        }))
+    );
+    assert!(matches!(
+        other.adopt_branch_saving(vec![a.clone()], |_, _| Err("not called")),
+        Ok(Err(RegistryError::Fork { .. }))
+    ));
+    assert_eq!(n.registry.hash(), before);
+}
+
+/// The next version on `registry` with `ops`, approved by `approvers`.
+fn on(registry: &Registry, ops: Vec<RegistryOp>, approvers: &[&SecretKey]) -> SignedRegistryUpdate {
+    let version = registry.version().next().unwrap();
+    let body = RegistryUpdate {
+        format: 1,
+        version,
+        prev: Some(registry.hash()),
+        created: Timestamp(version.0 * 1000 + 7),
+        ops,
+    };
+    signed(&body, approvers)
+}
+
+/// Two sides of a split over version 2, each a change one member made
+/// alone, and on side `b` a threshold-approved version 3 that settles it.
+struct Split {
+    /// Version 2 and 3 of side `a`: member 0's own changes.
+    a: Vec<SignedRegistryUpdate>,
+    /// Version 2 of side `b` (member 1's own change), then version 3 (the threshold's).
+    b: Vec<SignedRegistryUpdate>,
+    /// Side `a`'s registry and side `b`'s.
+    on_a: Registry,
+    on_b: Registry,
+}
+
+fn split() -> (Net, Split) {
+    let n = five();
+    let (k0, k0b, k1) = (key(Role::Fresh, 0), key(Role::Fresh, 2), key(Role::Fresh, 1));
+    let mut on_a = n.registry.clone();
+    let a2 = on(
+        &on_a,
+        vec![add_signing_key(n.f(0).id(), &k0)],
+        &[&n.f(0).member, &k0],
+    );
+    on_a.apply(a2.clone()).unwrap();
+    let a3 = on(
+        &on_a,
+        vec![add_signing_key(n.f(0).id(), &k0b)],
+        &[&n.f(0).member, &k0b],
+    );
+    on_a.apply(a3.clone()).unwrap();
+    let mut on_b = n.registry.clone();
+    let b2 = on(
+        &on_b,
+        vec![add_signing_key(n.f(1).id(), &k1)],
+        &[&n.f(1).member, &k1],
+    );
+    on_b.apply(b2.clone()).unwrap();
+    let b3 = on(&on_b, set_threshold(3), &n.members(&[2, 3, 4]));
+    on_b.apply(b3.clone()).unwrap();
+    let split = Split {
+        a: vec![a2, a3],
+        b: vec![b2, b3],
+        on_a,
+        on_b,
+    };
+    (n, split)
+}
+
+#[test]
+fn a_branch_a_threshold_approved_displaces_changes_members_made_alone() {
+    let (
+        n,
+        Split {
+            a,
+            b,
+            mut on_a,
+            mut on_b,
+        },
+    ) = split();
+    assert!(on_b.holds_threshold_update_from(RegistryVersion(2)));
+    assert!(!on_a.holds_threshold_update_from(RegistryVersion(2)));
+    assert!(on_b.threshold_approved(&b[1]) && !on_b.threshold_approved(&b[0]));
+    // Side a takes side b's branch: both its own versions give way.
+    let mut saved = Vec::new();
+    let switched = on_a.adopt_branch_saving(b.clone(), |from, updates| {
+        saved.push((from, updates.to_vec()));
+        Ok::<(), &str>(())
+    });
+    assert_eq!(
+        switched,
+        Ok(Ok(Applied::Switched {
+            from: RegistryVersion(2),
+            to: RegistryVersion(3),
+            dropped: 2,
+        }))
+    );
+    assert_eq!(saved, vec![(RegistryVersion(2), b.clone())]);
+    assert_eq!(on_a.history(), on_b.history());
+    assert_eq!(on_a.current(), on_b.current());
+    // What was dropped is kept as evidence, and known as a fork.
+    assert_eq!(on_a.forks().len(), 1);
+    assert_eq!(on_a.forks()[0].version, RegistryVersion(2));
+    assert_eq!(on_a.forks()[0].ours, b[0]);
+    assert_eq!(on_a.forks()[0].theirs, a[0]);
+    assert!(on_a.knows_fork(RegistryVersion(2), a[0].hash()));
+    // Member 0's key of the dropped branch no longer signs; member 1's does.
+    let dropped_key = key(Role::Fresh, 0);
+    assert!(
+        on_a.check_bulletin(&bulletin_on(n.registry.network(), &dropped_key, 1, 1))
+            .is_err()
+    );
+    assert!(
+        on_a.check_bulletin(&bulletin_on(n.registry.network(), &key(Role::Fresh, 1), 1, 1))
+            .is_ok()
+    );
+    // Side b keeps its branch whichever way it sees side a's: one update or all.
+    let held = on_b.hash();
+    assert!(matches!(
+        on_b.adopt_branch_saving(a.clone(), |_, _| Err("not called")),
+        Ok(Err(RegistryError::Fork { .. }))
+    ));
+    assert!(matches!(
+        on_b.apply(a[0].clone()),
+        Err(RegistryError::Fork { .. })
+    ));
+    assert_eq!(on_b.hash(), held);
+    // Member 0 makes its change again, on the branch that stayed.
+    let again = on(
+        &on_b,
+        vec![add_signing_key(n.f(0).id(), &dropped_key)],
+        &[&n.f(0).member, &dropped_key],
+    );
+    assert_eq!(
+        on_a.apply(again.clone()),
+        Ok(Applied::Advanced(RegistryVersion(4)))
+    );
+    assert_eq!(on_b.apply(again), Ok(Applied::Advanced(RegistryVersion(4))));
+    assert_eq!(on_a.hash(), on_b.hash());
+}
+
+#[test]
+fn one_threshold_approved_update_displaces_a_change_a_member_made_alone() {
+    // The common race: a threshold-approved version 2 comes after a member's own.
+    let mut n = five();
+    let k0 = key(Role::Fresh, 0);
+    let own = n.update(vec![add_signing_key(n.f(0).id(), &k0)], &[0], &[&k0]);
+    let threshold = n.update(set_threshold(4), &[1, 2, 3], &[]);
+    let mut first_own = n.registry.clone();
+    first_own.apply(own.clone()).unwrap();
+    assert_eq!(
+        first_own.adopt_branch_saving(vec![threshold.clone()], |_, _| Ok::<(), &str>(())),
+        Ok(Ok(Applied::Switched {
+            from: RegistryVersion(2),
+            to: RegistryVersion(2),
+            dropped: 1,
+        }))
+    );
+    n.advance(threshold.clone());
+    assert!(matches!(
+        n.registry
+            .adopt_branch_saving(vec![own], |_, _| Err("not called")),
+        Ok(Err(RegistryError::Fork { .. }))
+    ));
+    assert_eq!(first_own.hash(), n.registry.hash());
+    assert_eq!(first_own.hash(), threshold.hash());
+}
+
+#[test]
+fn two_branches_each_with_a_threshold_approved_update_stay_a_fork() {
+    // Member 2 approved on both sides: nothing a threshold approved is undone.
+    let mut n = five();
+    let ours = n.update(set_threshold(4), &[0, 1, 2], &[]);
+    let theirs = n.update(set_threshold(5), &[2, 3, 4], &[]);
+    n.advance(ours.clone());
+    assert!(matches!(
+        n.registry
+            .adopt_branch_saving(vec![theirs], |_, _| Err("not called")),
+        Ok(Err(RegistryError::Fork { .. }))
+    ));
+    assert_eq!(n.registry.hash(), ours.hash());
+    assert_eq!(n.registry.forks().len(), 1);
+}
+
+#[test]
+fn a_branch_with_any_invalid_update_is_refused_whole() {
+    let (n, Split { a, b, mut on_a, .. }) = split();
+    let held = on_a.history().to_vec();
+    // Its threshold update approved by too few.
+    let mut short = b.clone();
+    let unapproved = {
+        let mut after_b2 = n.registry.clone();
+        after_b2.apply(b[0].clone()).unwrap();
+        on(&after_b2, set_threshold(3), &n.members(&[2, 3]))
+    };
+    short[1] = unapproved;
+    assert_eq!(
+        on_a.adopt_branch_saving(short, |_, _| Err("not called")),
+        Ok(Err(RegistryError::ThresholdNotMet {
+            approvals: 2,
+            threshold: 3
+        }))
+    );
+    // Out of order, starting past the version held, empty, the one held.
+    let reversed: Vec<_> = b.iter().rev().cloned().collect();
+    assert!(matches!(
+        on_a.adopt_branch_saving(reversed, |_, _| Err("not called")),
+        Ok(Err(RegistryError::Rollback { .. }))
+    ));
+    let mut gap = b.clone();
+    gap.insert(1, b[1].clone());
+    assert!(matches!(
+        on_a.adopt_branch_saving(gap, |_, _| Err("not called")),
+        Ok(Err(RegistryError::Gap { .. }))
+    ));
+    assert!(matches!(
+        on_a.adopt_branch_saving(vec![], |_, _| Err("not called")),
+        Ok(Err(RegistryError::NotABranch(_)))
+    ));
+    assert!(matches!(
+        on_a.adopt_branch_saving(a.clone(), |_, _| Err("not called")),
+        Ok(Err(RegistryError::NotABranch(_)))
+    ));
+    // The genesis of another network.
+    let other = net(3, 2);
+    assert!(matches!(
+        on_a.adopt_branch_saving(vec![other.genesis], |_, _| Err("not called")),
+        Ok(Err(RegistryError::Rollback { .. }))
+    ));
+    // A save that fails changes nothing.
+    assert_eq!(
+        on_a.adopt_branch_saving(b, |_, _| Err("disk full")),
+        Err("disk full")
+    );
+    assert_eq!(on_a.history(), &held[..]);
+    assert!(on_a.forks().is_empty());
 }
 
 #[test]

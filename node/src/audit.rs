@@ -178,7 +178,8 @@ pub fn audit(
             .map_err(|e| e.to_string())
             .and_then(|u| registry.apply(u).map_err(|e| e.to_string()));
         match outcome {
-            Ok(Applied::Advanced(_)) => report.registry_updates += 1,
+            // (`apply` only advances: a bundle's history is one branch.)
+            Ok(Applied::Advanced(_) | Applied::Switched { .. }) => report.registry_updates += 1,
             Ok(Applied::AlreadyHeld) => {}
             Err(reason) => report
                 .rejected

@@ -516,7 +516,7 @@ pub fn import(
             }
         };
         match crate::validate::apply_registry_update(registry, store, update)? {
-            Ok(Applied::Advanced(_)) => report.registry_applied += 1,
+            Ok(Applied::Advanced(_) | Applied::Switched { .. }) => report.registry_applied += 1,
             Ok(Applied::AlreadyHeld) => report.registry_held += 1,
             Err(e) => report
                 .rejected

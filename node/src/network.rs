@@ -1129,11 +1129,19 @@ impl EventLoop {
             Verdict::Behind => self.start_sync(v.source),
             Verdict::Duplicate => {}
             Verdict::NotSaved(reason) => tracing::error!(%reason, "a registry update was not taken"),
-            Verdict::OtherBranch(reason) => tracing::warn!(
-                peer = %short_peer(&v.source),
-                %reason,
-                "a registry update of another branch (a registry fork earlier on); not taken"
-            ),
+            Verdict::OtherBranch(reason) => {
+                tracing::warn!(
+                    peer = %short_peer(&v.source),
+                    %reason,
+                    "a registry update of another branch (a registry fork earlier on); not taken"
+                );
+                // Its session finds where the branches part, and takes the
+                // sender's if the branch rule says so.
+                let now = tokio::time::Instant::now();
+                if self.offences.entry(v.source).or_default().sync_due(now) {
+                    self.start_sync(v.source);
+                }
+            }
             Verdict::NotAdmitted(reason) => self.not_admitted(v.source, reason),
             Verdict::Reject(reason) => self.penalise(v.source, reason),
         }

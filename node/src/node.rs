@@ -813,7 +813,10 @@ impl Node {
             .await
             .map_err(|_| PublishError::Stopped)??;
             match outcome {
-                Ok(herald_keys::Applied::Advanced(version)) => {
+                Ok(
+                    herald_keys::Applied::Advanced(version)
+                    | herald_keys::Applied::Switched { to: version, .. },
+                ) => {
                     let _ = commands.send(Command::RegistryChanged).await;
                     let _ = commands.send(Command::GossipRegistry(bytes)).await;
                     Ok(version)

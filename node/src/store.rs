@@ -2411,6 +2411,25 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces the stored registry versions from `from` on with `updates`
+    /// (another branch the registry took, [`herald_keys::Registry::adopt_branch_saving`]),
+    /// in one batch, and flushes: a crash leaves one branch or the other.
+    pub fn replace_registry_from(
+        &self,
+        from: RegistryVersion,
+        updates: &[SignedRegistryUpdate],
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for key in self.registry.range(from.0.to_be_bytes()..).keys() {
+            batch.remove(key?);
+        }
+        for update in updates {
+            batch.insert(&update.body().version.0.to_be_bytes(), update.to_bytes());
+        }
+        self.registry.apply_batch(batch)?;
+        self.flush()
+    }
+
     /// Saves the other update of a registry fork the registry has just kept
     /// evidence of, and flushes: a restarted node still reports the fork
     /// (two nodes at one version do not exchange registry updates again).

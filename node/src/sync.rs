@@ -588,6 +588,7 @@ pub async fn pull<L: SyncLink>(
             local_store,
             local_registry,
             ours.min(their_version),
+            their_version,
         )
         .await
         {
@@ -830,6 +831,10 @@ async fn apply_registry_updates<L: SyncLink>(
                     tracing::info!(%version, "registry advanced by sync");
                     applied += 1;
                 }
+                Ok(Ok(Applied::Switched { from, to, .. })) => {
+                    tracing::warn!(%from, %to, "registry switched to the peer's branch by sync");
+                    applied += 1;
+                }
                 Ok(Ok(Applied::AlreadyHeld)) => {}
                 Ok(Err(e @ (RegistryError::Fork { .. } | RegistryError::WrongPrevious { .. }))) => {
                     tracing::warn!(reason = %e, "the peer's registry follows another branch (a registry fork); its later versions are not taken");
@@ -860,18 +865,26 @@ async fn apply_registry_updates<L: SyncLink>(
 const MAX_FORK_SEARCH: usize = 8;
 /// Versions each step of that search goes back.
 const FORK_SEARCH_STEP: u64 = 8;
+/// Most further registry answers one session reads of the peer's branch
+/// once it has found where the two part.
+const MAX_BRANCH_PAGES: usize = 4;
 
 /// Finds where the peer's registry parts from this node's, at version `at` or
-/// below, and takes the peer's update there in as fork evidence (reported,
-/// and kept in the store). Nothing changes in the registry: the update is for
-/// a version this node holds. The peer is not blamed for its branch, only for
-/// answers that do not decode.
+/// below, and reads the peer's branch from there (towards `top`, its
+/// version, within [`MAX_BRANCH_PAGES`] further answers). The branch rule
+/// decides ([`crate::validate::adopt_registry_branch`]): the peer's branch
+/// replaces this node's from there if it holds an update a threshold of
+/// members approved and this node's holds only changes members made alone;
+/// otherwise its first update is kept as fork evidence (reported, and kept
+/// in the store). The peer is not blamed for its branch, only for answers
+/// that do not decode.
 async fn find_fork<L: SyncLink>(
     link: &L,
     report: &mut SyncReport,
     store: &Store,
     registry: &Arc<RwLock<Registry>>,
     at: RegistryVersion,
+    top: RegistryVersion,
 ) -> Result<(), SyncError> {
     let mut at = at.0;
     let mut from = at.saturating_sub(FORK_SEARCH_STEP - 1).max(2);
@@ -880,33 +893,16 @@ async fn find_fork<L: SyncLink>(
         if at < 2 || from > at {
             return Ok(());
         }
-        let updates = match exchange(
-            link,
-            report,
-            SyncRequest::Registry {
-                from: RegistryVersion(from),
-            },
-        )
-        .await?
-        {
-            SyncResponse::Registry { updates } => updates,
-            other => {
-                return Err(SyncError::Hostile(format!(
-                    "unexpected answer to registry: {}",
-                    name(&other)
-                )));
-            }
-        };
+        let updates = registry_answer(link, report, RegistryVersion(from)).await?;
         // The first of its versions from `from` to `at` that is not this
-        // node's, and whether it builds on this node's version before it;
-        // else the last version it answered the same as this node's.
+        // node's (where in the answer, which version, and whether it builds
+        // on this node's version before it); else the last version it
+        // answered the same as this node's.
         let mut parting = None;
         let mut same_to = None;
         {
             let registry = registry.read().unwrap_or_else(|e| e.into_inner());
-            for (expected, bytes) in (from..=at).zip(&updates) {
-                let update = SignedRegistryUpdate::from_bytes(bytes)
-                    .map_err(|e| SyncError::Hostile(format!("registry update: {e}")))?;
+            for (i, (expected, update)) in (from..=at).zip(&updates).enumerate() {
                 let version = update.body().version;
                 let Some(ours) = registry.at_version(version).filter(|_| version.0 == expected) else {
                     break;
@@ -915,7 +911,7 @@ async fn find_fork<L: SyncLink>(
                     let before = registry
                         .at_version(RegistryVersion(expected - 1))
                         .map(|s| s.hash());
-                    parting = Some((expected, update.body().prev == before, update));
+                    parting = Some((i, expected, update.body().prev == before));
                     break;
                 }
                 same_to = Some(expected);
@@ -923,28 +919,115 @@ async fn find_fork<L: SyncLink>(
         }
         match (parting, same_to) {
             // The first version asked for differs: they part lower still.
-            (Some((expected, false, _)), _) if expected == from && from > 2 => {
+            (Some((_, expected, false)), _) if expected == from && from > 2 => {
                 at = from - 1;
                 from = at.saturating_sub(FORK_SEARCH_STEP - 1).max(2);
             }
             // An answer cut short by its budget, all of it the same: on from
             // where it stopped.
             (None, Some(same)) if same < at => from = same + 1,
-            (Some((_, true, update)), _) => {
-                let version = update.body().version;
-                let (store, registry) = (store.clone(), Arc::clone(registry));
-                let outcome =
-                    blocking(move || crate::validate::apply_registry_update(&registry, &store, update))
-                        .await??;
-                if let Err(e @ RegistryError::Fork { .. }) = outcome {
-                    tracing::warn!(%version, reason = %e, "registry fork: the peer's registry parts from this node's here; the evidence is kept");
+            (Some((i, expected, true)), _) => {
+                let mut branch = Vec::new();
+                extend_branch(&mut branch, updates.into_iter().skip(i));
+                // The rest of the branch matters only if this node's holds no
+                // threshold-approved update from there and the peer's first
+                // one is not: then one later in the peer's decides.
+                let decided = {
+                    let registry = registry.read().unwrap_or_else(|e| e.into_inner());
+                    registry.holds_threshold_update_from(RegistryVersion(expected))
+                        || branch.first().is_some_and(|u| registry.threshold_approved(u))
+                };
+                for _ in 0..if decided { 0 } else { MAX_BRANCH_PAGES } {
+                    let Some(next) = branch.last().and_then(|u| u.body().version.next()) else {
+                        break;
+                    };
+                    if next > top {
+                        break;
+                    }
+                    let held = branch.len();
+                    extend_branch(&mut branch, registry_answer(link, report, next).await?);
+                    if branch.len() == held {
+                        break;
+                    }
                 }
+                judge_branch(link, report, store, registry, branch).await?;
                 return Ok(());
             }
             // Its answer shows no difference (it may have cut it short), or
             // one this node cannot place.
             _ => return Ok(()),
         }
+    }
+    Ok(())
+}
+
+/// The peer's registry updates from `from` on, decoded.
+async fn registry_answer<L: SyncLink>(
+    link: &L,
+    report: &mut SyncReport,
+    from: RegistryVersion,
+) -> Result<Vec<SignedRegistryUpdate>, SyncError> {
+    match exchange(link, report, SyncRequest::Registry { from }).await? {
+        SyncResponse::Registry { updates } => updates
+            .iter()
+            .map(|bytes| {
+                SignedRegistryUpdate::from_bytes(bytes)
+                    .map_err(|e| SyncError::Hostile(format!("registry update: {e}")))
+            })
+            .collect(),
+        other => Err(SyncError::Hostile(format!(
+            "unexpected answer to registry: {}",
+            name(&other)
+        ))),
+    }
+}
+
+/// Appends to `branch` the updates that follow its last one in turn, up to
+/// the first that does not.
+fn extend_branch(
+    branch: &mut Vec<SignedRegistryUpdate>,
+    updates: impl IntoIterator<Item = SignedRegistryUpdate>,
+) {
+    for update in updates {
+        let follows = branch
+            .last()
+            .is_none_or(|last| last.body().version.next() == Some(update.body().version));
+        if !follows {
+            break;
+        }
+        branch.push(update);
+    }
+}
+
+/// Takes in the peer's `branch` by the branch rule (off the async workers:
+/// it holds the registry's write lock across a disk sync).
+async fn judge_branch<L: SyncLink>(
+    link: &L,
+    report: &mut SyncReport,
+    store: &Store,
+    registry: &Arc<RwLock<Registry>>,
+    branch: Vec<SignedRegistryUpdate>,
+) -> Result<(), SyncError> {
+    let Some(version) = branch.first().map(|u| u.body().version) else {
+        return Ok(());
+    };
+    let length = branch.len();
+    let (store, registry) = (store.clone(), Arc::clone(registry));
+    let outcome =
+        blocking(move || crate::validate::adopt_registry_branch(&registry, &store, branch)).await??;
+    match outcome {
+        Ok(Applied::Switched { from, to, .. }) => {
+            tracing::warn!(%from, %to, "registry switched to the peer's branch by sync");
+            report.registry_updates += length;
+            link.registry_changed();
+        }
+        Err(e @ RegistryError::Fork { .. }) => {
+            tracing::warn!(%version, reason = %e, "registry fork: the peer's registry parts from this node's here; the evidence is kept");
+        }
+        Err(e) => {
+            tracing::warn!(%version, reason = %e, "the peer's registry parts from this node's here, on a branch this node does not take");
+        }
+        Ok(_) => {}
     }
     Ok(())
 }
@@ -1256,6 +1339,63 @@ mod tests {
             .map(|f| (f.version, f.theirs.hash()))
             .collect();
         assert_eq!(forks, vec![(RegistryVersion(7), theirs.history()[6].hash())]);
+    }
+
+    #[tokio::test]
+    async fn a_peers_branch_with_a_threshold_approved_update_displaces_changes_members_made_alone() {
+        let net = crate::test_network::three_members();
+        let key = |n: u8| SecretKey::from_seed(&[n; 32]);
+        // Ours: two changes member 0 made alone. Theirs: member 1's own, then one
+        // the threshold approved, then member 2's own.
+        let mut ours = net.registry.clone();
+        for n in [40, 41] {
+            ours.apply(net.own_key(&ours, 0, &key(n))).unwrap();
+        }
+        let mut theirs = net.registry.clone();
+        theirs.apply(net.own_key(&theirs, 1, &key(50))).unwrap();
+        theirs.apply(net.by_threshold(&theirs)).unwrap();
+        theirs.apply(net.own_key(&theirs, 2, &key(51))).unwrap();
+        // In one answer, or one update to an answer (the branch read on in pages).
+        for budget in [PAGE_BUDGET_BYTES, 1] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path(), net.registry.network()).unwrap();
+            for update in ours.history() {
+                store.save_registry_update(update).unwrap();
+            }
+            let registry = Arc::new(RwLock::new(ours.clone()));
+            let report = pull(&BranchPeer::new(theirs.clone(), budget), &store, &registry)
+                .await
+                .unwrap();
+            let held = registry.read().unwrap();
+            assert_eq!(held.history(), theirs.history(), "budget {budget}");
+            assert_eq!(report.registry_updates, 3);
+            assert_eq!(store.registry_history().unwrap(), theirs.history());
+            assert_eq!(
+                store.registry_forks().unwrap(),
+                vec![ours.history()[1].clone()],
+                "what gave way is kept as evidence"
+            );
+            let restarted = crate::node::stored_registry(&store, net.genesis.hash())
+                .unwrap()
+                .unwrap();
+            assert_eq!(restarted.history(), theirs.history());
+            assert_eq!(restarted.forks().len(), 1, "and reported after a restart");
+        }
+        // The other way round, nothing changes, and the peer's branch is not read
+        // past where it parts: this node's holds a threshold-approved update.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), net.registry.network()).unwrap();
+        let registry = Arc::new(RwLock::new(theirs.clone()));
+        let peer = BranchPeer::new(ours.clone(), 1);
+        let report = pull(&peer, &store, &registry).await.unwrap();
+        assert_eq!(report.registry_updates, 0);
+        assert_eq!(registry.read().unwrap().history(), theirs.history());
+        assert_eq!(store.registry_forks().unwrap(), vec![ours.history()[1].clone()]);
+        assert_eq!(
+            peer.2.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "version 2, where they part"
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! A one-member network for the crate's unit tests.
+//! A one-member network, and one of three members, for the crate's unit tests.
 
 #![allow(clippy::unwrap_used)]
 
@@ -99,5 +99,79 @@ impl OneMember {
                 signed
             })
             .collect()
+    }
+}
+
+/// Three members founded with threshold 2: a change to one member's own keys
+/// needs that member alone; any other, two of them.
+pub(crate) struct ThreeMembers {
+    /// Each member's member key.
+    pub(crate) members: Vec<SecretKey>,
+    pub(crate) genesis: SignedRegistryUpdate,
+    pub(crate) registry: Registry,
+}
+
+pub(crate) fn three_members() -> ThreeMembers {
+    let keys: Vec<[SecretKey; 3]> = (0..3u8)
+        .map(|i| [10, 11, 12].map(|n| SecretKey::from_seed(&[n + 3 * i; 32])))
+        .collect();
+    let names = ["member-1", "member-2", "member-3"];
+    let founders: Vec<Founder> = keys
+        .iter()
+        .zip(names)
+        .map(|([member, signing, node], name)| Founder {
+            name,
+            member,
+            signing,
+            node,
+        })
+        .collect();
+    let genesis = founding_genesis(&founders, 2, Timestamp(1_700_000_000_000)).unwrap();
+    let registry = Registry::from_genesis(genesis.clone(), genesis.hash()).unwrap();
+    ThreeMembers {
+        members: keys.into_iter().map(|[member, ..]| member).collect(),
+        genesis,
+        registry,
+    }
+}
+
+impl ThreeMembers {
+    fn next(
+        &self,
+        on: &Registry,
+        ops: Vec<herald_protocol::RegistryOp>,
+        approvers: &[&SecretKey],
+    ) -> SignedRegistryUpdate {
+        use herald_protocol::{RegistryUpdate, RegistryVersion};
+        let body = RegistryUpdate {
+            format: herald_protocol::registry::REGISTRY_FORMAT,
+            version: RegistryVersion(on.version().0 + 1),
+            prev: Some(on.hash()),
+            created: Timestamp(2_000),
+            ops,
+        };
+        let mut update = herald_keys::propose_update(&body).unwrap();
+        for k in approvers {
+            update.push_approval(herald_keys::approve(k, &update)).unwrap();
+        }
+        update
+    }
+
+    /// Member `i`'s next version after `on`'s, adding `key` as its signing
+    /// key, approved by that member alone (and `key`).
+    pub(crate) fn own_key(&self, on: &Registry, i: usize, key: &SecretKey) -> SignedRegistryUpdate {
+        let member = herald_protocol::MemberId::derive(&self.members[i].id());
+        let op = herald_protocol::RegistryOp::AddSigningKey {
+            member,
+            key: key.id(),
+        };
+        self.next(on, vec![op], &[&self.members[i], key])
+    }
+
+    /// The next version after `on`'s, setting the threshold to 2 again,
+    /// approved by members 0 and 1: a threshold-approved update.
+    pub(crate) fn by_threshold(&self, on: &Registry) -> SignedRegistryUpdate {
+        let op = herald_protocol::RegistryOp::SetThreshold { threshold: 2 };
+        self.next(on, vec![op], &[&self.members[0], &self.members[1]])
     }
 }

@@ -115,7 +115,7 @@ pub fn validate_registry_update(data: &[u8], registry: &RwLock<Registry>, store:
         Err(e) => return Verdict::NotSaved(format!("cannot save a registry update: {e}")),
     };
     match applied {
-        Ok(Applied::Advanced(_)) => Verdict::RegistryAdvanced(Box::new(update)),
+        Ok(Applied::Advanced(_) | Applied::Switched { .. }) => Verdict::RegistryAdvanced(Box::new(update)),
         Ok(Applied::AlreadyHeld) => Verdict::Duplicate,
         Err(RegistryError::Gap { .. }) => Verdict::Behind,
         Err(e @ RegistryError::Fork { .. }) => Verdict::RegistryFork(e.to_string()),
@@ -131,28 +131,92 @@ pub fn validate_registry_update(data: &[u8], registry: &RwLock<Registry>, store:
 /// store flushed before the registry moves on in memory. So versions reach
 /// the disk in order (of two threads applying versions 2 and 3, the second
 /// waits for the first's save), and a save that fails leaves the registry
-/// as it was. Every path that takes registry updates in (gossip, sync,
-/// bundles, the local API) goes through here.
+/// as it was. An update for a version held that forks this registry is
+/// judged by the branch rule ([`adopt_registry_branch`]). Every path that
+/// takes registry updates in (gossip, sync, bundles, the local API) goes
+/// through here.
 pub fn apply_registry_update(
     registry: &RwLock<Registry>,
     store: &Store,
     update: SignedRegistryUpdate,
 ) -> Result<Result<Applied, RegistryError>, crate::store::StoreError> {
     let mut registry = registry.write().unwrap_or_else(|e| e.into_inner());
-    let evidence = registry.forks().len();
-    let applied = registry.apply_saving(update, |update| {
+    let before = evidence_held(&registry);
+    let applied = registry.apply_saving(update.clone(), |update| {
         store.save_registry_update(update)?;
         store.flush()
-    })?;
-    // New fork evidence is kept on disk too, so that the fork is still
-    // reported after a restart. A failed save loses only that.
-    if registry.forks().len() > evidence
-        && let Some(fork) = registry.forks().last()
-        && let Err(e) = store.save_registry_fork(&fork.theirs)
-    {
-        tracing::warn!(error = %e, version = %fork.version, "cannot save a registry fork's evidence: it is reported until the node stops");
+    });
+    let applied = match applied {
+        Ok(Err(RegistryError::Fork { version, .. })) if !registry.holds_threshold_update_from(version) => {
+            adopt(&mut registry, store, vec![update])
+        }
+        other => other,
+    };
+    save_new_evidence(&registry, store, &before);
+    applied
+}
+
+/// Takes in `branch`, the versions of another branch of the registry from
+/// where it parts from this node's on, by the branch rule
+/// ([`Registry::adopt_branch_saving`]): when it displaces this node's
+/// versions from there, the store's are replaced in one batch and flushed
+/// before the registry changes in memory. Otherwise its first update is
+/// kept as fork evidence.
+pub fn adopt_registry_branch(
+    registry: &RwLock<Registry>,
+    store: &Store,
+    branch: Vec<SignedRegistryUpdate>,
+) -> Result<Result<Applied, RegistryError>, crate::store::StoreError> {
+    let mut registry = registry.write().unwrap_or_else(|e| e.into_inner());
+    let before = evidence_held(&registry);
+    let applied = adopt(&mut registry, store, branch);
+    save_new_evidence(&registry, store, &before);
+    applied
+}
+
+fn adopt(
+    registry: &mut Registry,
+    store: &Store,
+    branch: Vec<SignedRegistryUpdate>,
+) -> Result<Result<Applied, RegistryError>, crate::store::StoreError> {
+    let applied =
+        registry.adopt_branch_saving(branch, |from, updates| store.replace_registry_from(from, updates))?;
+    if let Ok(Applied::Switched { from, to, dropped }) = applied {
+        tracing::warn!(
+            %from,
+            %to,
+            dropped,
+            "REGISTRY BRANCH SWITCHED: versions that members made alone gave way to a branch a threshold approved; the members whose changes were dropped must make them again"
+        );
+        // What was saved as the other side of a fork is now the history.
+        for update in &registry.history()[(from.0 - 1) as usize..] {
+            if let Err(e) = store.drop_registry_fork(update) {
+                tracing::warn!(error = %e, "cannot forget a fork's evidence that is now the history held");
+            }
+        }
     }
     Ok(applied)
+}
+
+fn evidence_held(registry: &Registry) -> std::collections::HashSet<herald_protocol::RegistryHash> {
+    registry.forks().iter().map(|f| f.theirs.hash()).collect()
+}
+
+/// Keeps on disk too the fork evidence the registry took in since `before`,
+/// so that the fork is still reported after a restart. A failed save loses
+/// only that.
+fn save_new_evidence(
+    registry: &Registry,
+    store: &Store,
+    before: &std::collections::HashSet<herald_protocol::RegistryHash>,
+) {
+    for fork in registry.forks() {
+        if !before.contains(&fork.theirs.hash())
+            && let Err(e) = store.save_registry_fork(&fork.theirs)
+        {
+            tracing::warn!(error = %e, version = %fork.version, "cannot save a registry fork's evidence: it is reported until the node stops");
+        }
+    }
 }
 
 /// Whether a rejection follows from a registry change that the sender may not
@@ -232,6 +296,31 @@ mod tests {
             matches!(&verdict, Verdict::NotAdmitted(r) if r.contains("not a signing key")),
             "{verdict:?}"
         );
+    }
+
+    #[test]
+    fn a_threshold_approved_update_displaces_a_members_own_change_for_its_version() {
+        let net = crate::test_network::three_members();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), net.registry.network()).unwrap();
+        store.save_registry_update(&net.genesis).unwrap();
+        let registry = RwLock::new(net.registry.clone());
+        let own = net.own_key(&net.registry, 0, &SecretKey::from_seed(&[70; 32]));
+        let by_threshold = net.by_threshold(&net.registry);
+        let verdict =
+            |update: &SignedRegistryUpdate| validate_registry_update(&update.to_bytes(), &registry, &store);
+        assert!(matches!(verdict(&own), Verdict::RegistryAdvanced(_)));
+        // Forwarded as news, and taken: the member's own change gives way.
+        assert!(matches!(verdict(&by_threshold), Verdict::RegistryAdvanced(_)));
+        assert_eq!(registry.read().unwrap().hash(), by_threshold.hash());
+        assert_eq!(
+            store.registry_history().unwrap(),
+            vec![net.genesis.clone(), by_threshold.clone()]
+        );
+        assert_eq!(store.registry_forks().unwrap(), vec![own.clone()]);
+        // The change that gave way is a known fork now, not news.
+        assert!(matches!(verdict(&own), Verdict::Duplicate));
+        assert!(matches!(verdict(&by_threshold), Verdict::Duplicate));
     }
 
     #[test]

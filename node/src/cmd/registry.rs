@@ -364,16 +364,13 @@ fn submit(dir: &std::path::Path, file: &std::path::Path) -> Result<()> {
     }
     let (store, registry) = open_offline(dir, &config)?;
     let registry = Arc::new(RwLock::new(registry));
-    let outcome = registry
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .apply(update.clone());
-    match outcome {
+    match herald_node::validate::apply_registry_update(&registry, &store, update)? {
         Ok(herald_keys::Applied::Advanced(version)) => {
-            store.save_registry_update(&update)?;
-            store.flush()?;
             out!("The registry is at version {version}; it spreads when the node runs.");
         }
+        Ok(herald_keys::Applied::Switched { from, to, dropped }) => out!(
+            "The registry is at version {to}: this update displaced {dropped} version(s) from {from} on that members made alone (they must make those changes again); it spreads when the node runs."
+        ),
         Ok(herald_keys::Applied::AlreadyHeld) => out!("This update is already held."),
         Err(e) => bail!("the update is refused: {e}"),
     }
