@@ -759,7 +759,12 @@ impl Registry {
             return Err(rollback);
         }
         let before = &self.states[index - 1];
-        if update.body().prev != Some(before.hash()) || check_approval(before, &update).is_err() {
+        // An update of another branch, from further back: not this node's
+        // to judge here (sync finds where the branches part).
+        if update.body().prev != Some(before.hash()) {
+            return Err(RegistryError::WrongPrevious { version: got });
+        }
+        if check_approval(before, &update).is_err() {
             return Err(rollback);
         }
         let mut after = (**before).clone();

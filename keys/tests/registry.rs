@@ -647,9 +647,15 @@ fn an_older_different_update_is_a_rollback() {
     let mut body = v2.body().clone();
     body.ops = set_threshold(5);
     n.refuse(signed(&body, &n.members(&[0, 1])), rollback(2));
-    // A different version 2, properly approved but building on another history.
+    // A different version 2, properly approved but building on another history: of
+    // another branch, from further back.
     body.prev = Some(RegistryHash::of_body(b"elsewhere"));
-    n.refuse(signed(&body, &n.members(&[0, 1, 2, 3, 4])), rollback(2));
+    n.refuse(
+        signed(&body, &n.members(&[0, 1, 2, 3, 4])),
+        RegistryError::WrongPrevious {
+            version: RegistryVersion(2),
+        },
+    );
     // A different version 2 that is approved but cannot apply (threshold 1 of 5).
     let mut body = v2.body().clone();
     body.ops = set_threshold(1);

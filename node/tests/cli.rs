@@ -1809,6 +1809,37 @@ fn members_change_the_registry_and_the_change_spreads() {
     let shown = herald(&["registry", "show", "--dir", &one]);
     assert!(stdout(&shown).contains("revoked from #1"), "{}", stdout(&shown));
 
+    // Member 3 takes its own version 2 in at its stopped node. Started, the node finds that
+    // the others' branch holds a change two members approved (version 3), and its own change
+    // gives way to that branch: the split settles by the branch rule.
+    let offline = herald(&["registry", "submit", "--dir", &three, &c]);
+    assert!(offline.status.success(), "{}", stderr(&offline));
+    assert!(
+        stdout(&offline).contains("The registry is at version 2"),
+        "{}",
+        stdout(&offline)
+    );
+    let third = RunningNode::start(&dir(3));
+    third.wait_for(&["registry switched to the peer's branch"]);
+    let hash_at = |d: &str| {
+        let shown = herald(&["registry", "show", "--dir", d, "--json"]);
+        assert!(shown.status.success(), "{}", stderr(&shown));
+        let view: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+        (
+            view["version"].as_u64(),
+            view["hash"].as_str().map(str::to_string),
+        )
+    };
+    assert_eq!(hash_at(&three), hash_at(&one));
+    assert_eq!(hash_at(&three).0, Some(3));
+    let status = herald(&["status", "--dir", &three]);
+    assert!(
+        stdout(&status).contains("FORKED: another approved update than this node's is known for 1 version"),
+        "the change that gave way is kept as evidence: {}",
+        stdout(&status)
+    );
+
+    third.stop();
     first.stop();
     second.stop();
 }

@@ -255,7 +255,7 @@ pub(crate) fn status(args: StatusArgs) -> Result<()> {
     );
     if s.registry_forks > 0 {
         out!(
-            "registry     FORKED: another approved update than this node's is known for {} version(s); the members' nodes may hold different registries (herald registry show lists them; docs/OPERATIONS.md)",
+            "registry     FORKED: another approved update than this node's is known for {} version(s); the members' nodes may hold different registries until a threshold-approved update settles it (herald registry show counts them; docs/OPERATIONS.md, 'registry fork')",
             s.registry_forks
         );
     }
