@@ -24,7 +24,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock, mpsc};
 
-use herald_keys::{Applied, Registry};
+use herald_keys::{Applied, Registry, RegistryError};
 use herald_protocol::{
     MAX_BULLETIN_BYTES, MAX_REGISTRY_UPDATE_BYTES, MemberId, NetworkId, SignedBulletin, SignedRegistryUpdate,
 };
@@ -504,23 +504,42 @@ pub fn import(
     let mut frames = open(path)?;
     frames.header()?;
     let mut report = ImportReport::default();
+    let mut updates = Vec::new();
     for i in 0..registry_count {
         let bytes = frames.frame(MAX_REGISTRY_UPDATE_BYTES, "registry update")?;
-        let update = match SignedRegistryUpdate::from_bytes(&bytes) {
-            Ok(u) => u,
-            Err(e) => {
-                report
-                    .rejected
-                    .push((u64::from(i), format!("registry update: {e}")));
-                continue;
-            }
-        };
-        match crate::validate::apply_registry_update(registry, store, update)? {
-            Ok(Applied::Advanced(_) | Applied::Switched { .. }) => report.registry_applied += 1,
-            Ok(Applied::AlreadyHeld) => report.registry_held += 1,
+        match SignedRegistryUpdate::from_bytes(&bytes) {
+            Ok(update) => updates.push((i, update)),
             Err(e) => report
                 .rejected
                 .push((u64::from(i), format!("registry update: {e}"))),
+        }
+    }
+    let mut next = 0;
+    while let Some((i, update)) = updates.get(next) {
+        next += 1;
+        match crate::validate::apply_registry_update(registry, store, update.clone())? {
+            Ok(Applied::Advanced(_) | Applied::Switched { .. }) => report.registry_applied += 1,
+            Ok(Applied::AlreadyHeld) => report.registry_held += 1,
+            // The bundle's history parts from this node's here: the rest of
+            // it is the other branch, judged whole by the branch rule (the
+            // file may be how the two sides of a partition meet).
+            Err(e @ RegistryError::Fork { .. }) => {
+                let branch: Vec<SignedRegistryUpdate> =
+                    updates[next - 1..].iter().map(|(_, u)| u.clone()).collect();
+                let length = branch.len() as u32;
+                match crate::validate::adopt_registry_branch(registry, store, branch)? {
+                    Ok(Applied::Switched { .. }) => {
+                        report.registry_applied += length;
+                        break;
+                    }
+                    _ => report
+                        .rejected
+                        .push((u64::from(*i), format!("registry update: {e}"))),
+                }
+            }
+            Err(e) => report
+                .rejected
+                .push((u64::from(*i), format!("registry update: {e}"))),
         }
     }
     let base = u64::from(registry_count);
@@ -789,6 +808,49 @@ mod tests {
         );
         assert_eq!(report.new, 30);
         assert_eq!(store.count().unwrap(), 30);
+    }
+
+    /// A bundle carried from the other side of a partition: its history parts
+    /// from the node's at version 2, and a threshold approved its version 3. The
+    /// node's own version 2 (a member's change alone) gives way; imported the
+    /// other way round, nothing changes and the fork is reported.
+    #[test]
+    fn a_bundle_whose_history_a_threshold_approved_settles_a_split() {
+        let net = crate::test_network::three_members();
+        let key = |n: u8| herald_keys::SecretKey::from_seed(&[n; 32]);
+        let mut ours = net.registry.clone();
+        ours.apply(net.own_key(&ours, 0, &key(40))).unwrap();
+        let mut theirs = net.registry.clone();
+        theirs.apply(net.own_key(&theirs, 1, &key(50))).unwrap();
+        theirs.apply(net.by_threshold(&theirs)).unwrap();
+        let import_into = |held: &Registry, carried: &Registry| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("carried.hbundle");
+            write(&path, held.network(), carried.history(), &[], |_, _| {}).unwrap();
+            let store = Store::open(&dir.path().join("store"), held.network()).unwrap();
+            for update in held.history() {
+                store.save_registry_update(update).unwrap();
+            }
+            let registry = RwLock::new(held.clone());
+            let mut sink = |items: Vec<(SignedBulletin, MemberId)>| store.insert_verified(&items);
+            let report = import(&path, &store, &registry, &mut sink, |_, _| {}).unwrap();
+            let registry = registry.into_inner().unwrap();
+            (report, registry, store.registry_history().unwrap())
+        };
+        let (report, registry, stored) = import_into(&ours, &theirs);
+        assert_eq!((report.registry_held, report.registry_applied), (1, 2));
+        assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+        assert_eq!(registry.history(), theirs.history());
+        assert_eq!(stored, theirs.history());
+        assert_eq!(registry.forks().len(), 1);
+
+        let (report, registry, stored) = import_into(&theirs, &ours);
+        assert_eq!((report.registry_held, report.registry_applied), (1, 0));
+        assert_eq!(report.rejected.len(), 1);
+        assert!(report.rejected[0].1.contains("fork"), "{:?}", report.rejected);
+        assert_eq!(registry.history(), theirs.history());
+        assert_eq!(stored, theirs.history());
+        assert_eq!(registry.forks().len(), 1);
     }
 
     #[test]
