@@ -4,7 +4,8 @@
 //! not; its gossip score below zero after one rejection; a
 //! flood of tree announcements and grafts held to its bounds without an offence; a non-member
 //! refused at the connection; connections that never finish their handshake dropped; a registry
-//! fork still reported after a restart; a restart that keeps the store and continues the chain; a node that
+//! fork still reported after a restart; a split of members' own registry changes settled by the
+//! branch a threshold approved; a restart that keeps the store and continues the chain; a node that
 //! lost its store numbering nothing before a peer gives its chain back; a ring whose links settle
 //! into a tree, which mends when a node on it stops.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -798,6 +799,108 @@ async fn a_registry_fork_is_still_reported_after_a_restart() {
         assert_eq!(node.node.registry().read().unwrap().version(), RegistryVersion(2));
         assert_eq!(forks(&node), expected, "the fork is reported again");
         node.stop().await;
+    })
+    .await;
+}
+
+/// A partition in which two members each add a signing key alone (two versions 2), and on
+/// one side two members approve a change (version 3): when the sides meet, the other side's
+/// node takes that branch in place of its own member's change, which is kept as evidence, and
+/// the key only that branch admits signs bulletins it accepts.
+#[tokio::test]
+async fn a_split_of_members_own_changes_settles_on_the_branch_a_threshold_approved() {
+    within(async {
+        let registry = TestRegistry::new(3);
+        let a = TestNode::start(&registry, 0).await.expect("start a");
+        let b = TestNode::start(&registry, 1).await.expect("start b");
+        // A member's own change, approved by its member key and the key it adds.
+        let own_key = |member: usize, key: &SecretKey| {
+            let body = herald_protocol::RegistryUpdate {
+                format: herald_protocol::registry::REGISTRY_FORMAT,
+                version: RegistryVersion(2),
+                prev: Some(registry.genesis_hash),
+                created: Timestamp(GENESIS_TIME.0 + 1 + member as u64),
+                ops: vec![RegistryOp::AddSigningKey {
+                    member: registry.member(member).id(),
+                    key: key.id(),
+                }],
+            };
+            let mut update = herald_keys::propose_update(&body).unwrap();
+            for k in [&registry.member(member).member_key, key] {
+                update.push_approval(herald_keys::approve(k, &update)).unwrap();
+            }
+            update
+        };
+        let (key_a, key_b) = (SecretKey::from_seed(&[201; 32]), SecretKey::from_seed(&[202; 32]));
+        let on_a = own_key(0, &key_a);
+        let on_b = own_key(1, &key_b);
+        a.node
+            .submit_registry_update(on_a.clone())
+            .await
+            .expect("a's version 2");
+        b.node
+            .submit_registry_update(on_b.clone())
+            .await
+            .expect("b's version 2");
+        let settled = registry
+            .approved_update(
+                (RegistryVersion(2), on_b.hash()),
+                Timestamp(GENESIS_TIME.0 + 9),
+                vec![RegistryOp::SetThreshold { threshold: 2 }],
+            )
+            .unwrap();
+        b.node
+            .submit_registry_update(settled.clone())
+            .await
+            .expect("b's version 3");
+
+        let from = a.events.len();
+        connect(&a, &b).await.expect("a connects to b");
+        a.events
+            .wait_for_from("a to take b's branch", from, WAIT, |e| {
+                matches!(e, NodeEvent::RegistryAdvanced(v) if *v == RegistryVersion(3)).then_some(())
+            })
+            .await
+            .expect("a's registry takes b's branch");
+        let history = |node: &TestNode| node.node.registry().read().unwrap().history().to_vec();
+        let expected = vec![registry.genesis.clone(), on_b.clone(), settled.clone()];
+        assert_eq!(history(&a), expected);
+        assert_eq!(history(&b), expected);
+        assert_eq!(
+            a.node.store().registry_history().unwrap(),
+            expected,
+            "on disk too"
+        );
+        let evidence = |node: &TestNode| {
+            let registry = node.node.registry();
+            let registry = registry.read().unwrap();
+            registry
+                .forks()
+                .iter()
+                .map(|f| f.theirs.hash())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(evidence(&a), vec![on_a.hash()], "a's member's change, given way");
+
+        // Member 1's new key signs; a takes its bulletin from b, by sync.
+        let bulletin = signed_sample(
+            registry.network(),
+            &key_b,
+            Seq(1),
+            None,
+            herald_node::node::now(),
+            "by the new key",
+        )
+        .expect("sign");
+        b.node
+            .store()
+            .insert_verified(&[(bulletin.clone(), registry.member(1).id())])
+            .expect("b holds it");
+        a.node.sync_with(b.peer_id()).await;
+        a.wait_stored(bulletin.id())
+            .await
+            .expect("a accepts the new key's bulletin");
+        stop_all(vec![a, b]).await;
     })
     .await;
 }
