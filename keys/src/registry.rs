@@ -617,6 +617,11 @@ pub struct Registry {
     /// from the evidence kept, so that one member's many forks do not hide
     /// another's.
     forks_seen: std::collections::HashSet<(RegistryVersion, RegistryHash)>,
+    /// Versions where another branch was seen whole that holds a
+    /// threshold-approved update as this registry's does: forks the branch
+    /// rule does not settle ([`Registry::fork_settled`]). Known only to this
+    /// run: sync reads such branches again after a restart.
+    contested: BTreeSet<RegistryVersion>,
 }
 
 impl Registry {
@@ -673,6 +678,7 @@ impl Registry {
             states: vec![Arc::new(state)],
             forks: Vec::new(),
             forks_seen: std::collections::HashSet::new(),
+            contested: BTreeSet::new(),
         })
     }
 
@@ -906,6 +912,9 @@ impl Registry {
             states.push(Arc::clone(&state));
         }
         if !theirs_threshold || self.holds_threshold_update_from(from) {
+            if theirs_threshold {
+                self.contested.insert(from);
+            }
             return Ok(self.check_past_update(first.clone()));
         }
         save(from, &branch)?;
@@ -950,6 +959,19 @@ impl Registry {
         let start = usize::try_from(version.0).unwrap_or(usize::MAX).max(2) - 1;
         (start..self.history.len())
             .any(|i| check_approval(&self.states[i - 1], &self.history[i]) == Ok(Approval::Threshold))
+    }
+
+    /// Whether `fork` is settled in this registry's favour by the branch
+    /// rule: its other update was not threshold-approved and this registry
+    /// holds a threshold-approved update from its version on, so every node
+    /// on the other branch takes this one; unless that branch holds a
+    /// threshold-approved update further on too, which this registry knows
+    /// once it has been offered that branch whole in this run
+    /// ([`Registry::adopt_branch_saving`]).
+    pub fn fork_settled(&self, fork: &ForkEvidence) -> bool {
+        !self.contested.contains(&fork.version)
+            && !self.threshold_approved(&fork.theirs)
+            && self.holds_threshold_update_from(fork.version)
     }
 
     /// Whether a threshold of members approved `update`, judged against the

@@ -699,7 +699,7 @@ async fn status_view(
     node: Arc<Node>,
     network_status: crate::network::NetworkStatus,
 ) -> Result<StatusView, Failure> {
-    let (registry_version, registry_forks) = {
+    let (registry_version, (registry_forks, registry_forks_settled)) = {
         let lock = node.registry();
         let registry = lock.read().unwrap_or_else(|e| e.into_inner());
         (registry.version().0, crate::view::forked_versions(&registry))
@@ -710,6 +710,7 @@ async fn status_view(
         network: node.network().to_string(),
         registry_version,
         registry_forks,
+        registry_forks_settled,
         // (It waits for a fold in progress, and reads sled: off the async
         // workers, as what follows.)
         bulletins: {

@@ -13,7 +13,7 @@ pub fn render(status: &StatusView, counts: &EventCounts) -> String {
     let mut out = String::new();
     let tree = &status.tree;
     let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let gauges: [(&str, &str, u64); 12] = [
+    let gauges: [(&str, &str, u64); 13] = [
         ("herald_bulletins", "Bulletins held.", status.bulletins),
         (
             "herald_peers",
@@ -27,8 +27,13 @@ pub fn render(status: &StatusView, counts: &EventCounts) -> String {
         ),
         (
             "herald_registry_forks_held",
-            "Registry versions for which the node holds another approved update than its own: the members' nodes may hold different registries.",
+            "Registry versions for which the node holds another approved update than its own, not settled by the branch rule: the members' nodes may hold different registries.",
             status.registry_forks as u64,
+        ),
+        (
+            "herald_registry_forks_settled",
+            "Registry versions whose forks the branch rule settled in this node's favour (its branch holds a threshold-approved update from there).",
+            status.registry_forks_settled as u64,
         ),
         (
             "herald_equivocations",
@@ -175,6 +180,7 @@ mod tests {
             network: String::new(),
             registry_version: 3,
             registry_forks: 1,
+            registry_forks_settled: 2,
             bulletins: 1234,
             connected_peers: vec!["a".into(), "b".into()],
             listen: Vec::new(),
@@ -207,6 +213,7 @@ mod tests {
             "herald_peers 2\n",
             "herald_registry_version 3\n",
             "herald_registry_forks_held 1\n",
+            "herald_registry_forks_settled 2\n",
             "herald_own_chain_numbered_up_to 7\n",
             "herald_bulletins_stored_total{origin=\"gossip\"} 9\n",
             "herald_bulletins_stored_total{origin=\"local\"} 0\n",
@@ -235,6 +242,6 @@ mod tests {
                 value.parse::<u64>().unwrap();
             }
         }
-        assert_eq!(declared.len(), 22);
+        assert_eq!(declared.len(), 23);
     }
 }

@@ -926,16 +926,16 @@ async fn find_fork<L: SyncLink>(
             // An answer cut short by its budget, all of it the same: on from
             // where it stopped.
             (None, Some(same)) if same < at => from = same + 1,
-            (Some((i, expected, true)), _) => {
+            (Some((i, _, true)), _) => {
                 let mut branch = Vec::new();
                 extend_branch(&mut branch, updates.into_iter().skip(i));
-                // The rest of the branch matters only if this node's holds no
-                // threshold-approved update from there and the peer's first
-                // one is not: then one later in the peer's decides.
+                // The rest of the branch matters unless the peer's first
+                // update is threshold-approved (that decides): a later one
+                // in it decides whether it displaces this node's branch, or,
+                // if this node's holds one too, that the fork is not settled.
                 let decided = {
                     let registry = registry.read().unwrap_or_else(|e| e.into_inner());
-                    registry.holds_threshold_update_from(RegistryVersion(expected))
-                        || branch.first().is_some_and(|u| registry.threshold_approved(u))
+                    branch.first().is_some_and(|u| registry.threshold_approved(u))
                 };
                 for _ in 0..if decided { 0 } else { MAX_BRANCH_PAGES } {
                     let Some(next) = branch.last().and_then(|u| u.body().version.next()) else {
@@ -1381,8 +1381,9 @@ mod tests {
             assert_eq!(restarted.history(), theirs.history());
             assert_eq!(restarted.forks().len(), 1, "and reported after a restart");
         }
-        // The other way round, nothing changes, and the peer's branch is not read
-        // past where it parts: this node's holds a threshold-approved update.
+        // The other way round, nothing changes. The peer's branch is read whole
+        // (versions 2 and 3): it holds no threshold-approved update, so the fork is
+        // settled in this node's favour.
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), net.registry.network()).unwrap();
         let registry = Arc::new(RwLock::new(theirs.clone()));
@@ -1391,11 +1392,24 @@ mod tests {
         assert_eq!(report.registry_updates, 0);
         assert_eq!(registry.read().unwrap().history(), theirs.history());
         assert_eq!(store.registry_forks().unwrap(), vec![ours.history()[1].clone()]);
-        assert_eq!(
-            peer.2.load(std::sync::atomic::Ordering::Relaxed),
-            1,
-            "version 2, where they part"
-        );
+        assert_eq!(peer.2.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(crate::view::forked_versions(&registry.read().unwrap()), (0, 1));
+
+        // Both branches hold a threshold-approved update after a member's own change:
+        // neither gives way, and the fork is not settled on either side.
+        let mut contested = ours.clone();
+        contested.apply(net.by_threshold(&contested)).unwrap();
+        for (held, other) in [(&theirs, &contested), (&contested, &theirs)] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path(), net.registry.network()).unwrap();
+            let registry = Arc::new(RwLock::new(held.clone()));
+            pull(&BranchPeer::new(other.clone(), 1), &store, &registry)
+                .await
+                .unwrap();
+            let registry = registry.read().unwrap();
+            assert_eq!(registry.history(), held.history());
+            assert_eq!(crate::view::forked_versions(&registry), (1, 0));
+        }
     }
 
     #[test]

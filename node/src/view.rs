@@ -128,12 +128,15 @@ pub struct StatusView {
     pub network: String,
     /// Registry version.
     pub registry_version: u64,
-    /// Registry forks whose evidence the node holds (kept across restarts):
-    /// versions for which it has seen an approved update other than its own. More than none means
-    /// the members' nodes may hold different registries (`herald registry
-    /// show` lists them).
+    /// Registry forks whose evidence the node holds (kept across restarts)
+    /// and that the branch rule has not settled ([`forked_versions`]):
+    /// versions for which it has seen an approved update other than its own.
+    /// More than none means the members' nodes may hold different registries.
     #[serde(default)]
     pub registry_forks: usize,
+    /// Versions whose forks the branch rule settled in this node's favour.
+    #[serde(default)]
+    pub registry_forks_settled: usize,
     /// Bulletins held.
     pub bulletins: u64,
     /// Connected peers.
@@ -202,8 +205,11 @@ pub struct RegistryView {
     /// Every member, removed ones included.
     pub members: Vec<MemberView>,
     /// Versions for which another approved update than this node's is
-    /// known (a fork), as in the status.
+    /// known (a fork) and not settled, as in the status.
     pub forks: usize,
+    /// Versions whose forks the branch rule settled in this node's favour.
+    #[serde(default)]
+    pub forks_settled: usize,
 }
 
 /// One member in a [`RegistryView`].
@@ -224,14 +230,20 @@ pub struct MemberView {
 }
 
 /// Versions of `registry` for which another approved update than its own is
-/// known (fork evidence held), as the status and the registry view count them.
-pub fn forked_versions(registry: &herald_keys::Registry) -> usize {
-    registry
-        .forks()
-        .iter()
-        .map(|f| f.version)
-        .collect::<std::collections::BTreeSet<_>>()
-        .len()
+/// known (fork evidence held), as the status and the registry view count
+/// them: those where some fork is not settled by the branch rule
+/// ([`herald_keys::Registry::fork_settled`]), and those where every one is.
+pub fn forked_versions(registry: &herald_keys::Registry) -> (usize, usize) {
+    let mut versions = std::collections::BTreeMap::new();
+    for fork in registry.forks() {
+        let settled = registry.fork_settled(fork);
+        versions
+            .entry(fork.version)
+            .and_modify(|all: &mut bool| *all &= settled)
+            .or_insert(settled);
+    }
+    let settled = versions.values().filter(|s| **s).count();
+    (versions.len() - settled, settled)
 }
 
 impl RegistryView {
@@ -264,7 +276,8 @@ impl RegistryView {
                     removed_at: m.removed_at.map(|t| t.to_string()),
                 })
                 .collect(),
-            forks: forked_versions(registry),
+            forks: forked_versions(registry).0,
+            forks_settled: forked_versions(registry).1,
         }
     }
 }

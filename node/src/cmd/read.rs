@@ -259,6 +259,12 @@ pub(crate) fn status(args: StatusArgs) -> Result<()> {
             s.registry_forks
         );
     }
+    if s.registry_forks_settled > 0 {
+        out!(
+            "registry     forks settled at {} version(s): this node's branch holds a threshold-approved change from there, which the other branch's nodes take (unless theirs holds one too)",
+            s.registry_forks_settled
+        );
+    }
     for addr in &s.listen {
         out!("listening    {addr}");
     }

@@ -78,7 +78,16 @@ fn show(dir: &std::path::Path, json: bool) -> Result<()> {
         }
     }
     if view.forks > 0 {
-        out!("WARNING: {} registry forks seen", view.forks);
+        out!(
+            "WARNING: registry forks at {} version(s): the members' nodes may hold different registries (docs/OPERATIONS.md, 'registry fork')",
+            view.forks
+        );
+    }
+    if view.forks_settled > 0 {
+        out!(
+            "Registry forks settled at {} version(s): this branch holds a threshold-approved change from there, which the other branch's nodes take",
+            view.forks_settled
+        );
     }
     Ok(())
 }

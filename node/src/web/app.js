@@ -62,6 +62,9 @@ async function refreshStatus() {
   text($("s-registry"), s.registry_version + (s.registry_forks
     ? " (FORKED: another approved update is known for " + s.registry_forks +
       " version(s); the members' nodes may hold different registries)"
+    : "") + (s.registry_forks_settled
+    ? " (forks settled at " + s.registry_forks_settled +
+      " version(s): this branch holds a threshold-approved change from there)"
     : ""));
   text($("s-bulletins"), s.bulletins);
   text($("s-peers"), s.connected_peers.length);
