@@ -58,8 +58,8 @@ pub mod trust;
 pub use key::{KeyError, PublicKey, SecretKey};
 pub use keyfile::{KdfParams, KeyFileError, KeyRole};
 pub use registry::{
-    Applied, ForkEvidence, MAX_FORK_EVIDENCE, MAX_FORK_EVIDENCE_PER_MEMBER, MAX_FORKS_SEEN, Member, Registry,
-    RegistryError, RegistryState,
+    Applied, CheckedBranch, ForkEvidence, MAX_FORK_EVIDENCE, MAX_FORK_EVIDENCE_PER_MEMBER, MAX_FORKS_SEEN,
+    Member, Registry, RegistryError, RegistryState, needs_threshold,
 };
 pub use sign::{Founder, SignError, approve, founding_genesis, propose_update, sign_bulletin};
 pub use trust::{Rejection, Standing};

@@ -525,17 +525,18 @@ fn check_proof_of_possession(
     Ok(())
 }
 
-/// How an update was approved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Approval {
-    /// By a threshold of members: no branch without it displaces it.
-    Threshold,
-    /// By the one member whose own keys and nodes it changes, alone.
-    OwnerOnly,
+/// Whether `update` needs a threshold of members to approve it: its
+/// operations are not all one member's own keys and nodes
+/// ([`self_managed_by`]). The branch rule ([`Registry::adopt_branch_saving`])
+/// goes by this, which the body alone decides, and not by the approvals a
+/// copy carries: a relay can strip approvals, and every node must judge
+/// every copy of an update alike.
+pub fn needs_threshold(update: &SignedRegistryUpdate) -> bool {
+    self_managed_by(&update.body().ops).is_none()
 }
 
-/// Whether `update` is approved by enough of `state`'s members, and how.
-fn check_approval(state: &RegistryState, update: &SignedRegistryUpdate) -> Result<Approval, RegistryError> {
+/// Whether `update` is approved by enough of `state`'s members.
+fn check_approval(state: &RegistryState, update: &SignedRegistryUpdate) -> Result<(), RegistryError> {
     let approvers = verified_approvers(Some(state), update);
     check_proof_of_possession(update, &approvers)?;
     // Each current member counts once, by its current member key, however many
@@ -545,14 +546,14 @@ fn check_approval(state: &RegistryState, update: &SignedRegistryUpdate) -> Resul
         .filter(|m| approvers.contains(&m.member_key.to_bytes()))
         .count();
     if members_approving >= state.threshold as usize {
-        return Ok(Approval::Threshold);
+        return Ok(());
     }
     if let Some(owner) = self_managed_by(&update.body().ops)
         && let Some(m) = state.member(&owner)
         && m.is_current()
         && approvers.contains(&m.member_key.to_bytes())
     {
-        return Ok(Approval::OwnerOnly);
+        return Ok(());
     }
     Err(RegistryError::ThresholdNotMet {
         approvals: members_approving,
@@ -568,9 +569,10 @@ pub enum Applied {
     /// The same update was already held.
     AlreadyHeld,
     /// Another branch replaced this registry's versions from `from` on
-    /// ([`Registry::adopt_branch_saving`]): `dropped` of them, each approved
-    /// by its member alone, gave way to a branch that a threshold of members
-    /// approved an update of. The current version is now `to`.
+    /// ([`Registry::adopt_branch_saving`]): `dropped` of them, each one
+    /// member's change to its own keys and nodes, gave way to a branch
+    /// holding an update that needs the threshold. The current version is
+    /// now `to`.
     Switched {
         /// The first version replaced.
         from: RegistryVersion,
@@ -590,6 +592,30 @@ pub struct ForkEvidence {
     pub ours: SignedRegistryUpdate,
     /// The other one.
     pub theirs: SignedRegistryUpdate,
+}
+
+/// Another branch of a registry's history, checked against it
+/// ([`Registry::check_branch`]) and not yet taken in.
+#[derive(Debug, Clone)]
+pub struct CheckedBranch {
+    from: RegistryVersion,
+    /// The hash of the version it builds on (`from` − 1).
+    base: RegistryHash,
+    updates: Vec<SignedRegistryUpdate>,
+    /// `states[i]` is the state after `updates[i]`.
+    states: Vec<Arc<RegistryState>>,
+}
+
+impl CheckedBranch {
+    /// The version where it parts from the registry it was checked against.
+    pub fn from(&self) -> RegistryVersion {
+        self.from
+    }
+
+    /// Its updates, as far as they are valid in turn.
+    pub fn updates(&self) -> &[SignedRegistryUpdate] {
+        &self.updates
+    }
 }
 
 /// Most forks a registry keeps the evidence of ([`Registry::forks`]); later
@@ -618,7 +644,7 @@ pub struct Registry {
     /// another's.
     forks_seen: std::collections::HashSet<(RegistryVersion, RegistryHash)>,
     /// Versions where another branch was seen whole that holds a
-    /// threshold-approved update as this registry's does: forks the branch
+    /// change that needs the threshold as this registry's does: forks the branch
     /// rule does not settle ([`Registry::fork_settled`]). Known only to this
     /// run: sync reads such branches again after a restart.
     contested: BTreeSet<RegistryVersion>,
@@ -827,101 +853,150 @@ impl Registry {
     /// version where the two part on (its first update is for a version
     /// held, builds on the version before it, and is not the update held),
     /// by the branch rule (PROTOCOL §9). The branch replaces this registry's
-    /// versions from there when every one of them was approved by its
-    /// member alone (each changes only its member's own keys and nodes) and
-    /// the branch holds an update that a threshold of members approved; the
-    /// first version dropped is kept as fork evidence. Otherwise the registry
-    /// stays as it is and the branch's first update is kept as evidence
+    /// versions from there when none of them needs the threshold (each is
+    /// one member's change to its own keys and nodes, [`needs_threshold`])
+    /// and the branch holds an update that does; the first version dropped
+    /// is kept as fork evidence. Otherwise the registry stays as it is and
+    /// the branch's first update is kept as evidence
     /// ([`RegistryError::Fork`]), as [`Registry::apply`] would.
     ///
-    /// So every node that sees both branches ends on the same one, and no
-    /// update a threshold of members approved is ever undone: only changes
-    /// a member made alone give way, and that member makes them again. Two
-    /// branches that each hold a threshold-approved update (some member
-    /// approved both) stay a fork.
+    /// So two nodes that see the same two branches end on the same one, and
+    /// no update that needed the threshold is ever undone: only members' own
+    /// changes give way, and those members make them again. Two branches
+    /// that each hold an update that needs the threshold (some member
+    /// approved on both sides) stay a fork.
     ///
-    /// Every update of the branch must be valid in turn, or the branch is
-    /// refused whole with the first update's error. `save` is called with
-    /// the first version replaced and the updates that replace it before
-    /// the registry changes: if it fails, nothing changes.
+    /// The branch is judged as far as its updates are valid in turn
+    /// ([`Registry::check_branch`]); a first update that is not valid
+    /// refuses it. `save` is called with the first version replaced and the
+    /// updates that replace it before the registry changes: if it fails,
+    /// nothing changes.
     pub fn adopt_branch_saving<E>(
         &mut self,
         branch: Vec<SignedRegistryUpdate>,
         save: impl FnOnce(RegistryVersion, &[SignedRegistryUpdate]) -> Result<(), E>,
     ) -> Result<Result<Applied, RegistryError>, E> {
+        match self.check_branch(branch) {
+            Ok(checked) => self.adopt_checked_saving(checked, save),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// Checks `branch` against this registry for
+    /// [`Registry::adopt_checked_saving`]: where it parts, and each update
+    /// valid in turn from the state before (built on the one before,
+    /// approved, its operations applying, the threshold rule holding). The
+    /// costly part of taking a branch in (every approval verified), done
+    /// without changing the registry, so that a node can do it under a
+    /// read lock. The branch is cut before its first update that is not
+    /// valid; if that is its first, it is refused with that update's error
+    /// (as [`Registry::apply`] refuses it).
+    pub fn check_branch(
+        &self,
+        mut branch: Vec<SignedRegistryUpdate>,
+    ) -> Result<CheckedBranch, RegistryError> {
         let Some(first) = branch.first() else {
-            return Ok(Err(RegistryError::NotABranch("it is empty")));
+            return Err(RegistryError::NotABranch("it is empty"));
         };
         let from = first.body().version;
         let have = self.version();
         if from > have {
-            return Ok(Err(RegistryError::NotABranch(
-                "it starts after the current version",
-            )));
+            return Err(RegistryError::NotABranch("it starts after the current version"));
         }
         // Version 1 is the network itself: another one is another network.
         if from.0 < 2 {
-            return Ok(Err(RegistryError::Rollback { have, got: from }));
+            return Err(RegistryError::Rollback { have, got: from });
         }
         let index = (from.0 - 1) as usize;
         if self.history[index].hash() == first.hash() {
-            return Ok(Err(RegistryError::NotABranch("its first update is the one held")));
+            return Err(RegistryError::NotABranch("its first update is the one held"));
         }
-        // Each update in turn, from the state before the parting.
-        let mut state = Arc::clone(&self.states[index - 1]);
+        let base = Arc::clone(&self.states[index - 1]);
+        let mut state = Arc::clone(&base);
         let mut states = Vec::with_capacity(branch.len());
-        let mut theirs_threshold = false;
         for (i, update) in branch.iter().enumerate() {
-            let refused = |e| {
-                // The first one refused is refused as `apply` refuses an
-                // update for a past version that is not approved.
-                if i == 0 {
-                    RegistryError::Rollback { have, got: from }
-                } else {
-                    e
-                }
-            };
             let version = update.body().version;
-            if Some(version) != state.version.next() {
-                return Ok(Err(refused(RegistryError::Gap {
+            let checked = if Some(version) != state.version.next() {
+                Err(RegistryError::Gap {
                     have: state.version,
                     got: version,
-                })));
-            }
-            if update.body().prev != Some(state.hash) {
-                return Ok(Err(refused(RegistryError::WrongPrevious { version })));
-            }
-            let approval = match check_approval(&state, update) {
-                Ok(approval) => approval,
-                Err(e) => return Ok(Err(refused(e))),
+                })
+            } else if update.body().prev != Some(state.hash) {
+                Err(RegistryError::WrongPrevious { version })
+            } else {
+                check_approval(&state, update).and_then(|()| {
+                    let mut next = (*state).clone();
+                    update
+                        .body()
+                        .ops
+                        .iter()
+                        .try_for_each(|op| next.apply_op(op))
+                        .and_then(|()| next.check_threshold())?;
+                    next.version = version;
+                    next.hash = update.hash();
+                    Ok(next)
+                })
             };
-            theirs_threshold |= approval == Approval::Threshold;
-            let mut next = (*state).clone();
-            let checked = update
-                .body()
-                .ops
-                .iter()
-                .try_for_each(|op| next.apply_op(op))
-                .and_then(|()| next.check_threshold());
-            if let Err(e) = checked {
-                return Ok(Err(refused(e)));
+            match checked {
+                Ok(next) => {
+                    state = Arc::new(next);
+                    states.push(Arc::clone(&state));
+                }
+                // As `apply` refuses an update for a past version.
+                Err(e @ RegistryError::WrongPrevious { .. }) if i == 0 => return Err(e),
+                Err(_) if i == 0 => return Err(RegistryError::Rollback { have, got: from }),
+                Err(_) => {
+                    branch.truncate(i);
+                    break;
+                }
             }
-            next.version = version;
-            next.hash = update.hash();
-            state = Arc::new(next);
-            states.push(Arc::clone(&state));
         }
-        if !theirs_threshold || self.holds_threshold_update_from(from) {
+        Ok(CheckedBranch {
+            from,
+            base: base.hash,
+            updates: branch,
+            states,
+        })
+    }
+
+    /// Takes in a branch [`Registry::check_branch`] checked, by the branch
+    /// rule, as [`Registry::adopt_branch_saving`] does. If this registry
+    /// changed since so that the branch no longer parts from it where it
+    /// did, it is refused ([`RegistryError::NotABranch`]): check it again.
+    pub fn adopt_checked_saving<E>(
+        &mut self,
+        checked: CheckedBranch,
+        save: impl FnOnce(RegistryVersion, &[SignedRegistryUpdate]) -> Result<(), E>,
+    ) -> Result<Result<Applied, RegistryError>, E> {
+        let CheckedBranch {
+            from,
+            base,
+            updates,
+            states,
+        } = checked;
+        let index = (from.0 - 1) as usize;
+        let (Some(first), Some(held)) = (updates.first(), self.history.get(index)) else {
+            return Ok(Err(RegistryError::NotABranch(
+                "the registry changed since it was checked",
+            )));
+        };
+        if self.states[index - 1].hash != base || held.hash() == first.hash() {
+            return Ok(Err(RegistryError::NotABranch(
+                "the registry changed since it was checked",
+            )));
+        }
+        let theirs_threshold = updates.iter().any(needs_threshold);
+        if !theirs_threshold || self.holds_threshold_change_from(from) {
             if theirs_threshold {
                 self.contested.insert(from);
             }
             return Ok(self.check_past_update(first.clone()));
         }
-        save(from, &branch)?;
-        let taken = branch[0].clone();
+        save(from, &updates)?;
+        let taken = first.clone();
         let dropped = self.history.split_off(index);
         self.states.truncate(index);
-        self.history.extend(branch);
+        self.history.extend(updates);
         self.states.extend(states);
         // Evidence of forks from the parting on was against the versions
         // dropped: against those held now, or gone.
@@ -953,39 +1028,26 @@ impl Registry {
         }))
     }
 
-    /// Whether a threshold of members approved one of this registry's
-    /// updates from `version` on (the branch rule keeps such a branch).
-    pub fn holds_threshold_update_from(&self, version: RegistryVersion) -> bool {
+    /// Whether one of this registry's updates from `version` on needs the
+    /// threshold ([`needs_threshold`]; the branch rule keeps such a branch).
+    pub fn holds_threshold_change_from(&self, version: RegistryVersion) -> bool {
         let start = usize::try_from(version.0).unwrap_or(usize::MAX).max(2) - 1;
-        (start..self.history.len())
-            .any(|i| check_approval(&self.states[i - 1], &self.history[i]) == Ok(Approval::Threshold))
+        self.history
+            .get(start..)
+            .is_some_and(|from| from.iter().any(needs_threshold))
     }
 
     /// Whether `fork` is settled in this registry's favour by the branch
-    /// rule: its other update was not threshold-approved and this registry
-    /// holds a threshold-approved update from its version on, so every node
-    /// on the other branch takes this one; unless that branch holds a
-    /// threshold-approved update further on too, which this registry knows
-    /// once it has been offered that branch whole in this run
+    /// rule: its other update does not need the threshold and this registry
+    /// holds one that does from its version on, so every node on the other
+    /// branch takes this one; unless that branch holds an update that needs
+    /// the threshold further on too, which this registry knows once it has
+    /// been offered that branch whole in this run
     /// ([`Registry::adopt_branch_saving`]).
     pub fn fork_settled(&self, fork: &ForkEvidence) -> bool {
         !self.contested.contains(&fork.version)
-            && !self.threshold_approved(&fork.theirs)
-            && self.holds_threshold_update_from(fork.version)
-    }
-
-    /// Whether a threshold of members approved `update`, judged against the
-    /// state before its version as this registry holds it (false if it does
-    /// not build on that state, or is not approved at all).
-    pub fn threshold_approved(&self, update: &SignedRegistryUpdate) -> bool {
-        let version = update.body().version;
-        version.0 >= 2
-            && self
-                .at_version(RegistryVersion(version.0 - 1))
-                .is_some_and(|before| {
-                    update.body().prev == Some(before.hash)
-                        && check_approval(before, update) == Ok(Approval::Threshold)
-                })
+            && !needs_threshold(&fork.theirs)
+            && self.holds_threshold_change_from(fork.version)
     }
 
     /// The network this registry governs.

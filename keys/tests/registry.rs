@@ -6,7 +6,7 @@
 
 use herald_keys::{
     Applied, KeyError, MAX_FORK_EVIDENCE, MAX_FORK_EVIDENCE_PER_MEMBER, Registry, RegistryError, Rejection,
-    SecretKey, approve, propose_update, sign_bulletin,
+    SecretKey, approve, needs_threshold, propose_update, sign_bulletin,
 };
 use herald_protocol::{
     Approval, BulletinBody, BulletinId, KeyId, Kind, MemberEntry, MemberId, NetworkId, NodeId, Payload,
@@ -862,9 +862,9 @@ fn a_branch_a_threshold_approved_displaces_changes_members_made_alone() {
             mut on_b,
         },
     ) = split();
-    assert!(on_b.holds_threshold_update_from(RegistryVersion(2)));
-    assert!(!on_a.holds_threshold_update_from(RegistryVersion(2)));
-    assert!(on_b.threshold_approved(&b[1]) && !on_b.threshold_approved(&b[0]));
+    assert!(on_b.holds_threshold_change_from(RegistryVersion(2)));
+    assert!(!on_a.holds_threshold_change_from(RegistryVersion(2)));
+    assert!(needs_threshold(&b[1]) && !needs_threshold(&b[0]));
     // Side a takes side b's branch: both its own versions give way.
     let mut saved = Vec::new();
     let switched = on_a.adopt_branch_saving(b.clone(), |from, updates| {
@@ -951,6 +951,36 @@ fn one_threshold_approved_update_displaces_a_change_a_member_made_alone() {
 }
 
 #[test]
+fn a_members_own_change_gives_way_however_many_members_approved_the_copy_held() {
+    // Which branch stays goes by the bodies: a copy of a member's own change that
+    // carries every member's approval (or a relay's stripped copy of it) is judged alike.
+    let n = five();
+    let k0 = key(Role::Fresh, 0);
+    let everyone = n.update(vec![add_signing_key(n.f(0).id(), &k0)], &[0, 1, 2, 3, 4], &[&k0]);
+    let stripped = SignedRegistryUpdate::from_parts(
+        everyone.body_bytes().to_vec(),
+        everyone.approvals()[..1]
+            .iter()
+            .chain(everyone.approvals().iter().filter(|a| a.key == k0.id()))
+            .cloned()
+            .collect(),
+    )
+    .unwrap();
+    assert_eq!(stripped.hash(), everyone.hash());
+    let shared = n.update(set_threshold(3), &[1, 2, 3], &[]);
+    for copy in [everyone, stripped] {
+        let mut held = n.registry.clone();
+        held.apply(copy).unwrap();
+        assert!(!held.holds_threshold_change_from(RegistryVersion(2)));
+        assert!(matches!(
+            held.adopt_branch_saving(vec![shared.clone()], |_, _| Ok::<(), &str>(())),
+            Ok(Ok(Applied::Switched { .. }))
+        ));
+        assert_eq!(held.hash(), shared.hash());
+    }
+}
+
+#[test]
 fn two_branches_each_with_a_threshold_approved_update_stay_a_fork() {
     // Member 2 approved on both sides: nothing a threshold approved is undone.
     let mut n = five();
@@ -967,10 +997,11 @@ fn two_branches_each_with_a_threshold_approved_update_stay_a_fork() {
 }
 
 #[test]
-fn a_branch_with_any_invalid_update_is_refused_whole() {
+fn a_branch_is_judged_as_far_as_its_updates_are_valid() {
     let (n, Split { a, b, mut on_a, .. }) = split();
     let held = on_a.history().to_vec();
-    // Its threshold update approved by too few.
+    // Its threshold update approved by too few: the rest is member 1's own change alone,
+    // which does not displace member 0's.
     let mut short = b.clone();
     let unapproved = {
         let mut after_b2 = n.registry.clone();
@@ -978,24 +1009,21 @@ fn a_branch_with_any_invalid_update_is_refused_whole() {
         on(&after_b2, set_threshold(3), &n.members(&[2, 3]))
     };
     short[1] = unapproved;
-    assert_eq!(
+    assert_eq!(on_a.check_branch(short.clone()).unwrap().updates(), &b[..1]);
+    assert!(matches!(
         on_a.adopt_branch_saving(short, |_, _| Err("not called")),
-        Ok(Err(RegistryError::ThresholdNotMet {
-            approvals: 2,
-            threshold: 3
-        }))
-    );
-    // Out of order, starting past the version held, empty, the one held.
+        Ok(Err(RegistryError::Fork { .. }))
+    ));
+    assert_eq!(on_a.history(), &held[..]);
+    // A valid update after one that is not is not reached.
+    let mut cut = b.clone();
+    cut.insert(1, a[1].clone());
+    assert_eq!(on_a.check_branch(cut).unwrap().updates(), &b[..1]);
+    // Refused: one that starts on another history, empty, the one held.
     let reversed: Vec<_> = b.iter().rev().cloned().collect();
     assert!(matches!(
         on_a.adopt_branch_saving(reversed, |_, _| Err("not called")),
-        Ok(Err(RegistryError::Rollback { .. }))
-    ));
-    let mut gap = b.clone();
-    gap.insert(1, b[1].clone());
-    assert!(matches!(
-        on_a.adopt_branch_saving(gap, |_, _| Err("not called")),
-        Ok(Err(RegistryError::Gap { .. }))
+        Ok(Err(RegistryError::WrongPrevious { .. }))
     ));
     assert!(matches!(
         on_a.adopt_branch_saving(vec![], |_, _| Err("not called")),
@@ -1013,11 +1041,21 @@ fn a_branch_with_any_invalid_update_is_refused_whole() {
     ));
     // A save that fails changes nothing.
     assert_eq!(
-        on_a.adopt_branch_saving(b, |_, _| Err("disk full")),
+        on_a.adopt_branch_saving(b.clone(), |_, _| Err("disk full")),
         Err("disk full")
     );
     assert_eq!(on_a.history(), &held[..]);
-    assert!(on_a.forks().is_empty());
+    assert_eq!(on_a.forks().len(), 1, "b's version 2, from the branch cut short");
+    // A branch checked, then the registry changed: checked again, not taken as it was.
+    let checked = on_a.check_branch(b.clone()).unwrap();
+    assert!(matches!(
+        on_a.adopt_branch_saving(b.clone(), |_, _| Ok::<(), &str>(())),
+        Ok(Ok(Applied::Switched { .. }))
+    ));
+    assert!(matches!(
+        on_a.adopt_checked_saving(checked, |_, _| Err("not called")),
+        Ok(Err(RegistryError::NotABranch(_)))
+    ));
 }
 
 #[test]

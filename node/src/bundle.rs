@@ -526,11 +526,13 @@ pub fn import(
             Err(e @ RegistryError::Fork { .. }) => {
                 let branch: Vec<SignedRegistryUpdate> =
                     updates[next - 1..].iter().map(|(_, u)| u.clone()).collect();
-                let length = branch.len() as u32;
                 match crate::validate::adopt_registry_branch(registry, store, branch)? {
-                    Ok(Applied::Switched { .. }) => {
-                        report.registry_applied += length;
-                        break;
+                    // Taken as far as it was valid: what follows is refused
+                    // one by one.
+                    Ok(Applied::Switched { from, to, .. }) => {
+                        let taken = to.0.saturating_sub(from.0);
+                        report.registry_applied += 1 + taken as u32;
+                        next += taken as usize;
                     }
                     _ => report
                         .rejected

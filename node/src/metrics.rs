@@ -32,7 +32,7 @@ pub fn render(status: &StatusView, counts: &EventCounts) -> String {
         ),
         (
             "herald_registry_forks_settled",
-            "Registry versions whose forks the branch rule settled in this node's favour (its branch holds a threshold-approved update from there).",
+            "Registry versions whose forks the branch rule settled in this node's favour (its branch holds a change that needs the threshold from there).",
             status.registry_forks_settled as u64,
         ),
         (

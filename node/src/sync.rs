@@ -117,6 +117,10 @@ impl libp2p::request_response::Codec for SyncCodec {
 /// A registry's version and hash: where it stands.
 type RegistryPosition = (RegistryVersion, RegistryHash);
 
+/// A search for where two registries part: the peer's position (as it
+/// claims it) and this node's.
+type ForkSearch = (RegistryPosition, RegistryPosition);
+
 /// This node's registry position and chain summaries, and their digest.
 fn our_state(
     store: &Store,
@@ -274,16 +278,17 @@ pub trait SyncLink: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Stored>, SyncError>> + Send;
     /// The registry advanced (who may connect may have changed).
     fn registry_changed(&self) {}
-    /// Whether to search where a peer's registry, at `position`, parts from
-    /// this node's: once for each position (a split lasts, and every session
-    /// with the peer would search again).
-    fn fork_search_due(&self, position: RegistryPosition) -> bool {
-        let _ = position;
+    /// Whether to search where the peer's registry parts from this node's,
+    /// the two standing at `search`: once for each peer and pair of
+    /// positions (a split lasts, and every session with the peer would
+    /// search again; what one peer claims says nothing of another's).
+    fn fork_search_due(&self, search: ForkSearch) -> bool {
+        let _ = search;
         true
     }
-    /// The search for `position` ended (found or not): not due again.
-    fn fork_searched(&self, position: RegistryPosition) {
-        let _ = position;
+    /// The search ended (found or not): not due again.
+    fn fork_searched(&self, search: ForkSearch) {
+        let _ = search;
     }
     /// A chain to fetch before the others: the node's own, whose bulletins it
     /// must hold before it numbers more of them ([`crate::KeyPast`]).
@@ -312,13 +317,13 @@ pub(crate) struct SessionContext {
     pub(crate) registry: Arc<RwLock<Registry>>,
     /// The node's own signing key: its chain is fetched first.
     pub(crate) own_key: KeyId,
-    /// Peers' registry positions already searched for where they part from
-    /// this node's ([`SyncLink::fork_search_due`]).
-    pub(crate) fork_searches: Arc<std::sync::Mutex<HashSet<RegistryPosition>>>,
+    /// Searches already made for where a peer's registry parts from this
+    /// node's ([`SyncLink::fork_search_due`]), by peer.
+    pub(crate) fork_searches: Arc<std::sync::Mutex<HashSet<(PeerId, ForkSearch)>>>,
 }
 
-/// Registry positions remembered as searched, at most (then forgotten all
-/// at once, and searched again).
+/// Searches remembered, at most (then forgotten all at once, and made
+/// again).
 const MAX_FORK_SEARCHES: usize = 1024;
 
 /// [`SessionContext`] bound to one peer.
@@ -328,17 +333,17 @@ pub(crate) struct NetworkLink {
 }
 
 impl SyncLink for NetworkLink {
-    fn fork_search_due(&self, position: RegistryPosition) -> bool {
+    fn fork_search_due(&self, search: ForkSearch) -> bool {
         let searched = self.ctx.fork_searches.lock().unwrap_or_else(|e| e.into_inner());
-        !searched.contains(&position)
+        !searched.contains(&(self.peer, search))
     }
 
-    fn fork_searched(&self, position: RegistryPosition) {
+    fn fork_searched(&self, search: ForkSearch) {
         let mut searched = self.ctx.fork_searches.lock().unwrap_or_else(|e| e.into_inner());
         if searched.len() >= MAX_FORK_SEARCHES {
             searched.clear();
         }
-        searched.insert(position);
+        searched.insert((self.peer, search));
     }
 
     async fn request(&self, request: SyncRequest) -> Result<SyncResponse, SyncError> {
@@ -566,10 +571,11 @@ pub async fn pull<L: SyncLink>(
     // A peer whose registry parted from this node's: where, kept as fork
     // evidence (so that both nodes report the split; nodes at one version
     // exchange no registry update otherwise).
-    let (ours, ours_at_theirs) = {
+    let (ours, our_hash, ours_at_theirs) = {
         let registry = local_registry.read().unwrap_or_else(|e| e.into_inner());
         (
             registry.version(),
+            registry.hash(),
             registry.at_version(their_version).map(|s| s.hash()),
         )
     };
@@ -578,8 +584,8 @@ pub async fn pull<L: SyncLink>(
     } else {
         ours_at_theirs != Some(their_hash)
     };
-    let position = (their_version, their_hash);
-    if parted && link.fork_search_due(position) {
+    let search = ((their_version, their_hash), (ours, our_hash));
+    if parted && link.fork_search_due(search) {
         // A request that fails here ends the search, not the session: the
         // bulletins come next, and the next session searches again.
         match find_fork(
@@ -597,7 +603,7 @@ pub async fn pull<L: SyncLink>(
             }
             other => {
                 other?;
-                link.fork_searched(position);
+                link.fork_searched(search);
             }
         }
     }
@@ -930,13 +936,10 @@ async fn find_fork<L: SyncLink>(
                 let mut branch = Vec::new();
                 extend_branch(&mut branch, updates.into_iter().skip(i));
                 // The rest of the branch matters unless the peer's first
-                // update is threshold-approved (that decides): a later one
-                // in it decides whether it displaces this node's branch, or,
+                // update needs the threshold (that decides): a later one that
+                // does decides whether it displaces this node's branch, or,
                 // if this node's holds one too, that the fork is not settled.
-                let decided = {
-                    let registry = registry.read().unwrap_or_else(|e| e.into_inner());
-                    branch.first().is_some_and(|u| registry.threshold_approved(u))
-                };
+                let decided = branch.first().is_some_and(herald_keys::needs_threshold);
                 for _ in 0..if decided { 0 } else { MAX_BRANCH_PAGES } {
                     let Some(next) = branch.last().and_then(|u| u.body().version.next()) else {
                         break;
@@ -1011,14 +1014,13 @@ async fn judge_branch<L: SyncLink>(
     let Some(version) = branch.first().map(|u| u.body().version) else {
         return Ok(());
     };
-    let length = branch.len();
     let (store, registry) = (store.clone(), Arc::clone(registry));
     let outcome =
         blocking(move || crate::validate::adopt_registry_branch(&registry, &store, branch)).await??;
     match outcome {
         Ok(Applied::Switched { from, to, .. }) => {
             tracing::warn!(%from, %to, "registry switched to the peer's branch by sync");
-            report.registry_updates += length;
+            report.registry_updates += (to.0 - from.0 + 1) as usize;
             link.registry_changed();
         }
         Err(e @ RegistryError::Fork { .. }) => {
@@ -1209,7 +1211,7 @@ mod tests {
         Registry,
         usize,
         std::sync::atomic::AtomicUsize,
-        std::sync::Mutex<HashSet<RegistryPosition>>,
+        std::sync::Mutex<HashSet<ForkSearch>>,
     );
 
     impl BranchPeer {
@@ -1219,12 +1221,12 @@ mod tests {
     }
 
     impl SyncLink for BranchPeer {
-        fn fork_search_due(&self, position: RegistryPosition) -> bool {
-            !self.3.lock().unwrap().contains(&position)
+        fn fork_search_due(&self, search: ForkSearch) -> bool {
+            !self.3.lock().unwrap().contains(&search)
         }
 
-        fn fork_searched(&self, position: RegistryPosition) {
-            self.3.lock().unwrap().insert(position);
+        fn fork_searched(&self, search: ForkSearch) {
+            self.3.lock().unwrap().insert(search);
         }
 
         async fn request(&self, request: SyncRequest) -> Result<SyncResponse, SyncError> {
@@ -1324,7 +1326,11 @@ mod tests {
         let peer = BranchPeer::new(theirs.clone(), 1);
         pull(&peer, &store, &registry).await.unwrap();
         let asked = peer.2.load(std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(asked, 3, "versions 5, 6, then 7 where they part");
+        assert_eq!(
+            asked,
+            3 + MAX_BRANCH_PAGES,
+            "versions 5, 6, then 7 where they part, then as far into the peer's branch as it reads"
+        );
         pull(&peer, &store, &registry).await.unwrap();
         assert_eq!(
             peer.2.load(std::sync::atomic::Ordering::Relaxed),
@@ -1382,7 +1388,7 @@ mod tests {
             assert_eq!(restarted.forks().len(), 1, "and reported after a restart");
         }
         // The other way round, nothing changes. The peer's branch is read whole
-        // (versions 2 and 3): it holds no threshold-approved update, so the fork is
+        // (versions 2 and 3): it holds no change that needs the threshold, so the fork is
         // settled in this node's favour.
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), net.registry.network()).unwrap();
@@ -1395,7 +1401,7 @@ mod tests {
         assert_eq!(peer.2.load(std::sync::atomic::Ordering::Relaxed), 2);
         assert_eq!(crate::view::forked_versions(&registry.read().unwrap()), (0, 1));
 
-        // Both branches hold a threshold-approved update after a member's own change:
+        // Both branches hold a change that needs the threshold after a member's own change:
         // neither gives way, and the fork is not settled on either side.
         let mut contested = ours.clone();
         contested.apply(net.by_threshold(&contested)).unwrap();

@@ -169,7 +169,7 @@ impl ThreeMembers {
     }
 
     /// The next version after `on`'s, setting the threshold to 2 again,
-    /// approved by members 0 and 1: a threshold-approved update.
+    /// approved by members 0 and 1: a change that needs the threshold.
     pub(crate) fn by_threshold(&self, on: &Registry) -> SignedRegistryUpdate {
         let op = herald_protocol::RegistryOp::SetThreshold { threshold: 2 };
         self.next(on, vec![op], &[&self.members[0], &self.members[1]])

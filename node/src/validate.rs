@@ -101,11 +101,15 @@ pub fn validate_registry_update(data: &[u8], registry: &RwLock<Registry>, store:
     // carries) was forwarded once: copies of it are duplicates, not news.
     // Once as many forks are remembered as may be, any update for a past
     // version is taken as a copy: new forks still come by sync.
+    // (Except one that the branch rule may take: it needs the threshold,
+    // and this node's branch holds no such update from its version on.)
     let known_fork = {
         let registry = registry.read().unwrap_or_else(|e| e.into_inner());
         let version = update.body().version;
+        let may_displace =
+            herald_keys::needs_threshold(&update) && !registry.holds_threshold_change_from(version);
         registry.knows_fork(version, update.hash())
-            || (registry.fork_memory_full() && version <= registry.version())
+            || (registry.fork_memory_full() && version <= registry.version() && !may_displace)
     };
     if known_fork {
         return Verdict::Duplicate;
@@ -147,8 +151,15 @@ pub fn apply_registry_update(
         store.flush()
     });
     let applied = match applied {
-        Ok(Err(RegistryError::Fork { version, .. })) if !registry.holds_threshold_update_from(version) => {
-            adopt(&mut registry, store, vec![update])
+        // A fork that the branch rule may settle this way: checked under
+        // the lock, as `apply_saving` checked it (one update).
+        Ok(Err(RegistryError::Fork { version, .. }))
+            if herald_keys::needs_threshold(&update) && !registry.holds_threshold_change_from(version) =>
+        {
+            match registry.check_branch(vec![update]) {
+                Ok(checked) => take_branch(&mut registry, store, checked),
+                Err(e) => Ok(Err(e)),
+            }
         }
         other => other,
     };
@@ -158,35 +169,56 @@ pub fn apply_registry_update(
 
 /// Takes in `branch`, the versions of another branch of the registry from
 /// where it parts from this node's on, by the branch rule
-/// ([`Registry::adopt_branch_saving`]): when it displaces this node's
-/// versions from there, the store's are replaced in one batch and flushed
-/// before the registry changes in memory. Otherwise its first update is
-/// kept as fork evidence.
+/// ([`Registry::adopt_branch_saving`]): checked under the registry's read
+/// lock (every approval verified), then judged and taken under the write
+/// lock. When it displaces this node's versions from there, the version
+/// that gives way is saved as fork evidence, then the store's versions are
+/// replaced in one batch and flushed, before the registry changes in
+/// memory. Otherwise its first update is kept as fork evidence. A registry
+/// that changed between the two steps refuses the branch
+/// ([`RegistryError::NotABranch`]): the next session brings it again.
 pub fn adopt_registry_branch(
     registry: &RwLock<Registry>,
     store: &Store,
     branch: Vec<SignedRegistryUpdate>,
 ) -> Result<Result<Applied, RegistryError>, crate::store::StoreError> {
+    let checked = registry
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .check_branch(branch);
+    let checked = match checked {
+        Ok(checked) => checked,
+        Err(e) => return Ok(Err(e)),
+    };
     let mut registry = registry.write().unwrap_or_else(|e| e.into_inner());
     let before = evidence_held(&registry);
-    let applied = adopt(&mut registry, store, branch);
+    let applied = take_branch(&mut registry, store, checked);
     save_new_evidence(&registry, store, &before);
     applied
 }
 
-fn adopt(
+fn take_branch(
     registry: &mut Registry,
     store: &Store,
-    branch: Vec<SignedRegistryUpdate>,
+    checked: herald_keys::CheckedBranch,
 ) -> Result<Result<Applied, RegistryError>, crate::store::StoreError> {
-    let applied =
-        registry.adopt_branch_saving(branch, |from, updates| store.replace_registry_from(from, updates))?;
+    let from = checked.from();
+    // Saved as evidence before the history changes on disk: a crash in
+    // between leaves evidence of a version still held, which the next
+    // start forgets ([`crate::node::stored_registry`]).
+    let giving_way = registry.history().get((from.0 - 1) as usize).cloned();
+    let applied = registry.adopt_checked_saving(checked, |from, updates| {
+        if let Some(update) = &giving_way {
+            store.save_registry_fork(update)?;
+        }
+        store.replace_registry_from(from, updates)
+    })?;
     if let Ok(Applied::Switched { from, to, dropped }) = applied {
         tracing::warn!(
             %from,
             %to,
             dropped,
-            "REGISTRY BRANCH SWITCHED: versions that members made alone gave way to a branch a threshold approved; the members whose changes were dropped must make them again"
+            "REGISTRY BRANCH SWITCHED: members' own changes gave way to a branch holding a change that needs the threshold; the members whose changes were dropped must make them again"
         );
         // What was saved as the other side of a fork is now the history.
         for update in &registry.history()[(from.0 - 1) as usize..] {

@@ -255,13 +255,13 @@ pub(crate) fn status(args: StatusArgs) -> Result<()> {
     );
     if s.registry_forks > 0 {
         out!(
-            "registry     FORKED: another approved update than this node's is known for {} version(s); the members' nodes may hold different registries until a threshold-approved update settles it (herald registry show counts them; docs/OPERATIONS.md, 'registry fork')",
+            "registry     FORKED: another approved update than this node's is known for {} version(s); the members' nodes may hold different registries until a change that needs the threshold settles it (herald registry show counts them; docs/OPERATIONS.md, 'registry fork')",
             s.registry_forks
         );
     }
     if s.registry_forks_settled > 0 {
         out!(
-            "registry     forks settled at {} version(s): this node's branch holds a threshold-approved change from there, which the other branch's nodes take (unless theirs holds one too)",
+            "registry     forks settled at {} version(s): this node's branch holds a change that needs the threshold from there, which the other branch's nodes take (unless theirs holds one too)",
             s.registry_forks_settled
         );
     }

@@ -85,7 +85,7 @@ fn show(dir: &std::path::Path, json: bool) -> Result<()> {
     }
     if view.forks_settled > 0 {
         out!(
-            "Registry forks settled at {} version(s): this branch holds a threshold-approved change from there, which the other branch's nodes take",
+            "Registry forks settled at {} version(s): this branch holds a change that needs the threshold from there, which the other branch's nodes take",
             view.forks_settled
         );
     }

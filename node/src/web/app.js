@@ -64,7 +64,7 @@ async function refreshStatus() {
       " version(s); the members' nodes may hold different registries)"
     : "") + (s.registry_forks_settled
     ? " (forks settled at " + s.registry_forks_settled +
-      " version(s): this branch holds a threshold-approved change from there)"
+      " version(s): this branch holds a change that needs the threshold from there)"
     : ""));
   text($("s-bulletins"), s.bulletins);
   text($("s-peers"), s.connected_peers.length);
