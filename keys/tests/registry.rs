@@ -924,6 +924,54 @@ fn a_branch_a_threshold_approved_displaces_changes_members_made_alone() {
 }
 
 #[test]
+fn evidence_held_from_where_a_branch_gives_way_is_judged_against_the_new_one() {
+    let (n, Split { a, b, mut on_a, .. }) = split();
+    // Another version 3 on side a's branch, and member 2's own version 2.
+    let a3_rival = {
+        let mut after_a2 = n.registry.clone();
+        after_a2.apply(a[0].clone()).unwrap();
+        let k = key(Role::Fresh, 30);
+        on(
+            &after_a2,
+            vec![add_signing_key(n.f(0).id(), &k)],
+            &[&n.f(0).member, &k],
+        )
+    };
+    let c2 = {
+        let k = key(Role::Fresh, 31);
+        on(
+            &n.registry,
+            vec![add_signing_key(n.f(2).id(), &k)],
+            &[&n.f(2).member, &k],
+        )
+    };
+    for rival in [&a3_rival, &c2] {
+        assert!(matches!(
+            on_a.apply(rival.clone()),
+            Err(RegistryError::Fork { .. })
+        ));
+    }
+    assert!(matches!(
+        on_a.adopt_branch_saving(b.clone(), |_, _| Ok::<(), &str>(())),
+        Ok(Ok(Applied::Switched { .. }))
+    ));
+    // The version 3 rival built on a's version 2, gone; c's version 2, a fork of b's now;
+    // and a's version 2, which gave way.
+    let forks: Vec<_> = on_a
+        .forks()
+        .iter()
+        .map(|f| (f.version, f.ours.hash(), f.theirs.hash()))
+        .collect();
+    assert_eq!(
+        forks,
+        vec![
+            (RegistryVersion(2), b[0].hash(), c2.hash()),
+            (RegistryVersion(2), b[0].hash(), a[0].hash()),
+        ]
+    );
+}
+
+#[test]
 fn one_threshold_approved_update_displaces_a_change_a_member_made_alone() {
     // The common race: a threshold-approved version 2 comes after a member's own.
     let mut n = five();

@@ -105,7 +105,7 @@ pub enum StartError {
     Registry(#[from] RegistryError),
     /// The signing key is not a signing key of a current member.
     #[error(
-        "the signing key {0} is not a signing key of any member in the registry; check keys/signing.key and the genesis"
+        "the signing key {0} is not a signing key of any member in the registry; check keys/signing.key and the genesis (if the log said REGISTRY BRANCH SWITCHED, the change that added it gave way: the member adds a signing key again, docs/OPERATIONS.md)"
     )]
     NotAMember(herald_protocol::KeyId),
     /// The node key is not usable as a libp2p identity.
@@ -113,7 +113,7 @@ pub enum StartError {
     BadNodeKey(herald_protocol::NodeId),
     /// The node key is not listed for this member.
     #[error(
-        "the node id {0} is not in the registry, so other members would refuse it; add it to the registry first"
+        "the node id {0} is not in the registry, so other members would refuse it; add it to the registry first (if the log said REGISTRY BRANCH SWITCHED, the change that added it gave way: docs/OPERATIONS.md)"
     )]
     NodeNotListed(PeerId),
     /// The network could not start.
@@ -1033,15 +1033,24 @@ pub fn stored_registry(store: &Store, genesis_hash: RegistryHash) -> Result<Opti
     }
     // What follows the last version taken (after a gap, or another branch).
     store.drop_registry_after(registry.version())?;
-    // The forks found before, reported again; those that no longer are forks
-    // of the history held (a version dropped above) are forgotten.
+    // The forks found before, reported again, by the branch rule as any
+    // update (one kept by a build before the rule may settle its split, and
+    // so may one whose switch could not be saved); those that no longer are
+    // forks of the history held (a version dropped above) are forgotten.
+    let registry = RwLock::new(registry);
     for theirs in store.registry_forks()? {
         let version = theirs.body().version;
-        let fork = version <= registry.version()
-            && matches!(registry.apply(theirs.clone()), Err(RegistryError::Fork { .. }));
-        if !fork {
-            store.drop_registry_fork(&theirs)?;
+        let held = registry.read().unwrap_or_else(|e| e.into_inner()).version();
+        let outcome = if version <= held {
+            crate::validate::apply_registry_update(&registry, store, theirs.clone())?
+        } else {
+            Ok(herald_keys::Applied::AlreadyHeld)
+        };
+        match outcome {
+            Err(RegistryError::Fork { .. }) => {}
+            Ok(herald_keys::Applied::Switched { .. }) => {}
+            _ => store.drop_registry_fork(&theirs)?,
         }
     }
-    Ok(Some(registry))
+    Ok(Some(registry.into_inner().unwrap_or_else(|e| e.into_inner())))
 }

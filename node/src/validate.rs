@@ -355,6 +355,35 @@ mod tests {
         assert!(matches!(verdict(&by_threshold), Verdict::Duplicate));
     }
 
+    /// A build before the branch rule kept a shared change for a version as a fork
+    /// of a member's own change: at start, the rule settles it.
+    #[test]
+    fn a_fork_kept_before_the_branch_rule_is_settled_at_start() {
+        let net = crate::test_network::three_members();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), net.registry.network()).unwrap();
+        let own = net.own_key(&net.registry, 0, &SecretKey::from_seed(&[70; 32]));
+        let shared = net.by_threshold(&net.registry);
+        for update in [&net.genesis, &own] {
+            store.save_registry_update(update).unwrap();
+        }
+        store.save_registry_fork(&shared).unwrap();
+        let registry = crate::node::stored_registry(&store, net.genesis.hash())
+            .unwrap()
+            .unwrap();
+        let settled = vec![net.genesis.clone(), shared.clone()];
+        assert_eq!(registry.history(), settled);
+        assert_eq!(store.registry_history().unwrap(), settled);
+        assert_eq!(store.registry_forks().unwrap(), vec![own.clone()]);
+        assert_eq!(crate::view::forked_versions(&registry), (0, 1));
+        // And so it stays at the next start.
+        let again = crate::node::stored_registry(&store, net.genesis.hash())
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.history(), settled);
+        assert_eq!(again.forks().len(), 1);
+    }
+
     #[test]
     fn a_registry_fork_is_forwarded_once() {
         let net = one_member();
