@@ -648,6 +648,8 @@ pub struct Registry {
     /// rule does not settle ([`Registry::fork_settled`]). Known only to this
     /// run: sync reads such branches again after a restart.
     contested: BTreeSet<RegistryVersion>,
+    /// Times another branch was taken ([`Registry::switches`]).
+    switches: u64,
 }
 
 impl Registry {
@@ -705,6 +707,7 @@ impl Registry {
             forks: Vec::new(),
             forks_seen: std::collections::HashSet::new(),
             contested: BTreeSet::new(),
+            switches: 0,
         })
     }
 
@@ -1018,6 +1021,7 @@ impl Registry {
             }
         });
         let count = dropped.len();
+        self.switches += 1;
         if let Some(first_dropped) = dropped.into_iter().next() {
             self.keep_evidence(taken, first_dropped);
         }
@@ -1026,6 +1030,12 @@ impl Registry {
             to: self.version(),
             dropped: count,
         }))
+    }
+
+    /// How many times this registry took another branch
+    /// ([`Registry::adopt_branch_saving`]) since it was built.
+    pub fn switches(&self) -> u64 {
+        self.switches
     }
 
     /// Whether one of this registry's updates from `version` on needs the

@@ -699,10 +699,14 @@ async fn status_view(
     node: Arc<Node>,
     network_status: crate::network::NetworkStatus,
 ) -> Result<StatusView, Failure> {
-    let (registry_version, (registry_forks, registry_forks_settled)) = {
+    let (registry_version, (registry_forks, registry_forks_settled), registry_switches) = {
         let lock = node.registry();
         let registry = lock.read().unwrap_or_else(|e| e.into_inner());
-        (registry.version().0, crate::view::forked_versions(&registry))
+        (
+            registry.version().0,
+            crate::view::forked_versions(&registry),
+            registry.switches(),
+        )
     };
     Ok(StatusView {
         peer_id: node.peer_id().to_string(),
@@ -711,6 +715,7 @@ async fn status_view(
         registry_version,
         registry_forks,
         registry_forks_settled,
+        registry_switches,
         // (It waits for a fold in progress, and reads sled: off the async
         // workers, as what follows.)
         bulletins: {

@@ -13,7 +13,7 @@ pub fn render(status: &StatusView, counts: &EventCounts) -> String {
     let mut out = String::new();
     let tree = &status.tree;
     let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let gauges: [(&str, &str, u64); 13] = [
+    let gauges: [(&str, &str, u64); 14] = [
         ("herald_bulletins", "Bulletins held.", status.bulletins),
         (
             "herald_peers",
@@ -34,6 +34,11 @@ pub fn render(status: &StatusView, counts: &EventCounts) -> String {
             "herald_registry_forks_settled",
             "Registry versions whose forks the branch rule settled in this node's favour (its branch holds a change that needs the threshold from there).",
             status.registry_forks_settled as u64,
+        ),
+        (
+            "herald_registry_switches",
+            "Times the registry took another branch since the node started (members' own changes gave way; the log names them).",
+            status.registry_switches,
         ),
         (
             "herald_equivocations",
@@ -181,6 +186,7 @@ mod tests {
             registry_version: 3,
             registry_forks: 1,
             registry_forks_settled: 2,
+            registry_switches: 0,
             bulletins: 1234,
             connected_peers: vec!["a".into(), "b".into()],
             listen: Vec::new(),
@@ -242,6 +248,6 @@ mod tests {
                 value.parse::<u64>().unwrap();
             }
         }
-        assert_eq!(declared.len(), 23);
+        assert_eq!(declared.len(), 24);
     }
 }

@@ -137,6 +137,10 @@ pub struct StatusView {
     /// Versions whose forks the branch rule settled in this node's favour.
     #[serde(default)]
     pub registry_forks_settled: usize,
+    /// Times the registry took another branch since the node started:
+    /// members' own changes gave way (the log names them).
+    #[serde(default)]
+    pub registry_switches: u64,
     /// Bulletins held.
     pub bulletins: u64,
     /// Connected peers.

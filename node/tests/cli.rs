@@ -1840,10 +1840,15 @@ fn members_change_the_registry_and_the_change_spreads() {
     // So is member 3's version 2 at the first node, now that version 3 is held there too.
     for d in [&three, &one] {
         let status = herald(&["status", "--dir", d]);
+        let said = stdout(&status);
         assert!(
-            stdout(&status).contains("forks settled at 1 version(s)") && !stdout(&status).contains("FORKED"),
-            "{}",
-            stdout(&status)
+            said.contains("forks settled at 1 version(s)") && !said.contains("FORKED"),
+            "{said}"
+        );
+        assert_eq!(
+            said.contains("took another branch 1 time(s)"),
+            d == &three,
+            "{said}"
         );
     }
 

@@ -259,6 +259,12 @@ pub(crate) fn status(args: StatusArgs) -> Result<()> {
             s.registry_forks
         );
     }
+    if s.registry_switches > 0 {
+        out!(
+            "registry     took another branch {} time(s) since the node started: members' own changes gave way, and they must make them again (the log says which)",
+            s.registry_switches
+        );
+    }
     if s.registry_forks_settled > 0 {
         out!(
             "registry     forks settled at {} version(s): this node's branch holds a change that needs the threshold from there, which the other branch's nodes take (unless theirs holds one too)",
