@@ -1032,6 +1032,26 @@ impl Registry {
         }))
     }
 
+    /// Whether a current member of this registry approved `update` by its
+    /// member key (the signature verifying), whatever else it carries: what
+    /// an update of another history must show to be taken for one.
+    pub fn approved_by_a_member(&self, update: &SignedRegistryUpdate) -> bool {
+        let members: HashSet<[u8; 32]> = self
+            .current()
+            .current_members()
+            .map(|m| m.member_key.to_bytes())
+            .collect();
+        let input = herald_protocol::signing_input(REGISTRY_DOMAIN, update.body_bytes());
+        let mut tried = HashSet::new();
+        update.approvals().iter().any(|approval| {
+            let key = approval.key.as_bytes();
+            members.contains(key)
+                && tried.insert(*key)
+                && PublicKey::from_id(&approval.key)
+                    .is_ok_and(|public| public.verify(&input, &approval.signature).is_ok())
+        })
+    }
+
     /// How many times this registry took another branch
     /// ([`Registry::adopt_branch_saving`]) since it was built.
     pub fn switches(&self) -> u64 {

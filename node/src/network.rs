@@ -1125,6 +1125,12 @@ impl EventLoop {
             Verdict::RegistryFork(reason) => {
                 tracing::error!(%reason, "REGISTRY FORK: two approved updates for one version; evidence kept");
                 self.events.send(NodeEvent::RegistryFork(reason));
+                // The rest of the sender's branch may settle the split one
+                // way or the other: its session reads it.
+                let now = tokio::time::Instant::now();
+                if self.offences.entry(v.source).or_default().sync_due(now) {
+                    self.start_sync(v.source);
+                }
             }
             Verdict::Behind => self.start_sync(v.source),
             Verdict::Duplicate => {}

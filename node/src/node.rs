@@ -613,6 +613,17 @@ impl Node {
         // mistake the node can see (a bulletin for nobody).
         {
             let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
+            // Peers would refuse what a key the registry does not admit signs.
+            let admitted = registry
+                .current()
+                .signing_key(&self.own_key)
+                .is_some_and(|(m, k)| m.is_current() && k.revoked.is_none());
+            if !admitted {
+                return Err(PublishError::Invalid(format!(
+                    "this node's signing key {} is not admitted by the registry it holds (revoked, its member removed, or the change that added it gave way to another branch: the log says REGISTRY BRANCH SWITCHED); nothing was published. Add a signing key (herald registry propose --new-signing-key) and point [keys] signing to it",
+                    self.own_key
+                )));
+            }
             if let Some(id) = draft
                 .audience
                 .iter()
@@ -986,13 +997,24 @@ impl Node {
     }
 }
 
+/// What [`stored_registry`] does with the fork evidence the store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SavedForks {
+    /// Judges each by the branch rule, which may replace stored versions:
+    /// the node's start.
+    Settle,
+    /// Reports each, the stored history as it is: commands that read a
+    /// stopped node's store.
+    Report,
+}
+
 /// The registry from the store's history, or from genesis on first start.
 fn load_registry(
     store: &Store,
     genesis: SignedRegistryUpdate,
     genesis_hash: RegistryHash,
 ) -> Result<Registry, StartError> {
-    if let Some(registry) = stored_registry(store, genesis_hash)? {
+    if let Some(registry) = stored_registry(store, genesis_hash, SavedForks::Settle)? {
         return Ok(registry);
     }
     let registry = Registry::from_genesis(genesis.clone(), genesis_hash)?;
@@ -1010,7 +1032,11 @@ fn load_registry(
 /// other reason (a rule this build has that the one which stored it did not)
 /// fails the start and leaves the store as it is: dropping it would take the
 /// registry back, revocations and removals with it.
-pub fn stored_registry(store: &Store, genesis_hash: RegistryHash) -> Result<Option<Registry>, StartError> {
+pub fn stored_registry(
+    store: &Store,
+    genesis_hash: RegistryHash,
+    saved_forks: SavedForks,
+) -> Result<Option<Registry>, StartError> {
     let mut history = store.registry_history()?.into_iter();
     let Some(genesis) = history.next() else {
         return Ok(None);
@@ -1033,18 +1059,22 @@ pub fn stored_registry(store: &Store, genesis_hash: RegistryHash) -> Result<Opti
     }
     // What follows the last version taken (after a gap, or another branch).
     store.drop_registry_after(registry.version())?;
-    // The forks found before, reported again, by the branch rule as any
-    // update (one kept by a build before the rule may settle its split, and
-    // so may one whose switch could not be saved); those that no longer are
-    // forks of the history held (a version dropped above) are forgotten.
+    // The forks found before, reported again; at the node's start by the
+    // branch rule as any update (one kept by a build before the rule may
+    // settle its split, and so may one whose switch could not be saved).
+    // Those that no longer are forks of the history held (a version dropped
+    // above) are forgotten.
     let registry = RwLock::new(registry);
     for theirs in store.registry_forks()? {
         let version = theirs.body().version;
         let held = registry.read().unwrap_or_else(|e| e.into_inner()).version();
-        let outcome = if version <= held {
-            crate::validate::apply_registry_update(&registry, store, theirs.clone())?
-        } else {
-            Ok(herald_keys::Applied::AlreadyHeld)
+        let outcome = match saved_forks {
+            _ if version > held => Ok(herald_keys::Applied::AlreadyHeld),
+            SavedForks::Settle => crate::validate::apply_registry_update(&registry, store, theirs.clone())?,
+            SavedForks::Report => registry
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .apply(theirs.clone()),
         };
         match outcome {
             Err(RegistryError::Fork { .. }) => {}

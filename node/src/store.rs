@@ -2420,14 +2420,28 @@ impl Store {
         updates: &[SignedRegistryUpdate],
     ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        for key in self.registry.range(from.0.to_be_bytes()..).keys() {
-            batch.remove(key?);
+        // What it replaces, to put back if the flush fails: the registry
+        // then stays on its branch in memory, and the store must too, or
+        // later versions would be saved on top of the other branch's.
+        let mut undo = sled::Batch::default();
+        for entry in self.registry.range(from.0.to_be_bytes()..) {
+            let (key, value) = entry?;
+            batch.remove(key.clone());
+            undo.insert(key, value);
         }
         for update in updates {
-            batch.insert(&update.body().version.0.to_be_bytes(), update.to_bytes());
+            let key = update.body().version.0.to_be_bytes();
+            batch.insert(&key, update.to_bytes());
+            if !self.registry.contains_key(key)? {
+                undo.remove(&key);
+            }
         }
         self.registry.apply_batch(batch)?;
-        self.flush()
+        self.flush().inspect_err(|_| {
+            if let Err(e) = self.registry.apply_batch(undo) {
+                tracing::error!(error = %e, "cannot put the registry versions back after a failed flush: restart the node");
+            }
+        })
     }
 
     /// Saves the other update of a registry fork the registry has just kept

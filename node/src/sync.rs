@@ -1381,9 +1381,10 @@ mod tests {
                 vec![ours.history()[1].clone()],
                 "what gave way is kept as evidence"
             );
-            let restarted = crate::node::stored_registry(&store, net.genesis.hash())
-                .unwrap()
-                .unwrap();
+            let restarted =
+                crate::node::stored_registry(&store, net.genesis.hash(), crate::node::SavedForks::Settle)
+                    .unwrap()
+                    .unwrap();
             assert_eq!(restarted.history(), theirs.history());
             assert_eq!(restarted.forks().len(), 1, "and reported after a restart");
         }

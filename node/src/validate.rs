@@ -123,9 +123,20 @@ pub fn validate_registry_update(data: &[u8], registry: &RwLock<Registry>, store:
         Ok(Applied::AlreadyHeld) => Verdict::Duplicate,
         Err(RegistryError::Gap { .. }) => Verdict::Behind,
         Err(e @ RegistryError::Fork { .. }) => Verdict::RegistryFork(e.to_string()),
-        // The next version of another branch: the sender's registry forked
-        // from this node's earlier, as validly as this one (nothing to blame).
-        Err(e @ RegistryError::WrongPrevious { .. }) => Verdict::OtherBranch(e.to_string()),
+        // An update of another branch: the sender's registry forked from
+        // this node's earlier, as validly as this one (nothing to blame), if
+        // a member approved it; else it is junk that costs nothing to make.
+        Err(e @ RegistryError::WrongPrevious { .. }) => {
+            if registry
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .approved_by_a_member(&update)
+            {
+                Verdict::OtherBranch(e.to_string())
+            } else {
+                Verdict::Reject(format!("registry update refused: {e}, and approved by no member"))
+            }
+        }
         Err(e) => Verdict::Reject(format!("registry update refused: {e}")),
     }
 }
@@ -368,16 +379,17 @@ mod tests {
             store.save_registry_update(update).unwrap();
         }
         store.save_registry_fork(&shared).unwrap();
-        let registry = crate::node::stored_registry(&store, net.genesis.hash())
-            .unwrap()
-            .unwrap();
+        let registry =
+            crate::node::stored_registry(&store, net.genesis.hash(), crate::node::SavedForks::Settle)
+                .unwrap()
+                .unwrap();
         let settled = vec![net.genesis.clone(), shared.clone()];
         assert_eq!(registry.history(), settled);
         assert_eq!(store.registry_history().unwrap(), settled);
         assert_eq!(store.registry_forks().unwrap(), vec![own.clone()]);
         assert_eq!(crate::view::forked_versions(&registry), (0, 1));
         // And so it stays at the next start.
-        let again = crate::node::stored_registry(&store, net.genesis.hash())
+        let again = crate::node::stored_registry(&store, net.genesis.hash(), crate::node::SavedForks::Settle)
             .unwrap()
             .unwrap();
         assert_eq!(again.history(), settled);
@@ -422,6 +434,10 @@ mod tests {
         branch.apply(theirs.clone()).unwrap();
         let next = net.adding_key(&branch, &SecretKey::from_seed(&[90; 32]));
         assert!(matches!(verdict(&next), Verdict::OtherBranch(_)));
+        // The same claim approved by no member of this registry: junk, which costs
+        // nothing to make, is an offence.
+        let unapproved = SignedRegistryUpdate::from_parts(next.body_bytes().to_vec(), Vec::new()).unwrap();
+        assert!(matches!(verdict(&unapproved), Verdict::Reject(_)));
         assert_eq!(registry.read().unwrap().version(), RegistryVersion(2));
     }
 }

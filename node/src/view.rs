@@ -254,6 +254,7 @@ impl RegistryView {
     /// The view of a registry's current state.
     pub fn new(registry: &herald_keys::Registry) -> Self {
         let state = registry.current();
+        let (forks, forks_settled) = forked_versions(registry);
         Self {
             network: registry.network().to_string(),
             version: registry.version().0,
@@ -280,8 +281,8 @@ impl RegistryView {
                     removed_at: m.removed_at.map(|t| t.to_string()),
                 })
                 .collect(),
-            forks: forked_versions(registry).0,
-            forks_settled: forked_versions(registry).1,
+            forks,
+            forks_settled,
         }
     }
 }

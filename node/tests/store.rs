@@ -1126,9 +1126,10 @@ fn stored_registry_versions_that_do_not_follow_are_dropped() {
     for update in [&genesis, &v2, &stray(3), &stray(4)] {
         store.save_registry_update(update).unwrap();
     }
-    let registry = herald_node::node::stored_registry(&store, genesis.hash())
-        .unwrap()
-        .expect("a registry");
+    let registry =
+        herald_node::node::stored_registry(&store, genesis.hash(), herald_node::node::SavedForks::Settle)
+            .unwrap()
+            .expect("a registry");
     assert_eq!(registry.version(), RegistryVersion(2));
     assert_eq!(
         store.registry_history().unwrap(),
@@ -1150,7 +1151,9 @@ fn stored_registry_versions_that_do_not_follow_are_dropped() {
     })
     .unwrap();
     store.save_registry_update(&unapproved).unwrap();
-    let Err(refused) = herald_node::node::stored_registry(&store, genesis.hash()) else {
+    let Err(refused) =
+        herald_node::node::stored_registry(&store, genesis.hash(), herald_node::node::SavedForks::Settle)
+    else {
         panic!("a version the rules refuse was taken")
     };
     assert!(refused.to_string().contains("version 3"), "{refused}");
@@ -1161,9 +1164,13 @@ fn stored_registry_versions_that_do_not_follow_are_dropped() {
     // An empty store holds none.
     let empty = TempDir::new().unwrap();
     assert!(
-        herald_node::node::stored_registry(&open(&empty), genesis.hash())
-            .unwrap()
-            .is_none()
+        herald_node::node::stored_registry(
+            &open(&empty),
+            genesis.hash(),
+            herald_node::node::SavedForks::Settle
+        )
+        .unwrap()
+        .is_none()
     );
 }
 

@@ -905,6 +905,36 @@ async fn a_split_of_members_own_changes_settles_on_the_branch_a_threshold_approv
     .await;
 }
 
+/// A node whose signing key the registry no longer admits (here revoked by the members)
+/// refuses to publish, saying why, rather than sign what every peer would refuse.
+#[tokio::test]
+async fn a_node_whose_key_is_not_admitted_refuses_to_publish() {
+    within(async {
+        let registry = TestRegistry::new(2);
+        let node = TestNode::start(&registry, 0).await.expect("start");
+        let revocation = registry
+            .approved_update(
+                (RegistryVersion::GENESIS, registry.genesis_hash),
+                Timestamp(GENESIS_TIME.0 + 1),
+                vec![RegistryOp::RevokeSigningKey {
+                    member: registry.member(0).id(),
+                    key: registry.member(0).signing_key.id(),
+                    from: RevocationPoint::Seq(Seq(1)),
+                }],
+            )
+            .unwrap();
+        node.node.submit_registry_update(revocation).await.expect("version 2");
+        let refused = node.node.publish(sample_draft("by a revoked key")).await;
+        assert!(
+            matches!(refused, Err(PublishError::Invalid(ref e)) if e.contains("is not admitted by the registry")),
+            "{refused:?}"
+        );
+        assert_eq!(node.node.store().count().unwrap(), 0, "nothing was published");
+        node.stop().await;
+    })
+    .await;
+}
+
 /// Kademlia finds members' nodes beyond those a node is told of: C is connected to B, A is told
 /// only of B, and A and C (each short of the peers it seeks) find each other through B and
 /// connect; whichever dials, neither was told of the other.

@@ -29,7 +29,8 @@ pub(crate) fn open_offline(dir: &Path, config: &Config) -> Result<(Store, Regist
         .map_err(|e| anyhow!("genesis_hash in config.toml: {e}"))?;
     let store = Store::open(&dir.join(&config.node.data), NetworkId::from_genesis(hash))
         .context("cannot open the store (if a node is running, check its [api] listen address)")?;
-    let stored = herald_node::node::stored_registry(&store, hash).context("the stored registry")?;
+    let stored = herald_node::node::stored_registry(&store, hash, herald_node::node::SavedForks::Report)
+        .context("the stored registry")?;
     let registry = if let Some(registry) = stored {
         registry
     } else {
