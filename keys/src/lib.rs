@@ -59,7 +59,7 @@ pub use key::{KeyError, PublicKey, SecretKey};
 pub use keyfile::{KdfParams, KeyFileError, KeyRole};
 pub use registry::{
     Applied, CheckedBranch, ForkEvidence, MAX_FORK_EVIDENCE, MAX_FORK_EVIDENCE_PER_MEMBER, MAX_FORKS_SEEN,
-    Member, Registry, RegistryError, RegistryState, needs_threshold,
+    Member, Registry, RegistryError, RegistryState, needs_threshold, self_managed_by,
 };
 pub use sign::{Founder, SignError, approve, founding_genesis, propose_update, sign_bulletin};
 pub use trust::{Rejection, Standing};

@@ -1069,7 +1069,8 @@ impl EventLoop {
             | Verdict::Behind
             | Verdict::NotSaved(_)
             | Verdict::NotAdmitted(_)
-            | Verdict::OtherBranch(_) => gossipsub::MessageAcceptance::Ignore,
+            | Verdict::OtherBranch(_)
+            | Verdict::Unproven(_) => gossipsub::MessageAcceptance::Ignore,
             Verdict::Reject(_) => gossipsub::MessageAcceptance::Reject,
         };
         // A bulletin staged by its check is held from then on (one from the
@@ -1148,6 +1149,11 @@ impl EventLoop {
                     self.start_sync(v.source);
                 }
             }
+            Verdict::Unproven(reason) => tracing::debug!(
+                peer = %short_peer(&v.source),
+                %reason,
+                "a registry update of another history that no member approved; dropped"
+            ),
             Verdict::NotAdmitted(reason) => self.not_admitted(v.source, reason),
             Verdict::Reject(reason) => self.penalise(v.source, reason),
         }

@@ -30,8 +30,14 @@ pub enum Verdict {
     /// taken, not forwarded, no penalty; it comes again by gossip or sync.
     NotSaved(String),
     /// A registry update of another branch than this node's (a fork
-    /// earlier on): not taken, not forwarded, no penalty.
+    /// earlier on), approved by a member this node knows: not taken, not
+    /// forwarded, no penalty; the node syncs with the sender.
     OtherBranch(String),
+    /// A registry update of another history that no current member of this
+    /// node's registry approved: it may be valid on its branch (a member key
+    /// rotated there, a member removed here), or junk, which costs nothing
+    /// to make. Not taken, not forwarded, no penalty, no sync.
+    Unproven(String),
 
     /// A bulletin signed by a key this node's registry does not admit for
     /// it (unknown, revoked, or its member removed), where the sender may
@@ -124,8 +130,9 @@ pub fn validate_registry_update(data: &[u8], registry: &RwLock<Registry>, store:
         Err(RegistryError::Gap { .. }) => Verdict::Behind,
         Err(e @ RegistryError::Fork { .. }) => Verdict::RegistryFork(e.to_string()),
         // An update of another branch: the sender's registry forked from
-        // this node's earlier, as validly as this one (nothing to blame), if
-        // a member approved it; else it is junk that costs nothing to make.
+        // this node's earlier, as validly as this one (nothing to blame).
+        // Only one a member approved is worth a sync: anything else costs
+        // nothing to make.
         Err(e @ RegistryError::WrongPrevious { .. }) => {
             if registry
                 .read()
@@ -134,7 +141,7 @@ pub fn validate_registry_update(data: &[u8], registry: &RwLock<Registry>, store:
             {
                 Verdict::OtherBranch(e.to_string())
             } else {
-                Verdict::Reject(format!("registry update refused: {e}, and approved by no member"))
+                Verdict::Unproven(format!("{e}, approved by no current member"))
             }
         }
         Err(e) => Verdict::Reject(format!("registry update refused: {e}")),
@@ -214,10 +221,16 @@ fn take_branch(
     checked: herald_keys::CheckedBranch,
 ) -> Result<Result<Applied, RegistryError>, crate::store::StoreError> {
     let from = checked.from();
-    // Saved as evidence before the history changes on disk: a crash in
-    // between leaves evidence of a version still held, which the next
-    // start forgets ([`crate::node::stored_registry`]).
-    let giving_way = registry.history().get((from.0 - 1) as usize).cloned();
+    // What may give way: named in the log if it does. The first is saved as
+    // evidence before the history changes on disk: a crash in between
+    // leaves evidence of a version still held, which the next start
+    // forgets ([`crate::node::stored_registry`]).
+    let held_from: Vec<SignedRegistryUpdate> = registry
+        .history()
+        .get((from.0 - 1) as usize..)
+        .map(<[SignedRegistryUpdate]>::to_vec)
+        .unwrap_or_default();
+    let giving_way = held_from.first().cloned();
     let applied = registry.adopt_checked_saving(checked, |from, updates| {
         if let Some(update) = &giving_way {
             store.save_registry_fork(update)?;
@@ -231,6 +244,11 @@ fn take_branch(
             dropped,
             "REGISTRY BRANCH SWITCHED: members' own changes gave way to a branch holding a change that needs the threshold; the members whose changes were dropped must make them again"
         );
+        for update in &held_from {
+            let body = update.body();
+            let member = herald_keys::self_managed_by(&body.ops).map_or_else(String::new, |m| m.to_string());
+            tracing::warn!(version = %body.version, hash = %update.hash(), %member, "a member's own change that gave way: that member makes it again");
+        }
         // What was saved as the other side of a fork is now the history.
         for update in &registry.history()[(from.0 - 1) as usize..] {
             if let Err(e) = store.drop_registry_fork(update) {
@@ -434,10 +452,10 @@ mod tests {
         branch.apply(theirs.clone()).unwrap();
         let next = net.adding_key(&branch, &SecretKey::from_seed(&[90; 32]));
         assert!(matches!(verdict(&next), Verdict::OtherBranch(_)));
-        // The same claim approved by no member of this registry: junk, which costs
-        // nothing to make, is an offence.
+        // The same claim approved by no member of this registry: dropped, without a
+        // sync (it costs nothing to make) and without blame (it may be valid there).
         let unapproved = SignedRegistryUpdate::from_parts(next.body_bytes().to_vec(), Vec::new()).unwrap();
-        assert!(matches!(verdict(&unapproved), Verdict::Reject(_)));
+        assert!(matches!(verdict(&unapproved), Verdict::Unproven(_)));
         assert_eq!(registry.read().unwrap().version(), RegistryVersion(2));
     }
 }

@@ -1824,6 +1824,7 @@ fn members_change_the_registry_and_the_change_spreads() {
         stdout(&offline)
     );
     let third = RunningNode::start(&dir(3));
+    third.wait_for(&["a member's own change that gave way", "version=2"]);
     third.wait_for(&["registry switched to the peer's branch"]);
     let hash_at = |d: &str| {
         let shown = herald(&["registry", "show", "--dir", d, "--json"]);
