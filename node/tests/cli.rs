@@ -801,6 +801,66 @@ impl Drop for Watching {
     }
 }
 
+/// `herald watch --reconnect` carries on after a feed the node ended on a failure it reports
+/// (its store could not be read), from where that feed got to; after three such failures in a
+/// minute it stops, saying so. The node here is a stand-in on the API's address that answers
+/// every feed so.
+#[test]
+fn a_reconnecting_watch_carries_on_after_a_failure_the_node_reports() {
+    use std::io::Write as _;
+    let tmp = tempfile::tempdir().unwrap();
+    testnet(tmp.path(), 1);
+    let dir = tmp.path().join("member-1");
+    let listen = herald_node::config::Config::load(&dir).unwrap().api.listen;
+    let listener = TcpListener::bind(listen).unwrap();
+    std::fs::write(dir.join(herald_node::api::TOKEN_FILE), "ab".repeat(32)).unwrap();
+    let (asked, feeds) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut served = 0u64;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut head = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            head.read_line(&mut request).unwrap();
+            let mut line = String::new();
+            while head.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let target = request.split_whitespace().nth(1).unwrap_or_default().to_string();
+            let body = if target.starts_with("/v1/watch") {
+                served += 1;
+                let _ = asked.send(target);
+                format!(
+                    "{{\"resume\":{}}}\n{{\"error\":\"the node could not read its store: a test\",\"fell_behind\":false}}\n",
+                    1000 + served
+                )
+            } else {
+                "{}".to_string()
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let watching = Watching::start(&["--dir", dir.to_str().unwrap(), "--reconnect"]);
+    let (error, success) = watching.ended();
+    assert!(!success, "{error}");
+    assert!(
+        error.contains("could not read its store: a test (3 times in a minute: the watch stops"),
+        "{error}"
+    );
+    assert_eq!(error.matches("(watching again)").count(), 2, "{error}");
+    let targets: Vec<String> = feeds.try_iter().collect();
+    assert_eq!(targets.len(), 3, "{targets:?}");
+    // Each feed again from where the one before got to.
+    assert!(
+        targets[1].contains("resume=1001") && targets[2].contains("resume=1002"),
+        "{targets:?}"
+    );
+}
+
 #[test]
 fn watch_prints_each_new_bulletin_that_passes_its_filters_as_it_arrives() {
     let tmp = tempfile::tempdir().unwrap();

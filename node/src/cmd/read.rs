@@ -393,6 +393,10 @@ fn own_chain_line(own: &herald_node::view::OwnChainView) -> String {
     )
 }
 
+/// Feeds ended on a failure the node reported within a minute after which
+/// `herald watch --reconnect` stops.
+const WATCH_FAILURES_A_MINUTE: usize = 3;
+
 /// Most ids `herald watch` remembers so as not to print a bulletin twice
 /// when the node lists again what came after it fell behind (or, from
 /// earlier builds of the node, when it watches again).
@@ -434,6 +438,9 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
     let mut printed = herald_node::watch::Remembered::new(WATCH_REMEMBERS);
     let mut next = Next::Asked;
     let mut behind: Vec<std::time::Instant> = Vec::new();
+    // When feeds ended on a failure the node reported (its store could not
+    // be read): --reconnect watches again, a few times a minute at most.
+    let mut failed: Vec<std::time::Instant> = Vec::new();
     loop {
         let mut query = q.clone();
         // The creation time this feed lists from, if it lists by creation.
@@ -568,6 +575,27 @@ pub(crate) fn watch(args: WatchArgs) -> Result<()> {
                 }
                 client = wait_for_node(&connect, true);
                 Next::Resume { resume, listing }
+            }
+            // A failure the node reported (its store could not be read):
+            // with --reconnect, watched again from where this feed got to.
+            Some(end) if args.reconnect => {
+                let Some(next) = cut_off else {
+                    bail!("{}", end.error);
+                };
+                let now = std::time::Instant::now();
+                failed.retain(|at| now.duration_since(*at) < std::time::Duration::from_secs(60));
+                failed.push(now);
+                if failed.len() >= WATCH_FAILURES_A_MINUTE {
+                    bail!(
+                        "{} ({WATCH_FAILURES_A_MINUTE} times in a minute: the watch stops; see the node's log)",
+                        end.error
+                    );
+                }
+                eprintln!("{} (watching again)", end.error);
+                // Not at once: what failed may take a moment to pass.
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                client = wait_for_node(&connect, true);
+                next
             }
             Some(end) => bail!("{}", end.error),
             None if args.reconnect => {
