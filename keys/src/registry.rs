@@ -2,8 +2,8 @@
 //! whose hash every node is configured with, and changes only by signed updates
 //! that a threshold of members approved (or, for a member's own keys and nodes,
 //! that member). Versions follow one another; conflicting updates are kept as
-//! evidence. Where two branches part, one that a threshold of members approved
-//! an update of displaces one of changes members made alone
+//! evidence. Where two branches part, one holding a change that needs the
+//! threshold displaces one of members' own changes only
 //! ([`Registry::adopt_branch_saving`]); no other change is ever undone.
 //!
 //! Every version's state is kept (to judge a fork against the state before it,
@@ -643,10 +643,11 @@ pub struct Registry {
     /// from the evidence kept, so that one member's many forks do not hide
     /// another's.
     forks_seen: std::collections::HashSet<(RegistryVersion, RegistryHash)>,
-    /// Versions where another branch was seen whole that holds a
-    /// change that needs the threshold as this registry's does: forks the branch
-    /// rule does not settle ([`Registry::fork_settled`]). Known only to this
-    /// run: sync reads such branches again after a restart.
+    /// Versions where another branch was seen (as far as it was read) that
+    /// holds a change that needs the threshold, as this registry's does:
+    /// forks the branch rule does not settle ([`Registry::fork_settled`]).
+    /// Known only to this run: sync reads such branches again after a
+    /// restart.
     contested: BTreeSet<RegistryVersion>,
     /// Times another branch was taken ([`Registry::switches`]).
     switches: u64,
@@ -1034,7 +1035,8 @@ impl Registry {
 
     /// Whether a current member of this registry approved `update` by its
     /// member key (the signature verifying), whatever else it carries: what
-    /// an update of another history must show to be taken for one.
+    /// an update of another history must show for a node to look for its
+    /// branch (anything else costs nothing to make).
     pub fn approved_by_a_member(&self, update: &SignedRegistryUpdate) -> bool {
         let members: HashSet<[u8; 32]> = self
             .current()
