@@ -651,6 +651,8 @@ pub struct Registry {
     contested: BTreeSet<RegistryVersion>,
     /// Times another branch was taken ([`Registry::switches`]).
     switches: u64,
+    /// The last of them ([`Registry::last_switch`]).
+    last_switch: Option<Applied>,
 }
 
 impl Registry {
@@ -709,6 +711,7 @@ impl Registry {
             forks_seen: std::collections::HashSet::new(),
             contested: BTreeSet::new(),
             switches: 0,
+            last_switch: None,
         })
     }
 
@@ -1021,16 +1024,17 @@ impl Registry {
                 _ => false,
             }
         });
-        let count = dropped.len();
+        let switched = Applied::Switched {
+            from,
+            to: self.version(),
+            dropped: dropped.len(),
+        };
         self.switches += 1;
+        self.last_switch = Some(switched);
         if let Some(first_dropped) = dropped.into_iter().next() {
             self.keep_evidence(taken, first_dropped);
         }
-        Ok(Ok(Applied::Switched {
-            from,
-            to: self.version(),
-            dropped: count,
-        }))
+        Ok(Ok(switched))
     }
 
     /// Whether a current member of this registry approved `update` by its
@@ -1058,6 +1062,13 @@ impl Registry {
     /// ([`Registry::adopt_branch_saving`]) since it was built.
     pub fn switches(&self) -> u64 {
         self.switches
+    }
+
+    /// The last time this registry took another branch, as
+    /// [`Registry::adopt_branch_saving`] returned it
+    /// ([`Applied::Switched`]), if it ever did since it was built.
+    pub fn last_switch(&self) -> Option<Applied> {
+        self.last_switch
     }
 
     /// Whether one of this registry's updates from `version` on needs the

@@ -83,6 +83,20 @@ pub enum NodeEvent {
     PeerBanned(PeerId),
     /// The registry advanced to this version.
     RegistryAdvanced(herald_protocol::RegistryVersion),
+    /// The registry took another branch by the branch rule
+    /// (docs/PROTOCOL.md, section 9): this node's versions from `from` on,
+    /// members' own changes, gave way to a branch holding a change that
+    /// needs the threshold. Its current version is now `to`, which may be
+    /// lower than before; the members whose changes were dropped make them
+    /// again. `RegistryAdvanced` follows.
+    RegistrySwitched {
+        /// The first version replaced.
+        from: herald_protocol::RegistryVersion,
+        /// The current version after the switch.
+        to: herald_protocol::RegistryVersion,
+        /// How many of this node's versions were dropped.
+        dropped: usize,
+    },
     /// Two validly approved registry updates for one version: evidence kept.
     RegistryFork(String),
     /// A catch-up session with a peer finished.

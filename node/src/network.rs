@@ -424,6 +424,10 @@ pub(crate) enum Command {
     /// hostile member would.
     #[cfg(feature = "test-hooks")]
     HostileSyncAnswers(Vec<herald_protocol::sync::SyncResponse>),
+    /// Test hook: send raw bytes to a peer as a sync request, on a stream
+    /// of the sync protocol.
+    #[cfg(feature = "test-hooks")]
+    RawSyncRequest { peer: PeerId, bytes: Vec<u8> },
 }
 
 /// What the network reports for the node's status.
@@ -568,6 +572,11 @@ pub(crate) fn spawn(
     };
     let (served_tx, served) = mpsc::channel(VALIDATED_CAPACITY);
     let sync_interval = parts.timing.sync_interval;
+    let switches_reported = parts
+        .registry
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .switches();
     let event_loop = EventLoop {
         swarm,
         session,
@@ -589,6 +598,7 @@ pub(crate) fn spawn(
         validated,
         validators,
         ignored_busy: 0,
+        switches_reported,
         registry: parts.registry,
         store: parts.store,
         events: parts.events,
@@ -715,6 +725,10 @@ struct EventLoop {
     validators: Validators,
     /// Messages ignored because every validation slot was taken, since start.
     ignored_busy: u64,
+    /// The registry's switches of branch ([`Registry::switches`]) reported
+    /// as events so far: those before the network started (at the node's
+    /// start) are not news.
+    switches_reported: u64,
     registry: Arc<RwLock<Registry>>,
     store: Store,
     events: crate::events::Events,
@@ -796,7 +810,7 @@ impl EventLoop {
                 let _ = reply.send(score.map(|s| s - REJECTION_PENALTY * f64::from(rejected)));
             }
             Command::SyncRequest { peer, request, reply } => {
-                let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                let id = self.swarm.behaviour_mut().sync.send_request(&peer, Ok(request));
                 self.sync_replies.insert(id, reply);
             }
             Command::SyncWith(peer) => self.start_sync(peer),
@@ -809,6 +823,7 @@ impl EventLoop {
             }
             Command::RegistryChanged => {
                 self.refresh_allowed_peers();
+                self.report_switch();
                 let version = self.registry.read().unwrap_or_else(|e| e.into_inner()).version();
                 self.events.send(NodeEvent::RegistryAdvanced(version));
             }
@@ -844,6 +859,13 @@ impl EventLoop {
             Command::InjectUnchecked(bytes) => self.push.publish(Arc::from(bytes)),
             #[cfg(feature = "test-hooks")]
             Command::InjectFrames(bytes) => self.push.send_raw(bytes),
+            #[cfg(feature = "test-hooks")]
+            Command::RawSyncRequest { peer, bytes } => {
+                let network = self.registry.read().unwrap_or_else(|e| e.into_inner()).network();
+                if let Ok(protocol) = crate::sync::protocol_name(&network) {
+                    self.push.send_raw_stream(peer, protocol, bytes);
+                }
+            }
         }
     }
 
@@ -1119,6 +1141,7 @@ impl EventLoop {
             }
             Verdict::RegistryAdvanced(update) => {
                 tracing::info!(version = %update.body().version, "registry advanced by gossip");
+                self.report_switch();
                 self.events
                     .send(NodeEvent::RegistryAdvanced(update.body().version));
                 self.refresh_allowed_peers();
@@ -1289,7 +1312,7 @@ impl EventLoop {
     fn handle_sync_event(
         &mut self,
         event: request_response::Event<
-            herald_protocol::sync::SyncRequest,
+            Result<herald_protocol::sync::SyncRequest, crate::sync::BadRequest>,
             herald_protocol::sync::SyncResponse,
         >,
     ) {
@@ -1318,7 +1341,7 @@ impl EventLoop {
                 // A frame over its limit or one that does not decode is the
                 // peer's doing; a timeout or a closed connection may not be.
                 if let request_response::OutboundFailure::Io(e) = &error
-                    && e.kind() == std::io::ErrorKind::InvalidData
+                    && crate::sync::is_bad_frame(e)
                 {
                     self.penalise(peer, format!("invalid sync response: {e}"));
                 }
@@ -1340,9 +1363,25 @@ impl EventLoop {
         &mut self,
         peer: PeerId,
         request_id: request_response::InboundRequestId,
-        request: herald_protocol::sync::SyncRequest,
+        request: Result<herald_protocol::sync::SyncRequest, crate::sync::BadRequest>,
         channel: request_response::ResponseChannel<herald_protocol::sync::SyncResponse>,
     ) {
+        // A frame over its limit, or one that is no request of this
+        // protocol version, counts against the peer that sent it, as an
+        // invalid answer does (a new kind of request comes with a new
+        // protocol name: docs/PROTOCOL.md, section 12.1).
+        let request = match request {
+            Ok(request) => request,
+            Err(bad) => {
+                self.penalise(peer, format!("invalid sync request: {bad}"));
+                let refused = herald_protocol::sync::SyncResponse::Refused {
+                    reason: "invalid request: not a request of this protocol version, or over its limit"
+                        .into(),
+                };
+                let _ = self.swarm.behaviour_mut().sync.send_response(channel, refused);
+                return;
+            }
+        };
         #[cfg(feature = "test-hooks")]
         if let Some(response) = self.hostile_answers.pop_front() {
             let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
@@ -1482,6 +1521,24 @@ impl EventLoop {
         }
     }
 
+    /// Sends [`NodeEvent::RegistrySwitched`] if the registry took another
+    /// branch since this was last asked (the last switch, should there have
+    /// been several).
+    fn report_switch(&mut self) {
+        let (switches, last) = {
+            let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
+            (registry.switches(), registry.last_switch())
+        };
+        if switches == self.switches_reported {
+            return;
+        }
+        self.switches_reported = switches;
+        if let Some(herald_keys::Applied::Switched { from, to, dropped }) = last {
+            self.events
+                .send(NodeEvent::RegistrySwitched { from, to, dropped });
+        }
+    }
+
     fn penalise(&mut self, peer: PeerId, reason: String) {
         let count = self
             .offences
@@ -1490,7 +1547,7 @@ impl EventLoop {
             .invalid
             .add(tokio::time::Instant::now());
         let score = self.swarm.behaviour().gossipsub.peer_score(&peer);
-        tracing::warn!(peer = %short_peer(&peer), %reason, invalid = count, score = ?score, "rejected gossip");
+        tracing::warn!(peer = %short_peer(&peer), %reason, invalid = count, score = ?score, "rejected input from a peer");
         self.events.send(NodeEvent::Rejected { peer, reason });
         if count >= MAX_INVALID_BEFORE_BAN {
             tracing::warn!(peer = %short_peer(&peer), "disconnecting a peer that keeps sending invalid input");

@@ -949,6 +949,14 @@ impl Node {
         let _ = self.commands.send(Command::InjectUnchecked(bytes)).await;
     }
 
+    /// Test hook: writes raw bytes to a connected peer as a sync request (the
+    /// frame's length prefix included, or not), on a stream of the sync
+    /// protocol (docs/PROTOCOL.md, section 12.1).
+    #[cfg(feature = "test-hooks")]
+    pub async fn raw_sync_request(&self, peer: PeerId, bytes: Vec<u8>) {
+        let _ = self.commands.send(Command::RawSyncRequest { peer, bytes }).await;
+    }
+
     /// Test hook: writes raw bytes to every linked peer, on a stream of their
     /// own, as if they were tree frames (docs/PROTOCOL.md, section 11B).
     #[cfg(feature = "test-hooks")]

@@ -505,6 +505,19 @@ impl Push {
         }
     }
 
+    /// Test hook: writes raw bytes to `peer` on a stream of its own under
+    /// `protocol` (another of the node's protocols), then closes it.
+    #[cfg(feature = "test-hooks")]
+    pub fn send_raw_stream(&self, peer: PeerId, protocol: StreamProtocol, bytes: Vec<u8>) {
+        let mut control = self.control.clone();
+        tokio::spawn(async move {
+            if let Ok(mut stream) = control.open_stream(peer, protocol).await {
+                let _ = stream.write_all(&bytes).await;
+                let _ = stream.close().await;
+            }
+        });
+    }
+
     /// A handle that reports verdicts to the tree.
     pub fn forwarder(&self) -> Forwarder {
         Forwarder {

@@ -52,10 +52,9 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
     if len > max {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("sync frame of {len} bytes over the {max}-byte limit"),
-        ));
+        return Err(invalid(format!(
+            "sync frame of {len} bytes over the {max}-byte limit"
+        )));
     }
     let mut buf = vec![0u8; len];
     io.read_exact(&mut buf).await?;
@@ -70,21 +69,64 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> 
     io.close().await
 }
 
+/// A frame the peer sent that breaks the protocol: over its limit, or not a
+/// message of this protocol version. Marks the codec's own errors apart
+/// from those of the connection under it, which may not be the peer's doing.
+#[derive(Debug)]
+struct BadFrame(String);
+
+impl std::fmt::Display for BadFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadFrame {}
+
 fn invalid(e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+    io::Error::new(io::ErrorKind::InvalidData, BadFrame(e.to_string()))
+}
+
+/// Whether `e` is a frame the peer sent that breaks the protocol (over its
+/// limit, or that does not decode), and so counts against it: a new kind
+/// of request or answer comes with a new protocol name (docs/PROTOCOL.md,
+/// section 12.1), never on this one.
+pub(crate) fn is_bad_frame(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<BadFrame>())
+}
+
+/// A request frame a peer sent that breaks the protocol (over its limit, or
+/// no request of this version): why. Read as a request, not as a failure of
+/// the stream, so that the node hears of it and counts it against the peer
+/// (libp2p reports a request that fails to read to no one).
+#[derive(Debug)]
+pub(crate) struct BadRequest(String);
+
+impl std::fmt::Display for BadRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 impl libp2p::request_response::Codec for SyncCodec {
     type Protocol = StreamProtocol;
-    type Request = SyncRequest;
+    /// What the node sends is always `Ok`; what it reads may be a frame
+    /// that breaks the protocol.
+    type Request = Result<SyncRequest, BadRequest>;
     type Response = SyncResponse;
 
     async fn read_request<T: AsyncRead + Unpin + Send>(
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-    ) -> io::Result<SyncRequest> {
-        SyncRequest::from_bytes(&read_frame(io, MAX_SYNC_REQUEST_BYTES).await?).map_err(invalid)
+    ) -> io::Result<Self::Request> {
+        match read_frame(io, MAX_SYNC_REQUEST_BYTES).await {
+            Ok(frame) => {
+                Ok(SyncRequest::from_bytes(&frame).map_err(|e| BadRequest(format!("undecodable: {e}"))))
+            }
+            Err(e) if is_bad_frame(&e) => Ok(Err(BadRequest(e.to_string()))),
+            Err(e) => Err(e),
+        }
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(
@@ -99,9 +141,12 @@ impl libp2p::request_response::Codec for SyncCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        request: SyncRequest,
+        request: Self::Request,
     ) -> io::Result<()> {
-        write_frame(io, &request.to_bytes()).await
+        match request {
+            Ok(request) => write_frame(io, &request.to_bytes()).await,
+            Err(bad) => Err(io::Error::new(io::ErrorKind::InvalidInput, bad.to_string())),
+        }
     }
 
     async fn write_response<T: AsyncWrite + Unpin + Send>(

@@ -163,7 +163,7 @@ pub fn apply_registry_update(
     update: SignedRegistryUpdate,
 ) -> Result<Result<Applied, RegistryError>, crate::store::StoreError> {
     let mut registry = registry.write().unwrap_or_else(|e| e.into_inner());
-    let before = evidence_held(&registry);
+    let mut before = evidence_held(&registry);
     let applied = registry.apply_saving(update.clone(), |update| {
         store.save_registry_update(update)?;
         store.flush()
@@ -175,7 +175,7 @@ pub fn apply_registry_update(
             if herald_keys::needs_threshold(&update) && !registry.holds_threshold_change_from(version) =>
         {
             match registry.check_branch(vec![update]) {
-                Ok(checked) => take_branch(&mut registry, store, checked),
+                Ok(checked) => take_branch(&mut registry, store, checked, &mut before),
                 Err(e) => Ok(Err(e)),
             }
         }
@@ -209,16 +209,19 @@ pub fn adopt_registry_branch(
         Err(e) => return Ok(Err(e)),
     };
     let mut registry = registry.write().unwrap_or_else(|e| e.into_inner());
-    let before = evidence_held(&registry);
-    let applied = take_branch(&mut registry, store, checked);
+    let mut before = evidence_held(&registry);
+    let applied = take_branch(&mut registry, store, checked, &mut before);
     save_new_evidence(&registry, store, &before);
     applied
 }
 
+/// [`adopt_registry_branch`] under the write lock. `saved` is the fork
+/// evidence held on disk: the version that gives way is added to it.
 fn take_branch(
     registry: &mut Registry,
     store: &Store,
     checked: herald_keys::CheckedBranch,
+    saved: &mut std::collections::HashSet<herald_protocol::RegistryHash>,
 ) -> Result<Result<Applied, RegistryError>, crate::store::StoreError> {
     let from = checked.from();
     // What may give way: named in the log if it does. The first is saved as
@@ -238,6 +241,7 @@ fn take_branch(
         store.replace_registry_from(from, updates)
     })?;
     if let Ok(Applied::Switched { from, to, dropped }) = applied {
+        saved.extend(giving_way.as_ref().map(SignedRegistryUpdate::hash));
         tracing::warn!(
             %from,
             %to,

@@ -550,6 +550,79 @@ async fn malformed_tree_frames_count_against_their_sender() {
     .await;
 }
 
+/// Sync requests that break the protocol (docs/PROTOCOL.md, 12.1) count against the member that
+/// sent them, as invalid answers do: each is refused with its reason, and the third gets the sender
+/// banned. A request read whole first: a peer still asking well is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_sync_requests_count_against_their_sender() {
+    within(async {
+        let registry = TestRegistry::new(2);
+        let nodes = start_line(&registry, 2).await.expect("start");
+        connect_line(&nodes).await.expect("connect");
+        let (a, b) = (&nodes[0], &nodes[1]);
+        let (a_id, b_id) = (a.peer_id(), b.peer_id());
+        let answer = a
+            .node
+            .sync_request(
+                b_id,
+                herald_protocol::sync::SyncRequest::Registry {
+                    from: RegistryVersion(1),
+                },
+            )
+            .await;
+        assert!(
+            matches!(answer, Ok(herald_protocol::sync::SyncResponse::Registry { .. })),
+            "a well-formed request is answered: {answer:?}"
+        );
+        let frame = |body: &[u8]| [&(body.len() as u32).to_be_bytes()[..], body].concat();
+        let mut trailing = herald_protocol::sync::SyncRequest::Registry {
+            from: RegistryVersion(1),
+        }
+        .to_bytes();
+        trailing.push(0);
+        let cases = [
+            ("an unknown kind of request", frame(&[9, 0, 0, 0]), "undecodable"),
+            ("a request with a byte after it", frame(&trailing), "undecodable"),
+            (
+                "a length beyond the limit",
+                u32::MAX.to_be_bytes().to_vec(),
+                "over the 524288-byte limit",
+            ),
+        ];
+        for (n, (what, bytes, reason)) in cases.into_iter().enumerate() {
+            let mark = b.events.len();
+            a.node.raw_sync_request(b_id, bytes).await;
+            let got = b
+                .events
+                .wait_for_from(&format!("{what} to be refused"), mark, WAIT, |e| match e {
+                    NodeEvent::Rejected { peer, reason } if *peer == a_id => Some(reason.clone()),
+                    _ => None,
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                got.contains("invalid sync request") && got.contains(reason),
+                "{what} was refused for {got:?}"
+            );
+            if n < 2 {
+                let score = b.node.peer_score(a_id).await;
+                assert!(
+                    score.is_some_and(|s| s < 0.0),
+                    "B's score for A after {what}: {score:?}"
+                );
+            }
+        }
+        b.events
+            .wait_for("B to ban A", WAIT, |e| {
+                matches!(e, NodeEvent::PeerBanned(p) if *p == a_id).then_some(())
+            })
+            .await
+            .expect("the third malformed request bans its sender");
+        stop_all(nodes).await;
+    })
+    .await;
+}
+
 /// A member's node that floods `IHave` and `Graft` frames with ids of bulletins that do not exist
 /// is held to its bounds (docs/PROTOCOL.md, 11B): frames beyond its budget are skipped, and of the
 /// ids it announces the node follows its share alone. Floods are counted, not penalised (an honest
@@ -862,6 +935,19 @@ async fn a_split_of_members_own_changes_settles_on_the_branch_a_threshold_approv
             })
             .await
             .expect("a's registry takes b's branch");
+        // Subscribers hear of the switch, on a and only there.
+        let switches = |node: &TestNode| {
+            node.events
+                .snapshot()
+                .into_iter()
+                .filter_map(|e| match e {
+                    NodeEvent::RegistrySwitched { from, to, dropped } => Some((from, to, dropped)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(switches(&a), vec![(RegistryVersion(2), RegistryVersion(3), 1)]);
+        assert_eq!(switches(&b), vec![]);
         let history = |node: &TestNode| node.node.registry().read().unwrap().history().to_vec();
         let expected = vec![registry.genesis.clone(), on_b.clone(), settled.clone()];
         assert_eq!(history(&a), expected);
