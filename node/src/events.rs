@@ -81,14 +81,20 @@ pub enum NodeEvent {
     },
     /// A peer was disconnected for repeated invalid input.
     PeerBanned(PeerId),
-    /// The registry advanced to this version.
+    /// The registry changed: this is its current version (after a switch,
+    /// [`NodeEvent::RegistrySwitched`], possibly lower than before).
+    /// Changes that come closer together than the node reports them are
+    /// told once.
     RegistryAdvanced(herald_protocol::RegistryVersion),
     /// The registry took another branch by the branch rule
     /// (docs/PROTOCOL.md, section 9): this node's versions from `from` on,
     /// members' own changes, gave way to a branch holding a change that
     /// needs the threshold. Its current version is now `to`, which may be
     /// lower than before; the members whose changes were dropped make them
-    /// again. `RegistryAdvanced` follows.
+    /// again. `RegistryAdvanced` follows. Switches that come closer together
+    /// than the node reports them are told as the last of them; one at the
+    /// node's start (evidence kept by an earlier run) is not told here, but
+    /// counted in the status (`registry_switches`) and the log.
     RegistrySwitched {
         /// The first version replaced.
         from: herald_protocol::RegistryVersion,

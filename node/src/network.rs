@@ -427,7 +427,11 @@ pub(crate) enum Command {
     /// Test hook: send raw bytes to a peer as a sync request, on a stream
     /// of the sync protocol.
     #[cfg(feature = "test-hooks")]
-    RawSyncRequest { peer: PeerId, bytes: Vec<u8> },
+    RawSyncRequest {
+        peer: PeerId,
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, String>>,
+    },
 }
 
 /// What the network reports for the node's status.
@@ -572,11 +576,10 @@ pub(crate) fn spawn(
     };
     let (served_tx, served) = mpsc::channel(VALIDATED_CAPACITY);
     let sync_interval = parts.timing.sync_interval;
-    let switches_reported = parts
-        .registry
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .switches();
+    let registry_reported = {
+        let registry = parts.registry.read().unwrap_or_else(|e| e.into_inner());
+        (registry.hash(), registry.switches())
+    };
     let event_loop = EventLoop {
         swarm,
         session,
@@ -598,7 +601,7 @@ pub(crate) fn spawn(
         validated,
         validators,
         ignored_busy: 0,
-        switches_reported,
+        registry_reported,
         registry: parts.registry,
         store: parts.store,
         events: parts.events,
@@ -725,10 +728,11 @@ struct EventLoop {
     validators: Validators,
     /// Messages ignored because every validation slot was taken, since start.
     ignored_busy: u64,
-    /// The registry's switches of branch ([`Registry::switches`]) reported
-    /// as events so far: those before the network started (at the node's
-    /// start) are not news.
-    switches_reported: u64,
+    /// The registry as last reported to subscribers ([`Self::registry_moved`]):
+    /// its hash, and how many times it took another branch
+    /// ([`Registry::switches`]). At first, as it was when the network
+    /// started (a switch at the node's start is not news).
+    registry_reported: (herald_protocol::RegistryHash, u64),
     registry: Arc<RwLock<Registry>>,
     store: Store,
     events: crate::events::Events,
@@ -821,12 +825,7 @@ impl EventLoop {
                     self.update_chain_check();
                 }
             }
-            Command::RegistryChanged => {
-                self.refresh_allowed_peers();
-                self.report_switch();
-                let version = self.registry.read().unwrap_or_else(|e| e.into_inner()).version();
-                self.events.send(NodeEvent::RegistryAdvanced(version));
-            }
+            Command::RegistryChanged => self.registry_moved(),
             Command::Status(reply) => {
                 let stats = self.push.stats();
                 let _ = reply.send(NetworkStatus {
@@ -860,10 +859,13 @@ impl EventLoop {
             #[cfg(feature = "test-hooks")]
             Command::InjectFrames(bytes) => self.push.send_raw(bytes),
             #[cfg(feature = "test-hooks")]
-            Command::RawSyncRequest { peer, bytes } => {
+            Command::RawSyncRequest { peer, bytes, reply } => {
                 let network = self.registry.read().unwrap_or_else(|e| e.into_inner()).network();
-                if let Ok(protocol) = crate::sync::protocol_name(&network) {
-                    self.push.send_raw_stream(peer, protocol, bytes);
+                match crate::sync::protocol_name(&network) {
+                    Ok(protocol) => self.push.send_raw_stream(peer, protocol, bytes, reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
                 }
             }
         }
@@ -1141,10 +1143,7 @@ impl EventLoop {
             }
             Verdict::RegistryAdvanced(update) => {
                 tracing::info!(version = %update.body().version, "registry advanced by gossip");
-                self.report_switch();
-                self.events
-                    .send(NodeEvent::RegistryAdvanced(update.body().version));
-                self.refresh_allowed_peers();
+                self.registry_moved();
             }
             Verdict::RegistryFork(reason) => {
                 tracing::error!(%reason, "REGISTRY FORK: two approved updates for one version; evidence kept");
@@ -1251,6 +1250,10 @@ impl EventLoop {
 
     fn handle_sync_done(&mut self, peer: PeerId, result: Result<SyncReport, crate::sync::SyncError>) {
         self.syncing.remove(&peer);
+        // The session tells of registry versions it takes in as it goes, by
+        // a command that a full queue drops: what it changed is reported by
+        // its end at the latest.
+        self.registry_moved();
         // A session counts for the node's own chain once it holds all the
         // peer has of it (told early by `OwnChainFetched` as well).
         if result.as_ref().is_ok_and(|r| r.first_chain_fetched) && !self.chain_check.borrow().done {
@@ -1521,22 +1524,33 @@ impl EventLoop {
         }
     }
 
-    /// Sends [`NodeEvent::RegistrySwitched`] if the registry took another
-    /// branch since this was last asked (the last switch, should there have
-    /// been several).
-    fn report_switch(&mut self) {
-        let (switches, last) = {
+    /// After the registry may have changed (by gossip, a sync session, a
+    /// bundle, the local API): if it did since it was last reported,
+    /// recomputes who may connect and reports it, with
+    /// [`NodeEvent::RegistrySwitched`] first if it took another branch (the
+    /// last switch, should there have been several), then
+    /// [`NodeEvent::RegistryAdvanced`] with its version, all as read at one
+    /// moment.
+    fn registry_moved(&mut self) {
+        let (position, version, last) = {
             let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
-            (registry.switches(), registry.last_switch())
+            (
+                (registry.hash(), registry.switches()),
+                registry.version(),
+                registry.last_switch(),
+            )
         };
-        if switches == self.switches_reported {
+        if position == self.registry_reported {
             return;
         }
-        self.switches_reported = switches;
-        if let Some(herald_keys::Applied::Switched { from, to, dropped }) = last {
+        let switched = position.1 != self.registry_reported.1;
+        self.registry_reported = position;
+        self.refresh_allowed_peers();
+        if switched && let Some(herald_keys::Applied::Switched { from, to, dropped }) = last {
             self.events
                 .send(NodeEvent::RegistrySwitched { from, to, dropped });
         }
+        self.events.send(NodeEvent::RegistryAdvanced(version));
     }
 
     fn penalise(&mut self, peer: PeerId, reason: String) {

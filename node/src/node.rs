@@ -868,11 +868,11 @@ impl Node {
             })
         })
         .await
-        .map_err(|e| StoreError::Corrupt(format!("import task failed: {e}")))??;
-        if report.registry_applied > 0 {
-            let _ = self.commands.send(Command::RegistryChanged).await;
-        }
-        Ok(report)
+        .map_err(|e| StoreError::Corrupt(format!("import task failed: {e}")))?;
+        // Registry versions taken in count even if the import failed later
+        // (the network reports only a registry that moved).
+        let _ = self.commands.send(Command::RegistryChanged).await;
+        report
     }
 
     /// Exports the bulletins matching `filter`, with the registry history, to a
@@ -951,10 +951,13 @@ impl Node {
 
     /// Test hook: writes raw bytes to a connected peer as a sync request (the
     /// frame's length prefix included, or not), on a stream of the sync
-    /// protocol (docs/PROTOCOL.md, section 12.1).
+    /// protocol (docs/PROTOCOL.md, section 12.1), and returns the raw bytes
+    /// of its answer (empty if it wrote none).
     #[cfg(feature = "test-hooks")]
-    pub async fn raw_sync_request(&self, peer: PeerId, bytes: Vec<u8>) {
-        let _ = self.commands.send(Command::RawSyncRequest { peer, bytes }).await;
+    pub async fn raw_sync_request(&self, peer: PeerId, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+        self.ask(|reply| Command::RawSyncRequest { peer, bytes, reply })
+            .await
+            .unwrap_or_else(|| Err("the node stopped".into()))
     }
 
     /// Test hook: writes raw bytes to every linked peer, on a stream of their

@@ -506,15 +506,35 @@ impl Push {
     }
 
     /// Test hook: writes raw bytes to `peer` on a stream of its own under
-    /// `protocol` (another of the node's protocols), then closes it.
+    /// `protocol` (another of the node's protocols), closes its side, and
+    /// replies with what the peer writes back (up to 1 MiB) until it closes
+    /// its own.
     #[cfg(feature = "test-hooks")]
-    pub fn send_raw_stream(&self, peer: PeerId, protocol: StreamProtocol, bytes: Vec<u8>) {
+    pub fn send_raw_stream(
+        &self,
+        peer: PeerId,
+        protocol: StreamProtocol,
+        bytes: Vec<u8>,
+        reply: tokio::sync::oneshot::Sender<Result<Vec<u8>, String>>,
+    ) {
         let mut control = self.control.clone();
         tokio::spawn(async move {
-            if let Ok(mut stream) = control.open_stream(peer, protocol).await {
-                let _ = stream.write_all(&bytes).await;
-                let _ = stream.close().await;
-            }
+            let answer = async {
+                let mut stream = control
+                    .open_stream(peer, protocol)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                stream.write_all(&bytes).await.map_err(|e| e.to_string())?;
+                stream.close().await.map_err(|e| e.to_string())?;
+                let mut answer = Vec::new();
+                stream
+                    .take(1 << 20)
+                    .read_to_end(&mut answer)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(answer)
+            };
+            let _ = reply.send(answer.await);
         });
     }
 

@@ -551,8 +551,8 @@ async fn malformed_tree_frames_count_against_their_sender() {
 }
 
 /// Sync requests that break the protocol (docs/PROTOCOL.md, 12.1) count against the member that
-/// sent them, as invalid answers do: each is refused with its reason, and the third gets the sender
-/// banned. A request read whole first: a peer still asking well is answered.
+/// sent them, as invalid answers do: each is answered `Refused` and reported with its reason, and
+/// the third gets the sender banned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_sync_requests_count_against_their_sender() {
     within(async {
@@ -591,7 +591,18 @@ async fn malformed_sync_requests_count_against_their_sender() {
         ];
         for (n, (what, bytes, reason)) in cases.into_iter().enumerate() {
             let mark = b.events.len();
-            a.node.raw_sync_request(b_id, bytes).await;
+            let answer = a.node.raw_sync_request(b_id, bytes).await;
+            if n < 2 {
+                // Refused, saying why. (The third offence disconnects A first.)
+                let answer = answer.unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
+                let refused = answer
+                    .get(4..)
+                    .and_then(|body| herald_protocol::sync::SyncResponse::from_bytes(body).ok());
+                assert!(
+                    matches!(&refused, Some(herald_protocol::sync::SyncResponse::Refused { reason }) if reason.contains("invalid request")),
+                    "{what} was answered {refused:?}"
+                );
+            }
             let got = b
                 .events
                 .wait_for_from(&format!("{what} to be refused"), mark, WAIT, |e| match e {
