@@ -1014,9 +1014,15 @@ pub enum SavedForks {
     /// Judges each by the branch rule, which may replace stored versions:
     /// the node's start.
     Settle,
-    /// Reports each, the stored history as it is: commands that read a
-    /// stopped node's store.
+    /// Reports each, the stored history as it is; what no longer fits it
+    /// (versions after a gap, evidence of a version no longer held) is
+    /// dropped from the store: commands that write to a stopped node's
+    /// store.
     Report,
+    /// Reports each and writes nothing to the store, whatever it holds
+    /// (what no longer fits is left, and not taken in): commands that only
+    /// read a stopped node's store, which may be a copy kept as evidence.
+    ReadOnly,
 }
 
 /// The registry from the store's history, or from genesis on first start.
@@ -1038,8 +1044,9 @@ fn load_registry(
 /// The genesis must be the one `genesis_hash` names. A later version that
 /// does not chain on the one before (an earlier build could leave a gap and
 /// have it filled by another branch's update for that version) is dropped
-/// from the store, with what comes after it, with a warning: sync and
-/// gossip bring the network's versions again. A version refused for any
+/// from the store (left there with [`SavedForks::ReadOnly`]), with what
+/// comes after it, with a warning: sync and gossip bring the network's
+/// versions again. A version refused for any
 /// other reason (a rule this build has that the one which stored it did not)
 /// fails the start and leaves the store as it is: dropping it would take the
 /// registry back, revocations and removals with it.
@@ -1053,11 +1060,12 @@ pub fn stored_registry(
         return Ok(None);
     };
     let mut registry = Registry::from_genesis(genesis, genesis_hash)?;
+    let writes = saved_forks != SavedForks::ReadOnly;
     for update in history {
         let version = update.body().version;
         match registry.apply(update) {
             Ok(_) => {}
-            Err(e @ RegistryError::WrongPrevious { .. }) => {
+            Err(e @ RegistryError::WrongPrevious { .. }) if writes => {
                 tracing::warn!(
                     %version,
                     reason = %e,
@@ -1065,11 +1073,21 @@ pub fn stored_registry(
                 );
                 break;
             }
+            Err(e @ RegistryError::WrongPrevious { .. }) => {
+                tracing::warn!(
+                    %version,
+                    reason = %e,
+                    "a stored registry version does not follow the one before: it and every later one are not taken (the node drops them when it starts)"
+                );
+                break;
+            }
             Err(e) => return Err(StartError::StoredRegistry { version, reason: e }),
         }
     }
     // What follows the last version taken (after a gap, or another branch).
-    store.drop_registry_after(registry.version())?;
+    if writes {
+        store.drop_registry_after(registry.version())?;
+    }
     // The forks found before, reported again; at the node's start by the
     // branch rule as any update (one kept by a build before the rule may
     // settle its split, and so may one whose switch could not be saved).
@@ -1082,7 +1100,7 @@ pub fn stored_registry(
         let outcome = match saved_forks {
             _ if version > held => Ok(herald_keys::Applied::AlreadyHeld),
             SavedForks::Settle => crate::validate::apply_registry_update(&registry, store, theirs.clone())?,
-            SavedForks::Report => registry
+            SavedForks::Report | SavedForks::ReadOnly => registry
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .apply(theirs.clone()),
@@ -1090,7 +1108,8 @@ pub fn stored_registry(
         match outcome {
             Err(RegistryError::Fork { .. }) => {}
             Ok(herald_keys::Applied::Switched { .. }) => {}
-            _ => store.drop_registry_fork(&theirs)?,
+            _ if writes => store.drop_registry_fork(&theirs)?,
+            _ => {}
         }
     }
     Ok(Some(registry.into_inner().unwrap_or_else(|e| e.into_inner())))

@@ -1126,6 +1126,22 @@ fn stored_registry_versions_that_do_not_follow_are_dropped() {
     for update in [&genesis, &v2, &stray(3), &stray(4)] {
         store.save_registry_update(update).unwrap();
     }
+    // Evidence of a fork at version 3, which is no fork of the history taken (version 2 is
+    // the last).
+    store.save_registry_fork(&stray(3)).unwrap();
+    // A command that only reads builds the registry the same way and changes nothing: the
+    // store may be a copy kept as evidence.
+    let read =
+        herald_node::node::stored_registry(&store, genesis.hash(), herald_node::node::SavedForks::ReadOnly)
+            .unwrap()
+            .expect("a registry");
+    assert_eq!(read.version(), RegistryVersion(2));
+    assert_eq!(store.registry_history().unwrap().len(), 4, "nothing dropped");
+    assert_eq!(
+        store.registry_forks().unwrap(),
+        vec![stray(3)],
+        "no evidence dropped"
+    );
     let registry =
         herald_node::node::stored_registry(&store, genesis.hash(), herald_node::node::SavedForks::Settle)
             .unwrap()
@@ -1134,6 +1150,11 @@ fn stored_registry_versions_that_do_not_follow_are_dropped() {
     assert_eq!(
         store.registry_history().unwrap(),
         vec![genesis.clone(), v2.clone()]
+    );
+    assert_eq!(
+        store.registry_forks().unwrap(),
+        vec![],
+        "evidence of no fork held"
     );
     // Version 4 went too: a version 3 saved now is the last.
     store.save_registry_update(&stray(3)).unwrap();

@@ -10,7 +10,7 @@ use herald_node::config::Config;
 
 use crate::cli::{ExportArgs, ImportArgs};
 use crate::client::Client;
-use crate::cmd::read::open_offline;
+use crate::cmd::read::{Access, open_offline};
 
 fn progress(what: &'static str) -> impl FnMut(u64, u64) {
     move |done, total| eprintln!("  {what} {done} of {total} bulletins...")
@@ -49,7 +49,7 @@ pub(crate) fn export(args: ExportArgs) -> Result<()> {
     let offline = if client.is_up() {
         None
     } else {
-        Some(open_offline(&args.dir, &config)?)
+        Some(open_offline(&args.dir, &config, Access::Read)?)
     };
     let filter = ExportFilter {
         since,
@@ -91,7 +91,7 @@ pub(crate) fn import(args: ImportArgs) -> Result<()> {
     let report: ImportReport = if client.is_up() {
         client.post("/v1/import", &ImportRequest { path })?
     } else {
-        let (store, registry) = open_offline(&args.dir, &config)?;
+        let (store, registry) = open_offline(&args.dir, &config, Access::Write)?;
         let registry = RwLock::new(registry);
         let mut sink = |items: Vec<_>| {
             let outcomes = store.insert_verified(&items)?;

@@ -14,8 +14,20 @@ use crate::cli::{FilterArgs, ListArgs, ShowArgs, StatusArgs, WatchArgs};
 use crate::client::Client;
 use crate::cmd::publish::{severity, tlp};
 
+/// What a command does with a stopped node's store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Reads it only: nothing in it changes (its registry history and fork
+    /// evidence stay as they are, the genesis is not stored on a first run),
+    /// so that a copy kept as evidence can be read as it is.
+    Read,
+    /// Writes to it (an import, a registry update): the registry history is
+    /// put in order first, as the node does when it starts.
+    Write,
+}
+
 /// The store and registry of a node that is not running.
-pub(crate) fn open_offline(dir: &Path, config: &Config) -> Result<(Store, Registry)> {
+pub(crate) fn open_offline(dir: &Path, config: &Config, access: Access) -> Result<(Store, Registry)> {
     if config.registry.genesis_hash.is_empty() {
         return Err(herald_node::setup::SetupError::NoGenesisHash(
             dir.join(herald_node::config::CONFIG_FILE),
@@ -29,18 +41,25 @@ pub(crate) fn open_offline(dir: &Path, config: &Config) -> Result<(Store, Regist
         .map_err(|e| anyhow!("genesis_hash in config.toml: {e}"))?;
     let store = Store::open(&dir.join(&config.node.data), NetworkId::from_genesis(hash))
         .context("cannot open the store (if a node is running, check its [api] listen address)")?;
-    let stored = herald_node::node::stored_registry(&store, hash, herald_node::node::SavedForks::Report)
-        .context("the stored registry")?;
+    let saved_forks = match access {
+        Access::Read => herald_node::node::SavedForks::ReadOnly,
+        Access::Write => herald_node::node::SavedForks::Report,
+    };
+    let stored =
+        herald_node::node::stored_registry(&store, hash, saved_forks).context("the stored registry")?;
     let registry = if let Some(registry) = stored {
         registry
     } else {
-        // The node has not run yet: the genesis installed beside the config,
-        // stored as the node stores it at its first start, so that what a
-        // command then writes (an import, a registry update) follows it.
+        // The node has not run yet: the genesis installed beside the config;
+        // stored, as the node stores it at its first start, by a command
+        // that writes, so that what it writes (an import, a registry
+        // update) follows it.
         let genesis = herald_node::setup::read_installed_genesis(dir, config)?;
         let registry = Registry::from_genesis(genesis.clone(), hash).context("the installed genesis")?;
-        store.save_registry_update(&genesis)?;
-        store.flush()?;
+        if access == Access::Write {
+            store.save_registry_update(&genesis)?;
+            store.flush()?;
+        }
         registry
     };
     Ok((store, registry))
@@ -74,7 +93,7 @@ pub(crate) fn list(args: ListArgs) -> Result<()> {
     let offline = if up {
         None
     } else {
-        Some(open_offline(&args.dir, &config)?)
+        Some(open_offline(&args.dir, &config, Access::Read)?)
     };
     let member = member_filter(&args.filters, &client, offline.as_ref().map(|(_, r)| r))?;
     // Whether a text search read every bulletin it had to.
@@ -147,7 +166,7 @@ pub(crate) fn show(args: ShowArgs) -> Result<()> {
         };
         (v, members)
     } else {
-        let (store, registry) = open_offline(&args.dir, &config)?;
+        let (store, registry) = open_offline(&args.dir, &config, Access::Read)?;
         let id = store.resolve_id(&text)?;
         let b = store
             .get(&id)?

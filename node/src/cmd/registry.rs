@@ -16,7 +16,7 @@ use herald_protocol::{
 
 use crate::cli::{ProposeArgs, RegistryCommand};
 use crate::client::Client;
-use crate::cmd::read::open_offline;
+use crate::cmd::read::{Access, open_offline};
 
 pub(crate) fn run(command: RegistryCommand) -> Result<()> {
     match command {
@@ -39,7 +39,7 @@ fn current(dir: &std::path::Path) -> Result<RegistryView> {
     if client.is_up() {
         return client.get("/v1/registry", &[]);
     }
-    let (_, registry) = open_offline(dir, &config)?;
+    let (_, registry) = open_offline(dir, &config, Access::Read)?;
     Ok(RegistryView::new(&registry))
 }
 
@@ -371,7 +371,7 @@ fn submit(dir: &std::path::Path, file: &std::path::Path) -> Result<()> {
         );
         return Ok(());
     }
-    let (store, registry) = open_offline(dir, &config)?;
+    let (store, registry) = open_offline(dir, &config, Access::Write)?;
     let registry = Arc::new(RwLock::new(registry));
     match herald_node::validate::apply_registry_update(&registry, &store, update)? {
         Ok(herald_keys::Applied::Advanced(version)) => {
