@@ -6,6 +6,9 @@ benchmark's publish-call tail can be told apart from the disk's (docs/BENCHMARKS
     scripts/disk-sync-probe.py [--dir DIR] [--writes 400] [--gap-ms 50] [--load 0]
         [--load-rate 1] [--load-bytes 65536]
 
+--dir is where the probe's files go (default: the current directory); put it on the disk
+the node's store is on (a temporary directory may be in memory).
+
 --load N starts N other processes beside the probe, each appending --load-bytes and
 calling fsync --load-rate times a second (about what N nodes' folds write), for as long
 as the probe runs. Prints p50, p90, p99 and the slowest write, in milliseconds. Linux only.
@@ -15,6 +18,7 @@ import argparse
 import mmap
 import multiprocessing
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -23,11 +27,13 @@ BLOCK = 4096
 
 
 def load(path: str, rate: float, size: int, stop) -> None:
-    """Appends `size` bytes and fsyncs, `rate` times a second, until told to stop."""
+    """Appends `size` bytes and fsyncs, `rate` times a second, until told to stop (or the
+    probe is gone)."""
+    parent = os.getppid()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     data = os.urandom(size)
     try:
-        while not stop.is_set():
+        while not stop.is_set() and os.getppid() == parent:
             os.write(fd, data)
             os.fsync(fd)
             stop.wait(1.0 / rate)
@@ -58,34 +64,43 @@ def probe(path: str, writes: int, gap: float) -> list:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", default=tempfile.gettempdir())
+    parser.add_argument("--dir", default=".")
     parser.add_argument("--writes", type=int, default=400)
     parser.add_argument("--gap-ms", type=float, default=50.0)
     parser.add_argument("--load", type=int, default=0)
     parser.add_argument("--load-rate", type=float, default=1.0)
     parser.add_argument("--load-bytes", type=int, default=65536)
     args = parser.parse_args()
-    if args.writes < 1 or args.gap_ms < 0 or args.load < 0 or args.load_rate <= 0:
-        parser.error("--writes must be at least 1, --gap-ms and --load not negative, --load-rate above 0")
+    if args.writes < 1 or args.gap_ms < 0 or args.load < 0 or args.load_rate <= 0 or args.load_bytes < 1:
+        parser.error("--writes and --load-bytes must be at least 1, --gap-ms and --load not negative, --load-rate above 0")
+    if not os.path.isdir(args.dir):
+        parser.error(f"--dir {args.dir}: no such directory")
+    # A stop by signal ends the probe as Ctrl-C does: the loads are stopped and the files removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     with tempfile.TemporaryDirectory(prefix="herald-disk-probe-", dir=args.dir) as tmp:
         stop = multiprocessing.Event()
-        loads = [
-            multiprocessing.Process(
-                target=load, args=(os.path.join(tmp, f"load-{i}"), args.load_rate, args.load_bytes, stop)
-            )
-            for i in range(args.load)
-        ]
-        for process in loads:
-            process.start()
+        loads = []
         try:
+            for i in range(args.load):
+                process = multiprocessing.Process(
+                    target=load,
+                    args=(os.path.join(tmp, f"load-{i}"), args.load_rate, args.load_bytes, stop),
+                    daemon=True,
+                )
+                process.start()
+                loads.append(process)
             times = sorted(probe(os.path.join(tmp, "probe"), args.writes, args.gap_ms / 1000.0))
         except OSError as e:
-            print(f"cannot probe {args.dir}: {e} (O_DIRECT needs a file system that takes it; try --dir)", file=sys.stderr)
+            print(f"cannot probe in {args.dir}: {e}", file=sys.stderr)
             return 1
         finally:
             stop.set()
             for process in loads:
                 process.join()
+        failed = [p.exitcode for p in loads if p.exitcode != 0]
+        if failed:
+            print(f"{len(failed)} of the {args.load} loads failed (exit codes {failed}): the figures are not what was asked for", file=sys.stderr)
+            return 1
     n = len(times)
     pick = lambda q: times[min(n - 1, int(n * q))]
     print(

@@ -1058,6 +1058,21 @@ impl Registry {
         })
     }
 
+    /// The versions where this registry was offered another branch (as far
+    /// as it was read) that holds a change that needs the threshold, as its
+    /// own does from there: forks the branch rule does not settle
+    /// ([`Registry::fork_settled`]), in order.
+    pub fn contested(&self) -> impl Iterator<Item = RegistryVersion> + '_ {
+        self.contested.iter().copied()
+    }
+
+    /// Marks the fork at `version` as contested, as an earlier run of the
+    /// node found it ([`Registry::contested`]): restored at a start, since
+    /// the other branch is not read again until a peer offers it.
+    pub fn mark_contested(&mut self, version: RegistryVersion) {
+        self.contested.insert(version);
+    }
+
     /// How many times this registry took another branch
     /// ([`Registry::adopt_branch_saving`]) since it was built.
     pub fn switches(&self) -> u64 {

@@ -1092,7 +1092,7 @@ pub fn stored_registry(
     // branch rule as any update (one kept by a build before the rule may
     // settle its split, and so may one whose switch could not be saved).
     // Those that no longer are forks of the history held (a version dropped
-    // above) are forgotten.
+    // above) are forgotten (but with `SavedForks::ReadOnly`).
     let registry = RwLock::new(registry);
     for theirs in store.registry_forks()? {
         let version = theirs.body().version;
@@ -1110,6 +1110,19 @@ pub fn stored_registry(
             Ok(herald_keys::Applied::Switched { .. }) => {}
             _ if writes => store.drop_registry_fork(&theirs)?,
             _ => {}
+        }
+    }
+    // Forks found contested (the other branch holds a change that needs the
+    // threshold too) stay so; a mark for a version where no fork is held any
+    // more is forgotten.
+    {
+        let mut registry = registry.write().unwrap_or_else(|e| e.into_inner());
+        for version in store.registry_contested()? {
+            if registry.forks().iter().any(|f| f.version == version) {
+                registry.mark_contested(version);
+            } else if writes {
+                store.drop_registry_contested(version)?;
+            }
         }
     }
     Ok(Some(registry.into_inner().unwrap_or_else(|e| e.into_inner())))

@@ -57,6 +57,11 @@ pub mod trees {
     /// hash (32) -> the other update's signed bytes, the evidence a start
     /// takes in again (at most as many as the registry keeps).
     pub const REGISTRY_FORKS: &str = "registry-forks/v1";
+    /// Versions where the registry forks and the other branch, as far as it
+    /// was read, holds a change that needs the threshold, as this node's does
+    /// from there (a fork the branch rule does not settle): version (u64
+    /// big-endian) -> nothing.
+    pub const REGISTRY_CONTESTED: &str = "registry-contested/v1";
 }
 
 /// The key of a registry fork's other update in [`trees::REGISTRY_FORKS`].
@@ -496,6 +501,8 @@ pub struct Store {
     registry: sled::Tree,
     /// [`trees::REGISTRY_FORKS`].
     registry_forks: sled::Tree,
+    /// [`trees::REGISTRY_CONTESTED`].
+    registry_contested: sled::Tree,
     /// [`trees::CLAIMS`].
     claims: sled::Tree,
     /// Whether `claims` may hold any (spares a scan on every publication).
@@ -923,6 +930,7 @@ impl Store {
             bulletins,
             registry: db.open_tree(trees::REGISTRY)?,
             registry_forks: db.open_tree(trees::REGISTRY_FORKS)?,
+            registry_contested: db.open_tree(trees::REGISTRY_CONTESTED)?,
             claims_present: Arc::new(std::sync::atomic::AtomicBool::new(!claims.is_empty())),
             claims,
             claims_lock: Arc::new(Mutex::new(())),
@@ -2468,6 +2476,38 @@ impl Store {
     /// Forgets a saved fork that no longer is one against the history held.
     pub fn drop_registry_fork(&self, theirs: &SignedRegistryUpdate) -> Result<(), StoreError> {
         self.registry_forks.remove(fork_key(theirs))?;
+        Ok(())
+    }
+
+    /// Notes that the registry's fork at `version` is contested: the other
+    /// branch holds a change that needs the threshold too
+    /// ([`herald_keys::Registry::contested`]), so that a restarted node
+    /// still does not report it as settled. Made durable by the next flush
+    /// (it is a mark for the status, not evidence).
+    pub fn save_registry_contested(&self, version: RegistryVersion) -> Result<(), StoreError> {
+        self.registry_contested.insert(version.0.to_be_bytes(), &[])?;
+        Ok(())
+    }
+
+    /// The versions noted by [`Store::save_registry_contested`], in order.
+    pub fn registry_contested(&self) -> Result<Vec<RegistryVersion>, StoreError> {
+        self.registry_contested
+            .iter()
+            .keys()
+            .map(|key| {
+                let key = key?;
+                let bytes: [u8; 8] = key
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("a contested registry version's key".into()))?;
+                Ok(RegistryVersion(u64::from_be_bytes(bytes)))
+            })
+            .collect()
+    }
+
+    /// Forgets a contested mark that no longer stands for a fork held.
+    pub fn drop_registry_contested(&self, version: RegistryVersion) -> Result<(), StoreError> {
+        self.registry_contested.remove(version.0.to_be_bytes())?;
         Ok(())
     }
 

@@ -1454,6 +1454,9 @@ mod tests {
         for (held, other) in [(&theirs, &contested), (&contested, &theirs)] {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(dir.path(), net.registry.network()).unwrap();
+            for update in held.history() {
+                store.save_registry_update(update).unwrap();
+            }
             let registry = Arc::new(RwLock::new(held.clone()));
             pull(&BranchPeer::new(other.clone(), 1), &store, &registry)
                 .await
@@ -1461,6 +1464,17 @@ mod tests {
             let registry = registry.read().unwrap();
             assert_eq!(registry.history(), held.history());
             assert_eq!(crate::view::forked_versions(&registry), (1, 0));
+            // And so after a restart, though the other branch is not read again.
+            let restarted =
+                crate::node::stored_registry(&store, net.genesis.hash(), crate::node::SavedForks::Settle)
+                    .unwrap()
+                    .unwrap();
+            assert_eq!(restarted.history(), held.history());
+            assert_eq!(
+                crate::view::forked_versions(&restarted),
+                (1, 0),
+                "still contested"
+            );
         }
     }
 

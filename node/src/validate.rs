@@ -234,12 +234,19 @@ fn take_branch(
         .map(<[SignedRegistryUpdate]>::to_vec)
         .unwrap_or_default();
     let giving_way = held_from.first().cloned();
+    let contested: std::collections::BTreeSet<_> = registry.contested().collect();
     let applied = registry.adopt_checked_saving(checked, |from, updates| {
         if let Some(update) = &giving_way {
             store.save_registry_fork(update)?;
         }
         store.replace_registry_from(from, updates)
     })?;
+    // A fork found contested is still reported so after a restart.
+    for version in registry.contested().filter(|v| !contested.contains(v)) {
+        if let Err(e) = store.save_registry_contested(version) {
+            tracing::warn!(error = %e, %version, "cannot note a contested registry fork: after a restart it is reported as settled until a peer offers the other branch again");
+        }
+    }
     if let Ok(Applied::Switched { from, to, dropped }) = applied {
         saved.extend(giving_way.as_ref().map(SignedRegistryUpdate::hash));
         tracing::warn!(

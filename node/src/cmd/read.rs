@@ -17,9 +17,11 @@ use crate::cmd::publish::{severity, tlp};
 /// What a command does with a stopped node's store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Access {
-    /// Reads it only: nothing in it changes (its registry history and fork
-    /// evidence stay as they are, the genesis is not stored on a first run),
-    /// so that a copy kept as evidence can be read as it is.
+    /// Reads it: its registry history and fork evidence stay as they are,
+    /// and the genesis is not stored on a first run, so that the history of
+    /// a copy kept as evidence reads as it is. (Opening the store still does
+    /// what every open does: it creates a store that is not there, upgrades
+    /// an older schema, and folds the journal's own bulletins in.)
     Read,
     /// Writes to it (an import, a registry update): the registry history is
     /// put in order first, as the node does when it starts.
