@@ -1011,14 +1011,12 @@ impl Node {
 /// What [`stored_registry`] does with the fork evidence the store holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SavedForks {
-    /// Judges each by the branch rule, which may replace stored versions:
-    /// the node's start.
+    /// Judges each by the branch rule, which may replace stored versions,
+    /// and drops from the store what no longer fits the history (versions
+    /// after a gap, evidence of a version no longer held): the node's start,
+    /// and commands that write to a stopped node's store (what they write
+    /// then follows the branch the node keeps).
     Settle,
-    /// Reports each, the stored history as it is; what no longer fits it
-    /// (versions after a gap, evidence of a version no longer held) is
-    /// dropped from the store: commands that write to a stopped node's
-    /// store.
-    Report,
     /// Reports each and writes nothing to the store, whatever it holds
     /// (what no longer fits is left, and not taken in): commands that only
     /// read a stopped node's store, which may be a copy kept as evidence.
@@ -1100,7 +1098,7 @@ pub fn stored_registry(
         let outcome = match saved_forks {
             _ if version > held => Ok(herald_keys::Applied::AlreadyHeld),
             SavedForks::Settle => crate::validate::apply_registry_update(&registry, store, theirs.clone())?,
-            SavedForks::Report | SavedForks::ReadOnly => registry
+            SavedForks::ReadOnly => registry
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .apply(theirs.clone()),

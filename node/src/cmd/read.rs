@@ -24,7 +24,8 @@ pub(crate) enum Access {
     /// an older schema, and folds the journal's own bulletins in.)
     Read,
     /// Writes to it (an import, a registry update): the registry history is
-    /// put in order first, as the node does when it starts.
+    /// put in order first, and saved forks judged by the branch rule, as the
+    /// node does when it starts.
     Write,
 }
 
@@ -45,7 +46,7 @@ pub(crate) fn open_offline(dir: &Path, config: &Config, access: Access) -> Resul
         .context("cannot open the store (if a node is running, check its [api] listen address)")?;
     let saved_forks = match access {
         Access::Read => herald_node::node::SavedForks::ReadOnly,
-        Access::Write => herald_node::node::SavedForks::Report,
+        Access::Write => herald_node::node::SavedForks::Settle,
     };
     let stored =
         herald_node::node::stored_registry(&store, hash, saved_forks).context("the stored registry")?;
