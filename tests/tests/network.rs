@@ -489,6 +489,51 @@ async fn bulletins_by_keys_the_registry_does_not_admit_do_not_ban_their_sender()
     .await;
 }
 
+/// Has `a` send each case to `b` (`send` gets its index and bytes) and checks what `b` makes of
+/// it: each is refused with its reason (naming `offence`), `a`'s score is below zero after the
+/// first two, while still connected, and the third gets `a` banned.
+async fn each_offence_counts_until_a_ban<'a, F, Fut>(
+    a: &'a TestNode,
+    b: &TestNode,
+    offence: &str,
+    cases: [(&str, Vec<u8>, &str); 3],
+    send: F,
+) where
+    F: Fn(usize, Vec<u8>) -> Fut,
+    Fut: Future<Output = ()> + 'a,
+{
+    let a_id = a.peer_id();
+    for (n, (what, bytes, reason)) in cases.into_iter().enumerate() {
+        let mark = b.events.len();
+        send(n, bytes).await;
+        let got = b
+            .events
+            .wait_for_from(&format!("{what} to be refused"), mark, WAIT, |e| match e {
+                NodeEvent::Rejected { peer, reason } if *peer == a_id => Some(reason.clone()),
+                _ => None,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            got.contains(offence) && got.contains(reason),
+            "{what} was refused for {got:?}"
+        );
+        if n < 2 {
+            let score = b.node.peer_score(a_id).await;
+            assert!(
+                score.is_some_and(|s| s < 0.0),
+                "B's score for A after {what}: {score:?}"
+            );
+        }
+    }
+    b.events
+        .wait_for("B to ban A", WAIT, |e| {
+            matches!(e, NodeEvent::PeerBanned(p) if *p == a_id).then_some(())
+        })
+        .await
+        .expect("the third offence bans its sender");
+}
+
 /// Frames that break the tree's layout (docs/PROTOCOL.md, 11B) count against the member that
 /// sent them, like invalid bulletins: each is refused with its reason, and the third gets the
 /// sender banned.
@@ -515,36 +560,10 @@ async fn malformed_tree_frames_count_against_their_sender() {
                 "a frame of 4294967295 bytes",
             ),
         ];
-        for (n, (what, bytes, reason)) in cases.into_iter().enumerate() {
-            let mark = b.events.len();
+        each_offence_counts_until_a_ban(a, b, "malformed tree frame", cases, |_, bytes| async move {
             a.node.inject_frames(bytes).await;
-            let got = b
-                .events
-                .wait_for_from(&format!("{what} to be refused"), mark, WAIT, |e| match e {
-                    NodeEvent::Rejected { peer, reason } if *peer == a_id => Some(reason.clone()),
-                    _ => None,
-                })
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            assert!(
-                got.contains("malformed tree frame") && got.contains(reason),
-                "{what} was refused for {got:?}"
-            );
-            // Connected until the third: its score is below zero.
-            if n < 2 {
-                let score = b.node.peer_score(a_id).await;
-                assert!(
-                    score.is_some_and(|s| s < 0.0),
-                    "B's score for A after {what}: {score:?}"
-                );
-            }
-        }
-        b.events
-            .wait_for("B to ban A", WAIT, |e| {
-                matches!(e, NodeEvent::PeerBanned(p) if *p == a_id).then_some(())
-            })
-            .await
-            .expect("the third malformed frame bans its sender");
+        })
+        .await;
         stop_all(nodes).await;
     })
     .await;
@@ -560,7 +579,7 @@ async fn malformed_sync_requests_count_against_their_sender() {
         let nodes = start_line(&registry, 2).await.expect("start");
         connect_line(&nodes).await.expect("connect");
         let (a, b) = (&nodes[0], &nodes[1]);
-        let (a_id, b_id) = (a.peer_id(), b.peer_id());
+        let b_id = b.peer_id();
         let answer = a
             .node
             .sync_request(
@@ -589,46 +608,21 @@ async fn malformed_sync_requests_count_against_their_sender() {
                 "over the 524288-byte limit",
             ),
         ];
-        for (n, (what, bytes, reason)) in cases.into_iter().enumerate() {
-            let mark = b.events.len();
+        each_offence_counts_until_a_ban(a, b, "invalid sync request", cases, |n, bytes| async move {
             let answer = a.node.raw_sync_request(b_id, bytes).await;
             if n < 2 {
                 // Refused, saying why. (The third offence disconnects A first.)
-                let answer = answer.unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
+                let answer = answer.unwrap_or_else(|e| panic!("offence {n}: no answer: {e}"));
                 let refused = answer
                     .get(4..)
                     .and_then(|body| herald_protocol::sync::SyncResponse::from_bytes(body).ok());
                 assert!(
                     matches!(&refused, Some(herald_protocol::sync::SyncResponse::Refused { reason }) if reason.contains("invalid request")),
-                    "{what} was answered {refused:?}"
+                    "offence {n} was answered {refused:?}"
                 );
             }
-            let got = b
-                .events
-                .wait_for_from(&format!("{what} to be refused"), mark, WAIT, |e| match e {
-                    NodeEvent::Rejected { peer, reason } if *peer == a_id => Some(reason.clone()),
-                    _ => None,
-                })
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            assert!(
-                got.contains("invalid sync request") && got.contains(reason),
-                "{what} was refused for {got:?}"
-            );
-            if n < 2 {
-                let score = b.node.peer_score(a_id).await;
-                assert!(
-                    score.is_some_and(|s| s < 0.0),
-                    "B's score for A after {what}: {score:?}"
-                );
-            }
-        }
-        b.events
-            .wait_for("B to ban A", WAIT, |e| {
-                matches!(e, NodeEvent::PeerBanned(p) if *p == a_id).then_some(())
-            })
-            .await
-            .expect("the third malformed request bans its sender");
+        })
+        .await;
         stop_all(nodes).await;
     })
     .await;
