@@ -646,8 +646,8 @@ pub struct Registry {
     /// Versions where another branch was seen (as far as it was read) that
     /// holds a change that needs the threshold, as this registry's does:
     /// forks the branch rule does not settle ([`Registry::fork_settled`]).
-    /// Known only to this run: sync reads such branches again after a
-    /// restart.
+    /// Found in this run, or restored from an earlier one
+    /// ([`Registry::mark_contested`]).
     contested: BTreeSet<RegistryVersion>,
     /// Times another branch was taken ([`Registry::switches`]).
     switches: u64,
@@ -1100,8 +1100,9 @@ impl Registry {
     /// holds one that does from its version on, so every node on the other
     /// branch takes this one; unless that branch holds an update that needs
     /// the threshold further on too, which this registry knows once it has
-    /// been offered that branch whole in this run
-    /// ([`Registry::adopt_branch_saving`]).
+    /// been offered that branch whole ([`Registry::adopt_branch_saving`]),
+    /// in this run or, as marked again at a start, an earlier one
+    /// ([`Registry::mark_contested`]).
     pub fn fork_settled(&self, fork: &ForkEvidence) -> bool {
         !self.contested.contains(&fork.version)
             && !needs_threshold(&fork.theirs)

@@ -1098,10 +1098,17 @@ pub fn stored_registry(
         let outcome = match saved_forks {
             _ if version > held => Ok(herald_keys::Applied::AlreadyHeld),
             SavedForks::Settle => crate::validate::apply_registry_update(&registry, store, theirs.clone())?,
-            SavedForks::ReadOnly => registry
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .apply(theirs.clone()),
+            SavedForks::ReadOnly => {
+                let mut registry = registry.write().unwrap_or_else(|e| e.into_inner());
+                if herald_keys::needs_threshold(&theirs) && !registry.holds_threshold_change_from(version) {
+                    tracing::warn!(
+                        %version,
+                        hash = %theirs.hash(),
+                        "saved fork evidence holds a change that needs the threshold: the node may take that branch at its next start (the branch rule); start it before building on this history"
+                    );
+                }
+                registry.apply(theirs.clone())
+            }
         };
         match outcome {
             Err(RegistryError::Fork { .. }) => {}
@@ -1112,11 +1119,14 @@ pub fn stored_registry(
     }
     // Forks found contested (the other branch holds a change that needs the
     // threshold too) stay so; a mark for a version where no fork is held any
-    // more is forgotten.
+    // more, or where this node's branch holds no such change (its history
+    // was cut above), is forgotten.
     {
         let mut registry = registry.write().unwrap_or_else(|e| e.into_inner());
         for version in store.registry_contested()? {
-            if registry.forks().iter().any(|f| f.version == version) {
+            if registry.forks().iter().any(|f| f.version == version)
+                && registry.holds_threshold_change_from(version)
+            {
                 registry.mark_contested(version);
             } else if writes {
                 store.drop_registry_contested(version)?;

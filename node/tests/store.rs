@@ -1129,6 +1129,9 @@ fn stored_registry_versions_that_do_not_follow_are_dropped() {
     // Evidence of a fork at version 3, which is no fork of the history taken (version 2 is
     // the last).
     store.save_registry_fork(&stray(3)).unwrap();
+    // And a mark of it as contested (the other branch holding a change that needs the
+    // threshold too), which stands for no fork held either.
+    store.save_registry_contested(RegistryVersion(3)).unwrap();
     // A command that only reads builds the registry the same way and changes nothing: the
     // store may be a copy kept as evidence.
     let read =
@@ -1142,6 +1145,12 @@ fn stored_registry_versions_that_do_not_follow_are_dropped() {
         vec![stray(3)],
         "no evidence dropped"
     );
+    assert_eq!(
+        store.registry_contested().unwrap(),
+        vec![RegistryVersion(3)],
+        "no mark dropped"
+    );
+    assert_eq!(read.contested().count(), 0, "a mark of no fork held is not taken");
     let registry =
         herald_node::node::stored_registry(&store, genesis.hash(), herald_node::node::SavedForks::Settle)
             .unwrap()
@@ -1156,6 +1165,7 @@ fn stored_registry_versions_that_do_not_follow_are_dropped() {
         vec![],
         "evidence of no fork held"
     );
+    assert_eq!(store.registry_contested().unwrap(), vec![], "nor its mark");
     // Version 4 went too: a version 3 saved now is the last.
     store.save_registry_update(&stray(3)).unwrap();
     assert_eq!(store.registry_history().unwrap().len(), 3);

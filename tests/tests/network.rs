@@ -489,23 +489,24 @@ async fn bulletins_by_keys_the_registry_does_not_admit_do_not_ban_their_sender()
     .await;
 }
 
-/// Has `a` send each case to `b` (`send` gets its index and bytes) and checks what `b` makes of
-/// it: each is refused with its reason (naming `offence`), `a`'s score is below zero after the
-/// first two, while still connected, and the third gets `a` banned.
+/// Has `a` send each case to `b` (`send` gets its index, what it is and its bytes) and checks
+/// what `b` makes of it: each is refused with its reason (naming `offence`), `a`'s score is below
+/// zero after the first two while it is still connected and not banned, and the third gets `a`
+/// banned.
 async fn each_offence_counts_until_a_ban<'a, F, Fut>(
     a: &'a TestNode,
     b: &TestNode,
     offence: &str,
-    cases: [(&str, Vec<u8>, &str); 3],
+    cases: [(&'static str, Vec<u8>, &'static str); 3],
     send: F,
 ) where
-    F: Fn(usize, Vec<u8>) -> Fut,
+    F: Fn(usize, &'static str, Vec<u8>) -> Fut,
     Fut: Future<Output = ()> + 'a,
 {
     let a_id = a.peer_id();
     for (n, (what, bytes, reason)) in cases.into_iter().enumerate() {
         let mark = b.events.len();
-        send(n, bytes).await;
+        send(n, what, bytes).await;
         let got = b
             .events
             .wait_for_from(&format!("{what} to be refused"), mark, WAIT, |e| match e {
@@ -523,6 +524,17 @@ async fn each_offence_counts_until_a_ban<'a, F, Fut>(
             assert!(
                 score.is_some_and(|s| s < 0.0),
                 "B's score for A after {what}: {score:?}"
+            );
+            assert!(
+                !b.events
+                    .snapshot()
+                    .iter()
+                    .any(|e| matches!(e, NodeEvent::PeerBanned(p) if *p == a_id)),
+                "A was banned after {what}"
+            );
+            assert!(
+                b.node.connected_peers().await.contains(&a_id),
+                "A is still connected after {what}"
             );
         }
     }
@@ -560,7 +572,7 @@ async fn malformed_tree_frames_count_against_their_sender() {
                 "a frame of 4294967295 bytes",
             ),
         ];
-        each_offence_counts_until_a_ban(a, b, "malformed tree frame", cases, |_, bytes| async move {
+        each_offence_counts_until_a_ban(a, b, "malformed tree frame", cases, |_, _, bytes| async move {
             a.node.inject_frames(bytes).await;
         })
         .await;
@@ -608,17 +620,17 @@ async fn malformed_sync_requests_count_against_their_sender() {
                 "over the 524288-byte limit",
             ),
         ];
-        each_offence_counts_until_a_ban(a, b, "invalid sync request", cases, |n, bytes| async move {
+        each_offence_counts_until_a_ban(a, b, "invalid sync request", cases, |n, what, bytes| async move {
             let answer = a.node.raw_sync_request(b_id, bytes).await;
             if n < 2 {
                 // Refused, saying why. (The third offence disconnects A first.)
-                let answer = answer.unwrap_or_else(|e| panic!("offence {n}: no answer: {e}"));
+                let answer = answer.unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
                 let refused = answer
                     .get(4..)
                     .and_then(|body| herald_protocol::sync::SyncResponse::from_bytes(body).ok());
                 assert!(
                     matches!(&refused, Some(herald_protocol::sync::SyncResponse::Refused { reason }) if reason.contains("invalid request")),
-                    "offence {n} was answered {refused:?}"
+                    "{what} was answered {refused:?}"
                 );
             }
         })

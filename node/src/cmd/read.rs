@@ -20,8 +20,9 @@ pub(crate) enum Access {
     /// Reads it: its registry history and fork evidence stay as they are,
     /// and the genesis is not stored on a first run, so that the history of
     /// a copy kept as evidence reads as it is. (Opening the store still does
-    /// what every open does: it creates a store that is not there, upgrades
-    /// an older schema, and folds the journal's own bulletins in.)
+    /// what every open does: it creates a store that is not there, adds the
+    /// trees this build uses, upgrades an older schema, and folds the
+    /// journal's own bulletins in.)
     Read,
     /// Writes to it (an import, a registry update): the registry history is
     /// put in order first, and saved forks judged by the branch rule, as the
@@ -50,6 +51,12 @@ pub(crate) fn open_offline(dir: &Path, config: &Config, access: Access) -> Resul
     };
     let stored =
         herald_node::node::stored_registry(&store, hash, saved_forks).context("the stored registry")?;
+    if let Some(registry) = stored.as_ref().filter(|r| r.switches() > 0) {
+        eprintln!(
+            "the stored registry took another branch by the branch rule, as the node does at its start (now at version {}; the log says what gave way)",
+            registry.version()
+        );
+    }
     let registry = if let Some(registry) = stored {
         registry
     } else {
