@@ -1095,6 +1095,14 @@ impl Registry {
             .is_some_and(|from| from.iter().any(needs_threshold))
     }
 
+    /// Whether the branch rule may have this registry give way to a branch
+    /// that starts with `update` at its version: `update` needs the
+    /// threshold and this registry's branch holds no such change from that
+    /// version on.
+    pub fn may_give_way_to(&self, update: &SignedRegistryUpdate) -> bool {
+        needs_threshold(update) && !self.holds_threshold_change_from(update.body().version)
+    }
+
     /// Whether `fork` is settled in this registry's favour by the branch
     /// rule: its other update does not need the threshold and this registry
     /// holds one that does from its version on, so every node on the other

@@ -1100,7 +1100,7 @@ pub fn stored_registry(
             SavedForks::Settle => crate::validate::apply_registry_update(&registry, store, theirs.clone())?,
             SavedForks::ReadOnly => {
                 let mut registry = registry.write().unwrap_or_else(|e| e.into_inner());
-                if herald_keys::needs_threshold(&theirs) && !registry.holds_threshold_change_from(version) {
+                if registry.may_give_way_to(&theirs) {
                     tracing::warn!(
                         %version,
                         hash = %theirs.hash(),

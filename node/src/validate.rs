@@ -112,8 +112,7 @@ pub fn validate_registry_update(data: &[u8], registry: &RwLock<Registry>, store:
     let known_fork = {
         let registry = registry.read().unwrap_or_else(|e| e.into_inner());
         let version = update.body().version;
-        let may_displace =
-            herald_keys::needs_threshold(&update) && !registry.holds_threshold_change_from(version);
+        let may_displace = registry.may_give_way_to(&update);
         registry.knows_fork(version, update.hash())
             || (registry.fork_memory_full() && version <= registry.version() && !may_displace)
     };
@@ -171,9 +170,7 @@ pub fn apply_registry_update(
     let applied = match applied {
         // A fork that the branch rule may settle this way: checked under
         // the lock, as `apply_saving` checked it (one update).
-        Ok(Err(RegistryError::Fork { version, .. }))
-            if herald_keys::needs_threshold(&update) && !registry.holds_threshold_change_from(version) =>
-        {
+        Ok(Err(RegistryError::Fork { .. })) if registry.may_give_way_to(&update) => {
             match registry.check_branch(vec![update]) {
                 Ok(checked) => take_branch(&mut registry, store, checked, &mut before),
                 Err(e) => Ok(Err(e)),
